@@ -1,0 +1,346 @@
+"""Users, groups and API tokens."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from gateway.auth import principal
+from gateway.serialize import token_dict, user_dict
+from shared.access import Principal
+from shared.accounts import AccountError, add_member, check_acls, check_name, issue_token
+from shared.db.models import Group, GroupUser, Token, User
+from shared.resources import RESOURCES
+from shared.web import (
+    ApiError,
+    Route,
+    bad_request,
+    json_body,
+    not_found,
+    page_from_query,
+    path_int,
+    success,
+)
+
+
+def _account_error(exc: AccountError) -> ApiError:
+    return bad_request(str(exc))
+
+
+async def post_user(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    body = await json_body(request, optional=False)
+    try:
+        username = check_name(body.get("username"), "username")
+        acls = check_acls(body.get("acls", []))
+    except AccountError as exc:
+        raise _account_error(exc) from None
+    is_admin = body.get("is_admin", False)
+    if not isinstance(is_admin, bool):
+        raise bad_request("Invalid is_admin: must be a boolean")
+    group_ids = body.get("group_ids", [])
+    if not isinstance(group_ids, list) or not all(isinstance(g, int) for g in group_ids):
+        raise bad_request("Invalid group_ids: must be a list of integer group IDs")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        groups = (await session.execute(select(Group).where(Group.id.in_(group_ids)))).scalars()
+        groups = list(groups)
+        if len(groups) != len(set(group_ids)):
+            raise bad_request(f"Cannot find one or more groups with IDs: {sorted(group_ids)}")
+        user = User(username=username, is_admin=is_admin, acls=acls)
+        session.add(user)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise bad_request(f"User with username {username!r} already exists") from None
+        for group in groups:
+            await add_member(session, group, user)
+        user_id = user.id
+    return success({"id": user_id})
+
+
+async def _load_user(session, user_id: int) -> User:  # type: ignore[no-untyped-def]
+    user = await session.get(User, user_id, options=[selectinload(User.memberships)])
+    if user is None:
+        raise not_found(f"User {user_id} not found")
+    return user
+
+
+async def get_user(request: web.Request) -> web.Response:
+    me = principal(request)
+    user_id = path_int(request, "user_id", "user_id")
+    if not me.is_admin and user_id != me.user_id:
+        raise ApiError(403, "Only system admins can view other users")
+    async with request.app[RESOURCES].sessions() as session:
+        return success(user_dict(await _load_user(session, user_id)))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    settings = request.app[RESOURCES].settings
+    page = page_from_query(request, settings.page_size_default, settings.page_size_max)
+    async with request.app[RESOURCES].sessions() as session:
+        total = await session.scalar(select(func.count(User.id)))
+        users = await session.scalars(
+            select(User).order_by(User.id).offset(page.offset).limit(page.size)
+        )
+        items = [user_dict(u) for u in users]
+    return success(
+        {"users": items, "totalMatches": total, "pageNumber": page.number, "numPerPage": page.size}
+    )
+
+
+async def patch_user(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    user_id = path_int(request, "user_id", "user_id")
+    body = await json_body(request, optional=False)
+    unknown = set(body) - {"acls", "is_admin"}
+    if unknown:
+        raise bad_request(f"Invalid fields for a user: {sorted(unknown)}")
+    try:
+        acls = check_acls(body["acls"]) if "acls" in body else None
+    except AccountError as exc:
+        raise _account_error(exc) from None
+    if "is_admin" in body and not isinstance(body["is_admin"], bool):
+        raise bad_request("Invalid is_admin: must be a boolean")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        user = await _load_user(session, user_id)
+        if acls is not None:
+            user.acls = acls
+        if "is_admin" in body:
+            user.is_admin = body["is_admin"]
+    return success()
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    async with request.app[RESOURCES].sessions() as session:
+        return success(user_dict(await _load_user(session, principal(request).user_id)))
+
+
+def _group_dict(group: Group, members: list[GroupUser] | None, me: Principal) -> dict[str, object]:
+    data: dict[str, object] = {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "created_at": group.created_at,
+        "is_member": group.id in me.group_ids,
+        "can_admin": me.can_admin_group(group.id),
+    }
+    if members is not None:
+        data["users"] = [
+            {"id": m.user_id, "username": m.user.username, "admin": m.admin} for m in members
+        ]
+    return data
+
+
+async def post_group(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require_admin()
+    body = await json_body(request, optional=False)
+    try:
+        name = check_name(body.get("name"), "name")
+    except AccountError as exc:
+        raise _account_error(exc) from None
+    description = body.get("description")
+    if description is not None and not isinstance(description, str):
+        raise bad_request("Invalid description: must be a string")
+    admins = body.get("group_admins", [])
+    if not isinstance(admins, list) or not all(isinstance(a, int) for a in admins):
+        raise bad_request("Invalid group_admins: must be a list of user IDs")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        users = list(await session.scalars(select(User).where(User.id.in_(admins))))
+        if len(users) != len(set(admins)):
+            raise bad_request(f"Cannot find one or more users with IDs: {sorted(admins)}")
+        group = Group(name=name, description=description)
+        session.add(group)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise bad_request(f"Group with name {name!r} already exists") from None
+        for user in users:
+            await add_member(session, group, user, admin=True)
+        group_id = group.id
+    return success({"id": group_id})
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    me = principal(request)
+    async with request.app[RESOURCES].sessions() as session:
+        query = select(Group).order_by(Group.id)
+        if not me.is_admin:
+            query = query.where(Group.id.in_(me.group_ids))
+        groups = [_group_dict(g, None, me) for g in await session.scalars(query)]
+    return success({"user_groups": [g for g in groups if g["is_member"]], "all_groups": groups})
+
+
+async def get_group(request: web.Request) -> web.Response:
+    me = principal(request)
+    group_id = path_int(request, "group_id", "group_id")
+    if not me.is_admin and group_id not in me.group_ids:
+        raise not_found(f"Group {group_id} not found")
+    async with request.app[RESOURCES].sessions() as session:
+        group = await session.get(Group, group_id)
+        if group is None:
+            raise not_found(f"Group {group_id} not found")
+        members = list(
+            await session.scalars(
+                select(GroupUser)
+                .where(GroupUser.group_id == group_id)
+                .options(selectinload(GroupUser.user))
+                .order_by(GroupUser.user_id)
+            )
+        )
+        return success(_group_dict(group, members, me))
+
+
+def _admin_group_or_fail(me: Principal, group_id: int) -> None:
+    if not me.can_admin_group(group_id):
+        raise ApiError(403, "Only group admins and system admins can change a group's members")
+
+
+async def post_group_user(request: web.Request) -> web.Response:
+    me = principal(request)
+    group_id = path_int(request, "group_id", "group_id")
+    _admin_group_or_fail(me, group_id)
+    body = await json_body(request, optional=False)
+    user_id, username = body.get("userID", body.get("user_id")), body.get("username")
+    admin = body.get("admin", False)
+    if not isinstance(admin, bool):
+        raise bad_request("Invalid admin: must be a boolean")
+    if user_id is None and username is None:
+        raise bad_request("Missing userID or username")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        group = await session.get(Group, group_id)
+        if group is None:
+            raise not_found(f"Group {group_id} not found")
+        query = select(User)
+        if user_id is not None:
+            if not isinstance(user_id, int) or isinstance(user_id, bool):
+                raise bad_request(f"Invalid userID: {user_id}")
+            query = query.where(User.id == user_id)
+        else:
+            query = query.where(User.username == username)
+        user = (await session.execute(query)).scalar_one_or_none()
+        if user is None:
+            raise not_found(f"User {user_id if user_id is not None else username} not found")
+        await add_member(session, group, user, admin=admin)
+        data = {"group_id": group_id, "user_id": user.id, "admin": admin}
+    return success(data)
+
+
+async def delete_group_user(request: web.Request) -> web.Response:
+    me = principal(request)
+    group_id = path_int(request, "group_id", "group_id")
+    user_id = path_int(request, "user_id", "user_id")
+    _admin_group_or_fail(me, group_id)
+    async with request.app[RESOURCES].sessions.begin() as session:
+        membership = await session.get(GroupUser, (group_id, user_id))
+        if membership is None:
+            raise not_found(f"User {user_id} is not a member of group {group_id}")
+        await session.delete(membership)
+    return success()
+
+
+async def post_token(request: web.Request) -> web.Response:
+    me = principal(request)
+    body = await json_body(request)
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 255:
+        raise bad_request("Invalid name: must be a string of at most 255 characters")
+    user_id = body.get("user_id", me.user_id)
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        raise bad_request(f"Invalid user_id: {user_id}")
+    if user_id != me.user_id and not me.is_admin:
+        raise ApiError(403, "Only system admins can create tokens for other users")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        user = await _load_user(session, user_id)
+        token, secret = await issue_token(session, user, name)
+        data = {**token_dict(token), "token": secret}
+    return success(data)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    me = principal(request)
+    async with request.app[RESOURCES].sessions() as session:
+        tokens = await session.scalars(
+            select(Token).where(Token.user_id == me.user_id).order_by(Token.id)
+        )
+        return success([token_dict(t) for t in tokens])
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    me = principal(request)
+    token_id = path_int(request, "token_id", "token_id")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        token = await session.get(Token, token_id)
+        if token is None or (token.user_id != me.user_id and not me.is_admin):
+            raise not_found(f"Token {token_id} not found")
+        await session.delete(token)
+    return success()
+
+
+TAG = "accounts"
+ROUTES = [
+    Route(
+        "POST",
+        "/api/user",
+        post_user,
+        "Create a user (system admin)",
+        TAG,
+        body={"username": "str", "is_admin": "bool", "acls": "[str]", "group_ids": "[int]"},
+    ),
+    Route(
+        "GET",
+        "/api/user",
+        list_users,
+        "List users (system admin)",
+        TAG,
+        query=("pageNumber", "numPerPage"),
+    ),
+    Route("GET", "/api/user/{user_id}", get_user, "Get a user (self or system admin)", TAG),
+    Route(
+        "PATCH",
+        "/api/user/{user_id}",
+        patch_user,
+        "Change a user's ACLs or admin flag",
+        TAG,
+        body={"acls": "[str]", "is_admin": "bool"},
+    ),
+    Route("GET", "/api/internal/profile", get_profile, "The calling user", TAG),
+    Route(
+        "POST",
+        "/api/groups",
+        post_group,
+        "Create a group (system admin)",
+        TAG,
+        body={"name": "str", "description": "str", "group_admins": "[int]"},
+    ),
+    Route("GET", "/api/groups", list_groups, "Groups the caller belongs to", TAG),
+    Route("GET", "/api/groups/{group_id}", get_group, "A group and its members", TAG),
+    Route(
+        "POST",
+        "/api/groups/{group_id}/users",
+        post_group_user,
+        "Add a member to a group (group admin)",
+        TAG,
+        body={"userID": "int", "username": "str", "admin": "bool"},
+    ),
+    Route(
+        "DELETE",
+        "/api/groups/{group_id}/users/{user_id}",
+        delete_group_user,
+        "Remove a member from a group (group admin)",
+        TAG,
+    ),
+    Route(
+        "POST",
+        "/api/tokens",
+        post_token,
+        "Create an API token; the secret is shown once",
+        TAG,
+        body={"name": "str", "user_id": "int"},
+    ),
+    Route("GET", "/api/tokens", list_tokens, "The caller's tokens (without secrets)", TAG),
+    Route("DELETE", "/api/tokens/{token_id}", delete_token, "Revoke a token", TAG),
+]

@@ -1,0 +1,3 @@
+"""skyhook shared code package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""Who is calling, what they may do, and which rows they may see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Table, exists, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import Group, GroupUser, Token, User
+from shared.enums import ACL
+from shared.security import hash_token
+from shared.web import ApiError
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    is_admin: bool
+    acls: frozenset[str]
+    group_ids: frozenset[int]
+    admin_group_ids: frozenset[int]
+
+    def has_acl(self, acl: ACL) -> bool:
+        if self.is_admin:
+            return True
+        if ACL.VIEW_ONLY in self.acls:
+            return False
+        return acl in self.acls
+
+    def require(self, acl: ACL) -> None:
+        if not self.has_acl(acl):
+            raise ApiError(401, f"This endpoint requires the ACL: {acl}")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise ApiError(401, "This endpoint requires a system admin")
+
+    def can_admin_group(self, group_id: int) -> bool:
+        return self.is_admin or group_id in self.admin_group_ids
+
+
+def principal_for(user: User) -> Principal:
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        acls=frozenset(user.acls or ()),
+        group_ids=frozenset(m.group_id for m in user.memberships),
+        admin_group_ids=frozenset(m.group_id for m in user.memberships if m.admin),
+    )
+
+
+async def principal_from_token(session: AsyncSession, token: str) -> Principal | None:
+    row = await session.execute(
+        select(User)
+        .join(Token, Token.user_id == User.id)
+        .where(Token.token_hash == hash_token(token))
+    )
+    user = row.scalar_one_or_none()
+    return principal_for(user) if user else None
+
+
+def visible(
+    link: Table, row_id: ColumnElement[object], principal: Principal
+) -> ColumnElement[bool]:
+    """SQL condition: the row (linked via ``link`` on ``row_id``) shares a group with the caller."""
+    if principal.is_admin:
+        return true()
+    row_column, group_column = _link_columns(link)
+    return exists().where(row_column == row_id, group_column.in_(principal.group_ids))
+
+
+def _link_columns(link: Table) -> tuple[ColumnElement[object], ColumnElement[object]]:
+    group_column = link.c.group_id
+    (row_column,) = (c for c in link.c if c.name != "group_id")
+    return row_column, group_column
+
+
+async def resolve_group_ids(
+    session: AsyncSession, principal: Principal, group_ids: object, *, status: int = 400
+) -> list[Group]:
+    """Groups named by ``group_ids`` that the caller belongs to (all of them, or an error).
+
+    ``None`` means every group the caller belongs to (SkyPortal's default).
+    """
+    if group_ids is None:
+        if principal.is_admin and not principal.group_ids:
+            return []
+        ids: Iterable[int] = principal.group_ids
+    else:
+        if not isinstance(group_ids, list) or not all(
+            isinstance(g, int) and not isinstance(g, bool) for g in group_ids
+        ):
+            raise ApiError(400, "Invalid group_ids: must be a list of integer group IDs")
+        ids = group_ids
+    wanted = set(ids)
+    if not wanted:
+        return []
+    groups = (await session.execute(select(Group).where(Group.id.in_(wanted)))).scalars().all()
+    found = {g.id for g in groups}
+    allowed = found if principal.is_admin else found & principal.group_ids
+    if allowed != wanted:
+        raise ApiError(status, f"Cannot find one or more groups with IDs: {sorted(wanted)}")
+    return list(groups)
+
+
+async def user_memberships(session: AsyncSession, user_id: int) -> list[GroupUser]:
+    rows = await session.execute(select(GroupUser).where(GroupUser.user_id == user_id))
+    return list(rows.scalars())

@@ -1,0 +1,324 @@
+"""SQLAlchemy 2 models: one schema for PostgreSQL and SQLite.
+
+Row-level access is group based: a source, each data row and each analysis carries the groups
+it is shared with (link tables named ``<thing>_groups``); a user sees a row when they belong
+to one of its groups. System admins see everything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.db.types import JSONDoc, UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    modified: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def _group_link(name: str, target: str, column: str, key_type: Any = Integer) -> Table:
+    return Table(
+        name,
+        Base.metadata,
+        Column(column, key_type, ForeignKey(f"{target}.id", ondelete="CASCADE"), primary_key=True),
+        Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+        Index(f"ix_{name}_group_id", "group_id"),
+    )
+
+
+obj_groups = _group_link("obj_groups", "objs", "obj_id", String(255))
+photometry_groups = _group_link("photometry_groups", "photometry", "photometry_id")
+spectrum_groups = _group_link("spectrum_groups", "spectra", "spectrum_id")
+comment_groups = _group_link("comment_groups", "comments", "comment_id")
+classification_groups = _group_link("classification_groups", "classifications", "classification_id")
+annotation_groups = _group_link("annotation_groups", "annotations", "annotation_id")
+analysis_service_groups = _group_link(
+    "analysis_service_groups", "analysis_services", "analysis_service_id"
+)
+obj_analysis_groups = _group_link("obj_analysis_groups", "obj_analyses", "obj_analysis_id")
+
+
+class User(Timestamped, Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    acls: Mapped[list[Any]] = mapped_column(default=list)
+    preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Secrets a user stores (e.g. their own LLM key), encrypted; never serialized.
+    secrets_ciphertext: Mapped[str | None] = mapped_column(Text)
+
+    memberships: Mapped[list[GroupUser]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class Group(Timestamped, Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+    memberships: Mapped[list[GroupUser]] = relationship(
+        back_populates="group", cascade="all, delete-orphan"
+    )
+
+
+class GroupUser(Base):
+    __tablename__ = "group_users"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    admin: Mapped[bool] = mapped_column(default=False)
+
+    group: Mapped[Group] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship(back_populates="memberships")
+
+
+class Token(Timestamped, Base):
+    """An API token; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class Instrument(Timestamped, Base):
+    __tablename__ = "instruments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    telescope: Mapped[str | None] = mapped_column(String(255))
+    filters: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Obj(Timestamped, Base):
+    """A source. The id is the portal's name for it (e.g. ZTF21aaqjmps)."""
+
+    __tablename__ = "objs"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ra: Mapped[float] = mapped_column(Float)
+    dec: Mapped[float] = mapped_column(Float)
+    redshift: Mapped[float | None] = mapped_column(Float)
+    redshift_error: Mapped[float | None] = mapped_column(Float)
+    redshift_origin: Mapped[str | None] = mapped_column(String(255))
+    summary: Mapped[str | None] = mapped_column(Text)
+    summary_history: Mapped[list[Any]] = mapped_column(default=list)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    groups: Mapped[list[Group]] = relationship(secondary=obj_groups, lazy="selectin")
+
+
+class OwnedRow(Timestamped):
+    """Columns of every per-source data row."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class Photometry(OwnedRow, Base):
+    """One photometric point. Fluxes are stored in AB at zero point 23.9 (as SkyPortal does);
+    a non-detection has ``flux`` NULL and ``fluxerr`` set so that 5·fluxerr is its limit."""
+
+    __tablename__ = "photometry"
+
+    instrument_id: Mapped[int] = mapped_column(
+        ForeignKey("instruments.id", ondelete="CASCADE"), index=True
+    )
+    mjd: Mapped[float] = mapped_column(Float)
+    filter: Mapped[str] = mapped_column(String(64))
+    flux: Mapped[float | None] = mapped_column(Float)
+    fluxerr: Mapped[float] = mapped_column(Float)
+    original_limiting_mag: Mapped[float | None] = mapped_column(Float)
+    origin: Mapped[str | None] = mapped_column(String(255))
+
+    instrument: Mapped[Instrument] = relationship(lazy="joined")
+    groups: Mapped[list[Group]] = relationship(secondary=photometry_groups, lazy="selectin")
+
+
+class Spectrum(OwnedRow, Base):
+    __tablename__ = "spectra"
+
+    instrument_id: Mapped[int] = mapped_column(
+        ForeignKey("instruments.id", ondelete="CASCADE"), index=True
+    )
+    observed_at: Mapped[datetime] = mapped_column()
+    wavelengths: Mapped[list[Any]] = mapped_column()
+    fluxes: Mapped[list[Any]] = mapped_column()
+    errors: Mapped[list[Any] | None] = mapped_column(JSONDoc)
+    units: Mapped[str | None] = mapped_column(String(64))
+    origin: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(32), default="source")
+    altdata: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+    instrument: Mapped[Instrument] = relationship(lazy="joined")
+    groups: Mapped[list[Group]] = relationship(secondary=spectrum_groups, lazy="selectin")
+
+
+class Comment(OwnedRow, Base):
+    __tablename__ = "comments"
+
+    text: Mapped[str] = mapped_column(Text)
+    bot: Mapped[bool] = mapped_column(default=False)
+    origin: Mapped[str | None] = mapped_column(String(255))
+
+    groups: Mapped[list[Group]] = relationship(secondary=comment_groups, lazy="selectin")
+
+
+class Classification(OwnedRow, Base):
+    __tablename__ = "classifications"
+
+    classification: Mapped[str] = mapped_column(String(255))
+    probability: Mapped[float | None] = mapped_column(Float)
+    taxonomy: Mapped[str | None] = mapped_column(String(255))
+    ml: Mapped[bool] = mapped_column(default=False)
+
+    groups: Mapped[list[Group]] = relationship(secondary=classification_groups, lazy="selectin")
+
+
+class Annotation(OwnedRow, Base):
+    __tablename__ = "annotations"
+
+    origin: Mapped[str] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column()
+
+    groups: Mapped[list[Group]] = relationship(secondary=annotation_groups, lazy="selectin")
+
+
+class AnalysisService(Timestamped, Base):
+    __tablename__ = "analysis_services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(String(255))
+    contact_name: Mapped[str | None] = mapped_column(String(255))
+    contact_email: Mapped[str | None] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    # Kept exactly as the client sent it (a JSON string or an object) so that reads round-trip.
+    optional_analysis_parameters: Mapped[Any] = mapped_column(JSONDoc, default=dict)
+    authentication_type: Mapped[str] = mapped_column(String(32))
+    authinfo_ciphertext: Mapped[str | None] = mapped_column(Text)
+    signing_secret_ciphertext: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    analysis_type: Mapped[str] = mapped_column(String(32))
+    input_data_types: Mapped[list[Any]] = mapped_column(default=list)
+    inputs_format: Mapped[str] = mapped_column(String(16), default="csv")
+    timeout: Mapped[float] = mapped_column(Float, default=3600.0)
+    upload_only: Mapped[bool] = mapped_column(default=False)
+    is_summary: Mapped[bool] = mapped_column(default=False)
+    display_on_resource_dropdown: Mapped[bool] = mapped_column(default=True)
+
+    groups: Mapped[list[Group]] = relationship(secondary=analysis_service_groups, lazy="selectin")
+
+
+class ObjAnalysis(Timestamped, Base):
+    """One run of an analysis service on a source.
+
+    The webhook token is never stored: it is derived from ``unique_id`` with the secret key
+    (see shared.security.callback_token) and only its SHA-256 is kept for look-up.
+    """
+
+    __tablename__ = "obj_analyses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unique_id: Mapped[str] = mapped_column(String(36), unique=True)
+    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    analysis_service_id: Mapped[int] = mapped_column(
+        ForeignKey("analysis_services.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    status_message: Mapped[str | None] = mapped_column(Text)
+    analysis_parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input_filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    show_parameters: Mapped[bool] = mapped_column(default=False)
+    show_plots: Mapped[bool] = mapped_column(default=False)
+    show_corner: Mapped[bool] = mapped_column(default=False)
+    invalid_after: Mapped[datetime] = mapped_column(index=True)
+    last_activity: Mapped[datetime] = mapped_column(default=utcnow)
+    duration: Mapped[float | None] = mapped_column(Float)
+    handled_by_url: Mapped[str] = mapped_column(String(255), default="api/webhook/obj_analysis")
+    # Provenance of what was sent: sha256 of the exact inputs, and the artifact holding them.
+    input_hash: Mapped[str | None] = mapped_column(String(64))
+    # Manifest of stored artifacts: {name: {path, size, sha256, format, ...}}.
+    artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Small parts of the webhook body kept inline (message, model_name, n_detections, ...).
+    data_summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dispatch_attempts_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+
+    groups: Mapped[list[Group]] = relationship(secondary=obj_analysis_groups, lazy="selectin")
+    service: Mapped[AnalysisService] = relationship(lazy="joined")
+
+
+class DispatchAttempt(Base):
+    __tablename__ = "dispatch_attempts"
+    __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(
+        ForeignKey("obj_analyses.id", ondelete="CASCADE"), index=True
+    )
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column()
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # accepted | retry | failed
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxMessage(Base):
+    """A message written in the same transaction as the state change that caused it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(36), unique=True)
+    routing_key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -1,0 +1,55 @@
+"""Long-lived resources every service shares, opened and closed in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db.session import create_engine, create_session_factory
+from shared.security import CallbackTokens, SecretBox
+from shared.settings import Settings
+from shared.urlpolicy import URLPolicy
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    secret_box: SecretBox
+    callback_tokens: CallbackTokens
+    url_policy: URLPolicy
+
+
+RESOURCES = web.AppKey("resources", Resources)
+
+
+def url_policy_from(settings: Settings) -> URLPolicy:
+    return URLPolicy(
+        allow_private=settings.allow_private_urls,
+        allow_loopback=settings.allow_loopback_urls,
+        allowed_hosts=frozenset(h.lower() for h in settings.allowed_url_hosts),
+    )
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    engine = create_engine(settings.database_url)
+    secret = settings.secret_key.get_secret_value()
+    try:
+        yield Resources(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            secret_box=SecretBox(
+                secret, [k.get_secret_value() for k in settings.previous_secret_keys]
+            ),
+            callback_tokens=CallbackTokens(secret),
+            url_policy=url_policy_from(settings),
+        )
+    finally:
+        await engine.dispose()

@@ -1,0 +1,3 @@
+from skyhook.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""The ``skyhook`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from shared.settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    try:
+        return load_settings(getattr(args, "config", None), **overrides)
+    except SettingsError as exc:
+        print(f"skyhook: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from shared.db.migrate import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from skyhook.provision import create_token
+
+    settings = _settings(args)
+    try:
+        token = asyncio.run(
+            create_token(
+                settings, args.username, admin=args.admin, acls=args.acl, groups=args.group
+            )
+        )
+    except ValueError as exc:
+        print(f"skyhook: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from skyhook.composition import run_embedded
+
+    overrides: dict[str, object] = {"port": args.port}
+    settings = _settings(args, **overrides)
+    asyncio.run(run_embedded(settings, demo=args.demo))
+    return 0
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from skyhook.composition import run_service
+
+    settings = _settings(args, **({"port": args.port} if args.port else {}))
+    asyncio.run(run_service(args.command, settings))
+    return 0
+
+
+SERVICES = (
+    "gateway",
+    "dispatcher",
+    "webhook-receiver",
+    "summary-service",
+    "sn-fitter",
+    "summarizer",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skyhook", description=__doc__)
+    parser.add_argument("--config", help="settings file (TOML or JSON); SKYHOOK_* overrides it")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="everything in one process (SQLite + in-process bus)")
+    run.add_argument("--port", type=int, default=5000)
+    run.add_argument("--demo", action="store_true", help="also start demo services and data")
+    run.set_defaults(func=_cmd_run)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="apply migrations")
+    db_upgrade.add_argument("revision", nargs="?", default="head")
+    db_upgrade.set_defaults(func=_cmd_db_upgrade)
+
+    token = commands.add_parser("token", help="API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a user if needed and print a token")
+    create.add_argument("--username", required=True)
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--acl", action="append", default=[])
+    create.add_argument("--group", action="append", default=[])
+    create.set_defaults(func=_cmd_token_create)
+
+    for name in SERVICES:
+        service = commands.add_parser(name, help=f"run the {name} service alone")
+        service.add_argument("--port", type=int, default=None)
+        service.set_defaults(func=_cmd_service)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

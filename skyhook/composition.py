@@ -1,0 +1,49 @@
+"""The composition root: builds every service from settings and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from gateway.app import create_gateway_app
+from shared.db.migrate import upgrade_async
+from shared.resources import open_resources
+from shared.settings import Settings
+
+log = logging.getLogger("skyhook")
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("listening on http://%s:%d", host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
+    """All services in one process: the embedded default for a single machine."""
+    settings = settings.model_copy(
+        update={
+            "allow_loopback_urls": True,
+            "allow_private_urls": True,
+        }
+    )
+    await upgrade_async(settings.database_url)
+    async with open_resources(settings) as resources:
+        app = create_gateway_app(resources)
+        await _serve(app, settings.host, settings.port)
+
+
+async def run_service(name: str, settings: Settings) -> None:
+    async with open_resources(settings) as resources:
+        if name == "gateway":
+            await _serve(create_gateway_app(resources), settings.host, settings.port)
+        else:
+            raise SystemExit(f"skyhook: the {name} service is not available yet")
