@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.artifacts import ArtifactStore
+from shared.bus import Bus, create_bus
 from shared.db.session import create_engine, create_session_factory
+from shared.outbox import OutboxRelay
 from shared.security import CallbackTokens, SecretBox
 from shared.settings import Settings
 from shared.urlpolicy import URLPolicy
@@ -23,6 +26,9 @@ class Resources:
     secret_box: SecretBox
     callback_tokens: CallbackTokens
     url_policy: URLPolicy
+    artifacts: ArtifactStore
+    bus: Bus
+    outbox: OutboxRelay
 
 
 RESOURCES = web.AppKey("resources", Resources)
@@ -40,16 +46,23 @@ def url_policy_from(settings: Settings) -> URLPolicy:
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     engine = create_engine(settings.database_url)
     secret = settings.secret_key.get_secret_value()
+    sessions = create_session_factory(engine)
+    bus = create_bus(settings.amqp_url)
     try:
+        await bus.start()
         yield Resources(
             settings=settings,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             secret_box=SecretBox(
                 secret, [k.get_secret_value() for k in settings.previous_secret_keys]
             ),
             callback_tokens=CallbackTokens(secret),
             url_policy=url_policy_from(settings),
+            artifacts=ArtifactStore(settings.artifact_dir),
+            bus=bus,
+            outbox=OutboxRelay(sessions, bus),
         )
     finally:
+        await bus.close()
         await engine.dispose()

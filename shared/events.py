@@ -1,0 +1,43 @@
+"""Typed messages on the bus. Commands are imperative, events past tense.
+
+Each message travels as JSON with a ``message_id`` (for idempotency) and a routing key equal
+to its ``ROUTING_KEY``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    ROUTING_KEY: ClassVar[str]
+
+
+class AnalysisRequested(Message):
+    """An analysis row is ready to be (re)sent to its service."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.requested"
+    analysis_id: int
+
+
+class AnalysisCompleted(Message):
+    """An analysis reached a final state through its webhook (completed or failure)."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.completed"
+    analysis_id: int
+    obj_id: str
+    analysis_service_id: int
+    status: str
+    is_summary: bool = False
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    m.ROUTING_KEY: m for m in (AnalysisRequested, AnalysisCompleted)
+}
+
+
+def parse_message(routing_key: str, payload: dict[str, Any]) -> Message:
+    return MESSAGE_TYPES[routing_key].model_validate(payload)
