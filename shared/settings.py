@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     )
     webhook_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     sweep_interval_seconds: float = Field(5.0, gt=0)
+    # Dispatcher: messages taken from the broker at once, HTTP calls in flight at once, how
+    # often due retries are re-announced, how long past the dispatch timeout a row may stay
+    # `dispatching` before it is requeued, and after how long a `queued` row whose message
+    # seems lost is announced again.
+    dispatch_prefetch: int = Field(64, ge=1)
+    dispatch_concurrency: int = Field(64, ge=1)
+    dispatch_poll_interval_seconds: float = Field(0.5, gt=0)
+    dispatch_reap_margin_seconds: float = Field(60.0, ge=0)
+    dispatch_requeue_after_seconds: float = Field(300.0, gt=0)
 
     page_size_default: int = Field(100, ge=1)
     page_size_max: int = Field(1000, ge=1)
