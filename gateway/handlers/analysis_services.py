@@ -1,0 +1,423 @@
+"""The analysis-service registry: ``/api/analysis_service`` (SkyPortal-compatible).
+
+Secrets (``_authinfo``, ``signing_secret``) are write-only: they are stored encrypted and
+responses only say whether one is set (``has_authinfo``, ``has_signing_secret``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.auth import principal
+from gateway.serialize import groups_brief
+from shared import service_registry as registry
+from shared.access import Principal, resolve_group_ids, visible
+from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis, analysis_service_groups
+from shared.enums import ACL, AuthenticationType
+from shared.resources import RESOURCES, Resources
+from shared.service_registry import Connection, RegistryError
+from shared.summaries import forget_analysis
+from shared.urlpolicy import URLPolicyError
+from shared.web import (
+    ApiError,
+    Route,
+    bad_request,
+    forbidden,
+    json_body,
+    page_from_query,
+    path_int,
+    success,
+)
+
+log = logging.getLogger("skyhook.gateway.analysis_services")
+
+ID_LABEL = "analysis_service_id"
+CANNOT_ACCESS = "Cannot access this Analysis Service."
+CANNOT_DELETE = "Cannot delete this Analysis Service."
+DUPLICATE_NAME = (
+    "Analysis Service with that name already exists: "
+    'duplicate key value violates unique constraint on name "{name}"'
+)
+# Stored columns whose API name is the column name.
+PLAIN_FIELDS = (
+    "name",
+    "display_name",
+    "description",
+    "version",
+    "contact_name",
+    "contact_email",
+    "url",
+    "optional_analysis_parameters",
+    "authentication_type",
+    "enabled",
+    "analysis_type",
+    "input_data_types",
+    "inputs_format",
+    "timeout",
+    "upload_only",
+    "is_summary",
+    "display_on_resource_dropdown",
+)
+
+
+def service_dict(service: AnalysisService) -> dict[str, Any]:
+    """The API view of a service; secrets appear only as ``has_…`` flags."""
+    data: dict[str, Any] = {"id": service.id}
+    data.update({name: getattr(service, name) for name in PLAIN_FIELDS})
+    data["has_authinfo"] = service.authinfo_ciphertext is not None
+    data["has_signing_secret"] = service.signing_secret_ciphertext is not None
+    data["created_at"] = service.created_at
+    data["modified"] = service.modified
+    data["groups"] = groups_brief(service.groups)
+    return data
+
+
+@dataclass(frozen=True)
+class Registration:
+    connection: Connection
+    attributes: dict[str, Any]
+    groups: list[Group] | None  # None: unchanged (PATCH without group_ids)
+
+
+def _registry_error(exc: RegistryError) -> ApiError:
+    return ApiError(exc.status, exc.message)
+
+
+async def _check_url_policy(resources: Resources, url: str) -> None:
+    try:
+        await resources.url_policy.check(url)
+    except URLPolicyError as exc:
+        raise bad_request(registry.url_rejected(str(exc))) from None
+
+
+async def _validate(
+    resources: Resources,
+    session: AsyncSession,
+    me: Principal,
+    merged: Mapping[str, Any],
+    *,
+    url_changed: bool,
+    creating: bool,
+) -> Registration:
+    """SkyPortal's validation order for POST, applied to POST bodies and merged PATCH views."""
+    try:
+        connection = registry.check_connection(merged)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    if url_changed:
+        await _check_url_policy(resources, connection.url)
+    if creating:
+        groups: list[Group] | None = await _groups_for_new_service(
+            session, me, merged.get("group_ids")
+        )
+    elif "group_ids" in merged:
+        groups = await _groups_for_patch(session, me, merged["group_ids"])
+    else:
+        groups = None
+    try:
+        attributes = registry.check_attributes(merged)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    return Registration(connection, attributes, groups)
+
+
+async def _groups_for_new_service(
+    session: AsyncSession, me: Principal, group_ids: Any
+) -> list[Group]:
+    if group_ids == []:
+        raise bad_request("Invalid group_ids: an Analysis Service needs at least one group")
+    return await resolve_group_ids(session, me, group_ids, status=403)
+
+
+async def _groups_for_patch(session: AsyncSession, me: Principal, group_ids: Any) -> list[Group]:
+    if not isinstance(group_ids, list) or not all(
+        isinstance(g, int) and not isinstance(g, bool) for g in group_ids
+    ):
+        raise bad_request("Invalid group_ids: must be a list of integer group IDs")
+    if not group_ids:
+        raise bad_request("Invalid group_ids: an Analysis Service needs at least one group")
+    wanted = set(group_ids)
+    groups = list(await session.scalars(select(Group).where(Group.id.in_(wanted))))
+    if {g.id for g in groups} != wanted:
+        raise bad_request(f"Cannot find one or more groups with IDs: {sorted(wanted)}")
+    if not me.is_admin and not wanted <= me.group_ids:
+        raise bad_request(
+            "Cannot change groups for Analysis Services that you are not a member of."
+        )
+    return groups
+
+
+async def _name_taken(session: AsyncSession, name: str, except_id: int | None = None) -> bool:
+    query = select(AnalysisService.id).where(AnalysisService.name == name)
+    if except_id is not None:
+        query = query.where(AnalysisService.id != except_id)
+    return (await session.scalar(query.limit(1))) is not None
+
+
+def _apply_fields(service: AnalysisService, registration: Registration) -> None:
+    """Write the validated plain values (and groups) onto the row."""
+    connection = registration.connection
+    service.url = connection.url
+    service.optional_analysis_parameters = connection.optional_analysis_parameters
+    service.authentication_type = connection.authentication_type
+    for name, value in registration.attributes.items():
+        if name != "signing_secret":
+            setattr(service, name, value)
+    if registration.groups is not None:
+        service.groups = registration.groups
+
+
+def _apply_secrets(
+    resources: Resources, service: AnalysisService, registration: Registration
+) -> None:
+    """Encrypt the secrets bound to the row's id (so the row must have been flushed)."""
+    box = resources.secret_box
+    authinfo = registration.connection.authinfo
+    service.authinfo_ciphertext = registry.encrypt_authinfo(box, service.id, authinfo)
+    if "signing_secret" in registration.attributes:
+        secret = registration.attributes["signing_secret"]
+        service.signing_secret_ciphertext = registry.encrypt_signing_secret(box, service.id, secret)
+
+
+async def post_analysis_service(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    body = await json_body(request, optional=False)
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        registration = await _validate(
+            resources, session, me, body, url_changed=True, creating=True
+        )
+        name = registration.attributes["name"]
+        if await _name_taken(session, name):
+            raise bad_request(DUPLICATE_NAME.format(name=name))
+        service = AnalysisService()
+        _apply_fields(service, registration)
+        session.add(service)
+        await _flush_or_duplicate(session, name)
+        _apply_secrets(resources, service, registration)
+        service_id = service.id
+    log.info("analysis service %d (%s) created by user %d", service_id, name, me.user_id)
+    return success({"id": service_id})
+
+
+async def _flush_or_duplicate(session: AsyncSession, name: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Only the name is unique; a concurrent registration won the race.
+        raise bad_request(DUPLICATE_NAME.format(name=name)) from None
+
+
+async def _visible_service(
+    session: AsyncSession, me: Principal, service_id: int
+) -> AnalysisService | None:
+    query = select(AnalysisService).where(
+        AnalysisService.id == service_id,
+        visible(analysis_service_groups, AnalysisService.id, me),
+    )
+    return (await session.scalars(query)).one_or_none()
+
+
+async def get_analysis_service(request: web.Request) -> web.Response:
+    service_id = path_int(request, "analysis_service_id", ID_LABEL)
+    me = principal(request)
+    async with request.app[RESOURCES].sessions() as session:
+        service = await _visible_service(session, me, service_id)
+        if service is None:
+            raise forbidden(CANNOT_ACCESS)
+        return success(service_dict(service))
+
+
+async def list_analysis_services(request: web.Request) -> web.Response:
+    """Every visible service; a plain list unless ``pageNumber``/``numPerPage`` is given."""
+    me = principal(request)
+    resources = request.app[RESOURCES]
+    paged = "pageNumber" in request.query or "numPerPage" in request.query
+    settings = resources.settings
+    page = page_from_query(request, settings.page_size_default, settings.page_size_max)
+    condition = visible(analysis_service_groups, AnalysisService.id, me)
+    query = select(AnalysisService).where(condition).order_by(AnalysisService.id)
+    async with resources.sessions() as session:
+        if not paged:
+            return success([service_dict(s) for s in await session.scalars(query)])
+        total = await session.scalar(select(func.count(AnalysisService.id)).where(condition))
+        rows = await session.scalars(query.offset(page.offset).limit(page.size))
+        items = [service_dict(s) for s in rows]
+    return success(
+        {
+            "analysis_services": items,
+            "totalMatches": total,
+            "pageNumber": page.number,
+            "numPerPage": page.size,
+        }
+    )
+
+
+def _stored_view(service: AnalysisService) -> dict[str, Any]:
+    return {name: getattr(service, name) for name in PLAIN_FIELDS}
+
+
+def _stored_authinfo(resources: Resources, service: AnalysisService) -> dict[str, Any]:
+    try:
+        return registry.decrypt_authinfo(resources.secret_box, service)
+    except ValueError:
+        raise bad_request(
+            "The stored `_authinfo` cannot be decrypted with the current secret keys "
+            "(SKYHOOK_SECRET_KEY, SKYHOOK_PREVIOUS_SECRET_KEYS); send `_authinfo` again."
+        ) from None
+
+
+async def patch_analysis_service(request: web.Request) -> web.Response:
+    service_id = path_int(request, "analysis_service_id", ID_LABEL)
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    patch = await json_body(request, optional=False)
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        service = await _visible_service(session, me, service_id)
+        if service is None:
+            raise forbidden(CANNOT_ACCESS)
+        merged = _stored_view(service)
+        needs_stored_authinfo = "_authinfo" not in patch and (
+            patch.get("authentication_type", service.authentication_type) != AuthenticationType.NONE
+        )
+        if needs_stored_authinfo:
+            merged["_authinfo"] = _stored_authinfo(resources, service)
+        merged.update(patch)
+        registration = await _validate(
+            resources,
+            session,
+            me,
+            merged,
+            url_changed="url" in patch and patch["url"] != service.url,
+            creating=False,
+        )
+        name = registration.attributes["name"]
+        if await _name_taken(session, name, except_id=service.id):
+            raise bad_request(DUPLICATE_NAME.format(name=name))
+        _apply_fields(service, registration)
+        _apply_secrets(resources, service, registration)
+        await _flush_or_duplicate(session, name)
+    log.info("analysis service %d updated by user %d", service_id, me.user_id)
+    return success()
+
+
+async def delete_analysis_service(request: web.Request) -> web.Response:
+    """Delete a service; its analyses cascade, their artifacts and summary entries go too."""
+    service_id = path_int(request, "analysis_service_id", ID_LABEL)
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        service = await _visible_service(session, me, service_id)
+        if service is None:
+            raise forbidden(CANNOT_DELETE)
+        analyses = (
+            await session.execute(
+                select(ObjAnalysis.id, ObjAnalysis.unique_id, ObjAnalysis.obj_id).where(
+                    ObjAnalysis.analysis_service_id == service_id
+                )
+            )
+        ).all()
+        await _forget_summaries(session, analyses)
+        await session.delete(service)
+    for _, unique_id, _ in analyses:
+        await resources.artifacts.delete_all(unique_id)
+    log.info(
+        "analysis service %d deleted by user %d (%d analyses)",
+        service_id,
+        me.user_id,
+        len(analyses),
+    )
+    return success()
+
+
+async def _forget_summaries(session: AsyncSession, analyses: list[Any]) -> None:
+    """Summary-history entries written by the deleted analyses go, and summaries recompute."""
+    ids_by_obj: dict[str, set[int]] = {}
+    for analysis_id, _, obj_id in analyses:
+        ids_by_obj.setdefault(obj_id, set()).add(analysis_id)
+    if not ids_by_obj:
+        return
+    for obj in await session.scalars(select(Obj).where(Obj.id.in_(ids_by_obj))):
+        written = {e.get("analysis_id") for e in obj.summary_history or []}
+        for analysis_id in ids_by_obj[obj.id] & written:
+            forget_analysis(obj, analysis_id)
+
+
+TAG = "analysis services"
+SERVICE_BODY: dict[str, Any] = {
+    "name": "str",
+    "display_name": "str",
+    "description": "str",
+    "version": "str",
+    "contact_name": "str",
+    "contact_email": "str",
+    "url": "str",
+    "optional_analysis_parameters": "obj",
+    "authentication_type": "str",
+    "_authinfo": "obj",
+    "enabled": "bool",
+    "analysis_type": "str",
+    "input_data_types": "[str]",
+    "inputs_format": "str",
+    "timeout": "float",
+    "upload_only": "bool",
+    "is_summary": "bool",
+    "display_on_resource_dropdown": "bool",
+    "signing_secret": "str",
+    "group_ids": "[int]",
+}
+ROUTES = [
+    Route(
+        "POST",
+        "/api/analysis_service",
+        post_analysis_service,
+        "Register an analysis service (ACL: Manage Analysis Services)",
+        TAG,
+        body=SERVICE_BODY,
+        responses={403: "a group is not accessible"},
+    ),
+    Route(
+        "GET",
+        "/api/analysis_service",
+        list_analysis_services,
+        "Analysis services visible to the caller",
+        TAG,
+        query=("pageNumber", "numPerPage"),
+    ),
+    Route(
+        "GET",
+        "/api/analysis_service/{analysis_service_id}",
+        get_analysis_service,
+        "One analysis service (secrets never included)",
+        TAG,
+        responses={403: "Cannot access this Analysis Service."},
+    ),
+    Route(
+        "PATCH",
+        "/api/analysis_service/{analysis_service_id}",
+        patch_analysis_service,
+        "Change an analysis service; the merged result is validated like a new one",
+        TAG,
+        body=SERVICE_BODY,
+        responses={403: "Cannot access this Analysis Service."},
+    ),
+    Route(
+        "DELETE",
+        "/api/analysis_service/{analysis_service_id}",
+        delete_analysis_service,
+        "Delete an analysis service and its analyses",
+        TAG,
+        responses={403: "Cannot delete this Analysis Service."},
+    ),
+]
