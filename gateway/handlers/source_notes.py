@@ -1,0 +1,231 @@
+"""Comments, classifications and annotations on a source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Table, select
+
+from gateway.auth import principal
+from gateway.handlers.source_access import (
+    bool_field,
+    data_groups,
+    object_field,
+    optional_number,
+    optional_text,
+    required,
+    text_field,
+    visible_obj,
+)
+from gateway.serialize import annotation_dict, classification_dict, comment_dict
+from shared.access import Principal, visible
+from shared.db.models import (
+    Annotation,
+    Classification,
+    Comment,
+    User,
+    annotation_groups,
+    classification_groups,
+    comment_groups,
+)
+from shared.enums import ACL
+from shared.resources import RESOURCES
+from shared.web import Route, bad_request, json_body, success
+
+MAX_COMMENT = 65_536
+NoteModel = type[Comment] | type[Classification] | type[Annotation]
+
+
+def _visible_rows(model: NoteModel, link: Table, obj_id: str, me: Principal) -> Any:
+    return (
+        select(model)
+        .where(model.obj_id == obj_id, visible(link, model.id, me))
+        .order_by(model.created_at, model.id)
+    )
+
+
+async def _post_comment(request: web.Request, obj_id: object, body: dict[str, Any]) -> int:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    text = text_field(body, "text", max_length=MAX_COMMENT)
+    origin = optional_text(body, "origin")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        obj = await visible_obj(session, me, obj_id)
+        groups = await data_groups(session, me, body.get("group_ids"), [obj])
+        comment = Comment(
+            obj_id=obj.id, text=text, origin=origin, owner_id=me.user_id, groups=groups
+        )
+        session.add(comment)
+        await session.flush()
+        return comment.id
+
+
+async def post_source_comment(request: web.Request) -> web.Response:
+    body = await json_body(request, optional=False)
+    comment_id = await _post_comment(request, request.match_info["obj_id"], body)
+    return success({"comment_id": comment_id})
+
+
+async def post_comment(request: web.Request) -> web.Response:
+    """SkyPortal's older form: the source is named in the body."""
+    body = await json_body(request, optional=False)
+    comment_id = await _post_comment(request, required(body, "obj_id"), body)
+    return success({"comment_id": comment_id})
+
+
+async def get_source_comments(request: web.Request) -> web.Response:
+    me = principal(request)
+    obj_id = request.match_info["obj_id"]
+    query = _visible_rows(Comment, comment_groups, obj_id, me).outerjoin(
+        User, User.id == Comment.owner_id
+    )
+    async with request.app[RESOURCES].sessions() as session:
+        await visible_obj(session, me, obj_id)
+        rows = await session.execute(query.add_columns(User.username))
+        return success([comment_dict(c, author, me) for c, author in rows])
+
+
+def _classification_fields(body: dict[str, Any]) -> dict[str, Any]:
+    probability = optional_number(body, "probability")
+    if probability is not None and not 0 <= probability <= 1:
+        raise bad_request(f"Invalid probability: {probability} (must be between 0 and 1)")
+    return {
+        "classification": text_field(body, "classification"),
+        "probability": probability,
+        "taxonomy": optional_text(body, "taxonomy"),
+        "ml": bool_field(body, "ml", False),
+    }
+
+
+async def post_classification(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    body = await json_body(request, optional=False)
+    fields = _classification_fields(body)
+    async with request.app[RESOURCES].sessions.begin() as session:
+        obj = await visible_obj(session, me, required(body, "obj_id"))
+        groups = await data_groups(session, me, body.get("group_ids"), [obj])
+        row = Classification(**fields, obj_id=obj.id, owner_id=me.user_id, groups=groups)
+        session.add(row)
+        await session.flush()
+        row_id = row.id
+    return success({"classification_id": row_id})
+
+
+async def get_source_classifications(request: web.Request) -> web.Response:
+    me = principal(request)
+    obj_id = request.match_info["obj_id"]
+    async with request.app[RESOURCES].sessions() as session:
+        await visible_obj(session, me, obj_id)
+        rows = await session.scalars(
+            _visible_rows(Classification, classification_groups, obj_id, me)
+        )
+        return success([classification_dict(row, me) for row in rows])
+
+
+async def post_source_annotation(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    body = await json_body(request, optional=False)
+    origin = text_field(body, "origin")
+    data = object_field(body, "data")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        obj = await visible_obj(session, me, request.match_info["obj_id"])
+        same_origin = _visible_rows(Annotation, annotation_groups, obj.id, me).where(
+            Annotation.origin == origin
+        )
+        if await session.scalar(same_origin.limit(1)) is not None:
+            raise bad_request(
+                f"An annotation from origin {origin!r} already exists on source {obj.id}"
+            )
+        groups = await data_groups(session, me, body.get("group_ids"), [obj])
+        row = Annotation(
+            obj_id=obj.id, origin=origin, data=data, owner_id=me.user_id, groups=groups
+        )
+        session.add(row)
+        await session.flush()
+        row_id = row.id
+    return success({"annotation_id": row_id})
+
+
+async def get_source_annotations(request: web.Request) -> web.Response:
+    me = principal(request)
+    obj_id = request.match_info["obj_id"]
+    async with request.app[RESOURCES].sessions() as session:
+        await visible_obj(session, me, obj_id)
+        rows = await session.scalars(_visible_rows(Annotation, annotation_groups, obj_id, me))
+        return success([annotation_dict(row, me) for row in rows])
+
+
+NOT_FOUND = {404: "source not found or not visible"}
+COMMENT_BODY = {"text": "str", "origin": "str", "group_ids": "[int]"}
+ROUTES = [
+    Route(
+        "POST",
+        "/api/sources/{obj_id}/comments",
+        post_source_comment,
+        "Comment on a source (Upload Data)",
+        "comments",
+        body=COMMENT_BODY,
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "POST",
+        "/api/comment",
+        post_comment,
+        "Comment on a source named in the body (SkyPortal's older form)",
+        "comments",
+        body={"obj_id": "str", **COMMENT_BODY},
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "GET",
+        "/api/sources/{obj_id}/comments",
+        get_source_comments,
+        "A source's comments the caller can see",
+        "comments",
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "POST",
+        "/api/classification",
+        post_classification,
+        "Classify a source (Upload Data)",
+        "classifications",
+        body={
+            "obj_id": "str",
+            "classification": "str",
+            "probability": "float",
+            "taxonomy": "str",
+            "ml": "bool",
+            "group_ids": "[int]",
+        },
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "GET",
+        "/api/sources/{obj_id}/classifications",
+        get_source_classifications,
+        "A source's classifications the caller can see",
+        "classifications",
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "POST",
+        "/api/sources/{obj_id}/annotations",
+        post_source_annotation,
+        "Annotate a source; one annotation per origin (Upload Data)",
+        "annotations",
+        body={"origin": "str", "data": "obj", "group_ids": "[int]"},
+        responses=NOT_FOUND,
+    ),
+    Route(
+        "GET",
+        "/api/sources/{obj_id}/annotations",
+        get_source_annotations,
+        "A source's annotations the caller can see",
+        "annotations",
+        responses=NOT_FOUND,
+    ),
+]

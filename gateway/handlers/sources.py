@@ -1,0 +1,192 @@
+"""Sources (objs): create, list, read, delete. ``ROUTES`` also carries the routes of the
+instrument and source-data modules, so the gateway registers them all from here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.analysis_views import analysis_dict
+from gateway.auth import principal
+from gateway.handlers import instruments, photometry, source_notes, spectra
+from gateway.handlers.source_access import (
+    check_obj_id,
+    groups_named,
+    number_field,
+    optional_number,
+    optional_text,
+    required,
+    source_not_found,
+    visible_obj,
+)
+from gateway.serialize import source_dict
+from shared.access import Principal, visible
+from shared.db.models import Obj, ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.enums import ACL
+from shared.resources import RESOURCES
+from shared.web import Route, bad_request, json_body, page_from_query, query_bool, success
+
+
+def _coordinates(body: dict[str, object]) -> tuple[float, float]:
+    ra = number_field(body, "ra")
+    dec = number_field(body, "dec")
+    if not 0 <= ra < 360:
+        raise bad_request(f"Invalid ra: {ra} (must be in [0, 360))")
+    if not -90 <= dec <= 90:
+        raise bad_request(f"Invalid dec: {dec} (must be in [-90, 90])")
+    return ra, dec
+
+
+def _new_obj(body: dict[str, object], me: Principal) -> Obj:
+    obj_id = check_obj_id(required(body, "id"))
+    ra, dec = _coordinates(body)
+    redshift_error = optional_number(body, "redshift_error")
+    if redshift_error is not None and redshift_error < 0:
+        raise bad_request("Invalid redshift_error: must be >= 0")
+    return Obj(
+        id=obj_id,
+        ra=ra,
+        dec=dec,
+        redshift=optional_number(body, "redshift"),
+        redshift_error=redshift_error,
+        redshift_origin=optional_text(body, "redshift_origin"),
+        created_by_id=me.user_id,
+    )
+
+
+async def post_source(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    body = await json_body(request, optional=False)
+    obj = _new_obj(body, me)
+    # One message whether or not the caller can see the existing source: it reveals nothing.
+    taken = bad_request(f"Source {obj.id} already exists")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        groups = await groups_named(session, me, body.get("group_ids"))
+        if not groups:
+            raise bad_request("A source must be shared with at least one group")
+        if await session.scalar(select(Obj.id).where(Obj.id == obj.id)) is not None:
+            raise taken
+        obj.groups = groups
+        session.add(obj)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise taken from None
+    return success({"id": obj.id})
+
+
+async def list_sources(request: web.Request) -> web.Response:
+    me = principal(request)
+    settings = request.app[RESOURCES].settings
+    page = page_from_query(request, settings.page_size_default, settings.page_size_max)
+    condition = visible(obj_groups, Obj.id, me)
+    async with request.app[RESOURCES].sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(Obj).where(condition))
+        objs = await session.scalars(
+            select(Obj)
+            .where(condition)
+            .order_by(Obj.created_at.desc(), Obj.id)
+            .offset(page.offset)
+            .limit(page.size)
+        )
+        sources = [source_dict(obj, me) for obj in objs]
+    return success(
+        {
+            "sources": sources,
+            "totalMatches": total,
+            "pageNumber": page.number,
+            "numPerPage": page.size,
+        }
+    )
+
+
+async def get_source(request: web.Request) -> web.Response:
+    me = principal(request)
+    obj_id = request.match_info["obj_id"]
+    async with request.app[RESOURCES].sessions() as session:
+        obj = await visible_obj(session, me, obj_id)
+        data = source_dict(obj, me)
+        if query_bool(request, "includeAnalyses"):
+            analyses = await session.scalars(
+                select(ObjAnalysis)
+                .where(
+                    ObjAnalysis.obj_id == obj_id,
+                    visible(obj_analysis_groups, ObjAnalysis.id, me),
+                )
+                .order_by(ObjAnalysis.created_at, ObjAnalysis.id)
+            )
+            data["analyses"] = [analysis_dict(a) for a in analyses]
+    return success(data)
+
+
+async def delete_source(request: web.Request) -> web.Response:
+    principal(request).require_admin()
+    obj_id = request.match_info["obj_id"]
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        if await session.scalar(select(Obj.id).where(Obj.id == obj_id)) is None:
+            raise source_not_found(obj_id)
+        analysis_uids = list(
+            await session.scalars(select(ObjAnalysis.unique_id).where(ObjAnalysis.obj_id == obj_id))
+        )
+        # The database cascades to the source's data, links and analyses.
+        await session.execute(delete(Obj).where(Obj.id == obj_id))
+    for uid in analysis_uids:
+        await resources.artifacts.delete_all(uid)
+    return success()
+
+
+TAG = "sources"
+SOURCE_ROUTES = [
+    Route(
+        "POST",
+        "/api/sources",
+        post_source,
+        "Create a source shared with groups (Upload Data)",
+        TAG,
+        body={
+            "id": "str",
+            "ra": "float",
+            "dec": "float",
+            "redshift": "float",
+            "redshift_error": "float",
+            "redshift_origin": "str",
+            "group_ids": "[int]",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/sources",
+        list_sources,
+        "Sources the caller can see, newest first",
+        TAG,
+        query=("pageNumber", "numPerPage"),
+    ),
+    Route(
+        "GET",
+        "/api/sources/{obj_id}",
+        get_source,
+        "A source (404 when missing or not shared with the caller)",
+        TAG,
+        query=("includeAnalyses",),
+        responses={404: "source not found or not visible"},
+    ),
+    Route(
+        "DELETE",
+        "/api/sources/{obj_id}",
+        delete_source,
+        "Delete a source and all its data (system admin)",
+        TAG,
+        responses={404: "source not found"},
+    ),
+]
+
+ROUTES = [
+    *instruments.ROUTES,
+    *SOURCE_ROUTES,
+    *photometry.ROUTES,
+    *spectra.ROUTES,
+    *source_notes.ROUTES,
+]

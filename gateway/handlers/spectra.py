@@ -1,0 +1,161 @@
+"""Spectra: upload one spectrum, list a source's spectra."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, func, select
+
+from gateway.auth import principal
+from gateway.handlers.source_access import (
+    data_groups,
+    instrument_or_400,
+    optional_text,
+    required,
+    visible_obj,
+)
+from gateway.serialize import spectrum_dict
+from shared.access import visible
+from shared.db.models import Spectrum, spectrum_groups
+from shared.enums import ACL
+from shared.resources import RESOURCES
+from shared.web import Route, bad_request, json_body, page_from_query, success
+
+MAX_SPECTRUM_POINTS = 500_000
+SPECTRUM_TYPES = ("source", "host", "host_center")
+
+
+def _array(body: dict[str, Any], name: str) -> list[float]:
+    values = required(body, name)
+    if not isinstance(values, list) or not values:
+        raise bad_request(f"Invalid {name}: must be a non-empty list of numbers")
+    if len(values) > MAX_SPECTRUM_POINTS:
+        raise bad_request(f"Invalid {name}: at most {MAX_SPECTRUM_POINTS} points")
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f"Invalid {name}[{i}]: must be a number")
+        if not math.isfinite(value):
+            raise bad_request(f"Invalid {name}[{i}]: must be finite")
+    return [float(v) for v in values]
+
+
+def _observed_at(body: dict[str, Any]) -> datetime:
+    value = required(body, "observed_at")
+    if not isinstance(value, str):
+        raise bad_request("Invalid observed_at: must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(f"Invalid observed_at: {value!r} is not an ISO 8601 date-time") from None
+    # SkyPortal reads naive times as UTC.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _spectrum_fields(body: dict[str, Any]) -> dict[str, Any]:
+    wavelengths, fluxes = _array(body, "wavelengths"), _array(body, "fluxes")
+    errors = _array(body, "errors") if body.get("errors") is not None else None
+    if len(fluxes) != len(wavelengths) or (errors is not None and len(errors) != len(fluxes)):
+        raise bad_request("wavelengths, fluxes and errors must have the same length")
+    kind = body.get("type", "source") or "source"
+    if kind not in SPECTRUM_TYPES:
+        raise bad_request(f"Invalid type: {kind!r} (one of {list(SPECTRUM_TYPES)})")
+    altdata = body.get("altdata")
+    if altdata is not None and not isinstance(altdata, dict):
+        raise bad_request("Invalid altdata: must be a JSON object")
+    return {
+        "observed_at": _observed_at(body),
+        "wavelengths": wavelengths,
+        "fluxes": fluxes,
+        "errors": errors,
+        "units": optional_text(body, "units", max_length=64),
+        "origin": optional_text(body, "origin"),
+        "type": kind,
+        "altdata": altdata,
+    }
+
+
+async def post_spectrum(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    body = await json_body(request, optional=False)
+    fields = _spectrum_fields(body)
+    async with request.app[RESOURCES].sessions.begin() as session:
+        obj = await visible_obj(session, me, required(body, "obj_id"))
+        instrument = await instrument_or_400(session, required(body, "instrument_id"))
+        groups = await data_groups(session, me, body.get("group_ids"), [obj])
+        spectrum = Spectrum(
+            **fields,
+            obj_id=obj.id,
+            instrument_id=instrument.id,
+            owner_id=me.user_id,
+            groups=groups,
+        )
+        session.add(spectrum)
+        await session.flush()
+        spectrum_id = spectrum.id
+    return success({"id": spectrum_id})
+
+
+async def get_source_spectra(request: web.Request) -> web.Response:
+    me = principal(request)
+    obj_id = request.match_info["obj_id"]
+    settings = request.app[RESOURCES].settings
+    page = page_from_query(request, settings.page_size_default, settings.page_size_max)
+    condition = and_(Spectrum.obj_id == obj_id, visible(spectrum_groups, Spectrum.id, me))
+    async with request.app[RESOURCES].sessions() as session:
+        await visible_obj(session, me, obj_id)
+        total = await session.scalar(select(func.count(Spectrum.id)).where(condition))
+        rows = await session.scalars(
+            select(Spectrum)
+            .where(condition)
+            .order_by(Spectrum.observed_at, Spectrum.id)
+            .offset(page.offset)
+            .limit(page.size)
+        )
+        spectra = [spectrum_dict(row, me) for row in rows]
+    return success(
+        {
+            "obj_id": obj_id,
+            "spectra": spectra,
+            "totalMatches": total,
+            "pageNumber": page.number,
+            "numPerPage": page.size,
+        }
+    )
+
+
+TAG = "spectra"
+ROUTES = [
+    Route(
+        "POST",
+        "/api/spectrum",
+        post_spectrum,
+        "Upload a spectrum (Upload Data)",
+        TAG,
+        body={
+            "obj_id": "str",
+            "instrument_id": "int",
+            "observed_at": "str",
+            "wavelengths": "[float]",
+            "fluxes": "[float]",
+            "errors": "[float]",
+            "units": "str",
+            "origin": "str",
+            "type": "str",
+            "altdata": "obj",
+            "group_ids": "[int]",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/sources/{obj_id}/spectra",
+        get_source_spectra,
+        "A source's spectra the caller can see",
+        TAG,
+        query=("pageNumber", "numPerPage"),
+        responses={404: "source not found or not visible"},
+    ),
+]
