@@ -1,9 +1,15 @@
 """Transactional outbox: messages are written with the state change, then relayed to the bus.
 
-``enqueue`` adds the row inside the caller's transaction. The relay publishes pending rows in
-id order with publisher confirms and deletes them once confirmed; on PostgreSQL several relays
-can run at once (``FOR UPDATE SKIP LOCKED``). A crash between publish and delete re-publishes,
-so consumers are idempotent (every message carries its ``message_id``).
+``enqueue`` adds the row inside the caller's transaction, so a rolled-back change never
+publishes anything; after the commit the caller calls ``resources.outbox.nudge()`` so the relay
+publishes at once instead of at its next poll.
+
+The relay publishes pending rows in id order, a batch at a time, with publisher confirms, and
+deletes them in the same database transaction once the bus confirmed them. If the bus is down
+the transaction rolls back and the rows wait, retried with a growing delay. On PostgreSQL
+several relays (one per service process) can run at once: ``FOR UPDATE SKIP LOCKED`` gives each
+a disjoint batch. A crash between the confirm and the commit publishes those rows again, which
+is why consumers are idempotent (every message carries its ``message_id``).
 """
 
 from __future__ import annotations
@@ -40,12 +46,16 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        max_retry_delay: float = 5.0,
     ) -> None:
         self._sessions = sessions
         self._bus = bus
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._max_retry_delay = max_retry_delay
         self._wake = asyncio.Event()
+        # One batch at a time per relay: on SQLite there is no row locking to keep two apart.
+        self._lock = asyncio.Lock()
 
     def nudge(self) -> None:
         """Publish soon: called after a transaction that enqueued messages has committed."""
@@ -53,9 +63,9 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many messages were published."""
-        async with self._sessions.begin() as session:
+        async with self._lock, self._sessions.begin() as session:
             query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self._batch_size)
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = list(await session.scalars(query))
             if not rows:
@@ -68,17 +78,45 @@ class OutboxRelay:
             )
         return len(rows)
 
+    async def publish_all(self) -> int:
+        """Publish until nothing is pending (or only rows another relay holds)."""
+        total = 0
+        while (published := await self.publish_pending()) > 0:
+            total += published
+        return total
+
     async def run(self) -> None:
+        """Relay forever: after each nudge, at least every ``poll_interval``, and after errors."""
+        failures = 0
         while True:
             self._wake.clear()
             try:
-                while await self.publish_pending() == self._batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay failed; retrying in %.1fs", self._poll_interval)
+                await self.publish_all()
+            except Exception as exc:
+                failures += 1
+                delay = min(self._max_retry_delay, self._poll_interval * 2 ** min(failures, 10))
+                self._log_failure(exc, failures, delay)
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                log.info("outbox relay recovered after %d failed attempts", failures)
+                failures = 0
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             except TimeoutError:
                 pass
+
+    @staticmethod
+    def _log_failure(exc: Exception, failures: int, delay: float) -> None:
+        if isinstance(exc, ConnectionError):
+            # An outage (bus or database): say so once, then every tenth attempt.
+            if failures == 1 or failures % 10 == 0:
+                log.warning(
+                    "outbox: cannot publish now (%s); messages stay queued, attempt %d, "
+                    "retrying in %.1fs",
+                    exc,
+                    failures,
+                    delay,
+                )
+            return
+        log.exception("outbox relay failed (attempt %d); retrying in %.1fs", failures, delay)

@@ -1,7 +1,13 @@
 """The bus interface. Two implementations: RabbitMQ (aio-pika) and in-process memory.
 
-Delivery is at least once: a handler that raises gets the message again, up to the delivery
-limit, after which the message goes to the dead-letter queue. Handlers must be idempotent.
+Delivery is at least once: a handler that raises gets the message again (after a short,
+growing delay), and a message that fails more than ``delivery_limit`` times goes to the
+dead-letter queue, where operators can list and replay it. Handlers must be idempotent.
+
+Messages are routed by topic: a queue bound to ``analysis.*`` receives ``analysis.requested``;
+``#`` matches any number of words. A message that no queue is bound to is not dropped: it goes
+to the dead letters as well, so declare every queue (``declare`` or ``subscribe``) before
+publishing to it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Header names shared by both implementations (RabbitMQ sets them itself when dead-lettering).
+DEATH_QUEUE_HEADER = "x-first-death-queue"
+DEATH_REASON_HEADER = "x-first-death-reason"
+DELIVERY_LIMIT_REASON = "delivery_limit"
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -17,21 +28,40 @@ class Envelope:
     routing_key: str
     payload: dict[str, Any]
     headers: dict[str, Any] = field(default_factory=dict)
+    # How many times this message was delivered before (0 on the first delivery).
     delivery_count: int = 0
 
 
 MessageHandler = Callable[[Envelope], Awaitable[None]]
 
 
+class BusUnavailable(ConnectionError):
+    """The broker cannot be reached or did not confirm a publish; try again later."""
+
+
+def redelivery_delay(delivery_count: int, base: float, cap: float) -> float:
+    """Seconds to wait before handing a failed message back: doubles with each failure."""
+    if base <= 0:
+        return 0.0
+    return min(cap, base * 2 ** min(delivery_count, 30))
+
+
 class Bus(Protocol):
     async def start(self) -> None:
-        """Connect and declare the topology."""
+        """Connect and declare the exchanges and the dead-letter queue."""
 
     async def close(self) -> None:
-        """Stop consumers and disconnect."""
+        """Stop consumers (in-flight messages go back to their queue) and disconnect."""
+
+    async def declare(self, queue: str, routing_keys: Sequence[str]) -> None:
+        """Declare a durable queue bound to ``routing_keys`` without consuming it."""
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Publish durably; returns once the broker has confirmed every message."""
+        """Publish durably; returns once the broker has confirmed every message.
+
+        Raises ``BusUnavailable`` (a ``ConnectionError``) when the broker is unreachable or
+        refuses a message; then some messages of the batch may have been delivered.
+        """
 
     async def subscribe(
         self,
@@ -41,4 +71,18 @@ class Bus(Protocol):
         *,
         prefetch: int = 32,
     ) -> None:
-        """Consume ``queue`` (bound to ``routing_keys``) with ``handler`` until closed."""
+        """Consume ``queue`` (declared, bound to ``routing_keys``) until closed.
+
+        At most ``prefetch`` messages are handled at once. Success acknowledges the message;
+        an exception hands it back for redelivery, up to the delivery limit.
+        """
+
+    async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
+        """The oldest ``limit`` dead letters, left in place."""
+
+    async def replay_dead_letters(self, message_ids: Sequence[str] | None = None) -> int:
+        """Re-publish dead letters (all, or those with these ids) with their routing key.
+
+        Each replayed message is removed from the dead letters once the broker confirmed it;
+        returns how many were replayed.
+        """

@@ -1,0 +1,320 @@
+"""One contract for both buses: the in-process MemoryBus and RabbitBus on the local broker.
+
+Each RabbitMQ test uses its own name prefix (exchanges, queues, dead-letter queue) and deletes
+everything it declared. Both buses run with a delivery limit of 2: a message is delivered at
+most three times, then dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from shared.bus import Bus, BusUnavailable, create_bus
+from shared.bus.base import DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Envelope
+from shared.bus.memory import MemoryBus, topic_matches
+from shared.bus.rabbit import RabbitBus
+from tests.conftest import AMQP_URL
+from tests.support.buses import (
+    Inbox,
+    envelopes,
+    force_close_connection,
+    isolated_rabbit,
+    rabbitmqctl,
+)
+
+LIMIT = 2
+
+
+@dataclass
+class Buses:
+    """Opens buses of one kind; for RabbitMQ each ``open`` is a new connection (a new process)."""
+
+    kind: str
+    _make: Callable[[], Bus]
+
+    async def open(self) -> Bus:
+        bus = self._make()
+        await bus.start()
+        return bus
+
+
+@pytest.fixture(params=["memory", "rabbit"])
+async def buses(request: pytest.FixtureRequest) -> AsyncIterator[Buses]:
+    if request.param == "memory":
+        memory = MemoryBus(delivery_limit=LIMIT, redelivery_delay=0.01, max_redelivery_delay=0.05)
+        yield Buses("memory", lambda: memory)
+        await memory.close()
+        return
+    async with isolated_rabbit(AMQP_URL) as make:
+        yield Buses("rabbit", make)
+
+
+@pytest.fixture
+async def bus(buses: Buses) -> Bus:
+    return await buses.open()
+
+
+async def test_published_message_reaches_subscriber(bus: Bus) -> None:
+    inbox = Inbox()
+    await bus.subscribe("dispatcher", ["analysis.requested"], inbox)
+    sent = Envelope("m-1", "analysis.requested", {"analysis_id": 7, "note": "ünïcode"})
+
+    await bus.publish([sent])
+
+    await inbox.wait_handled(1)
+    [got] = inbox.handled
+    assert (got.message_id, got.routing_key, got.payload) == (
+        "m-1",
+        "analysis.requested",
+        {"analysis_id": 7, "note": "ünïcode"},
+    )
+    assert got.delivery_count == 0
+
+
+async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) -> None:
+    patterns = {
+        "exact": ["analysis.requested"],
+        "one-word": ["analysis.*"],
+        "any-depth": ["obj.#.done"],
+        "two-keys": ["analysis.completed", "obj.done"],
+    }
+    inboxes = {name: Inbox() for name in patterns}
+    for name, keys in patterns.items():
+        await bus.subscribe(name, keys, inboxes[name], prefetch=1)
+    keys = ["analysis.requested", "analysis.completed", "analysis.x.y", "obj.done", "obj.a.b.done"]
+
+    await bus.publish([Envelope(f"id-{key}", key, {}) for key in keys])
+
+    expected = {
+        "exact": {"analysis.requested"},
+        "one-word": {"analysis.requested", "analysis.completed"},
+        "any-depth": {"obj.done", "obj.a.b.done"},
+        "two-keys": {"analysis.completed", "obj.done"},
+    }
+    for name, routing_keys in expected.items():
+        await inboxes[name].wait_handled(len(routing_keys))
+    await asyncio.sleep(0.3)  # room for a wrongly routed message to show up
+    for name, routing_keys in expected.items():
+        assert {e.routing_key for e in inboxes[name].handled} == routing_keys, name
+        assert len(inboxes[name].handled) == len(routing_keys), name
+    # "analysis.x.y" matched no queue: kept among the dead letters, not dropped.
+    assert [e.routing_key for e in await bus.list_dead_letters()] == ["analysis.x.y"]
+
+
+async def test_failing_handler_gets_the_message_again_until_it_succeeds(bus: Bus) -> None:
+    inbox = Inbox(fail_first=LIMIT)
+    await bus.subscribe("flaky", ["analysis.requested"], inbox)
+
+    await bus.publish(envelopes("analysis.requested", 1))
+
+    await inbox.wait_handled(1)
+    assert [d.delivery_count for d in inbox.deliveries] == [0, 1, 2]
+    assert await bus.list_dead_letters() == []
+
+
+async def test_always_failing_message_is_dead_lettered_listed_and_replayed(bus: Bus) -> None:
+    inbox = Inbox()
+    await bus.subscribe("broken", ["analysis.completed"], inbox, prefetch=4)
+    poison, healthy = envelopes("analysis.completed", 2)
+    inbox.always_fail.add(poison.message_id)
+
+    await bus.publish([poison, healthy])
+
+    await inbox.wait_handled(1)
+    await inbox.wait_until(lambda: len(inbox.deliveries) >= 2 + LIMIT)
+    dead = await _wait_for_dead_letters(bus, 1)
+    assert len([d for d in inbox.deliveries if d.message_id == poison.message_id]) == LIMIT + 1
+    assert (dead[0].message_id, dead[0].routing_key, dead[0].payload) == (
+        poison.message_id,
+        "analysis.completed",
+        poison.payload,
+    )
+    assert dead[0].headers[DEATH_REASON_HEADER] == "delivery_limit"
+    assert str(dead[0].headers[DEATH_QUEUE_HEADER]).endswith("broken")
+    # Listing does not consume them.
+    assert [d.message_id for d in await bus.list_dead_letters()] == [poison.message_id]
+
+    inbox.always_fail.clear()
+    assert await bus.replay_dead_letters(["no-such-id"]) == 0
+    assert await bus.replay_dead_letters([poison.message_id]) == 1
+
+    await inbox.wait_handled(2)
+    replayed = inbox.handled[-1]
+    assert (replayed.message_id, replayed.payload) == (poison.message_id, poison.payload)
+    assert replayed.delivery_count == 0
+    assert await bus.list_dead_letters() == []
+
+
+async def test_replay_all_keeps_order_and_skips_nothing(bus: Bus) -> None:
+    unrouted = envelopes("summary.updated", 5)
+    await bus.publish(unrouted)
+    listed = await _wait_for_dead_letters(bus, 5)
+    assert [e.message_id for e in listed] == [e.message_id for e in unrouted]
+    assert [e.message_id for e in await bus.list_dead_letters(limit=2)] == [
+        e.message_id for e in unrouted[:2]
+    ]
+
+    inbox = Inbox()
+    await bus.subscribe("summaries", ["summary.*"], inbox, prefetch=1)
+    assert await bus.replay_dead_letters() == 5
+
+    await inbox.wait_handled(5)
+    assert inbox.handled_ids() == [e.message_id for e in unrouted]
+    assert await bus.list_dead_letters() == []
+
+
+async def test_publish_returns_after_the_whole_batch_is_confirmed(buses: Buses) -> None:
+    publisher = await buses.open()
+    await publisher.declare("batch", ["analysis.requested"])
+    batch = envelopes("analysis.requested", 300, filler="x" * 200)
+
+    await publisher.publish(batch)
+    await publisher.close()
+
+    # Confirmed means stored: a fresh connection (another process) sees all of them, in order.
+    consumer = await buses.open()
+    inbox = Inbox()
+    await consumer.subscribe("batch", ["analysis.requested"], inbox, prefetch=1)
+    await inbox.wait_handled(300)
+    assert inbox.handled_ids() == [e.message_id for e in batch]
+
+
+async def test_messages_published_before_subscribe_are_not_lost(buses: Buses) -> None:
+    gateway = await buses.open()
+    await gateway.declare("late", ["analysis.requested"])
+    early = envelopes("analysis.requested", 3)
+    await gateway.publish(early)
+
+    worker = await buses.open()
+    inbox = Inbox()
+    await worker.subscribe("late", ["analysis.requested"], inbox)
+
+    await inbox.wait_handled(3)
+    assert sorted(inbox.handled_ids()) == sorted(e.message_id for e in early)
+    assert await worker.list_dead_letters() == []
+
+
+async def test_message_in_flight_at_close_is_delivered_after_restart(buses: Buses) -> None:
+    first = await buses.open()
+    stuck = Inbox(hold=asyncio.Event())
+    await first.subscribe("restart", ["analysis.requested"], stuck)
+    [sent] = envelopes("analysis.requested", 1)
+    await first.publish([sent])
+    await stuck.wait_until(lambda: len(stuck.deliveries) == 1)
+
+    await first.close()
+
+    second = await buses.open()
+    inbox = Inbox()
+    await second.subscribe("restart", ["analysis.requested"], inbox)
+    await inbox.wait_handled(1)
+    assert inbox.handled_ids() == [sent.message_id]
+    assert stuck.handled == []
+
+
+async def test_closed_bus_refuses_to_publish(bus: Bus) -> None:
+    await bus.close()
+    with pytest.raises(ConnectionError):
+        await bus.publish(envelopes("analysis.requested", 1))
+    with pytest.raises(BusUnavailable):
+        await bus.replay_dead_letters()
+
+
+async def test_rabbit_consumers_resume_after_the_broker_drops_the_connection() -> None:
+    async with isolated_rabbit(AMQP_URL) as make:
+        bus = make()
+        await bus.start()
+        inbox = Inbox()
+        await bus.subscribe("survivor", ["analysis.requested"], inbox)
+        before, after = envelopes("analysis.requested", 2)
+        await bus.publish([before])
+        await inbox.wait_handled(1)
+
+        await force_close_connection(bus.connection_name)
+
+        await _publish_when_reconnected(bus, after)
+        await inbox.wait_handled(2)
+        assert inbox.handled_ids() == [before.message_id, after.message_id]
+
+
+async def test_rabbit_topology_reads_well_in_the_console() -> None:
+    async with isolated_rabbit(AMQP_URL) as make:
+        bus = make(delivery_limit=4)
+        await bus.start()
+        await bus.declare("dispatcher", ["analysis.requested"])
+
+        queues = await asyncio.to_thread(
+            rabbitmqctl, "list_queues", "name", "type", "durable", "arguments"
+        )
+        exchanges = await asyncio.to_thread(
+            rabbitmqctl, "list_exchanges", "name", "type", "durable", "arguments"
+        )
+
+    rows = {line.split("\t")[0]: line for line in queues.splitlines()}
+    work = rows[f"{bus.prefix}.dispatcher"]
+    assert "\tquorum\ttrue\t" in work
+    for fragment in (
+        '{"x-delivery-limit",4}',
+        f'{{"x-dead-letter-exchange","{bus.prefix}.dead-letter"}}',
+        '{"x-dead-letter-strategy","at-least-once"}',
+    ):
+        assert fragment in work
+    assert "\tclassic\ttrue\t" in rows[f"{bus.prefix}.dead-letter"]
+    exchange_rows = {line.split("\t")[0]: line for line in exchanges.splitlines()}
+    assert exchange_rows[f"{bus.prefix}.events"].startswith(f"{bus.prefix}.events\ttopic\ttrue")
+    assert (
+        f'{{"alternate-exchange","{bus.prefix}.dead-letter"}}'
+        in exchange_rows[f"{bus.prefix}.events"]
+    )
+
+
+def test_create_bus_picks_the_implementation_from_the_url() -> None:
+    assert isinstance(create_bus("memory://"), MemoryBus)
+    rabbit = create_bus(AMQP_URL, prefix="elsewhere", delivery_limit=9)
+    assert isinstance(rabbit, RabbitBus)
+    assert (rabbit.exchange, rabbit.dead_letter_exchange) == (
+        "elsewhere.events",
+        "elsewhere.dead-letter",
+    )
+    assert rabbit.queue_arguments()["x-delivery-limit"] == 9
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "matches"),
+    [
+        ("analysis.*", "analysis.requested", True),
+        ("analysis.*", "analysis.a.b", False),
+        ("analysis.*", "analysis", False),
+        ("#", "anything.at.all", True),
+        ("obj.#", "obj", True),
+        ("obj.#.done", "obj.done", True),
+        ("obj.#.done", "obj.x.y.done", True),
+        ("obj.#.done", "obj.x.y.started", False),
+        ("*.completed", "analysis.completed", True),
+    ],
+)
+def test_memory_topic_matching_follows_amqp(pattern: str, key: str, matches: bool) -> None:
+    assert topic_matches(pattern, key) is matches
+
+
+async def _wait_for_dead_letters(bus: Bus, count: int) -> list[Envelope]:
+    for _ in range(300):
+        dead = await bus.list_dead_letters()
+        if len(dead) >= count:
+            return dead
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} dead letters, found {len(dead)}")
+
+
+async def _publish_when_reconnected(bus: Bus, envelope: Envelope) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await bus.publish([envelope])
+                return
+            except ConnectionError:
+                await asyncio.sleep(0.1)

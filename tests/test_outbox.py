@@ -1,0 +1,249 @@
+"""The transactional outbox and its relay, on PostgreSQL and SQLite, with real buses.
+
+The failing bus is a real MemoryBus behind a switch that makes ``publish`` raise
+ConnectionError, as RabbitBus does when the broker is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import pytest
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.background import background, run_forever
+from shared.bus import BusUnavailable
+from shared.bus.base import Envelope, MessageHandler
+from shared.bus.memory import MemoryBus
+from shared.db.models import OutboxMessage
+from shared.db.session import create_engine, create_session_factory
+from shared.events import AnalysisCompleted, AnalysisRequested
+from shared.outbox import OutboxRelay, enqueue
+from tests.conftest import AMQP_URL
+from tests.support.buses import Inbox, isolated_rabbit
+
+
+class SwitchableBus:
+    """A MemoryBus that records what it published and can be switched off like a dead broker."""
+
+    def __init__(self, *, publish_delay: float = 0.0) -> None:
+        self.inner = MemoryBus()
+        self.down = False
+        self.publish_delay = publish_delay
+        self.published: list[Envelope] = []
+        self.refused = 0
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def declare(self, queue: str, routing_keys: Sequence[str]) -> None:
+        await self.inner.declare(queue, routing_keys)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if self.down:
+            self.refused += 1
+            raise BusUnavailable("broker unreachable (test switch)")
+        await asyncio.sleep(self.publish_delay)
+        await self.inner.publish(envelopes)
+        self.published.extend(envelopes)
+
+    async def subscribe(
+        self,
+        queue: str,
+        routing_keys: Sequence[str],
+        handler: MessageHandler,
+        *,
+        prefetch: int = 32,
+    ) -> None:
+        await self.inner.subscribe(queue, routing_keys, handler, prefetch=prefetch)
+
+    async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
+        return await self.inner.list_dead_letters(limit)
+
+    async def replay_dead_letters(self, message_ids: Sequence[str] | None = None) -> int:
+        return await self.inner.replay_dead_letters(message_ids)
+
+    def analysis_ids(self) -> list[int]:
+        return [e.payload["analysis_id"] for e in self.published]
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url)
+    factory = create_session_factory(engine)
+    async with factory.begin() as session:  # rows other tests may have left behind
+        await session.execute(delete(OutboxMessage))
+    yield factory
+    async with factory.begin() as session:
+        await session.execute(delete(OutboxMessage))
+    await engine.dispose()
+
+
+async def _enqueue(sessions: async_sessionmaker[AsyncSession], ids: Sequence[int]) -> None:
+    async with sessions.begin() as session:
+        for analysis_id in ids:
+            enqueue(session, AnalysisRequested(analysis_id=analysis_id))
+
+
+async def _pending(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(OutboxMessage)) or 0)
+
+
+async def _eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            outcome = check()
+            if await outcome if inspect.isawaitable(outcome) else outcome:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def _nothing_pending(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    return await _pending(sessions) == 0
+
+
+@pytest.mark.usefixtures("backend")
+async def test_rolled_back_messages_are_never_published(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus)
+    with pytest.raises(RuntimeError, match="state change failed"):
+        async with sessions.begin() as session:
+            enqueue(session, AnalysisRequested(analysis_id=1))
+            await session.flush()  # the row reached the database, inside the transaction
+            raise RuntimeError("state change failed")
+    await _enqueue(sessions, [2])
+
+    assert await relay.publish_all() == 1
+
+    assert bus.analysis_ids() == [2]
+    assert await _pending(sessions) == 0
+
+
+@pytest.mark.usefixtures("backend")
+async def test_committed_messages_are_published_in_order_then_deleted(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    inbox = Inbox()
+    await bus.subscribe("summaries", ["analysis.*"], inbox, prefetch=1)
+    relay = OutboxRelay(sessions, bus, batch_size=10)
+    await _enqueue(sessions, range(0, 12))
+    async with sessions.begin() as session:
+        enqueue(
+            session,
+            AnalysisCompleted(
+                analysis_id=12, obj_id="ZTF21abc", analysis_service_id=3, status="completed"
+            ),
+        )
+    await _enqueue(sessions, range(13, 25))
+
+    assert await relay.publish_pending() == 10  # one batch at a time
+    assert await _pending(sessions) == 15
+    assert await relay.publish_all() == 15
+
+    assert bus.analysis_ids() == list(range(25))
+    assert bus.published[12].routing_key == "analysis.completed"
+    assert bus.published[12].payload["obj_id"] == "ZTF21abc"
+    assert len({e.message_id for e in bus.published}) == 25
+    assert await _pending(sessions) == 0
+    await inbox.wait_handled(25)
+    assert [e.payload["analysis_id"] for e in inbox.handled] == list(range(25))
+
+
+@pytest.mark.usefixtures("backend")
+async def test_messages_wait_while_the_bus_is_down_and_go_out_after_recovery(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    bus.down = True
+    relay = OutboxRelay(sessions, bus, poll_interval=0.02, max_retry_delay=0.1)
+    async with background("outbox-relay", relay.run):
+        await _enqueue(sessions, range(5))
+        relay.nudge()
+        await _eventually(lambda: bus.refused >= 3)
+        assert await _pending(sessions) == 5
+        assert bus.published == []
+
+        bus.down = False
+        await _eventually(lambda: bus.published != [])
+        await _eventually(lambda: _nothing_pending(sessions))
+
+    assert bus.analysis_ids() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_nudge_publishes_without_waiting_for_the_poll(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60)
+    async with background("outbox-relay", relay.run):
+        await asyncio.sleep(0.05)  # the relay found nothing and now sleeps for a minute
+        await _enqueue(sessions, [41, 42])
+        relay.nudge()
+        await _eventually(lambda: len(bus.published) == 2, within=3)
+    assert bus.analysis_ids() == [41, 42]
+
+
+async def test_two_relays_on_postgresql_never_publish_a_row_twice(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    assert database_url.startswith("postgresql")
+    await _enqueue(sessions, range(200))
+    # Slow confirms keep each relay's transaction (and its row locks) open while the other runs.
+    bus = SwitchableBus(publish_delay=0.02)
+    first = OutboxRelay(sessions, bus, batch_size=15)
+    second = OutboxRelay(sessions, bus, batch_size=15)
+
+    counts = await asyncio.gather(first.publish_all(), second.publish_all())
+
+    assert sorted(bus.analysis_ids()) == list(range(200))
+    assert len(bus.published) == 200
+    assert all(count > 0 for count in counts), counts  # both really took part
+    assert await _pending(sessions) == 0
+
+
+async def test_relay_publishes_to_rabbitmq_with_confirms(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with isolated_rabbit(AMQP_URL) as make:
+        bus = make()
+        await bus.start()
+        inbox = Inbox()
+        await bus.subscribe("dispatcher", ["analysis.requested"], inbox, prefetch=1)
+        await _enqueue(sessions, range(60))
+
+        assert await OutboxRelay(sessions, bus, batch_size=25).publish_all() == 60
+
+        assert await _pending(sessions) == 0
+        await inbox.wait_handled(60)
+        assert [e.payload["analysis_id"] for e in inbox.handled] == list(range(60))
+
+
+async def test_run_forever_restarts_a_crashed_task() -> None:
+    runs: list[int] = []
+    finished = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise RuntimeError("boom")
+        finished.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(run_forever("flaky", flaky, restart_delay=0.01))
+    async with asyncio.timeout(5):
+        await finished.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert runs == [0, 1, 2]
