@@ -64,5 +64,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             outbox=OutboxRelay(sessions, bus),
         )
     finally:
-        await bus.close()
-        await engine.dispose()
+        try:
+            await bus.close()  # consumers stop first; their unfinished messages are requeued
+        finally:
+            await engine.dispose()

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
 
 from gateway.app import create_gateway_app
+from shared.background import background
 from shared.db.migrate import upgrade_async
-from shared.resources import open_resources
+from shared.resources import Resources, open_resources
 from shared.settings import Settings
 
 log = logging.getLogger("skyhook")
+
+# Services whose handlers write outbox rows; each process of these runs a relay (PostgreSQL's
+# SKIP LOCKED keeps concurrent relays apart).
+OUTBOX_WRITERS = frozenset({"gateway", "dispatcher", "webhook-receiver", "summary-service"})
+
+
+@asynccontextmanager
+async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
+    """Relay outbox rows to the bus while the block runs (restarted if it ever crashes).
+
+    Enter it after the process's consumers have subscribed: rows left from a previous run are
+    published at once, and a message no queue is bound to yet ends among the dead letters.
+    """
+    async with background("outbox-relay", resources.outbox.run):
+        yield
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
@@ -38,11 +56,14 @@ async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
     await upgrade_async(settings.database_url)
     async with open_resources(settings) as resources:
         app = create_gateway_app(resources)
-        await _serve(app, settings.host, settings.port)
+        async with outbox_relay(resources):
+            await _serve(app, settings.host, settings.port)
 
 
 async def run_service(name: str, settings: Settings) -> None:
-    async with open_resources(settings) as resources:
+    async with open_resources(settings) as resources, AsyncExitStack() as stack:
+        if name in OUTBOX_WRITERS:
+            await stack.enter_async_context(outbox_relay(resources))
         if name == "gateway":
             await _serve(create_gateway_app(resources), settings.host, settings.port)
         else:

@@ -281,6 +281,8 @@ def test_create_bus_picks_the_implementation_from_the_url() -> None:
         "elsewhere.dead-letter",
     )
     assert rabbit.queue_arguments()["x-delivery-limit"] == 9
+    assert rabbit.queue_name("dispatcher") == "elsewhere.dispatcher"
+    assert rabbit.queue_name("elsewhere.dispatcher") == "elsewhere.dispatcher"
 
 
 @pytest.mark.parametrize(

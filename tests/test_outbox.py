@@ -22,6 +22,8 @@ from shared.db.models import OutboxMessage
 from shared.db.session import create_engine, create_session_factory
 from shared.events import AnalysisCompleted, AnalysisRequested
 from shared.outbox import OutboxRelay, enqueue
+from shared.resources import Resources
+from skyhook.composition import outbox_relay
 from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit
 
@@ -227,6 +229,20 @@ async def test_relay_publishes_to_rabbitmq_with_confirms(
         assert await _pending(sessions) == 0
         await inbox.wait_handled(60)
         assert [e.payload["analysis_id"] for e in inbox.handled] == list(range(60))
+
+
+async def test_composition_relays_what_a_service_enqueues(
+    sessions: async_sessionmaker[AsyncSession], resources: Resources
+) -> None:
+    inbox = Inbox()
+    await resources.bus.subscribe("dispatcher", ["analysis.requested"], inbox)
+    async with outbox_relay(resources):
+        async with resources.sessions.begin() as session:
+            enqueue(session, AnalysisRequested(analysis_id=77))
+        resources.outbox.nudge()
+        await inbox.wait_handled(1, within=5)
+        await _eventually(lambda: _nothing_pending(sessions), within=5)
+    assert inbox.handled[0].payload == {"analysis_id": 77}
 
 
 async def test_run_forever_restarts_a_crashed_task() -> None:

@@ -4,10 +4,11 @@ Topology, for a ``prefix`` of ``skyhook`` (as seen in the management console):
 
 - ``skyhook.events``: durable topic exchange every message is published to. Its alternate
   exchange is the dead-letter exchange, so a message no queue is bound to is kept, not dropped.
-- ``skyhook.<queue>``: one durable quorum queue per ``declare``/``subscribe`` name, bound to
-  the exchange with the given topic patterns; ``x-delivery-limit`` counts failed deliveries and
-  a message that fails more often is dead-lettered (``x-dead-letter-strategy: at-least-once``,
-  which needs ``x-overflow: reject-publish``).
+- ``skyhook.<queue>``: one durable quorum queue per ``declare``/``subscribe`` name (the prefix
+  is added unless the name already starts with it), bound to the exchange with the given topic
+  patterns; ``x-delivery-limit`` counts failed deliveries and a message that fails more often
+  is dead-lettered (``x-dead-letter-strategy: at-least-once``, which needs
+  ``x-overflow: reject-publish``).
 - ``skyhook.dead-letter``: durable topic exchange and, bound to it with ``#``, a durable
   classic queue of the same name. Classic on purpose: listing dead letters takes them and puts
   them back, which a quorum queue would count as failed deliveries.
@@ -91,6 +92,9 @@ class RabbitBus:
         self.declared_queues: set[str] = set()
 
     def queue_name(self, queue: str) -> str:
+        """``dispatcher`` → ``skyhook.dispatcher``; a name already under the prefix stays."""
+        if queue.startswith(f"{self.prefix}."):
+            return queue
         return f"{self.prefix}.{queue}"
 
     def queue_arguments(self) -> dict[str, Any]:
