@@ -1,12 +1,13 @@
 """Outbound URL policy for analysis services (guards against SSRF).
 
 Rules, in order:
-1. the URL must be absolute ``http`` or ``https`` with a host;
-2. hosts listed in ``SKYHOOK_ALLOWED_URL_HOSTS`` are always allowed;
-3. link-local (169.254.0.0/16, fe80::/10) and cloud-metadata addresses are always refused;
-4. loopback addresses only with ``SKYHOOK_ALLOW_LOOPBACK_URLS``; private, shared and
-   unique-local ranges only with ``SKYHOOK_ALLOW_PRIVATE_URLS``; other reserved,
-   multicast and unspecified addresses are refused.
+1. the URL must be absolute ``http`` or ``https`` with a host and no credentials;
+2. link-local (169.254.0.0/16, fe80::/10) and cloud-metadata hosts and addresses are always
+   refused, also inside IPv4-mapped and 6to4 IPv6 addresses, and also for allowed hosts;
+3. hosts listed in ``SKYHOOK_ALLOWED_URL_HOSTS`` are otherwise allowed;
+4. unspecified (0.0.0.0, ::), multicast and reserved addresses are refused;
+5. loopback addresses only with ``SKYHOOK_ALLOW_LOOPBACK_URLS``; private, shared and
+   unique-local ranges only with ``SKYHOOK_ALLOW_PRIVATE_URLS``.
 
 Host names are resolved and every address they resolve to must pass. The dispatcher checks
 again at send time, since DNS answers may change after registration.
@@ -48,13 +49,19 @@ class URLPolicy:
             raise URLPolicyError("has an invalid port") from exc
         if parts.username or parts.password:
             raise URLPolicyError("must not embed credentials; use authentication_type instead")
-        return parts.hostname.lower(), port
+        # A trailing dot names the same host; drop it so host lists match.
+        return parts.hostname.lower().rstrip("."), port
 
-    def check_address(self, host: str, address: IPAddress) -> None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+    def check_address(self, host: str, address: IPAddress, *, allowed: bool = False) -> None:
+        if isinstance(address, ipaddress.IPv6Address):
+            address = address.ipv4_mapped or address.sixtofour or address
         if address in METADATA_ADDRESSES or address.is_link_local:
             raise URLPolicyError(f"points to a link-local or metadata address ({address})")
+        if allowed:
+            return
+        # 0.0.0.0 and :: reach the local host on Linux, so they are never "private" targets.
+        if address.is_unspecified or address.is_multicast:
+            raise URLPolicyError(f"points to a reserved address ({address})")
         if address.is_loopback:
             if not self.allow_loopback:
                 raise URLPolicyError(
@@ -62,6 +69,8 @@ class URLPolicy:
                     "set SKYHOOK_ALLOW_LOOPBACK_URLS=true to allow it"
                 )
             return
+        if address.is_reserved:
+            raise URLPolicyError(f"points to a reserved address ({address})")
         if address.is_private or address in ipaddress.ip_network("100.64.0.0/10"):
             if not self.allow_private:
                 raise URLPolicyError(
@@ -69,17 +78,20 @@ class URLPolicy:
                     "set SKYHOOK_ALLOW_PRIVATE_URLS=true to allow it"
                 )
             return
-        if address.is_multicast or address.is_unspecified or address.is_reserved:
-            raise URLPolicyError(f"points to a reserved address ({address})")
 
     async def check(self, url: str) -> None:
         host, port = self.check_syntax(url)
-        if host in self.allowed_hosts:
-            return
         if host in METADATA_HOSTS:
             raise URLPolicyError(f"points to a cloud metadata host ({host})")
-        for address in await self._resolve(host, port):
-            self.check_address(host, address)
+        allowed = host in self.allowed_hosts
+        try:
+            addresses = await self._resolve(host, port)
+        except URLPolicyError:
+            if allowed:
+                return  # an operator-listed host; the dispatcher checks again at send time
+            raise
+        for address in addresses:
+            self.check_address(host, address, allowed=allowed)
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[IPAddress]:
