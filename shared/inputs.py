@@ -1,0 +1,337 @@
+"""The data sent to an analysis service: what the analysis author may read, in SkyPortal's shape.
+
+For each of the service's ``input_data_types`` we collect records with SkyPortal's exact
+columns (reference §3.1), only from rows shared with a group the author belongs to, then
+write them either as CSV strings (SkyPortal's format, ``inputs_format == "csv"``) or as typed
+JSON records (``inputs_format == "json"``).
+
+Differences from SkyPortal, all fixes:
+
+- photometry is deduplicated on (mjd, filter, instrument), keeping the point with the smallest
+  error, so that two instruments observing at the same time are both kept;
+- no photometry gives a CSV holding only the header (SkyPortal failed the start);
+- nested values (lists, dicts) are JSON text, which ``json.loads`` reads and which
+  ``ast.literal_eval`` reads too for lists of numbers; datetimes are ISO 8601 in UTC with the
+  offset (SkyPortal wrote naive ``YYYY-MM-DD HH:MM:SS.ffffff``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import lazyload
+
+from shared.access import Principal, visible
+from shared.db.models import (
+    Annotation,
+    Classification,
+    Comment,
+    Obj,
+    Photometry,
+    Spectrum,
+    annotation_groups,
+    classification_groups,
+    comment_groups,
+    obj_groups,
+    photometry_groups,
+    spectrum_groups,
+)
+from shared.enums import InputDataType
+from shared.photometry import export_point, fluxerr_to_magerr
+
+INPUTS_SCHEMA_VERSION = 1
+CSV_FORMAT = "csv"
+JSON_FORMAT = "json"
+
+PHOTOMETRY_COLUMNS = (
+    "mjd",
+    "flux",
+    "fluxerr",
+    "mag",
+    "magerr",
+    "filter",
+    "magsys",
+    "limiting_mag",
+    "zp",
+    "instrument_name",
+    "predicted_mag",
+)
+SPECTRA_COLUMNS = (
+    "observed_at",
+    "wavelengths",
+    "fluxes",
+    "errors",
+    "units",
+    "altdata",
+    "created_at",
+    "origin",
+    "modified",
+    "type",
+)
+COMMENTS_COLUMNS = ("text", "bot", "modified", "origin", "created_at")
+CLASSIFICATIONS_COLUMNS = ("classification", "probability", "modified", "created_at")
+ANNOTATIONS_COLUMNS = ("data", "modified", "origin", "created_at")
+REDSHIFT_COLUMNS = ("redshift", "redshift_error", "redshift_origin")
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    InputDataType.PHOTOMETRY: PHOTOMETRY_COLUMNS,
+    InputDataType.SPECTRA: SPECTRA_COLUMNS,
+    InputDataType.COMMENTS: COMMENTS_COLUMNS,
+    InputDataType.CLASSIFICATIONS: CLASSIFICATIONS_COLUMNS,
+    InputDataType.ANNOTATIONS: ANNOTATIONS_COLUMNS,
+    InputDataType.REDSHIFT: REDSHIFT_COLUMNS,
+}
+
+Record = dict[str, Any]
+
+
+class InputsError(ValueError):
+    """The inputs cannot be assembled (e.g. the author can no longer read the source)."""
+
+
+@dataclass(frozen=True)
+class PhotometrySelection:
+    """``input_filters.photometry``: keep only these filters / instrument ids (None = all)."""
+
+    filters: frozenset[str] | None = None
+    instruments: frozenset[int] | None = None
+
+    @classmethod
+    def from_input_filters(cls, input_filters: Mapping[str, Any] | None) -> PhotometrySelection:
+        section = (input_filters or {}).get("photometry") or {}
+        if not isinstance(section, Mapping):
+            return cls()
+        filters = [f.strip() for f in section.get("filters") or () if isinstance(f, str)]
+        instruments = [_instrument_id(i) for i in section.get("instruments") or ()]
+        return cls(
+            filters=frozenset(f for f in filters if f) or None,
+            instruments=frozenset(i for i in instruments if i is not None) or None,
+        )
+
+
+def _instrument_id(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+# --- collecting records ---------------------------------------------------------------------
+
+
+async def load_visible_obj(session: AsyncSession, obj_id: str, principal: Principal) -> Obj:
+    """The source, if the principal may read it; else InputsError("Obj … not found")."""
+    obj = await session.scalar(
+        select(Obj).where(Obj.id == obj_id, visible(obj_groups, Obj.id, principal))
+    )
+    if obj is None:
+        raise InputsError(f"Obj {obj_id} not found")
+    return obj
+
+
+async def collect_records(
+    session: AsyncSession,
+    obj: Obj,
+    principal: Principal,
+    input_types: Iterable[str],
+    input_filters: Mapping[str, Any] | None = None,
+) -> dict[str, list[Record]]:
+    """Records per input type, each with exactly the columns in ``COLUMNS``."""
+    records: dict[str, list[Record]] = {}
+    for input_type in input_types:
+        if input_type == InputDataType.PHOTOMETRY:
+            selection = PhotometrySelection.from_input_filters(input_filters)
+            records[input_type] = await photometry_records(session, obj.id, principal, selection)
+        elif input_type == InputDataType.SPECTRA:
+            records[input_type] = await _spectra_records(session, obj.id, principal)
+        elif input_type == InputDataType.COMMENTS:
+            records[input_type] = await _comment_records(session, obj.id, principal)
+        elif input_type == InputDataType.CLASSIFICATIONS:
+            records[input_type] = await _classification_records(session, obj.id, principal)
+        elif input_type == InputDataType.ANNOTATIONS:
+            records[input_type] = await _annotation_records(session, obj.id, principal)
+        elif input_type == InputDataType.REDSHIFT:
+            records[input_type] = [{c: getattr(obj, c) for c in REDSHIFT_COLUMNS}]
+        else:
+            raise InputsError(f"Unknown input data type: {input_type}")
+    return records
+
+
+async def photometry_records(
+    session: AsyncSession, obj_id: str, principal: Principal, selection: PhotometrySelection
+) -> list[Record]:
+    query = (
+        select(Photometry)
+        .options(lazyload(Photometry.groups))
+        .where(Photometry.obj_id == obj_id, visible(photometry_groups, Photometry.id, principal))
+    )
+    if selection.filters is not None:
+        query = query.where(Photometry.filter.in_(selection.filters))
+    if selection.instruments is not None:
+        query = query.where(Photometry.instrument_id.in_(selection.instruments))
+    points = list(await session.scalars(query))
+    return [_photometry_record(p) for p in deduplicate_photometry(points)]
+
+
+def _photometry_record(point: Photometry) -> Record:
+    exported = export_point(point)
+    record = {column: exported.get(column) for column in PHOTOMETRY_COLUMNS}
+    # SkyPortal fills this for solar-system objects from the point's altdata; we keep none.
+    record["predicted_mag"] = None
+    return record
+
+
+def deduplicate_photometry(points: Sequence[Photometry]) -> list[Photometry]:
+    """One point per (mjd, filter, instrument): the one with the smallest error, by mjd.
+
+    The error is the magnitude error of a detection; non-detections (no magnitude error)
+    rank after detections, by their flux error. Ties go to the older row.
+    """
+    best: dict[tuple[float, str, int], Photometry] = {}
+    for point in points:
+        key = (point.mjd, point.filter, point.instrument_id)
+        current = best.get(key)
+        if current is None or _error_rank(point) < _error_rank(current):
+            best[key] = point
+    return sorted(best.values(), key=lambda p: (p.mjd, p.filter, p.instrument_id, p.id))
+
+
+def _error_rank(point: Photometry) -> tuple[int, float, int]:
+    magerr = fluxerr_to_magerr(point.flux, point.fluxerr)
+    if magerr is not None and math.isfinite(magerr):
+        return (0, magerr, point.id)
+    fluxerr = point.fluxerr if point.fluxerr is not None else math.inf
+    return (1, fluxerr, point.id)
+
+
+async def _spectra_records(
+    session: AsyncSession, obj_id: str, principal: Principal
+) -> list[Record]:
+    query = (
+        select(Spectrum)
+        .options(lazyload(Spectrum.groups))
+        .where(Spectrum.obj_id == obj_id, visible(spectrum_groups, Spectrum.id, principal))
+        .order_by(Spectrum.observed_at, Spectrum.id)
+    )
+    rows = await session.scalars(query)
+    return [{c: getattr(row, c) for c in SPECTRA_COLUMNS} for row in rows]
+
+
+async def _comment_records(
+    session: AsyncSession, obj_id: str, principal: Principal
+) -> list[Record]:
+    query = (
+        select(Comment)
+        .options(lazyload(Comment.groups))
+        .where(Comment.obj_id == obj_id, visible(comment_groups, Comment.id, principal))
+        .order_by(Comment.created_at.desc(), Comment.id.desc())
+    )
+    rows = await session.scalars(query)
+    return [{c: getattr(row, c) for c in COMMENTS_COLUMNS} for row in rows]
+
+
+async def _classification_records(
+    session: AsyncSession, obj_id: str, principal: Principal
+) -> list[Record]:
+    query = (
+        select(Classification)
+        .options(lazyload(Classification.groups))
+        .where(
+            Classification.obj_id == obj_id,
+            visible(classification_groups, Classification.id, principal),
+        )
+        .order_by(Classification.created_at, Classification.id)
+    )
+    rows = await session.scalars(query)
+    return [{c: getattr(row, c) for c in CLASSIFICATIONS_COLUMNS} for row in rows]
+
+
+async def _annotation_records(
+    session: AsyncSession, obj_id: str, principal: Principal
+) -> list[Record]:
+    query = (
+        select(Annotation)
+        .options(lazyload(Annotation.groups))
+        .where(Annotation.obj_id == obj_id, visible(annotation_groups, Annotation.id, principal))
+        .order_by(Annotation.created_at, Annotation.id)
+    )
+    rows = await session.scalars(query)
+    return [{c: getattr(row, c) for c in ANNOTATIONS_COLUMNS} for row in rows]
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def plain_value(value: Any) -> Any:
+    """A JSON-ready value: ISO UTC datetimes, non-finite floats as None, nested the same."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    return value
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell as pandas would write it, except nested values (JSON) and datetimes (ISO)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(plain_value(value))
+    return str(value)
+
+
+def records_to_csv(columns: Sequence[str], records: Iterable[Record]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([csv_cell(record.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def records_to_json(columns: Sequence[str], records: Iterable[Record]) -> list[Record]:
+    return [{c: plain_value(record.get(c)) for c in columns} for record in records]
+
+
+def format_inputs(records: Mapping[str, list[Record]], inputs_format: str) -> dict[str, Any]:
+    """Records per type → CSV strings (``csv``) or typed JSON records (``json``)."""
+    writer = records_to_json if inputs_format == JSON_FORMAT else records_to_csv
+    return {name: writer(COLUMNS[name], rows) for name, rows in records.items()}
+
+
+async def assemble_inputs(
+    session: AsyncSession,
+    obj_id: str,
+    principal: Principal,
+    input_types: Iterable[str],
+    input_filters: Mapping[str, Any] | None,
+    inputs_format: str = CSV_FORMAT,
+) -> dict[str, Any]:
+    """The data part of ``inputs`` (without ``analysis_parameters``), as the author sees it."""
+    obj = await load_visible_obj(session, obj_id, principal)
+    records = await collect_records(session, obj, principal, input_types, input_filters)
+    # Writing many rows is CPU work: keep it off the event loop.
+    return await asyncio.to_thread(format_inputs, records, inputs_format)
