@@ -1,0 +1,456 @@
+"""Analyses of a source: start, list, read, dispatch attempts, cancel, delete.
+
+SkyPortal's paths, envelopes and messages (reference §1.6 to §1.8), with its weaknesses fixed:
+parameter values are checked, disabled services refuse to run, the cap is atomic, ``objID``
+matches exactly, lists are bounded, nothing secret or server-side (paths) is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
+from gateway.auth import principal
+from shared.access import Principal, resolve_group_ids, visible
+from shared.analysis_data import load_analysis_data
+from shared.analysis_lifecycle import (
+    CapReached,
+    NewAnalysis,
+    ObjNotVisible,
+    cancel_analysis,
+    create_analysis,
+    delete_analysis,
+    delete_artifact_folders,
+    obj_visible,
+)
+from shared.analysis_parameters import (
+    ParameterError,
+    display_parameters,
+    normalize_input_filters,
+    parameter_specs,
+    validate_analysis_parameters,
+)
+from shared.artifacts import ArtifactStore
+from shared.db.models import (
+    AnalysisService,
+    DispatchAttempt,
+    ObjAnalysis,
+    analysis_service_groups,
+    obj_analysis_groups,
+    obj_groups,
+)
+from shared.enums import ACL
+from shared.resources import RESOURCES
+from shared.web import (
+    Page,
+    Route,
+    bad_request,
+    forbidden,
+    json_body,
+    not_found,
+    page_from_query,
+    path_int,
+    query_bool,
+    query_int,
+    success,
+)
+
+log = logging.getLogger("skyhook.gateway.analyses")
+
+CANNOT_ACCESS = "Cannot access this Analysis."
+CANNOT_DELETE = "Cannot delete this Analysis."
+CANNOT_CANCEL = "Only the author of this Analysis or a system admin can cancel it."
+START_CAP_MESSAGE = (
+    "You have reached the maximum number of analyses for this object. "
+    "Please delete some analyses before attempting to start more analyses."
+)
+SERVICE_ID_LABEL = "analysis_service_id"
+ANALYSIS_ID_LABEL = "analysis_id"
+MODEL_LIGHTCURVE_KEYS = ("model_lightcurve", "model_lightcurves")
+
+
+# --- shared with the upload handler -----------------------------------------------------------
+
+
+async def usable_service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
+    """The service if it is shared with one of the caller's groups, else SkyPortal's 403."""
+    query = select(AnalysisService).where(
+        AnalysisService.id == service_id,
+        visible(analysis_service_groups, AnalysisService.id, me),
+    )
+    service = (await session.scalars(query)).one_or_none()
+    if service is None:
+        raise forbidden(f"Could not access Analysis Service ID: {service_id}.")
+    return service
+
+
+def refuse_if_disabled(service: AnalysisService) -> None:
+    if not service.enabled:
+        raise forbidden(
+            f"Analysis Service ID: {service.id} is disabled; it cannot be used until a "
+            "service manager enables it again."
+        )
+
+
+def flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_request(f"Invalid {name}: must be true or false")
+    return value
+
+
+async def request_group_ids(
+    session: AsyncSession, me: Principal, body: dict[str, Any]
+) -> list[int]:
+    """The groups that may read the new analysis; none given means all of the caller's."""
+    group_ids = body.get("group_ids")
+    groups = await resolve_group_ids(session, me, group_ids or None, status=400)
+    return sorted(g.id for g in groups)
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def _checked_parameters(service: AnalysisService, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        specs = parameter_specs(service.optional_analysis_parameters)
+        return validate_analysis_parameters(specs, body.get("analysis_parameters"))
+    except ParameterError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _checked_filters(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return normalize_input_filters(body.get("input_filters"))
+    except ParameterError as exc:
+        raise bad_request(str(exc)) from None
+
+
+async def post_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.RUN_ANALYSES)
+    body = await json_body(request)
+    service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
+    obj_id = request.match_info["obj_id"]
+    resources = request.app[RESOURCES]
+    async with resources.sessions() as session:
+        service = await usable_service(session, me, service_id)
+        if service.upload_only:
+            raise forbidden(
+                f"Analysis Service ID: {service_id} is of type upload_only. "
+                "Please use the analysis_upload endpoint."
+            )
+        refuse_if_disabled(service)
+        parameters = _checked_parameters(service, body)
+        group_ids = await request_group_ids(session, me, body)
+    new = NewAnalysis(
+        obj_id=obj_id,
+        service=service,
+        author=me,
+        group_ids=group_ids,
+        parameters=parameters,
+        display_parameters=display_parameters(parameters),
+        input_filters=_checked_filters(body),
+        show_parameters=flag(body, "show_parameters", False),
+        show_plots=flag(body, "show_plots", False),
+        show_corner=flag(body, "show_corner", False),
+    )
+    try:
+        cap = resources.settings.max_analyses_per_obj_per_user
+        analysis_id = await create_analysis(resources, new, cap=cap)
+    except ObjNotVisible:
+        raise not_found(f"Error posting analysis: Obj {obj_id} not found") from None
+    except CapReached:
+        raise forbidden(START_CAP_MESSAGE) from None
+    log.info(
+        "analysis %d queued: service %d, obj %s, user %d",
+        analysis_id,
+        service_id,
+        obj_id,
+        me.user_id,
+    )
+    return success({"id": analysis_id})
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+def readable_conditions(me: Principal) -> list[ColumnElement[bool]]:
+    """An analysis is readable when it shares a group with the caller and the caller can read
+    its object (SkyPortal's rule); system admins read everything."""
+    if me.is_admin:
+        return []
+    return [
+        visible(obj_analysis_groups, ObjAnalysis.id, me),
+        visible(obj_groups, ObjAnalysis.obj_id, me),
+    ]
+
+
+async def readable_analysis(
+    session: AsyncSession, me: Principal, analysis_id: int, obj_id: str | None = None
+) -> ObjAnalysis:
+    query = select(ObjAnalysis).where(ObjAnalysis.id == analysis_id, *readable_conditions(me))
+    if obj_id is not None:
+        query = query.where(ObjAnalysis.obj_id == obj_id)
+    analysis = (await session.scalars(query)).one_or_none()
+    if analysis is None:
+        raise forbidden(CANNOT_ACCESS)
+    return analysis
+
+
+async def _require_obj(session: AsyncSession, me: Principal, obj_id: str) -> None:
+    if not await obj_visible(session, obj_id, me):
+        raise not_found(f"Obj {obj_id} not found")
+
+
+def _obj_filter(request: web.Request) -> str | None:
+    """The path's obj id wins over ``objID`` (as in SkyPortal); both match exactly."""
+    return request.match_info.get("obj_id") or request.query.get("objID") or None
+
+
+async def get_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
+    obj_id = _obj_filter(request)
+    resources = request.app[RESOURCES]
+    async with resources.sessions() as session:
+        if obj_id is not None:
+            await _require_obj(session, me, obj_id)
+        analysis = await readable_analysis(session, me, analysis_id, obj_id)
+    data = analysis_dict(analysis, me)
+    if query_bool(request, "includeAnalysisData"):
+        data["data"] = await load_analysis_data(resources.artifacts, analysis)
+    return success(data)
+
+
+async def _model_lightcurves(store: ArtifactStore, analysis: ObjAnalysis) -> dict[str, Any]:
+    """Only the model light curves of an analysis (for overlays), not its other artifacts."""
+    found: dict[str, Any] = dict.fromkeys(MODEL_LIGHTCURVE_KEYS)
+    for key in MODEL_LIGHTCURVE_KEYS:
+        ref = (analysis.artifacts or {}).get(key)
+        if not isinstance(ref, dict) or "path" not in ref:
+            continue
+        try:
+            raw = await store.read(ref)
+        except FileNotFoundError:
+            log.warning("analysis %d: the %s artifact file is missing", analysis.id, key)
+            continue
+        found[key] = await asyncio.to_thread(json.loads, raw)
+    return found
+
+
+def _list_conditions(request: web.Request, me: Principal, obj_id: str | None) -> list[Any]:
+    conditions: list[Any] = readable_conditions(me)
+    if obj_id is not None:
+        conditions.append(ObjAnalysis.obj_id == obj_id)
+    service_id = query_int(request, "analysisServiceID")
+    if service_id is not None:
+        conditions.append(ObjAnalysis.analysis_service_id == service_id)
+    if query_bool(request, "summaryOnly"):
+        summaries = select(AnalysisService.id).where(AnalysisService.is_summary.is_(True))
+        conditions.append(ObjAnalysis.analysis_service_id.in_(summaries))
+    return conditions
+
+
+def _page(request: web.Request) -> tuple[Page, bool]:
+    settings = request.app[RESOURCES].settings
+    if "pageNumber" in request.query or "numPerPage" in request.query:
+        return page_from_query(request, settings.page_size_default, settings.page_size_max), True
+    return Page(1, settings.page_size_max), False
+
+
+async def list_analyses(request: web.Request) -> web.Response:
+    """Without pageNumber/numPerPage: SkyPortal's bare list, at most ``page_size_max`` items
+    (``X-Total-Matches`` tells how many matched). With them: a page and ``totalMatches``."""
+    me = principal(request)
+    obj_id = _obj_filter(request)
+    conditions = _list_conditions(request, me, obj_id)
+    page, paginated = _page(request)
+    resources = request.app[RESOURCES]
+    async with resources.sessions() as session:
+        if obj_id is not None:
+            await _require_obj(session, me, obj_id)
+        query = select(ObjAnalysis).where(*conditions).order_by(ObjAnalysis.id)
+        rows = list(await session.scalars(query.offset(page.offset).limit(page.size)))
+        total = len(rows)
+        if paginated or total == page.size:
+            count = select(func.count(ObjAnalysis.id)).where(*conditions)
+            total = int(await session.scalar(count) or 0)
+    if obj_id is None:
+        items = [analysis_brief(a) for a in rows]
+    else:
+        items = [analysis_dict(a, me) for a in rows]
+        if query_bool(request, "includeAnalysisData"):
+            for item, analysis in zip(items, rows, strict=True):
+                item.update(await _model_lightcurves(resources.artifacts, analysis))
+    if paginated:
+        return success(
+            {
+                "analyses": items,
+                "totalMatches": total,
+                "pageNumber": page.number,
+                "numPerPage": page.size,
+            }
+        )
+    response = success(items)
+    response.headers["X-Total-Matches"] = str(total)
+    return response
+
+
+async def list_attempts(request: web.Request) -> web.Response:
+    me = principal(request)
+    analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
+    async with request.app[RESOURCES].sessions() as session:
+        await readable_analysis(session, me, analysis_id)
+        attempts = await session.scalars(
+            select(DispatchAttempt)
+            .where(DispatchAttempt.analysis_id == analysis_id)
+            .order_by(DispatchAttempt.attempt_number)
+        )
+        return success([attempt_dict(a) for a in attempts])
+
+
+# --- cancel and delete ------------------------------------------------------------------------
+
+
+async def _own_analysis(
+    session: AsyncSession, me: Principal, analysis_id: int, refusal: str
+) -> ObjAnalysis:
+    """The analysis when the caller wrote it or is a system admin; else 403 (``refusal`` when
+    the caller can read it, SkyPortal's "Cannot access" when they cannot)."""
+    analysis = await session.get(ObjAnalysis, analysis_id)
+    if analysis is None:
+        raise forbidden(CANNOT_ACCESS)
+    if me.is_admin or analysis.author_id == me.user_id:
+        return analysis
+    await readable_analysis(session, me, analysis_id)
+    raise forbidden(refusal)
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.RUN_ANALYSES)
+    analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
+    async with request.app[RESOURCES].sessions.begin() as session:
+        await _own_analysis(session, me, analysis_id, CANNOT_CANCEL)
+        if not await cancel_analysis(session, analysis_id, me.username):
+            status = await session.scalar(
+                select(ObjAnalysis.status).where(ObjAnalysis.id == analysis_id)
+            )
+            raise bad_request(f"Analysis is already {status}")
+    log.info("analysis %d cancelled by user %d", analysis_id, me.user_id)
+    return success({"id": analysis_id, "status": "cancelled"})
+
+
+async def delete_analysis_handler(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.RUN_ANALYSES)
+    analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        analysis = await _own_analysis(session, me, analysis_id, CANNOT_DELETE)
+        unique_id = await delete_analysis(session, analysis)
+    await delete_artifact_folders(resources, [unique_id])
+    log.info("analysis %d deleted by user %d", analysis_id, me.user_id)
+    return success()
+
+
+TAG = "analyses"
+START_BODY: dict[str, Any] = {
+    "analysis_parameters": "obj",
+    "show_parameters": "bool",
+    "show_plots": "bool",
+    "show_corner": "bool",
+    "input_filters": {"photometry": {"filters": "[str]", "instruments": "[int]"}},
+    "group_ids": "[int]",
+}
+LIST_QUERY = (
+    "includeAnalysisData",
+    "summaryOnly",
+    "objID",
+    "analysisServiceID",
+    "pageNumber",
+    "numPerPage",
+)
+ROUTES = [
+    Route(
+        "POST",
+        "/api/obj/{obj_id}/analysis/{analysis_service_id}",
+        post_analysis,
+        "Start an analysis of a source; answers with its id at once (status queued)",
+        TAG,
+        body=START_BODY,
+        responses={
+            403: "service not usable, upload-only, disabled, or cap reached",
+            404: "source not found",
+        },
+    ),
+    Route(
+        "GET",
+        "/api/obj/analysis",
+        list_analyses,
+        "Analyses the caller can read",
+        TAG,
+        query=LIST_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/obj/analysis/{analysis_id}",
+        get_analysis,
+        "One analysis",
+        TAG,
+        query=("includeAnalysisData", "objID"),
+        responses={403: CANNOT_ACCESS},
+    ),
+    Route(
+        "GET",
+        "/api/obj/analysis/{analysis_id}/attempts",
+        list_attempts,
+        "Every attempt to send the analysis to its service",
+        TAG,
+        responses={403: CANNOT_ACCESS},
+    ),
+    Route(
+        "POST",
+        "/api/obj/analysis/{analysis_id}/cancel",
+        post_cancel,
+        "Cancel an analysis still in flight (author or system admin)",
+        TAG,
+        responses={403: CANNOT_CANCEL},
+    ),
+    Route(
+        "DELETE",
+        "/api/obj/analysis/{analysis_id}",
+        delete_analysis_handler,
+        "Delete an analysis, its stored results and the summaries it wrote",
+        TAG,
+        responses={403: CANNOT_DELETE},
+    ),
+    Route(
+        "GET",
+        "/api/obj/{obj_id}/analysis",
+        list_analyses,
+        "Analyses of a source",
+        TAG,
+        query=LIST_QUERY,
+        responses={404: "source not found"},
+    ),
+    Route(
+        "GET",
+        "/api/obj/{obj_id}/analysis/{analysis_id}",
+        get_analysis,
+        "One analysis of a source",
+        TAG,
+        query=("includeAnalysisData",),
+        responses={403: CANNOT_ACCESS, 404: "source not found"},
+    ),
+]

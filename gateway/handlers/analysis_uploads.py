@@ -1,0 +1,150 @@
+"""Upload-only analyses: results posted directly by a user (reference §1.10).
+
+The row is created ``completed`` and, unlike SkyPortal, an ``analysis.completed`` event is
+emitted, so summary services and other consumers treat uploads like webhook results. The
+response never names a server path (reference §8 S7).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import principal
+from gateway.handlers.analyses import (
+    SERVICE_ID_LABEL,
+    flag,
+    refuse_if_disabled,
+    request_group_ids,
+    usable_service,
+)
+from shared.analysis_data import PayloadError, store_analysis_payload
+from shared.analysis_lifecycle import (
+    CapReached,
+    NewAnalysis,
+    ObjNotVisible,
+    count_capped,
+    create_analysis,
+    obj_visible,
+)
+from shared.enums import ACL, AnalysisStatus
+from shared.resources import RESOURCES, Resources
+from shared.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
+
+log = logging.getLogger("skyhook.gateway.analysis_uploads")
+
+UPLOAD_CAP_MESSAGE = (
+    "You have reached the maximum number of analyses for this object. "
+    "Please delete some analyses before uploading more."
+)
+
+
+def _message(body: dict[str, Any]) -> str:
+    message = body.get("message")
+    if message is None:
+        return ""
+    if not isinstance(message, str):
+        raise bad_request("Invalid message: must be a string")
+    return message
+
+
+def _analysis_object(body: dict[str, Any]) -> dict[str, Any]:
+    analysis = body.get("analysis")
+    if analysis is None:
+        return {}
+    if not isinstance(analysis, dict):
+        raise bad_request("Invalid analysis: must be a JSON object")
+    return analysis
+
+
+async def _check_and_prepare(
+    request: web.Request, resources: Resources, body: dict[str, Any]
+) -> NewAnalysis:
+    me = principal(request)
+    service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
+    obj_id = request.match_info["obj_id"]
+    async with resources.sessions() as session:
+        service = await usable_service(session, me, service_id)
+        if not service.upload_only:
+            raise forbidden(f"Analysis Service ID: {service_id} is not of type upload_only.")
+        refuse_if_disabled(service)
+        group_ids = await request_group_ids(session, me, body)
+        if not await obj_visible(session, obj_id, me):
+            raise not_found(f"Obj {obj_id} not found")
+        # An early answer before storing anything; create_analysis checks again atomically.
+        cap = resources.settings.max_analyses_per_obj_per_user
+        if await count_capped(session, obj_id, me.user_id) >= cap:
+            raise forbidden(UPLOAD_CAP_MESSAGE)
+    return NewAnalysis(
+        obj_id=obj_id,
+        service=service,
+        author=me,
+        group_ids=group_ids,
+        parameters={},
+        display_parameters={},
+        show_parameters=flag(body, "show_parameters", True),
+        show_plots=flag(body, "show_plots", True),
+        show_corner=flag(body, "show_corner", True),
+        status=AnalysisStatus.COMPLETED,
+        status_message=_message(body),
+        handled_by_url="/",
+    )
+
+
+async def _store(resources: Resources, new: NewAnalysis, analysis: dict[str, Any]) -> None:
+    try:
+        stored = await store_analysis_payload(resources.artifacts, new.unique_id, analysis)
+    except PayloadError as exc:
+        await resources.artifacts.delete_all(new.unique_id)
+        raise bad_request(str(exc)) from None
+    new.artifacts = stored["artifacts"]
+    new.data_summary = stored["data_summary"]
+
+
+async def post_analysis_upload(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.RUN_ANALYSES)
+    body = await json_body(request)
+    resources = request.app[RESOURCES]
+    new = await _check_and_prepare(request, resources, body)
+    analysis = _analysis_object(body)
+    if analysis:
+        await _store(resources, new, analysis)
+    try:
+        cap = resources.settings.max_analyses_per_obj_per_user
+        analysis_id = await create_analysis(resources, new, cap=cap)
+    except ObjNotVisible:
+        raise not_found(f"Obj {new.obj_id} not found") from None
+    except CapReached:
+        raise forbidden(UPLOAD_CAP_MESSAGE) from None
+    log.info("analysis %d uploaded: obj %s, user %d", analysis_id, new.obj_id, me.user_id)
+    if analysis:
+        text = f"Saved upload_only analysis data. Message: {new.status_message}"
+    else:
+        text = f"Note: empty analysis upload_only results. Message: {new.status_message}"
+    return success({"id": analysis_id, "message": text})
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/obj/{obj_id}/analysis_upload/{analysis_service_id}",
+        post_analysis_upload,
+        "Upload results for an upload-only analysis service (stored as completed)",
+        "analyses",
+        body={
+            "analysis": "obj",
+            "message": "str",
+            "show_parameters": "bool",
+            "show_plots": "bool",
+            "show_corner": "bool",
+            "group_ids": "[int]",
+        },
+        responses={
+            403: "service not usable, not upload-only, disabled, or cap reached",
+            404: "source not found",
+        },
+    ),
+]

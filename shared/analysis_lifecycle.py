@@ -1,0 +1,280 @@
+"""Creating, cancelling and deleting analyses: the row, its outbox message, its artifacts and the
+summary-history entries it wrote.
+
+Creating: the per-(object, author) cap is counted and the row inserted in one transaction under
+a lock taken for that pair, so concurrent starts cannot overshoot the cap (reference §8 R7).
+The cap counts completed analyses and the ones still in flight (queued, dispatching, pending),
+which are the ones that may still complete; failed, timed-out and cancelled ones do not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from shared.access import Principal, visible
+from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.db.types import utcnow
+from shared.enums import ACTIVE_STATUSES, AnalysisStatus
+from shared.events import AnalysisCompleted, AnalysisRequested, Message
+from shared.outbox import enqueue
+from shared.resources import Resources
+from shared.security import hash_token
+from shared.summaries import forget_analysis
+
+CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
+REQUEST_PARAMETERS_FILE = "request_parameters.json"
+
+
+class ObjNotVisible(Exception):
+    """The object does not exist or the author cannot read it."""
+
+
+class CapReached(Exception):
+    """The author already has the maximum number of analyses on this object."""
+
+
+@dataclass
+class NewAnalysis:
+    obj_id: str
+    service: AnalysisService
+    author: Principal
+    group_ids: list[int]
+    parameters: dict[str, Any]  # as the service will receive them
+    display_parameters: dict[str, Any]  # as stored on the row (no file data, no secrets)
+    input_filters: dict[str, Any] = field(default_factory=dict)
+    show_parameters: bool = False
+    show_plots: bool = False
+    show_corner: bool = False
+    status: AnalysisStatus = AnalysisStatus.QUEUED
+    status_message: str | None = None
+    handled_by_url: str = "api/webhook/obj_analysis"
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    data_summary: dict[str, Any] = field(default_factory=dict)
+    unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+async def take_write_lock(session: AsyncSession, key: str) -> None:
+    """Serialize transactions that use the same ``key`` until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite has a single writer: a no-op write
+    as the first statement of the transaction takes the write lock at once, so nothing read
+    afterwards can go stale before this transaction commits.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    else:
+        await session.execute(text("UPDATE objs SET id = id WHERE 0"))
+
+
+async def obj_visible(session: AsyncSession, obj_id: str, who: Principal) -> bool:
+    query = select(Obj.id).where(Obj.id == obj_id, visible(obj_groups, Obj.id, who))
+    return (await session.execute(query)).first() is not None
+
+
+async def count_capped(session: AsyncSession, obj_id: str, author_id: int) -> int:
+    query = select(func.count(ObjAnalysis.id)).where(
+        ObjAnalysis.obj_id == obj_id,
+        ObjAnalysis.author_id == author_id,
+        ObjAnalysis.status.in_(CAPPED_STATUSES),
+    )
+    return int(await session.scalar(query) or 0)
+
+
+def _message_for(row: ObjAnalysis, service: AnalysisService) -> Message:
+    if row.status == AnalysisStatus.QUEUED:
+        return AnalysisRequested(analysis_id=row.id)
+    return AnalysisCompleted(
+        analysis_id=row.id,
+        obj_id=row.obj_id,
+        analysis_service_id=row.analysis_service_id,
+        status=row.status,
+        is_summary=service.is_summary,
+    )
+
+
+def _new_row(resources: Resources, new: NewAnalysis) -> ObjAnalysis:
+    now = utcnow()
+    active = new.status in ACTIVE_STATUSES
+    return ObjAnalysis(
+        unique_id=new.unique_id,
+        obj_id=new.obj_id,
+        author_id=new.author.user_id,
+        analysis_service_id=new.service.id,
+        token_hash=hash_token(resources.callback_tokens.token_for(new.unique_id)),
+        status=new.status,
+        status_message=new.status_message,
+        analysis_parameters=new.display_parameters,
+        input_filters=new.input_filters,
+        show_parameters=new.show_parameters,
+        show_plots=new.show_plots,
+        show_corner=new.show_corner,
+        invalid_after=now + timedelta(seconds=new.service.timeout) if active else now,
+        last_activity=now,
+        duration=None if active else 0.0,
+        handled_by_url=new.handled_by_url,
+        artifacts=dict(new.artifacts),
+        data_summary=new.data_summary,
+    )
+
+
+async def _store_request_parameters(resources: Resources, new: NewAnalysis) -> None:
+    """The service must receive file contents the row does not keep (contract: the
+    dispatcher sends ``artifacts["request_parameters"]`` instead of the column)."""
+    if new.parameters == new.display_parameters:
+        return
+    data = json.dumps(new.parameters).encode()
+    ref = await resources.artifacts.put(
+        new.unique_id, REQUEST_PARAMETERS_FILE, data, "application/json"
+    )
+    new.artifacts["request_parameters"] = ref.to_dict()
+
+
+async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -> int:
+    """Insert the row and its outbox message in one transaction; returns the analysis id.
+
+    Raises :class:`ObjNotVisible` or :class:`CapReached` with nothing written. Artifacts
+    already stored under ``new.unique_id`` are removed when the analysis is not created.
+    """
+    try:
+        await _store_request_parameters(resources, new)
+        async with resources.sessions.begin() as session:
+            await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
+            if not await obj_visible(session, new.obj_id, new.author):
+                raise ObjNotVisible(new.obj_id)
+            if await count_capped(session, new.obj_id, new.author.user_id) >= cap:
+                raise CapReached(new.obj_id)
+            row = _new_row(resources, new)
+            session.add(row)
+            await session.flush()
+            if new.group_ids:
+                links = [{"obj_analysis_id": row.id, "group_id": g} for g in new.group_ids]
+                await session.execute(insert(obj_analysis_groups), links)
+            enqueue(session, _message_for(row, new.service))
+            analysis_id = row.id
+    except BaseException:
+        await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
+        raise
+    resources.outbox.nudge()
+    return analysis_id
+
+
+async def cancel_analysis(session: AsyncSession, analysis_id: int, username: str) -> bool:
+    """Active → cancelled in one conditional UPDATE; False when it was already final."""
+    now = utcnow()
+    result = await session.execute(
+        update(ObjAnalysis)
+        .where(ObjAnalysis.id == analysis_id, ObjAnalysis.status.in_(ACTIVE_STATUSES))
+        .values(
+            status=AnalysisStatus.CANCELLED,
+            status_message=f"Cancelled by {username}",
+            last_activity=now,
+            modified=now,
+        )
+        .returning(ObjAnalysis.id)
+    )
+    return result.first() is not None
+
+
+async def _forget_summaries(
+    session: AsyncSession, obj_id: str, analysis_ids: Iterable[int]
+) -> None:
+    """Drop the analyses' summary-history entries; the object row is locked meanwhile so a
+    summary written concurrently is not lost."""
+    if session.bind.dialect.name != "postgresql":
+        await take_write_lock(session, obj_id)  # SQLite ignores FOR UPDATE
+    query = (
+        select(Obj)
+        .where(Obj.id == obj_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    obj = (await session.execute(query)).scalar_one_or_none()
+    if obj is None:
+        return
+    for analysis_id in analysis_ids:
+        forget_analysis(obj, analysis_id)
+
+
+async def delete_analysis(session: AsyncSession, analysis: ObjAnalysis) -> str:
+    """Delete the row (and, for summary services, its summary-history entries) in the
+    caller's transaction. Returns the unique_id whose artifacts the caller removes with
+    :func:`delete_artifact_folders` after commit."""
+    if analysis.service.is_summary:
+        await _forget_summaries(session, analysis.obj_id, [analysis.id])
+    await session.execute(delete(ObjAnalysis).where(ObjAnalysis.id == analysis.id))
+    return analysis.unique_id
+
+
+async def delete_analyses_of_service(
+    resources: Resources, session: AsyncSession, service_id: int
+) -> list[str]:
+    """Delete every analysis of a service in the caller's transaction, before the service row
+    itself is deleted (the database cascade would otherwise remove the rows first and leave
+    their artifacts and summary entries behind).
+
+    Artifacts are removed after the transaction commits (nothing is removed if it rolls
+    back); the unique_ids are returned so a caller may also ``await delete_artifact_folders`` itself
+    when it needs them gone before answering.
+    """
+    rows = (
+        await session.execute(
+            select(ObjAnalysis.id, ObjAnalysis.unique_id, ObjAnalysis.obj_id).where(
+                ObjAnalysis.analysis_service_id == service_id
+            )
+        )
+    ).all()
+    service = await session.get(AnalysisService, service_id)
+    if service is not None and service.is_summary:
+        by_obj: dict[str, list[int]] = defaultdict(list)
+        for row in rows:
+            by_obj[row.obj_id].append(row.id)
+        for obj_id, analysis_ids in sorted(by_obj.items()):
+            await _forget_summaries(session, obj_id, analysis_ids)
+    await session.execute(delete(ObjAnalysis).where(ObjAnalysis.analysis_service_id == service_id))
+    unique_ids = [row.unique_id for row in rows]
+    discard_after_commit(resources, session, unique_ids)
+    return unique_ids
+
+
+async def delete_artifact_folders(resources: Resources, unique_ids: Iterable[str]) -> None:
+    for unique_id in unique_ids:
+        await resources.artifacts.delete_all(unique_id)
+
+
+_DISCARD_KEY = "skyhook.delete_artifact_folders"
+_background: set[asyncio.Task[None]] = set()
+
+
+def discard_after_commit(
+    resources: Resources, session: AsyncSession, unique_ids: list[str]
+) -> None:
+    """Remove these analyses' artifacts once (and only if) the session's transaction commits."""
+    _, pending = session.info.setdefault(_DISCARD_KEY, (resources, []))
+    pending.extend(unique_ids)
+
+
+@event.listens_for(Session, "after_commit")
+def _discard_committed(session: Session) -> None:
+    scheduled = session.info.pop(_DISCARD_KEY, None)
+    if not scheduled or not scheduled[1]:
+        return
+    resources, unique_ids = scheduled
+    task = asyncio.get_running_loop().create_task(delete_artifact_folders(resources, unique_ids))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_on_rollback(session: Session) -> None:
+    session.info.pop(_DISCARD_KEY, None)
