@@ -234,6 +234,18 @@ async def test_view_only_and_acl_less_users_cannot_post(
     assert (await api.get("/api/instrument", user)).status == 200
 
 
+async def test_admin_data_without_group_ids_goes_to_the_source_groups(
+    api: ApiClient, world: World
+) -> None:
+    posted = await api.post(
+        f"/api/sources/{world.source_a}/comments", world.admin, {"text": "from the admin"}
+    )
+    assert posted.status == 200, posted.body
+    (comment,) = await _read(api, world.alice, world.source_a, "comments")
+    assert comment["text"] == "from the admin"
+    assert comment["groups"] == [{"id": world.group_a.id, "name": world.group_a.name}]
+
+
 async def test_unauthenticated_requests_are_refused(api: ApiClient, world: World) -> None:
     for path in ("/api/sources", f"/api/sources/{world.shared}", "/api/instrument"):
         assert (await api.get(path, None)).status == 401

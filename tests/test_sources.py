@@ -242,7 +242,7 @@ async def test_missing_source_is_404(api: ApiClient, accounts: Accounts) -> None
         assert reply.status == 404 and reply.message.startswith("Source nope_"), reply.body
 
 
-async def _analysis(resources: Resources, obj_id: str, author: Caller, group: Group) -> int:
+async def _analysis(resources: Resources, obj_id: str, author: Caller, *groups: Group) -> int:
     async with resources.sessions.begin() as session:
         service = AnalysisService(
             name=unique("svc"),
@@ -261,7 +261,7 @@ async def _analysis(resources: Resources, obj_id: str, author: Caller, group: Gr
             token_hash=uuid.uuid4().hex + uuid.uuid4().hex,
             status="queued",
             invalid_after=utcnow() + timedelta(hours=1),
-            groups=[await session.get(Group, group.id)],
+            groups=[await session.get(Group, group.id) for group in groups],
         )
         session.add(analysis)
         await session.flush()

@@ -117,7 +117,7 @@ async def get_source(request: web.Request) -> web.Response:
                 )
                 .order_by(ObjAnalysis.created_at, ObjAnalysis.id)
             )
-            data["analyses"] = [analysis_dict(a) for a in analyses]
+            data["analyses"] = [analysis_dict(a, viewer=me) for a in analyses]
     return success(data)
 
 

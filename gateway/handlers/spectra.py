@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -81,7 +82,7 @@ async def post_spectrum(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
-    fields = _spectrum_fields(body)
+    fields = await asyncio.to_thread(_spectrum_fields, body)  # long arrays: off the loop
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, required(body, "obj_id"))
         instrument = await instrument_or_400(session, required(body, "instrument_id"))
