@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 DEV_SECRET_KEY = "skyhook-dev-secret-key-change-me"
 
@@ -31,7 +32,7 @@ class Settings(BaseSettings):
     artifact_dir: Path = Path("./var/artifacts")
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     # Older keys still accepted for decryption, so SKYHOOK_SECRET_KEY can be rotated.
-    previous_secret_keys: list[SecretStr] = Field(default_factory=list)
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
@@ -39,12 +40,12 @@ class Settings(BaseSettings):
     # Outbound network policy for analysis-service URLs.
     allow_private_urls: bool = False
     allow_loopback_urls: bool = False
-    allowed_url_hosts: list[str] = Field(default_factory=list)
+    allowed_url_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Analyses.
     max_analyses_per_obj_per_user: int = Field(50, ge=1)
     dispatch_timeout_seconds: float = Field(30.0, gt=0)
-    dispatch_retry_delays_seconds: list[float] = Field(
+    dispatch_retry_delays_seconds: Annotated[list[Annotated[float, Field(ge=0)]], NoDecode] = Field(
         default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0]
     )
     webhook_max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -62,6 +63,37 @@ class Settings(BaseSettings):
     page_size_default: int = Field(100, ge=1)
     page_size_max: int = Field(1000, ge=1)
     log_level: str = "INFO"
+
+    @field_validator(
+        "previous_secret_keys", "allowed_url_hosts", "dispatch_retry_delays_seconds", mode="before"
+    )
+    @classmethod
+    def _list_from_text(cls, value: Any) -> Any:
+        """Environment lists may be JSON (``["a","b"]``) or comma-separated (``a,b``)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("must be a JSON list or comma-separated values") from None
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    @field_validator("secret_key", "previous_secret_keys")
+    @classmethod
+    def _non_empty_keys(cls, value: Any) -> Any:
+        keys = value if isinstance(value, list) else [value]
+        if any(not key.get_secret_value() for key in keys):
+            raise ValueError("secret keys must not be empty")
+        return value
+
+    @field_validator("page_size_max")
+    @classmethod
+    def _max_not_below_default(cls, value: int, info: ValidationInfo) -> int:
+        default = info.data.get("page_size_default")
+        if default is not None and value < default:
+            raise ValueError(f"must be at least SKYHOOK_PAGE_SIZE_DEFAULT ({default})")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -138,15 +170,19 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**init)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except SourceError as exc:  # a value pydantic-settings could not even decode
+        raise SettingsError(f"invalid settings:\n  {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:
     lines = ["invalid settings:"]
     for error in exc.errors():
-        name = ".".join(str(part) for part in error["loc"]) or "settings"
-        variable = f"SKYHOOK_{name.upper()}"
+        field, *inner = error["loc"] or ("settings",)
+        variable = f"SKYHOOK_{str(field).upper()}"
+        # Positions inside a list are 0-based in pydantic; people count items from 1.
+        where = "".join(f"item {p + 1}: " if isinstance(p, int) else f"{p}: " for p in inner)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
-        lines.append(f"  {variable}: {message}")
+        lines.append(f"  {variable}: {where}{message}")
     return "\n".join(lines)
