@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from gateway.handlers import accounts, analyses, analysis_services, analysis_uploads, sources
+from gateway.handlers import (
+    accounts,
+    analyses,
+    analysis_services,
+    analysis_uploads,
+    products,
+    sources,
+)
 from gateway.openapi import openapi_handler
 from shared.web import Route
+from webhook_receiver.routes import WEBHOOK_ROUTES
 
 
 def gateway_routes() -> list[Route]:
@@ -14,5 +22,7 @@ def gateway_routes() -> list[Route]:
         *sources.ROUTES,
         *analyses.ROUTES,
         *analysis_uploads.ROUTES,
+        *products.ROUTES,
+        *WEBHOOK_ROUTES,
     ]
     return [*routes, openapi_handler(routes)]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import JSON, ColumnElement, cast, func, literal
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.artifacts import ArtifactRef, ArtifactStore
 from shared.db.models import ObjAnalysis
@@ -450,3 +452,15 @@ def has_payload(analysis: ObjAnalysis) -> bool:
     manifest = analysis.artifacts or {}
     summary = analysis.data_summary or {}
     return any(k in manifest for k in PAYLOAD_KEYS) or any(k in summary for k in SUMMARY_KEYS)
+
+
+def merged_json(column: Any, new: dict[str, Any], dialect: str) -> ColumnElement[Any]:
+    """SQL for ``column`` with ``new``'s top-level keys set, computed by the database so that
+    a concurrent writer of other keys (e.g. the dispatcher's ``inputs``) is never lost."""
+    if dialect == "postgresql":
+        current = func.coalesce(column, cast("{}", JSONB))
+        return current.op("||")(cast(literal(json.dumps(new, allow_nan=False)), JSONB))
+    arguments: list[Any] = [func.coalesce(column, "{}")]
+    for key, value in new.items():
+        arguments += [f'$."{key}"', func.json(json.dumps(value, allow_nan=False))]
+    return func.json_set(*arguments, type_=JSON) if new else column

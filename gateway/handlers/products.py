@@ -1,0 +1,219 @@
+"""Analysis products: plots, results and the corner plot (reference §1.9).
+
+Readable by whoever can read the analysis: a member of one of its groups who can also read
+its source (system admins: all). Differences from SkyPortal: ``/plots`` without a number is
+plot 0 (R9); joblib results are decoded with the restricted unpickler and refused with 422
+when they hold anything else (S1); the corner plot is drawn here again (SkyPortal dropped
+it) and cached as the ``corner`` artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select, update
+
+from gateway.auth import principal
+from shared.access import visible
+from shared.analysis_data import has_payload, merged_json
+from shared.corner import (
+    CornerError,
+    posterior_from_netcdf,
+    posterior_from_samples,
+    render_corner_png,
+)
+from shared.db.models import ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.resources import RESOURCES, Resources
+from shared.safe_decode import SafeDecodeError, joblib_to_json
+from shared.web import (
+    ApiError,
+    Route,
+    bad_request,
+    forbidden,
+    not_found,
+    path_int,
+    query_bool,
+    success,
+)
+
+log = logging.getLogger("skyhook.products")
+
+# User-supplied images (SVG can hold scripts) must not run in the API's origin.
+IMAGE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
+NO_DATA = "No data found for this Analysis."
+
+
+async def readable_analysis(request: web.Request) -> ObjAnalysis:
+    analysis_id = path_int(request, "analysis_id", "analysis_id")
+    me = principal(request)
+    query = select(ObjAnalysis).where(
+        ObjAnalysis.id == analysis_id,
+        visible(obj_analysis_groups, ObjAnalysis.id, me),
+        visible(obj_groups, ObjAnalysis.obj_id, me),
+    )
+    async with request.app[RESOURCES].sessions() as session:
+        analysis = (await session.execute(query)).scalar_one_or_none()
+    if analysis is None:
+        raise forbidden("Cannot access this Analysis.")
+    if not has_payload(analysis):
+        raise not_found(NO_DATA)
+    return analysis
+
+
+def _plot_number(request: web.Request) -> int:
+    value = request.match_info.get("plot_number")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f"plot_number must be an integer. Got: {value}") from None
+
+
+async def _file_response(resources: Resources, ref: dict[str, Any], what: str) -> web.FileResponse:
+    path = resources.artifacts.path_of(ref)
+    if not await asyncio.to_thread(path.is_file):
+        raise not_found(f"The {what} file of this Analysis is missing.")
+    headers = {"Content-Type": str(ref.get("media_type", "application/octet-stream"))}
+    return web.FileResponse(path, headers={**headers, **IMAGE_HEADERS})
+
+
+async def get_plot(request: web.Request) -> web.StreamResponse:
+    analysis = await readable_analysis(request)
+    plots = analysis.artifacts.get("plots") or []
+    if not plots:
+        raise not_found("No plot data found for this Analysis.")
+    number = _plot_number(request)
+    if not 0 <= number < len(plots):
+        raise not_found(
+            f"Invalid plot number. There is/are {len(plots)} plot(s) available for this analysis"
+        )
+    return await _file_response(request.app[RESOURCES], plots[number], "plot")
+
+
+async def _results_value(resources: Resources, ref: dict[str, Any]) -> Any:
+    try:
+        raw = await resources.artifacts.read(ref)
+    except FileNotFoundError:
+        raise not_found("The results file of this Analysis is missing.") from None
+    if ref.get("format") == "joblib":
+        try:
+            return await asyncio.to_thread(joblib_to_json, raw)
+        except SafeDecodeError as exc:
+            raise ApiError(422, f"Refusing to decode the joblib results: {exc}") from None
+    return json.loads(raw)
+
+
+async def get_results(request: web.Request) -> web.Response:
+    analysis = await readable_analysis(request)
+    ref = analysis.artifacts.get("results")
+    if not ref:
+        raise not_found("No results data found for this Analysis.")
+    value = await _results_value(request.app[RESOURCES], ref)
+    if not value:
+        raise not_found("No results data found for this Analysis.")
+    if query_bool(request, "download"):
+        return web.Response(
+            text=json.dumps(value, allow_nan=False),
+            content_type="text/plain",
+            headers={
+                "Content-Disposition": f'attachment; filename="analysis_{analysis.obj_id}.json"'
+            },
+        )
+    return success(value)
+
+
+async def _posterior_source(resources: Resources, analysis: ObjAnalysis) -> tuple[str, bytes]:
+    manifest = analysis.artifacts
+    for key in ("inference_data", "posterior_samples", "posteriors"):
+        if key in manifest:
+            try:
+                return key, await resources.artifacts.read(manifest[key])
+            except FileNotFoundError:
+                log.warning("analysis %s: the %s file is missing", analysis.id, key)
+    raise not_found("No inference data found for this Analysis.")
+
+
+def _render(kind: str, raw: bytes) -> bytes:
+    if kind == "inference_data":
+        posterior = posterior_from_netcdf(raw)
+    else:
+        samples = json.loads(raw)
+        if kind == "posteriors":
+            samples = next(iter(samples.values()), {})
+        posterior = posterior_from_samples(samples)
+    return render_corner_png(posterior)
+
+
+async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes) -> None:
+    ref = await resources.artifacts.put(analysis.unique_id, "corner.png", png, "image/png")
+    entry = {"corner": {**ref.to_dict(), "format": "png"}}
+    async with resources.sessions.begin() as session:
+        dialect = session.bind.dialect.name
+        result = await session.execute(
+            update(ObjAnalysis)
+            .where(ObjAnalysis.id == analysis.id)
+            .values(artifacts=merged_json(ObjAnalysis.artifacts, entry, dialect))
+            .returning(ObjAnalysis.id)
+        )
+        deleted = result.first() is None
+    if deleted:  # the analysis went away while drawing: leave no orphan file
+        await asyncio.to_thread(resources.artifacts.path_of(ref).unlink, True)
+
+
+async def get_corner(request: web.Request) -> web.StreamResponse:
+    analysis = await readable_analysis(request)
+    resources = request.app[RESOURCES]
+    cached = analysis.artifacts.get("corner")
+    if cached and await asyncio.to_thread(resources.artifacts.path_of(cached).is_file):
+        return await _file_response(resources, cached, "corner plot")
+    kind, raw = await _posterior_source(resources, analysis)
+    try:
+        png = await asyncio.to_thread(_render, kind, raw)
+    except CornerError as exc:
+        raise ApiError(422, f"Cannot draw a corner plot: {exc}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ApiError(
+            422, f"Cannot draw a corner plot: the posterior is malformed ({exc})"
+        ) from None
+    await _cache_corner(resources, analysis, png)
+    return web.Response(body=png, content_type="image/png", headers=IMAGE_HEADERS)
+
+
+TAG = "analyses"
+_BASE = "/api/obj/analysis/{analysis_id}"
+ROUTES = [
+    Route("GET", f"{_BASE}/plots", get_plot, "The first plot of an analysis (image bytes)", TAG),
+    Route(
+        "GET",
+        f"{_BASE}/plots/{{plot_number}}",
+        get_plot,
+        "Plot number n of an analysis (image bytes)",
+        TAG,
+        responses={404: "no such plot"},
+    ),
+    Route(
+        "GET",
+        f"{_BASE}/results",
+        get_results,
+        "An analysis' results as JSON (joblib decoded safely)",
+        TAG,
+        query=("download",),
+        responses={422: "results refused by the safe decoder"},
+    ),
+    Route(
+        "GET",
+        f"{_BASE}/corner",
+        get_corner,
+        "Corner plot (PNG) of the analysis' posterior",
+        TAG,
+        responses={404: "no posterior", 422: "posterior cannot be drawn"},
+    ),
+]

@@ -1,0 +1,157 @@
+"""The webhook's state changes: each one is a single conditional UPDATE.
+
+Exactly one valid POST per token wins: ``status IN (queued, dispatching, pending) AND
+invalid_after >= now`` is checked by the UPDATE itself, never by a read before it. The winner's
+transaction also upserts the annotations and writes the ``analysis.completed`` outbox row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from shared.analysis_data import AnnotationIn, merged_json
+from shared.db.models import Annotation, ObjAnalysis
+from shared.db.types import utcnow
+from shared.enums import ACTIVE_STATUSES, AnalysisStatus
+from shared.events import AnalysisCompleted
+from shared.outbox import enqueue
+from shared.web import ApiError, bad_request, forbidden
+
+TOKEN_EXPIRED = "Token has expired"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the service reported, ready to be written."""
+
+    status: AnalysisStatus
+    message: str
+    artifacts: dict[str, Any]
+    data_summary: dict[str, Any]
+    annotations: list[AnnotationIn]
+
+
+def refusal(analysis: ObjAnalysis) -> ApiError | None:
+    """Why a webhook for this row is refused now, or None while it may still be accepted."""
+    if analysis.status == AnalysisStatus.TIMED_OUT:
+        return bad_request(TOKEN_EXPIRED)
+    if analysis.status not in ACTIVE_STATUSES:
+        return forbidden(
+            f"Analysis already updated with status='{analysis.status}' "
+            f"and message={analysis.status_message}"
+        )
+    return None
+
+
+async def find_by_token_hash(session: AsyncSession, token_hash: str) -> ObjAnalysis | None:
+    query = (
+        select(ObjAnalysis)
+        .where(ObjAnalysis.token_hash == token_hash)
+        .options(selectinload(ObjAnalysis.groups))
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def _seconds_since(start: datetime, now: datetime) -> float:
+    return max((now - start).total_seconds(), 0.0)
+
+
+async def expire(session: AsyncSession, analysis: ObjAnalysis, now: datetime) -> bool:
+    """Active and past invalid_after → timed_out. False when another writer got there first."""
+    result = await session.execute(
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == analysis.id,
+            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            ObjAnalysis.invalid_after < now,
+        )
+        .values(
+            status=AnalysisStatus.TIMED_OUT,
+            status_message=f"Analysis timed out before webhook call at {now.isoformat()}",
+            last_activity=now,
+            duration=_seconds_since(analysis.last_activity, now),
+            modified=now,
+        )
+        .returning(ObjAnalysis.id)
+    )
+    return result.first() is not None
+
+
+async def finalize(session: AsyncSession, analysis: ObjAnalysis, outcome: Outcome) -> bool:
+    """The winning transition, with its annotations and outbox message. False = lost."""
+    now = utcnow()
+    dialect = session.bind.dialect.name
+    result = await session.execute(
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == analysis.id,
+            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            ObjAnalysis.invalid_after >= now,
+        )
+        .values(
+            status=outcome.status,
+            status_message=outcome.message,
+            last_activity=now,
+            duration=_seconds_since(analysis.last_activity, now),
+            artifacts=merged_json(ObjAnalysis.artifacts, outcome.artifacts, dialect),
+            data_summary=merged_json(ObjAnalysis.data_summary, outcome.data_summary, dialect),
+            modified=now,
+        )
+        .returning(ObjAnalysis.id)
+    )
+    if result.first() is None:
+        return False
+    if outcome.status == AnalysisStatus.COMPLETED:
+        await upsert_annotations(session, analysis, outcome.annotations)
+    enqueue(
+        session,
+        AnalysisCompleted(
+            analysis_id=analysis.id,
+            obj_id=analysis.obj_id,
+            analysis_service_id=analysis.analysis_service_id,
+            status=outcome.status,
+            is_summary=analysis.service.is_summary,
+        ),
+    )
+    return True
+
+
+async def upsert_annotations(
+    session: AsyncSession, analysis: ObjAnalysis, items: list[AnnotationIn]
+) -> None:
+    """Update the author's own annotation with this origin when it is shared with exactly the
+    analysis' groups; otherwise add a new one. Other annotations are never touched."""
+    group_ids = {g.id for g in analysis.groups}
+    for item in items:
+        origin = item.origin or analysis.service.name
+        mine = await session.scalars(
+            select(Annotation)
+            .where(
+                Annotation.obj_id == analysis.obj_id,
+                Annotation.origin == origin,
+                Annotation.owner_id == analysis.author_id,
+            )
+            .order_by(Annotation.id.desc())
+        )
+        same_groups = [a for a in mine if {g.id for g in a.groups} == group_ids]
+        if same_groups:
+            same_groups[0].data = dict(item.data)
+            same_groups[0].modified = utcnow()
+        else:
+            session.add(
+                Annotation(
+                    obj_id=analysis.obj_id,
+                    owner_id=analysis.author_id,
+                    origin=origin,
+                    data=dict(item.data),
+                    groups=list(analysis.groups),
+                )
+            )
+    await session.flush()

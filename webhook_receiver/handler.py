@@ -1,0 +1,148 @@
+"""``POST /api/webhook/{resource_type}_analysis/{token}``: a service reports its results.
+
+Order of checks: resource type, token, the row's state and expiry (nothing read yet), the body
+(size → 413, then JSON, schema and every blob decoded in a thread → 400), artifacts written,
+then the single conditional UPDATE. A request that loses deletes the files it wrote. The token
+is never logged: log lines name the analysis id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from shared.analysis_data import (
+    PayloadError,
+    StoredPayload,
+    decode_analysis_payload,
+    discard_artifacts,
+    parse_webhook_body,
+    write_payload,
+)
+from shared.db.models import ObjAnalysis
+from shared.db.types import utcnow
+from shared.enums import AnalysisStatus
+from shared.resources import RESOURCES, Resources
+from shared.security import hash_token
+from shared.web import ApiError, bad_request, error_response, forbidden, success
+from webhook_receiver.finalize import (
+    TOKEN_EXPIRED,
+    Outcome,
+    expire,
+    finalize,
+    find_by_token_hash,
+    refusal,
+)
+
+log = logging.getLogger("skyhook.webhook")
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_large = ApiError(413, f"Request body too large: the limit is {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def post_webhook(request: web.Request) -> web.StreamResponse:
+    if request.match_info.get("resource_type", "").lower() != "obj":
+        raise forbidden("Invalid analysis resource type")
+    token = request.match_info.get("token", "")
+    resources = request.app[RESOURCES]
+    try:
+        return await receive(request, resources, token)
+    except ApiError:
+        raise
+    except Exception:
+        # Handled here so the generic middleware never logs this path (it holds the token).
+        log.exception("webhook failed")
+        return error_response(500, "Internal server error")
+
+
+async def _active_analysis(resources: Resources, token: str) -> ObjAnalysis:
+    async with resources.sessions() as session:
+        analysis = await find_by_token_hash(session, hash_token(token)) if token else None
+        if analysis is None:
+            raise forbidden("Invalid token")
+        _ = analysis.service  # loaded with the row (joined)
+    problem = refusal(analysis)
+    if problem is not None:
+        raise problem
+    now = utcnow()
+    if now > analysis.invalid_after:
+        await _expire(resources, analysis)
+    return analysis
+
+
+async def _expire(resources: Resources, analysis: ObjAnalysis) -> None:
+    """Mark the row timed_out (if still active) and refuse: always raises."""
+    async with resources.sessions.begin() as session:
+        await expire(session, analysis, utcnow())
+    log.info("analysis %s: webhook after invalid_after, marked timed_out", analysis.id)
+    await _refuse_by_current_state(resources, analysis)
+    raise bad_request(TOKEN_EXPIRED)
+
+
+async def _refuse_by_current_state(resources: Resources, analysis: ObjAnalysis) -> None:
+    async with resources.sessions() as session:
+        current = await session.get(ObjAnalysis, analysis.id, populate_existing=True)
+    if current is None:
+        raise forbidden("Invalid token")
+    problem = refusal(current)
+    if problem is not None:
+        raise problem
+    if utcnow() > current.invalid_after:
+        raise bad_request(TOKEN_EXPIRED)
+
+
+async def receive(request: web.Request, resources: Resources, token: str) -> web.Response:
+    analysis = await _active_analysis(resources, token)
+    raw = await read_limited(request, resources.settings.webhook_max_body_bytes)
+    try:
+        body = await asyncio.to_thread(parse_webhook_body, raw)
+        decoded = await decode_analysis_payload(body.analysis)
+    except PayloadError as exc:
+        log.info("analysis %s: malformed webhook body refused", analysis.id)
+        raise bad_request(str(exc)) from None
+    stored = await write_payload(resources.artifacts, analysis.unique_id, decoded)
+    status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
+    message = body.message or ""
+    outcome = Outcome(
+        status=status,
+        message=message,
+        artifacts=stored.artifacts,
+        data_summary={**stored.data_summary, "message": message},
+        annotations=stored.annotations,
+    )
+    if not await _commit(resources, analysis, outcome, stored):
+        log.info(
+            "analysis %s: another webhook POST won; this one's files were removed", analysis.id
+        )
+        if utcnow() > analysis.invalid_after:
+            await _expire(resources, analysis)
+        await _refuse_by_current_state(resources, analysis)
+        raise forbidden("Analysis was updated concurrently")
+    resources.outbox.nudge()
+    log.info("analysis %s: webhook accepted, status %s", analysis.id, status)
+    return success({"status": "success"})
+
+
+async def _commit(
+    resources: Resources, analysis: ObjAnalysis, outcome: Outcome, stored: StoredPayload
+) -> bool:
+    won = False
+    try:
+        async with resources.sessions.begin() as session:
+            won = await finalize(session, analysis, outcome)
+    finally:
+        if not won:
+            await asyncio.shield(discard_artifacts(resources.artifacts, stored.artifacts))
+    return won
