@@ -13,8 +13,6 @@ with AES-GCM bound to the service id. Error messages never contain secret values
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import re
@@ -24,6 +22,7 @@ from typing import Any, Protocol
 
 from shared.enums import AnalysisType, AuthenticationType, InputDataType
 from shared.security import SecretBox
+from shared.signing import SECRET_PREFIX, secret_key
 from shared.urlpolicy import URLPolicy, URLPolicyError
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -292,21 +291,14 @@ def validate_signing_secret(value: Any) -> str | None:
             f"Must be between {MIN_SIGNING_SECRET_CHARS} and {MAX_SIGNING_SECRET_CHARS} "
             "characters, or a Standard Webhooks secret (whsec_ followed by base64)."
         )
-    if value.startswith("whsec_"):
+    if value.startswith(SECRET_PREFIX):
         try:
-            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
+            key = secret_key(value)
+        except ValueError:
             raise _FieldError("A whsec_ secret must be followed by valid base64.") from None
         if len(key) < MIN_WHSEC_BYTES:
             raise _FieldError(f"A whsec_ secret must decode to at least {MIN_WHSEC_BYTES} bytes.")
     return value
-
-
-def signing_key_bytes(secret: str) -> bytes:
-    """The HMAC key of a signing secret: base64-decoded for ``whsec_`` secrets, else UTF-8."""
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
 
 
 # --- whole registration ---------------------------------------------------------------------

@@ -20,11 +20,11 @@ from gateway.auth import principal
 from gateway.serialize import groups_brief
 from shared import service_registry as registry
 from shared.access import Principal, resolve_group_ids, visible
-from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis, analysis_service_groups
+from shared.analysis_lifecycle import delete_analyses_of_service, delete_artifact_folders
+from shared.db.models import AnalysisService, Group, analysis_service_groups
 from shared.enums import ACL, AuthenticationType
 from shared.resources import RESOURCES, Resources
 from shared.service_registry import Connection, RegistryError
-from shared.summaries import forget_analysis
 from shared.urlpolicy import URLPolicyError
 from shared.web import (
     ApiError,
@@ -312,7 +312,7 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
 
 
 async def delete_analysis_service(request: web.Request) -> web.Response:
-    """Delete a service; its analyses cascade, their artifacts and summary entries go too."""
+    """Delete a service; its analyses go too, with their artifacts and summary entries."""
     service_id = path_int(request, "analysis_service_id", ID_LABEL)
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
@@ -321,37 +321,17 @@ async def delete_analysis_service(request: web.Request) -> web.Response:
         service = await _visible_service(session, me, service_id)
         if service is None:
             raise forbidden(CANNOT_DELETE)
-        analyses = (
-            await session.execute(
-                select(ObjAnalysis.id, ObjAnalysis.unique_id, ObjAnalysis.obj_id).where(
-                    ObjAnalysis.analysis_service_id == service_id
-                )
-            )
-        ).all()
-        await _forget_summaries(session, analyses)
+        unique_ids = await delete_analyses_of_service(resources, session, service_id)
         await session.delete(service)
-    for _, unique_id, _ in analyses:
-        await resources.artifacts.delete_all(unique_id)
+    # Gone before we answer (the after-commit hook would also remove them, later).
+    await delete_artifact_folders(resources, unique_ids)
     log.info(
         "analysis service %d deleted by user %d (%d analyses)",
         service_id,
         me.user_id,
-        len(analyses),
+        len(unique_ids),
     )
     return success()
-
-
-async def _forget_summaries(session: AsyncSession, analyses: list[Any]) -> None:
-    """Summary-history entries written by the deleted analyses go, and summaries recompute."""
-    ids_by_obj: dict[str, set[int]] = {}
-    for analysis_id, _, obj_id in analyses:
-        ids_by_obj.setdefault(obj_id, set()).add(analysis_id)
-    if not ids_by_obj:
-        return
-    for obj in await session.scalars(select(Obj).where(Obj.id.in_(ids_by_obj))):
-        written = {e.get("analysis_id") for e in obj.summary_history or []}
-        for analysis_id in ids_by_obj[obj.id] & written:
-            forget_analysis(obj, analysis_id)
 
 
 TAG = "analysis services"
