@@ -163,7 +163,8 @@ async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -
             enqueue(session, _message_for(row, new.service))
             analysis_id = row.id
     except BaseException:
-        await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
+        if new.artifacts:
+            await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
         raise
     resources.outbox.nudge()
     return analysis_id

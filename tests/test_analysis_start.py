@@ -408,3 +408,19 @@ async def test_starting_on_a_summary_service_puts_no_key_in_the_parameters(
     row = await load_analysis(resources, reply.data["id"])
     assert row is not None and row.analysis_parameters == {}
     assert "key" not in json.dumps(row.analysis_parameters).lower()
+
+
+async def test_a_refused_start_leaves_no_request_parameters_behind(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    resources.settings.max_analyses_per_obj_per_user = 1
+    await insert_analysis(
+        resources, obj_id=world.obj_id, service_id=world.service.id, author_id=world.user.id
+    )
+    root = resources.artifacts.root
+    before = set(root.iterdir()) if root.exists() else set()
+    template = data_url(b"flux\n1.0\n", "template.csv", "text/csv")
+    body = {"analysis_parameters": {**VALID, "template": template}}
+    reply = await api.post(world.path(), world.user, body)
+    assert reply.status == 403
+    assert (set(root.iterdir()) if root.exists() else set()) == before
