@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
 
+from dispatcher import running_dispatcher
 from gateway.app import create_gateway_app
 from shared.background import background
 from shared.db.migrate import upgrade_async
@@ -56,15 +57,19 @@ async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
     await upgrade_async(settings.database_url)
     async with open_resources(settings) as resources:
         app = create_gateway_app(resources)
-        async with outbox_relay(resources):
+        async with running_dispatcher(resources), outbox_relay(resources):
             await _serve(app, settings.host, settings.port)
 
 
 async def run_service(name: str, settings: Settings) -> None:
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
+        if name == "dispatcher":  # subscribed before the relay publishes
+            await stack.enter_async_context(running_dispatcher(resources))
         if name in OUTBOX_WRITERS:
             await stack.enter_async_context(outbox_relay(resources))
         if name == "gateway":
             await _serve(create_gateway_app(resources), settings.host, settings.port)
+        elif name == "dispatcher":
+            await asyncio.Event().wait()
         else:
             raise SystemExit(f"skyhook: the {name} service is not available yet")

@@ -1,0 +1,134 @@
+"""One claimed attempt, start to finish: prepare, send, record, move the row on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from dispatcher import transitions
+from dispatcher.backoff import retry_delay
+from dispatcher.request import (
+    DispatchContext,
+    load_context,
+    stored_payload,
+    with_secret_parameters,
+)
+from dispatcher.sender import Outbound, Sender, SendResult, Verdict
+from shared.db.types import utcnow
+from shared.enums import AnalysisStatus
+from shared.inputs import InputsError
+from shared.resources import Resources
+from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
+
+log = logging.getLogger("skyhook.dispatcher")
+
+
+class PreparationError(ValueError):
+    """The request cannot be built; retrying would not help."""
+
+
+class AttemptRunner:
+    def __init__(self, resources: Resources, http: aiohttp.ClientSession) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
+
+    async def run(self, analysis_id: int, attempt_number: int) -> None:
+        started_at = utcnow()
+        context = await load_context(self.resources, analysis_id)
+        if context is None:
+            return  # deleted meanwhile
+        try:
+            outbound = await self._prepare(context, attempt_number)
+        except PreparationError as exc:
+            result = SendResult(Verdict.FAILED, str(exc), str(exc))
+            await self._finish(analysis_id, attempt_number, started_at, result)
+            return
+        if outbound is None:
+            log.info(
+                "analysis %d attempt %d: no longer ours, not sent", analysis_id, attempt_number
+            )
+            return
+        result = await self.sender.send(outbound)
+        await self._finish(analysis_id, attempt_number, started_at, result)
+
+    async def _prepare(self, context: DispatchContext, attempt_number: int) -> Outbound | None:
+        service = context.service
+        try:
+            authinfo = decrypt_authinfo(self.resources.secret_box, service)
+            signing_secret = decrypt_signing_secret(self.resources.secret_box, service)
+        except ValueError:
+            raise PreparationError(
+                "Cannot decrypt the stored credentials of this analysis service "
+                "(was SKYHOOK_SECRET_KEY changed without listing the old key?)"
+            ) from None
+        try:
+            payload = await stored_payload(self.resources, context)
+        except InputsError as exc:
+            raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
+        except ValueError as exc:
+            raise PreparationError(f"Cannot encode the request: {exc}") from None
+        still_ours = await transitions.mark_sending(
+            self.resources.sessions,
+            context.analysis.id,
+            attempt_number,
+            utcnow(),
+            payload.provenance,
+        )
+        if not still_ours:
+            return None
+        return Outbound(
+            url=service.url,
+            body=with_secret_parameters(payload.body, payload.secret_parameters),
+            message_id=context.analysis.unique_id,
+            authentication_type=service.authentication_type,
+            authinfo=authinfo,
+            signing_secret=signing_secret,
+        )
+
+    async def _finish(
+        self, analysis_id: int, attempt_number: int, started_at: datetime, result: SendResult
+    ) -> None:
+        now = utcnow()
+        status, message, next_at, outcome = self._decide(attempt_number, result, now)
+        record = transitions.AttemptRecord(
+            attempt_number=attempt_number,
+            started_at=started_at,
+            outcome=outcome,
+            latency_ms=result.latency_ms,
+            http_status=result.http_status,
+            error=result.error,
+        )
+        moved = await transitions.finish_attempt(
+            self.resources.sessions, analysis_id, record, status, message, now, next_at
+        )
+        log.info(
+            "analysis %d attempt %d: %s (HTTP %s)%s",
+            analysis_id,
+            attempt_number,
+            outcome,
+            result.http_status,
+            f" → {status}" if moved else "; row already moved on, left as it is",
+        )
+
+    def _decide(
+        self, attempt_number: int, result: SendResult, now: datetime
+    ) -> tuple[AnalysisStatus, str, datetime | None, str]:
+        """(new status, status message, next attempt time, attempt outcome)."""
+        if result.verdict == Verdict.ACCEPTED:
+            return AnalysisStatus.PENDING, result.message, None, "accepted"
+        if result.verdict == Verdict.FAILED:
+            return AnalysisStatus.FAILURE, result.message, None, "failed"
+        delays = self.settings.dispatch_retry_delays_seconds
+        delay = retry_delay(attempt_number, delays, result.retry_after)
+        if delay is None:
+            message = f"Service unreachable after {attempt_number} attempts: {result.error}"
+            return AnalysisStatus.FAILURE, message, None, "failed"
+        next_at = now + timedelta(seconds=delay)
+        message = (
+            f"Dispatch attempt {attempt_number} failed ({result.error}); "
+            f"next attempt at {transitions.naive_utc_text(next_at)} UTC"
+        )
+        return AnalysisStatus.QUEUED, message, next_at, "retry"

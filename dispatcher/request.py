@@ -1,0 +1,161 @@
+"""The request payload sent to a service (DESIGN.md "Wire formats"), and its provenance.
+
+The payload is built once per analysis, on the first attempt, and stored as the artifact
+``inputs.json`` (its sha256 in ``input_hash``); retries send the stored bytes again, so what
+was recorded is exactly what every attempt sent. Secrets added at send time (an ``api_key``
+in the body) are never part of the stored copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import lazyload, selectinload
+
+from dispatcher.transitions import naive_utc_text
+from shared.access import principal_for
+from shared.analysis_parameters import SECRET_PARAMETERS
+from shared.artifacts import ArtifactStore
+from shared.db.models import AnalysisService, ObjAnalysis, User
+from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
+from shared.resources import Resources
+
+INPUTS_ARTIFACT = "inputs"
+INPUTS_FILE = "inputs.json"
+REQUEST_PARAMETERS_ARTIFACT = "request_parameters"
+
+
+@dataclass(frozen=True)
+class DispatchContext:
+    analysis: ObjAnalysis
+    service: AnalysisService
+    author: User
+
+
+@dataclass(frozen=True)
+class StoredPayload:
+    """The payload bytes as stored, the columns to set when they were just stored, and the
+    secret parameters (never stored with the inputs) to put back into the body when sending."""
+
+    body: bytes
+    provenance: dict[str, Any] | None
+    secret_parameters: dict[str, Any]
+
+
+async def load_context(resources: Resources, analysis_id: int) -> DispatchContext | None:
+    async with resources.sessions() as session:
+        analysis = await session.scalar(
+            select(ObjAnalysis)
+            .options(lazyload(ObjAnalysis.groups))
+            .where(ObjAnalysis.id == analysis_id)
+        )
+        if analysis is None:
+            return None
+        author = await session.scalar(
+            select(User)
+            .options(selectinload(User.memberships))
+            .where(User.id == analysis.author_id)
+        )
+        if author is None:
+            return None
+        return DispatchContext(analysis, analysis.service, author)
+
+
+def callback_url(resources: Resources, analysis: ObjAnalysis) -> str:
+    token = resources.callback_tokens.token_for(analysis.unique_id)
+    return f"{resources.settings.public_url}/api/webhook/obj_analysis/{token}"
+
+
+async def request_parameters(artifacts: ArtifactStore, analysis: ObjAnalysis) -> dict[str, Any]:
+    """The full parameters: the ``request_parameters`` artifact (file contents) if any."""
+    ref = (analysis.artifacts or {}).get(REQUEST_PARAMETERS_ARTIFACT)
+    if ref:
+        stored = json.loads(await artifacts.read(ref))
+        if isinstance(stored, dict):
+            return stored
+    return dict(analysis.analysis_parameters or {})
+
+
+def split_secret_parameters(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parameters without secrets, the secrets) — e.g. an LLM key a summary service needs."""
+    public = {k: v for k, v in parameters.items() if k not in SECRET_PARAMETERS}
+    secret = {k: v for k, v in parameters.items() if k in SECRET_PARAMETERS}
+    return public, secret
+
+
+async def build_payload(
+    resources: Resources, context: DispatchContext, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    analysis, service = context.analysis, context.service
+    async with resources.sessions() as session:
+        data = await assemble_inputs(
+            session,
+            analysis.obj_id,
+            principal_for(context.author),
+            service.input_data_types or [],
+            analysis.input_filters,
+            service.inputs_format,
+        )
+    payload: dict[str, Any] = {
+        "callback_url": callback_url(resources, analysis),
+        "inputs": {"analysis_parameters": parameters, **data},
+        "callback_method": "POST",
+        "invalid_after": naive_utc_text(analysis.invalid_after.astimezone(UTC)),
+        "analysis_resource_type": "obj",
+        "resource_id": analysis.obj_id,
+        "analysis_parameters": parameters,
+    }
+    if service.inputs_format == JSON_FORMAT:
+        payload["inputs_format"] = JSON_FORMAT
+        payload["inputs_schema_version"] = INPUTS_SCHEMA_VERSION
+    return payload
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, allow_nan=False).encode()
+
+
+async def stored_payload(resources: Resources, context: DispatchContext) -> StoredPayload:
+    """The stored payload of an earlier attempt, or a new one (built, then stored)."""
+    analysis = context.analysis
+    parameters, secrets = split_secret_parameters(
+        await request_parameters(resources.artifacts, analysis)
+    )
+    manifest = dict(analysis.artifacts or {})
+    ref = manifest.get(INPUTS_ARTIFACT)
+    if ref:
+        try:
+            return StoredPayload(await resources.artifacts.read(ref), None, secrets)
+        except OSError:
+            pass  # the file is gone: build and store it again
+    payload = await build_payload(resources, context, parameters)
+    body = await asyncio.to_thread(_encode, payload)
+    stored = await resources.artifacts.put(
+        analysis.unique_id, INPUTS_FILE, body, "application/json"
+    )
+    manifest[INPUTS_ARTIFACT] = stored.to_dict()
+    provenance = {"artifacts": manifest, "input_hash": stored.sha256}
+    return StoredPayload(body, provenance, secrets)
+
+
+def with_secret_parameters(body: bytes, secrets: dict[str, Any]) -> bytes:
+    """Put secret parameters back where the service reads parameters (both copies)."""
+    if not secrets:
+        return body
+    payload = json.loads(body)
+    payload["analysis_parameters"] = {**payload.get("analysis_parameters", {}), **secrets}
+    inputs = payload.setdefault("inputs", {})
+    inputs["analysis_parameters"] = {**inputs.get("analysis_parameters", {}), **secrets}
+    return _encode(payload)
+
+
+def with_body_secret(body: bytes, name: str, value: str) -> bytes:
+    """SkyPortal's ``api_key`` authentication: the key goes into the JSON body."""
+    payload = json.loads(body)
+    payload[name] = value
+    return _encode(payload)

@@ -1,0 +1,205 @@
+"""The dispatcher: consumes ``analysis.requested`` and sends analyses to their services.
+
+For each message: wait for a free sending slot, claim the row (``queued → dispatching``,
+conditional, so duplicates and late messages do nothing), let the broker have its
+acknowledgement, then send in a background task. Periodic jobs, safe to run in any number of
+replicas: the retry poller re-announces due rows through the outbox, the reaper requeues rows
+left ``dispatching`` by a dispatcher that died, the sweeper times out expired rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from dispatcher import transitions
+from dispatcher.attempt import AttemptRunner
+from shared.bus.base import Envelope
+from shared.db.types import utcnow
+from shared.enums import AnalysisStatus
+from shared.events import AnalysisRequested
+from shared.resources import Resources
+
+log = logging.getLogger("skyhook.dispatcher")
+
+QUEUE = "skyhook.dispatcher"
+STOP_GRACE_SECONDS = 10.0
+
+
+class DispatcherStopping(RuntimeError):
+    """Raised for messages that arrive while stopping, so the broker hands them back."""
+
+
+class Dispatcher:
+    def __init__(self, resources: Resources, *, http: aiohttp.ClientSession | None = None) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        self._http = http
+        self._owns_http = http is None
+        self._slots = asyncio.Semaphore(self.settings.dispatch_concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._runner: AttemptRunner | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        if self._http is None:
+            connector = aiohttp.TCPConnector(limit=self.settings.dispatch_concurrency)
+            self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
+        self._runner = AttemptRunner(self.resources, self._http)
+        self._stopping = False
+        await self.resources.bus.subscribe(
+            QUEUE,
+            [AnalysisRequested.ROUTING_KEY],
+            self.handle_message,
+            prefetch=self.settings.dispatch_prefetch,
+        )
+        self._loops = [
+            self._every(self.settings.dispatch_poll_interval_seconds, self.announce_due),
+            self._every(self.settings.sweep_interval_seconds, self.reap_stuck),
+            self._every(self.settings.sweep_interval_seconds, self.sweep_expired),
+        ]
+        log.info("dispatcher started (queue %s)", QUEUE)
+
+    async def stop(self) -> None:
+        """Stop the periodic jobs, let in-flight sends finish (briefly), close the client."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if self._in_flight:
+            _, pending = await asyncio.wait(set(self._in_flight), timeout=STOP_GRACE_SECONDS)
+            for task in pending:  # their rows stay `dispatching` until the reaper requeues them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def wait_idle(self) -> None:
+        """Wait until no send is in flight (for tests and orderly shutdowns)."""
+        while self._in_flight:
+            await asyncio.gather(*set(self._in_flight), return_exceptions=True)
+
+    # --- consuming ---------------------------------------------------------------------------
+
+    async def handle_message(self, envelope: Envelope) -> None:
+        if self._stopping or self._runner is None:
+            raise DispatcherStopping("dispatcher is stopping")
+        message = AnalysisRequested.model_validate(envelope.payload)
+        await self._slots.acquire()
+        try:
+            attempt_number = await transitions.claim(
+                self.resources.sessions, message.analysis_id, utcnow()
+            )
+        except BaseException:
+            self._slots.release()
+            raise
+        if attempt_number is None:
+            self._slots.release()
+            return
+        task = asyncio.create_task(self._send(message.analysis_id, attempt_number))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _send(self, analysis_id: int, attempt_number: int) -> None:
+        assert self._runner is not None
+        try:
+            await self._runner.run(analysis_id, attempt_number)
+        except Exception:
+            # The row stays `dispatching`; the reaper requeues it after the timeout.
+            log.exception("dispatch of analysis %d attempt %d failed", analysis_id, attempt_number)
+        finally:
+            self._slots.release()
+
+    # --- periodic jobs -----------------------------------------------------------------------
+
+    def _every(self, seconds: float, job: Callable[[], Awaitable[int]]) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("dispatcher job %s failed", job.__name__)
+                await asyncio.sleep(seconds)
+
+        return asyncio.create_task(loop(), name=f"dispatcher-{job.__name__}")
+
+    async def announce_due(self) -> int:
+        """Re-announce ``queued`` rows whose retry is due (or whose message was lost)."""
+        lost_after = timedelta(seconds=self.settings.dispatch_requeue_after_seconds)
+        ids = await transitions.announce_due(self.resources.sessions, utcnow(), lost_after)
+        if ids:
+            self.resources.outbox.nudge()
+        return len(ids)
+
+    async def reap_stuck(self, now: datetime | None = None) -> int:
+        """Rows ``dispatching`` for longer than the timeout plus a margin: the dispatcher that
+        claimed them died. Requeue them (due now), or fail them if no retry is left."""
+        now = now or utcnow()
+        window = self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
+        cutoff = now - timedelta(seconds=window)
+        sessions = self.resources.sessions
+        released = 0
+        for row in await transitions.stuck_rows(sessions, cutoff):
+            released += await self._release(row, cutoff, now)
+        return released
+
+    async def _release(self, row: transitions.StuckRow, cutoff: datetime, now: datetime) -> bool:
+        analysis_id, attempt_number = row.analysis_id, row.attempt_number
+        error = f"attempt {attempt_number} was interrupted (the dispatcher stopped during it)"
+        retries_left = attempt_number < len(self.settings.dispatch_retry_delays_seconds) + 1
+        if retries_left:
+            status, message = AnalysisStatus.QUEUED, f"Dispatch {error}; retrying"
+        else:
+            status = AnalysisStatus.FAILURE
+            message = f"Service unreachable after {attempt_number} attempts: {error}"
+        record = transitions.AttemptRecord(
+            attempt_number=attempt_number,
+            started_at=row.last_activity,
+            outcome="retry" if retries_left else "failed",
+            error=error,
+        )
+        released = await transitions.release_stuck(
+            self.resources.sessions,
+            analysis_id,
+            attempt_number,
+            cutoff,
+            record,
+            status,
+            message,
+            now,
+        )
+        if released:
+            log.warning("analysis %d: %s; now %s", analysis_id, error, status)
+        return released
+
+    async def sweep_expired(self, now: datetime | None = None) -> int:
+        """Active rows past ``invalid_after`` → ``timed_out``."""
+        ids = await transitions.sweep_expired(self.resources.sessions, now or utcnow())
+        if ids:
+            log.info("timed out %d analyses: %s", len(ids), ids[:20])
+        return len(ids)
+
+
+def create_dispatcher(resources: Resources) -> Dispatcher:
+    return Dispatcher(resources)
+
+
+@asynccontextmanager
+async def running_dispatcher(resources: Resources) -> AsyncIterator[Dispatcher]:
+    """A started dispatcher for the duration of the block (for the composition root)."""
+    dispatcher = create_dispatcher(resources)
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()

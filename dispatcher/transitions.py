@@ -1,0 +1,255 @@
+"""Every state change the dispatcher makes, each one conditional statement.
+
+A claim increments ``dispatch_attempts_count`` and returns it: that number is the attempt's
+fencing token. Every later update of the attempt requires ``status = 'dispatching'`` and the
+same count, so an attempt that was reaped (and perhaps claimed again by another dispatcher),
+cancelled, or overtaken by a fast webhook changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.models import DispatchAttempt, ObjAnalysis
+from shared.enums import ACTIVE_STATUSES, AnalysisStatus
+from shared.events import AnalysisRequested
+from shared.outbox import enqueue
+
+MESSAGE_LIMIT = 1024
+BATCH_LIMIT = 500
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def naive_utc_text(moment: datetime) -> str:
+    """SkyPortal's datetime text: naive UTC ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def truncate(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """What one attempt did, as stored in ``dispatch_attempts``."""
+
+    attempt_number: int
+    started_at: datetime
+    outcome: str  # accepted | retry | failed
+    latency_ms: float | None = None
+    http_status: int | None = None
+    error: str | None = None
+
+
+def _fenced(analysis_id: int, attempt_number: int) -> ColumnElement[bool]:
+    return and_(
+        ObjAnalysis.id == analysis_id,
+        ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+        ObjAnalysis.dispatch_attempts_count == attempt_number,
+    )
+
+
+async def claim(sessions: Sessions, analysis_id: int, now: datetime) -> int | None:
+    """``queued → dispatching`` if the row is due; returns the attempt number, or None."""
+    statement = (
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == analysis_id,
+            ObjAnalysis.status == AnalysisStatus.QUEUED,
+            or_(ObjAnalysis.next_attempt_at.is_(None), ObjAnalysis.next_attempt_at <= now),
+            ObjAnalysis.invalid_after > now,
+        )
+        .values(
+            status=AnalysisStatus.DISPATCHING,
+            dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
+            next_attempt_at=None,
+            last_activity=now,
+        )
+        .returning(ObjAnalysis.dispatch_attempts_count)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def mark_sending(
+    sessions: Sessions,
+    analysis_id: int,
+    attempt_number: int,
+    now: datetime,
+    provenance: dict[str, Any] | None = None,
+) -> bool:
+    """Just before the HTTP call: still ours? Refreshes ``last_activity`` (the reaper's clock)
+    and, on the first attempt, records the inputs' provenance (artifact manifest, hash)."""
+    values: dict[str, Any] = {"last_activity": now, **(provenance or {})}
+    statement = (
+        update(ObjAnalysis)
+        .where(_fenced(analysis_id, attempt_number))
+        .values(**values)
+        .returning(ObjAnalysis.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
+    """Insert the attempt row; a row already written for this attempt (by the reaper) wins."""
+    values = {
+        "analysis_id": analysis_id,
+        "attempt_number": record.attempt_number,
+        "started_at": record.started_at,
+        "latency_ms": record.latency_ms,
+        "http_status": record.http_status,
+        "outcome": record.outcome,
+        "error": truncate(record.error) if record.error else None,
+    }
+    dialect = session.bind.dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(DispatchAttempt).values(**values)
+    await session.execute(
+        statement.on_conflict_do_nothing(index_elements=["analysis_id", "attempt_number"])
+    )
+
+
+async def finish_attempt(
+    sessions: Sessions,
+    analysis_id: int,
+    record: AttemptRecord,
+    new_status: AnalysisStatus,
+    status_message: str | None,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record the attempt and move the row on (only if the attempt still owns it)."""
+    statement = (
+        update(ObjAnalysis)
+        .where(_fenced(analysis_id, record.attempt_number))
+        .values(
+            status=new_status,
+            status_message=truncate(status_message) if status_message is not None else None,
+            last_activity=now,
+            next_attempt_at=next_attempt_at,
+        )
+        .returning(ObjAnalysis.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        await record_attempt(session, analysis_id, record)
+        return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta) -> list[int]:
+    """Queue an ``analysis.requested`` (via the outbox) for every ``queued`` row that is due.
+
+    Due: its retry time has come, or it never had one and has waited ``lost_after`` (its
+    message was probably lost). Clearing ``next_attempt_at`` and touching ``last_activity`` in
+    the same statement makes each row announced once, however many dispatchers poll.
+    """
+    due = and_(
+        ObjAnalysis.status == AnalysisStatus.QUEUED,
+        ObjAnalysis.invalid_after > now,
+        or_(
+            ObjAnalysis.next_attempt_at <= now,
+            and_(
+                ObjAnalysis.next_attempt_at.is_(None),
+                ObjAnalysis.last_activity < now - lost_after,
+            ),
+        ),
+    )
+    async with sessions.begin() as session:
+        candidates = select(ObjAnalysis.id).where(due).limit(BATCH_LIMIT)
+        if session.bind.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        statement = (
+            update(ObjAnalysis)
+            .where(ObjAnalysis.id.in_(candidates.scalar_subquery()), due)
+            .values(next_attempt_at=None, last_activity=now)
+            .returning(ObjAnalysis.id)
+            .execution_options(synchronize_session=False)
+        )
+        ids = list((await session.execute(statement)).scalars())
+        for analysis_id in ids:
+            enqueue(session, AnalysisRequested(analysis_id=analysis_id))
+    return ids
+
+
+@dataclass(frozen=True)
+class StuckRow:
+    analysis_id: int
+    attempt_number: int
+    last_activity: datetime
+
+
+async def stuck_rows(sessions: Sessions, cutoff: datetime) -> list[StuckRow]:
+    """Rows ``dispatching`` with no activity since ``cutoff``."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(ObjAnalysis.id, ObjAnalysis.dispatch_attempts_count, ObjAnalysis.last_activity)
+            .where(
+                ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+                ObjAnalysis.last_activity < cutoff,
+            )
+            .limit(BATCH_LIMIT)
+        )
+        return [StuckRow(r.id, r.dispatch_attempts_count, r.last_activity) for r in rows]
+
+
+async def release_stuck(
+    sessions: Sessions,
+    analysis_id: int,
+    attempt_number: int,
+    cutoff: datetime,
+    record: AttemptRecord,
+    new_status: AnalysisStatus,
+    status_message: str,
+    now: datetime,
+) -> bool:
+    """Give a stuck attempt up: back to ``queued`` (due now) or to ``failure``."""
+    statement = (
+        update(ObjAnalysis)
+        .where(_fenced(analysis_id, attempt_number), ObjAnalysis.last_activity < cutoff)
+        .values(
+            status=new_status,
+            status_message=truncate(status_message),
+            last_activity=now,
+            next_attempt_at=now if new_status == AnalysisStatus.QUEUED else None,
+        )
+        .returning(ObjAnalysis.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        released = (await session.execute(statement)).scalar_one_or_none() is not None
+        if released:
+            await record_attempt(session, analysis_id, record)
+        return released
+
+
+def timed_out_message(now: datetime) -> str:
+    return f"Analysis timed out before webhook call at {naive_utc_text(now)}"
+
+
+async def sweep_expired(sessions: Sessions, now: datetime) -> list[int]:
+    """Active rows past ``invalid_after`` → ``timed_out``."""
+    statement = (
+        update(ObjAnalysis)
+        .where(ObjAnalysis.status.in_(ACTIVE_STATUSES), ObjAnalysis.invalid_after < now)
+        .values(
+            status=AnalysisStatus.TIMED_OUT,
+            status_message=timed_out_message(now),
+            last_activity=now,
+            next_attempt_at=None,
+        )
+        .returning(ObjAnalysis.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        return list((await session.execute(statement)).scalars())

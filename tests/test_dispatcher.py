@@ -1,0 +1,817 @@
+"""The dispatcher against real local HTTP services: payload, auth, signing, retries, races,
+the reaper and the sweeper. Rows are created directly; messages go through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp import BasicAuth, web
+from sqlalchemy import select, update
+
+from dispatcher import Dispatcher
+from shared.artifacts import ArtifactRef
+from shared.bus.base import Envelope
+from shared.db.models import Group, ObjAnalysis, OutboxMessage
+from shared.db.types import utcnow
+from shared.events import AnalysisRequested
+from shared.inputs import PHOTOMETRY_COLUMNS
+from shared.outbox import OutboxRelay, enqueue
+from shared.resources import Resources
+from shared.settings import Settings
+from shared.signing import verify
+from tests.conftest import AMQP_URL
+from tests.support.api import Accounts
+from tests.support.api import TestUser as Author
+from tests.support.buses import isolated_rabbit
+from tests.support.pipeline import (
+    FakeService,
+    Reply,
+    add_photometry,
+    load_analysis,
+    load_attempts,
+    make_analysis,
+    make_instrument,
+    make_obj,
+    make_service,
+    wait_for_status,
+)
+
+FAST = {
+    "dispatch_retry_delays_seconds": [0.2, 0.4],
+    "dispatch_poll_interval_seconds": 0.05,
+    "dispatch_timeout_seconds": 2.0,
+    "dispatch_reap_margin_seconds": 1.0,
+    "dispatch_requeue_after_seconds": 3600.0,
+    "sweep_interval_seconds": 60.0,
+}
+PAYLOAD_KEYS = {
+    "callback_url",
+    "inputs",
+    "callback_method",
+    "invalid_after",
+    "analysis_resource_type",
+    "resource_id",
+    "analysis_parameters",
+}
+SKYPORTAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update=FAST)
+
+
+@asynccontextmanager
+async def running(resources: Resources, **overrides: Any) -> AsyncIterator[Dispatcher]:
+    """A started dispatcher (settings overridden) plus an outbox relay, for the block."""
+    if overrides:
+        settings = resources.settings.model_copy(update=overrides)
+        resources = dataclasses.replace(resources, settings=settings)
+    dispatcher = Dispatcher(resources)
+    await dispatcher.start()
+    relay = asyncio.create_task(resources.outbox.run())
+    try:
+        yield dispatcher
+    finally:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+        await dispatcher.stop()
+
+
+@asynccontextmanager
+async def serving(service: FakeService) -> AsyncIterator[FakeService]:
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@dataclasses.dataclass
+class Scene:
+    author: Author
+    group: Group
+    obj_id: str
+    instrument_id: int
+
+
+@pytest.fixture
+async def scene(resources: Resources, accounts: Accounts) -> Scene:
+    group = await accounts.group()
+    author = await accounts.user(acls=("Run Analyses",), groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    instrument_id = await make_instrument(resources)
+    await add_photometry(resources, obj_id, instrument_id, [group], mjd=59000.5)
+    return Scene(author, group, obj_id, instrument_id)
+
+
+async def start(resources: Resources, scene: Scene, service_id: int, **fields: Any) -> ObjAnalysis:
+    """Insert a queued analysis and announce it through the outbox, as the start endpoint does."""
+    row = await make_analysis(
+        resources, scene.obj_id, service_id, scene.author.id, [scene.group], **fields
+    )
+    await announce(resources, row.id)
+    return row
+
+
+async def announce(resources: Resources, analysis_id: int) -> None:
+    async with resources.sessions.begin() as session:
+        enqueue(session, AnalysisRequested(analysis_id=analysis_id))
+    resources.outbox.nudge()
+
+
+async def wait_attempts(resources: Resources, analysis_id: int, count: int) -> list[Any]:
+    for _ in range(500):
+        attempts = await load_attempts(resources, analysis_id)
+        if len(attempts) >= count:
+            return attempts
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"analysis {analysis_id} has {len(attempts)} attempts, not {count}")
+
+
+async def set_row(resources: Resources, analysis_id: int, **values: Any) -> None:
+    async with resources.sessions.begin() as session:
+        await session.execute(
+            update(ObjAnalysis).where(ObjAnalysis.id == analysis_id).values(**values)
+        )
+
+
+# --- the happy path -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+async def test_202_is_accepted_and_the_payload_is_skyportals_with_provenance(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(202, "accepted for later")
+        service_id = await make_service(resources, service.url, [scene.group])
+        row = await start(resources, scene, service_id, analysis_parameters={"model": "salt2"})
+        done = await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert (done.status, done.status_message) == ("pending", "accepted for later")
+    (received,) = service.received
+    payload = received.json()
+    assert set(payload) == PAYLOAD_KEYS
+    token = resources.callback_tokens.token_for(row.unique_id)
+    assert payload["callback_url"] == f"http://127.0.0.1:5000/api/webhook/obj_analysis/{token}"
+    assert payload["callback_method"] == "POST"
+    assert payload["analysis_resource_type"] == "obj"
+    assert payload["resource_id"] == scene.obj_id
+    assert SKYPORTAL_TIME.match(payload["invalid_after"])
+    assert payload["invalid_after"] == done.invalid_after.strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert payload["analysis_parameters"] == {"model": "salt2"}  # SkyPortal always sent {}
+    assert set(payload["inputs"]) == {"analysis_parameters", "photometry"}
+    assert payload["inputs"]["analysis_parameters"] == {"model": "salt2"}
+    header, *rows = payload["inputs"]["photometry"].splitlines()
+    assert header.split(",") == list(PHOTOMETRY_COLUMNS) and len(rows) == 1
+    assert received.headers["Content-Type"] == "application/json"
+    assert "webhook-signature" not in received.headers
+
+    assert done.input_hash == hashlib.sha256(received.body).hexdigest()
+    assert done.artifacts["inputs"]["sha256"] == done.input_hash
+    stored = ArtifactRef.from_dict(done.artifacts["inputs"])
+    assert await resources.artifacts.read(stored) == received.body
+    assert done.dispatch_attempts_count == 1
+    (attempt,) = await load_attempts(resources, row.id)
+    assert (attempt.attempt_number, attempt.outcome, attempt.http_status) == (1, "accepted", 202)
+    assert attempt.latency_ms is not None and attempt.latency_ms > 0 and attempt.error is None
+
+
+async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_inputs(
+    resources: Resources, scene: Scene
+) -> None:
+    full = {
+        "model": "salt2",
+        "spectrum": "data:text/plain;name=spec.txt;base64,aGVsbG8=",
+        "openai_api_key": "sk-test-secret",
+    }
+    async with serving(FakeService()) as service, running(resources):
+        service_id = await make_service(resources, service.url, [scene.group])
+        row = await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            [scene.group],
+            analysis_parameters={"model": "salt2", "spectrum": "spec.txt"},
+        )
+        ref = await resources.artifacts.put(
+            row.unique_id, "request_parameters.json", json.dumps(full).encode(), "application/json"
+        )
+        await set_row(resources, row.id, artifacts={"request_parameters": ref.to_dict()})
+        await announce(resources, row.id)
+        done = await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert done.status == "pending", done.status_message
+    sent = service.received[0].json()
+    assert sent["analysis_parameters"] == full
+    assert sent["inputs"]["analysis_parameters"] == full
+    stored = json.loads(await resources.artifacts.read(done.artifacts["inputs"]))
+    assert "openai_api_key" not in stored["analysis_parameters"]
+    assert "openai_api_key" not in stored["inputs"]["analysis_parameters"]
+    assert stored["inputs"]["analysis_parameters"]["spectrum"] == full["spectrum"]
+    assert done.artifacts["request_parameters"] == ref.to_dict()  # the manifest kept it
+
+
+async def test_only_data_the_author_may_read_is_sent(
+    resources: Resources, scene: Scene, accounts: Accounts
+) -> None:
+    hidden = await accounts.group()
+    await add_photometry(resources, scene.obj_id, scene.instrument_id, [hidden], mjd=59999.0)
+    async with serving(FakeService()) as service, running(resources):
+        service_id = await make_service(resources, service.url, [scene.group])
+        row = await start(resources, scene, service_id)
+        await wait_for_status(resources, row.id, ["pending"])
+
+    photometry = service.received[0].json()["inputs"]["photometry"]
+    assert "59999.0" not in photometry
+    assert len(photometry.splitlines()) == 2  # header + the author's own point
+
+
+async def test_json_inputs_format_sends_typed_records_with_a_schema_version(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service_id = await make_service(
+            resources,
+            service.url,
+            [scene.group],
+            inputs_format="json",
+            input_data_types=["photometry", "redshift"],
+        )
+        row = await start(resources, scene, service_id)
+        await wait_for_status(resources, row.id, ["pending"])
+
+    payload = service.received[0].json()
+    assert payload["inputs_format"] == "json" and payload["inputs_schema_version"] == 1
+    (point,) = payload["inputs"]["photometry"]
+    assert point["mjd"] == 59000.5 and isinstance(point["flux"], float)
+    assert payload["inputs"]["redshift"] == [
+        {"redshift": None, "redshift_error": None, "redshift_origin": None}
+    ]
+
+
+# --- authentication and signing ------------------------------------------------------------------
+
+
+def _header_gate(name: str, value: str) -> Any:
+    async def gate(request: web.Request, body: bytes) -> web.Response | None:
+        if request.headers.get(name) != value:
+            return web.Response(status=401, text="bad header token")
+        return None
+
+    return gate
+
+
+def _body_key_gate(name: str, value: str) -> Any:
+    async def gate(request: web.Request, body: bytes) -> web.Response | None:
+        if json.loads(body).get(name) != value:
+            return web.Response(status=403, text="bad api key")
+        return None
+
+    return gate
+
+
+def _basic_gate(username: str, password: str) -> Any:
+    async def gate(request: web.Request, body: bytes) -> web.Response | None:
+        try:
+            given = BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            given = None
+        if given is None or (given.login, given.password) != (username, password):
+            return web.Response(status=401, text="bad basic credentials")
+        return None
+
+    return gate
+
+
+class DigestGate:
+    """Server side of RFC 7616 digest (MD5, qop=auth): challenge, then check the response."""
+
+    realm = "skyhook-tests"
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username, self.password = username, password
+        self.nonces: set[str] = set()
+
+    def challenge(self) -> web.Response:
+        nonce = secrets.token_hex(16)
+        self.nonces.add(nonce)
+        header = f'Digest realm="{self.realm}", qop="auth", nonce="{nonce}", algorithm=MD5'
+        return web.Response(
+            status=401, text="digest required", headers={"WWW-Authenticate": header}
+        )
+
+    async def __call__(self, request: web.Request, body: bytes) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Digest "):
+            return self.challenge()
+        fields = {
+            m[0]: m[1] or m[2] for m in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', header[7:])
+        }
+        if fields.get("nonce") not in self.nonces or fields.get("uri") != request.path_qs:
+            return self.challenge()
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ha1 = md5(f"{self.username}:{self.realm}:{self.password}")
+        ha2 = md5(f"{request.method}:{fields['uri']}")
+        parts = (ha1, fields["nonce"], fields.get("nc"), fields.get("cnonce"), "auth", ha2)
+        if fields.get("username") != self.username or fields.get("response") != md5(
+            ":".join(str(p) for p in parts)
+        ):
+            return web.Response(status=401, text="wrong digest credentials")
+        return None
+
+
+AUTH_CASES = {
+    "header_token": (
+        _header_gate("Authorization", "Bearer s3cret"),
+        {"header_token": {"Authorization": "Bearer s3cret"}},
+        {"header_token": {"Authorization": "Bearer wrong"}},
+    ),
+    "api_key": (
+        _body_key_gate("service_key", "k-123"),
+        {"api_key_name": "service_key", "api_key": "k-123"},
+        {"api_key_name": "service_key", "api_key": "k-999"},
+    ),
+    "HTTPBasicAuth": (
+        _basic_gate("astro", "pa:ss"),
+        {"username": "astro", "password": "pa:ss"},
+        {"username": "astro", "password": "nope"},
+    ),
+    "HTTPDigestAuth": (
+        DigestGate("astro", "pa55"),
+        {"username": "astro", "password": "pa55"},
+        {"username": "astro", "password": "nope"},
+    ),
+}
+
+
+@pytest.mark.parametrize("auth_type", sorted(AUTH_CASES))
+async def test_each_authentication_type_reaches_a_server_that_checks_it(
+    resources: Resources, scene: Scene, auth_type: str
+) -> None:
+    gate, good, bad = AUTH_CASES[auth_type]
+    async with serving(FakeService(gate=gate)) as service, running(resources):
+        good_service = await make_service(
+            resources, service.url, authentication_type=auth_type, authinfo=good
+        )
+        bad_service = await make_service(
+            resources, service.url, authentication_type=auth_type, authinfo=bad
+        )
+        accepted = await start(resources, scene, good_service)
+        refused = await start(resources, scene, bad_service)
+        accepted_row = await wait_for_status(resources, accepted.id, ["pending", "failure"])
+        refused_row = await wait_for_status(resources, refused.id, ["pending", "failure"])
+
+    assert accepted_row.status == "pending", accepted_row.status_message
+    assert refused_row.status == "failure"
+    assert refused_row.status_message in {
+        "bad header token",
+        "bad api key",
+        "bad basic credentials",
+        "wrong digest credentials",
+    }
+    (attempt,) = await load_attempts(resources, refused.id)
+    assert attempt.outcome == "failed" and attempt.http_status in {401, 403}
+    if auth_type == "HTTPDigestAuth":  # the good request went through a real challenge
+        assert any("Authorization" not in r.headers for r in service.refused)
+        assert service.received[0].headers["Authorization"].startswith("Digest ")
+    if auth_type == "api_key":
+        stored = json.loads(await resources.artifacts.read(accepted_row.artifacts["inputs"]))
+        assert "service_key" not in stored  # the key is added at send time, never stored
+        assert service.received[0].json()["service_key"] == "k-123"
+
+
+async def test_oauth1_is_refused_with_a_clear_message(resources: Resources, scene: Scene) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        credentials = {
+            "app_key": "a",
+            "app_secret": "b",
+            "user_oauth_token": "c",
+            "user_oauth_token_secret": "d",
+        }
+        service_id = await make_service(
+            resources, service.url, authentication_type="OAuth1", authinfo=credentials
+        )
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert done.status == "failure"
+    assert done.status_message.startswith("OAuth1 authentication is not supported")
+    assert service.received == []
+
+
+async def test_requests_are_signed_and_retries_keep_the_message_id(
+    resources: Resources, scene: Scene
+) -> None:
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    async with serving(FakeService()) as service, running(resources):
+        service.replies = [Reply(503, "warming up")]
+        service_id = await make_service(resources, service.url, signing_secret=secret)
+        row = await start(resources, scene, service_id)
+        await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    first, second = service.received
+    assert verify(secret, first.headers, first.body) == row.unique_id
+    assert verify(secret, second.headers, second.body) == row.unique_id
+    assert first.body == second.body
+
+
+async def test_a_url_refused_by_the_policy_fails_without_a_request(
+    resources: Resources, scene: Scene
+) -> None:
+    async with running(resources):
+        service_id = await make_service(resources, "http://169.254.169.254/latest/meta-data")
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert done.status == "failure"
+    assert done.status_message.startswith("Service URL refused by the URL policy:")
+    assert "metadata" in done.status_message
+
+
+# --- failures and retries ------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+async def test_500_then_200_is_retried_after_the_backoff(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service.replies = [Reply(500, "boom")]
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert done.status == "pending" and done.dispatch_attempts_count == 2
+    first, second = await load_attempts(resources, row.id)
+    assert (first.outcome, first.http_status, first.error) == ("retry", 500, "HTTP 500: boom")
+    assert (second.outcome, second.http_status) == ("accepted", 200)
+    gap = service.received[1].at - service.received[0].at
+    assert gap >= 0.2 * 0.8  # first delay with the -20 % jitter
+
+
+@pytest.mark.usefixtures("backend")
+async def test_400_is_a_failure_with_the_response_text_truncated(
+    resources: Resources, scene: Scene
+) -> None:
+    text = "missing required key: inputs " + "x" * 2000
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(400, text)
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert done.status == "failure"
+    assert done.status_message == text[:1024]
+    assert len(service.received) == 1
+    (attempt,) = await load_attempts(resources, row.id)
+    assert (attempt.outcome, attempt.http_status) == ("failed", 400)
+
+
+async def test_service_down_then_up_completes_the_dispatch(
+    resources: Resources, scene: Scene
+) -> None:
+    service = FakeService()  # not listening yet
+    async with running(resources):
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        (first,) = await wait_attempts(resources, row.id, 1)
+        async with serving(service):
+            done = await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert done.status == "pending"
+    assert first.outcome == "retry" and first.http_status is None
+    assert first.error.startswith(f"Request to {service.url} failed:")
+    attempts = await load_attempts(resources, row.id)
+    assert attempts[-1].outcome == "accepted" and len(service.received) == 1
+
+
+async def test_retry_after_is_honoured_when_longer_than_the_backoff(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service.replies = [Reply(503, "busy", headers={"Retry-After": "1"})]
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        await wait_attempts(resources, row.id, 1)
+        queued = await load_analysis(resources, row.id)
+        await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert queued.status == "queued" and queued.next_attempt_at is not None
+    assert queued.status_message.startswith("Dispatch attempt 1 failed (HTTP 503: busy)")
+    assert service.received[1].at - service.received[0].at >= 0.95
+
+
+async def test_a_timeout_is_retried(resources: Resources, scene: Scene) -> None:
+    async with serving(FakeService()) as service, running(resources, dispatch_timeout_seconds=0.3):
+        service.replies = [Reply(delay=1.5)]
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    assert done.status == "pending"
+    first, second = await load_attempts(resources, row.id)
+    assert (
+        first.outcome == "retry"
+        and first.error == f"Request to {service.url} timed out after 0.3 s"
+    )
+    assert second.outcome == "accepted"
+
+
+async def test_exhausted_retries_fail_with_the_last_error(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(503, "down for maintenance")
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"], within=15)
+
+    assert done.status == "failure"
+    assert done.status_message == (
+        "Service unreachable after 3 attempts: HTTP 503: down for maintenance"
+    )
+    attempts = await load_attempts(resources, row.id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "failed"]
+    assert len(service.received) == 3
+
+
+# --- races, exactly-once, back-pressure ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_webhook_that_arrives_first_is_never_overwritten(
+    resources: Resources, scene: Scene
+) -> None:
+    release = asyncio.Event()
+    async with serving(FakeService()) as service, running(resources):
+        service.replies = [Reply(200, "started", hold=release)]
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        await service.wait_received(1)
+        # The service's callback lands while it still holds the dispatcher's request.
+        await set_row(resources, row.id, status="completed", status_message="fit done")
+        release.set()
+        (attempt,) = await wait_attempts(resources, row.id, 1)
+
+    final = await load_analysis(resources, row.id)
+    assert (final.status, final.status_message) == ("completed", "fit done")
+    assert attempt.outcome == "accepted"
+
+
+async def test_the_message_is_acknowledged_before_the_http_call_ends(
+    resources: Resources, scene: Scene
+) -> None:
+    release = asyncio.Event()
+    async with serving(FakeService()) as service:
+        service.replies = [Reply(200, "started", hold=release)]
+        service_id = await make_service(resources, service.url)
+        row = await make_analysis(resources, scene.obj_id, service_id, scene.author.id)
+        dispatcher = Dispatcher(resources)
+        await dispatcher.start()
+        try:
+            envelope = Envelope("m-1", "analysis.requested", {"analysis_id": row.id})
+            await asyncio.wait_for(dispatcher.handle_message(envelope), 5)  # returns at once
+            await service.wait_received(1)
+            assert (await load_analysis(resources, row.id)).status == "dispatching"
+            release.set()
+            await dispatcher.wait_idle()
+        finally:
+            await dispatcher.stop()
+    assert (await load_analysis(resources, row.id)).status == "pending"
+
+
+async def test_two_dispatchers_and_duplicate_messages_send_each_analysis_once(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service:
+        service.default = Reply(200, "ok", delay=0.05)
+        service_id = await make_service(resources, service.url)
+        rows = [await start(resources, scene, service_id) for _ in range(6)]
+        for row in rows:  # every message delivered twice
+            await announce(resources, row.id)
+        async with running(resources), running(resources):
+            for row in rows:
+                await wait_for_status(resources, row.id, ["pending"])
+            await asyncio.sleep(0.2)  # time for any duplicate to be (wrongly) sent
+
+    assert len(service.received) == len(rows)
+    for row in rows:
+        assert (await load_analysis(resources, row.id)).dispatch_attempts_count == 1
+        assert len(await load_attempts(resources, row.id)) == 1
+
+
+async def test_a_single_dispatcher_never_exceeds_its_concurrency(
+    resources: Resources, scene: Scene
+) -> None:
+    release = asyncio.Event()
+    async with serving(FakeService()) as service:
+        service.default = Reply(200, "ok", hold=release)
+        service_id = await make_service(resources, service.url)
+        rows = [await start(resources, scene, service_id) for _ in range(5)]
+        async with running(resources, dispatch_concurrency=2):
+            await service.wait_received(2)
+            await asyncio.sleep(0.3)
+            assert len(service.received) == 2
+            statuses = [(await load_analysis(resources, r.id)).status for r in rows]
+            assert sorted(statuses) == ["dispatching"] * 2 + ["queued"] * 3
+            release.set()
+            for row in rows:
+                await wait_for_status(resources, row.id, ["pending"])
+    assert len(service.received) == 5
+
+
+async def test_cancelled_rows_are_not_sent(resources: Resources, scene: Scene) -> None:
+    async with serving(FakeService()) as service:
+        service_id = await make_service(resources, service.url)
+        row = await make_analysis(
+            resources, scene.obj_id, service_id, scene.author.id, status="cancelled"
+        )
+        dispatcher = Dispatcher(resources)
+        await dispatcher.start()
+        try:
+            await dispatcher.handle_message(
+                Envelope("m-2", "analysis.requested", {"analysis_id": row.id})
+            )
+            await dispatcher.wait_idle()
+        finally:
+            await dispatcher.stop()
+    assert service.received == []
+    assert (await load_analysis(resources, row.id)).status == "cancelled"
+
+
+async def test_concurrent_pollers_announce_each_due_row_once(
+    resources: Resources, scene: Scene
+) -> None:
+    service_id = await make_service(resources, "http://127.0.0.1:9/never")
+    past = utcnow() - timedelta(seconds=1)
+    rows = [
+        await make_analysis(
+            resources, scene.obj_id, service_id, scene.author.id, next_attempt_at=past
+        )
+        for _ in range(20)
+    ]
+    lost = await make_analysis(
+        resources,
+        scene.obj_id,
+        service_id,
+        scene.author.id,
+        last_activity=utcnow() - timedelta(hours=2),
+    )
+    fresh = await make_analysis(resources, scene.obj_id, service_id, scene.author.id)
+    first, second = Dispatcher(resources), Dispatcher(resources)
+
+    counts = await asyncio.gather(*(d.announce_due() for d in (first, second, first, second)))
+
+    wanted = {r.id for r in rows} | {lost.id}
+    async with resources.sessions() as session:
+        messages = list(await session.scalars(select(OutboxMessage)))
+    announced = [
+        m.payload["analysis_id"] for m in messages if m.payload.get("analysis_id") in wanted
+    ]
+    assert sorted(announced) == sorted(wanted)  # each exactly once
+    assert sum(counts) >= len(wanted)
+    assert fresh.id not in [m.payload.get("analysis_id") for m in messages]
+    for row in rows:
+        assert (await load_analysis(resources, row.id)).next_attempt_at is None
+
+
+# --- reaper and sweeper --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_reaper_requeues_a_row_left_dispatching_and_it_is_sent_again(
+    resources: Resources, scene: Scene
+) -> None:
+    long_ago = utcnow() - timedelta(seconds=30)
+    async with serving(FakeService()) as service:
+        service_id = await make_service(resources, service.url)
+        stuck = await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status="dispatching",
+            dispatch_attempts_count=1,
+            last_activity=long_ago,
+        )
+        last_chance = await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status="dispatching",
+            dispatch_attempts_count=3,
+            last_activity=long_ago,
+        )
+        busy = await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status="dispatching",
+            dispatch_attempts_count=1,
+        )
+        async with running(resources) as dispatcher:
+            await dispatcher.reap_stuck()
+            done = await wait_for_status(resources, stuck.id, ["pending", "failure"])
+
+    assert done.status == "pending" and done.dispatch_attempts_count == 2
+    interrupted, accepted = await load_attempts(resources, stuck.id)
+    assert interrupted.outcome == "retry" and "interrupted" in interrupted.error
+    assert accepted.outcome == "accepted"
+    failed = await load_analysis(resources, last_chance.id)
+    assert failed.status == "failure"
+    assert failed.status_message.startswith("Service unreachable after 3 attempts:")
+    assert (await load_analysis(resources, busy.id)).status == "dispatching"
+    await set_row(resources, busy.id, status="cancelled")
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_sweeper_times_out_expired_active_rows_only(
+    resources: Resources, scene: Scene
+) -> None:
+    service_id = await make_service(resources, "http://127.0.0.1:9/never")
+    past = utcnow() - timedelta(seconds=5)
+
+    async def row(status: str, invalid_after: Any = past) -> ObjAnalysis:
+        return await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status=status,
+            invalid_after=invalid_after,
+        )
+
+    expired = [await row(s) for s in ("queued", "dispatching", "pending")]
+    finished = await row("completed")
+    alive = await row("pending", utcnow() + timedelta(hours=1))
+
+    assert await Dispatcher(resources).sweep_expired() >= 3
+
+    for analysis in expired:
+        swept = await load_analysis(resources, analysis.id)
+        assert swept.status == "timed_out"
+        assert re.fullmatch(
+            r"Analysis timed out before webhook call at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}",
+            swept.status_message,
+        )
+    assert (await load_analysis(resources, finished.id)).status == "completed"
+    assert (await load_analysis(resources, alive.id)).status == "pending"
+    async with resources.sessions() as session:
+        messages = list(await session.scalars(select(OutboxMessage)))
+    swept_ids = {a.id for a in expired}
+    assert not [m for m in messages if m.payload.get("analysis_id") in swept_ids]
+    await set_row(resources, alive.id, status="cancelled")
+
+
+async def test_a_never_called_back_analysis_is_timed_out_by_the_running_sweeper(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources, sweep_interval_seconds=0.1):
+        service_id = await make_service(resources, service.url)
+        row = await start(
+            resources, scene, service_id, invalid_after=utcnow() + timedelta(seconds=1)
+        )
+        await wait_for_status(resources, row.id, ["pending"])
+        done = await wait_for_status(resources, row.id, ["timed_out"], within=5)
+
+    assert done.status_message.startswith("Analysis timed out before webhook call at ")
+
+
+# --- through RabbitMQ ----------------------------------------------------------------------------
+
+
+async def test_dispatch_through_rabbitmq(resources: Resources, scene: Scene) -> None:
+    async with isolated_rabbit(AMQP_URL) as make_bus, serving(FakeService()) as service:
+        bus = make_bus()
+        await bus.start()
+        rabbit = dataclasses.replace(
+            resources, bus=bus, outbox=OutboxRelay(resources.sessions, bus)
+        )
+        async with running(rabbit):
+            service.replies = [Reply(502, "bad gateway")]
+            service_id = await make_service(resources, service.url)
+            row = await start(rabbit, scene, service_id)
+            done = await wait_for_status(resources, row.id, ["pending", "failure"], within=20)
+
+    assert done.status == "pending"
+    assert [a.outcome for a in await load_attempts(resources, row.id)] == ["retry", "accepted"]
+    assert len(service.received) == 2
