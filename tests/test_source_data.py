@@ -170,6 +170,7 @@ BAD_FLUX_CASES: list[tuple[dict[str, Any], str]] = [
     ({"flux": [1e300, None], "zp": -300.0}, "out of range"),
     ({"filter": 7}, "Invalid filter[0]"),
     ({"origin": ["a", 5]}, "Invalid origin[1]"),
+    ({"origin": ["a", "b\u0000"]}, "Invalid origin[1]"),
     ({"instrument_id": "1"}, "Invalid instrument_id"),
     ({"instrument_id": 2**31 - 2}, "Invalid instrument ID"),
     ({"group_ids": []}, "at least one group"),
@@ -279,6 +280,7 @@ BAD_SPECTRUM_CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"errors": [1.0]}, 400, "same length"),
     ({"type": "galaxy"}, 400, "Invalid type"),
     ({"altdata": [1]}, 400, "Invalid altdata"),
+    ({"altdata": {"\u0000": 1}}, 400, "Invalid altdata"),
     ({"units": 3}, 400, "Invalid units"),
     ({"instrument_id": ...}, 400, "Missing required field: instrument_id"),
     ({"instrument_id": 2**31 - 3}, 400, "Invalid instrument ID"),
@@ -367,6 +369,7 @@ def _note_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
         ("POST", comments, {}, 400, "Missing required field: text"),
         ("POST", comments, {"text": ""}, 400, "Invalid text"),
         ("POST", comments, {"text": 12}, 400, "Invalid text"),
+        ("POST", comments, {"text": "nul\u0000byte"}, 400, "NUL"),
         ("POST", comments, {"text": "x" * 70_000}, 400, "at most"),
         ("POST", comments, {"text": "hi", "group_ids": [1.5]}, 400, "Invalid group_ids"),
         ("POST", "/api/comment", {"text": "hi"}, 400, "Missing required field: obj_id"),
@@ -399,6 +402,7 @@ def _note_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
         ("POST", annotations, {"origin": "x"}, 400, "Missing required field: data"),
         ("POST", annotations, {"origin": "x", "data": [1]}, 400, "Invalid data"),
         ("POST", annotations, {"origin": "x", "data": "{}"}, 400, "Invalid data"),
+        ("POST", annotations, {"origin": "x", "data": {"k": ["\u0000"]}}, 400, "NUL"),
         ("POST", "/api/sources/zz_none/annotations", {"origin": "x", "data": {}}, 404, "zz_none"),
     ]
 

@@ -101,6 +101,8 @@ BAD_INSTRUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"name": "cam", "filters": [1, 2]}, "Invalid filters"),
     ({"name": "cam", "filters": ["g", "g"]}, "listed twice"),
     ({"name": "cam", "telescope": 5}, "Invalid telescope"),
+    ({"name": "cam\u0000"}, "NUL"),
+    ({"name": "cam", "filters": ["g\u0000"]}, "Invalid filters"),
 ]
 
 
@@ -200,6 +202,8 @@ BAD_SOURCES: list[tuple[Any, str]] = [
     (_source_body(group_ids="1"), "Invalid group_ids"),
     (_source_body(group_ids=[]), "at least one group"),
     (_source_body(group_ids=[2**40]), "Cannot find one or more groups"),
+    (_source_body(group_ids=[2**40, "a"]), "Invalid group_ids"),
+    (_source_body(redshift_origin="a\u0000"), "NUL"),
     ([1, 2], "must be a JSON object"),
 ]
 
@@ -240,6 +244,9 @@ async def test_missing_source_is_404(api: ApiClient, accounts: Accounts) -> None
     for suffix in ("", "/photometry", "/spectra", "/comments", "/classifications", "/annotations"):
         reply = await api.get(f"/api/sources/nope_{uuid.uuid4().hex}{suffix}", user)
         assert reply.status == 404 and reply.message.startswith("Source nope_"), reply.body
+        for odd in ("nul%00byte", "x" * 300):
+            reply = await api.get(f"/api/sources/{odd}{suffix}", user)
+            assert reply.status == 404, reply.body
 
 
 async def _analysis(resources: Resources, obj_id: str, author: Caller, *groups: Group) -> int:

@@ -11,7 +11,12 @@ from sqlalchemy import and_, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import data_groups, instrument_or_400, visible_obj
+from gateway.handlers.source_access import (
+    data_groups,
+    has_nul,
+    instrument_or_400,
+    visible_obj,
+)
 from gateway.serialize import photometry_dict
 from shared import photometry as units
 from shared.access import Principal, visible
@@ -90,7 +95,7 @@ def _optional_number(value: Any, name: str, index: int) -> float | None:
 def _string(value: Any, name: str, index: int, *, allow_none: bool = False) -> str | None:
     if value is None and allow_none:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+    if not isinstance(value, str) or not value.strip() or len(value) > 255 or has_nul(value):
         raise bad_request(f"Invalid {name}[{index}]: must be a non-empty string")
     return value
 

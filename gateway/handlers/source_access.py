@@ -21,6 +21,22 @@ def source_not_found(obj_id: object) -> Exception:
     return not_found(f"Source {obj_id} not found")
 
 
+def has_nul(value: object) -> bool:
+    """Whether a JSON value holds a NUL character, which PostgreSQL text and JSONB refuse."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def refuse_nul(value: object, name: str) -> None:
+    if has_nul(value):
+        raise bad_request(f"Invalid {name}: must not contain NUL characters")
+
+
 def required(body: dict[str, Any], name: str) -> Any:
     if name not in body or body[name] is None:
         raise bad_request(f"Missing required field: {name}")
@@ -34,6 +50,7 @@ def text_field(body: dict[str, Any], name: str, *, max_length: int = MAX_NAME) -
         raise bad_request(f"Invalid {name}: must be a non-empty string")
     if len(value) > max_length:
         raise bad_request(f"Invalid {name}: must be at most {max_length} characters")
+    refuse_nul(value, name)
     return value
 
 
@@ -75,9 +92,10 @@ async def groups_named(
     session: AsyncSession, principal: Principal, group_ids: object
 ) -> list[Group]:
     """``resolve_group_ids``, refusing ids no row can have before they reach the database."""
-    if isinstance(group_ids, list) and any(
-        isinstance(g, int) and not isinstance(g, bool) and not 0 < g <= MAX_ROW_ID
-        for g in group_ids
+    if (
+        isinstance(group_ids, list)
+        and all(isinstance(g, int) and not isinstance(g, bool) for g in group_ids)
+        and any(not 0 < g <= MAX_ROW_ID for g in group_ids)
     ):
         raise bad_request(f"Cannot find one or more groups with IDs: {sorted(group_ids)}")
     return await resolve_group_ids(session, principal, group_ids)
@@ -87,6 +105,7 @@ def object_field(body: dict[str, Any], name: str) -> dict[str, Any]:
     value = required(body, name)
     if not isinstance(value, dict):
         raise bad_request(f"Invalid {name}: must be a JSON object")
+    refuse_nul(value, name)
     return value
 
 
@@ -103,6 +122,8 @@ async def visible_obj(session: AsyncSession, principal: Principal, obj_id: objec
     """The source if the caller may see it; otherwise 404 whether or not it exists."""
     if not isinstance(obj_id, str) or not obj_id:
         raise bad_request(f"Invalid obj_id: {obj_id!r}")
+    if len(obj_id) > MAX_NAME or "\x00" in obj_id:  # cannot be a stored id
+        raise source_not_found(obj_id)
     found = await session.scalar(
         select(Obj).where(Obj.id == obj_id, visible(obj_groups, Obj.id, principal))
     )

@@ -14,6 +14,7 @@ from gateway.auth import principal
 from gateway.handlers.source_access import (
     data_groups,
     instrument_or_400,
+    object_field,
     optional_text,
     required,
     visible_obj,
@@ -63,9 +64,7 @@ def _spectrum_fields(body: dict[str, Any]) -> dict[str, Any]:
     kind = body.get("type", "source") or "source"
     if kind not in SPECTRUM_TYPES:
         raise bad_request(f"Invalid type: {kind!r} (one of {list(SPECTRUM_TYPES)})")
-    altdata = body.get("altdata")
-    if altdata is not None and not isinstance(altdata, dict):
-        raise bad_request("Invalid altdata: must be a JSON object")
+    altdata = object_field(body, "altdata") if body.get("altdata") is not None else None
     return {
         "observed_at": _observed_at(body),
         "wavelengths": wavelengths,
