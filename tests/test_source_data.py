@@ -170,6 +170,7 @@ BAD_FLUX_CASES: list[tuple[dict[str, Any], str]] = [
     ({"flux": [1e300, None], "zp": -300.0}, "out of range"),
     ({"filter": 7}, "Invalid filter[0]"),
     ({"origin": ["a", 5]}, "Invalid origin[1]"),
+    ({"mjd": [10**400, 1.0]}, "Invalid mjd[0]: out of range"),
     ({"origin": ["a", "b\u0000"]}, "Invalid origin[1]"),
     ({"instrument_id": "1"}, "Invalid instrument_id"),
     ({"instrument_id": 2**31 - 2}, "Invalid instrument ID"),
@@ -185,6 +186,7 @@ BAD_MAG_CASES: list[tuple[dict[str, Any], str]] = [
     ({"magerr": ...}, "Missing required field: magerr"),
     ({"mag": [-5000.0, None], "magerr": [0.1, None]}, "out of range"),
     ({"magerr": [-0.1, None]}, "Invalid magerr[0]"),
+    ({"limiting_mag": [21.0, 10**400]}, "Invalid limiting_mag[1]"),
     ({"mag": ["bright", None]}, "Invalid mag[0]"),
 ]
 
@@ -280,6 +282,7 @@ BAD_SPECTRUM_CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"errors": [1.0]}, 400, "same length"),
     ({"type": "galaxy"}, 400, "Invalid type"),
     ({"altdata": [1]}, 400, "Invalid altdata"),
+    ({"fluxes": [1.0, -(10**400)]}, 400, "Invalid fluxes[1]: out of range"),
     ({"altdata": {"\u0000": 1}}, 400, "Invalid altdata"),
     ({"units": 3}, 400, "Invalid units"),
     ({"instrument_id": ...}, 400, "Missing required field: instrument_id"),

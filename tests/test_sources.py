@@ -195,6 +195,7 @@ BAD_SOURCES: list[tuple[Any, str]] = [
     (_source_body(ra=-0.1), "Invalid ra"),
     (_source_body(ra="12"), "Invalid ra"),
     (_source_body(ra=True), "Invalid ra"),
+    (_source_body(dec=-(10**400)), "Invalid dec: out of range"),
     (_source_body(dec=90.5), "Invalid dec"),
     (_source_body(dec=None), "Missing required field: dec"),
     (_source_body(redshift="0.1"), "Invalid redshift"),

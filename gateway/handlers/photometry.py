@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
+    as_number,
     data_groups,
     has_nul,
     instrument_or_400,
@@ -23,7 +24,7 @@ from shared.access import Principal, visible
 from shared.db.models import Instrument, Obj, Photometry, photometry_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, finite, json_body, page_from_query, success
+from shared.web import Route, bad_request, json_body, page_from_query, success
 
 MAX_POINTS = 100_000
 COMMON_FIELDS = ("obj_id", "instrument_id", "mjd", "filter", "magsys")
@@ -85,11 +86,11 @@ def _space(body: dict[str, Any]) -> str:
 def _number(value: Any, name: str, index: int) -> float:
     if value is None:
         raise bad_request(f"Missing required field: {name}[{index}]")
-    return cast(float, finite(value, f"{name}[{index}]"))
+    return cast(float, as_number(value, f"{name}[{index}]"))
 
 
 def _optional_number(value: Any, name: str, index: int) -> float | None:
-    return finite(value, f"{name}[{index}]", allow_none=True)
+    return as_number(value, f"{name}[{index}]", allow_none=True)
 
 
 def _string(value: Any, name: str, index: int, *, allow_none: bool = False) -> str | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from sqlalchemy import and_, func, select
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
+    as_number,
     data_groups,
     instrument_or_400,
     object_field,
@@ -36,12 +36,7 @@ def _array(body: dict[str, Any], name: str) -> list[float]:
         raise bad_request(f"Invalid {name}: must be a non-empty list of numbers")
     if len(values) > MAX_SPECTRUM_POINTS:
         raise bad_request(f"Invalid {name}: at most {MAX_SPECTRUM_POINTS} points")
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad_request(f"Invalid {name}[{i}]: must be a number")
-        if not math.isfinite(value):
-            raise bad_request(f"Invalid {name}[{i}]: must be finite")
-    return [float(v) for v in values]
+    return [cast(float, as_number(value, f"{name}[{i}]")) for i, value in enumerate(values)]
 
 
 def _observed_at(body: dict[str, Any]) -> datetime:
