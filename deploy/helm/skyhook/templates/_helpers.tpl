@@ -132,3 +132,20 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* allowedUrlHosts plus, when allowBundledServices, the in-cluster example services (JSON). */}}
+{{- define "skyhook.allowedUrlHosts" -}}
+{{- $hosts := list -}}
+{{- range .Values.allowedUrlHosts -}}
+{{- $hosts = append $hosts . -}}
+{{- end -}}
+{{- if .Values.allowBundledServices -}}
+{{- range $key := list "snFitter" "summarizer" -}}
+{{- $svc := index $.Values.services $key -}}
+{{- if $svc.enabled -}}
+{{- $hosts = append $hosts (include "skyhook.componentName" (dict "root" $ "component" $svc.command)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $hosts | toJson -}}
+{{- end -}}
