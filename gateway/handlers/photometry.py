@@ -21,7 +21,7 @@ from gateway.handlers.source_access import (
 from gateway.serialize import photometry_dict
 from shared import photometry as units
 from shared.access import Principal, visible
-from shared.db.models import Instrument, Obj, Photometry, photometry_groups
+from shared.db.models import Obj, Photometry, photometry_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
 from shared.web import Route, bad_request, json_body, page_from_query, success
@@ -156,10 +156,9 @@ def parse_points(body: dict[str, Any]) -> list[Point]:
     return [_point({k: column[i] for k, column in columns.items()}, i, space) for i in range(count)]
 
 
-async def _check_targets(
-    session: AsyncSession, me: Principal, points: list[Point]
-) -> tuple[list[Obj], dict[int, Instrument]]:
-    """The sources (visible to the caller) and instruments (with those filters) named."""
+async def _check_targets(session: AsyncSession, me: Principal, points: list[Point]) -> list[Obj]:
+    """The sources named (all visible to the caller); every instrument exists and has the
+    filters named."""
     objs = [await visible_obj(session, me, oid) for oid in dict.fromkeys(p.obj_id for p in points)]
     instruments = {
         iid: await instrument_or_400(session, iid)
@@ -172,7 +171,7 @@ async def _check_targets(
                 f"Invalid filter {point.filter!r} (point {i}): instrument {instrument.name} "
                 f"has filters {list(instrument.filters)}"
             )
-    return objs, instruments
+    return objs
 
 
 async def post_photometry(request: web.Request) -> web.Response:
@@ -182,7 +181,7 @@ async def post_photometry(request: web.Request) -> web.Response:
     # Up to MAX_POINTS rows of checks and conversions: CPU work, kept off the event loop.
     points = await asyncio.to_thread(parse_points, body)
     async with request.app[RESOURCES].sessions.begin() as session:
-        objs, _ = await _check_targets(session, me, points)
+        objs = await _check_targets(session, me, points)
         groups = await data_groups(session, me, body.get("group_ids"), objs)
         ids = await _insert_points(session, points, me.user_id, [g.id for g in groups])
     return success({"ids": ids})
