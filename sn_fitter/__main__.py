@@ -1,0 +1,3 @@
+from sn_fitter.app import main
+
+main()

@@ -1,0 +1,288 @@
+"""Fit a light curve: build the model, sample the posterior, summarize.
+
+``fit_lightcurve`` is the service's fitting function (no HTTP, no files): the science tests
+and the benchmark call it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import log_ndtr
+
+from sn_fitter.inputs import LightCurve, Redshift
+from sn_fitter.model import (
+    C_RANGE,
+    X1_RANGE,
+    ModelError,
+    Points,
+    amplitude_index,
+    build_model,
+    load_band,
+    load_source,
+    redshift_coverage,
+    zp_normalisation,
+)
+from sn_fitter.options import FitOptions
+from sn_fitter.sampler import Chains, SamplerSettings, sample_posterior
+
+# Sources sncosmo would download; the ones with an offline stand-in shipped by sncosmo.
+OFFLINE_SUBSTITUTES = {"hsiao": "hsiao-subsampled"}
+T0_BEFORE, T0_AFTER = 50.0, 20.0  # days: t0 prior range around the detections
+
+
+class FitFailure(ValueError):
+    """The fit cannot be done; the message is sent to the user as the analysis' message."""
+
+
+@dataclass
+class FitResult:
+    source: str
+    source_version: str | None
+    param_names: list[str]
+    samples: np.ndarray  # (chains, draws, n_params) in natural units
+    log_density: np.ndarray  # (chains, draws)
+    best_fit: dict[str, float]
+    chi2: float
+    ndof: int
+    chains: Chains
+    model: object
+    lightcurve: LightCurve
+    z_fixed: float | None
+    z_range: tuple[float, float] | None
+    elapsed: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flat_samples(self) -> np.ndarray:
+        return self.samples.reshape(-1, len(self.param_names))
+
+
+class Likelihood:
+    """Gaussian likelihood of detections times P(flux below limit) for non-detections."""
+
+    def __init__(self, model, lc: LightCurve):
+        self.model = model
+        self.detected = ~lc.is_limit
+        self.flux = lc.flux[self.detected]
+        self.inv_err = 1.0 / lc.fluxerr[self.detected]
+        self.limit = lc.flux_limit[~self.detected]
+        self.limit_err = lc.fluxerr[~self.detected]
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        return self.from_flux(self.model.flux(theta))
+
+    def from_flux(self, flux: np.ndarray) -> np.ndarray:
+        resid = (flux[:, self.detected] - self.flux) * self.inv_err
+        out = -0.5 * np.sum(resid * resid, axis=1)
+        if len(self.limit):
+            upper = (self.limit - flux[:, ~self.detected]) / self.limit_err
+            out = out + np.sum(log_ndtr(upper), axis=1)
+        return out
+
+    def chi2(self, theta: np.ndarray) -> float:
+        flux = self.model.flux(theta[None])[0][self.detected]
+        return float(np.sum(((flux - self.flux) * self.inv_err) ** 2))
+
+
+class Posterior:
+    """Log density in the sampling space: log(amplitude) replaces the amplitude.
+
+    Priors are flat in the natural parameters inside the bounds (as sncosmo's fitters), so
+    the log-amplitude coordinate carries the Jacobian term ``+ log(amplitude)``.
+    """
+
+    def __init__(self, likelihood: Likelihood, bounds: np.ndarray, amp: int):
+        self.likelihood, self.bounds, self.amp = likelihood, bounds, amp
+        self.evaluations = 0
+
+    def to_natural(self, u: np.ndarray) -> np.ndarray:
+        theta = np.array(u, dtype=float, copy=True)
+        theta[..., self.amp] = np.exp(theta[..., self.amp])
+        return theta
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        u = np.atleast_2d(u)
+        out = np.full(len(u), -np.inf)
+        ok = np.all((u >= self.bounds[:, 0]) & (u <= self.bounds[:, 1]), axis=1)
+        ok &= np.all(np.isfinite(u), axis=1)
+        if ok.any():
+            self.evaluations += int(ok.sum())
+            out[ok] = self.likelihood(self.to_natural(u[ok])) + u[ok, self.amp]
+        return np.where(np.isfinite(out), out, -np.inf)
+
+
+def _choose_source(name: str) -> tuple[object, list[str]]:
+    try:
+        return load_source(name), []
+    except ModelError:
+        substitute = OFFLINE_SUBSTITUTES.get(name)
+        if substitute is None:
+            raise
+        note = f"model {name!r} is not available offline; used {substitute!r} (same SED, coarser)"
+        return load_source(substitute), [note]
+
+
+def _redshift_setup(source, bands, options: FitOptions, redshift: Redshift):
+    low, high = redshift_coverage(source, bands)
+    names = ", ".join(b.name for b in bands)
+    if options.fix_z:
+        if redshift.value is None:
+            raise FitFailure(
+                "fix_z is true but the source has no redshift; set one or use fix_z=False"
+            )
+        if not low <= redshift.value <= high:
+            raise FitFailure(
+                f"model {source.name!r} does not cover bands {names} at z={redshift.value:g} "
+                f"(covered for {low:.3f} <= z <= {high:.3f})"
+            )
+        return redshift.value, None
+    z_lo, z_hi = max(options.z_min, low), min(options.z_max, high)
+    if z_lo >= z_hi:
+        raise FitFailure(
+            f"no redshift in [{options.z_min:g}, {options.z_max:g}] where model {source.name!r} "
+            f"covers bands {names} (covered for {low:.3f} <= z <= {high:.3f})"
+        )
+    return None, (z_lo, z_hi)
+
+
+def _bounds(param_names, lc: LightCurve, z_range, model) -> np.ndarray:
+    detected = lc.time[~lc.is_limit]
+    limits = {
+        "z": z_range or (0.0, 0.0),
+        "t0": (detected.min() - T0_BEFORE, detected.max() + T0_AFTER),
+        "x1": X1_RANGE,
+        "c": C_RANGE,
+    }
+    return np.array([limits.get(name, (-np.inf, np.inf)) for name in param_names], dtype=float)
+
+
+FD_STEPS = {"z": 2e-4, "t0": 0.02, "x1": 0.01, "c": 1e-3}
+
+
+def _starting_points(posterior: Posterior, lc: LightCurve, names, count: int = 3) -> np.ndarray:
+    """Best few points of a coarse grid, with the amplitude solved by linear least squares."""
+    detected = ~lc.is_limit
+    t_peak = lc.time[detected][np.argmax(lc.flux[detected])]
+    t_lo, t_hi = posterior.bounds[names.index("t0")]
+    cheap = posterior.likelihood.model.kind != "direct"
+    t0s = np.clip(t_peak + np.arange(-15.0, 10.5, 1.0 if cheap else 3.0), t_lo, t_hi)
+    axes: dict[str, np.ndarray] = {"t0": np.unique(t0s)}
+    if "z" in names:
+        z_lo, z_hi = posterior.bounds[names.index("z")]
+        axes["z"] = np.linspace(z_lo, z_hi, 12 if cheap else 4)
+    if cheap and "x1" in names:
+        axes["x1"], axes["c"] = np.array([-1.5, 0.0, 1.5]), np.array([-0.1, 0.15, 0.5])
+    default = dict(zip(posterior.likelihood.model.param_names, _defaults(posterior), strict=True))
+    mesh = np.meshgrid(*axes.values(), indexing="ij")
+    grid = np.tile([default[n] for n in names], (mesh[0].size, 1))
+    for key, values in zip(axes, mesh, strict=True):
+        grid[:, names.index(key)] = values.ravel()
+    grid[:, posterior.amp] = 1.0
+    unit_flux = posterior.likelihood.model.flux(grid)
+    like = posterior.likelihood
+    weight = like.inv_err**2
+    model_det = unit_flux[:, like.detected]
+    amplitude = (model_det * like.flux * weight).sum(1) / np.maximum(
+        (model_det**2 * weight).sum(1), 1e-300
+    )
+    amplitude = np.where(amplitude > 0, amplitude, np.nan)
+    score = like.from_flux(unit_flux * np.nan_to_num(amplitude)[:, None])
+    score = np.where(np.isfinite(amplitude), score, -np.inf)
+    order = np.argsort(score)[::-1][:count]
+    starts = grid[order]
+    starts[:, posterior.amp] = np.log(
+        np.where(np.isfinite(amplitude[order]), amplitude[order], 1e-20)
+    )
+    return starts
+
+
+def _defaults(posterior: Posterior) -> list[float]:
+    model = posterior.likelihood.model
+    if model.kind == "direct":
+        values = dict(zip(model.model.param_names, model.model.parameters, strict=True))
+        return [float(values[n]) for n in model.param_names]
+    return [0.0] * len(model.param_names)
+
+
+def _fd_steps(names: list[str], starts: np.ndarray) -> np.ndarray:
+    steps = [
+        FD_STEPS.get(name, 1e-3 * max(1.0, abs(float(np.median(starts[:, i])))))
+        for i, name in enumerate(names)
+    ]
+    return np.array(steps)
+
+
+def fit_lightcurve(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
+    """Sample the posterior of ``options.source`` given the light curve; raise FitFailure."""
+    started = time.perf_counter()
+    if lc.n_detections == 0:
+        raise FitFailure("no detections: the photometry holds only non-detections")
+    source, notes = _choose_source(options.source)
+    band_names = sorted(set(lc.band))
+    bands = []
+    for name in band_names:
+        try:
+            bands.append(load_band(name))
+        except ModelError as exc:
+            sent = ", ".join(lc.band_sources.get(name, [name]))
+            raise ModelError(f"{exc} (filter {sent} in the photometry)") from None
+    z_fixed, z_range = _redshift_setup(source, bands, options, redshift)
+    zpnorm = zp_normalisation(lc.band, lc.zp, lc.magsys)
+    points = Points(lc.time, lc.band, zpnorm)
+    model = build_model(source, band_names, points, lc.magsys, lc.zp, z_range, z_fixed)
+    names = list(model.param_names)
+    if lc.n_detections < len(names):
+        raise FitFailure(
+            f"need at least {len(names)} detections to fit {', '.join(names)}; "
+            f"the photometry has {lc.n_detections}"
+        )
+    try:
+        amp = amplitude_index(names)
+    except ValueError:
+        raise FitFailure(
+            f"model {source.name!r} has no amplitude parameter (x0 or amplitude)"
+        ) from None
+    posterior = Posterior(Likelihood(model, lc), _bounds(names, lc, z_range, model), amp)
+    starts = _starting_points(posterior, lc, names)
+    seed = (
+        options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+    )
+    settings = SamplerSettings(options.num_chains, options.num_samples, options.num_warmup)
+    chains, _, _ = sample_posterior(
+        posterior,
+        starts,
+        posterior.bounds,
+        _fd_steps(names, starts),
+        settings,
+        np.random.default_rng(seed),
+    )
+    chains.seed = seed
+    samples = posterior.to_natural(chains.draws)
+    log_like = chains.log_density - chains.draws[..., amp]
+    best = samples.reshape(-1, len(names))[np.argmax(log_like)]
+    chi2 = posterior.likelihood.chi2(best)
+    return FitResult(
+        source=source.name,
+        source_version=None if source.version is None else str(source.version),
+        param_names=names,
+        samples=samples,
+        log_density=chains.log_density,
+        best_fit=dict(zip(names, map(float, best), strict=True)),
+        chi2=chi2,
+        ndof=lc.n_detections - len(names),
+        chains=chains,
+        model=model,
+        lightcurve=lc,
+        z_fixed=z_fixed,
+        z_range=z_range,
+        elapsed=time.perf_counter() - started,
+        notes=notes,
+    )
+
+
+def chi2_per_dof(result: FitResult) -> float | None:
+    return result.chi2 / result.ndof if result.ndof > 0 and math.isfinite(result.chi2) else None

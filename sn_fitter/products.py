@@ -1,0 +1,310 @@
+"""What the service sends back: plot, InferenceData (netCDF4), samples, model light curve."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import tempfile
+from typing import Any
+
+import joblib
+import numpy as np
+import sncosmo
+import xarray as xr
+
+from sn_fitter.fit import FitResult, chi2_per_dof
+from sn_fitter.sampler import RHAT_TARGET
+
+PLOT_DRAWS = 300  # posterior draws used for model curves and bands
+CURVE_POINTS = 120
+MAX_POSTERIOR_SAMPLES = 4000
+ZP_AB = 23.9
+BAND_COLORS = {
+    "ztfg": "tab:green",
+    "ztfr": "tab:red",
+    "ztfi": "goldenrod",
+    "sdssg": "tab:green",
+    "sdssr": "tab:red",
+    "sdssi": "goldenrod",
+    "bessellb": "tab:blue",
+}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def finite(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None (never NaN in JSON)."""
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _draw_subset(result: FitResult, count: int, seed: int = 0) -> np.ndarray:
+    flat = result.flat_samples
+    if len(flat) <= count:
+        return flat
+    rng = np.random.default_rng(seed)
+    return flat[rng.choice(len(flat), size=count, replace=False)]
+
+
+def model_curves(result: FitResult) -> dict[str, dict[str, np.ndarray]]:
+    """Per band: time grid and the 16/50/84 percentiles of the model flux (zp 23.9 AB)."""
+    lc = result.lightcurve
+    draws = _draw_subset(result, PLOT_DRAWS)
+    start, stop = lc.time.min() - 10.0, lc.time.max() + 10.0
+    times = np.linspace(start, stop, CURVE_POINTS)
+    curves = {}
+    for band in sorted(set(lc.band)):
+        flux = result.model.flux_at(draws, times, band)
+        low, median, high = np.percentile(flux, [15.865, 50.0, 84.135], axis=0)
+        curves[band] = {"time": times, "median": median, "low": low, "high": high}
+    return curves
+
+
+def model_lightcurve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, list[list[float]]]:
+    """SkyPortal's ``{filter: [[mjd, mag_median, mag_lo, mag_hi], ...]}`` in apparent AB mag.
+
+    ``mag_lo``/``mag_hi`` bound the 68% band (mag_lo is the brighter, numerically smaller);
+    epochs where the model flux is not positive have no magnitude and are left out.
+    """
+    out: dict[str, list[list[float]]] = {}
+    for band, curve in curves.items():
+        rows = []
+        for t, med, low, high in zip(
+            curve["time"], curve["median"], curve["low"], curve["high"], strict=True
+        ):
+            if med > 0 and low > 0 and high > 0:
+                mags = [ZP_AB - 2.5 * math.log10(f) for f in (med, high, low)]
+                rows.append([round(float(t), 5), *(round(m, 5) for m in mags)])
+        out[band] = rows
+    return out
+
+
+def lightcurve_plot(result: FitResult, curves, title: str | None) -> bytes:
+    """PNG: data with errors, non-detections as limits, model median and 68% band per band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lc = result.lightcurve
+    bands = sorted(set(lc.band))
+    fig, axes = plt.subplots(
+        len(bands), 1, figsize=(7, 2.6 * len(bands) + 0.6), sharex=True, squeeze=False
+    )
+    for ax, band in zip(axes[:, 0], bands, strict=True):
+        _plot_band(ax, result, curves[band], band)
+    axes[-1, 0].set_xlabel("MJD")
+    ratio = chi2_per_dof(result)
+    head = f"{result.source}: chi2/dof = {result.chi2:.1f}/{result.ndof}"
+    if ratio is not None:
+        head += f" = {ratio:.2f}"
+    fig.suptitle(f"{title}  |  {head}" if title else head, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _plot_band(ax, result: FitResult, curve, band: str) -> None:
+    lc = result.lightcurve
+    color = BAND_COLORS.get(band, "black")
+    scale = _to_ab23_9(lc, band)
+    here = lc.band == band
+    det, lim = here & ~lc.is_limit, here & lc.is_limit
+    ax.fill_between(
+        curve["time"],
+        curve["low"],
+        curve["high"],
+        color=color,
+        alpha=0.25,
+        label="68% posterior band",
+    )
+    ax.plot(curve["time"], curve["median"], color=color, lw=1.5, label=f"{result.source} median")
+    ax.errorbar(
+        lc.time[det],
+        lc.flux[det] * scale[det],
+        lc.fluxerr[det] * scale[det],
+        fmt="o",
+        ms=4,
+        color=color,
+        label="detections",
+    )
+    if lim.any():
+        ax.plot(
+            lc.time[lim],
+            lc.flux_limit[lim] * scale[lim],
+            "v",
+            color=color,
+            alpha=0.6,
+            label="upper limits",
+        )
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_ylabel(f"{band} flux (zp 23.9 AB)")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def _to_ab23_9(lc, band: str) -> np.ndarray:
+    """Factors that bring each point's flux to zp 23.9 in the AB system (the plot's units)."""
+    ab = sncosmo.get_magsystem("ab").zpbandflux(band)
+    factors = np.ones(len(lc.time))
+    for i in np.flatnonzero(lc.band == band):
+        own = sncosmo.get_magsystem(lc.magsys[i]).zpbandflux(band)
+        factors[i] = 10 ** (0.4 * (ZP_AB - lc.zp[i])) * own / ab
+    return factors
+
+
+def inference_netcdf(result: FitResult) -> bytes:
+    """An ArviZ-readable InferenceData file: ``posterior`` and ``sample_stats`` groups."""
+    chains, draws, _ = result.samples.shape
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    posterior = xr.Dataset(
+        {
+            name: (("chain", "draw"), result.samples[:, :, i])
+            for i, name in enumerate(result.param_names)
+        },
+        coords=coords,
+        attrs={
+            "inference_library": "sn_fitter",
+            "model": result.source,
+            "sampler": result.chains.algorithm,
+        },
+    )
+    stats = xr.Dataset({"lp": (("chain", "draw"), result.log_density)}, coords=coords)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "posterior.nc")
+        posterior.to_netcdf(path, group="posterior", engine="h5netcdf", mode="w")
+        stats.to_netcdf(path, group="sample_stats", engine="h5netcdf", mode="a")
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def posterior_samples(result: FitResult) -> dict[str, list[float]]:
+    flat = result.flat_samples
+    if len(flat) > MAX_POSTERIOR_SAMPLES:
+        step = math.ceil(len(flat) / MAX_POSTERIOR_SAMPLES)
+        flat = flat[::step]
+    return {name: flat[:, i].tolist() for i, name in enumerate(result.param_names)}
+
+
+def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
+    """Best fit, errors, posterior summaries, goodness of fit and sampler diagnostics."""
+    flat = result.flat_samples
+    names = result.param_names
+    chains = result.chains
+    summary = {}
+    for i, name in enumerate(names):
+        column = flat[:, i]
+        q = np.percentile(column, [2.5, 15.865, 50.0, 84.135, 97.5])
+        summary[name] = {
+            "mean": column.mean(),
+            "std": column.std(ddof=1),
+            "median": q[2],
+            "q16": q[1],
+            "q84": q[3],
+            "q2.5": q[0],
+            "q97.5": q[4],
+        }
+    rhats = {n: chains.rhat.get(i) for i, n in enumerate(names)}
+    ess = {n: chains.ess_bulk.get(i) for i, n in enumerate(names)}
+    converged = chains.converged(min_ess=100.0)
+    lc = result.lightcurve
+    return finite(
+        {
+            "model": result.source,
+            "model_version": result.source_version,
+            "source": result.source,
+            "param_names": names,
+            "best_fit": result.best_fit,
+            "errors": {n: summary[n]["std"] for n in names},
+            "posterior": summary,
+            "chi2": result.chi2,
+            "ndof": result.ndof,
+            "chi2_per_dof": chi2_per_dof(result),
+            "n_detections": lc.n_detections,
+            "n_upper_limits": lc.n_limits,
+            "n_ignored_rows": lc.ignored_rows,
+            "bands": lc.band_sources,
+            "fix_z": fix_z,
+            "redshift": {
+                "fixed": result.z_fixed is not None,
+                "value": result.z_fixed,
+                "bounds": list(result.z_range) if result.z_range else None,
+            },
+            "sampler": {
+                "algorithm": chains.algorithm,
+                "num_chains": int(result.samples.shape[0]),
+                "num_draws": int(result.samples.shape[1]),
+                "acceptance_rate": chains.acceptance,
+                "log_density_evaluations": chains.evaluations,
+                "seed": chains.seed,
+                "rhat": rhats,
+                "ess_bulk": ess,
+                "ess_tail": {n: chains.ess_tail.get(i) for i, n in enumerate(names)},
+                "rhat_target": RHAT_TARGET,
+                "converged": converged,
+                "elapsed_seconds": result.elapsed,
+            },
+            "notes": result.notes,
+            "sncosmo_version": sncosmo.__version__,
+        }
+    )
+
+
+def results_joblib(results: dict[str, Any], result: FitResult) -> bytes:
+    """The same results for SkyPortal clients that read joblib: plain dicts, lists, floats and
+    numpy arrays only (skyhook decodes it with a restricted unpickler)."""
+    payload = dict(results)
+    payload["samples"] = {
+        n: np.ascontiguousarray(result.flat_samples[:, i]) for i, n in enumerate(result.param_names)
+    }
+    buffer = io.BytesIO()
+    joblib.dump(payload, buffer, compress=3)
+    return buffer.getvalue()
+
+
+def success_body(result: FitResult, fix_z: bool, title: str | None) -> dict[str, Any]:
+    curves = model_curves(result)
+    results = results_dict(result, fix_z)
+    ratio = results["chi2_per_dof"]
+    shown = f"{ratio:.2f}" if ratio is not None else f"{result.chi2:.2f}/{result.ndof}"
+    if results["sampler"]["converged"]:
+        message = f"Good results with chi^2/dof={shown}"
+    else:
+        worst = max((v for v in results["sampler"]["rhat"].values() if v is not None), default=None)
+        message = (
+            f"Fit finished with chi^2/dof={shown}; warning: the chains did not converge "
+            f"(max R-hat={worst})"
+        )
+    if result.notes:
+        message += "; " + "; ".join(result.notes)
+    analysis = {
+        "plots": [{"format": "png", "data": b64(lightcurve_plot(result, curves, title))}],
+        "inference_data": {"format": "netcdf4", "data": b64(inference_netcdf(result))},
+        "posterior_samples": finite(posterior_samples(result)),
+        "model_lightcurve": model_lightcurve(curves),
+        "model_name": result.source,
+        "n_detections": result.lightcurve.n_detections,
+        "results": {"format": "json", "data": results},
+        "results_joblib": {"format": "joblib", "data": b64(results_joblib(results, result))},
+    }
+    return {"status": "success", "message": message, "analysis": analysis}
+
+
+def failure_body(message: str) -> dict[str, Any]:
+    return {"status": "failure", "message": message, "analysis": {}}

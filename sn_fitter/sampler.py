@@ -1,0 +1,273 @@
+"""Posterior sampling on a vectorized log density.
+
+Strategy (each step is exact MCMC; nothing is a Gaussian stand-in for the posterior):
+1. the mode is found with L-BFGS-B (gradients by batched finite differences) and the local
+   curvature gives a first proposal;
+2. a pilot *independence Metropolis-Hastings* run with a heavy-tailed (Student-t mixture)
+   proposal explores the posterior; its draws re-centre and re-shape the proposal;
+3. the main independence-MH run draws every proposal up front, so the whole posterior costs
+   one vectorized density evaluation per draw, and accepts/rejects against the exact density;
+4. if the chains disagree (R-hat) or mix poorly (ESS), an affine-invariant ensemble sampler
+   (Goodman & Weare stretch move), robust to curved posteriors, runs instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import gammaln, logsumexp
+
+from sn_fitter.diagnostics import ess_bulk, ess_tail, rhat
+
+LogDensity = Callable[[np.ndarray], np.ndarray]
+RHAT_TARGET = 1.01
+T_DOF = 5.0
+WIDE_FRACTION, WIDE_SCALE = 0.1, 3.0
+MODE_RESTART_GAP = 10.0  # log-density units: starts this much worse than the best are skipped
+
+
+@dataclass
+class Chains:
+    draws: np.ndarray  # (chains, draws, dim) in sampling space
+    log_density: np.ndarray  # (chains, draws)
+    algorithm: str
+    acceptance: float
+    evaluations: int
+    seed: int | None = None
+    rhat: dict[int, float] = field(default_factory=dict)
+    ess_bulk: dict[int, float] = field(default_factory=dict)
+    ess_tail: dict[int, float] = field(default_factory=dict)
+
+    def diagnose(self) -> None:
+        for i in range(self.draws.shape[2]):
+            column = self.draws[:, :, i]
+            self.rhat[i], self.ess_bulk[i] = rhat(column), ess_bulk(column)
+            self.ess_tail[i] = ess_tail(column)
+
+    def converged(self, min_ess: float) -> bool:
+        rhats = [v for v in self.rhat.values() if math.isfinite(v)]
+        esses = [v for v in self.ess_bulk.values() if math.isfinite(v)]
+        return bool(rhats and esses and max(rhats) < RHAT_TARGET and min(esses) >= min_ess)
+
+
+class StudentMixture:
+    """Proposal: (1-f) t_nu(mean, cov) + f t_nu(mean, (k^2) cov)."""
+
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, scale: float = 1.0):
+        self.mean, self.dim = mean, len(mean)
+        self.chol = np.linalg.cholesky(cov * scale**2)
+        self.log_det = 2.0 * np.log(np.diag(self.chol)).sum()
+        self.scales = np.array([1.0, WIDE_SCALE])
+        self.log_weights = np.log([1.0 - WIDE_FRACTION, WIDE_FRACTION])
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        normal = rng.standard_normal((n, self.dim)) @ self.chol.T
+        stretch = np.sqrt(T_DOF / rng.chisquare(T_DOF, size=n))
+        wide = rng.random(n) < WIDE_FRACTION
+        factor = stretch * np.where(wide, WIDE_SCALE, 1.0)
+        return self.mean + normal * factor[:, None]
+
+    def log_pdf(self, x: np.ndarray) -> np.ndarray:
+        white = np.linalg.solve(self.chol, (x - self.mean).T).T
+        dist2 = (white**2).sum(axis=1)
+        d, nu = self.dim, T_DOF
+        const = gammaln((nu + d) / 2) - gammaln(nu / 2) - 0.5 * d * np.log(nu * np.pi)
+        parts = [
+            lw
+            + const
+            - 0.5 * self.log_det
+            - d * np.log(k)
+            - 0.5 * (nu + d) * np.log1p(dist2 / (k * k * nu))
+            for lw, k in zip(self.log_weights, self.scales, strict=True)
+        ]
+        return logsumexp(np.stack(parts), axis=0)
+
+
+def _gradient(fun: LogDensity, x: np.ndarray, steps: np.ndarray) -> tuple[float, np.ndarray]:
+    """Value and central-difference gradient of -fun at x from one batched evaluation."""
+    offsets = np.vstack([np.zeros(len(x)), np.diag(steps), -np.diag(steps)])
+    values = -fun(x + offsets)
+    if not np.all(np.isfinite(values)):
+        values = np.where(np.isfinite(values), values, 1e30)
+    n = len(x)
+    return float(values[0]), (values[1 : n + 1] - values[n + 1 :]) / (2 * steps)
+
+
+def find_mode(fun: LogDensity, starts: np.ndarray, bounds: np.ndarray, steps: np.ndarray):
+    """Best L-BFGS-B optimum of ``fun``; later starts only when they look competitive."""
+    best_x, best_value = None, -np.inf
+    inner = bounds.copy()
+    inner[:, 0] += steps
+    inner[:, 1] -= steps
+    start_values = fun(starts)
+    for start, start_value in zip(starts, start_values, strict=True):
+        if best_x is not None and start_value < best_value - MODE_RESTART_GAP:
+            continue
+        result = minimize(
+            lambda x: _gradient(fun, x, steps),
+            np.clip(start, inner[:, 0], inner[:, 1]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=list(map(tuple, inner)),
+            options={"maxiter": 200, "ftol": 1e-8, "gtol": 1e-4},
+        )
+        value = float(fun(result.x[None])[0])
+        if value > best_value:
+            best_x, best_value = result.x, value
+    return best_x, best_value
+
+
+def laplace_covariance(fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray):
+    """Inverse of the negative Hessian at the mode (batched finite differences), made usable."""
+    for _ in range(2):  # second pass: steps of ~0.2 sigma from the first estimate
+        cov = _inverse_hessian(fun, mode, bounds, steps)
+        steps = np.clip(0.2 * np.sqrt(np.diag(cov)), steps * 1e-3, steps * 10)
+    widths = bounds[:, 1] - bounds[:, 0]
+    sigma = np.sqrt(np.diag(cov))
+    cap = np.where(np.isfinite(widths), widths / 4.0, np.inf)
+    shrink = np.minimum(1.0, cap / sigma)
+    return cov * np.outer(shrink, shrink)
+
+
+def _inverse_hessian(fun: LogDensity, mode, bounds, steps) -> np.ndarray:
+    n = len(mode)
+    centre = np.clip(mode, bounds[:, 0] + 2 * steps, bounds[:, 1] - 2 * steps)
+    signs = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+    points = [centre]
+    for i in range(n):
+        for j in range(i, n):
+            for si, sj in signs:
+                p = centre.copy()
+                p[i] += si * steps[i]
+                p[j] += sj * steps[j]
+                points.append(p)
+    values = fun(np.array(points))
+    hess = np.zeros((n, n))
+    k = 1
+    for i in range(n):
+        for j in range(i, n):
+            pp, pm, mp, mm = values[k : k + 4]
+            hess[i, j] = hess[j, i] = (pp - pm - mp + mm) / (4 * steps[i] * steps[j])
+            k += 4
+    eigval, eigvec = np.linalg.eigh(-hess)
+    floor = max(eigval.max(), 1e-12) * 1e-10
+    eigval = np.where(np.isfinite(eigval) & (eigval > floor), eigval, floor)
+    return (eigvec / eigval) @ eigvec.T
+
+
+def independence_mh(fun, proposal, n_chains, n_draws, rng, start=None) -> Chains:
+    """Independence Metropolis-Hastings: all proposals evaluated in one vectorized pass."""
+    dim = proposal.dim
+    proposals = proposal.sample(n_chains * n_draws, rng)
+    log_p = fun(proposals)
+    log_w = log_p - proposal.log_pdf(proposals)
+    proposals = proposals.reshape(n_draws, n_chains, dim)
+    log_p, log_w = log_p.reshape(n_draws, n_chains), log_w.reshape(n_draws, n_chains)
+    log_u = np.log(rng.random((n_draws, n_chains)))
+    if start is None:
+        state, state_p, state_w = proposals[0].copy(), log_p[0].copy(), log_w[0].copy()
+    else:
+        state, state_p = start[0].copy(), start[1].copy()
+        state_w = state_p - proposal.log_pdf(state)
+    draws = np.empty((n_chains, n_draws, dim))
+    kept_p = np.empty((n_chains, n_draws))
+    accepted = 0
+    for i in range(n_draws):
+        with np.errstate(invalid="ignore"):
+            take = np.isfinite(log_w[i]) & ((log_u[i] < log_w[i] - state_w) | ~np.isfinite(state_w))
+        state[take], state_p[take], state_w[take] = (
+            proposals[i][take],
+            log_p[i][take],
+            log_w[i][take],
+        )
+        accepted += int(take.sum())
+        draws[:, i], kept_p[:, i] = state, state_p
+    rate = accepted / (n_chains * n_draws)
+    return Chains(draws, kept_p, "independence-mh", rate, n_chains * n_draws)
+
+
+def stretch_sampler(fun, start: np.ndarray, n_steps: int, burn: int, thin: int, rng) -> Chains:
+    """Affine-invariant ensemble sampler (stretch move, a=2); each walker is one chain."""
+    walkers, dim = start.shape
+    x, log_p = start.copy(), fun(start)
+    halves = (np.arange(walkers // 2), np.arange(walkers // 2, walkers))
+    kept, kept_p = [], []
+    accepted = evaluations = 0
+    for step in range(n_steps):
+        for active, passive in (halves, halves[::-1]):
+            stretch = ((rng.random(len(active)) + 1.0) ** 2) / 2.0  # a = 2
+            partner = x[rng.choice(passive, size=len(active))]
+            trial = partner + stretch[:, None] * (x[active] - partner)
+            trial_p = fun(trial)
+            evaluations += len(active)
+            with np.errstate(invalid="ignore"):
+                log_r = (dim - 1) * np.log(stretch) + trial_p - log_p[active]
+                take = np.log(rng.random(len(active))) < log_r
+            x[active[take]], log_p[active[take]] = trial[take], trial_p[take]
+            accepted += int(take.sum())
+        if step >= burn and (step - burn) % thin == 0:
+            kept.append(x.copy())
+            kept_p.append(log_p.copy())
+    draws = np.stack(kept, axis=1)
+    return Chains(
+        draws, np.stack(kept_p, axis=1), "ensemble-stretch", accepted / evaluations, evaluations
+    )
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    num_chains: int = 4
+    num_samples: int = 1000
+    num_warmup: int = 500
+    min_ess: float = 400.0
+
+
+def sample_posterior(fun, starts, bounds, steps, settings: SamplerSettings, rng) -> tuple:
+    """Mode, then pilot and main independence-MH; ensemble fallback if not converged."""
+    mode, mode_value = find_mode(fun, starts, bounds, steps)
+    cov = laplace_covariance(fun, mode, bounds, steps)
+    pilot = independence_mh(
+        fun, StudentMixture(mode, cov, 1.2), settings.num_chains, settings.num_warmup, rng
+    )
+    flat = pilot.draws.reshape(-1, len(mode))
+    chains = None
+    if pilot.acceptance > 0.05 and len(np.unique(flat[:, 0])) > 5 * len(mode):
+        proposal = StudentMixture(flat.mean(axis=0), _regularize(np.cov(flat.T), cov), 1.1)
+        start = (pilot.draws[:, -1], pilot.log_density[:, -1])
+        chains = independence_mh(
+            fun, proposal, settings.num_chains, settings.num_samples, rng, start=start
+        )
+        chains.evaluations += pilot.evaluations
+        chains.diagnose()
+    if chains is None or not chains.converged(settings.min_ess):
+        chains = _ensemble_fallback(fun, mode, cov, settings, rng, chains, pilot)
+    return chains, mode, mode_value
+
+
+def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
+    cov = np.atleast_2d(sample_cov) + 1e-6 * np.diag(np.diag(laplace_cov))
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return laplace_cov
+    return cov
+
+
+def _ensemble_fallback(fun, mode, cov, settings, rng, previous, pilot) -> Chains:
+    dim = len(mode)
+    walkers = max(32, 4 * dim)
+    walkers += walkers % 2
+    start = mode + 0.1 * rng.standard_normal((walkers, dim)) @ np.linalg.cholesky(cov).T
+    start_p = fun(start)
+    bad = ~np.isfinite(start_p)
+    start[bad] = mode
+    thin = 5
+    n_steps = settings.num_warmup + thin * max(settings.num_samples // 4, 200)
+    chains = stretch_sampler(fun, start, n_steps, settings.num_warmup, thin, rng)
+    chains.evaluations += pilot.evaluations + (previous.evaluations if previous else 0)
+    chains.diagnose()
+    return chains
