@@ -332,26 +332,63 @@ def load_joblib_safely(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise CorruptPayloadError(f"the results could not be decoded: {exc}") from None
 
 
-def to_jsonable(value: Any) -> Any:
+MAX_JSON_VALUES = 5_000_000
+
+
+class _Budget:
+    """Counts values produced: a small pickle can reference one big list many times."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise SafeDecodeError("the results expand to too many values")
+
+
+def to_jsonable(value: Any, max_values: int = MAX_JSON_VALUES) -> Any:
     """Plain JSON values: arrays become lists, NaN and infinities become null."""
+    return _jsonable(value, _Budget(max_values))
+
+
+def _jsonable(value: Any, budget: _Budget) -> Any:
+    budget.spend(1)
     if isinstance(value, dict):
-        return {_json_key(k): to_jsonable(v) for k, v in value.items()}
+        return {_json_key(k): _jsonable(v, budget) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [to_jsonable(v) for v in items]
+        return [_jsonable(v, budget) for v in items]
     if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
+        budget.spend(value.size)
+        return _array_list(value, budget)
     if isinstance(value, np.generic):
-        return to_jsonable(value.item())
+        return _jsonable(value.item(), budget)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, complex):
-        return {"real": to_jsonable(value.real), "imag": to_jsonable(value.imag)}
+        return {"real": _jsonable(value.real, budget), "imag": _jsonable(value.imag, budget)}
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode()
     if value is None or isinstance(value, bool | int | str):
         return value
     raise UnsafePickleError(f"values of type {type(value).__name__} cannot be returned")
+
+
+def _array_list(array: np.ndarray[Any, Any], budget: _Budget) -> Any:
+    """Without visiting each element in Python where numpy can do the work."""
+    if array.dtype.kind in "biuU":
+        return array.tolist()
+    if array.dtype.kind == "M":
+        return np.datetime_as_string(array).tolist()
+    if array.dtype.kind == "m":
+        return array.astype(str).tolist()
+    if array.dtype.kind == "f":
+        cells = array.astype(object)
+        cells[~np.isfinite(array)] = None
+        return cells.tolist()
+    budget.left += array.size  # visited one by one below, and counted there
+    return _jsonable(array.tolist(), budget)
 
 
 def _json_key(key: Any) -> str:
@@ -360,10 +397,12 @@ def _json_key(key: Any) -> str:
     return key if isinstance(key, str) else str(key)
 
 
-def joblib_to_json(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def joblib_to_json(
+    data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = MAX_JSON_VALUES
+) -> Any:
     """Decode a joblib file safely into plain JSON values (CPU-bound: call it in a thread)."""
     value = load_joblib_safely(data, max_bytes)
     try:
-        return to_jsonable(value)
+        return to_jsonable(value, max_values)
     except RecursionError:
         raise CorruptPayloadError("the results are nested too deeply") from None

@@ -470,18 +470,16 @@ MALFORMED: dict[str, tuple[bytes | str | Any, str]] = {
 
 
 @pytest.mark.usefixtures("backend")
-@pytest.mark.parametrize("case", sorted(MALFORMED))
-async def test_a_malformed_body_is_refused_and_changes_nothing(
-    api: ApiClient, accounts: Accounts, resources: Resources, case: str
+async def test_malformed_bodies_are_refused_and_change_nothing(
+    api: ApiClient, accounts: Accounts, resources: Resources
 ) -> None:
     made = await make_analysis(resources, accounts)
-    body, expected = MALFORMED[case]
-    reply = await post_webhook(api, made, body)
-    assert reply.status == 400, reply.text
-    assert expected in reply.message
-    row = await load_row(resources, made.id)
-    assert (row.status, row.artifacts, row.data_summary) == ("pending", {}, {})
-    assert files_of(resources, made.unique_id) == []
+    for case, (body, expected) in MALFORMED.items():
+        reply = await post_webhook(api, made, body)
+        assert (reply.status, expected in reply.message) == (400, True), (case, reply.text)
+        row = await load_row(resources, made.id)
+        assert (row.status, row.artifacts, row.data_summary) == ("pending", {}, {}), case
+        assert files_of(resources, made.unique_id) == [], case
     assert await outbox_for(resources, made.id) == []
     # The token still works for a valid body afterwards.
     assert (await post_webhook(api, made, {"status": "success", "analysis": {}})).status == 200

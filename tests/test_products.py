@@ -1,0 +1,248 @@
+"""Analysis products: plots, results (joblib decoded safely) and the server-side corner plot,
+with SkyPortal's messages, access control, and results delivered through the real webhook."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDictProxy
+
+from shared.resources import Resources
+from tests.support.api import Accounts, ApiClient
+from tests.support.api import TestUser as ApiUser
+from tests.test_webhook_receiver import (
+    SN_RESULT,
+    MadeAnalysis,
+    b64,
+    figure_bytes,
+    joblib_bytes,
+    load_row,
+    make_analysis,
+    netcdf_posterior,
+    post_webhook,
+    posterior_samples,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>'
+
+
+@dataclass
+class Fetched:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def message(self) -> str:
+        return str(self.json.get("message", ""))
+
+
+async def fetch(api: ApiClient, path: str, user: ApiUser, token: str = "") -> Fetched:
+    headers = {"Authorization": f"token {user.token}"}
+    async with api.client.get(path, headers=headers) as response:
+        body = await response.read()
+        fetched = Fetched(response.status, response.headers, body)
+    if token:
+        assert token.encode() not in body, "the webhook token must never appear in a response"
+    return fetched
+
+
+async def completed(
+    api: ApiClient, accounts: Accounts, resources: Resources, analysis: dict[str, Any]
+) -> MadeAnalysis:
+    made = await make_analysis(resources, accounts)
+    body = {"status": "success", "message": "ok", "analysis": analysis}
+    reply = await post_webhook(api, made, body)
+    assert reply.status == 200, reply.text
+    return made
+
+
+def base(made: MadeAnalysis) -> str:
+    return f"/api/obj/analysis/{made.id}"
+
+
+@pytest.mark.usefixtures("backend")
+async def test_plots_are_served_with_their_content_type(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    png, jpeg = figure_bytes("png"), figure_bytes("jpeg")
+    plots = [
+        {"format": "png", "data": b64(png)},
+        {"format": "jpeg", "data": b64(jpeg)},
+        {"format": "svg", "data": b64(SVG)},
+    ]
+    made = await completed(api, accounts, resources, {"plots": plots})
+    user = made.author
+
+    first = await fetch(api, f"{base(made)}/plots", user, made.token)
+    assert (first.status, first.headers["Content-Type"], first.body) == (200, "image/png", png)
+    numbered = await fetch(api, f"{base(made)}/plots/0", user)
+    assert numbered.body == png
+    second = await fetch(api, f"{base(made)}/plots/1", user)
+    assert (second.headers["Content-Type"], second.body) == ("image/jpeg", jpeg)
+    svg = await fetch(api, f"{base(made)}/plots/2", user)
+    assert (svg.headers["Content-Type"], svg.body) == ("image/svg+xml", SVG)
+    assert "sandbox" in svg.headers["Content-Security-Policy"]
+    assert svg.headers["X-Content-Type-Options"] == "nosniff"
+
+    message = "Invalid plot number. There is/are 3 plot(s) available for this analysis"
+    for number in ("3", "-1"):
+        missing = await fetch(api, f"{base(made)}/plots/{number}", user)
+        assert (missing.status, missing.message) == (404, message)
+    bad = await fetch(api, f"{base(made)}/plots/two", user)
+    assert (bad.status, bad.message) == (400, "plot_number must be an integer. Got: two")
+
+
+@pytest.mark.usefixtures("backend")
+async def test_missing_products_get_skyportals_404_messages(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    pending = await make_analysis(resources, accounts)
+    for product in ("plots", "plots/0", "results", "corner"):
+        reply = await fetch(api, f"{base(pending)}/{product}", pending.author)
+        assert (reply.status, reply.message) == (404, "No data found for this Analysis.")
+
+    only_a_name = await completed(api, accounts, resources, {"model_name": "salt3"})
+    expected = {
+        "plots": "No plot data found for this Analysis.",
+        "results": "No results data found for this Analysis.",
+        "corner": "No inference data found for this Analysis.",
+    }
+    for product, message in expected.items():
+        reply = await fetch(api, f"{base(only_a_name)}/{product}", only_a_name.author)
+        assert (reply.status, reply.message) == (404, message)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_json_results_and_their_download(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    results = {"summary": "A type Ia supernova", "chi2": 1.25, "params": {"z": [0.1, 0.01]}}
+    made = await completed(
+        api, accounts, resources, {"results": {"format": "json", "data": results}}
+    )
+    reply = await fetch(api, f"{base(made)}/results", made.author, made.token)
+    assert (reply.status, reply.json["data"]) == (200, results)
+
+    download = await fetch(api, f"{base(made)}/results?download=true", made.author)
+    assert download.status == 200
+    assert download.headers["Content-Disposition"] == (
+        f'attachment; filename="analysis_{made.obj_id}.json"'
+    )
+    assert json.loads(download.body) == results
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("compress", [0, 3])
+async def test_joblib_results_are_decoded_safely(
+    api: ApiClient, accounts: Accounts, resources: Resources, compress: int
+) -> None:
+    data = b64(joblib_bytes(SN_RESULT, compress=compress))
+    made = await completed(
+        api, accounts, resources, {"results": {"format": "joblib", "data": data}}
+    )
+    reply = await fetch(api, f"{base(made)}/results", made.author)
+    assert reply.status == 200
+    decoded = reply.json["data"]
+    assert decoded["parameters"] == [0.05, 59000.0, 1.2e-5]
+    assert decoded["covariance"][1] == [0.0, 0.01, 0.0]
+    assert (decoded["chisq"], decoded["ndof"], decoded["success"]) == (12.5, 10, True)
+    assert decoded["param_names"] == ["z", "t0", "amplitude"]
+
+
+class Marker:
+    """Unpickling this would create a file: the proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.path}",))
+
+
+async def test_malicious_joblib_results_are_stored_but_never_executed(
+    api: ApiClient, accounts: Accounts, resources: Resources, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = joblib_bytes({"fit": [1, 2], "evil": Marker(marker)}, compress=3)
+    made = await completed(
+        api, accounts, resources, {"results": {"format": "joblib", "data": b64(payload)}}
+    )
+    assert not marker.exists()
+    reply = await fetch(api, f"{base(made)}/results", made.author)
+    assert reply.status == 422
+    assert reply.message.startswith("Refusing to decode the joblib results: ")
+    assert "system, which is not allowed" in reply.message
+    download = await fetch(api, f"{base(made)}/results?download=true", made.author)
+    assert download.status == 422
+    assert not marker.exists()
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_corner_plot_is_drawn_from_the_netcdf_posterior_and_cached(
+    api: ApiClient, accounts: Accounts, resources: Resources, tmp_path: Path
+) -> None:
+    nc = netcdf_posterior(tmp_path)
+    analysis = {"inference_data": {"format": "netcdf4", "data": b64(nc)}}
+    made = await completed(api, accounts, resources, analysis)
+    first = await fetch(api, f"{base(made)}/corner", made.author, made.token)
+    assert (first.status, first.headers["Content-Type"]) == (200, "image/png")
+    assert first.body.startswith(PNG_MAGIC)
+
+    row = await load_row(resources, made.id)
+    cached = row.artifacts["corner"]
+    assert cached["sha256"] == hashlib.sha256(first.body).hexdigest()
+    # Ruin the source: the second answer must come from the cached artifact.
+    source = resources.settings.artifact_dir / row.artifacts["inference_data"]["path"]
+    source.write_bytes(b"not netcdf any more")
+    second = await fetch(api, f"{base(made)}/corner", made.author)
+    assert (second.status, second.body) == (200, first.body)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_corner_plot_falls_back_to_posterior_samples(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    samples = {**posterior_samples(), "fixed_z": [0.1] * 500}
+    made = await completed(api, accounts, resources, {"posterior_samples": samples})
+    reply = await fetch(api, f"{base(made)}/corner", made.author)
+    assert (reply.status, reply.body[:8]) == (200, PNG_MAGIC)
+
+    flat = await completed(api, accounts, resources, {"posterior_samples": {"z": [0.1] * 20}})
+    refused = await fetch(api, f"{base(flat)}/corner", flat.author)
+    assert refused.status == 422
+    assert refused.message == "Cannot draw a corner plot: no parameter of the posterior varies"
+
+
+@pytest.mark.usefixtures("backend")
+async def test_only_readers_of_the_analysis_get_its_products(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    analysis = {
+        "plots": [{"format": "png", "data": b64(figure_bytes("png"))}],
+        "results": {"format": "json", "data": {"a": 1}},
+        "posterior_samples": posterior_samples(),
+    }
+    made = await completed(api, accounts, resources, analysis)
+    stranger = await accounts.user(groups=(await accounts.group(),))
+    admin = await accounts.user(admin=True)
+    for product in ("plots", "plots/0", "results", "corner"):
+        refused = await fetch(api, f"{base(made)}/{product}", stranger)
+        assert (refused.status, refused.message) == (403, "Cannot access this Analysis.")
+        allowed = await fetch(api, f"{base(made)}/{product}", admin, made.token)
+        assert allowed.status == 200, (product, allowed.body[:200])
+    absent = await fetch(api, "/api/obj/analysis/987654321/results", admin)
+    assert (absent.status, absent.message) == (403, "Cannot access this Analysis.")
+    invalid = await fetch(api, "/api/obj/analysis/abc/results", admin)
+    assert (invalid.status, invalid.message) == (400, "Invalid analysis_id: abc")
