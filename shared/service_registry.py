@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -343,6 +343,10 @@ def url_rejected(reason: str) -> str:
     return f"{URL_INVALID} URL rejected: {reason}."
 
 
+Checker = Callable[[Any], Any]
+"""Validates one attribute's value and returns what is stored; raises _FieldError."""
+
+
 class _FieldError(ValueError):
     def __init__(self, message: str | dict[int, list[str]]) -> None:
         super().__init__(str(message))
@@ -364,7 +368,7 @@ def check_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
             if required:
                 errors[field] = ["Missing data for required field."]
             elif field != "signing_secret":
-                values[field] = default
+                values[field] = list(default) if isinstance(default, list) else default
             continue
         try:
             values[field] = checker(data[field])
@@ -375,7 +379,7 @@ def check_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _text(max_length: int | None, *, nullable: bool) -> Any:
+def _text(max_length: int | None, *, nullable: bool) -> Checker:
     def check(value: Any) -> str | None:
         if value is None:
             if nullable:
@@ -408,7 +412,7 @@ def _boolean(value: Any) -> bool:
     return parsed
 
 
-def _choice(names: tuple[str, ...]) -> Any:
+def _choice(names: tuple[str, ...]) -> Checker:
     def check(value: Any) -> str:
         if value is None:
             raise _FieldError("Field may not be null.")
@@ -454,7 +458,7 @@ def _timeout(value: Any) -> float:
     return number
 
 
-_ATTRIBUTE_RULES: dict[str, tuple[Any, bool, Any]] = {
+_ATTRIBUTE_RULES: dict[str, tuple[Checker, bool, Any]] = {
     # field: (checker, required, default)
     "name": (_text(255, nullable=False), True, None),
     "display_name": (_text(255, nullable=False), True, None),

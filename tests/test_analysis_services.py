@@ -16,7 +16,7 @@ from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis
 from shared.db.types import utcnow
 from shared.resources import Resources, open_resources
 from shared.security import hash_token
-from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
+from shared.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
 from shared.settings import load_settings
 from tests.support.api import Accounts, ApiClient, Reply, TestUser, api_client, unique
 
@@ -211,6 +211,20 @@ async def test_optional_parameters_round_trip_as_given(
     listed = await api.get(PATH, world.manager)
     (item,) = [s for s in listed.data if s["id"] == service_id]
     assert item["optional_analysis_parameters"] == given
+    # A PATCH in the other form comes back in that form.
+    other = PARAMETERS if isinstance(given, str) else json.dumps(PARAMETERS)
+    patch = {"optional_analysis_parameters": other}
+    assert (await api.patch(f"{PATH}/{service_id}", world.manager, patch)).status == 200
+    single = await api.get(f"{PATH}/{service_id}", world.manager)
+    assert single.data["optional_analysis_parameters"] == other
+
+
+def test_required_flags_accept_skyportal_spellings() -> None:
+    assert is_required(["a", "b"]) is True
+    assert is_required({"type": "number", "required": "True"}) is True
+    assert is_required({"type": "number", "required": True}) is True
+    assert is_required({"type": "number", "required": "False"}) is False
+    assert is_required({"type": "number"}) is False
 
 
 BAD_PARAMETERS = [

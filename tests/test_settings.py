@@ -23,9 +23,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def settings_error(**env: str) -> str:
+def settings_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
     for key, value in env.items():
-        os.environ[key] = value
+        monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError) as caught:
         load_settings(None)
     return str(caught.value)
@@ -135,14 +135,17 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), BAD_VALUES)
-def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
-    text = settings_error(**{variable: value})
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    text = settings_error(monkeypatch, **{variable: value})
     assert text.startswith("invalid settings:\n")
     assert f"  {variable}: {message}" in text, text
 
 
-def test_every_bad_value_is_reported_at_once() -> None:
-    text = settings_error(SKYHOOK_PORT="x", SKYHOOK_AMQP_URL="kafka://", SKYHOOK_LOG_LEVEL="chatty")
+def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = {"SKYHOOK_PORT": "x", "SKYHOOK_AMQP_URL": "kafka://", "SKYHOOK_LOG_LEVEL": "chatty"}
+    text = settings_error(monkeypatch, **bad)
     lines = text.splitlines()[1:]
     assert sorted(line.split(":")[0].strip() for line in lines) == [
         "SKYHOOK_AMQP_URL",
