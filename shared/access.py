@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.models import Group, GroupUser, Token, User
 from shared.enums import ACL
 from shared.security import hash_token
-from shared.web import ApiError
+from shared.web import ApiError, is_id
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ async def resolve_group_ids(
             return []
         ids: Iterable[int] = principal.group_ids
     else:
-        if not isinstance(group_ids, list) or not all(
-            isinstance(g, int) and not isinstance(g, bool) for g in group_ids
-        ):
+        if not isinstance(group_ids, list) or not all(is_id(g) for g in group_ids):
             raise ApiError(400, "Invalid group_ids: must be a list of integer group IDs")
         ids = group_ids
     wanted = set(ids)

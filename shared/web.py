@@ -97,7 +97,25 @@ async def json_body(request: web.Request, *, optional: bool = True) -> dict[str,
         raise bad_request(f"Error parsing JSON: {exc}") from None
     if not isinstance(value, dict):
         raise bad_request("Error parsing JSON: the body must be a JSON object")
+    if _contains_nul(value):
+        raise bad_request("Error parsing JSON: strings must not contain NUL (\\u0000) characters")
     return value
+
+
+def _contains_nul(value: Any) -> bool:
+    """PostgreSQL refuses NUL in text and JSONB; refuse it at the door instead of failing later."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _refuse_constant(name: str) -> float:
@@ -122,6 +140,14 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
         raise bad_request(f"Invalid {name}: {value}") from None
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL
+
+
+def is_id(value: Any) -> bool:
+    """A JSON value usable as a row id (not a bool, within the column's range)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
 def path_int(request: web.Request, key: str, label: str | None = None) -> int:
     """A path capture coerced to int, with SkyPortal's message on failure."""
     value = request.match_info.get(key, "")
@@ -129,7 +155,7 @@ def path_int(request: web.Request, key: str, label: str | None = None) -> int:
         number = int(value)
     except ValueError:
         raise bad_request(f"Invalid {label or key}: {value}") from None
-    if number < 0 or number > 2**63 - 1:
+    if not is_id(number):
         raise bad_request(f"Invalid {label or key}: {value}")
     return number
 
@@ -145,8 +171,9 @@ class Page:
 
 
 def page_from_query(request: web.Request, default_size: int, max_size: int) -> Page:
-    number = query_int(request, "pageNumber", 1) or 1
-    size = query_int(request, "numPerPage", default_size) or default_size
+    number = query_int(request, "pageNumber", 1)
+    size = query_int(request, "numPerPage", default_size)
+    assert number is not None and size is not None
     if number < 1:
         raise bad_request("Invalid pageNumber: must be >= 1")
     if size < 1 or size > max_size:
@@ -160,9 +187,13 @@ def finite(value: Any, name: str, *, allow_none: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"Invalid {name}: must be a number")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise bad_request(f"Invalid {name}: must be finite") from None
+    if not math.isfinite(number):
         raise bad_request(f"Invalid {name}: must be finite")
-    return float(value)
+    return number
 
 
 @dataclass(frozen=True)

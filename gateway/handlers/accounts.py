@@ -17,6 +17,7 @@ from shared.web import (
     ApiError,
     Route,
     bad_request,
+    is_id,
     json_body,
     not_found,
     page_from_query,
@@ -41,7 +42,7 @@ async def post_user(request: web.Request) -> web.Response:
     if not isinstance(is_admin, bool):
         raise bad_request("Invalid is_admin: must be a boolean")
     group_ids = body.get("group_ids", [])
-    if not isinstance(group_ids, list) or not all(isinstance(g, int) for g in group_ids):
+    if not isinstance(group_ids, list) or not all(is_id(g) for g in group_ids):
         raise bad_request("Invalid group_ids: must be a list of integer group IDs")
     async with request.app[RESOURCES].sessions.begin() as session:
         groups = (await session.execute(select(Group).where(Group.id.in_(group_ids)))).scalars()
@@ -146,7 +147,7 @@ async def post_group(request: web.Request) -> web.Response:
     if description is not None and not isinstance(description, str):
         raise bad_request("Invalid description: must be a string")
     admins = body.get("group_admins", [])
-    if not isinstance(admins, list) or not all(isinstance(a, int) for a in admins):
+    if not isinstance(admins, list) or not all(is_id(a) for a in admins):
         raise bad_request("Invalid group_admins: must be a list of user IDs")
     async with request.app[RESOURCES].sessions.begin() as session:
         users = list(await session.scalars(select(User).where(User.id.in_(admins))))
@@ -216,7 +217,7 @@ async def post_group_user(request: web.Request) -> web.Response:
             raise not_found(f"Group {group_id} not found")
         query = select(User)
         if user_id is not None:
-            if not isinstance(user_id, int) or isinstance(user_id, bool):
+            if not is_id(user_id):
                 raise bad_request(f"Invalid userID: {user_id}")
             query = query.where(User.id == user_id)
         else:
@@ -249,7 +250,7 @@ async def post_token(request: web.Request) -> web.Response:
     if not isinstance(name, str) or len(name) > 255:
         raise bad_request("Invalid name: must be a string of at most 255 characters")
     user_id = body.get("user_id", me.user_id)
-    if not isinstance(user_id, int) or isinstance(user_id, bool):
+    if not is_id(user_id):
         raise bad_request(f"Invalid user_id: {user_id}")
     if user_id != me.user_id and not me.is_admin:
         raise ApiError(403, "Only system admins can create tokens for other users")
