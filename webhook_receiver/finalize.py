@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from shared.analysis_data import AnnotationIn, merged_json
-from shared.db.models import Annotation, ObjAnalysis
+from shared.db.models import Annotation, Group, ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisCompleted
@@ -74,7 +74,9 @@ async def expire(session: AsyncSession, analysis: ObjAnalysis, now: datetime) ->
         )
         .values(
             status=AnalysisStatus.TIMED_OUT,
-            status_message=f"Analysis timed out before webhook call at {now.isoformat()}",
+            # SkyPortal's text: naive UTC, as the dispatcher's sweeper writes it too.
+            status_message="Analysis timed out before webhook call at "
+            + now.strftime("%Y-%m-%d %H:%M:%S.%f"),
             last_activity=now,
             duration=_seconds_since(analysis.last_activity, now),
             modified=now,
@@ -129,6 +131,8 @@ async def upsert_annotations(
     """Update the author's own annotation with this origin when it is shared with exactly the
     analysis' groups; otherwise add a new one. Other annotations are never touched."""
     group_ids = {g.id for g in analysis.groups}
+    # This session's own Group rows (the analysis row was loaded by another session).
+    groups = list(await session.scalars(select(Group).where(Group.id.in_(group_ids))))
     for item in items:
         origin = item.origin or analysis.service.name
         mine = await session.scalars(
@@ -151,7 +155,7 @@ async def upsert_annotations(
                     owner_id=analysis.author_id,
                     origin=origin,
                     data=dict(item.data),
-                    groups=list(analysis.groups),
+                    groups=list(groups),
                 )
             )
     await session.flush()

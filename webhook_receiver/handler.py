@@ -72,7 +72,6 @@ async def _active_analysis(resources: Resources, token: str) -> ObjAnalysis:
         analysis = await find_by_token_hash(session, hash_token(token)) if token else None
         if analysis is None:
             raise forbidden("Invalid token")
-        _ = analysis.service  # loaded with the row (joined)
     problem = refusal(analysis)
     if problem is not None:
         raise problem
@@ -124,7 +123,9 @@ async def receive(request: web.Request, resources: Resources, token: str) -> web
     )
     if not await _commit(resources, analysis, outcome, stored):
         log.info(
-            "analysis %s: another webhook POST won; this one's files were removed", analysis.id
+            "analysis %s: lost to a concurrent change (another webhook POST, cancel or expiry); "
+            "this request's files were removed",
+            analysis.id,
         )
         if utcnow() > analysis.invalid_after:
             await _expire(resources, analysis)
@@ -141,7 +142,8 @@ async def _commit(
     won = False
     try:
         async with resources.sessions.begin() as session:
-            won = await finalize(session, analysis, outcome)
+            updated = await finalize(session, analysis, outcome)
+        won = updated  # only once the transaction has committed
     finally:
         if not won:
             await asyncio.shield(discard_artifacts(resources.artifacts, stored.artifacts))
