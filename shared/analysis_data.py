@@ -32,8 +32,9 @@ log = logging.getLogger("skyhook.analysis_data")
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 StrictText = Annotated[str, Field(strict=True)]
-Samples = dict[str, list[FiniteFloat]]
-LightcurveRow = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
+# null stands for a missing value (JSON has no NaN); NaN and infinities are refused.
+Samples = dict[str, list[FiniteFloat | None]]
+LightcurveRow = Annotated[list[FiniteFloat | None], Field(min_length=4, max_length=4)]
 ModelLightcurve = dict[str, list[LightcurveRow]]
 
 # Manifest keys written by this module (the payload); other keys (inputs, corner, …) are not.
