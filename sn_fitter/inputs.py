@@ -68,16 +68,27 @@ def _number(row: dict[str, str | None], key: str) -> float:
         raise InputError(f"column {key!r} has a value that is not a number: {text!r}") from None
 
 
-def _rows(text: str, what: str) -> list[dict[str, str | None]]:
-    if not isinstance(text, str):
-        raise InputError(f"{what} must be a CSV string")
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _rows(data: str | list, what: str) -> list[dict[str, str | None]]:
+    """Rows of a SkyPortal CSV string, or of skyhook's typed JSON records (a list of objects)."""
+    if isinstance(data, list):
+        if not all(isinstance(record, dict) for record in data):
+            raise InputError(f"{what} records must be objects")
+        return [{str(k): _cell(v) for k, v in record.items()} for record in data]
+    if not isinstance(data, str):
+        raise InputError(f"{what} must be a CSV string or a list of records")
     try:
-        reader = csv.DictReader(io.StringIO(text))
+        reader = csv.DictReader(io.StringIO(data))
         rows = list(reader)
     except csv.Error as exc:
         raise InputError(f"{what} is not valid CSV: {exc}") from None
     if reader.fieldnames is None:
         raise InputError(f"{what} CSV has no header row")
+    if any(None in row for row in rows):
+        raise InputError(f"{what} CSV has rows longer than its header")
     return rows
 
 
@@ -104,9 +115,9 @@ def _limit(row: dict[str, str | None], zp: float, fluxerr: float) -> tuple[float
     return math.nan, math.nan
 
 
-def parse_photometry(text: str) -> LightCurve:
+def parse_photometry(data: str | list) -> LightCurve:
     """Read SkyPortal's photometry CSV (mjd, flux, fluxerr, ..., filter, magsys, zp, ...)."""
-    rows = _rows(text, "photometry")
+    rows = _rows(data, "photometry")
     columns: dict[str, list] = {k: [] for k in ("t", "f", "e", "lim", "zp", "sys", "band", "filt")}
     ignored = 0
     band_sources: dict[str, set[str]] = {}
@@ -150,11 +161,11 @@ def parse_photometry(text: str) -> LightCurve:
     )
 
 
-def parse_redshift(text: str | None) -> Redshift:
+def parse_redshift(data: str | list | None) -> Redshift:
     """Read SkyPortal's redshift CSV (redshift, redshift_error, redshift_origin)."""
-    if text is None:
+    if data is None:
         return Redshift(None, None, None)
-    rows = _rows(text, "redshift")
+    rows = _rows(data, "redshift")
     if not rows:
         return Redshift(None, None, None)
     row = rows[0]

@@ -27,6 +27,9 @@ LogDensity = Callable[[np.ndarray], np.ndarray]
 RHAT_TARGET = 1.01
 T_DOF = 5.0
 WIDE_FRACTION, WIDE_SCALE = 0.1, 3.0
+IMH_ROUNDS = 3
+MIN_ACCEPTANCE = 0.05
+ENSEMBLE_THIN, ENSEMBLE_MIN_BURN = 10, 1000
 MODE_RESTART_GAP = 10.0  # log-density units: starts this much worse than the best are skipped
 
 
@@ -227,24 +230,34 @@ class SamplerSettings:
 
 
 def sample_posterior(fun, starts, bounds, steps, settings: SamplerSettings, rng) -> tuple:
-    """Mode, then pilot and main independence-MH; ensemble fallback if not converged."""
+    """Mode, pilot, then independence-MH rounds; the ensemble sampler if those cannot mix.
+
+    A round that is close to converging is followed by a longer one whose proposal is refit
+    to the previous round's draws; the earlier rounds count as warm-up (only the last round's
+    draws are returned, so the reported chains come from one fixed transition kernel).
+    """
     mode, mode_value = find_mode(fun, starts, bounds, steps)
     cov = laplace_covariance(fun, mode, bounds, steps)
-    pilot = independence_mh(
+    previous = independence_mh(
         fun, StudentMixture(mode, cov, 1.2), settings.num_chains, settings.num_warmup, rng
     )
-    flat = pilot.draws.reshape(-1, len(mode))
-    chains = None
-    if pilot.acceptance > 0.05 and len(np.unique(flat[:, 0])) > 5 * len(mode):
+    spent = previous.evaluations
+    draws = settings.num_samples
+    for _ in range(IMH_ROUNDS):
+        flat = previous.draws.reshape(-1, len(mode))
+        if previous.acceptance < MIN_ACCEPTANCE or len(np.unique(flat[:, 0])) <= 5 * len(mode):
+            break
         proposal = StudentMixture(flat.mean(axis=0), _regularize(np.cov(flat.T), cov), 1.1)
-        start = (pilot.draws[:, -1], pilot.log_density[:, -1])
-        chains = independence_mh(
-            fun, proposal, settings.num_chains, settings.num_samples, rng, start=start
-        )
-        chains.evaluations += pilot.evaluations
+        start = (previous.draws[:, -1], previous.log_density[:, -1])
+        chains = independence_mh(fun, proposal, settings.num_chains, draws, rng, start=start)
+        spent += chains.evaluations
+        chains.evaluations = spent
         chains.diagnose()
-    if chains is None or not chains.converged(settings.min_ess):
-        chains = _ensemble_fallback(fun, mode, cov, settings, rng, chains, pilot)
+        if chains.converged(settings.min_ess):
+            return chains, mode, mode_value
+        previous, draws = chains, draws * 2
+    chains = _ensemble_fallback(fun, mode, cov, settings, rng)
+    chains.evaluations += spent
     return chains, mode, mode_value
 
 
@@ -257,17 +270,16 @@ def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
     return cov
 
 
-def _ensemble_fallback(fun, mode, cov, settings, rng, previous, pilot) -> Chains:
+def _ensemble_fallback(fun, mode, cov, settings, rng) -> Chains:
     dim = len(mode)
     walkers = max(32, 4 * dim)
     walkers += walkers % 2
     start = mode + 0.1 * rng.standard_normal((walkers, dim)) @ np.linalg.cholesky(cov).T
     start_p = fun(start)
-    bad = ~np.isfinite(start_p)
-    start[bad] = mode
-    thin = 5
-    n_steps = settings.num_warmup + thin * max(settings.num_samples // 4, 200)
-    chains = stretch_sampler(fun, start, n_steps, settings.num_warmup, thin, rng)
-    chains.evaluations += pilot.evaluations + (previous.evaluations if previous else 0)
+    start[~np.isfinite(start_p)] = mode
+    thin = ENSEMBLE_THIN
+    kept = max(settings.num_chains * settings.num_samples // walkers, 100)
+    burn = max(settings.num_warmup, ENSEMBLE_MIN_BURN)
+    chains = stretch_sampler(fun, start, burn + thin * kept, burn, thin, rng)
     chains.diagnose()
     return chains
