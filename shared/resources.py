@@ -47,7 +47,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     engine = create_engine(settings.database_url)
     secret = settings.secret_key.get_secret_value()
     sessions = create_session_factory(engine)
-    bus = create_bus(settings.amqp_url)
+    bus_options = {} if settings.uses_memory_bus else {"prefix": settings.bus_prefix}
+    bus = create_bus(settings.amqp_url, **bus_options)
     try:
         await bus.start()
         yield Resources(
