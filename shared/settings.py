@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/skyhook.db"
     amqp_url: str = "memory://"
+    # RabbitMQ names start with this (exchange ``<prefix>.events``, queues ``<prefix>.…``), so
+    # several deployments or test runs can share one broker.
+    bus_prefix: str = Field("skyhook", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     public_url: str = "http://127.0.0.1:5000"
     artifact_dir: Path = Path("./var/artifacts")
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
