@@ -6,13 +6,14 @@ from aiohttp import web
 
 from gateway.auth import auth_middleware
 from gateway.routes import gateway_routes
+from shared.observability import metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
 
 
 def create_gateway_app(resources: Resources) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[metrics_middleware("gateway"), error_middleware, auth_middleware],
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
     app[RESOURCES] = resources

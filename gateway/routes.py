@@ -11,6 +11,7 @@ from gateway.handlers import (
     sources,
 )
 from gateway.openapi import openapi_handler
+from shared.observability import OBSERVABILITY_ROUTES
 from shared.web import Route
 from webhook_receiver.routes import WEBHOOK_ROUTES
 
@@ -24,5 +25,6 @@ def gateway_routes() -> list[Route]:
         *analysis_uploads.ROUTES,
         *products.ROUTES,
         *WEBHOOK_ROUTES,
+        *OBSERVABILITY_ROUTES,
     ]
     return [*routes, openapi_handler(routes)]

@@ -42,13 +42,17 @@ def url_policy_from(settings: Settings) -> URLPolicy:
     )
 
 
+def bus_from(settings: Settings) -> Bus:
+    options = {} if settings.uses_memory_bus else {"prefix": settings.bus_prefix}
+    return create_bus(settings.amqp_url, **options)
+
+
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     engine = create_engine(settings.database_url)
     secret = settings.secret_key.get_secret_value()
     sessions = create_session_factory(engine)
-    bus_options = {} if settings.uses_memory_bus else {"prefix": settings.bus_prefix}
-    bus = create_bus(settings.amqp_url, **bus_options)
+    bus = bus_from(settings)
     try:
         await bus.start()
         yield Resources(

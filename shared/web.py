@@ -80,7 +80,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(exc.status, exc.reason)
         raise
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        # The route template, not the path: paths can hold secrets (webhook tokens).
+        resource = request.match_info.route.resource
+        where = resource.canonical if resource is not None else "unmatched route"
+        log.exception("unhandled error in %s %s", request.method, where)
         return error_response(500, "Internal server error")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +42,21 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
         print(f"skyhook: {exc}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    from skyhook import operations
+
+    settings = _settings(args)
+    try:
+        if args.dead_letters_command == "list":
+            asyncio.run(operations.list_dead_letters(settings, args.limit))
+        else:
+            asyncio.run(operations.replay_dead_letters(settings, args.id))
+    except (ValueError, ConnectionError) as exc:
+        print(f"skyhook: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -97,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--group", action="append", default=[])
     create.set_defaults(func=_cmd_token_create)
 
+    dead = commands.add_parser("dead-letters", help="inspect and re-drive dead-lettered messages")
+    dead_commands = dead.add_subparsers(dest="dead_letters_command", required=True)
+    dead_list = dead_commands.add_parser("list", help="print dead letters as JSON lines")
+    dead_list.add_argument("--limit", type=int, default=100)
+    dead_list.set_defaults(func=_cmd_dead_letters)
+    dead_replay = dead_commands.add_parser("replay", help="re-publish dead letters")
+    dead_replay.add_argument("--id", action="append", help="message id (repeat); default all")
+    dead_replay.set_defaults(func=_cmd_dead_letters)
+
     for name in SERVICES:
         service = commands.add_parser(name, help=f"run the {name} service alone")
         service.add_argument("--port", type=int, default=None)
@@ -105,12 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.observability import configure_logging
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    return int(args.func(args) or 0)
+    service = args.command if args.command in SERVICES else "skyhook"
+    level = os.environ.get("SKYHOOK_LOG_LEVEL", "INFO").upper()
+    level = level if level in {"DEBUG", "INFO", "WARNING", "ERROR"} else "INFO"
+    configure_logging(service, level, json_logs=args.command in SERVICES)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from dispatcher import running_dispatcher
 from gateway.app import create_gateway_app
 from shared.background import background
 from shared.db.migrate import upgrade_async
+from shared.observability import create_operations_app
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
+from webhook_receiver.app import create_webhook_app
 
 log = logging.getLogger("skyhook")
 
@@ -61,15 +63,21 @@ async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
             await _serve(app, settings.host, settings.port)
 
 
+def _service_app(name: str, resources: Resources) -> web.Application:
+    """The HTTP app a service process serves: its API, or just health, readiness and metrics."""
+    if name == "gateway":
+        return create_gateway_app(resources)
+    if name == "webhook-receiver":
+        return create_webhook_app(resources)
+    return create_operations_app(resources, name)
+
+
 async def run_service(name: str, settings: Settings) -> None:
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         if name == "dispatcher":  # subscribed before the relay publishes
             await stack.enter_async_context(running_dispatcher(resources))
         if name in OUTBOX_WRITERS:
             await stack.enter_async_context(outbox_relay(resources))
-        if name == "gateway":
-            await _serve(create_gateway_app(resources), settings.host, settings.port)
-        elif name == "dispatcher":
-            await asyncio.Event().wait()
-        else:
+        if name not in {"gateway", "webhook-receiver", "dispatcher"}:
             raise SystemExit(f"skyhook: the {name} service is not available yet")
+        await _serve(_service_app(name, resources), settings.host, settings.port)

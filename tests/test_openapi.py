@@ -41,11 +41,11 @@ def app_factories() -> Iterator[tuple[str, Callable[[Resources], web.Application
 
 
 def api_routes(app: web.Application) -> set[tuple[str, str]]:
-    """(METHOD, OpenAPI path) of every /api route, leaving out aiohttp's implicit HEADs."""
+    """(METHOD, OpenAPI path) of every route, leaving out aiohttp's implicit HEADs."""
     found = set()
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
-        if route.method != "HEAD" and path.startswith("/api/"):
+        if route.method != "HEAD" and path.startswith("/"):
             found.add((route.method.upper(), openapi_path(path)))
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from shared.observability import OBSERVABILITY_ROUTES, metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
 from webhook_receiver.routes import WEBHOOK_ROUTES
@@ -11,9 +12,9 @@ from webhook_receiver.routes import WEBHOOK_ROUTES
 
 def create_webhook_app(resources: Resources) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[metrics_middleware("webhook-receiver"), error_middleware],
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
     app[RESOURCES] = resources
-    add_routes(app, WEBHOOK_ROUTES)
+    add_routes(app, [*WEBHOOK_ROUTES, *OBSERVABILITY_ROUTES])
     return app

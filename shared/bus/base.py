@@ -77,6 +77,13 @@ class Bus(Protocol):
         an exception hands it back for redelivery, up to the delivery limit.
         """
 
+    @property
+    def is_connected(self) -> bool:
+        """True while the broker connection is up (readiness)."""
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting per queue (the queues this process declared, and dead letters)."""
+
     async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
         """The oldest ``limit`` dead letters, left in place."""
 

@@ -119,6 +119,15 @@ class MemoryBus:
         for _ in range(max(1, prefetch)):
             declared.consumers.append(asyncio.create_task(self._consume(declared, handler)))
 
+    @property
+    def is_connected(self) -> bool:
+        return not self._closed
+
+    async def queue_depths(self) -> dict[str, int]:
+        depths = {name: queue.items.qsize() for name, queue in self._queues.items()}
+        depths["dead-letter"] = len(self._dead_letters)
+        return depths
+
     async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
         return list(self._dead_letters[: max(0, limit)])
 

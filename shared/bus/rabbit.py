@@ -283,6 +283,23 @@ class RabbitBus:
             raise BusUnavailable(f"{len(failures)} dead letters not replayed: {failures[0]!r}")
         return len(chosen)
 
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and self._connection.connected.is_set()
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each queue this process declared, and in the dead letters."""
+        channel = await self._require_connection().channel(publisher_confirms=False)
+        depths: dict[str, int] = {}
+        try:
+            for name in sorted({*self.declared_queues, self.dead_letter_queue}):
+                queue = await channel.declare_queue(name, passive=True, robust=False)
+                depths[name] = int(queue.declaration_result.message_count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return depths
+
     @contextlib.asynccontextmanager
     async def _dead_letter_channel(self) -> AsyncIterator[AbstractQueue]:
         """A short-lived channel: whatever it still holds goes back to the queue on close."""

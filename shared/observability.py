@@ -1,0 +1,192 @@
+"""Health, readiness, Prometheus metrics and structured logs for every skyhook service.
+
+Each service process mounts ``/healthz`` (the process answers), ``/readyz`` (its database and
+bus answer) and ``/metrics`` (Prometheus text format). Logs are JSON lines carrying the
+analysis id when one is bound (``bind_analysis``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select, text
+
+from shared.db.models import ObjAnalysis, OutboxMessage
+from shared.resources import RESOURCES, Resources
+from shared.web import Handler, Route, add_routes
+
+HTTP_LATENCY = Histogram(
+    "skyhook_http_request_duration_seconds",
+    "HTTP request latency by service, route template and status code",
+    ["service", "method", "route", "status"],
+)
+DISPATCH_ATTEMPTS = Counter(
+    "skyhook_dispatch_attempts_total",
+    "Dispatch attempts to analysis services by outcome (accepted, retry, failed)",
+    ["outcome"],
+)
+WEBHOOK_BODY_BYTES = Histogram(
+    "skyhook_webhook_body_bytes",
+    "Size of webhook bodies posted by analysis services",
+    buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8),
+)
+QUEUE_DEPTH = Gauge("skyhook_queue_messages", "Messages waiting in each bus queue", ["queue"])
+OUTBOX_BACKLOG = Gauge("skyhook_outbox_pending", "Outbox messages not yet published")
+OUTBOX_LAG = Gauge("skyhook_outbox_lag_seconds", "Age of the oldest unpublished outbox message")
+ANALYSES = Gauge("skyhook_analyses", "Analyses by status", ["status"])
+
+_analysis_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "skyhook_analysis_id", default=None
+)
+
+
+@contextmanager
+def bind_analysis(analysis_id: int | None) -> Iterator[None]:
+    """Log lines written inside the block carry this analysis id."""
+    token = _analysis_id.set(analysis_id)
+    try:
+        yield
+    finally:
+        _analysis_id.reset(token)
+
+
+class JSONLogFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        analysis_id = getattr(record, "analysis_id", None) or _analysis_id.get()
+        if analysis_id is not None:
+            entry["analysis_id"] = analysis_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO", *, json_logs: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(JSONLogFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("alembic", "aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def metrics_middleware(service: str) -> Any:
+    @web.middleware
+    async def record_latency(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            HTTP_LATENCY.labels(service, request.method, route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    return record_latency
+
+
+async def _database_ready(resources: Resources) -> str | None:
+    try:
+        async with resources.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"database: {type(exc).__name__}"
+    return None
+
+
+def _bus_ready(resources: Resources) -> str | None:
+    return None if resources.bus.is_connected else "bus: not connected"
+
+
+async def _refresh_gauges(resources: Resources) -> None:
+    async with resources.sessions() as session:
+        counts = await session.execute(
+            select(ObjAnalysis.status, func.count()).group_by(ObjAnalysis.status)
+        )
+        ANALYSES.clear()
+        for status, count in counts:
+            ANALYSES.labels(status).set(count)
+        pending, oldest = (
+            await session.execute(select(func.count(), func.min(OutboxMessage.created_at)))
+        ).one()
+    OUTBOX_BACKLOG.set(pending)
+    OUTBOX_LAG.set(0 if oldest is None else (datetime.now(UTC) - _aware(oldest)).total_seconds())
+    try:
+        depths = await resources.bus.queue_depths()
+    except ConnectionError:
+        return
+    for queue, depth in depths.items():
+        QUEUE_DEPTH.labels(queue).set(depth)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    resources = request.app[RESOURCES]
+    problems = [p for p in (await _database_ready(resources), _bus_ready(resources)) if p]
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    try:
+        await _refresh_gauges(request.app[RESOURCES])
+    except Exception:
+        logging.getLogger("skyhook.metrics").warning("could not refresh gauges", exc_info=True)
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+_TAG = "operations"
+OBSERVABILITY_ROUTES = [
+    Route("GET", "/healthz", healthz, "Liveness: the process answers", _TAG, auth=False),
+    Route("GET", "/readyz", readyz, "Readiness: database and bus answer", _TAG, auth=False),
+    Route("GET", "/metrics", metrics, "Prometheus metrics", _TAG, auth=False),
+]
+
+
+def create_operations_app(resources: Resources, service: str) -> web.Application:
+    """A small app with only the operational routes (for services without their own API)."""
+    app = web.Application(middlewares=[metrics_middleware(service)])
+    app[RESOURCES] = resources
+    add_routes(app, OBSERVABILITY_ROUTES)
+    return app
