@@ -24,6 +24,7 @@ from shared.analysis_data import (
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
+from shared.observability import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.resources import RESOURCES, Resources
 from shared.security import hash_token
 from shared.web import ApiError, bad_request, error_response, forbidden, success
@@ -104,7 +105,15 @@ async def _refuse_by_current_state(resources: Resources, analysis: ObjAnalysis) 
 
 async def receive(request: web.Request, resources: Resources, token: str) -> web.Response:
     analysis = await _active_analysis(resources, token)
+    with bind_analysis(analysis.id):
+        return await _receive_for(request, resources, analysis)
+
+
+async def _receive_for(
+    request: web.Request, resources: Resources, analysis: ObjAnalysis
+) -> web.Response:
     raw = await read_limited(request, resources.settings.webhook_max_body_bytes)
+    WEBHOOK_BODY_BYTES.observe(len(raw))
     try:
         body = await asyncio.to_thread(parse_webhook_body, raw)
         decoded = await decode_analysis_payload(body.analysis)
