@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import sncosmo
 
 import sn_fitter
+from sn_fitter import OPTIONAL_ANALYSIS_PARAMETERS
 from sn_fitter.bands import sncosmo_band_name
 from sn_fitter.diagnostics import ess_bulk, rhat
 from sn_fitter.inputs import InputError, parse_photometry, parse_redshift
@@ -257,3 +260,12 @@ def test_samplers_recover_a_correlated_gaussian():
         flat = chains.draws.reshape(-1, 3)
         assert np.allclose(flat.mean(axis=0), mean, atol=0.08)
         assert np.allclose(np.cov(flat.T), cov, atol=0.12)
+
+
+def test_optional_parameters_describe_every_accepted_parameter():
+    assert OPTIONAL_ANALYSIS_PARAMETERS["source"][0] == "salt3"
+    assert OPTIONAL_ANALYSIS_PARAMETERS["fix_z"] == ["False", "True"]
+    assert {"z_min", "z_max", "num_samples", "num_chains", "seed"} <= set(
+        OPTIONAL_ANALYSIS_PARAMETERS
+    )
+    json.dumps(OPTIONAL_ANALYSIS_PARAMETERS)  # registered as a JSON string
