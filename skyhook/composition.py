@@ -72,7 +72,18 @@ def _service_app(name: str, resources: Resources) -> web.Application:
     return create_operations_app(resources, name)
 
 
+async def _serve_sn_fitter(settings: Settings) -> None:
+    """The SN fitter is standalone (HTTP only, no database): port 6802 unless SKYHOOK_PORT."""
+    from sn_fitter.app import DEFAULT_PORT, FitterSettings, create_app
+
+    port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
+    await _serve(create_app(FitterSettings.from_env()), settings.host, port)
+
+
 async def run_service(name: str, settings: Settings) -> None:
+    if name == "sn-fitter":
+        await _serve_sn_fitter(settings)
+        return
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         if name == "dispatcher":  # subscribed before the relay publishes
             await stack.enter_async_context(running_dispatcher(resources))
