@@ -166,7 +166,8 @@ FD_STEPS = {"z": 2e-4, "t0": 0.02, "x1": 0.01, "c": 1e-3}
 def _starting_points(posterior: Posterior, lc: LightCurve, names, count: int = 3) -> np.ndarray:
     """Best few points of a coarse grid, with the amplitude solved by linear least squares."""
     detected = ~lc.is_limit
-    t_peak = lc.time[detected][np.argmax(lc.flux[detected])]
+    common_zp_flux = lc.flux * 10.0 ** (-0.4 * (lc.zp - 23.9))  # points may differ in zp
+    t_peak = lc.time[detected][np.argmax(common_zp_flux[detected])]
     t_lo, t_hi = posterior.bounds[names.index("t0")]
     cheap = posterior.likelihood.model.kind != "direct"
     t0s = np.clip(t_peak + np.arange(-15.0, 10.5, 1.0 if cheap else 3.0), t_lo, t_hi)
