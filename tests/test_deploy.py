@@ -30,14 +30,18 @@ import kubernetes_validate
 import pytest
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.service import QUEUE as DISPATCHER_QUEUE
 from shared.bus import create_bus
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.events import AnalysisCompleted, AnalysisRequested
+from shared.resources import Resources
 from shared.settings import Settings, load_settings
 from skyhook.cli import SERVICES
+from skyhook.composition import _service_app
+from sn_fitter.app import ROUTES as sn_fitter_routes
 from tests.conftest import AMQP_URL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,8 +54,29 @@ GET_HELM = REPO.parent / "shared" / "tools" / "get-helm"
 
 # The summary service consumes analysis.completed from this queue (see the deployment notes).
 SUMMARIES_QUEUE = "skyhook.summaries"
-HTTP_PORTS = {"gateway": 5000, "webhook-receiver": 5001, "sn-fitter": 6802, "summarizer": 7003}
-WORKERS = {"dispatcher", "summary-service"}
+# SKYHOOK_PORT of each service, in compose and helm alike.
+PORTS = {
+    "gateway": 5000,
+    "webhook-receiver": 5001,
+    "dispatcher": 5002,
+    "summary-service": 5003,
+    "sn-fitter": 6802,
+    "summarizer": 7003,
+}
+# Reached by other services or users: a Kubernetes Service each.
+EXPOSED = {"gateway", "webhook-receiver", "sn-fitter", "summarizer"}
+# The standalone example services answer GET / (no database or bus to report on).
+STANDALONE = {"sn-fitter", "summarizer"}
+
+
+def _liveness_path(service: str) -> str:
+    return "/" if service in STANDALONE else "/healthz"
+
+
+def _readiness_path(service: str) -> str:
+    return "/" if service in STANDALONE else "/readyz"
+
+
 # Oldest and newest Kubernetes schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
 
@@ -131,7 +156,9 @@ def test_compose_runs_every_service_of_the_cli_plus_backends_and_migration(
 def test_compose_services_wait_for_a_successful_migration(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in SERVICES:
+    for name in STANDALONE:
+        assert "depends_on" not in services[name], name
+    for name in [n for n in SERVICES if n not in STANDALONE]:
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "postgres": {"condition": "service_healthy"},
@@ -175,18 +202,19 @@ def test_compose_settings_reach_every_skyhook_service(compose: dict[str, Any]) -
         assert env["SKYHOOK_PUBLIC_URL"] == "http://webhook-receiver:5001"
         assert env["SKYHOOK_ARTIFACT_DIR"] == "/var/lib/skyhook/artifacts"
         assert json.loads(env["SKYHOOK_ALLOWED_URL_HOSTS"]) == ["sn-fitter", "summarizer"]
-        assert env.get("SKYHOOK_PORT") == (str(HTTP_PORTS[name]) if name in HTTP_PORTS else None)
+        assert env.get("SKYHOOK_PORT") == (str(PORTS[name]) if name in PORTS else None)
     backends = compose["services"]
     assert backends["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-test-password"
     assert backends["rabbitmq"]["environment"]["RABBITMQ_PASSWORD"] == "mq-test-password"
 
 
-def _accepted_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+def _accepted_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None]) -> Settings:
     """What the service would load from ``env`` (its SKYHOOK_* variables only)."""
     for name in [k for k in os.environ if k.startswith("SKYHOOK_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        if value is not None:  # null: passed on from the caller's environment only when set
+            monkeypatch.setenv(name, value)
     return load_settings(None)
 
 
@@ -197,7 +225,7 @@ def test_compose_environment_is_accepted_by_every_service(
         settings = _accepted_settings(monkeypatch, service["environment"])
         assert settings.amqp_url.startswith("amqp://") and not settings.uses_sqlite
         assert settings.host == "0.0.0.0"
-        assert settings.port == HTTP_PORTS.get(name, 5000)
+        assert settings.port == PORTS.get(name, 5000)
 
 
 def test_compose_refuses_to_start_without_the_secret_key(tmp_path: Path) -> None:
@@ -230,11 +258,11 @@ def test_compose_health_checks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
-    for name in HTTP_PORTS:
+    for name in SERVICES:
         test = services[name]["healthcheck"]["test"]
-        assert test[:3] == ["CMD", "python", "-c"] and "/healthz" in test[3], name
-    for name in WORKERS | {"migrate"}:
-        assert "healthcheck" not in services[name], name
+        assert test[:3] == ["CMD", "python", "-c"], name
+        assert f'+ "{_liveness_path(name)}", timeout=3)' in test[3], name
+    assert "healthcheck" not in services["migrate"]
 
 
 async def _healthcheck_exit_code(code: str, status: int) -> int:
@@ -271,6 +299,22 @@ async def test_compose_http_health_check_passes_on_200_and_fails_on_503(
     assert await _healthcheck_exit_code(code, 503) != 0
 
 
+async def _status(app: web.Application, path: str) -> int:
+    async with TestClient(TestServer(app)) as client:
+        reply = await client.get(path)
+        return reply.status
+
+
+async def test_probed_paths_answer_on_the_apps_the_services_serve(resources: Resources) -> None:
+    for name in [n for n in SERVICES if n not in STANDALONE]:
+        app = _service_app(name, resources)
+        assert await _status(app, _liveness_path(name)) == 200, name
+        assert await _status(app, _readiness_path(name)) == 200, name
+    fitter = web.Application()
+    fitter.add_routes(sn_fitter_routes)
+    assert await _status(fitter, _liveness_path("sn-fitter")) == 200
+
+
 # --- Dockerfile ---------------------------------------------------------------------------------
 
 
@@ -285,8 +329,8 @@ def test_dockerfile_installs_every_package_and_runs_as_non_root() -> None:
     assert stages and all(stage == "python:3.11-slim" for stage in stages)
     copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
     assert copied == set(_packages())
-    assert "pip install ." in dockerfile
-    assert re.search(r'pip install --no-deps "jax-bandflux', dockerfile)
+    # The SN fitter's documented step for its offline model files, after the project itself.
+    assert re.search(r"pip install \. \\\n\s+&& python -m sn_fitter.install_models\n", dockerfile)
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in {"0", "root"}
     assert 'ENTRYPOINT ["skyhook"]' in dockerfile
@@ -366,12 +410,12 @@ def test_helm_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
     assert kinds == sorted(
         ["ConfigMap", "Secret", "Secret", "PersistentVolumeClaim", "Job"]
         + ["Deployment"] * len(SERVICES)
-        + ["Service"] * len(HTTP_PORTS)
+        + ["Service"] * len(EXPOSED)
         + ["HorizontalPodAutoscaler"]
     )
 
 
-def test_helm_deployment_per_service_with_probes_on_http_ones(rendered: list[dict]) -> None:
+def test_helm_deployment_per_service_with_port_and_probes(rendered: list[dict]) -> None:
     deployments = _by_kind(rendered, "Deployment")
     assert set(deployments) == {f"sky-skyhook-{name}" for name in SERVICES}
     for name in SERVICES:
@@ -380,20 +424,19 @@ def test_helm_deployment_per_service_with_probes_on_http_ones(rendered: list[dic
         assert container["args"] == [name]
         assert container["resources"]["requests"]["cpu"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        if name in HTTP_PORTS:
-            assert container["ports"] == [
-                {"name": "http", "containerPort": HTTP_PORTS[name], "protocol": "TCP"}
-            ]
-            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-        else:
-            assert "livenessProbe" not in container and "ports" not in container
+        assert container["ports"] == [
+            {"name": "http", "containerPort": PORTS[name], "protocol": "TCP"}
+        ]
+        assert {"name": "SKYHOOK_PORT", "value": str(PORTS[name])} in container["env"]
+        liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+        assert liveness["httpGet"] == {"path": _liveness_path(name), "port": "http"}
+        assert readiness["httpGet"] == {"path": _readiness_path(name), "port": "http"}
 
 
-def test_helm_services_expose_the_http_services(rendered: list[dict]) -> None:
+def test_helm_services_expose_the_services_others_call(rendered: list[dict]) -> None:
     services = _by_kind(rendered, "Service")
     assert {name: s["spec"]["ports"][0]["port"] for name, s in services.items()} == {
-        f"sky-skyhook-{name}": port for name, port in HTTP_PORTS.items()
+        f"sky-skyhook-{name}": PORTS[name] for name in EXPOSED
     }
     for name, service in services.items():
         selected = service["spec"]["selector"]["app.kubernetes.io/component"]
@@ -423,23 +466,45 @@ def test_helm_settings_split_into_configmap_and_secret(rendered: list[dict]) -> 
     assert container["envFrom"] == [{"configMapRef": {"name": "sky-skyhook-config"}}]
 
 
+def _container_env(docs: list[dict], deployment: dict) -> dict[str, str | None]:
+    """The environment Kubernetes would give the deployment's container."""
+    config = _by_kind(docs, "ConfigMap")["sky-skyhook-config"]["data"]
+    secret = _by_kind(docs, "Secret")["sky-skyhook-secrets"]["stringData"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str | None] = dict(config)
+    for variable in container["env"]:
+        reference = variable.get("valueFrom", {}).get("secretKeyRef")
+        if reference is None:
+            env[variable["name"]] = variable["value"]
+        elif reference["key"] in secret:
+            env[variable["name"]] = secret[reference["key"]]
+        else:
+            assert reference.get("optional") is True, variable
+    return env
+
+
 def test_helm_environment_is_accepted_by_every_service(
     rendered: list[dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _by_kind(rendered, "ConfigMap")["sky-skyhook-config"]["data"]
-    secret = _by_kind(rendered, "Secret")["sky-skyhook-secrets"]["stringData"]
     for deployment in _by_kind(rendered, "Deployment").values():
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        env = dict(config)
-        for variable in container["env"]:
-            if "valueFrom" in variable:
-                env[variable["name"]] = secret[variable["valueFrom"]["secretKeyRef"]["key"]]
-            else:
-                env[variable["name"]] = variable["value"]
-        settings = _accepted_settings(monkeypatch, env)
+        settings = _accepted_settings(monkeypatch, _container_env(rendered, deployment))
         assert settings.secret_key.get_secret_value() == "helm-test-secret-key"
         assert settings.database_url == HELM_VALUES["database"]["url"]
         assert settings.public_url == "https://skyhook.example.org"
+        assert settings.llm_api_key is None
+
+
+def test_helm_llm_key_goes_to_the_secret_and_extra_settings_to_the_configmap(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"SKYHOOK_LLM_MODEL": "small-model", "SKYHOOK_DISPATCH_TIMEOUT_SECONDS": 12}
+    docs = _render(helm, tmp_path, {"llmApiKey": "sk-test-llm-key", "config": config})
+    assert "sk-test-llm-key" not in json.dumps(_by_kind(docs, "ConfigMap"))
+    summarizer = _by_kind(docs, "Deployment")["sky-skyhook-summarizer"]
+    settings = _accepted_settings(monkeypatch, _container_env(docs, summarizer))
+    assert settings.llm_api_key is not None
+    assert settings.llm_api_key.get_secret_value() == "sk-test-llm-key"
+    assert (settings.llm_model, settings.dispatch_timeout_seconds) == ("small-model", 12.0)
 
 
 def test_helm_migration_job_is_a_pre_install_and_pre_upgrade_hook(rendered: list[dict]) -> None:

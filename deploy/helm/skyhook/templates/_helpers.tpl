@@ -109,6 +109,12 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       name: {{ include "skyhook.secretName" . }}
       key: {{ .Values.existingSecretKeys.previousSecretKeys }}
       optional: true
+- name: SKYHOOK_LLM_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "skyhook.secretName" . }}
+      key: {{ .Values.existingSecretKeys.llmApiKey }}
+      optional: true
 {{- end -}}
 
 {{- define "skyhook.podSecurity" -}}
