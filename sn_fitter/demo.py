@@ -100,7 +100,9 @@ def ztf_cadence(t0: float, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     return mjd[order], band[order]
 
 
-def simulate_ztf_lightcurve(truth: dict[str, float], rng: np.random.Generator):
+def simulate_ztf_lightcurve(
+    truth: dict[str, float], rng: np.random.Generator
+) -> SimulatedLightCurve:
     """Observe a salt3 supernova with ZTF-like depth (5-sigma ~20.5 mag) and S/N>=5 detections."""
     import sncosmo
 

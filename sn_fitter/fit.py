@@ -11,12 +11,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import sncosmo
 from scipy.special import log_ndtr
 
 from sn_fitter.inputs import LightCurve, Redshift
 from sn_fitter.model import (
     C_RANGE,
     X1_RANGE,
+    LightCurveModel,
     ModelError,
     Points,
     amplitude_index,
@@ -49,7 +51,7 @@ class FitResult:
     chi2: float
     ndof: int
     chains: Chains
-    model: object
+    model: LightCurveModel
     lightcurve: LightCurve
     z_fixed: float | None
     z_range: tuple[float, float] | None
@@ -64,7 +66,7 @@ class FitResult:
 class Likelihood:
     """Gaussian likelihood of detections times P(flux below limit) for non-detections."""
 
-    def __init__(self, model, lc: LightCurve):
+    def __init__(self, model: LightCurveModel, lc: LightCurve) -> None:
         self.model = model
         self.detected = ~lc.is_limit
         self.flux = lc.flux[self.detected]
@@ -95,7 +97,7 @@ class Posterior:
     the log-amplitude coordinate carries the Jacobian term ``+ log(amplitude)``.
     """
 
-    def __init__(self, likelihood: Likelihood, bounds: np.ndarray, amp: int):
+    def __init__(self, likelihood: Likelihood, bounds: np.ndarray, amp: int) -> None:
         self.likelihood, self.bounds, self.amp = likelihood, bounds, amp
         self.evaluations = 0
 
@@ -115,7 +117,7 @@ class Posterior:
         return np.where(np.isfinite(out), out, -np.inf)
 
 
-def _choose_source(name: str) -> tuple[object, list[str]]:
+def _choose_source(name: str) -> tuple[sncosmo.Source, list[str]]:
     try:
         return load_source(name), []
     except ModelError:
@@ -126,7 +128,9 @@ def _choose_source(name: str) -> tuple[object, list[str]]:
         return load_source(substitute), [note]
 
 
-def _redshift_setup(source, bands, options: FitOptions, redshift: Redshift):
+def _redshift_setup(
+    source: sncosmo.Source, bands: list[sncosmo.Bandpass], options: FitOptions, redshift: Redshift
+) -> tuple[float | None, tuple[float, float] | None]:
     low, high = redshift_coverage(source, bands)
     names = ", ".join(b.name for b in bands)
     if options.fix_z:
@@ -149,7 +153,9 @@ def _redshift_setup(source, bands, options: FitOptions, redshift: Redshift):
     return None, (z_lo, z_hi)
 
 
-def _bounds(param_names, lc: LightCurve, z_range, model) -> np.ndarray:
+def _bounds(
+    param_names: list[str], lc: LightCurve, z_range: tuple[float, float] | None
+) -> np.ndarray:
     detected = lc.time[~lc.is_limit]
     limits = {
         "z": z_range or (0.0, 0.0),
@@ -163,7 +169,9 @@ def _bounds(param_names, lc: LightCurve, z_range, model) -> np.ndarray:
 FD_STEPS = {"z": 2e-4, "t0": 0.02, "x1": 0.01, "c": 1e-3}
 
 
-def _starting_points(posterior: Posterior, lc: LightCurve, names, count: int = 3) -> np.ndarray:
+def _starting_points(
+    posterior: Posterior, lc: LightCurve, names: list[str], count: int = 3
+) -> np.ndarray:
     """Best few points of a coarse grid, with the amplitude solved by linear least squares."""
     detected = ~lc.is_limit
     common_zp_flux = lc.flux * 10.0 ** (-0.4 * (lc.zp - 23.9))  # points may differ in zp
@@ -247,7 +255,7 @@ def fit_lightcurve(lc: LightCurve, redshift: Redshift, options: FitOptions) -> F
         raise FitFailure(
             f"model {source.name!r} has no amplitude parameter (x0 or amplitude)"
         ) from None
-    posterior = Posterior(Likelihood(model, lc), _bounds(names, lc, z_range, model), amp)
+    posterior = Posterior(Likelihood(model, lc), _bounds(names, lc, z_range), amp)
     starts = _starting_points(posterior, lc, names)
     seed = (
         options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % 2**32)

@@ -46,14 +46,14 @@ class Points:
     zpnorm: np.ndarray  # 10^(0.4 zp) / zpbandflux(band, magsys)
 
 
-def load_source(name: str):
+def load_source(name: str) -> sncosmo.Source:
     try:
         return sncosmo.get_source(name)
     except Exception as exc:  # sncosmo raises several types for unknown/unreachable models
         raise ModelError(f"unknown or unavailable sncosmo model {name!r}: {exc}") from None
 
 
-def load_band(name: str):
+def load_band(name: str) -> sncosmo.Bandpass:
     try:
         return sncosmo.get_bandpass(name)
     except Exception as exc:
@@ -71,7 +71,7 @@ def zp_normalisation(bands: np.ndarray, zp: np.ndarray, magsys: np.ndarray) -> n
     return out
 
 
-def redshift_coverage(source, bands: list) -> tuple[float, float]:
+def redshift_coverage(source: sncosmo.Source, bands: list[sncosmo.Bandpass]) -> tuple[float, float]:
     """Redshifts at which the source's wavelength range covers every band (sncosmo's rule)."""
     low = max(band.maxwave() / source.maxwave() - 1.0 for band in bands)
     high = min(band.minwave() / source.minwave() - 1.0 for band in bands)
@@ -81,7 +81,14 @@ def redshift_coverage(source, bands: list) -> tuple[float, float]:
 class GridModel:
     """Table-backed model of a SALT source (z, t0, x0, x1, c) or an amplitude source."""
 
-    def __init__(self, source, kind: str, tables: dict[str, BandTable], points: Points, z_fixed):
+    def __init__(
+        self,
+        source: sncosmo.Source,
+        kind: str,
+        tables: dict[str, BandTable],
+        points: Points,
+        z_fixed: float | None,
+    ) -> None:
         self.source_name = source.name
         self.kind = kind
         self.tables = tables
@@ -133,7 +140,14 @@ class GridModel:
         return (comps[:, :, None] * cheb[:, None, :]).reshape(len(c), -1)
 
 
-def _table_flux(table: BandTable, z, t0, basis, times, color=None) -> np.ndarray:
+def _table_flux(
+    table: BandTable,
+    z: np.ndarray,
+    t0: np.ndarray,
+    basis: np.ndarray,
+    times: np.ndarray,
+    color: np.ndarray | None = None,
+) -> np.ndarray:
     """Band flux (photons/s/cm^2) for rows (z, t0, basis) at times: (n_rows, n_times)."""
     z_index, z_weight = table.zgrid.weights(z)
     if color is not None:  # the colour law's band-centre term, exact per redshift node
@@ -176,7 +190,14 @@ class DirectModel:
 
     kind = "direct"
 
-    def __init__(self, source, points: Points, magsys: np.ndarray, zp: np.ndarray, z_fixed):
+    def __init__(
+        self,
+        source: sncosmo.Source,
+        points: Points,
+        magsys: np.ndarray,
+        zp: np.ndarray,
+        z_fixed: float | None,
+    ) -> None:
         self.model = sncosmo.Model(source=source)
         self.source_name = source.name
         self.points = points
@@ -199,12 +220,22 @@ class DirectModel:
             [self._evaluate(row, bands, times, zp, system) for row in np.atleast_2d(theta)]
         )
 
-    def _evaluate(self, row, bands, times, zp, magsys) -> np.ndarray:
+    def _evaluate(
+        self,
+        row: np.ndarray,
+        bands: np.ndarray,
+        times: np.ndarray,
+        zp: np.ndarray,
+        magsys: np.ndarray,
+    ) -> np.ndarray:
         values = dict(zip(self.param_names, row, strict=True))
         if self.z_fixed is not None:
             values["z"] = self.z_fixed
         self.model.set(**values)
         return self.model.bandflux(list(bands), times, zp=zp, zpsys=list(magsys))
+
+
+LightCurveModel = GridModel | DirectModel
 
 
 def _cached_table(key: tuple, build) -> BandTable:
@@ -219,7 +250,7 @@ def _cached_table(key: tuple, build) -> BandTable:
     return table
 
 
-def source_kind(source) -> str:
+def source_kind(source: sncosmo.Source) -> str:
     if isinstance(source, sncosmo.SALT2Source):  # SALT3Source is a subclass
         return "salt"
     if list(source.param_names) == ["amplitude"] and hasattr(source, "_phase"):
@@ -227,7 +258,15 @@ def source_kind(source) -> str:
     return "direct"
 
 
-def build_model(source, band_names: list[str], points: Points, magsys, zp, z_range, z_fixed):
+def build_model(
+    source: sncosmo.Source,
+    band_names: list[str],
+    points: Points,
+    magsys: np.ndarray,
+    zp: np.ndarray,
+    z_range: tuple[float, float] | None,
+    z_fixed: float | None,
+) -> LightCurveModel:
     """The vectorized model of ``source`` for these points; z_range bounds free redshifts."""
     kind = source_kind(source)
     if kind == "direct":

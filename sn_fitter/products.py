@@ -7,7 +7,7 @@ import io
 import math
 import os
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -15,8 +15,13 @@ import sncosmo
 import xarray as xr
 
 from sn_fitter.fit import FitResult, chi2_per_dof
+from sn_fitter.inputs import LightCurve
 from sn_fitter.sampler import RHAT_TARGET
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+Curves = dict[str, dict[str, np.ndarray]]  # band -> time, median, low, high
 PLOT_DRAWS = 300  # posterior draws used for model curves and bands
 CURVE_POINTS = 120
 MAX_POSTERIOR_SAMPLES = 4000
@@ -61,7 +66,7 @@ def _draw_subset(result: FitResult, count: int, seed: int = 0) -> np.ndarray:
     return flat[rng.choice(len(flat), size=count, replace=False)]
 
 
-def model_curves(result: FitResult) -> dict[str, dict[str, np.ndarray]]:
+def model_curves(result: FitResult) -> Curves:
     """Per band: time grid and the 16/50/84 percentiles of the model flux (zp 23.9 AB)."""
     lc = result.lightcurve
     draws = _draw_subset(result, PLOT_DRAWS)
@@ -75,7 +80,7 @@ def model_curves(result: FitResult) -> dict[str, dict[str, np.ndarray]]:
     return curves
 
 
-def model_lightcurve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, list[list[float]]]:
+def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
     """SkyPortal's ``{filter: [[mjd, mag_median, mag_lo, mag_hi], ...]}`` in apparent AB mag.
 
     ``mag_lo``/``mag_hi`` bound the 68% band (mag_lo is the brighter, numerically smaller);
@@ -94,7 +99,7 @@ def model_lightcurve(curves: dict[str, dict[str, np.ndarray]]) -> dict[str, list
     return out
 
 
-def lightcurve_plot(result: FitResult, curves, title: str | None) -> bytes:
+def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> bytes:
     """PNG: data with errors, non-detections as limits, model median and 68% band per band."""
     import matplotlib
 
@@ -121,7 +126,7 @@ def lightcurve_plot(result: FitResult, curves, title: str | None) -> bytes:
     return buffer.getvalue()
 
 
-def _plot_band(ax, result: FitResult, curve, band: str) -> None:
+def _plot_band(ax: Axes, result: FitResult, curve: dict[str, np.ndarray], band: str) -> None:
     lc = result.lightcurve
     color = BAND_COLORS.get(band, "black")
     scale = _to_ab23_9(lc, band)
@@ -159,7 +164,7 @@ def _plot_band(ax, result: FitResult, curve, band: str) -> None:
     ax.legend(fontsize=7, loc="upper right")
 
 
-def _to_ab23_9(lc, band: str) -> np.ndarray:
+def _to_ab23_9(lc: LightCurve, band: str) -> np.ndarray:
     """Factors that bring each point's flux to zp 23.9 in the AB system (the plot's units)."""
     ab = sncosmo.get_magsystem("ab").zpbandflux(band)
     factors = np.ones(len(lc.time))

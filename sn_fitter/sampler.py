@@ -60,7 +60,7 @@ class Chains:
 class StudentMixture:
     """Proposal: (1-f) t_nu(mean, cov) + f t_nu(mean, (k^2) cov)."""
 
-    def __init__(self, mean: np.ndarray, cov: np.ndarray, scale: float = 1.0):
+    def __init__(self, mean: np.ndarray, cov: np.ndarray, scale: float = 1.0) -> None:
         self.mean, self.dim = mean, len(mean)
         self.chol = np.linalg.cholesky(cov * scale**2)
         self.log_det = 2.0 * np.log(np.diag(self.chol)).sum()
@@ -100,7 +100,9 @@ def _gradient(fun: LogDensity, x: np.ndarray, steps: np.ndarray) -> tuple[float,
     return float(values[0]), (values[1 : n + 1] - values[n + 1 :]) / (2 * steps)
 
 
-def find_mode(fun: LogDensity, starts: np.ndarray, bounds: np.ndarray, steps: np.ndarray):
+def find_mode(
+    fun: LogDensity, starts: np.ndarray, bounds: np.ndarray, steps: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Best L-BFGS-B optimum of ``fun``; later starts only when they look competitive."""
     best_x, best_value = None, -np.inf
     inner = bounds.copy()
@@ -124,7 +126,9 @@ def find_mode(fun: LogDensity, starts: np.ndarray, bounds: np.ndarray, steps: np
     return best_x, best_value
 
 
-def laplace_covariance(fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray):
+def laplace_covariance(
+    fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
     """Inverse of the negative Hessian at the mode (batched finite differences), made usable."""
     for _ in range(2):  # second pass: steps of ~0.2 sigma from the first estimate
         cov = _inverse_hessian(fun, mode, bounds, steps)
@@ -136,7 +140,9 @@ def laplace_covariance(fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, st
     return cov * np.outer(shrink, shrink)
 
 
-def _inverse_hessian(fun: LogDensity, mode, bounds, steps) -> np.ndarray:
+def _inverse_hessian(
+    fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
     n = len(mode)
     centre = np.clip(mode, bounds[:, 0] + 2 * steps, bounds[:, 1] - 2 * steps)
     signs = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
@@ -162,7 +168,14 @@ def _inverse_hessian(fun: LogDensity, mode, bounds, steps) -> np.ndarray:
     return (eigvec / eigval) @ eigvec.T
 
 
-def independence_mh(fun, proposal, n_chains, n_draws, rng, start=None) -> Chains:
+def independence_mh(
+    fun: LogDensity,
+    proposal: StudentMixture,
+    n_chains: int,
+    n_draws: int,
+    rng: np.random.Generator,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Chains:
     """Independence Metropolis-Hastings: all proposals evaluated in one vectorized pass."""
     dim = proposal.dim
     proposals = proposal.sample(n_chains * n_draws, rng)
@@ -193,7 +206,14 @@ def independence_mh(fun, proposal, n_chains, n_draws, rng, start=None) -> Chains
     return Chains(draws, kept_p, "independence-mh", rate, n_chains * n_draws)
 
 
-def stretch_sampler(fun, start: np.ndarray, n_steps: int, burn: int, thin: int, rng) -> Chains:
+def stretch_sampler(
+    fun: LogDensity,
+    start: np.ndarray,
+    n_steps: int,
+    burn: int,
+    thin: int,
+    rng: np.random.Generator,
+) -> Chains:
     """Affine-invariant ensemble sampler (stretch move, a=2); each walker is one chain."""
     walkers, dim = start.shape
     x, log_p = start.copy(), fun(start)
@@ -229,7 +249,14 @@ class SamplerSettings:
     min_ess: float = 400.0
 
 
-def sample_posterior(fun, starts, bounds, steps, settings: SamplerSettings, rng) -> tuple:
+def sample_posterior(
+    fun: LogDensity,
+    starts: np.ndarray,
+    bounds: np.ndarray,
+    steps: np.ndarray,
+    settings: SamplerSettings,
+    rng: np.random.Generator,
+) -> tuple[Chains, np.ndarray, float]:
     """Mode, pilot, then independence-MH rounds; the ensemble sampler if those cannot mix.
 
     A round that is close to converging is followed by a longer one whose proposal is refit
@@ -270,7 +297,13 @@ def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
     return cov
 
 
-def _ensemble_fallback(fun, mode, cov, settings, rng) -> Chains:
+def _ensemble_fallback(
+    fun: LogDensity,
+    mode: np.ndarray,
+    cov: np.ndarray,
+    settings: SamplerSettings,
+    rng: np.random.Generator,
+) -> Chains:
     dim = len(mode)
     walkers = max(32, 4 * dim)
     walkers += walkers % 2

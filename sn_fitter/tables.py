@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import sncosmo
 from sncosmo.constants import HC_ERG_AA, MODEL_BANDFLUX_SPACING
 from sncosmo.utils import integration_grid
 
@@ -170,7 +171,7 @@ class BandTable:
     outside: str  # "zero" (SALT) or "clamp" (spline sources hold the border value)
 
 
-def _band_grid(band) -> tuple[np.ndarray, np.ndarray]:
+def _band_grid(band: sncosmo.Bandpass) -> tuple[np.ndarray, np.ndarray]:
     wave, dwave = integration_grid(band.minwave(), band.maxwave(), MODEL_BANDFLUX_SPACING)
     return wave, wave * band(wave) * dwave / HC_ERG_AA
 
@@ -185,7 +186,12 @@ def _scatter(weights: np.ndarray, index: np.ndarray, n_wave: int) -> np.ndarray:
     return flat.reshape(n_j, n_z, n_wave)
 
 
-def salt_table(source, band, zgrid: ZGrid, c_range: tuple[float, float]) -> BandTable:
+def salt_table(
+    source: sncosmo.SALT2Source,
+    band: sncosmo.Bandpass,
+    zgrid: ZGrid,
+    c_range: tuple[float, float],
+) -> BandTable:
     """Exact band integrals of a SALT2/SALT3 source (bicubic-convolution templates)."""
     wave, base = _band_grid(band)
     z = zgrid.nodes()
@@ -235,7 +241,7 @@ def _contract(templates: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     )
 
 
-def sampled_table(source, band, zgrid: ZGrid) -> BandTable:
+def sampled_table(source: sncosmo.Source, band: sncosmo.Bandpass, zgrid: ZGrid) -> BandTable:
     """Band integrals of a one-parameter (amplitude) source sampled on a fine phase grid.
 
     Used for spline-interpolated sources (hsiao, nugent, ...); the phase interpolation is a
