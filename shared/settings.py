@@ -17,6 +17,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 DEV_SECRET_KEY = "skyhook-dev-secret-key-change-me"
+DEFAULT_LLM_SYSTEM_PROMPT = (
+    "You are an expert in time-domain astronomy who writes accurate, concise summaries of "
+    "astronomical sources for professional astronomers."
+)
+DEFAULT_LLM_PROMPT = (
+    "In one paragraph of Markdown (at most 250 words), written in the third person, summarize "
+    "what the comments below say about this astronomical source. Mention the classifications "
+    "and the redshift when they are given. The readers are professional astrophysicists: do "
+    "not explain standard concepts."
+)
 
 
 class SettingsError(Exception):
@@ -62,6 +72,22 @@ class Settings(BaseSettings):
     dispatch_poll_interval_seconds: float = Field(0.5, gt=0)
     dispatch_reap_margin_seconds: float = Field(60.0, ge=0)
     dispatch_requeue_after_seconds: float = Field(300.0, gt=0)
+
+    # LLM summaries through an OpenAI-compatible API (summarizer), and the embeddings of
+    # summaries for summary search (unset SKYHOOK_EMBEDDINGS_MODEL = summary search disabled).
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = Field(0.3, ge=0, le=2)
+    llm_max_tokens: int = Field(350, ge=1)
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0)
+    llm_system_prompt: str = DEFAULT_LLM_SYSTEM_PROMPT
+    llm_prompt: str = DEFAULT_LLM_PROMPT
+    embeddings_model: str | None = None
+    embeddings_base_url: str | None = None  # default: SKYHOOK_LLM_BASE_URL
+    embeddings_api_key: SecretStr | None = None  # default: SKYHOOK_LLM_API_KEY
+    embeddings_refresh_interval_seconds: float = Field(30.0, gt=0)
 
     page_size_default: int = Field(100, ge=1)
     page_size_max: int = Field(1000, ge=1)
@@ -124,6 +150,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an absolute http(s) URL, e.g. https://skyhook.example.org")
         return value.rstrip("/")
+
+    @field_validator("llm_base_url", "embeddings_base_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, e.g. https://api.openai.com/v1")
+        return value.rstrip("/")
+
+    @field_validator("llm_api_key", "embeddings_api_key", "embeddings_model")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
     @field_validator("log_level")
     @classmethod
