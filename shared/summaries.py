@@ -1,8 +1,17 @@
-"""Source summaries: ``objs.summary`` is always the newest entry of ``objs.summary_history``."""
+"""Source summaries: ``objs.summary`` is always the newest entry of ``objs.summary_history``.
+
+Privacy (reference §8 S9): a summary is part of the source, so everyone who can read the source
+reads its summary and history, even when the summary was written from comments or
+classifications shared with fewer groups. A summarizer only ever receives what the analysis
+author can read, but what it writes is then visible to every reader of the source.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Obj
 from shared.db.types import utcnow
@@ -37,3 +46,23 @@ def forget_analysis(obj: Obj, analysis_id: int) -> None:
     history = [e for e in obj.summary_history or [] if e.get("analysis_id") != analysis_id]
     obj.summary_history = history
     obj.summary = history[0]["summary"] if history else None
+
+
+def has_entry_for(obj: Obj, analysis_id: int) -> bool:
+    return any(e.get("analysis_id") == analysis_id for e in obj.summary_history or [])
+
+
+async def lock_obj(session: AsyncSession, obj_id: str) -> Obj | None:
+    """The source, locked until the transaction ends, so that concurrent summary writers (and
+    deletions of summary analyses) apply one after the other to the latest history."""
+    if session.bind.dialect.name != "postgresql":
+        from shared.analysis_lifecycle import take_write_lock  # it imports this module
+
+        await take_write_lock(session, obj_id)  # SQLite ignores FOR UPDATE
+    query = (
+        select(Obj)
+        .where(Obj.id == obj_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar_one_or_none()

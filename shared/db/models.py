@@ -226,6 +226,22 @@ class Annotation(OwnedRow, Base):
     groups: Mapped[list[Group]] = relationship(secondary=annotation_groups, lazy="selectin")
 
 
+class SourceEmbedding(Base):
+    """The embedding of a source's summary, for summary search. ``summary`` is the text that was
+    embedded: a row whose text differs from ``objs.summary`` is stale and is never searched."""
+
+    __tablename__ = "source_embeddings"
+
+    obj_id: Mapped[str] = mapped_column(
+        ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(255))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[list[Any]] = mapped_column()
+    summary: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AnalysisService(Timestamped, Base):
     __tablename__ = "analysis_services"
 

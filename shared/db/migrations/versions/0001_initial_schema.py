@@ -639,8 +639,31 @@ def upgrade() -> None:
     with op.batch_alter_table("spectrum_groups", schema=None) as batch_op:
         batch_op.create_index("ix_spectrum_groups_group_id", ["group_id"], unique=False)
 
+    op.create_table(
+        "source_embeddings",
+        sa.Column("obj_id", sa.String(length=255), nullable=False),
+        sa.Column("model", sa.String(length=255), nullable=False),
+        sa.Column("dimensions", sa.Integer(), nullable=False),
+        sa.Column(
+            "vector",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("summary", sa.Text(), nullable=False),
+        sa.Column("updated_at", shared.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["obj_id"],
+            ["objs.id"],
+            name=op.f("fk_source_embeddings_obj_id_objs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("obj_id", name=op.f("pk_source_embeddings")),
+    )
+
 
 def downgrade() -> None:
+
+    op.drop_table("source_embeddings")
 
     with op.batch_alter_table("spectrum_groups", schema=None) as batch_op:
         batch_op.drop_index("ix_spectrum_groups_group_id")

@@ -1,0 +1,236 @@
+"""Embeddings of source summaries, kept in the database, and the summary search over them.
+
+Storage: one ``source_embeddings`` row per source, the vector as a JSON list of floats (no
+external vector database, and PostgreSQL's pgvector is not required). A row records the summary
+text it was computed from; a row whose text is no longer the source's summary is stale and is
+never returned, so a changed or deleted summary stops matching at once, before its new
+embedding is computed.
+
+Search: the caller's readable sources are selected in SQL first (with the redshift and
+classification filters), then cosine similarity is computed with numpy over those candidates
+only, and the best ``k`` are kept. So every result is readable, and ``k`` results come back
+whenever ``k`` readable sources match (reference §8 S11). The cost grows linearly with the
+number of readable summarized sources, which is fine for catalogues of tens of thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, delete, exists, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.access import Principal, visible
+from shared.db.models import (
+    Classification,
+    Obj,
+    SourceEmbedding,
+    classification_groups,
+    obj_groups,
+)
+from shared.db.types import utcnow
+from shared.llm import Endpoint
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class EmbeddingsConfig:
+    model: str
+    endpoint: Endpoint
+
+
+def embeddings_config(settings: Settings) -> EmbeddingsConfig | None:
+    """The embeddings API, or None when summary search is not configured (no model or key)."""
+    key = settings.embeddings_api_key or settings.llm_api_key
+    if not settings.embeddings_model or key is None:
+        return None
+    endpoint = Endpoint(
+        base_url=settings.embeddings_base_url or settings.llm_base_url,
+        api_key=key.get_secret_value(),
+        timeout_seconds=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+    )
+    return EmbeddingsConfig(settings.embeddings_model, endpoint)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    z_min: float | None = None
+    z_max: float | None = None
+    classifications: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    obj_id: str
+    score: float
+    summary: str
+    redshift: float | None
+    classes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.obj_id,
+            "score": self.score,
+            "metadata": {"summary": self.summary, "redshift": self.redshift, "class": self.classes},
+        }
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+async def store_embedding(
+    session: AsyncSession, obj_id: str, model: str, vector: Sequence[float], summary: str
+) -> None:
+    """Insert or replace the source's embedding."""
+    values = {
+        "obj_id": obj_id,
+        "model": model,
+        "dimensions": len(vector),
+        "vector": [float(x) for x in vector],
+        "summary": summary,
+        "updated_at": utcnow(),
+    }
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(SourceEmbedding).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[SourceEmbedding.obj_id],
+        set_={k: statement.excluded[k] for k in values if k != "obj_id"},
+    )
+    await session.execute(statement)
+
+
+async def delete_embedding(session: AsyncSession, obj_id: str) -> None:
+    await session.execute(delete(SourceEmbedding).where(SourceEmbedding.obj_id == obj_id))
+
+
+async def delete_unsummarized(session: AsyncSession) -> int:
+    """Remove the embeddings of sources that no longer have a summary."""
+    unsummarized = select(Obj.id).where(Obj.summary.is_(None))
+    result = await session.execute(
+        delete(SourceEmbedding).where(SourceEmbedding.obj_id.in_(unsummarized))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def sources_to_embed(
+    session: AsyncSession, model: str, limit: int, obj_ids: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(obj_id, summary) of summarized sources without a current embedding for ``model``."""
+    current = exists().where(
+        SourceEmbedding.obj_id == Obj.id,
+        SourceEmbedding.model == model,
+        SourceEmbedding.summary == Obj.summary,
+    )
+    query = select(Obj.id, Obj.summary).where(Obj.summary.is_not(None), ~current)
+    if obj_ids is not None:
+        query = query.where(Obj.id.in_(list(obj_ids)))
+    rows = await session.execute(query.order_by(Obj.id).limit(limit))
+    return [(row.id, row.summary) for row in rows if row.summary and row.summary.strip()]
+
+
+# --- searching --------------------------------------------------------------------------------
+
+
+async def current_vector(session: AsyncSession, obj_id: str, model: str) -> list[float] | None:
+    """The embedding of the source's current summary, if it has been computed."""
+    return await session.scalar(
+        select(SourceEmbedding.vector)
+        .join(Obj, Obj.id == SourceEmbedding.obj_id)
+        .where(
+            SourceEmbedding.obj_id == obj_id,
+            SourceEmbedding.model == model,
+            SourceEmbedding.summary == Obj.summary,
+        )
+    )
+
+
+def _candidate_query(
+    principal: Principal, model: str, dimensions: int, filters: SearchFilters
+) -> Select[Any]:
+    query = (
+        select(SourceEmbedding.obj_id, SourceEmbedding.vector, Obj.summary, Obj.redshift)
+        .join(Obj, Obj.id == SourceEmbedding.obj_id)
+        .where(
+            SourceEmbedding.model == model,
+            SourceEmbedding.dimensions == dimensions,
+            SourceEmbedding.summary == Obj.summary,
+            visible(obj_groups, Obj.id, principal),
+        )
+    )
+    if filters.z_min is not None:
+        query = query.where(Obj.redshift >= filters.z_min)
+    if filters.z_max is not None:
+        query = query.where(Obj.redshift <= filters.z_max)
+    if filters.classifications is not None:
+        query = query.where(
+            exists().where(
+                Classification.obj_id == Obj.id,
+                Classification.classification.in_(filters.classifications),
+                visible(classification_groups, Classification.id, principal),
+            )
+        )
+    return query
+
+
+def rank(
+    query: Sequence[float], vectors: Sequence[Sequence[float]], k: int
+) -> list[tuple[int, float]]:
+    """(index, cosine similarity) of the ``k`` vectors nearest to ``query``, best first.
+    CPU work: call it in a thread."""
+    if not vectors:
+        return []
+    matrix = np.asarray(vectors, dtype=np.float64)
+    target = np.asarray(query, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(target)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.where(norms > 0, matrix @ target / norms, 0.0)
+    count = min(k, len(scores))
+    best = np.argpartition(-scores, count - 1)[:count]
+    ordered = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(i), float(scores[i])) for i in ordered]
+
+
+async def readable_classes(
+    session: AsyncSession, principal: Principal, obj_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The distinct classification names of each source that the caller can read."""
+    rows = await session.execute(
+        select(Classification.obj_id, Classification.classification)
+        .where(
+            Classification.obj_id.in_(list(obj_ids)),
+            visible(classification_groups, Classification.id, principal),
+        )
+        .order_by(Classification.created_at.desc(), Classification.id.desc())
+    )
+    found: dict[str, list[str]] = defaultdict(list)
+    for obj_id, name in rows:
+        if name not in found[obj_id]:
+            found[obj_id].append(name)
+    return found
+
+
+async def search(
+    session: AsyncSession,
+    principal: Principal,
+    vector: Sequence[float],
+    model: str,
+    k: int,
+    filters: SearchFilters,
+) -> list[Match]:
+    """The ``k`` readable sources whose summaries are nearest to ``vector``."""
+    rows = (await session.execute(_candidate_query(principal, model, len(vector), filters))).all()
+    ranked = await asyncio.to_thread(rank, vector, [row.vector for row in rows], k)
+    chosen = [(rows[i], score) for i, score in ranked]
+    classes = await readable_classes(session, principal, [row.obj_id for row, _ in chosen])
+    return [
+        Match(row.obj_id, round(score, 6), row.summary, row.redshift, classes.get(row.obj_id, []))
+        for row, score in chosen
+    ]
