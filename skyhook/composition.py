@@ -16,6 +16,7 @@ from shared.db.migrate import upgrade_async
 from shared.observability import create_operations_app
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
+from summary_service import declare_summary_queue, running_summary_service
 from webhook_receiver.app import create_webhook_app
 
 log = logging.getLogger("skyhook")
@@ -36,12 +37,16 @@ async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
         yield
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
+async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    await web.TCPSite(runner, host, port).start()
     log.info("listening on http://%s:%d", host, port)
+    return runner
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = await _start_site(app, host, port)
     try:
         await asyncio.Event().wait()
     finally:
@@ -49,18 +54,52 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
 
 
 async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
-    """All services in one process: the embedded default for a single machine."""
-    settings = settings.model_copy(
-        update={
-            "allow_loopback_urls": True,
-            "allow_private_urls": True,
-        }
-    )
+    """All services in one process: the embedded default for a single machine.
+
+    With ``demo`` the SN fitter and the LLM summarizer run in the same process too, and the
+    demo data is loaded through the API.
+    """
+    update: dict[str, object] = {"allow_loopback_urls": True, "allow_private_urls": True}
+    if "public_url" not in settings.model_fields_set:  # callbacks come back to this process
+        update["public_url"] = f"http://{settings.host}:{settings.port}"
+    settings = settings.model_copy(update=update)
     await upgrade_async(settings.database_url)
-    async with open_resources(settings) as resources:
-        app = create_gateway_app(resources)
-        async with running_dispatcher(resources), outbox_relay(resources):
-            await _serve(app, settings.host, settings.port)
+    async with open_resources(settings) as resources, AsyncExitStack() as stack:
+        await stack.enter_async_context(running_dispatcher(resources))
+        await stack.enter_async_context(running_summary_service(resources))
+        await stack.enter_async_context(outbox_relay(resources))
+        runners = [await _start_site(create_gateway_app(resources), settings.host, settings.port)]
+        try:
+            if demo:
+                runners += await _start_demo(resources, settings)
+            await asyncio.Event().wait()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+
+
+async def _start_demo(resources: Resources, settings: Settings) -> list[web.AppRunner]:
+    from skyhook.demo import load_demo, welcome
+    from sn_fitter.app import DEFAULT_PORT as FITTER_PORT
+    from sn_fitter.app import FitterSettings, create_app
+    from summary_service.summarizer import DEFAULT_PORT as SUMMARIZER_PORT
+    from summary_service.summarizer import SummarizerConfig, create_summarizer_app
+
+    runners = [
+        await _start_site(create_app(FitterSettings.from_env()), settings.host, FITTER_PORT),
+        await _start_site(
+            create_summarizer_app(SummarizerConfig(settings)), settings.host, SUMMARIZER_PORT
+        ),
+    ]
+    base_url = f"http://{settings.host}:{settings.port}"
+    info = await load_demo(
+        resources,
+        base_url,
+        sn_fitter_url=f"http://{settings.host}:{FITTER_PORT}/analysis/sn_fit",
+        summarizer_url=f"http://{settings.host}:{SUMMARIZER_PORT}/summarize",
+    )
+    print(welcome(info, base_url), flush=True)
+    return runners
 
 
 def _service_app(name: str, resources: Resources) -> web.Application:
@@ -80,15 +119,30 @@ async def _serve_sn_fitter(settings: Settings) -> None:
     await _serve(create_app(FitterSettings.from_env()), settings.host, port)
 
 
+async def _serve_summarizer(settings: Settings) -> None:
+    """The LLM summarizer is standalone (HTTP only, no database): port 7003 unless SKYHOOK_PORT."""
+    from summary_service.summarizer import DEFAULT_PORT, SummarizerConfig, create_summarizer_app
+
+    port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
+    await _serve(create_summarizer_app(SummarizerConfig(settings)), settings.host, port)
+
+
 async def run_service(name: str, settings: Settings) -> None:
     if name == "sn-fitter":
         await _serve_sn_fitter(settings)
         return
+    if name == "summarizer":
+        await _serve_summarizer(settings)
+        return
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         if name == "dispatcher":  # subscribed before the relay publishes
             await stack.enter_async_context(running_dispatcher(resources))
+        if name == "summary-service":
+            await stack.enter_async_context(running_summary_service(resources))
         if name in OUTBOX_WRITERS:
+            # analysis.completed then waits in its queue until the summary service runs.
+            await declare_summary_queue(resources.bus)
             await stack.enter_async_context(outbox_relay(resources))
-        if name not in {"gateway", "webhook-receiver", "dispatcher"}:
+        if name not in {"gateway", "webhook-receiver", "dispatcher", "summary-service"}:
             raise SystemExit(f"skyhook: the {name} service is not available yet")
         await _serve(_service_app(name, resources), settings.host, settings.port)

@@ -1,0 +1,68 @@
+"""A user's own LLM API key: stored encrypted, never returned, sent only at dispatch time.
+
+The key lives in ``users.secrets_ciphertext`` (a JSON object sealed with the SecretBox, bound
+to the user's id). It is never copied into an analysis: the dispatcher calls
+:func:`summary_secrets_for` while sending a summary analysis and adds the result to the
+outbound body only, after the provenance copy (``inputs.json``) was stored without it. The
+parameter name is SkyPortal's ``openai_api_key``, so SkyPortal's summarizer reads it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared.db.models import AnalysisService, User
+from shared.security import SecretBox
+
+log = logging.getLogger("skyhook.summary_service.keys")
+
+LLM_KEY = "llm_api_key"
+SUMMARY_KEY_PARAMETER = "openai_api_key"
+
+
+def _associated_data(user_id: int) -> bytes:
+    return f"users/{user_id}/secrets".encode()
+
+
+def user_secrets(box: SecretBox, user: User) -> dict[str, Any]:
+    """The user's stored secrets; raises ValueError when they cannot be decrypted."""
+    if not user.secrets_ciphertext:
+        return {}
+    value = box.decrypt_json(user.secrets_ciphertext, _associated_data(user.id))
+    return value if isinstance(value, dict) else {}
+
+
+def set_user_secret(box: SecretBox, user: User, name: str, value: str | None) -> None:
+    """Store (or, with None, remove) one secret of the user, keeping the others."""
+    try:
+        secrets = user_secrets(box, user)
+    except ValueError:
+        log.warning("user %d: stored secrets unreadable (secret key changed?); replaced", user.id)
+        secrets = {}
+    if value is None:
+        secrets.pop(name, None)
+    else:
+        secrets[name] = value
+    user.secrets_ciphertext = (
+        box.encrypt_json(secrets, _associated_data(user.id)) if secrets else None
+    )
+
+
+def user_llm_key(box: SecretBox, user: User) -> str | None:
+    try:
+        key = user_secrets(box, user).get(LLM_KEY)
+    except ValueError:
+        log.warning("user %d: stored LLM key unreadable (secret key changed?)", user.id)
+        return None
+    return key if isinstance(key, str) and key else None
+
+
+def summary_secrets_for(box: SecretBox, author: User, service: AnalysisService) -> dict[str, str]:
+    """Secret analysis parameters the dispatcher adds to a request at send time: the author's
+    own LLM key for a summary service (nothing for other services, nor without a key; the
+    summarizer then uses the site key ``SKYHOOK_LLM_API_KEY``)."""
+    if not service.is_summary:
+        return {}
+    key = user_llm_key(box, author)
+    return {SUMMARY_KEY_PARAMETER: key} if key else {}
