@@ -9,6 +9,7 @@ from gateway.handlers import (
     analysis_uploads,
     products,
     sources,
+    summaries,
 )
 from gateway.openapi import openapi_handler
 from shared.observability import OBSERVABILITY_ROUTES
@@ -24,6 +25,7 @@ def gateway_routes() -> list[Route]:
         *analyses.ROUTES,
         *analysis_uploads.ROUTES,
         *products.ROUTES,
+        *summaries.ROUTES,
         *WEBHOOK_ROUTES,
         *OBSERVABILITY_ROUTES,
     ]

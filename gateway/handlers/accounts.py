@@ -24,6 +24,7 @@ from shared.web import (
     path_int,
     success,
 )
+from summary_service.keys import user_llm_key
 
 
 def _account_error(exc: AccountError) -> ApiError:
@@ -115,8 +116,10 @@ async def patch_user(request: web.Request) -> web.Response:
 
 
 async def get_profile(request: web.Request) -> web.Response:
+    box = request.app[RESOURCES].secret_box
     async with request.app[RESOURCES].sessions() as session:
-        return success(user_dict(await _load_user(session, principal(request).user_id)))
+        user = await _load_user(session, principal(request).user_id)
+        return success({**user_dict(user), "llm_key_set": user_llm_key(box, user) is not None})
 
 
 def _group_dict(group: Group, members: list[GroupUser] | None, me: Principal) -> dict[str, object]:

@@ -1,0 +1,350 @@
+"""Summaries: manual edits of a source (``PATCH /api/sources/{obj_id}``), summary search
+(``POST /api/summary_query``) and the caller's own LLM key (``/api/internal/profile/llm_key``).
+
+Summary search only ever returns sources the caller can read: the readable sources are
+selected first, then ranked (reference §8 S11). A user's LLM key is stored encrypted and never
+returned; it reaches a summary service only when the dispatcher sends that user's analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.auth import principal
+from gateway.handlers.analyses import readable_conditions
+from gateway.handlers.source_access import (
+    as_number,
+    bool_field,
+    int_id,
+    optional_text,
+    source_not_found,
+    visible_obj,
+)
+from shared.access import Principal
+from shared.db.models import ObjAnalysis, User
+from shared.embeddings import (
+    EmbeddingsConfig,
+    SearchFilters,
+    current_vector,
+    embeddings_config,
+    search,
+)
+from shared.enums import ACL
+from shared.llm import LLMClient, LLMError, LLMErrorKind
+from shared.resources import RESOURCES, Resources
+from shared.summaries import lock_obj, prepend_summary
+from shared.web import ApiError, Route, bad_request, json_body, success
+from summary_service.keys import LLM_KEY, set_user_secret, user_llm_key
+
+MAX_SUMMARY_CHARS = 20_000
+MAX_QUERY_CHARS = 10_000
+MAX_KEY_CHARS = 500
+SUMMARY_FIELDS = frozenset({"summary", "summary_origin", "is_bot", "analysis_id"})
+REDSHIFT_FIELDS = frozenset({"redshift", "redshift_error", "redshift_origin"})
+SEARCH_NOT_CONFIGURED = (
+    "Summary search is not configured: the operator must set SKYHOOK_EMBEDDINGS_MODEL and an "
+    "API key (SKYHOOK_EMBEDDINGS_API_KEY or SKYHOOK_LLM_API_KEY), and run the summary service."
+)
+
+
+# --- PATCH /api/sources/{obj_id} --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryEdit:
+    text: str
+    origin: str | None
+    is_bot: bool
+    analysis_id: int | None
+
+
+def _summary_edit(body: dict[str, Any]) -> SummaryEdit | None:
+    if "summary" not in body:
+        extra = sorted(SUMMARY_FIELDS & body.keys())
+        if extra:
+            raise bad_request(f"{', '.join(extra)} describe a summary: give summary too")
+        return None
+    text = body["summary"]
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request("Invalid summary: must be a non-empty string")
+    if len(text) > MAX_SUMMARY_CHARS:
+        raise bad_request(f"Invalid summary: must be at most {MAX_SUMMARY_CHARS} characters")
+    analysis_id = body.get("analysis_id")
+    return SummaryEdit(
+        text=text.strip(),
+        origin=optional_text(body, "summary_origin"),
+        is_bot=bool_field(body, "is_bot", False),
+        analysis_id=None if analysis_id is None else int_id(analysis_id, "analysis_id"),
+    )
+
+
+def _redshift_edit(body: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if "redshift" in body:
+        values["redshift"] = as_number(body["redshift"], "redshift", allow_none=True)
+    if "redshift_error" in body:
+        error = as_number(body["redshift_error"], "redshift_error", allow_none=True)
+        if error is not None and error < 0:
+            raise bad_request("Invalid redshift_error: must be >= 0")
+        values["redshift_error"] = error
+    if "redshift_origin" in body:
+        values["redshift_origin"] = optional_text(body, "redshift_origin")
+    return values
+
+
+async def _check_analysis_reference(
+    session: AsyncSession, me: Principal, obj_id: str, analysis_id: int
+) -> None:
+    found = await session.scalar(
+        select(ObjAnalysis.id).where(
+            ObjAnalysis.id == analysis_id,
+            ObjAnalysis.obj_id == obj_id,
+            *readable_conditions(me),
+        )
+    )
+    if found is None:
+        raise bad_request(f"Invalid analysis_id: no analysis {analysis_id} of source {obj_id}")
+
+
+async def patch_source(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    obj_id = request.match_info["obj_id"]
+    body = await json_body(request, optional=False)
+    unknown = sorted(body.keys() - SUMMARY_FIELDS - REDSHIFT_FIELDS)
+    if unknown:
+        raise bad_request(f"Invalid fields for a source: {unknown}")
+    edit = _summary_edit(body)
+    redshift = _redshift_edit(body)
+    if edit is None and not redshift:
+        raise bad_request(
+            "Nothing to update: give summary, redshift, redshift_error or redshift_origin"
+        )
+    async with request.app[RESOURCES].sessions.begin() as session:
+        await visible_obj(session, me, obj_id)
+        obj = await lock_obj(session, obj_id)
+        if obj is None:
+            raise source_not_found(obj_id)
+        if edit is not None and edit.analysis_id is not None:
+            await _check_analysis_reference(session, me, obj_id, edit.analysis_id)
+        for name, value in redshift.items():
+            setattr(obj, name, value)
+        if edit is not None:
+            prepend_summary(
+                obj,
+                edit.text,
+                set_by_user_id=me.user_id,
+                is_bot=edit.is_bot,
+                analysis_id=edit.analysis_id,
+                origin=edit.origin,
+            )
+    return success()
+
+
+# --- POST /api/summary_query ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SummaryQuery:
+    text: str | None
+    obj_id: str | None
+    k: int
+    filters: SearchFilters
+
+
+def _k(value: Any) -> int:
+    if value is None:
+        return 5
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request("k must be an integer, 1<=k<=100")
+    if not 1 <= value <= 100:
+        raise bad_request("k must be 1<=k<=100")
+    return value
+
+
+def _classes(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
+        raise bad_request("Invalid classificationTypes: must be a list of classification names")
+    return tuple(c.strip() for c in value) or None
+
+
+def _text_query(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request('Invalid "q": must be a non-empty string')
+    if len(value) > MAX_QUERY_CHARS:
+        raise bad_request(f'Invalid "q": must be at most {MAX_QUERY_CHARS} characters')
+    return value.strip()
+
+
+def _summary_query(body: dict[str, Any]) -> SummaryQuery:
+    q, obj_id = body.get("q"), body.get("objID")
+    if q is None and obj_id is None:
+        raise bad_request('Missing one of the required: "q" or "objID"')
+    if q is not None and obj_id is not None:
+        raise bad_request('Cannot specify both "q" and "objID"')
+    if obj_id is not None and (not isinstance(obj_id, str) or not obj_id):
+        raise bad_request('Invalid "objID": must be a source id')
+    k = _k(body.get("k"))
+    z_min = as_number(body.get("z_min"), "z_min", allow_none=True)
+    z_max = as_number(body.get("z_max"), "z_max", allow_none=True)
+    if z_min is not None and z_max is not None and z_min > z_max:
+        raise bad_request("z_min must be <= z_max")
+    filters = SearchFilters(z_min, z_max, _classes(body.get("classificationTypes")))
+    return SummaryQuery(None if q is None else _text_query(q), obj_id, k, filters)
+
+
+def _search_failure(error: LLMError) -> ApiError:
+    if error.kind == LLMErrorKind.AUTHENTICATION:
+        detail = (
+            "the embeddings API rejected the site's API key (401); ask the operator to check "
+            "SKYHOOK_EMBEDDINGS_API_KEY or SKYHOOK_LLM_API_KEY"
+        )
+    else:
+        detail = f"the embeddings API failed ({error.kind}): {error.detail}"
+    return ApiError(502, f"Could not search sources: {detail}")
+
+
+async def _query_vector(
+    resources: Resources, me: Principal, config: EmbeddingsConfig, query: SummaryQuery
+) -> list[float]:
+    if query.obj_id is not None:
+        async with resources.sessions() as session:
+            await visible_obj(session, me, query.obj_id)
+            vector = await current_vector(session, query.obj_id, config.model)
+        if vector is None:
+            raise bad_request(
+                f"Source {query.obj_id} has no summary embedding yet (no summary, or it is "
+                "still being computed)"
+            )
+        return [float(x) for x in vector]
+    try:
+        async with LLMClient(config.endpoint) as client:
+            (vector,) = await client.embed([query.text or ""], config.model)
+    except LLMError as exc:
+        raise _search_failure(exc) from None
+    return vector
+
+
+async def summary_query(request: web.Request) -> web.Response:
+    me = principal(request)
+    resources = request.app[RESOURCES]
+    config = embeddings_config(resources.settings)
+    if config is None:
+        raise bad_request(SEARCH_NOT_CONFIGURED)
+    query = _summary_query(await json_body(request))
+    vector = await _query_vector(resources, me, config, query)
+    async with resources.sessions() as session:
+        matches = await search(session, me, vector, config.model, query.k, query.filters)
+    return success({"query_results": [m.to_dict() for m in matches]})
+
+
+# --- /api/internal/profile/llm_key ------------------------------------------------------------
+
+
+def _api_key(body: dict[str, Any]) -> str:
+    key = body.get("api_key")
+    if not isinstance(key, str) or not key.strip():
+        raise bad_request("Invalid api_key: must be a non-empty string")
+    key = key.strip()
+    if len(key) > MAX_KEY_CHARS or any(c.isspace() for c in key):
+        raise bad_request(
+            f"Invalid api_key: must be at most {MAX_KEY_CHARS} characters, without spaces"
+        )
+    return key
+
+
+async def _update_llm_key(request: web.Request, key: str | None) -> bool:
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        user = await session.get(User, principal(request).user_id, with_for_update=True)
+        if user is None:
+            raise ApiError(401, "Unknown user")
+        set_user_secret(resources.secret_box, user, LLM_KEY, key)
+        return user_llm_key(resources.secret_box, user) is not None
+
+
+async def put_llm_key(request: web.Request) -> web.Response:
+    key = _api_key(await json_body(request, optional=False))
+    return success({"llm_key_set": await _update_llm_key(request, key)})
+
+
+async def delete_llm_key(request: web.Request) -> web.Response:
+    return success({"llm_key_set": await _update_llm_key(request, None)})
+
+
+async def llm_key_set(resources: Resources, user_id: int) -> bool:
+    async with resources.sessions() as session:
+        user = await session.get(User, user_id)
+        return user is not None and user_llm_key(resources.secret_box, user) is not None
+
+
+async def get_llm_key(request: web.Request) -> web.Response:
+    is_set = await llm_key_set(request.app[RESOURCES], principal(request).user_id)
+    return success({"llm_key_set": is_set})
+
+
+TAG = "summaries"
+ROUTES = [
+    Route(
+        "PATCH",
+        "/api/sources/{obj_id}",
+        patch_source,
+        "Set a source's summary (with a history entry) or redshift (Upload Data)",
+        TAG,
+        body={
+            "summary": "str",
+            "summary_origin": "str",
+            "is_bot": "bool",
+            "analysis_id": "int",
+            "redshift": "float",
+            "redshift_error": "float",
+            "redshift_origin": "str",
+        },
+        responses={400: "invalid fields", 404: "source not found or not visible"},
+    ),
+    Route(
+        "POST",
+        "/api/summary_query",
+        summary_query,
+        "Sources whose summaries are nearest to a text or to another source's summary",
+        TAG,
+        body={
+            "q": "str",
+            "objID": "str",
+            "k": "int",
+            "z_min": "float",
+            "z_max": "float",
+            "classificationTypes": "[str]",
+        },
+        responses={400: "invalid query or search not configured", 502: "embeddings API failed"},
+    ),
+    Route(
+        "GET",
+        "/api/internal/profile/llm_key",
+        get_llm_key,
+        "Whether the caller has stored an LLM API key (the key is never returned)",
+        TAG,
+    ),
+    Route(
+        "PUT",
+        "/api/internal/profile/llm_key",
+        put_llm_key,
+        "Store the caller's own LLM API key (encrypted), used for their summary analyses",
+        TAG,
+        body={"api_key": "str"},
+    ),
+    Route(
+        "DELETE",
+        "/api/internal/profile/llm_key",
+        delete_llm_key,
+        "Remove the caller's stored LLM API key",
+        TAG,
+    ),
+]
