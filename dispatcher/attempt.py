@@ -21,6 +21,7 @@ from shared.enums import AnalysisStatus
 from shared.inputs import InputsError
 from shared.resources import Resources
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
+from summary_service.keys import summary_secrets_for
 
 log = logging.getLogger("skyhook.dispatcher")
 
@@ -79,9 +80,14 @@ class AttemptRunner:
         )
         if not still_ours:
             return None
+        # Added to the outbound body only: inputs.json was stored without them.
+        secrets = {
+            **payload.secret_parameters,
+            **summary_secrets_for(self.resources.secret_box, context.author, service),
+        }
         return Outbound(
             url=service.url,
-            body=with_secret_parameters(payload.body, payload.secret_parameters),
+            body=with_secret_parameters(payload.body, secrets),
             message_id=context.analysis.unique_id,
             authentication_type=service.authentication_type,
             authinfo=authinfo,
