@@ -36,6 +36,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class TestUser:
+    __test__ = False  # not a pytest test class
+
     id: int
     username: str
     token: str
