@@ -57,6 +57,10 @@ class AttemptRunner:
 
     async def _prepare(self, context: DispatchContext, attempt_number: int) -> Outbound | None:
         service = context.service
+        if not service.enabled:
+            raise PreparationError(
+                f"Analysis Service ID: {service.id} was disabled before the analysis was sent."
+            )
         try:
             authinfo = decrypt_authinfo(self.resources.secret_box, service)
             signing_secret = decrypt_signing_secret(self.resources.secret_box, service)

@@ -145,6 +145,9 @@ class Sender:
                 ) as response:
                     text = await _read_prefix(response)
                     status, retry_after = response.status, response.headers.get("Retry-After")
+        except URLPolicyError as exc:  # from the resolver: DNS changed since the check
+            message = f"Service URL refused by the URL policy: {exc}"
+            return SendResult(Verdict.FAILED, message, message, latency_ms=_since(started))
         except TimeoutError:
             error = f"Request to {url} timed out after {self._timeout:g} s"
             return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))

@@ -19,6 +19,7 @@ import aiohttp
 
 from dispatcher import transitions
 from dispatcher.attempt import AttemptRunner
+from dispatcher.resolver import PolicyResolver
 from shared.bus.base import Envelope
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
@@ -49,7 +50,10 @@ class Dispatcher:
 
     async def start(self) -> None:
         if self._http is None:
-            connector = aiohttp.TCPConnector(limit=self.settings.dispatch_concurrency)
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.dispatch_concurrency,
+                resolver=PolicyResolver(self.resources.url_policy),
+            )
             self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
         self._runner = AttemptRunner(self.resources, self._http)
         self._stopping = False

@@ -169,9 +169,13 @@ async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta)
         candidates = select(ObjAnalysis.id).where(due).limit(BATCH_LIMIT)
         if session.bind.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
+        # Read first: most polls find nothing, and then take no write lock at all.
+        found = list(await session.scalars(candidates))
+        if not found:
+            return []
         statement = (
             update(ObjAnalysis)
-            .where(ObjAnalysis.id.in_(candidates.scalar_subquery()), due)
+            .where(ObjAnalysis.id.in_(found), due)
             .values(next_attempt_at=None, last_activity=now)
             .returning(ObjAnalysis.id)
             .execution_options(synchronize_session=False)

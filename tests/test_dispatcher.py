@@ -7,19 +7,26 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import ipaddress
 import json
+import random
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp import BasicAuth, web
+from aiohttp import BasicAuth, ClientSession, TCPConnector, web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select, update
 
 from dispatcher import Dispatcher
+from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
+from dispatcher.resolver import PolicyResolver
+from dispatcher.sender import Outbound, Sender, Verdict
 from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
 from shared.db.models import Group, ObjAnalysis, OutboxMessage
@@ -30,6 +37,7 @@ from shared.outbox import OutboxRelay, enqueue
 from shared.resources import Resources
 from shared.settings import Settings
 from shared.signing import verify
+from shared.urlpolicy import URLPolicy
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts
 from tests.support.api import TestUser as Author
@@ -815,3 +823,86 @@ async def test_dispatch_through_rabbitmq(resources: Resources, scene: Scene) -> 
     assert done.status == "pending"
     assert [a.outcome for a in await load_attempts(resources, row.id)] == ["retry", "accepted"]
     assert len(service.received) == 2
+
+
+async def test_a_disabled_service_fails_the_analysis_without_a_request(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service, running(resources):
+        service_id = await make_service(resources, service.url, enabled=False)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert done.status_message == (
+        f"Analysis Service ID: {service_id} was disabled before the analysis was sent."
+    )
+    assert service.received == []
+
+
+# --- DNS rebinding, backoff arithmetic ----------------------------------------------------------
+
+
+class _RebindingPolicy(URLPolicy):
+    """The pre-send check sees a public address; the connection would go to loopback."""
+
+    @staticmethod
+    async def _resolve(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+
+class _LoopbackResolver(AbstractResolver):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_address_that_changed_after_the_check_is_refused_at_connect_time() -> None:
+    policy = _RebindingPolicy(allow_loopback=False)
+    async with serving(FakeService()) as service:
+        connector = TCPConnector(resolver=PolicyResolver(policy, _LoopbackResolver()))
+        async with ClientSession(connector=connector) as http:
+            outbound = Outbound(
+                url=f"http://rebinding.example:{service.port}/analysis",
+                body=b"{}",
+                message_id="m",
+                authentication_type="none",
+                authinfo={},
+                signing_secret=None,
+            )
+            result = await Sender(http, policy, 2.0).send(outbound)
+
+    assert result.verdict == Verdict.FAILED
+    assert result.message.startswith("Service URL refused by the URL policy: points to a loopback")
+    assert service.received == []
+
+
+def test_retry_delays_have_jitter_and_run_out() -> None:
+    delays = [1.0, 10.0]
+    rng = random.Random(7)
+    samples = [retry_delay(2, delays, rng=rng) for _ in range(200)]
+    assert all(s is not None and 8.0 <= s <= 12.0 for s in samples)
+    assert len({round(s or 0, 6) for s in samples}) > 100  # jittered, not constant
+    assert retry_delay(3, delays) is None and max_attempts(delays) == 3
+    assert retry_delay(1, delays, retry_after=30.0) == 30.0  # the service knows better
+    assert retry_delay(2, delays, retry_after=0.5, rng=random.Random(1)) >= 8.0
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
