@@ -305,6 +305,31 @@ async def _embedding(resources: Resources, obj_id: str) -> SourceEmbedding | Non
         return await session.get(SourceEmbedding, obj_id, populate_existing=True)
 
 
+async def test_uploaded_summary_results_are_applied(
+    resources: Resources, scene: Scene, api: ApiClient
+) -> None:
+    """An upload-only summary service: the uploaded results become the summary (the upload
+    emits analysis.completed like a webhook)."""
+    service_id = await make_service(
+        resources,
+        "http://127.0.0.1:9/unused",
+        [scene.group],
+        is_summary=True,
+        upload_only=True,
+        analysis_type="meta_analysis",
+    )
+    body = {"analysis": {"results": {"format": "json", "data": {"summary": "Uploaded."}}}}
+    async with running_summary_service(resources), outbox_relay(resources):
+        reply = await api.post(
+            f"/api/obj/{scene.obj_id}/analysis_upload/{service_id}", scene.author, body
+        )
+        assert reply.status == 200, reply.body
+        await eventually(lambda: _history_length(resources, scene.obj_id, 1))
+    obj = await load_obj(resources, scene.obj_id)
+    assert obj.summary == "Uploaded."
+    assert obj.summary_history[0]["analysis_id"] == reply.data["id"]
+
+
 async def test_summary_only_lists_summary_analyses(
     resources: Resources, scene: Scene, api: ApiClient
 ) -> None:
@@ -317,6 +342,11 @@ async def test_summary_only_lists_summary_analyses(
     assert [a["id"] for a in reply.data] == [summary_row.id]
     reply = await api.get(f"/api/obj/{scene.obj_id}/analysis", scene.reader)
     assert {a["id"] for a in reply.data} == {summary_row.id, other_row.id}
+    reply = await api.get("/api/obj/analysis?summaryOnly=true", scene.reader)
+    assert reply.status == 200, reply.body
+    assert [a["id"] for a in reply.data] == [summary_row.id]
+    reply = await api.get(f"/api/obj/analysis?summaryOnly=true&objID={scene.obj_id}", scene.reader)
+    assert [a["id"] for a in reply.data] == [summary_row.id]
 
 
 # --- PATCH /api/sources/{obj_id} --------------------------------------------------------------
