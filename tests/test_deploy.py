@@ -42,6 +42,8 @@ from shared.settings import Settings, load_settings
 from skyhook.cli import SERVICES
 from skyhook.composition import _service_app
 from sn_fitter.app import ROUTES as sn_fitter_routes
+from summary_service.service import QUEUE as SUMMARIES_QUEUE
+from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 from tests.conftest import AMQP_URL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +54,6 @@ DEFINITIONS = DEPLOY / "rabbitmq" / "definitions.json"
 START_RABBITMQ = DEPLOY / "rabbitmq" / "start-rabbitmq.sh"
 GET_HELM = REPO.parent / "shared" / "tools" / "get-helm"
 
-# The summary service consumes analysis.completed from this queue (see the deployment notes).
-SUMMARIES_QUEUE = "skyhook.summaries"
 # SKYHOOK_PORT of each service, in compose and helm alike.
 PORTS = {
     "gateway": 5000,
@@ -311,8 +311,10 @@ async def test_probed_paths_answer_on_the_apps_the_services_serve(resources: Res
         assert await _status(app, _liveness_path(name)) == 200, name
         assert await _status(app, _readiness_path(name)) == 200, name
     fitter = web.Application()
-    fitter.add_routes(sn_fitter_routes)
+    fitter.add_routes(sn_fitter_routes)  # the real app also starts its fitting processes
     assert await _status(fitter, _liveness_path("sn-fitter")) == 200
+    summarizer = create_summarizer_app(SummarizerConfig(resources.settings))
+    assert await _status(summarizer, _liveness_path("summarizer")) == 200
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
