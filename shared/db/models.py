@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -232,12 +233,10 @@ class SourceEmbedding(Base):
 
     __tablename__ = "source_embeddings"
 
-    obj_id: Mapped[str] = mapped_column(
-        ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True
-    )
+    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True)
     model: Mapped[str] = mapped_column(String(255))
     dimensions: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[list[Any]] = mapped_column()
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32
     summary: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -644,11 +644,7 @@ def upgrade() -> None:
         sa.Column("obj_id", sa.String(length=255), nullable=False),
         sa.Column("model", sa.String(length=255), nullable=False),
         sa.Column("dimensions", sa.Integer(), nullable=False),
-        sa.Column(
-            "vector",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=False,
-        ),
+        sa.Column("vector", sa.LargeBinary(), nullable=False),
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("updated_at", shared.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
