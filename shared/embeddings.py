@@ -169,7 +169,7 @@ def _candidate_query(
     principal: Principal, model: str, dimensions: int, filters: SearchFilters
 ) -> Select[Any]:
     query = (
-        select(SourceEmbedding.obj_id, SourceEmbedding.vector, Obj.summary, Obj.redshift)
+        select(SourceEmbedding.obj_id, SourceEmbedding.vector)
         .join(Obj, Obj.id == SourceEmbedding.obj_id)
         .where(
             SourceEmbedding.model == model,
@@ -242,9 +242,23 @@ async def search(
     """The ``k`` readable sources whose summaries are nearest to ``vector``."""
     rows = (await session.execute(_candidate_query(principal, model, len(vector), filters))).all()
     ranked = await asyncio.to_thread(rank, vector, [row.vector for row in rows], k)
-    chosen = [(rows[i], score) for i, score in ranked]
-    classes = await readable_classes(session, principal, [row.obj_id for row, _ in chosen])
+    chosen = [(rows[i].obj_id, score) for i, score in ranked]
+    ids = [obj_id for obj_id, _ in chosen]
+    objs = {
+        row.id: row
+        for row in await session.execute(
+            select(Obj.id, Obj.summary, Obj.redshift).where(Obj.id.in_(ids))
+        )
+    }
+    classes = await readable_classes(session, principal, ids)
     return [
-        Match(row.obj_id, round(score, 6), row.summary, row.redshift, classes.get(row.obj_id, []))
-        for row, score in chosen
+        Match(
+            obj_id,
+            round(score, 6),
+            objs[obj_id].summary,
+            objs[obj_id].redshift,
+            classes.get(obj_id, []),
+        )
+        for obj_id, score in chosen
+        if obj_id in objs and objs[obj_id].summary is not None
     ]
