@@ -19,6 +19,7 @@ from dispatcher.sender import Outbound, Sender, SendResult, Verdict
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.inputs import InputsError
+from shared.observability import DISPATCH_ATTEMPTS, bind_analysis
 from shared.resources import Resources
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
 from summary_service.keys import summary_secrets_for
@@ -37,6 +38,10 @@ class AttemptRunner:
         self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
 
     async def run(self, analysis_id: int, attempt_number: int) -> None:
+        with bind_analysis(analysis_id):
+            await self._run(analysis_id, attempt_number)
+
+    async def _run(self, analysis_id: int, attempt_number: int) -> None:
         started_at = utcnow()
         context = await load_context(self.resources, analysis_id)
         if context is None:
@@ -114,6 +119,7 @@ class AttemptRunner:
         moved = await transitions.finish_attempt(
             self.resources.sessions, analysis_id, record, status, message, now, next_at
         )
+        DISPATCH_ATTEMPTS.labels(outcome).inc()
         log.info(
             "analysis %d attempt %d: %s (HTTP %s)%s",
             analysis_id,
