@@ -24,6 +24,7 @@ from shared.artifacts import ArtifactStore
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
 from shared.resources import Resources
+from summary_service.options import site_summary_parameters
 
 INPUTS_ARTIFACT = "inputs"
 INPUTS_FILE = "inputs.json"
@@ -92,6 +93,11 @@ async def build_payload(
     resources: Resources, context: DispatchContext, parameters: dict[str, Any]
 ) -> dict[str, Any]:
     analysis, service = context.analysis, context.service
+    if service.is_summary and "summary_parameters" not in parameters:
+        parameters = {
+            "summary_parameters": site_summary_parameters(resources.settings),
+            **parameters,
+        }
     async with resources.sessions() as session:
         data = await assemble_inputs(
             session,

@@ -35,6 +35,21 @@ class SummaryOptions:
     system_prompt: str
 
 
+def site_summary_parameters(settings: Settings) -> dict[str, Any]:
+    """SkyPortal's ``summary_parameters`` object from the site settings (no key).
+
+    The dispatcher sends it to every summary service: SkyPortal's own summarizer requires it
+    (and raises KeyError without it); ours reads the same values from settings anyway.
+    """
+    options = site_options(settings)
+    return {
+        "model": options.model,
+        "temperature": options.temperature,
+        "max_tokens": options.max_tokens,
+        "prompt": options.prompt,
+    }
+
+
 def site_options(settings: Settings) -> SummaryOptions:
     return SummaryOptions(
         model=settings.llm_model,

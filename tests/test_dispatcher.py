@@ -197,6 +197,26 @@ async def test_202_is_accepted_and_the_payload_is_skyportals_with_provenance(
     assert attempt.latency_ms is not None and attempt.latency_ms > 0 and attempt.error is None
 
 
+async def test_summary_services_get_skyportals_summary_parameters_from_site_settings(
+    resources: Resources, scene: Scene
+) -> None:
+    """SkyPortal's own summarizer needs ``summary_parameters`` (KeyError without it)."""
+    async with serving(FakeService()) as service, running(resources):
+        service_id = await make_service(
+            resources, service.url, [scene.group], is_summary=True, input_data_types=["comments"]
+        )
+        row = await start(resources, scene, service_id, analysis_parameters={})
+        await wait_for_status(resources, row.id, ["pending", "failure"])
+
+    (received,) = service.received
+    sent = received.json()["inputs"]["analysis_parameters"]["summary_parameters"]
+    settings = resources.settings
+    assert sent["model"] == settings.llm_model
+    assert sent["max_tokens"] == settings.llm_max_tokens
+    assert sent["prompt"] == settings.llm_prompt
+    assert "api_key" not in str(sent) and "openai_api_key" not in received.json()["inputs"]
+
+
 async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_inputs(
     resources: Resources, scene: Scene
 ) -> None:
