@@ -100,25 +100,32 @@ async def json_body(request: web.Request, *, optional: bool = True) -> dict[str,
         raise bad_request(f"Error parsing JSON: {exc}") from None
     if not isinstance(value, dict):
         raise bad_request("Error parsing JSON: the body must be a JSON object")
-    if _contains_nul(value):
-        raise bad_request("Error parsing JSON: strings must not contain NUL (\\u0000) characters")
+    where = _nul_location(value, "")
+    if where is not None:
+        raise bad_request(f"Invalid {where or 'body'}: must not contain NUL (\\u0000) characters")
     return value
 
 
-def _contains_nul(value: Any) -> bool:
-    """PostgreSQL refuses NUL in text and JSONB; refuse it at the door instead of failing later."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+def _nul_location(value: Any, path: str) -> str | None:
+    """Where a NUL character sits (``origin[1]``, ``altdata.key``), or None.
+
+    PostgreSQL refuses NUL in text and JSONB; refuse it at the door instead of failing later.
+    """
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_location(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path or "body"
+            found = _nul_location(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    return None
 
 
 def _refuse_constant(name: str) -> float:
@@ -193,7 +200,7 @@ def finite(value: Any, name: str, *, allow_none: bool = False) -> float | None:
     try:
         number = float(value)
     except OverflowError:
-        raise bad_request(f"Invalid {name}: must be finite") from None
+        raise bad_request(f"Invalid {name}: out of range") from None
     if not math.isfinite(number):
         raise bad_request(f"Invalid {name}: must be finite")
     return number
