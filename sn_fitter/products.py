@@ -16,14 +16,18 @@ import xarray as xr
 
 from sn_fitter.fit import FitResult, chi2_per_dof
 from sn_fitter.inputs import LightCurve
+from sn_fitter.model import DirectModel, LightCurveModel
 from sn_fitter.sampler import RHAT_TARGET
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Curves = dict[str, dict[str, np.ndarray]]  # band -> time, median, low, high
 PLOT_DRAWS = 300  # posterior draws used for model curves and bands
 CURVE_POINTS = 120
+CURVE_MARGIN = 10.0  # days drawn beyond the data, where the model is defined
+EDGE_QUANTILE = 0.025  # the grid ends where this fraction of draws have left their range
 MAX_POSTERIOR_SAMPLES = 4000
 ZP_AB = 23.9
 BAND_COLORS = {
@@ -66,16 +70,60 @@ def _draw_subset(result: FitResult, count: int, seed: int = 0) -> np.ndarray:
     return flat[rng.choice(len(flat), size=count, replace=False)]
 
 
-def model_curves(result: FitResult) -> Curves:
-    """Per band: time grid and the 16/50/84 percentiles of the model flux (zp 23.9 AB)."""
+def model_phase_range(model: LightCurveModel) -> tuple[float, float]:
+    """Rest-frame phases (days) where the model is defined; outside them it has no flux."""
+    if isinstance(model, DirectModel):
+        return float(model.model.source.minphase()), float(model.model.source.maxphase())
+    nodes = next(iter(model.tables.values())).phase_nodes
+    return float(nodes[0]), float(nodes[-1])
+
+
+def model_time_ranges(result: FitResult, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per parameter row, the MJDs ``t0 + phase * (1 + z)`` bounding the model's range."""
+    theta = np.atleast_2d(theta)
+    t0 = theta[:, result.param_names.index("t0")]
+    if result.z_fixed is not None:
+        z = np.full(len(theta), result.z_fixed)
+    else:
+        z = theta[:, result.param_names.index("z")]
+    first, last = model_phase_range(result.model)
+    return t0 + first * (1.0 + z), t0 + last * (1.0 + z)
+
+
+def _curve_times(result: FitResult, draws: np.ndarray) -> np.ndarray:
+    """The plotting grid: the data span plus a margin, cut to where all but a few draws are
+    defined, or, when the draws share no range, to the posterior median parameters' range."""
     lc = result.lightcurve
+    starts, stops = model_time_ranges(result, draws)
+    start = max(lc.time.min() - CURVE_MARGIN, np.quantile(starts, 1.0 - EDGE_QUANTILE))
+    stop = min(lc.time.max() + CURVE_MARGIN, np.quantile(stops, EDGE_QUANTILE))
+    if start >= stop:
+        (first,), (last,) = model_time_ranges(result, np.median(result.flat_samples, axis=0))
+        start = max(lc.time.min() - CURVE_MARGIN, first)
+        stop = min(lc.time.max() + CURVE_MARGIN, last)
+    return np.linspace(start, stop, CURVE_POINTS) if start < stop else np.empty(0)
+
+
+def model_curves(result: FitResult) -> Curves:
+    """Per band: time grid and the 16/50/84 percentiles of the model flux (zp 23.9 AB).
+
+    Only epochs inside the model's time range are drawn: outside it the model has no flux
+    (sncosmo returns 0), which used to show as a vertical drop to zero at the curve's ends.
+    Each draw counts only where it is defined; epochs where most draws are not are left out.
+    """
     draws = _draw_subset(result, PLOT_DRAWS)
-    start, stop = lc.time.min() - 10.0, lc.time.max() + 10.0
-    times = np.linspace(start, stop, CURVE_POINTS)
+    starts, stops = model_time_ranges(result, draws)
+    times = _curve_times(result, draws)
+    defined = (times >= starts[:, None]) & (times <= stops[:, None])
+    keep = defined.mean(axis=0) >= 0.5 if len(draws) else np.zeros(len(times), dtype=bool)
+    times, defined = times[keep], defined[:, keep]
     curves = {}
-    for band in sorted(set(lc.band)):
-        flux = result.model.flux_at(draws, times, band)
-        low, median, high = np.percentile(flux, [15.865, 50.0, 84.135], axis=0)
+    for band in sorted(set(result.lightcurve.band)):
+        if len(times):
+            flux = np.where(defined, result.model.flux_at(draws, times, band), np.nan)
+            low, median, high = np.nanpercentile(flux, [15.865, 50.0, 84.135], axis=0)
+        else:
+            low = median = high = np.empty(0)
         curves[band] = {"time": times, "median": median, "low": low, "high": high}
     return curves
 
@@ -84,7 +132,8 @@ def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
     """SkyPortal's ``{filter: [[mjd, mag_median, mag_lo, mag_hi], ...]}`` in apparent AB mag.
 
     ``mag_lo``/``mag_hi`` bound the 68% band (mag_lo is the brighter, numerically smaller);
-    epochs where the model flux is not positive have no magnitude and are left out.
+    epochs where the model flux is not positive have no magnitude and are left out, and so are
+    epochs outside the model's time range (``model_curves`` never has them).
     """
     out: dict[str, list[list[float]]] = {}
     for band, curve in curves.items():
@@ -99,18 +148,15 @@ def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
     return out
 
 
-def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> bytes:
-    """PNG: data with errors, non-detections as limits, model median and 68% band per band."""
-    import matplotlib
+def lightcurve_figure(result: FitResult, curves: Curves, title: str | None) -> Figure:
+    """Data with errors, non-detections as limits, model median and 68% band per band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lc = result.lightcurve
-    bands = sorted(set(lc.band))
-    fig, axes = plt.subplots(
-        len(bands), 1, figsize=(7, 2.6 * len(bands) + 0.6), sharex=True, squeeze=False
-    )
+    bands = sorted(set(result.lightcurve.band))
+    figure = Figure(figsize=(7, 2.6 * len(bands) + 0.6))
+    FigureCanvasAgg(figure)  # no pyplot: no global state, safe in any thread
+    axes = figure.subplots(len(bands), 1, sharex=True, squeeze=False)
     for ax, band in zip(axes[:, 0], bands, strict=True):
         _plot_band(ax, result, curves[band], band)
     axes[-1, 0].set_xlabel("MJD")
@@ -118,11 +164,15 @@ def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> byt
     head = f"{result.source}: chi2/dof = {result.chi2:.1f}/{result.ndof}"
     if ratio is not None:
         head += f" = {ratio:.2f}"
-    fig.suptitle(f"{title}  |  {head}" if title else head, fontsize=10)
-    fig.tight_layout()
+    figure.suptitle(f"{title}  |  {head}" if title else head, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> bytes:
+    """The light-curve figure as PNG bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
+    lightcurve_figure(result, curves, title).savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 

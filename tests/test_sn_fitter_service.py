@@ -175,7 +175,7 @@ async def test_fit_delivers_plot_posterior_lightcurve_and_results(fitter_url, re
     _check_inference_data(analysis["inference_data"], tmp_path)
     assert set(analysis["posterior_samples"]) == {"z", "t0", "x0", "x1", "c"}
     assert len(analysis["posterior_samples"]["z"]) == 4000
-    _check_model_lightcurve(analysis["model_lightcurve"])
+    _check_model_lightcurve(analysis["model_lightcurve"], analysis["posterior_samples"])
     results = analysis["results"]
     assert results["format"] == "json"
     data = results["data"]
@@ -216,14 +216,22 @@ def _check_inference_data(item: dict, tmp_path: Path) -> None:
         assert stats["lp"].shape == (4, 1000)
 
 
-def _check_model_lightcurve(curves: dict) -> None:
+def _check_model_lightcurve(curves: dict, samples: dict) -> None:
+    # salt3 is defined for rest-frame phases -20..+50 days; outside it has no flux, and the
+    # curve must not show those epochs (they once made the model drop to zero at the ends).
+    t0, z = float(np.median(samples["t0"])), float(np.median(samples["z"]))
+    first, last = t0 - 20.0 * (1.0 + z), t0 + 50.0 * (1.0 + z)
     assert set(curves) == {"ztfg", "ztfr"}
     for rows in curves.values():
         assert len(rows) > 50
+        assert all(value is not None and math.isfinite(value) for row in rows for value in row)
         mjd, median, low, high = np.array(rows).T
+        assert first - 1e-5 <= mjd.min() and mjd.max() <= last + 1e-5  # MJDs have 5 decimals
+        assert mjd.max() - mjd.min() > 60.0
         assert np.all(np.diff(mjd) > 0)
         assert np.all(low <= median) and np.all(median <= high)
         assert 16.0 < median.min() < 18.5  # the demo SN peaks near 17.2 mag
+        assert median[-1] < 21.0  # ~45 days after peak it is still bright, not a zero flux
 
 
 async def test_demo_route_with_fixed_redshift_and_portal_filter_names(fitter_url, receiver):
