@@ -54,13 +54,35 @@ def principal_for(user: User) -> Principal:
 
 
 async def principal_from_token(session: AsyncSession, token: str) -> Principal | None:
-    row = await session.execute(
-        select(User)
-        .join(Token, Token.user_id == User.id)
-        .where(Token.token_hash == hash_token(token))
+    """The caller of every authenticated request: one query (user and memberships), plain
+    rows rather than ORM objects, since it runs before every handler."""
+    rows = (
+        await session.execute(
+            select(
+                User.id,
+                User.username,
+                User.is_admin,
+                User.acls,
+                GroupUser.group_id,
+                GroupUser.admin,
+            )
+            .join(Token, Token.user_id == User.id)
+            .outerjoin(GroupUser, GroupUser.user_id == User.id)
+            .where(Token.token_hash == hash_token(token))
+        )
+    ).all()
+    if not rows:
+        return None
+    user = rows[0]
+    memberships = [r for r in rows if r.group_id is not None]
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        is_admin=user.is_admin,
+        acls=frozenset(user.acls or ()),
+        group_ids=frozenset(r.group_id for r in memberships),
+        admin_group_ids=frozenset(r.group_id for r in memberships if r.admin),
     )
-    user = row.scalar_one_or_none()
-    return principal_for(user) if user else None
 
 
 def visible(
