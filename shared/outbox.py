@@ -79,11 +79,17 @@ class OutboxRelay:
         return len(rows)
 
     async def publish_all(self) -> int:
-        """Publish until nothing is pending (or only rows another relay holds)."""
+        """Publish until nothing is pending (or only rows another relay holds).
+
+        A batch smaller than the batch size took every row there was, so no further (empty)
+        transaction is spent looking: rows committed meanwhile come with their own nudge.
+        """
         total = 0
-        while (published := await self.publish_pending()) > 0:
+        while True:
+            published = await self.publish_pending()
             total += published
-        return total
+            if published < self._batch_size:
+                return total
 
     async def run(self) -> None:
         """Relay forever: after each nudge, at least every ``poll_interval``, and after errors."""
