@@ -4,19 +4,29 @@ The posterior comes from an ArviZ-style netCDF file (its ``posterior`` group, re
 and h5netcdf) or from ``posterior_samples`` (``{param: [samples]}``). Fixed parameters (min ==
 max) and parameters with fewer than two finite samples are dropped; at most eight are drawn.
 The diagonal shows histograms with dashed 16/50/84 % quantile lines and "median +up -low"
-titles. Rendering uses matplotlib's Agg canvas directly (no pyplot), so it is safe in a worker
-thread; every function here is CPU-bound and meant to be called through ``asyncio.to_thread``.
+titles rounded to the errors; each parameter has the same limits in every panel, at most four
+ticks, and any offset or power of ten in its axis label (tiny values such as SALT's x0 ~ 2e-3
+would otherwise get long, overlapping tick labels). Rendering uses matplotlib's Agg canvas
+directly (no pyplot), so it is safe in a worker thread; every function here is CPU-bound and
+meant to be called through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_PARAMETERS = 8
+MAX_TICKS = 4  # per axis: short labels that never overlap their neighbours
+MAX_DECIMALS = 8
+POWER_LIMITS = (-3, 5)  # tick values below 1e-2 or from 1e5 up get a power of ten
 MAX_POINTS = 20_000
 QUANTILES = (0.16, 0.5, 0.84)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -98,13 +108,80 @@ def _plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+def _power_of_ten(exponent: int) -> str:
+    return rf"$\times10^{{{exponent}}}$"
+
+
+def quantile_text(median: float, up: float, down: float) -> str:
+    """``median +up -down`` as mathtext, rounded to two significant figures of the smaller
+    error; values below 0.01 or from 1e5 up share a power of ten (x0 ~ 2e-3 +- 2e-5 gives
+    ``(2.046 +0.021 -0.021) x 10^-3``, t0 ~ 60250 +- 0.07 gives ``60250.047 +0.074 -0.074``)."""
+    size = max(abs(median), up, down)
+    exponent = 0
+    if 0 < size < 1e-2 or size >= 1e5:
+        exponent = math.floor(math.log10(size))
+    scale = 10.0**exponent
+    median, up, down = median / scale, up / scale, down / scale
+    errors = [e for e in (up, down) if e > 0]
+    digits = 1 - math.floor(math.log10(min(errors))) if errors else 3
+    digits = min(max(digits, 0), MAX_DECIMALS)
+    text = f"{median:.{digits}f}^{{+{up:.{digits}f}}}_{{-{down:.{digits}f}}}"
+    if exponent:
+        return rf"$({text})\times10^{{{exponent}}}$"
+    return f"${text}$"
+
+
 def _title(name: str, values: np.ndarray[Any, Any]) -> str:
     low, median, high = np.quantile(values, QUANTILES)
-    return f"{_plain(name)} = {median:.4g} +{high - median:.2g} -{median - low:.2g}"
+    return f"{_plain(name)} = {quantile_text(median, high - median, median - low)}"
 
 
-def render_corner_png(posterior: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
-    """A lower-triangle corner plot as PNG bytes; CornerError when nothing can be drawn."""
+def _axis_label(name: str, offset: float, exponent: int) -> str:
+    """The axis label carries what ScalarFormatter would print as a floating offset text."""
+    label = _plain(name)
+    if offset:
+        sign = "$-$" if offset > 0 else "+"
+        label = f"{label} {sign} {abs(offset):.12g}"
+        if exponent:
+            label = f"({label})"
+    return f"{label} ({_power_of_ten(exponent)})" if exponent else label
+
+
+def _format_axis(axis: Any, name: str) -> str:
+    """At most MAX_TICKS short tick labels (offset and power of ten factored out, as in
+    ``x0 (x10^-3)`` with ticks 2.00, 2.04, ...), so neighbours never overlap; returns the
+    axis label that states the factored-out part."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    locator = MaxNLocator(nbins=MAX_TICKS - 1, min_n_ticks=2)
+    formatter = ScalarFormatter(useOffset=True, useMathText=True)
+    formatter.set_scientific(False)
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(formatter)
+    locs = locator()
+    formatter.set_locs(locs)  # picks the offset; the same limits give the same one when drawn
+    offset = float(formatter.offset)
+    exponent = _tick_exponent(axis, locs, offset)
+    if exponent:
+        formatter.set_scientific(True)
+        formatter.set_powerlimits((exponent, exponent))  # equal limits fix the power of ten
+    axis.offsetText.set_visible(False)
+    return _axis_label(name, offset, exponent)
+
+
+def _tick_exponent(axis: Any, locs: Sequence[float], offset: float) -> int:
+    """The power of ten to factor out of the tick labels (ScalarFormatter's rule)."""
+    low, high = sorted(axis.get_view_interval())
+    shown = [abs(loc) for loc in locs if low <= loc <= high]
+    size = (high - low) if offset else max(shown, default=0.0)
+    if size <= 0:
+        return 0
+    exponent = math.floor(math.log10(size))
+    return exponent if exponent <= POWER_LIMITS[0] or exponent >= POWER_LIMITS[1] else 0
+
+
+def corner_figure(posterior: Mapping[str, np.ndarray[Any, Any]]) -> Figure:
+    """A lower-triangle corner plot; CornerError when nothing can be drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -116,38 +193,54 @@ def render_corner_png(posterior: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
     figure = Figure(figsize=(2.4 * size + 0.6, 2.4 * size + 0.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(size, size, squeeze=False)
+    limits = {name: (float(v.min()), float(v.max())) for name, v in params.items()}
     for row in range(size):
         for column in range(size):
-            _draw_cell(axes[row][column], params, names, row, column)
+            _draw_cell(axes[row][column], params, names, limits, row, column)
     figure.tight_layout()
+    return figure
+
+
+def render_corner_png(posterior: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
+    """The corner plot as PNG bytes; CornerError when nothing can be drawn."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    corner_figure(posterior).savefig(buffer, format="png")
     return buffer.getvalue()
 
 
 def _draw_cell(
-    ax: Any, params: dict[str, np.ndarray[Any, Any]], names: list[str], row: int, column: int
+    ax: Any,
+    params: dict[str, np.ndarray[Any, Any]],
+    names: list[str],
+    limits: dict[str, tuple[float, float]],
+    row: int,
+    column: int,
 ) -> None:
-    size = len(names)
     if column > row:
         ax.set_axis_off()
         return
-    x = params[names[column]]
+    x_name, y_name = names[column], names[row]
+    x = params[x_name]
     if row == column:
-        ax.hist(x, bins=24, histtype="step", color="k")
+        ax.hist(x, bins=24, range=limits[x_name], histtype="step", color="k")
         for value in np.quantile(x, QUANTILES):
             ax.axvline(value, color="k", linestyle="--", linewidth=0.8)
-        ax.set_title(_title(names[column], x), fontsize=8)
+        ax.set_title(_title(x_name, x), fontsize=9)
         ax.set_yticks([])
     else:
-        y = params[names[row]]
-        ax.hist2d(x, y, bins=30, cmap="Greys")
-    if row == size - 1:
-        ax.set_xlabel(_plain(names[column]), fontsize=8)
+        ax.hist2d(x, params[y_name], bins=30, range=[limits[x_name], limits[y_name]], cmap="Greys")
+        ax.set_ylim(limits[y_name])
+    ax.set_xlim(limits[x_name])
+    ax.tick_params(labelsize=7)
+    x_label = _format_axis(ax.xaxis, x_name)
+    if row == len(names) - 1:
+        ax.set_xlabel(x_label, fontsize=8)
     else:
-        ax.set_xticklabels([])
-    if column == 0 and row > 0:
-        ax.set_ylabel(_plain(names[row]), fontsize=8)
-    elif column > 0:
-        ax.set_yticklabels([])
-    ax.tick_params(labelsize=6)
+        ax.tick_params(labelbottom=False)
+    if row == column:
+        return
+    y_label = _format_axis(ax.yaxis, y_name)
+    if column == 0:
+        ax.set_ylabel(y_label, fontsize=8)
+    else:
+        ax.tick_params(labelleft=False)
