@@ -127,11 +127,14 @@ async def test_instrument_name_is_unique_and_unknown_ids_are_clear(
     again = await api.post("/api/instrument", uploader, {"name": name})
     assert again.status == 400 and "already exists" in again.message
     assert await table_counts(resources) == before
-    for missing_id in (987654321, 2**40):
-        missing = await api.get(f"/api/instrument/{missing_id}", uploader)
-        assert (missing.status, missing.message) == (404, f"Instrument {missing_id} not found")
-    malformed = await api.get("/api/instrument/abc", uploader)
-    assert (malformed.status, malformed.message) == (400, "Invalid instrument_id: abc")
+    missing = await api.get("/api/instrument/987654321", uploader)
+    assert (missing.status, missing.message) == (404, "Instrument 987654321 not found")
+    for malformed_id in ("abc", str(2**40)):  # not an id at all: the 32-bit columns' range
+        malformed = await api.get(f"/api/instrument/{malformed_id}", uploader)
+        assert (malformed.status, malformed.message) == (
+            400,
+            f"Invalid instrument_id: {malformed_id}",
+        )
 
 
 async def test_source_round_trip_defaults_to_all_caller_groups(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.auth import principal
-from gateway.handlers.source_access import MAX_ROW_ID, has_nul, optional_text, text_field
+from gateway.handlers.source_access import has_nul, optional_text, text_field
 from gateway.serialize import instrument_dict
 from shared.db.models import Instrument
 from shared.enums import ACL
@@ -62,9 +62,7 @@ async def list_instruments(request: web.Request) -> web.Response:
 async def get_instrument(request: web.Request) -> web.Response:
     instrument_id = path_int(request, "instrument_id", "instrument_id")
     async with request.app[RESOURCES].sessions() as session:
-        instrument = None
-        if instrument_id <= MAX_ROW_ID:
-            instrument = await session.get(Instrument, instrument_id)
+        instrument = await session.get(Instrument, instrument_id)
         if instrument is None:
             raise not_found(f"Instrument {instrument_id} not found")
         return success(instrument_dict(instrument))
