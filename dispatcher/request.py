@@ -15,7 +15,7 @@ from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import lazyload, selectinload
+from sqlalchemy.orm import joinedload, lazyload, selectinload
 
 from dispatcher.transitions import naive_utc_text
 from shared.access import principal_for
@@ -52,7 +52,10 @@ async def load_context(resources: Resources, analysis_id: int) -> DispatchContex
     async with resources.sessions() as session:
         analysis = await session.scalar(
             select(ObjAnalysis)
-            .options(lazyload(ObjAnalysis.groups))
+            .options(
+                lazyload(ObjAnalysis.groups),
+                joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
+            )
             .where(ObjAnalysis.id == analysis_id)
         )
         if analysis is None:
