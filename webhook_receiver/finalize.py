@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from shared.analysis_data import AnnotationIn, merged_json
-from shared.db.models import Annotation, Group, ObjAnalysis
+from shared.db.models import AnalysisService, Annotation, Group, ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisCompleted
@@ -53,7 +53,11 @@ async def find_by_token_hash(session: AsyncSession, token_hash: str) -> ObjAnaly
     query = (
         select(ObjAnalysis)
         .where(ObjAnalysis.token_hash == token_hash)
-        .options(selectinload(ObjAnalysis.groups))
+        .options(
+            selectinload(ObjAnalysis.groups),
+            # Only the service's name and is_summary are used: its groups would be a query more.
+            joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
+        )
         .execution_options(populate_existing=True)
     )
     return (await session.execute(query)).scalar_one_or_none()
@@ -130,6 +134,8 @@ async def upsert_annotations(
 ) -> None:
     """Update the author's own annotation with this origin when it is shared with exactly the
     analysis' groups; otherwise add a new one. Other annotations are never touched."""
+    if not items:
+        return
     group_ids = {g.id for g in analysis.groups}
     # This session's own Group rows (the analysis row was loaded by another session).
     groups = list(await session.scalars(select(Group).where(Group.id.in_(group_ids))))
