@@ -135,7 +135,9 @@ def _instrument_id(value: Any) -> int | None:
 async def load_visible_obj(session: AsyncSession, obj_id: str, principal: Principal) -> Obj:
     """The source, if the principal may read it; else InputsError("Obj … not found")."""
     obj = await session.scalar(
-        select(Obj).where(Obj.id == obj_id, visible(obj_groups, Obj.id, principal))
+        select(Obj)
+        .where(Obj.id == obj_id, visible(obj_groups, Obj.id, principal))
+        .options(lazyload(Obj.groups))
     )
     if obj is None:
         raise InputsError(f"Obj {obj_id} not found")
