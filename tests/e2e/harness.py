@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,15 @@ async def wait_listening(port: int, task: asyncio.Task[None] | None, within: flo
         writer.close()
         await writer.wait_closed()
         return
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
+    """Until ``check()`` is true; fails naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
 
 
 # --- an HTTP client, as a user would use the API -----------------------------------------------

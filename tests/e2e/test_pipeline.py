@@ -19,7 +19,7 @@ import pytest
 from shared.inputs import PHOTOMETRY_COLUMNS
 from shared.signing import SignatureError, verify
 from tests.e2e.conftest import Scene
-from tests.e2e.harness import Pipeline, ok
+from tests.e2e.harness import Pipeline, eventually, ok
 from tests.e2e.services import (
     Call,
     DigestGate,
@@ -177,10 +177,11 @@ async def test_a_service_that_is_down_at_first_is_retried_until_it_accepts(
     service = LocalService(lambda call: simple_success("late but done"), port=free_port())
     service_id = await pipeline.register(scene.astro, scene.group, service.url)
     analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
-    for _ in range(400):  # until two attempts have failed against the closed port
-        if len(await pipeline.attempts(scene.astro, analysis_id)) >= 2:
-            break
-        await asyncio.sleep(0.05)
+
+    async def two_failed() -> bool:
+        return len(await pipeline.attempts(scene.astro, analysis_id)) >= 2
+
+    await eventually(two_failed, "two attempts failed against the closed port")
     async with service:
         analysis = await pipeline.wait_final(scene.astro, analysis_id)
     attempts = await pipeline.attempts(scene.astro, analysis_id)
@@ -247,11 +248,12 @@ async def test_a_callback_before_the_services_answer_is_never_overwritten(
         service_id = await pipeline.register(scene.astro, scene.group, service.url)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
         await pipeline.wait_final(scene.astro, analysis_id)
-        for _ in range(200):  # until the dispatcher has recorded the service's answer
-            attempts = await pipeline.attempts(scene.astro, analysis_id)
-            if attempts:
-                break
-            await asyncio.sleep(0.05)
+
+        async def answer_recorded() -> bool:
+            return bool(await pipeline.attempts(scene.astro, analysis_id))
+
+        await eventually(answer_recorded, "the dispatcher recorded the service's answer")
+    attempts = await pipeline.attempts(scene.astro, analysis_id)
     assert [c.status for c in service.sent] == [200]
     assert [(a["outcome"], a["http_status"]) for a in attempts] == [("accepted", 200)]
     await asyncio.sleep(0.3)  # nothing may move it afterwards either
