@@ -1,0 +1,834 @@
+"""The whole analysis pipeline under load, with the raw stack measured in the same run.
+
+    .venv/bin/python bench/pipeline.py [--count 2000] [--rate 300] [--paced-seconds 5]
+        [--bus rabbit|memory] [--db postgresql|sqlite] [--concurrency 64] [--sources 100]
+        [--profile profile.svg]
+
+What runs where. skyhook runs as ``skyhook run`` does, every service composed in ONE process
+(gateway, webhook receiver, dispatcher, summary service, outbox relay), by default on RabbitMQ
+and PostgreSQL (a database created for the run and dropped after it, RabbitMQ names under a
+unique prefix deleted after it). This script is the outside world, in its own process: the
+users starting analyses and a SkyPortal-style analysis service that answers each request and
+posts its results back at once. The raw stack is measured afterwards with the same client:
+an aiohttp hello-world server (also its own process), aio-pika publish+consume, single-row
+INSERTs.
+
+Latency is start request → completed: the time this script sent the POST that started the
+analysis, to the time the webhook receiver stamped on the row when it completed it
+(``last_activity``, written in the committing transaction; same machine, same clock). Reading
+it from the database afterwards means measuring does not load the gateway with polls.
+
+Burst: ``--count`` analyses started by ``--concurrency`` concurrent clients, as fast as the
+gateway takes them: started/s, completed/s (first start → last completion), p50/p99.
+The burst also prints the skyhook process' CPU time and PostgreSQL transactions per analysis.
+Paced: ``--rate`` analyses/s for ``--paced-seconds``, each start sent on schedule whatever
+the backlog (open loop): p50/p99 under that load; then again at half the rate the burst
+completed, where the pipeline keeps up. ``--profile FILE`` records the skyhook process with
+py-spy during the burst (``pip install py-spy``; FILE.svg for a flame graph, else collapsed
+stacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+from aiohttp import web
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db.migrate import upgrade_async
+from shared.db.models import ObjAnalysis
+from shared.db.session import create_engine, create_session_factory
+from shared.settings import load_settings
+from skyhook.provision import create_token
+
+SKYHOOK = Path(sys.executable).with_name("skyhook")
+PG_ADMIN = os.environ.get("SKYHOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("SKYHOOK_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+FINAL = ("completed", "failure", "timed_out", "cancelled")
+RESULTS = {
+    "status": "success",
+    "message": "fit done",
+    "analysis": {"results": {"format": "json", "data": {"chi2": 1.02, "t0": 59015.2}}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# --- the environment: a database, a RabbitMQ prefix, a folder ----------------------------------
+
+
+@dataclass
+class Environment:
+    database_url: str
+    amqp_url: str
+    prefix: str
+    folder: Path
+    pg_database: str | None  # created for the run (dropped after it)
+
+    def settings_env(self, port: int, callback_port: int, log_level: str) -> dict[str, str]:
+        values = {
+            "DATABASE_URL": self.database_url,
+            "AMQP_URL": self.amqp_url,
+            "BUS_PREFIX": self.prefix,
+            "PORT": str(port),
+            "PUBLIC_URL": f"http://127.0.0.1:{callback_port}",
+            "ARTIFACT_DIR": str(self.folder / "artifacts"),
+            "SECRET_KEY": "bench-secret-key",
+            "HOST": "127.0.0.1",
+            "ALLOW_LOOPBACK_URLS": "true",  # the analysis service is on 127.0.0.1
+            "MAX_ANALYSES_PER_OBJ_PER_USER": "1000000",
+            "LOG_LEVEL": log_level,
+        }
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SKYHOOK_")}
+        return {**inherited, **{f"SKYHOOK_{k}": v for k, v in values.items()}}
+
+
+async def _pg_admin(sql: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _rabbit_names(prefix: str) -> tuple[list[str], list[str]]:
+    """Queues and exchanges under the prefix (rabbitmqctl), or the ones skyhook declares."""
+    try:
+        listed = [
+            subprocess.run(
+                ["rabbitmqctl", "-q", f"list_{kind}", "name", "--no-table-headers"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.split()
+            for kind in ("queues", "exchanges")
+        ]
+        queues, exchanges = ([n for n in names if n.startswith(prefix)] for names in listed)
+        return queues, exchanges
+    except (OSError, subprocess.SubprocessError):
+        queues = [f"{prefix}.{q}" for q in ("skyhook.dispatcher", "skyhook.summaries")]
+        return [*queues, f"{prefix}.dead-letter"], [f"{prefix}.events", f"{prefix}.dead-letter"]
+
+
+async def delete_rabbit_prefix(amqp_url: str, prefix: str) -> None:
+    queues, exchanges = await asyncio.to_thread(_rabbit_names, prefix)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+        for name in exchanges:
+            channel = await connection.channel()
+            await channel.exchange_delete(name)
+
+
+@contextlib.asynccontextmanager
+async def environment(bus: str, db: str) -> AsyncIterator[Environment]:
+    folder = Path(tempfile.mkdtemp(prefix="skyhook-bench-"))
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    pg_database = f"skyhook_bench_{uuid.uuid4().hex[:8]}" if db == "postgresql" else None
+    if pg_database is not None:
+        await _pg_admin(f'CREATE DATABASE "{pg_database}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        database_url = f"{base}/{pg_database}"
+    else:
+        database_url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    amqp_url = AMQP if bus == "rabbit" else "memory://"
+    try:
+        await upgrade_async(database_url)
+        yield Environment(database_url, amqp_url, prefix, folder, pg_database)
+    finally:
+        if bus == "rabbit":
+            await delete_rabbit_prefix(amqp_url, prefix)
+        if pg_database is not None:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{pg_database}" WITH (FORCE)')
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+async def wait_listening(port: int, process: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if process.returncode is not None:
+            raise RuntimeError(f"the process stopped:\n{tail(log)}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port}:\n{tail(log)}") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+@contextlib.asynccontextmanager
+async def child(
+    args: list[str], env: dict[str, str], port: int, log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("ab") as output:
+        process = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=output, stderr=output, stdin=asyncio.subprocess.DEVNULL
+        )
+    try:
+        await wait_listening(port, process, log)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def running_skyhook(
+    args: argparse.Namespace, env: Environment
+) -> AsyncIterator[tuple[int, list[int]]]:
+    """(gateway port, process ids): ``skyhook run``, or with ``--split`` one process per
+    service (dispatcher first: its queue must exist before the gateway publishes)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not args.split:
+            port = free_port()
+            command = [str(SKYHOOK), "run", "--port", str(port)]
+            settings_env = env.settings_env(port, port, args.log_level)
+            log = env.folder / "skyhook.log"
+            process = await stack.enter_async_context(child(command, settings_env, port, log))
+            yield port, [process.pid]
+            return
+        ports = {name: free_port() for name in ("dispatcher", "webhook-receiver", "gateway")}
+        pids = []
+        for name, port in ports.items():
+            settings_env = env.settings_env(port, ports["webhook-receiver"], args.log_level)
+            log = env.folder / f"{name}.log"
+            process = await stack.enter_async_context(
+                child([str(SKYHOOK), name], settings_env, port, log)
+            )
+            pids.append(process.pid)
+        yield ports["gateway"], pids
+
+
+async def pg_transactions(environment: Environment) -> int | None:
+    """Transactions committed or rolled back in the run's database so far (PostgreSQL)."""
+    if environment.pg_database is None:
+        return None
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        return int(
+            await connection.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+                environment.pg_database,
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# --- the analysis service: answers, then posts its results back at once --------------------------
+
+
+class CallbackService:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received = 0
+        self.callback_errors: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/analysis"
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
+        app = web.Application()
+        app.router.add_post("/analysis", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.received += 1
+        task = asyncio.create_task(self._call_back(payload["callback_url"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response({"status": "pending", "message": "started"})
+
+    async def _call_back(self, url: str) -> None:
+        assert self._http is not None
+        try:
+            async with self._http.post(url, json=RESULTS) as response:
+                if response.status != 200:
+                    self.callback_errors.append(f"HTTP {response.status}: {await response.text()}")
+        except aiohttp.ClientError as exc:
+            self.callback_errors.append(repr(exc))
+
+
+# --- users of the API ---------------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    analysis_id: int
+    sent_at: float  # time.time() just before the request
+
+
+@dataclass
+class Client:
+    base_url: str
+    token: str
+    http: aiohttp.ClientSession
+    errors: list[str] = field(default_factory=list)
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"token {self.token}"}
+        async with self.http.request(
+            method, self.base_url + path, json=body, headers=headers
+        ) as response:
+            reply = await response.json(content_type=None)
+            if response.status != 200:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status} {reply}")
+            return reply["data"]
+
+    async def start(self, obj_id: str, service_id: int) -> Started | None:
+        sent_at = time.time()
+        try:
+            data = await self.call("POST", f"/api/obj/{obj_id}/analysis/{service_id}", {})
+        except (RuntimeError, aiohttp.ClientError) as exc:
+            self.errors.append(str(exc))
+            return None
+        return Started(int(data["id"]), sent_at)
+
+
+async def set_up_data(client: Client, service_url: str, sources: int) -> tuple[int, list[str]]:
+    groups = (await client.call("GET", "/api/groups"))["user_groups"]
+    group_id = groups[0]["id"]
+    instrument = {"name": f"bench-{uuid.uuid4().hex[:6]}", "filters": ["ztfg", "ztfr"]}
+    instrument_id = (await client.call("POST", "/api/instrument", instrument))["id"]
+    service = {
+        "name": f"bench-{uuid.uuid4().hex[:8]}",
+        "display_name": "Bench fitter",
+        "url": service_url,
+        "authentication_type": "none",
+        "analysis_type": "lightcurve_fitting",
+        "input_data_types": ["photometry"],
+        "timeout": 3600,
+        "group_ids": [group_id],
+    }
+    service_id = (await client.call("POST", "/api/analysis_service", service))["id"]
+    obj_ids = []
+    for n in range(sources):
+        obj_id = f"ZTFbench{n:05d}"
+        source = {"id": obj_id, "ra": 10.0 + n * 0.01, "dec": -5.0, "group_ids": [group_id]}
+        await client.call("POST", "/api/sources", source)
+        points = {
+            "obj_id": obj_id,
+            "instrument_id": instrument_id,
+            "mjd": [59000.0 + d for d in range(5)],
+            "filter": ["ztfg", "ztfr", "ztfg", "ztfr", "ztfg"],
+            "flux": [100.0, 120.0, 140.0, 110.0, 90.0],
+            "fluxerr": [5.0] * 5,
+            "zp": 23.9,
+            "magsys": "ab",
+            "group_ids": [group_id],
+        }
+        await client.call("POST", "/api/photometry", points)
+        obj_ids.append(obj_id)
+    return service_id, obj_ids
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    count: int
+    start_seconds: float
+    started_at: float
+    completions: dict[int, float]  # analysis id → completed at (unix seconds)
+    statuses: dict[str, int]
+    latencies: list[float]
+    client_errors: int
+
+    @property
+    def completed_per_second(self) -> float:
+        if not self.completions:
+            return 0.0
+        return len(self.completions) / (max(self.completions.values()) - self.started_at)
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+async def wait_final(engine: AsyncEngine, ids: list[int], within: float) -> None:
+    deadline = time.monotonic() + within
+    lowest, highest = min(ids), max(ids)
+    query = select(ObjAnalysis.id).where(
+        ObjAnalysis.id.between(lowest, highest), ObjAnalysis.status.in_(FINAL)
+    )
+    while time.monotonic() < deadline:
+        async with engine.connect() as connection:
+            done = len((await connection.execute(query)).all())
+        if done >= len(ids):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def outcome_of(engine: AsyncEngine, started: list[Started], start_seconds: float) -> Outcome:
+    by_id = {s.analysis_id: s for s in started}
+    query = select(ObjAnalysis.id, ObjAnalysis.status, ObjAnalysis.last_activity).where(
+        ObjAnalysis.id.in_(list(by_id))
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    statuses: dict[str, int] = {}
+    completions: dict[int, float] = {}
+    for row in rows:
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+        if row.status == "completed":
+            completions[row.id] = _epoch(row.last_activity)
+    latencies = [completions[i] - by_id[i].sent_at for i in completions]
+    first = min((s.sent_at for s in started), default=time.time())
+    return Outcome(len(started), start_seconds, first, completions, statuses, latencies, 0)
+
+
+async def burst(
+    client: Client, service_id: int, obj_ids: list[str], count: int, concurrency: int
+) -> tuple[list[Started], float]:
+    """``count`` starts by ``concurrency`` clients, each sending its next as soon as answered."""
+    started: list[Started] = []
+    counter = iter(range(count))
+
+    async def worker() -> None:
+        for n in counter:
+            result = await client.start(obj_ids[n % len(obj_ids)], service_id)
+            if result is not None:
+                started.append(result)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return started, time.perf_counter() - began
+
+
+async def paced(
+    client: Client, service_id: int, obj_ids: list[str], rate: float, seconds: float
+) -> tuple[list[Started], float]:
+    """Open loop: start n is sent at t0 + n/rate, however many are still unanswered."""
+    total = int(rate * seconds)
+    tasks: list[asyncio.Task[Started | None]] = []
+    began = time.perf_counter()
+    for n in range(total):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(client.start(obj_ids[n % len(obj_ids)], service_id)))
+    results = await asyncio.gather(*tasks)
+    return [r for r in results if r is not None], time.perf_counter() - began
+
+
+async def measured(
+    engine: AsyncEngine, client: Client, run: Callable[[], Awaitable[tuple[list[Started], float]]]
+) -> Outcome:
+    errors_before = len(client.errors)
+    started, start_seconds = await run()
+    if started:
+        await wait_final(engine, [s.analysis_id for s in started], within=300)
+    outcome = await outcome_of(engine, started, start_seconds)
+    outcome.client_errors = len(client.errors) - errors_before
+    return outcome
+
+
+# --- the raw stack ------------------------------------------------------------------------------
+
+
+def serve_hello(port: int) -> None:
+    async def hello(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"status": "success", "data": {"id": 1}})
+
+    app = web.Application()
+    app.router.add_post("/hello", hello)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def raw_http(concurrency: int, count: int, folder: Path) -> float:
+    """Requests/s of an aiohttp hello world in its own process, with the benchmark's client."""
+    port = free_port()
+    args = [sys.executable, __file__, "--serve-hello", str(port)]
+    async with (
+        child(args, dict(os.environ), port, folder / "hello.log"),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http,
+    ):
+        counter = iter(range(count))
+        url = f"http://127.0.0.1:{port}/hello"
+
+        async def worker() -> None:
+            for _ in counter:
+                async with http.post(url, json={}, headers={"Authorization": "token x"}) as r:
+                    await r.json()
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - began)
+
+
+async def raw_rabbit(amqp_url: str, prefix: str, count: int) -> float:
+    """Persistent messages published with confirms to a quorum queue and consumed with acks."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            f"{prefix}.raw", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=64)
+        queue = await consumer.declare_queue(
+            f"{prefix}.raw", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.bind(exchange, "raw.#")
+        done = asyncio.Event()
+        seen = 0
+
+        async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal seen
+            json.loads(message.body)
+            await message.ack()
+            seen += 1
+            if seen >= count:
+                done.set()
+
+        await queue.consume(handle)
+        began = time.perf_counter()
+        for start in range(0, count, 500):
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            json.dumps({"analysis_id": n}).encode(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            message_id=str(uuid.uuid4()),
+                        ),
+                        "raw.requested",
+                    )
+                    for n in range(start, min(count, start + 500))
+                )
+            )
+        await asyncio.wait_for(done.wait(), 120)
+        return count / (time.perf_counter() - began)
+
+
+async def raw_inserts(environment: Environment, concurrency: int, count: int) -> float:
+    """Single-row INSERTs, each its own transaction, ``concurrency`` connections at once."""
+    if environment.pg_database is None:
+        return await _raw_sqlite_inserts(environment.folder / "bench.db", count)
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    pool = await asyncpg.create_pool(
+        f"{base}/{environment.pg_database}", min_size=concurrency, max_size=concurrency
+    )
+    async with pool:
+        await pool.execute("CREATE TABLE raw_rows (id bigserial PRIMARY KEY, body text)")
+        counter = iter(range(count))
+
+        async def worker() -> None:
+            async with pool.acquire() as connection:
+                for n in counter:
+                    await connection.execute("INSERT INTO raw_rows (body) VALUES ($1)", str(n))
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - began)
+
+
+async def session_inserts(environment: Environment, concurrency: int, count: int) -> float:
+    """The same INSERTs through skyhook's session layer (SQLAlchemy AsyncSession, one
+    transaction each): what every state change of the pipeline pays on top of the driver."""
+    engine = create_engine(environment.database_url, pool_size=concurrency)
+    sessions = create_session_factory(engine)
+    statement = text("INSERT INTO raw_rows (body) VALUES (:body)")
+    counter = iter(range(count))
+
+    async def worker() -> None:
+        for n in counter:
+            async with sessions.begin() as session:
+                await session.execute(statement, {"body": str(n)})
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    await engine.dispose()
+    return count / elapsed
+
+
+async def _raw_sqlite_inserts(path: Path, count: int) -> float:
+    import aiosqlite
+
+    async with aiosqlite.connect(path) as connection:
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute("CREATE TABLE raw_rows (id INTEGER PRIMARY KEY, body TEXT)")
+        began = time.perf_counter()
+        for n in range(count):
+            await connection.execute("INSERT INTO raw_rows (body) VALUES (?)", (str(n),))
+            await connection.commit()
+        return count / (time.perf_counter() - began)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def report(label: str, outcome: Outcome) -> None:
+    p50 = percentile(outcome.latencies, 0.50) * 1000
+    p99 = percentile(outcome.latencies, 0.99) * 1000
+    started_rate = outcome.count / outcome.start_seconds if outcome.start_seconds else 0
+    print(
+        f"{label:<8} {outcome.count:>6} started {started_rate:>7.0f}/s   completed "
+        f"{outcome.completed_per_second:>7.0f}/s   latency p50 {p50:>7.1f} ms  p99 {p99:>7.1f} ms"
+        f"   statuses {outcome.statuses}"
+        + (f"   client errors {outcome.client_errors}" if outcome.client_errors else "")
+    )
+
+
+@contextlib.asynccontextmanager
+async def profiling(pid: int, output: str | None) -> AsyncIterator[None]:
+    if not output:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    process = await asyncio.create_subprocess_exec(
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--output",
+        output,
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--format",
+        "flamegraph" if output.endswith(".svg") else "raw",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+        print(f"profile written to {output}")
+
+
+@dataclass
+class Workload:
+    """What the users do: start analyses of these sources with this service."""
+
+    engine: AsyncEngine  # for reading the outcome afterwards
+    client: Client
+    service_id: int
+    obj_ids: list[str]
+    concurrency: int
+
+    async def burst(self, count: int) -> Outcome:
+        return await measured(
+            self.engine,
+            self.client,
+            lambda: burst(self.client, self.service_id, self.obj_ids, count, self.concurrency),
+        )
+
+    async def paced(self, rate: float, seconds: float) -> Outcome:
+        return await measured(
+            self.engine,
+            self.client,
+            lambda: paced(self.client, self.service_id, self.obj_ids, rate, seconds),
+        )
+
+
+async def measured_burst(
+    workload: Workload, args: argparse.Namespace, env: Environment, pids: list[int]
+) -> Outcome:
+    """The burst, with skyhook's CPU time and database transactions per analysis."""
+    cpu_before, transactions_before = cpu_seconds(pids), await pg_transactions(env)
+    async with profiling(pids[0], args.profile):
+        outcome = await workload.burst(args.count)
+    cpu = cpu_seconds(pids) - cpu_before
+    report("burst", outcome)
+    print(f"{'':9}skyhook CPU: {cpu * 1000 / args.count:.2f} ms per analysis")
+    transactions_after = await pg_transactions(env)
+    if transactions_before is not None and transactions_after is not None:
+        per_analysis = (transactions_after - transactions_before) / args.count
+        print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
+    return outcome
+
+
+async def run_pipeline(args: argparse.Namespace, env: Environment) -> dict[str, Outcome]:
+    service = CallbackService()
+    await service.start()
+    try:
+        async with running_skyhook(args, env) as (port, pids):
+            return await run_workloads(args, env, service, port, pids)
+    finally:
+        await service.stop()
+        if service.callback_errors:
+            errors = service.callback_errors
+            print(f"callback errors: {len(errors)}, e.g. {errors[0]}")
+
+
+async def run_workloads(
+    args: argparse.Namespace, env: Environment, service: CallbackService, port: int, pids: list[int]
+) -> dict[str, Outcome]:
+    settings = load_settings(None, database_url=env.database_url, amqp_url="memory://")
+    acls = ["Run Analyses", "Upload Data", "Manage Analysis Services"]
+    token = await create_token(settings, "bench", acls=acls, groups=["bench"])
+    engine = create_engine(env.database_url)
+    connector = aiohttp.TCPConnector(limit=max(args.concurrency, 256))
+    outcomes: dict[str, Outcome] = {}
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            client = Client(f"http://127.0.0.1:{port}", token, http)
+            service_id, obj_ids = await set_up_data(client, service.url, args.sources)
+            workload = Workload(engine, client, service_id, obj_ids, args.concurrency)
+            report("warm-up", await workload.burst(200))
+            outcomes["burst"] = await measured_burst(workload, args, env, pids)
+            outcomes["paced"] = await workload.paced(args.rate, args.paced_seconds)
+            report(f"{args.rate:g}/s", outcomes["paced"])
+            # Where the pipeline keeps up: half of what the burst completed per second.
+            half = max(1.0, round(outcomes["burst"].completed_per_second / 2))
+            outcomes["half"] = await workload.paced(half, args.paced_seconds)
+            report(f"{half:g}/s", outcomes["half"])
+    finally:
+        await engine.dispose()
+    return outcomes
+
+
+async def raw_stack(args: argparse.Namespace, env: Environment) -> dict[str, float]:
+    rates = {"http": await raw_http(args.concurrency, max(args.count, 5000), env.folder)}
+    rates["insert"] = await raw_inserts(env, 16, 5000)
+    rates["session"] = await session_inserts(env, 16, 5000)
+    if args.bus == "rabbit":
+        rates["rabbit"] = await raw_rabbit(env.amqp_url, env.prefix, 5000)
+    return rates
+
+
+def print_raw(args: argparse.Namespace, completed: float, rates: dict[str, float]) -> None:
+    print("raw stack, same client and machine (ratio = completed analyses/s : raw rate):")
+    lines = [
+        ("http", "aiohttp hello world, req/s", "an analysis is 3 HTTP requests"),
+        ("insert", f"single-row INSERT/s, raw {args.db}", ""),
+        ("session", "same INSERT/s through skyhook's sessions", "SQLAlchemy AsyncSession"),
+        ("rabbit", "aio-pika publish+consume, msg/s", "an analysis is 2 messages"),
+    ]
+    for key, label, note in lines:
+        if key in rates:
+            ratio = completed / rates[key]
+            print(f"  {label:<42} {rates[key]:>8.0f}   ratio {ratio:.4f}  {note}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    print(
+        f"skyhook {'split in 3 processes' if args.split else 'run (one process)'} on "
+        f"bus={args.bus} db={args.db}; {args.count} analyses, "
+        f"{args.concurrency} concurrent clients, {args.sources} sources"
+    )
+    async with environment(args.bus, args.db) as env:
+        outcomes = await run_pipeline(args, env)
+        rates = await raw_stack(args, env)
+    completed = outcomes["burst"].completed_per_second
+    print_raw(args, completed, rates)
+    p99 = percentile(outcomes["paced"].latencies, 0.99) * 1000
+    print(
+        f"targets: >= 1000 completed/s: {'met' if completed >= 1000 else 'NOT met'} "
+        f"({completed:.0f}/s); p99 < 250 ms at {args.rate:g}/s: "
+        f"{'met' if p99 < 250 else 'NOT met'} ({p99:.0f} ms)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--paced-seconds", type=float, default=5.0)
+    parser.add_argument("--sources", type=int, default=100)
+    parser.add_argument("--bus", choices=("rabbit", "memory"), default="rabbit")
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="gateway, webhook receiver and dispatcher as three processes (RabbitMQ only)",
+    )
+    parser.add_argument(
+        "--profile",
+        help="py-spy profile of skyhook during the burst: FILE.svg, or collapsed stacks",
+    )
+    parser.add_argument("--serve-hello", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.split and args.bus == "memory":
+        parser.error("--split needs --bus rabbit: the in-process bus cannot join processes")
+    if args.serve_hello:
+        serve_hello(args.serve_hello)
+        return
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
