@@ -226,8 +226,8 @@ async def child(
 @contextlib.asynccontextmanager
 async def running_skyhook(
     args: argparse.Namespace, env: Environment
-) -> AsyncIterator[tuple[int, list[int]]]:
-    """(gateway port, process ids): ``skyhook run``, or with ``--split`` one process per
+) -> AsyncIterator[tuple[int, dict[str, int]]]:
+    """(gateway port, process id by name): ``skyhook run``, or with ``--split`` one process per
     service (dispatcher first: its queue must exist before the gateway publishes)."""
     async with contextlib.AsyncExitStack() as stack:
         if not args.split:
@@ -236,17 +236,17 @@ async def running_skyhook(
             settings_env = env.settings_env(port, port, args.log_level)
             log = env.folder / "skyhook.log"
             process = await stack.enter_async_context(child(command, settings_env, port, log))
-            yield port, [process.pid]
+            yield port, {"skyhook": process.pid}
             return
         ports = {name: free_port() for name in ("dispatcher", "webhook-receiver", "gateway")}
-        pids = []
+        pids = {}
         for name, port in ports.items():
             settings_env = env.settings_env(port, ports["webhook-receiver"], args.log_level)
             log = env.folder / f"{name}.log"
             process = await stack.enter_async_context(
                 child([str(SKYHOOK), name], settings_env, port, log)
             )
-            pids.append(process.pid)
+            pids[name] = process.pid
         yield ports["gateway"], pids
 
 
@@ -266,13 +266,13 @@ async def pg_transactions(environment: Environment) -> int | None:
         await connection.close()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (Linux /proc)."""
-    total = 0
-    for pid in pids:
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process (Linux /proc)."""
+    seconds = {}
+    for name, pid in pids.items():
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        seconds[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
 
 
 # --- the analysis service: answers, then posts its results back at once --------------------------
@@ -703,15 +703,20 @@ class Workload:
 
 
 async def measured_burst(
-    workload: Workload, args: argparse.Namespace, env: Environment, pids: list[int]
+    workload: Workload, args: argparse.Namespace, env: Environment, pids: dict[str, int]
 ) -> Outcome:
     """The burst, with skyhook's CPU time and database transactions per analysis."""
-    cpu_before, transactions_before = cpu_seconds(pids), await pg_transactions(env)
-    async with profiling(pids[0], args.profile):
+    cpu_before, transactions_before = cpu_by_process(pids), await pg_transactions(env)
+    profiled = pids.get(args.profile_service, next(iter(pids.values())))
+    async with profiling(profiled, args.profile):
         outcome = await workload.burst(args.count)
-    cpu = cpu_seconds(pids) - cpu_before
+    cpu = {name: t - cpu_before[name] for name, t in cpu_by_process(pids).items()}
     report("burst", outcome)
-    print(f"{'':9}skyhook CPU: {cpu * 1000 / args.count:.2f} ms per analysis")
+    parts = ", ".join(f"{name} {t * 1000 / args.count:.2f}" for name, t in cpu.items())
+    total = sum(cpu.values()) * 1000 / args.count
+    print(
+        f"{'':9}skyhook CPU per analysis: {total:.2f} ms" + (f" ({parts})" if len(cpu) > 1 else "")
+    )
     transactions_after = await pg_transactions(env)
     if transactions_before is not None and transactions_after is not None:
         per_analysis = (transactions_after - transactions_before) / args.count
@@ -733,7 +738,11 @@ async def run_pipeline(args: argparse.Namespace, env: Environment) -> dict[str, 
 
 
 async def run_workloads(
-    args: argparse.Namespace, env: Environment, service: CallbackService, port: int, pids: list[int]
+    args: argparse.Namespace,
+    env: Environment,
+    service: CallbackService,
+    port: int,
+    pids: dict[str, int],
 ) -> dict[str, Outcome]:
     settings = load_settings(None, database_url=env.database_url, amqp_url="memory://")
     acls = ["Run Analyses", "Upload Data", "Manage Analysis Services"]
@@ -811,6 +820,11 @@ def main() -> None:
     parser.add_argument("--bus", choices=("rabbit", "memory"), default="rabbit")
     parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--profile-service",
+        default="dispatcher",
+        help="with --split: which process to profile (dispatcher, webhook-receiver, gateway)",
+    )
     parser.add_argument(
         "--split",
         action="store_true",
