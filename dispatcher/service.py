@@ -183,7 +183,13 @@ class Dispatcher:
             now,
         )
         if released:
-            log.warning("analysis %d: %s; now %s", analysis_id, error, status)
+            log.warning(
+                "analysis %d: %s; now %s",
+                analysis_id,
+                error,
+                status,
+                extra={"analysis_id": analysis_id},
+            )
         return released
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
