@@ -1,0 +1,561 @@
+"""A deployment on this machine, one OS process per service, as compose runs it.
+
+``skyhook gateway``, ``webhook-receiver``, ``dispatcher`` (two replicas) and ``summary-service``
+each run as a subprocess with ``SKYHOOK_*`` settings against the local PostgreSQL (a fresh
+database, migrated with ``skyhook db upgrade``) and RabbitMQ (a bus prefix unique to the run).
+Each process writes its JSON log lines to a file; a failing test shows their tails. Everything
+started here is killed at teardown, and the kernel kills it too if the test run itself dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from tests.conftest import AMQP_URL, PG_ADMIN_URL
+from tests.support.api import Reply
+
+SKYHOOK = Path(sys.executable).with_name("skyhook")
+SERVICES = ("gateway", "webhook-receiver", "dispatcher-1", "dispatcher-2", "summary-service")
+DISPATCHERS = ("dispatcher-1", "dispatcher-2")
+ACTIVE = ("queued", "dispatching", "pending")
+FINAL = frozenset({"completed", "failure", "timed_out", "cancelled"})
+# Sends in flight per dispatcher: a held service fills both dispatchers' slots with this many.
+DISPATCH_CONCURRENCY = 3
+STARTUP_SECONDS = 60.0
+RABBITMQCTL_FIX = (
+    "rabbitmqctl must work for these tests (they cut the broker connections with it). "
+    "Install the RabbitMQ server tools (apt-get install rabbitmq-server) and run the tests as "
+    "a user who can read the broker's Erlang cookie: root, or copy "
+    "/var/lib/rabbitmq/.erlang.cookie to ~/.erlang.cookie (mode 400)."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_test_run() -> None:
+    """Runs in the child before exec: the kernel SIGKILLs it when the test process dies."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+async def run_command(*argv: str, env: dict[str, str] | None = None, within: float = 60) -> str:
+    """Run a command to completion; its stdout, or AssertionError with its output."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(within):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"{' '.join(argv)} did not finish in {within} s") from None
+    if process.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} exited with {process.returncode}:\n{err.decode(errors='replace')}"
+        )
+    return out.decode()
+
+
+async def rabbitmqctl(*args: str) -> str:
+    try:
+        return await run_command("rabbitmqctl", "-q", *args, within=60)
+    except (OSError, AssertionError) as exc:
+        pytest.fail(f"{exc}\n{RABBITMQCTL_FIX}")
+
+
+# --- the service processes --------------------------------------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    command: str
+    port: int
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(text)
+
+
+class Deployment:
+    """The running processes of one deployment, and what an operator does with them."""
+
+    def __init__(self, database: str, prefix: str, workdir: Path) -> None:
+        self.database = database
+        self.database_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{database}".replace(
+            "postgresql://", "postgresql+asyncpg://"
+        )
+        self.prefix = prefix
+        self.workdir = workdir
+        self.secret_key = secrets.token_hex(24)
+        self.api_tokens: list[str] = []
+        self.webhook_port = free_port()
+        self.processes: dict[str, ServiceProcess] = {}
+        self.stopped: list[ServiceProcess] = []  # killed or replaced, kept for their logs
+        self._starts: Counter[str] = Counter()
+
+    def environment(self, port: int | None = None) -> dict[str, str]:
+        """The settings every process gets, as SKYHOOK_* variables (as compose passes them)."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SKYHOOK_")}
+        values = {
+            "DATABASE_URL": self.database_url,
+            "AMQP_URL": AMQP_URL,
+            "BUS_PREFIX": self.prefix,
+            "PUBLIC_URL": f"http://127.0.0.1:{self.webhook_port}",
+            "ARTIFACT_DIR": str(self.workdir / "artifacts"),
+            "SECRET_KEY": self.secret_key,
+            "ALLOW_LOOPBACK_URLS": "true",
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+            "MAX_ANALYSES_PER_OBJ_PER_USER": "500",
+            "DISPATCH_CONCURRENCY": str(DISPATCH_CONCURRENCY),
+            "DISPATCH_PREFETCH": str(DISPATCH_CONCURRENCY),
+            "DISPATCH_TIMEOUT_SECONDS": "4",
+            "DISPATCH_RETRY_DELAYS_SECONDS": "0.2,0.5,1,1,2",
+            "DISPATCH_POLL_INTERVAL_SECONDS": "0.1",
+            "DISPATCH_REAP_MARGIN_SECONDS": "0.5",
+            # The safety net for lost messages stays out of reach of the tests: a message the
+            # bus or the outbox loses makes a test time out instead of being quietly re-sent.
+            "DISPATCH_REQUEUE_AFTER_SECONDS": "600",
+            "SWEEP_INTERVAL_SECONDS": "0.25",
+        }
+        if port is not None:
+            values["PORT"] = str(port)
+        return {**inherited, **{f"SKYHOOK_{k}": v for k, v in values.items()}}
+
+    async def cli(self, *args: str) -> str:
+        return await run_command(str(SKYHOOK), *args, env=self.environment())
+
+    # --- processes ---
+
+    def start(self, name: str) -> ServiceProcess:
+        command = "dispatcher" if name in DISPATCHERS else name
+        port = self.webhook_port if name == "webhook-receiver" else free_port()
+        self._starts[name] += 1
+        suffix = "" if self._starts[name] == 1 else f".{self._starts[name]}"
+        log_path = self.workdir / f"{name}{suffix}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [str(SKYHOOK), command],
+                env=self.environment(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_test_run,
+            )
+        self.processes[name] = ServiceProcess(name, command, port, log_path, popen)
+        return self.processes[name]
+
+    async def wait_ready(self, names: Iterable[str] | None = None, within: float = 30) -> None:
+        """Until every named process answers 200 on /readyz (database and bus connected)."""
+        pending = set(self.processes if names is None else names)
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while pending:
+                for name in sorted(pending):
+                    process = self.processes[name]
+                    if process.popen.poll() is not None:
+                        raise AssertionError(
+                            f"{name} exited with {process.popen.returncode}:\n{process.log_tail()}"
+                        )
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.get(f"{process.url}/readyz") as response:
+                            if response.status == 200:
+                                pending.discard(name)
+                if pending and time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"not ready after {within} s: {sorted(pending)}\n{self.log_tails()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        if process.popen.poll() is None:
+            process.popen.send_signal(sig)
+            process.popen.wait(timeout=10)
+        self.stopped.append(process)
+
+    async def restart(self, name: str) -> None:
+        self.start(name)
+        await self.wait_ready([name], within=STARTUP_SECONDS)
+
+    def stop_all(self) -> None:
+        """SIGTERM everything, then SIGKILL what has not exited within a few seconds."""
+        running = [p for p in self.processes.values() if p.popen.poll() is None]
+        for process in running:
+            process.popen.terminate()
+        deadline = time.monotonic() + 5
+        for process in running:
+            try:
+                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(timeout=10)
+        self.stopped.extend(self.processes.values())
+        self.processes.clear()
+
+    def pids(self) -> set[int]:
+        return {p.popen.pid for p in self.processes.values()}
+
+    def url(self, name: str) -> str:
+        return self.processes[name].url
+
+    # --- logs ---
+
+    def log_paths(self) -> list[Path]:
+        return [p.log_path for p in [*self.stopped, *self.processes.values()]]
+
+    def log_tails(self) -> str:
+        every = [*self.stopped, *self.processes.values()]
+        return "\n".join(f"--- {p.log_path.name} ---\n{p.log_tail()}" for p in every)
+
+    def log_entries(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of every run of a process (each line must be JSON)."""
+        entries = []
+        for process in [*self.stopped, *self.processes.values()]:
+            if process.name == name:
+                for line in process.log_path.read_text().splitlines():
+                    try:
+                        entries.append(json.loads(line))
+                    except ValueError:
+                        raise AssertionError(f"not a JSON log line: {line!r}") from None
+        return entries
+
+    # --- the broker ---
+
+    async def broker_connections(self) -> dict[str, int]:
+        """This deployment's broker connections: connection pid → the client's process id."""
+        listing = await rabbitmqctl(
+            "list_connections", "pid", "client_properties", "--no-table-headers"
+        )
+        named = re.compile(r'\{"connection_name","' + re.escape(self.prefix) + r' pid (\d+)"\}')
+        found = {}
+        for line in listing.splitlines():
+            match = named.search(line)
+            if match:
+                found[line.split("\t", 1)[0]] = int(match.group(1))
+        return found
+
+    async def cut_broker_connections(self) -> set[int]:
+        """Have the broker drop every connection of this deployment at once, as a broker
+        restart or a network cut would; returns the process ids that lost their connection."""
+        connections = await self.broker_connections()
+        await asyncio.gather(
+            *(
+                rabbitmqctl("close_connection", pid, "test: simulated network cut")
+                for pid in connections
+            )
+        )
+        return set(connections.values())
+
+    async def queue_depth(self, queue: str) -> int:
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(f"{self.prefix}.{queue}", passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        finally:
+            await connection.close()
+
+    # --- the database, read directly by the operator ---
+
+    async def count(self, sql: str) -> int:
+        connection = await asyncpg.connect(_plain_dsn(self.database_url))
+        try:
+            return int(await connection.fetchval(sql))
+        finally:
+            await connection.close()
+
+
+def _plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _pg_admin(sql: str) -> None:
+    connection = await asyncpg.connect(_plain_dsn(PG_ADMIN_URL))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def _names_under(kind: str, prefix: str) -> list[str]:
+    listing = await rabbitmqctl(f"list_{kind}", "name", "--no-table-headers")
+    return [n.strip() for n in listing.splitlines() if n.strip().startswith(f"{prefix}.")]
+
+
+async def _delete_bus_names(prefix: str) -> None:
+    """Every queue and exchange of the run, whichever process declared it."""
+    queues = await _names_under("queues", prefix)
+    exchanges = await _names_under("exchanges", prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        for name in queues:
+            await channel.queue_delete(name)
+        for name in exchanges:
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    await rabbitmqctl("list_connections", "pid", "--no-table-headers")  # usable, or a clear fail
+    database = f"skyhook_ops_{uuid.uuid4().hex[:10]}"
+    running = Deployment(database, f"ops-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("ops"))
+    await _pg_admin(f'CREATE DATABASE "{database}"')
+    try:
+        await running.cli("db", "upgrade")
+        for name in SERVICES:
+            running.start(name)
+        await running.wait_ready(within=STARTUP_SECONDS)
+        yield running
+    finally:
+        running.stop_all()
+        try:
+            await _delete_bus_names(running.prefix)
+        finally:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A failing test shows the last log lines of every service process."""
+    outcome = yield
+    report = outcome.get_result()
+    running = getattr(item, "funcargs", {}).get("deployment")
+    if report.failed and isinstance(running, Deployment):
+        report.sections.append(("service process logs", running.log_tails()))
+
+
+# --- a user's view: the HTTP API ----------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.headers = {"Authorization": f"token {token}"}
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
+        async with self.http.request(
+            method, self.base_url + path, json=body, headers=self.headers, **kwargs
+        ) as response:
+            if response.content_type == "application/json":
+                return Reply(response.status, await response.json())
+            return Reply(response.status, await response.read())
+
+    async def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        reply = await self.call(method, path, body, **kwargs)
+        assert reply.status == 200, f"{method} {path}: HTTP {reply.status}: {reply.body!r}"
+        return reply.data
+
+
+async def user_api(deployment: Deployment, group: str) -> Api:
+    """An astronomer provisioned by the operator's ``skyhook token create``."""
+    token = (
+        await deployment.cli(
+            "token",
+            "create",
+            "--username",
+            f"astro-{uuid.uuid4().hex[:8]}",
+            "--acl",
+            "Run Analyses",
+            "--acl",
+            "Upload Data",
+            "--acl",
+            "Manage Analysis Services",
+            "--group",
+            group,
+        )
+    ).strip()
+    deployment.api_tokens.append(token)
+    return Api(deployment.url("gateway"), token)
+
+
+async def source_with_photometry(api: Api, group_id: int, points: int = 4) -> str:
+    instrument = {"name": f"ZTF-{uuid.uuid4().hex[:6]}", "filters": ["ztfg", "ztfr"]}
+    instrument_id = (await api.ok("POST", "/api/instrument", instrument))["id"]
+    obj_id = f"ZTF25{uuid.uuid4().hex[:8]}"
+    await api.ok(
+        "POST", "/api/sources", {"id": obj_id, "ra": 150.1, "dec": 2.2, "group_ids": [group_id]}
+    )
+    photometry = {
+        "obj_id": obj_id,
+        "instrument_id": instrument_id,
+        "mjd": [59001.5 + 2.5 * n for n in range(points)],
+        "filter": ["ztfg" if n % 2 == 0 else "ztfr" for n in range(points)],
+        "flux": [100.0 + 10 * n for n in range(points)],
+        "fluxerr": [5.0] * points,
+        "zp": 25.0,
+        "magsys": "ab",
+        "group_ids": [group_id],
+    }
+    await api.ok("POST", "/api/photometry", photometry)
+    return obj_id
+
+
+# --- the analysis service, in the test process ----------------------------------------------------
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 grey PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def callback_token(payload: dict[str, Any]) -> str:
+    return str(payload["callback_url"]).rsplit("/", 1)[1]
+
+
+@dataclass
+class AnalysisService:
+    """Answers 200 after a short random delay and calls back after another; counts per
+    callback token how many callbacks skyhook accepted (200) and what else it answered.
+
+    ``hold()`` keeps new requests waiting before they are answered until ``release()``. A
+    request whose caller hung up meanwhile (its dispatcher was killed, or gave up) is
+    abandoned: no answer, no callback, as a service that lost its caller would do.
+    """
+
+    webhook: Callable[[dict[str, Any]], dict[str, Any]]
+    answer_delay: tuple[float, float] = (0.02, 0.15)
+    callback_delay: tuple[float, float] = (0.05, 0.5)
+    port: int = field(default_factory=free_port)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    accepted: Counter[str] = field(default_factory=Counter)
+    refusals: list[tuple[int, str]] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/analysis"
+
+    async def __aenter__(self) -> AnalysisService:
+        self._http = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_post("/analysis", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.requests.append(payload)
+        self.held += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.held -= 1
+        if request.transport is None or request.transport.is_closing():
+            self.abandoned.append(callback_token(payload))
+            return web.Response(status=503)
+        task = asyncio.create_task(self._call_back(payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.sleep(random.uniform(*self.answer_delay))
+        return web.json_response({"status": "pending", "message": "analysis started"})
+
+    async def _call_back(self, payload: dict[str, Any]) -> None:
+        assert self._http is not None
+        await asyncio.sleep(random.uniform(*self.callback_delay))
+        async with self._http.post(payload["callback_url"], json=self.webhook(payload)) as reply:
+            body = await reply.json(content_type=None)
+        if reply.status == 200:
+            self.accepted[callback_token(payload)] += 1
+        else:
+            self.refusals.append((reply.status, str(body.get("message"))))
+
+    def tokens(self) -> set[str]:
+        return {callback_token(p) for p in self.requests}
+
+    async def wait_until(self, condition: Callable[[], bool], within: float, what: str) -> None:
+        deadline = time.monotonic() + within
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{what}: not reached in {within} s ({len(self.requests)} requests, "
+                    f"{self.held} held, {sum(self.accepted.values())} callbacks accepted)"
+                )
+            await asyncio.sleep(0.02)
