@@ -3,6 +3,11 @@
 ``POST /analysis/sn_fit`` (and SkyPortal's demo name ``/analysis/demo_analysis``) accepts the
 platform's request, answers ``{"status": "pending"}`` at once, fits in a worker process and
 POSTs the webhook body to ``callback_url``. ``GET /`` is the health check.
+
+This is the example of how to write an analysis service: the protocol's parts every service
+shares (checking the request, the health check, calling back with retries) come from
+``shared/service_protocol.py``; the work is in ``job.py`` and the callback body in
+``products.py``.
 """
 
 from __future__ import annotations
@@ -16,27 +21,36 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-from sn_fitter.callback import deliver, redact
+from shared.service_protocol import (
+    CALLBACK_RETRY_DELAYS_SECONDS,
+    CALLBACK_TIMEOUT_SECONDS,
+    RequestError,
+    accepted,
+    health,
+    post_callback,
+    read_request,
+    redact_callback_url,
+    refused,
+)
 from sn_fitter.inputs import InputError
 from sn_fitter.job import FitJob, build_job, encode, run_job, warm_up
 from sn_fitter.products import failure_body
 
 log = logging.getLogger("sn_fitter")
+callback_log = logging.getLogger("sn_fitter.callback")
 SERVICE_NAME = "sn_fitter"
 DEFAULT_PORT = 6802
-REQUIRED_KEYS = ("inputs", "callback_url", "callback_method")
 
 
 @dataclass(frozen=True)
 class FitterSettings:
     workers: int = 1
-    callback_timeout_seconds: float = 60.0
-    callback_retry_delays_seconds: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    callback_timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS
+    callback_retry_delays_seconds: tuple[float, ...] = CALLBACK_RETRY_DELAYS_SECONDS
     max_body_bytes: int = 32 * 1024 * 1024
     warm_up: bool = True
 
@@ -82,14 +96,16 @@ class Fitter:
             self.executor = _new_executor(self.settings)
             body = encode(failure_body("the fitting worker crashed (out of memory?)"))
         except Exception as exc:
-            log.exception("fit for %s failed", redact(callback_url))
+            log.exception("fit for %s failed", redact_callback_url(callback_url))
             body = encode(failure_body(f"problem running the model: {exc}"))
-        await deliver(
+        await post_callback(
             self.session,
             callback_url,
             body,
             self.settings.callback_retry_delays_seconds,
             self.settings.callback_timeout_seconds,
+            logger=callback_log,
+            follow_redirects=True,  # e.g. a 307/308 from a proxy in front of the platform
         )
 
 
@@ -104,45 +120,14 @@ def _new_executor(settings: FitterSettings) -> ProcessPoolExecutor:
     )
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"status": "error", "message": message}, status=status)
-
-
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "active"})
-
-
 async def start_analysis(request: web.Request) -> web.Response:
     try:
-        payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "Invalid JSON")
-    if not isinstance(payload, dict):
-        return _error(400, "Invalid JSON: the body must be an object")
-    for key in REQUIRED_KEYS:
-        if key not in payload:
-            return _error(400, f"missing required key {key}")
-    problem = _callback_problem(payload)
-    if problem:
-        return _error(400, problem)
-    try:
+        payload = await read_request(request)
         job = await asyncio.to_thread(build_job, payload)
-    except InputError as exc:
-        return _error(400, str(exc))
+    except (RequestError, InputError) as exc:
+        return refused(str(exc))
     request.app[FITTER].start(job, payload["callback_url"])
-    return web.json_response({"status": "pending", "message": f"{SERVICE_NAME}: analysis started"})
-
-
-def _callback_problem(payload: dict[str, Any]) -> str | None:
-    method = payload["callback_method"]
-    if not isinstance(method, str) or method.upper() != "POST":
-        return f"callback_method must be POST, got {method!r}"
-    url = payload["callback_url"]
-    if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:
-        return "callback_url must be an http(s) URL"
-    if not urlsplit(url).netloc:
-        return "callback_url must be an absolute URL"
-    return None
+    return accepted(SERVICE_NAME)
 
 
 ROUTES = [

@@ -19,14 +19,23 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from shared.llm import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
+from shared.service_protocol import (
+    CALLBACK_RETRY_DELAYS_SECONDS,
+    CALLBACK_TIMEOUT_SECONDS,
+    RequestError,
+    accepted,
+    health,
+    post_callback,
+    read_request,
+    redact_callback_url,
+    refused,
+)
 from shared.settings import Settings
-from summary_service.callback import deliver, redact_callback
 from summary_service.options import (
     OptionsError,
     SummaryOptions,
@@ -38,10 +47,11 @@ from summary_service.prompt import InputsError, NothingToSummarize, SourceFacts,
 from summary_service.prompt import read_facts as read_source_facts
 
 log = logging.getLogger("skyhook.summarizer")
+callback_log = logging.getLogger("skyhook.summarizer.callback")
 
 SERVICE_NAME = "summarizer"
 DEFAULT_PORT = 7003
-REQUIRED_KEYS = ("inputs", "callback_url", "callback_method")
+BAD_CALLBACK_URL = "callback_url must be an absolute http(s) URL"
 SET_KEY_ADVICE = (
     "Set a valid key with PUT /api/internal/profile/llm_key or ask the operator to set "
     "SKYHOOK_LLM_API_KEY."
@@ -56,8 +66,8 @@ NO_KEY_MESSAGE = (
 @dataclass(frozen=True)
 class SummarizerConfig:
     settings: Settings
-    callback_retry_delays_seconds: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-    callback_timeout_seconds: float = 60.0
+    callback_retry_delays_seconds: tuple[float, ...] = CALLBACK_RETRY_DELAYS_SECONDS
+    callback_timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS
     concurrency: int = 8
     max_body_bytes: int = 16 * 1024 * 1024
 
@@ -139,12 +149,13 @@ class Summarizer:
                 log.exception("summary of %s failed unexpectedly", job.facts.source_id)
                 body = failure_body("The summarizer failed unexpectedly; see its log.")
         log.info("summary of %s: %s", job.facts.source_id, body["status"])
-        await deliver(
+        await post_callback(
             self.http,
             job.callback_url,
             json.dumps(body, allow_nan=False).encode(),
             self.config.callback_retry_delays_seconds,
             self.config.callback_timeout_seconds,
+            logger=callback_log,
         )
 
     async def summarize(self, job: SummaryJob) -> dict[str, Any]:
@@ -181,22 +192,6 @@ class Summarizer:
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"status": "error", "message": message}, status=status)
-
-
-def _callback_problem(payload: dict[str, Any]) -> str | None:
-    method = payload["callback_method"]
-    if not isinstance(method, str) or method.upper() != "POST":
-        return f"callback_method must be POST, got {method!r}"
-    url = payload["callback_url"]
-    if not isinstance(url, str) or urlsplit(url).scheme not in {"http", "https"}:
-        return "callback_url must be an absolute http(s) URL"
-    if not urlsplit(url).netloc:
-        return "callback_url must be an absolute http(s) URL"
-    return None
-
-
 def build_job(settings: Settings, payload: dict[str, Any]) -> SummaryJob:
     """A job from a request; raises InputsError/OptionsError with a message for a 400."""
     parameters = request_parameters(payload)
@@ -208,35 +203,20 @@ def build_job(settings: Settings, payload: dict[str, Any]) -> SummaryJob:
     )
 
 
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "active"})
-
-
 async def summarize(request: web.Request) -> web.Response:
-    try:
-        payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "Invalid JSON")
-    if not isinstance(payload, dict):
-        return _error(400, "Invalid JSON: the body must be an object")
-    for key in REQUIRED_KEYS:
-        if key not in payload:
-            return _error(400, f"missing required key {key}")
-    problem = _callback_problem(payload)
-    if problem:
-        return _error(400, problem)
     summarizer = request.app[SUMMARIZER]
     try:
+        payload = await read_request(request, url_message=BAD_CALLBACK_URL)
         job = await asyncio.to_thread(build_job, summarizer.config.settings, payload)
-    except (InputsError, OptionsError) as exc:
-        return _error(400, str(exc))
+    except (RequestError, InputsError, OptionsError) as exc:
+        return refused(str(exc))
     log.info(
         "summary of %s requested (callback %s)",
         job.facts.source_id,
-        redact_callback(job.callback_url),
+        redact_callback_url(job.callback_url),
     )
     summarizer.start(job)
-    return web.json_response({"status": "pending", "message": f"{SERVICE_NAME}: analysis started"})
+    return accepted(SERVICE_NAME)
 
 
 def create_summarizer_app(config: SummarizerConfig) -> web.Application:
