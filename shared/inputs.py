@@ -47,25 +47,13 @@ from shared.db.models import (
     spectrum_groups,
 )
 from shared.enums import InputDataType
-from shared.photometry import export_point, fluxerr_to_magerr
+from shared.photometry import PHOTOMETRY_CSV_COLUMNS, export_point, fluxerr_to_magerr
 
 INPUTS_SCHEMA_VERSION = 1
 CSV_FORMAT = "csv"
 JSON_FORMAT = "json"
 
-PHOTOMETRY_COLUMNS = (
-    "mjd",
-    "flux",
-    "fluxerr",
-    "mag",
-    "magerr",
-    "filter",
-    "magsys",
-    "limiting_mag",
-    "zp",
-    "instrument_name",
-    "predicted_mag",
-)
+PHOTOMETRY_COLUMNS = PHOTOMETRY_CSV_COLUMNS
 SPECTRA_COLUMNS = (
     "observed_at",
     "wavelengths",

@@ -8,16 +8,18 @@ given as a magnitude is also kept as given (``original_limiting_mag``) and expor
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.db.models import Photometry
+if TYPE_CHECKING:  # only annotations: analysis services use the columns without the models
+    from shared.db.models import Photometry
 
 PHOT_ZP = 23.9
 PHOT_SYS = "ab"
 LIMIT_NSIGMA = 5.0
 _MAG_PER_LN = 2.5 / math.log(10)
 
-EXPORT_COLUMNS = (
+# SkyPortal's photometry columns as analysis services receive them (reference §3.1).
+PHOTOMETRY_CSV_COLUMNS = (
     "mjd",
     "flux",
     "fluxerr",
@@ -28,7 +30,7 @@ EXPORT_COLUMNS = (
     "limiting_mag",
     "zp",
     "instrument_name",
-    "instrument_id",
+    "predicted_mag",
 )
 
 

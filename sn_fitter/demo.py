@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import sn_fitter  # noqa: F401  (sets SNCOSMO_DATA_DIR before sncosmo loads files)
+from shared.photometry import PHOTOMETRY_CSV_COLUMNS
 
 ZP = 23.9
 DETECTION_SNR = 5.0
@@ -47,21 +48,8 @@ class SimulatedLightCurve:
     def photometry_csv(self, instrument: str = "ZTF") -> str:
         """The CSV a SkyPortal-compatible dispatcher sends (same columns and conventions)."""
         out = io.StringIO()
-        columns = [
-            "mjd",
-            "flux",
-            "fluxerr",
-            "mag",
-            "magerr",
-            "filter",
-            "magsys",
-            "limiting_mag",
-            "zp",
-            "instrument_name",
-            "predicted_mag",
-        ]
         writer = csv.writer(out)
-        writer.writerow(columns)
+        writer.writerow(PHOTOMETRY_CSV_COLUMNS)
         for t, b, f, e in zip(self.mjd, self.band, self.flux, self.fluxerr, strict=True):
             detected = not math.isnan(f)
             mag = -2.5 * math.log10(f) + ZP if detected and f > 0 else None
