@@ -30,7 +30,7 @@ from shared.events import AnalysisCompleted, AnalysisRequested, Message
 from shared.outbox import enqueue
 from shared.resources import Resources
 from shared.security import hash_token
-from shared.summaries import forget_analysis
+from shared.summaries import forget_analysis, lock_obj
 
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
 REQUEST_PARAMETERS_FILE = "request_parameters.json"
@@ -192,15 +192,7 @@ async def _forget_summaries(
 ) -> None:
     """Drop the analyses' summary-history entries; the object row is locked meanwhile so a
     summary written concurrently is not lost."""
-    if session.bind.dialect.name != "postgresql":
-        await take_write_lock(session, obj_id)  # SQLite ignores FOR UPDATE
-    query = (
-        select(Obj)
-        .where(Obj.id == obj_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    obj = (await session.execute(query)).scalar_one_or_none()
+    obj = await lock_obj(session, obj_id)
     if obj is None:
         return
     for analysis_id in analysis_ids:
