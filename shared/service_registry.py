@@ -76,6 +76,9 @@ ATTRIBUTE_FIELDS = (
     "signing_secret",
 )
 BODY_FIELDS = frozenset({*CONNECTION_FIELDS, *ATTRIBUTE_FIELDS, "group_ids"})
+SECRET_FIELDS = frozenset({"_authinfo", "signing_secret"})
+# Fields stored in the service's column of the same name (the secrets are stored encrypted).
+PLAIN_FIELDS = tuple(f for f in (*ATTRIBUTE_FIELDS, *CONNECTION_FIELDS) if f not in SECRET_FIELDS)
 
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})

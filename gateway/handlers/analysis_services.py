@@ -24,7 +24,7 @@ from shared.analysis_lifecycle import delete_analyses_of_service, delete_artifac
 from shared.db.models import AnalysisService, Group, analysis_service_groups
 from shared.enums import ACL, AuthenticationType
 from shared.resources import RESOURCES, Resources
-from shared.service_registry import Connection, RegistryError
+from shared.service_registry import PLAIN_FIELDS, Connection, RegistryError
 from shared.urlpolicy import URLPolicyError
 from shared.web import (
     ApiError,
@@ -45,26 +45,6 @@ CANNOT_DELETE = "Cannot delete this Analysis Service."
 DUPLICATE_NAME = (
     "Analysis Service with that name already exists: "
     'duplicate key value violates unique constraint on name "{name}"'
-)
-# Stored columns whose API name is the column name.
-PLAIN_FIELDS = (
-    "name",
-    "display_name",
-    "description",
-    "version",
-    "contact_name",
-    "contact_email",
-    "url",
-    "optional_analysis_parameters",
-    "authentication_type",
-    "enabled",
-    "analysis_type",
-    "input_data_types",
-    "inputs_format",
-    "timeout",
-    "upload_only",
-    "is_summary",
-    "display_on_resource_dropdown",
 )
 
 
