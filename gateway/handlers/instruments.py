@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.auth import principal
-from gateway.handlers.source_access import has_nul, optional_text, text_field
+from gateway.handlers.source_access import optional_text, text_field
 from gateway.serialize import instrument_dict
 from shared.db.models import Instrument
 from shared.enums import ACL
@@ -21,7 +21,7 @@ def _filters(value: object) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(
-        isinstance(f, str) and f.strip() and len(f) <= 64 and not has_nul(f) for f in value
+        isinstance(f, str) and f.strip() and len(f) <= 64 for f in value
     ):
         raise bad_request("Invalid filters: must be a list of filter names (strings)")
     if len(value) > MAX_FILTERS:

@@ -14,7 +14,6 @@ from gateway.auth import principal
 from gateway.handlers.source_access import (
     as_number,
     data_groups,
-    has_nul,
     instrument_or_400,
     visible_obj,
 )
@@ -96,7 +95,7 @@ def _optional_number(value: Any, name: str, index: int) -> float | None:
 def _string(value: Any, name: str, index: int, *, allow_none: bool = False) -> str | None:
     if value is None and allow_none:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 255 or has_nul(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
         raise bad_request(f"Invalid {name}[{index}]: must be a non-empty string")
     return value
 

@@ -1,4 +1,8 @@
-"""Helpers shared by the source and source-data handlers: field checks and visibility."""
+"""Helpers shared by the source and source-data handlers: field checks and visibility.
+
+The bodies they check come from ``shared.web.json_body``, which already refuses NUL characters
+anywhere in them (PostgreSQL text and JSONB cannot hold one).
+"""
 
 from __future__ import annotations
 
@@ -21,22 +25,6 @@ def source_not_found(obj_id: object) -> Exception:
     return not_found(f"Source {obj_id} not found")
 
 
-def has_nul(value: object) -> bool:
-    """Whether a JSON value holds a NUL character, which PostgreSQL text and JSONB refuse."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
-
-
-def refuse_nul(value: object, name: str) -> None:
-    if has_nul(value):
-        raise bad_request(f"Invalid {name}: must not contain NUL characters")
-
-
 def required(body: dict[str, Any], name: str) -> Any:
     if name not in body or body[name] is None:
         raise bad_request(f"Missing required field: {name}")
@@ -50,7 +38,6 @@ def text_field(body: dict[str, Any], name: str, *, max_length: int = MAX_NAME) -
         raise bad_request(f"Invalid {name}: must be a non-empty string")
     if len(value) > max_length:
         raise bad_request(f"Invalid {name}: must be at most {max_length} characters")
-    refuse_nul(value, name)
     return value
 
 
@@ -113,7 +100,6 @@ def object_field(body: dict[str, Any], name: str) -> dict[str, Any]:
     value = required(body, name)
     if not isinstance(value, dict):
         raise bad_request(f"Invalid {name}: must be a JSON object")
-    refuse_nul(value, name)
     return value
 
 
