@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -145,14 +145,8 @@ async def collect_records(
         if input_type == InputDataType.PHOTOMETRY:
             selection = PhotometrySelection.from_input_filters(input_filters)
             records[input_type] = await photometry_records(session, obj.id, principal, selection)
-        elif input_type == InputDataType.SPECTRA:
-            records[input_type] = await _spectra_records(session, obj.id, principal)
-        elif input_type == InputDataType.COMMENTS:
-            records[input_type] = await _comment_records(session, obj.id, principal)
-        elif input_type == InputDataType.CLASSIFICATIONS:
-            records[input_type] = await _classification_records(session, obj.id, principal)
-        elif input_type == InputDataType.ANNOTATIONS:
-            records[input_type] = await _annotation_records(session, obj.id, principal)
+        elif input_type in _ROW_TABLES:
+            records[input_type] = await _visible_records(session, input_type, obj.id, principal)
         elif input_type == InputDataType.REDSHIFT:
             records[input_type] = [{c: getattr(obj, c) for c in REDSHIFT_COLUMNS}]
         else:
@@ -207,59 +201,41 @@ def _error_rank(point: Photometry) -> tuple[int, float, int]:
     return (1, fluxerr, point.id)
 
 
-async def _spectra_records(
-    session: AsyncSession, obj_id: str, principal: Principal
+# Per input type: the row's model, its group link table and the order SkyPortal sends rows in.
+_ROW_TABLES: dict[str, tuple[Any, Table, tuple[Any, ...]]] = {
+    InputDataType.SPECTRA: (Spectrum, spectrum_groups, (Spectrum.observed_at, Spectrum.id)),
+    InputDataType.COMMENTS: (
+        Comment,
+        comment_groups,
+        (Comment.created_at.desc(), Comment.id.desc()),
+    ),
+    InputDataType.CLASSIFICATIONS: (
+        Classification,
+        classification_groups,
+        (Classification.created_at, Classification.id),
+    ),
+    InputDataType.ANNOTATIONS: (
+        Annotation,
+        annotation_groups,
+        (Annotation.created_at, Annotation.id),
+    ),
+}
+
+
+async def _visible_records(
+    session: AsyncSession, input_type: str, obj_id: str, principal: Principal
 ) -> list[Record]:
+    """The source's rows of one ``_ROW_TABLES`` type that the principal may read."""
+    model, link_table, order = _ROW_TABLES[input_type]
     query = (
-        select(Spectrum)
-        .options(lazyload(Spectrum.groups))
-        .where(Spectrum.obj_id == obj_id, visible(spectrum_groups, Spectrum.id, principal))
-        .order_by(Spectrum.observed_at, Spectrum.id)
+        select(model)
+        .options(lazyload(model.groups))
+        .where(model.obj_id == obj_id, visible(link_table, model.id, principal))
+        .order_by(*order)
     )
     rows = await session.scalars(query)
-    return [{c: getattr(row, c) for c in SPECTRA_COLUMNS} for row in rows]
-
-
-async def _comment_records(
-    session: AsyncSession, obj_id: str, principal: Principal
-) -> list[Record]:
-    query = (
-        select(Comment)
-        .options(lazyload(Comment.groups))
-        .where(Comment.obj_id == obj_id, visible(comment_groups, Comment.id, principal))
-        .order_by(Comment.created_at.desc(), Comment.id.desc())
-    )
-    rows = await session.scalars(query)
-    return [{c: getattr(row, c) for c in COMMENTS_COLUMNS} for row in rows]
-
-
-async def _classification_records(
-    session: AsyncSession, obj_id: str, principal: Principal
-) -> list[Record]:
-    query = (
-        select(Classification)
-        .options(lazyload(Classification.groups))
-        .where(
-            Classification.obj_id == obj_id,
-            visible(classification_groups, Classification.id, principal),
-        )
-        .order_by(Classification.created_at, Classification.id)
-    )
-    rows = await session.scalars(query)
-    return [{c: getattr(row, c) for c in CLASSIFICATIONS_COLUMNS} for row in rows]
-
-
-async def _annotation_records(
-    session: AsyncSession, obj_id: str, principal: Principal
-) -> list[Record]:
-    query = (
-        select(Annotation)
-        .options(lazyload(Annotation.groups))
-        .where(Annotation.obj_id == obj_id, visible(annotation_groups, Annotation.id, principal))
-        .order_by(Annotation.created_at, Annotation.id)
-    )
-    rows = await session.scalars(query)
-    return [{c: getattr(row, c) for c in ANNOTATIONS_COLUMNS} for row in rows]
+    columns = COLUMNS[input_type]
+    return [{c: getattr(row, c) for c in columns} for row in rows]
 
 
 # --- writing --------------------------------------------------------------------------------
