@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.artifacts import ArtifactRef, ArtifactStore
 from shared.db.models import ObjAnalysis
+from shared.web import parse_json_object
 
 log = logging.getLogger("skyhook.analysis_data")
 
@@ -168,22 +169,14 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
 
 def parse_webhook_body(raw: bytes) -> WebhookBody:
     """Decode and validate a callback body (CPU work: call it in a thread for big bodies)."""
-    if not raw.strip():
-        raise PayloadError("Error parsing JSON: request body is empty")
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"Error parsing JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise PayloadError("Error parsing JSON: the body must be a JSON object")
+        value = parse_json_object(raw)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
     try:
         return WebhookBody.model_validate(value)
     except ValidationError as exc:
         raise PayloadError(f"Invalid webhook body: {describe_validation_error(exc, '')}") from None
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def b64decode_strict(text: str, where: str) -> bytes:

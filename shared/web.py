@@ -87,19 +87,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "Internal server error")
 
 
-async def json_body(request: web.Request, *, optional: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body counts as ``{}`` when optional."""
-    raw = await request.read()
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (strict: no NaN or Infinity); otherwise
+    ValueError with SkyPortal's ``Error parsing JSON: …`` message."""
     if not raw.strip():
-        if optional:
-            return {}
-        raise bad_request("Error parsing JSON: request body is empty")
+        raise ValueError("Error parsing JSON: request body is empty")
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"Error parsing JSON: {exc}") from None
+        raise ValueError(f"Error parsing JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise bad_request("Error parsing JSON: the body must be a JSON object")
+        raise ValueError("Error parsing JSON: the body must be a JSON object")
+    return value
+
+
+async def json_body(request: web.Request, *, optional: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body counts as ``{}`` when optional."""
+    raw = await request.read()
+    if optional and not raw.strip():
+        return {}
+    try:
+        value = parse_json_object(raw)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
     where = _nul_location(value, "")
     if where is not None:
         raise bad_request(f"Invalid {where or 'body'}: must not contain NUL (\\u0000) characters")
