@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.access import Principal, resolve_group_ids, visible
 from shared.db.models import Group, Instrument, Obj, obj_groups
-from shared.web import bad_request, finite, not_found
+from shared.web import MAX_ID, bad_request, finite, not_found
 
 OBJ_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
 MAX_NAME = 255
@@ -73,12 +73,8 @@ def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-# Integer primary keys are 32-bit on PostgreSQL; larger numbers cannot name a row.
-MAX_ROW_ID = 2**31 - 1
-
-
 def int_id(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ROW_ID:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
         raise bad_request(f"Invalid {name}: {value!r}")
     return value
 
@@ -90,7 +86,7 @@ async def groups_named(
     if (
         isinstance(group_ids, list)
         and all(isinstance(g, int) and not isinstance(g, bool) for g in group_ids)
-        and any(not 0 < g <= MAX_ROW_ID for g in group_ids)
+        and any(not 0 < g <= MAX_ID for g in group_ids)
     ):
         raise bad_request(f"Cannot find one or more groups with IDs: {sorted(group_ids)}")
     return await resolve_group_ids(session, principal, group_ids)
