@@ -189,6 +189,11 @@ class Page:
     def offset(self) -> int:
         return (self.number - 1) * self.size
 
+    def answer(self, total: int, **fields: Any) -> dict[str, Any]:
+        """SkyPortal's paged answer: ``fields`` (the page's items under their name) and
+        ``totalMatches``, ``pageNumber``, ``numPerPage``."""
+        return {**fields, "totalMatches": total, "pageNumber": self.number, "numPerPage": self.size}
+
 
 def page_from_query(request: web.Request, default_size: int, max_size: int) -> Page:
     number = query_int(request, "pageNumber", 1)

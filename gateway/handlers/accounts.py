@@ -88,9 +88,7 @@ async def list_users(request: web.Request) -> web.Response:
             select(User).order_by(User.id).offset(page.offset).limit(page.size)
         )
         items = [user_dict(u) for u in users]
-    return success(
-        {"users": items, "totalMatches": total, "pageNumber": page.number, "numPerPage": page.size}
-    )
+    return success(page.answer(total, users=items))
 
 
 async def patch_user(request: web.Request) -> web.Response:

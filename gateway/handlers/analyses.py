@@ -300,14 +300,7 @@ async def list_analyses(request: web.Request) -> web.Response:
             for item, analysis in zip(items, rows, strict=True):
                 item.update(await _model_lightcurves(resources.artifacts, analysis))
     if paginated:
-        return success(
-            {
-                "analyses": items,
-                "totalMatches": total,
-                "pageNumber": page.number,
-                "numPerPage": page.size,
-            }
-        )
+        return success(page.answer(total, analyses=items))
     response = success(items)
     response.headers["X-Total-Matches"] = str(total)
     return response

@@ -232,14 +232,7 @@ async def list_analysis_services(request: web.Request) -> web.Response:
         total = await session.scalar(select(func.count(AnalysisService.id)).where(condition))
         rows = await session.scalars(query.offset(page.offset).limit(page.size))
         items = [service_dict(s) for s in rows]
-    return success(
-        {
-            "analysis_services": items,
-            "totalMatches": total,
-            "pageNumber": page.number,
-            "numPerPage": page.size,
-        }
-    )
+    return success(page.answer(total, analysis_services=items))
 
 
 def _stored_view(service: AnalysisService) -> dict[str, Any]:

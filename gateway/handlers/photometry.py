@@ -217,15 +217,7 @@ async def get_source_photometry(request: web.Request) -> web.Response:
             .limit(page.size)
         )
         points = [photometry_dict(row, me) for row in rows]
-    return success(
-        {
-            "obj_id": obj_id,
-            "photometry": points,
-            "totalMatches": total,
-            "pageNumber": page.number,
-            "numPerPage": page.size,
-        }
-    )
+    return success(page.answer(total, obj_id=obj_id, photometry=points))
 
 
 TAG = "photometry"

@@ -92,14 +92,7 @@ async def list_sources(request: web.Request) -> web.Response:
             .limit(page.size)
         )
         sources = [source_dict(obj, me) for obj in objs]
-    return success(
-        {
-            "sources": sources,
-            "totalMatches": total,
-            "pageNumber": page.number,
-            "numPerPage": page.size,
-        }
-    )
+    return success(page.answer(total, sources=sources))
 
 
 async def get_source(request: web.Request) -> web.Response:

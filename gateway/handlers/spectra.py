@@ -111,15 +111,7 @@ async def get_source_spectra(request: web.Request) -> web.Response:
             .limit(page.size)
         )
         spectra = [spectrum_dict(row, me) for row in rows]
-    return success(
-        {
-            "obj_id": obj_id,
-            "spectra": spectra,
-            "totalMatches": total,
-            "pageNumber": page.number,
-            "numPerPage": page.size,
-        }
-    )
+    return success(page.answer(total, obj_id=obj_id, spectra=spectra))
 
 
 TAG = "spectra"
