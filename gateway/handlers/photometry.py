@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
-    as_number,
     data_groups,
     instrument_or_400,
     visible_obj,
@@ -23,7 +22,7 @@ from shared.access import Principal, visible
 from shared.db.models import Obj, Photometry, photometry_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, json_body, page_from_query, success
+from shared.web import Route, bad_request, finite, json_body, page_from_query, success
 
 MAX_POINTS = 100_000
 COMMON_FIELDS = ("obj_id", "instrument_id", "mjd", "filter", "magsys")
@@ -85,11 +84,11 @@ def _space(body: dict[str, Any]) -> str:
 def _number(value: Any, name: str, index: int) -> float:
     if value is None:
         raise bad_request(f"Missing required field: {name}[{index}]")
-    return cast(float, as_number(value, f"{name}[{index}]"))
+    return cast(float, finite(value, f"{name}[{index}]"))
 
 
 def _optional_number(value: Any, name: str, index: int) -> float | None:
-    return as_number(value, f"{name}[{index}]", allow_none=True)
+    return finite(value, f"{name}[{index}]", allow_none=True)
 
 
 def _string(value: Any, name: str, index: int, *, allow_none: bool = False) -> str | None:

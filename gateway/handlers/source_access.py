@@ -47,21 +47,13 @@ def optional_text(body: dict[str, Any], name: str, *, max_length: int = MAX_NAME
     return text_field(body, name, max_length=max_length)
 
 
-def as_number(value: object, name: str, *, allow_none: bool = False) -> float | None:
-    """``shared.web.finite`` that also refuses integers too large for a float."""
-    try:
-        return finite(value, name, allow_none=allow_none)
-    except OverflowError:
-        raise bad_request(f"Invalid {name}: out of range") from None
-
-
 def number_field(body: dict[str, Any], name: str) -> float:
-    # as_number() returns None only when allow_none is set.
-    return cast(float, as_number(required(body, name), name))
+    # finite() returns None only when allow_none is set.
+    return cast(float, finite(required(body, name), name))
 
 
 def optional_number(body: dict[str, Any], name: str) -> float | None:
-    return as_number(body.get(name), name, allow_none=True)
+    return finite(body.get(name), name, allow_none=True)
 
 
 def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:

@@ -11,7 +11,6 @@ from sqlalchemy import and_, func, select
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
-    as_number,
     data_groups,
     instrument_or_400,
     object_field,
@@ -24,7 +23,7 @@ from shared.access import visible
 from shared.db.models import Spectrum, spectrum_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, json_body, page_from_query, success
+from shared.web import Route, bad_request, finite, json_body, page_from_query, success
 
 MAX_SPECTRUM_POINTS = 500_000
 SPECTRUM_TYPES = ("source", "host", "host_center")
@@ -36,7 +35,7 @@ def _array(body: dict[str, Any], name: str) -> list[float]:
         raise bad_request(f"Invalid {name}: must be a non-empty list of numbers")
     if len(values) > MAX_SPECTRUM_POINTS:
         raise bad_request(f"Invalid {name}: at most {MAX_SPECTRUM_POINTS} points")
-    return [cast(float, as_number(value, f"{name}[{i}]")) for i, value in enumerate(values)]
+    return [cast(float, finite(value, f"{name}[{i}]")) for i, value in enumerate(values)]
 
 
 def _observed_at(body: dict[str, Any]) -> datetime:

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.auth import principal
 from gateway.handlers.analyses import readable_conditions
 from gateway.handlers.source_access import (
-    as_number,
     bool_field,
     int_id,
     optional_text,
@@ -38,7 +37,7 @@ from shared.enums import ACL
 from shared.llm import LLMClient, LLMError, LLMErrorKind
 from shared.resources import RESOURCES, Resources
 from shared.summaries import lock_obj, prepend_summary
-from shared.web import ApiError, Route, bad_request, json_body, success
+from shared.web import ApiError, Route, bad_request, finite, json_body, success
 from summary_service.keys import LLM_KEY, set_user_secret, user_llm_key
 
 MAX_SUMMARY_CHARS = 20_000
@@ -86,9 +85,9 @@ def _summary_edit(body: dict[str, Any]) -> SummaryEdit | None:
 def _redshift_edit(body: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "redshift" in body:
-        values["redshift"] = as_number(body["redshift"], "redshift", allow_none=True)
+        values["redshift"] = finite(body["redshift"], "redshift", allow_none=True)
     if "redshift_error" in body:
-        error = as_number(body["redshift_error"], "redshift_error", allow_none=True)
+        error = finite(body["redshift_error"], "redshift_error", allow_none=True)
         if error is not None and error < 0:
             raise bad_request("Invalid redshift_error: must be >= 0")
         values["redshift_error"] = error
@@ -192,8 +191,8 @@ def _summary_query(body: dict[str, Any]) -> SummaryQuery:
     if obj_id is not None and (not isinstance(obj_id, str) or not obj_id):
         raise bad_request('Invalid "objID": must be a source id')
     k = _k(body.get("k"))
-    z_min = as_number(body.get("z_min"), "z_min", allow_none=True)
-    z_max = as_number(body.get("z_max"), "z_max", allow_none=True)
+    z_min = finite(body.get("z_min"), "z_min", allow_none=True)
+    z_max = finite(body.get("z_max"), "z_max", allow_none=True)
     if z_min is not None and z_max is not None and z_min > z_max:
         raise bad_request("z_min must be <= z_max")
     filters = SearchFilters(z_min, z_max, _classes(body.get("classificationTypes")))
