@@ -88,8 +88,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A request body that must be a JSON object (strict: no NaN or Infinity); otherwise
-    ValueError with SkyPortal's ``Error parsing JSON: …`` message."""
+    """A request body that must be a JSON object (strict: no NaN or Infinity, no NUL
+    characters, which PostgreSQL refuses); otherwise ValueError with the message for a 400."""
     if not raw.strip():
         raise ValueError("Error parsing JSON: request body is empty")
     try:
@@ -98,6 +98,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ValueError(f"Error parsing JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError("Error parsing JSON: the body must be a JSON object")
+    where = _nul_location(value, "")
+    if where is not None:
+        raise ValueError(f"Invalid {where or 'body'}: must not contain NUL (\\u0000) characters")
     return value
 
 
@@ -107,13 +110,9 @@ async def json_body(request: web.Request, *, optional: bool = True) -> dict[str,
     if optional and not raw.strip():
         return {}
     try:
-        value = parse_json_object(raw)
+        return parse_json_object(raw)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    where = _nul_location(value, "")
-    if where is not None:
-        raise bad_request(f"Invalid {where or 'body'}: must not contain NUL (\\u0000) characters")
-    return value
 
 
 def _nul_location(value: Any, path: str) -> str | None:

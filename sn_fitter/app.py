@@ -105,7 +105,6 @@ class Fitter:
             self.settings.callback_retry_delays_seconds,
             self.settings.callback_timeout_seconds,
             logger=callback_log,
-            follow_redirects=True,  # e.g. a 307/308 from a proxy in front of the platform
         )
 
 

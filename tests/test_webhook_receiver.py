@@ -406,6 +406,10 @@ MALFORMED: dict[str, tuple[bytes | str | Any, str]] = {
     "empty body": (b"", "request body is empty"),
     "not an object": ([1, 2], "the body must be a JSON object"),
     "NaN literal": (b'{"status": "success", "analysis": {"x": NaN}}', "NaN is not valid JSON"),
+    "NUL in the message": (
+        {"status": "success", "message": "ok\u0000", "analysis": {}},
+        "Invalid message: must not contain NUL",
+    ),
     "analysis not an object": ({"status": "success", "analysis": [1]}, "analysis"),
     "status not a string": ({"status": 1, "analysis": {}}, "status"),
     "unknown plot format": (
