@@ -47,7 +47,7 @@ class AttemptRunner:
         if context is None:
             return  # deleted meanwhile
         try:
-            outbound = await self._prepare(context, attempt_number)
+            outbound = await self._prepare(context, attempt_number, started_at)
         except PreparationError as exc:
             result = SendResult(Verdict.FAILED, str(exc), str(exc))
             await self._finish(analysis_id, attempt_number, started_at, result)
@@ -60,7 +60,9 @@ class AttemptRunner:
         result = await self.sender.send(outbound)
         await self._finish(analysis_id, attempt_number, started_at, result)
 
-    async def _prepare(self, context: DispatchContext, attempt_number: int) -> Outbound | None:
+    async def _prepare(
+        self, context: DispatchContext, attempt_number: int, started_at: datetime
+    ) -> Outbound | None:
         service = context.service
         if not service.enabled:
             raise PreparationError(
@@ -85,6 +87,7 @@ class AttemptRunner:
             context.analysis.id,
             attempt_number,
             utcnow(),
+            started_at,
             payload.provenance,
         )
         if not still_ours:

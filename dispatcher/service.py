@@ -147,7 +147,8 @@ class Dispatcher:
 
     async def reap_stuck(self, now: datetime | None = None) -> int:
         """Rows ``dispatching`` for longer than the timeout plus a margin: the dispatcher that
-        claimed them died. Requeue them (due now), or fail them if no retry is left."""
+        claimed them died. Requeue them (due now), or fail them if no retry is left. Attempts
+        left ``sending`` by a dead dispatcher on rows that moved on become ``interrupted``."""
         now = now or utcnow()
         window = self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
         cutoff = now - timedelta(seconds=window)
@@ -155,6 +156,9 @@ class Dispatcher:
         released = 0
         for row in await transitions.stuck_rows(sessions, cutoff):
             released += await self._release(row, cutoff, now)
+        orphans = await transitions.mark_orphaned_attempts(sessions, cutoff)
+        if orphans:
+            log.warning("%d attempts interrupted by a stopped dispatcher marked so", orphans)
         return released
 
     async def _release(self, row: transitions.StuckRow, cutoff: datetime, now: datetime) -> bool:

@@ -24,6 +24,10 @@ from shared.outbox import enqueue
 
 MESSAGE_LIMIT = 1024
 BATCH_LIMIT = 500
+SENDING = "sending"  # the HTTP call is under way (or its dispatcher died during it)
+INTERRUPTED = "interrupted"  # its dispatcher died during it; the analysis moved on without it
+UNFINISHED_OUTCOMES = (SENDING, INTERRUPTED)
+ORPHAN_ERROR = "the dispatcher stopped during this attempt; the analysis moved on without it"
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -43,7 +47,7 @@ class AttemptRecord:
 
     attempt_number: int
     started_at: datetime
-    outcome: str  # accepted | retry | failed
+    outcome: str  # sending | accepted | retry | failed | interrupted
     latency_ms: float | None = None
     http_status: int | None = None
     error: str | None = None
@@ -85,10 +89,13 @@ async def mark_sending(
     analysis_id: int,
     attempt_number: int,
     now: datetime,
+    started_at: datetime,
     provenance: dict[str, Any] | None = None,
 ) -> bool:
-    """Just before the HTTP call: still ours? Refreshes ``last_activity`` (the reaper's clock)
-    and, on the first attempt, records the inputs' provenance (artifact manifest, hash)."""
+    """Just before the HTTP call: still ours? Refreshes ``last_activity`` (the reaper's clock),
+    on the first attempt records the inputs' provenance (artifact manifest, hash), and writes
+    the attempt row (outcome ``sending``) in the same transaction, so an attempt cut short by
+    a crash is listed even when the service's callback completes the analysis."""
     values: dict[str, Any] = {"last_activity": now, **(provenance or {})}
     statement = (
         update(ObjAnalysis)
@@ -97,12 +104,17 @@ async def mark_sending(
         .returning(ObjAnalysis.id)
         .execution_options(synchronize_session=False)
     )
+    sending = AttemptRecord(attempt_number=attempt_number, started_at=started_at, outcome=SENDING)
     async with sessions.begin() as session:
-        return (await session.execute(statement)).scalar_one_or_none() is not None
+        if (await session.execute(statement)).scalar_one_or_none() is None:
+            return False
+        await record_attempt(session, analysis_id, sending)
+        return True
 
 
 async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
-    """Insert the attempt row; a row already written for this attempt (by the reaper) wins."""
+    """Write the attempt's row. It replaces the row's ``sending`` (or ``interrupted``) state;
+    a final outcome already written for this attempt (by the reaper) wins."""
     values = {
         "analysis_id": analysis_id,
         "attempt_number": record.attempt_number,
@@ -116,7 +128,11 @@ async def record_attempt(session: AsyncSession, analysis_id: int, record: Attemp
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(DispatchAttempt).values(**values)
     await session.execute(
-        statement.on_conflict_do_nothing(index_elements=["analysis_id", "attempt_number"])
+        statement.on_conflict_do_update(
+            index_elements=["analysis_id", "attempt_number"],
+            set_={k: v for k, v in values.items() if k not in ("analysis_id", "attempt_number")},
+            where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
+        )
     )
 
 
@@ -235,6 +251,35 @@ async def release_stuck(
         if released:
             await record_attempt(session, analysis_id, record)
         return released
+
+
+async def mark_orphaned_attempts(sessions: Sessions, cutoff: datetime) -> int:
+    """Attempts still ``sending`` since before ``cutoff`` whose analysis is no longer in that
+    attempt (completed by the service's callback, cancelled, timed out): their dispatcher died
+    during the call. Marked ``interrupted``; a dispatcher that was only slow still writes its
+    real outcome over it."""
+    in_this_attempt = (
+        select(ObjAnalysis.id)
+        .where(
+            ObjAnalysis.id == DispatchAttempt.analysis_id,
+            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+            ObjAnalysis.dispatch_attempts_count == DispatchAttempt.attempt_number,
+        )
+        .exists()
+    )
+    statement = (
+        update(DispatchAttempt)
+        .where(
+            DispatchAttempt.outcome == SENDING,
+            DispatchAttempt.started_at < cutoff,
+            ~in_this_attempt,
+        )
+        .values(outcome=INTERRUPTED, error=ORPHAN_ERROR)
+        .returning(DispatchAttempt.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with sessions.begin() as session:
+        return len(list((await session.execute(statement)).scalars()))
 
 
 def timed_out_message(now: datetime) -> str:

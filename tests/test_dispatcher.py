@@ -23,7 +23,7 @@ from aiohttp import BasicAuth, ClientSession, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select, update
 
-from dispatcher import Dispatcher
+from dispatcher import Dispatcher, transitions
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
@@ -31,6 +31,7 @@ from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
 from shared.db.models import Group, ObjAnalysis, OutboxMessage
 from shared.db.types import utcnow
+from shared.enums import AnalysisStatus
 from shared.events import AnalysisRequested
 from shared.inputs import PHOTOMETRY_COLUMNS
 from shared.outbox import OutboxRelay, enqueue
@@ -140,8 +141,12 @@ async def announce(resources: Resources, analysis_id: int) -> None:
 
 
 async def wait_attempts(resources: Resources, analysis_id: int, count: int) -> list[Any]:
+    """The finished attempts, once there are ``count`` of them (an attempt's row exists, as
+    ``sending``, from just before its HTTP call)."""
     for _ in range(500):
-        attempts = await load_attempts(resources, analysis_id)
+        attempts = [
+            a for a in await load_attempts(resources, analysis_id) if a.outcome != "sending"
+        ]
         if len(attempts) >= count:
             return attempts
         await asyncio.sleep(0.02)
@@ -769,6 +774,70 @@ async def test_the_reaper_requeues_a_row_left_dispatching_and_it_is_sent_again(
     assert failed.status_message.startswith("Service unreachable after 3 attempts:")
     assert (await load_analysis(resources, busy.id)).status == "dispatching"
     await set_row(resources, busy.id, status="cancelled")
+
+
+@pytest.mark.usefixtures("backend")
+async def test_an_attempt_cut_short_is_listed_even_when_the_callback_completes_the_analysis(
+    resources: Resources, scene: Scene
+) -> None:
+    release = asyncio.Event()
+    async with serving(FakeService()) as service:
+        service.replies = [Reply(200, "started", hold=release)]
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        async with running(resources) as dispatcher:
+            await service.wait_received(1)
+            (sending,) = await load_attempts(resources, row.id)
+            # The dispatcher dies during the call; the service's callback completes the row.
+            for task in set(dispatcher._in_flight):
+                task.cancel()
+            await dispatcher.wait_idle()
+            await set_row(resources, row.id, status="completed", status_message="fit done")
+            release.set()
+            (left,) = await load_attempts(resources, row.id)
+            await dispatcher.reap_stuck()  # within the reaper's window: left as it is
+            (recent,) = await load_attempts(resources, row.id)
+            await dispatcher.reap_stuck(utcnow() + timedelta(seconds=60))
+            (reaped,) = await load_attempts(resources, row.id)
+
+    assert (sending.attempt_number, sending.outcome, sending.http_status) == (1, "sending", None)
+    assert (left.outcome, recent.outcome) == ("sending", "sending")
+    assert (reaped.attempt_number, reaped.outcome) == (1, "interrupted")
+    assert "dispatcher stopped" in reaped.error
+    final = await load_analysis(resources, row.id)
+    assert (final.status, final.status_message) == ("completed", "fit done")
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
+    resources: Resources, scene: Scene
+) -> None:
+    service_id = await make_service(resources, "http://127.0.0.1:9/")
+    row = await make_analysis(
+        resources,
+        scene.obj_id,
+        service_id,
+        scene.author.id,
+        status="dispatching",
+        dispatch_attempts_count=1,
+    )
+    started = utcnow() - timedelta(seconds=60)
+    sessions, now = resources.sessions, utcnow()
+    assert await transitions.mark_sending(sessions, row.id, 1, now, started)
+    await set_row(resources, row.id, status="completed")  # the callback came first
+    assert await transitions.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
+    record = transitions.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
+    moved = await transitions.finish_attempt(
+        sessions, row.id, record, AnalysisStatus.PENDING, "ok", utcnow()
+    )
+    reaped_record = transitions.AttemptRecord(1, started, "retry", error="interrupted")
+    async with sessions.begin() as session:  # a final outcome is never overwritten
+        await transitions.record_attempt(session, row.id, reaped_record)
+
+    assert not moved
+    (attempt,) = await load_attempts(resources, row.id)
+    assert (attempt.outcome, attempt.http_status, attempt.error) == ("accepted", 202, None)
+    assert (await load_analysis(resources, row.id)).status == "completed"
 
 
 @pytest.mark.usefixtures("backend")
