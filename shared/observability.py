@@ -184,6 +184,25 @@ OBSERVABILITY_ROUTES = [
 ]
 
 
+async def standalone_ready(request: web.Request) -> web.Response:
+    """Readiness of a service without database or bus: it answers, so it can take work."""
+    return web.json_response({"status": "ready"})
+
+
+async def standalone_metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+# For the standalone analysis services (sn-fitter, summarizer): no database or bus to check.
+STANDALONE_OPERATIONS_ROUTES = [
+    web.get("/healthz", healthz),
+    web.get("/readyz", standalone_ready),
+    web.get("/metrics", standalone_metrics),
+]
+
+
 def create_operations_app(resources: Resources, service: str) -> web.Application:
     """A small app with only the operational routes (for services without their own API)."""
     app = web.Application(middlewares=[metrics_middleware(service)])

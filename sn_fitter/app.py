@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from shared.observability import STANDALONE_OPERATIONS_ROUTES
 from shared.service_protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
@@ -131,6 +132,7 @@ async def start_analysis(request: web.Request) -> web.Response:
 
 ROUTES = [
     web.get("/", health),
+    *STANDALONE_OPERATIONS_ROUTES,
     web.post("/analysis/sn_fit", start_analysis),
     web.post("/analysis/demo_analysis", start_analysis),
 ]

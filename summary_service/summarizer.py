@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from shared.llm import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
+from shared.observability import STANDALONE_OPERATIONS_ROUTES
 from shared.service_protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
@@ -221,7 +222,9 @@ async def summarize(request: web.Request) -> web.Response:
 
 def create_summarizer_app(config: SummarizerConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes)
-    app.add_routes([web.get("/", health), web.post("/summarize", summarize)])
+    app.add_routes(
+        [web.get("/", health), *STANDALONE_OPERATIONS_ROUTES, web.post("/summarize", summarize)]
+    )
 
     async def runtime(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(trust_env=False) as http:
