@@ -11,7 +11,6 @@ from dispatcher import transitions
 from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
-    load_context,
     stored_payload,
     with_secret_parameters,
 )
@@ -37,15 +36,13 @@ class AttemptRunner:
         self.settings = resources.settings
         self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
 
-    async def run(self, analysis_id: int, attempt_number: int) -> None:
-        with bind_analysis(analysis_id):
-            await self._run(analysis_id, attempt_number)
+    async def run(self, context: DispatchContext, attempt_number: int) -> None:
+        with bind_analysis(context.analysis.id):
+            await self._run(context, attempt_number)
 
-    async def _run(self, analysis_id: int, attempt_number: int) -> None:
+    async def _run(self, context: DispatchContext, attempt_number: int) -> None:
         started_at = utcnow()
-        context = await load_context(self.resources, analysis_id)
-        if context is None:
-            return  # deleted meanwhile
+        analysis_id = context.analysis.id
         try:
             outbound = await self._prepare(context, attempt_number, started_at)
         except PreparationError as exc:

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, lazyload, selectinload
 
-from dispatcher.transitions import naive_utc_text
+from dispatcher.transitions import claim, naive_utc_text
 from shared.access import principal_for
 from shared.analysis_parameters import SECRET_PARAMETERS
 from shared.artifacts import ArtifactStore
 from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
+from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, InputsError, assemble_inputs
 from shared.resources import Resources
 from summary_service.options import site_summary_parameters
 
@@ -36,6 +37,10 @@ class DispatchContext:
     analysis: ObjAnalysis
     service: AnalysisService
     author: User
+    # The data part of ``inputs``, assembled in the claiming transaction when the analysis has
+    # no stored inputs yet (or why it could not be); None: assemble it when building.
+    inputs_data: dict[str, Any] | None = None
+    inputs_error: InputsError | None = None
 
 
 @dataclass(frozen=True)
@@ -48,26 +53,65 @@ class StoredPayload:
     secret_parameters: dict[str, Any]
 
 
-async def load_context(resources: Resources, analysis_id: int) -> DispatchContext | None:
-    async with resources.sessions() as session:
-        analysis = await session.scalar(
-            select(ObjAnalysis)
-            .options(
-                lazyload(ObjAnalysis.groups),
-                joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
-            )
-            .where(ObjAnalysis.id == analysis_id)
-        )
-        if analysis is None:
+async def claim_with_context(
+    resources: Resources, analysis_id: int, now: datetime
+) -> tuple[int, DispatchContext | None] | None:
+    """Claim the attempt (``queued → dispatching``) and, in the same transaction, load what
+    sending it needs: the row, its service, its author and, on a first attempt, the inputs.
+    None when the row is not ours to send; (attempt number, None) when it vanished."""
+    async with resources.sessions.begin() as session:
+        attempt_number = await claim(session, analysis_id, now)
+        if attempt_number is None:
             return None
-        author = await session.scalar(
-            select(User)
-            .options(selectinload(User.memberships))
-            .where(User.id == analysis.author_id)
+        context = await _load_context(session, analysis_id)
+        if context is not None and _needs_inputs(context):
+            context = await _with_inputs(session, context)
+        return attempt_number, context
+
+
+async def _load_context(session: AsyncSession, analysis_id: int) -> DispatchContext | None:
+    analysis = await session.scalar(
+        select(ObjAnalysis)
+        .options(
+            lazyload(ObjAnalysis.groups),
+            joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
         )
-        if author is None:
-            return None
-        return DispatchContext(analysis, analysis.service, author)
+        .where(ObjAnalysis.id == analysis_id)
+    )
+    if analysis is None:
+        return None
+    author = await session.scalar(
+        select(User).options(selectinload(User.memberships)).where(User.id == analysis.author_id)
+    )
+    if author is None:
+        return None
+    return DispatchContext(analysis, analysis.service, author)
+
+
+def _needs_inputs(context: DispatchContext) -> bool:
+    """A first attempt (nothing stored yet) of an enabled service."""
+    stored = (context.analysis.artifacts or {}).get(INPUTS_ARTIFACT)
+    return context.service.enabled and not stored
+
+
+async def _with_inputs(session: AsyncSession, context: DispatchContext) -> DispatchContext:
+    try:
+        data = await _assemble(session, context)
+    except InputsError as exc:
+        return replace(context, inputs_error=exc)
+    return replace(context, inputs_data=data)
+
+
+async def _assemble(session: AsyncSession, context: DispatchContext) -> dict[str, Any]:
+    analysis, service = context.analysis, context.service
+    return await assemble_inputs(
+        session,
+        analysis.obj_id,
+        principal_for(context.author),
+        service.input_data_types or [],
+        analysis.input_filters,
+        service.inputs_format,
+    )
 
 
 def callback_url(resources: Resources, analysis: ObjAnalysis) -> str:
@@ -101,15 +145,12 @@ async def build_payload(
             "summary_parameters": site_summary_parameters(resources.settings),
             **parameters,
         }
-    async with resources.sessions() as session:
-        data = await assemble_inputs(
-            session,
-            analysis.obj_id,
-            principal_for(context.author),
-            service.input_data_types or [],
-            analysis.input_filters,
-            service.inputs_format,
-        )
+    if context.inputs_error is not None:
+        raise context.inputs_error
+    data = context.inputs_data
+    if data is None:
+        async with resources.sessions() as session:
+            data = await _assemble(session, context)
     payload: dict[str, Any] = {
         "callback_url": callback_url(resources, analysis),
         "inputs": {"analysis_parameters": parameters, **data},

@@ -19,6 +19,7 @@ import aiohttp
 
 from dispatcher import transitions
 from dispatcher.attempt import AttemptRunner
+from dispatcher.request import DispatchContext, claim_with_context
 from dispatcher.resolver import PolicyResolver
 from shared.bus.base import Envelope
 from shared.db.types import utcnow
@@ -99,23 +100,23 @@ class Dispatcher:
         message = AnalysisRequested.model_validate(envelope.payload)
         await self._slots.acquire()
         try:
-            attempt_number = await transitions.claim(
-                self.resources.sessions, message.analysis_id, utcnow()
-            )
+            claimed = await claim_with_context(self.resources, message.analysis_id, utcnow())
         except BaseException:
             self._slots.release()
             raise
-        if attempt_number is None:
+        if claimed is None or claimed[1] is None:  # not ours to send, or deleted meanwhile
             self._slots.release()
             return
-        task = asyncio.create_task(self._send(message.analysis_id, attempt_number))
+        attempt_number, context = claimed
+        task = asyncio.create_task(self._send(context, attempt_number))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _send(self, analysis_id: int, attempt_number: int) -> None:
+    async def _send(self, context: DispatchContext, attempt_number: int) -> None:
         assert self._runner is not None
+        analysis_id = context.analysis.id
         try:
-            await self._runner.run(analysis_id, attempt_number)
+            await self._runner.run(context, attempt_number)
         except Exception:
             # The row stays `dispatching`; the reaper requeues it after the timeout.
             log.exception("dispatch of analysis %d attempt %d failed", analysis_id, attempt_number)

@@ -61,7 +61,7 @@ def _fenced(analysis_id: int, attempt_number: int) -> ColumnElement[bool]:
     )
 
 
-async def claim(sessions: Sessions, analysis_id: int, now: datetime) -> int | None:
+async def claim(session: AsyncSession, analysis_id: int, now: datetime) -> int | None:
     """``queued → dispatching`` if the row is due; returns the attempt number, or None."""
     statement = (
         update(ObjAnalysis)
@@ -80,8 +80,7 @@ async def claim(sessions: Sessions, analysis_id: int, now: datetime) -> int | No
         .returning(ObjAnalysis.dispatch_attempts_count)
         .execution_options(synchronize_session=False)
     )
-    async with sessions.begin() as session:
-        return (await session.execute(statement)).scalar_one_or_none()
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def mark_sending(
