@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.analysis_data import AnnotationIn, merged_json
-from shared.db.models import AnalysisService, Annotation, Group, ObjAnalysis
+from shared.db.models import AnalysisService, Annotation, Group, ObjAnalysis, obj_analysis_groups
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisCompleted
@@ -37,7 +36,39 @@ class Outcome:
     annotations: list[AnnotationIn]
 
 
-def refusal(analysis: ObjAnalysis) -> ApiError | None:
+@dataclass(frozen=True)
+class Callee:
+    """The analysis a token names, as a plain row (the columns the webhook uses)."""
+
+    id: int
+    unique_id: str
+    obj_id: str
+    author_id: int
+    analysis_service_id: int
+    status: str
+    status_message: str | None
+    invalid_after: datetime
+    last_activity: datetime
+    service_name: str
+    is_summary: bool
+
+
+_CALLEE_COLUMNS = (
+    ObjAnalysis.id,
+    ObjAnalysis.unique_id,
+    ObjAnalysis.obj_id,
+    ObjAnalysis.author_id,
+    ObjAnalysis.analysis_service_id,
+    ObjAnalysis.status,
+    ObjAnalysis.status_message,
+    ObjAnalysis.invalid_after,
+    ObjAnalysis.last_activity,
+    AnalysisService.name,
+    AnalysisService.is_summary,
+)
+
+
+def refusal(analysis: Callee) -> ApiError | None:
     """Why a webhook for this row is refused now, or None while it may still be accepted."""
     if analysis.status == AnalysisStatus.TIMED_OUT:
         return bad_request(TOKEN_EXPIRED)
@@ -49,25 +80,22 @@ def refusal(analysis: ObjAnalysis) -> ApiError | None:
     return None
 
 
-async def find_by_token_hash(session: AsyncSession, token_hash: str) -> ObjAnalysis | None:
+async def find_callee(connection: AsyncConnection, condition: ColumnElement[bool]) -> Callee | None:
+    """One query, plain columns: no ORM session, no relationships."""
     query = (
-        select(ObjAnalysis)
-        .where(ObjAnalysis.token_hash == token_hash)
-        .options(
-            selectinload(ObjAnalysis.groups),
-            # Only the service's name and is_summary are used: its groups would be a query more.
-            joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
-        )
-        .execution_options(populate_existing=True)
+        select(*_CALLEE_COLUMNS)
+        .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
+        .where(condition)
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    row = (await connection.execute(query)).first()
+    return None if row is None else Callee(*row)
 
 
 def _seconds_since(start: datetime, now: datetime) -> float:
     return max((now - start).total_seconds(), 0.0)
 
 
-async def expire(session: AsyncSession, analysis: ObjAnalysis, now: datetime) -> bool:
+async def expire(session: AsyncSession, analysis: Callee, now: datetime) -> bool:
     """Active and past invalid_after → timed_out. False when another writer got there first."""
     result = await session.execute(
         update(ObjAnalysis)
@@ -90,7 +118,7 @@ async def expire(session: AsyncSession, analysis: ObjAnalysis, now: datetime) ->
     return result.first() is not None
 
 
-async def finalize(session: AsyncSession, analysis: ObjAnalysis, outcome: Outcome) -> bool:
+async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) -> bool:
     """The winning transition, with its annotations and outbox message. False = lost."""
     now = utcnow()
     dialect = session.bind.dialect.name
@@ -123,24 +151,29 @@ async def finalize(session: AsyncSession, analysis: ObjAnalysis, outcome: Outcom
             obj_id=analysis.obj_id,
             analysis_service_id=analysis.analysis_service_id,
             status=outcome.status,
-            is_summary=analysis.service.is_summary,
+            is_summary=analysis.is_summary,
         ),
     )
     return True
 
 
 async def upsert_annotations(
-    session: AsyncSession, analysis: ObjAnalysis, items: list[AnnotationIn]
+    session: AsyncSession, analysis: Callee, items: list[AnnotationIn]
 ) -> None:
     """Update the author's own annotation with this origin when it is shared with exactly the
     analysis' groups; otherwise add a new one. Other annotations are never touched."""
     if not items:
         return
-    group_ids = {g.id for g in analysis.groups}
-    # This session's own Group rows (the analysis row was loaded by another session).
-    groups = list(await session.scalars(select(Group).where(Group.id.in_(group_ids))))
+    groups = list(
+        await session.scalars(
+            select(Group)
+            .join(obj_analysis_groups, obj_analysis_groups.c.group_id == Group.id)
+            .where(obj_analysis_groups.c.obj_analysis_id == analysis.id)
+        )
+    )
+    group_ids = {g.id for g in groups}
     for item in items:
-        origin = item.origin or analysis.service.name
+        origin = item.origin or analysis.service_name
         mine = await session.scalars(
             select(Annotation)
             .where(

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from sqlalchemy import ColumnElement
 
 from shared.analysis_data import (
     PayloadError,
@@ -30,10 +31,11 @@ from shared.security import hash_token
 from shared.web import ApiError, bad_request, error_response, forbidden, success
 from webhook_receiver.finalize import (
     TOKEN_EXPIRED,
+    Callee,
     Outcome,
     expire,
     finalize,
-    find_by_token_hash,
+    find_callee,
     refusal,
 )
 
@@ -68,11 +70,19 @@ async def post_webhook(request: web.Request) -> web.StreamResponse:
         return error_response(500, "Internal server error")
 
 
-async def _active_analysis(resources: Resources, token: str) -> ObjAnalysis:
-    async with resources.sessions() as session:
-        analysis = await find_by_token_hash(session, hash_token(token)) if token else None
-        if analysis is None:
-            raise forbidden("Invalid token")
+async def _lookup(resources: Resources, condition: ColumnElement[bool]) -> Callee | None:
+    """A single read on an autocommit connection: one round trip, no transaction around it."""
+    async with resources.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await find_callee(connection, condition)
+
+
+async def _active_analysis(resources: Resources, token: str) -> Callee:
+    analysis = None
+    if token:
+        analysis = await _lookup(resources, ObjAnalysis.token_hash == hash_token(token))
+    if analysis is None:
+        raise forbidden("Invalid token")
     problem = refusal(analysis)
     if problem is not None:
         raise problem
@@ -82,7 +92,7 @@ async def _active_analysis(resources: Resources, token: str) -> ObjAnalysis:
     return analysis
 
 
-async def _expire(resources: Resources, analysis: ObjAnalysis) -> None:
+async def _expire(resources: Resources, analysis: Callee) -> None:
     """Mark the row timed_out (if still active) and refuse: always raises."""
     async with resources.sessions.begin() as session:
         await expire(session, analysis, utcnow())
@@ -91,9 +101,8 @@ async def _expire(resources: Resources, analysis: ObjAnalysis) -> None:
     raise bad_request(TOKEN_EXPIRED)
 
 
-async def _refuse_by_current_state(resources: Resources, analysis: ObjAnalysis) -> None:
-    async with resources.sessions() as session:
-        current = await session.get(ObjAnalysis, analysis.id, populate_existing=True)
+async def _refuse_by_current_state(resources: Resources, analysis: Callee) -> None:
+    current = await _lookup(resources, ObjAnalysis.id == analysis.id)
     if current is None:
         raise forbidden("Invalid token")
     problem = refusal(current)
@@ -110,7 +119,7 @@ async def receive(request: web.Request, resources: Resources, token: str) -> web
 
 
 async def _receive_for(
-    request: web.Request, resources: Resources, analysis: ObjAnalysis
+    request: web.Request, resources: Resources, analysis: Callee
 ) -> web.Response:
     raw = await read_limited(request, resources.settings.webhook_max_body_bytes)
     WEBHOOK_BODY_BYTES.observe(len(raw))
@@ -146,7 +155,7 @@ async def _receive_for(
 
 
 async def _commit(
-    resources: Resources, analysis: ObjAnalysis, outcome: Outcome, stored: StoredPayload
+    resources: Resources, analysis: Callee, outcome: Outcome, stored: StoredPayload
 ) -> bool:
     won = False
     try:
