@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shared.access import Principal, principal_from_token
+from shared.db.session import read_session
 from shared.resources import RESOURCES
 from shared.web import ApiError, Handler
 
@@ -31,7 +32,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not header:
         raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
     token = _token_from(header)
-    async with request.app[RESOURCES].sessions() as session:
+    async with read_session(request.app[RESOURCES].engine) as session:
         found = await principal_from_token(session, token)
     if found is None:
         raise ApiError(401, "Invalid token")

@@ -47,6 +47,7 @@ from shared.db.models import (
     obj_analysis_groups,
     obj_groups,
 )
+from shared.db.session import read_session
 from shared.enums import ACL
 from shared.resources import RESOURCES
 from shared.web import (
@@ -149,7 +150,7 @@ async def post_analysis(request: web.Request) -> web.Response:
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
     resources = request.app[RESOURCES]
-    async with resources.sessions() as session:
+    async with read_session(resources.engine) as session:
         service = await usable_service(session, me, service_id)
         if service.upload_only:
             raise forbidden(

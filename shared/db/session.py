@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,14 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def read_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need no transaction around them: its connection is in
+    autocommit mode, so each read is one round trip (no BEGIN before it, no ROLLBACK after).
+    Never write through it: every statement would commit on its own."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+            yield session
