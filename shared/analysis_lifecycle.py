@@ -91,41 +91,61 @@ async def count_capped(session: AsyncSession, obj_id: str, author_id: int) -> in
     return int(await session.scalar(query) or 0)
 
 
-def _message_for(row: ObjAnalysis, service: AnalysisService) -> Message:
-    if row.status == AnalysisStatus.QUEUED:
-        return AnalysisRequested(analysis_id=row.id)
+async def visible_and_capped(
+    session: AsyncSession, obj_id: str, who: Principal
+) -> tuple[bool, int]:
+    """(can the author read the object, how many of their analyses on it count toward the cap),
+    in one round trip."""
+    readable = select(Obj.id).where(Obj.id == obj_id, visible(obj_groups, Obj.id, who)).exists()
+    counted = (
+        select(func.count(ObjAnalysis.id))
+        .where(
+            ObjAnalysis.obj_id == obj_id,
+            ObjAnalysis.author_id == who.user_id,
+            ObjAnalysis.status.in_(CAPPED_STATUSES),
+        )
+        .scalar_subquery()
+    )
+    found, count = (await session.execute(select(readable, counted))).one()
+    return bool(found), int(count or 0)
+
+
+def _message_for(analysis_id: int, new: NewAnalysis) -> Message:
+    if new.status == AnalysisStatus.QUEUED:
+        return AnalysisRequested(analysis_id=analysis_id)
     return AnalysisCompleted(
-        analysis_id=row.id,
-        obj_id=row.obj_id,
-        analysis_service_id=row.analysis_service_id,
-        status=row.status,
-        is_summary=service.is_summary,
+        analysis_id=analysis_id,
+        obj_id=new.obj_id,
+        analysis_service_id=new.service.id,
+        status=new.status,
+        is_summary=new.service.is_summary,
     )
 
 
-def _new_row(resources: Resources, new: NewAnalysis) -> ObjAnalysis:
+def _new_row(resources: Resources, new: NewAnalysis) -> dict[str, Any]:
+    """The new row's columns (for a Core INSERT: no ORM object to build and flush)."""
     now = utcnow()
     active = new.status in ACTIVE_STATUSES
-    return ObjAnalysis(
-        unique_id=new.unique_id,
-        obj_id=new.obj_id,
-        author_id=new.author.user_id,
-        analysis_service_id=new.service.id,
-        token_hash=hash_token(resources.callback_tokens.token_for(new.unique_id)),
-        status=new.status,
-        status_message=new.status_message,
-        analysis_parameters=new.display_parameters,
-        input_filters=new.input_filters,
-        show_parameters=new.show_parameters,
-        show_plots=new.show_plots,
-        show_corner=new.show_corner,
-        invalid_after=now + timedelta(seconds=new.service.timeout) if active else now,
-        last_activity=now,
-        duration=None if active else 0.0,
-        handled_by_url=new.handled_by_url,
-        artifacts=dict(new.artifacts),
-        data_summary=new.data_summary,
-    )
+    return {
+        "unique_id": new.unique_id,
+        "obj_id": new.obj_id,
+        "author_id": new.author.user_id,
+        "analysis_service_id": new.service.id,
+        "token_hash": hash_token(resources.callback_tokens.token_for(new.unique_id)),
+        "status": new.status,
+        "status_message": new.status_message,
+        "analysis_parameters": new.display_parameters,
+        "input_filters": new.input_filters,
+        "show_parameters": new.show_parameters,
+        "show_plots": new.show_plots,
+        "show_corner": new.show_corner,
+        "invalid_after": now + timedelta(seconds=new.service.timeout) if active else now,
+        "last_activity": now,
+        "duration": None if active else 0.0,
+        "handled_by_url": new.handled_by_url,
+        "artifacts": dict(new.artifacts),
+        "data_summary": new.data_summary,
+    }
 
 
 async def _store_request_parameters(resources: Resources, new: NewAnalysis) -> None:
@@ -150,18 +170,17 @@ async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -
         await _store_request_parameters(resources, new)
         async with resources.sessions.begin() as session:
             await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
-            if not await obj_visible(session, new.obj_id, new.author):
+            readable, counted = await visible_and_capped(session, new.obj_id, new.author)
+            if not readable:
                 raise ObjNotVisible(new.obj_id)
-            if await count_capped(session, new.obj_id, new.author.user_id) >= cap:
+            if counted >= cap:
                 raise CapReached(new.obj_id)
-            row = _new_row(resources, new)
-            session.add(row)
-            await session.flush()
+            inserted = insert(ObjAnalysis.__table__).values(**_new_row(resources, new))
+            analysis_id = (await session.execute(inserted.returning(ObjAnalysis.id))).scalar_one()
             if new.group_ids:
-                links = [{"obj_analysis_id": row.id, "group_id": g} for g in new.group_ids]
+                links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
                 await session.execute(insert(obj_analysis_groups), links)
-            enqueue(session, _message_for(row, new.service))
-            analysis_id = row.id
+            enqueue(session, _message_for(analysis_id, new))
     except BaseException:
         if new.artifacts:
             await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
