@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatcher import transitions
 from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
+    load_context,
     stored_payload,
     with_secret_parameters,
 )
@@ -30,36 +34,59 @@ class PreparationError(ValueError):
     """The request cannot be built; retrying would not help."""
 
 
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    """An attempt claimed and ready: its request, or why it fails without being sent."""
+
+    analysis_id: int
+    attempt_number: int
+    started_at: datetime
+    outbound: Outbound | None
+    refused: SendResult | None = None
+
+
 class AttemptRunner:
     def __init__(self, resources: Resources, http: aiohttp.ClientSession) -> None:
         self.resources = resources
         self.settings = resources.settings
         self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
 
-    async def run(self, context: DispatchContext, attempt_number: int) -> None:
-        with bind_analysis(context.analysis.id):
-            await self._run(context, attempt_number)
-
-    async def _run(self, context: DispatchContext, attempt_number: int) -> None:
+    async def claim(self, analysis_id: int) -> ClaimedAttempt | None:
+        """One transaction: claim the row (``queued → dispatching``), load the row, service and
+        author, build (first attempt: assemble and store) the request, and mark the attempt as
+        sending. None when the row is not ours to send (or vanished)."""
         started_at = utcnow()
-        analysis_id = context.analysis.id
-        try:
-            outbound = await self._prepare(context, attempt_number, started_at)
-        except PreparationError as exc:
-            result = SendResult(Verdict.FAILED, str(exc), str(exc))
-            await self._finish(analysis_id, attempt_number, started_at, result)
-            return
-        if outbound is None:
-            log.info(
-                "analysis %d attempt %d: no longer ours, not sent", analysis_id, attempt_number
+        async with self.resources.sessions.begin() as session:
+            attempt_number = await transitions.claim(session, analysis_id, started_at)
+            if attempt_number is None:
+                return None
+            context = await load_context(session, analysis_id)
+            if context is None:
+                return None
+            try:
+                outbound, provenance = await self._prepare(session, context)
+            except PreparationError as exc:
+                refused = SendResult(Verdict.FAILED, str(exc), str(exc))
+                return ClaimedAttempt(analysis_id, attempt_number, started_at, None, refused)
+            await transitions.mark_sending(
+                session, analysis_id, attempt_number, utcnow(), started_at, provenance
             )
-            return
-        result = await self.sender.send(outbound)
-        await self._finish(analysis_id, attempt_number, started_at, result)
+        return ClaimedAttempt(analysis_id, attempt_number, started_at, outbound)
+
+    async def run(self, attempt: ClaimedAttempt) -> None:
+        with bind_analysis(attempt.analysis_id):
+            result = attempt.refused
+            if result is None:
+                assert attempt.outbound is not None
+                result = await self.sender.send(attempt.outbound)
+            await self._finish(
+                attempt.analysis_id, attempt.attempt_number, attempt.started_at, result
+            )
 
     async def _prepare(
-        self, context: DispatchContext, attempt_number: int, started_at: datetime
-    ) -> Outbound | None:
+        self, session: AsyncSession, context: DispatchContext
+    ) -> tuple[Outbound, dict[str, Any] | None]:
+        """The request to send, and the provenance columns to set (first attempt)."""
         service = context.service
         if not service.enabled:
             raise PreparationError(
@@ -74,27 +101,17 @@ class AttemptRunner:
                 "(was SKYHOOK_SECRET_KEY changed without listing the old key?)"
             ) from None
         try:
-            payload = await stored_payload(self.resources, context)
+            payload = await stored_payload(self.resources, session, context)
         except InputsError as exc:
             raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
         except ValueError as exc:
             raise PreparationError(f"Cannot encode the request: {exc}") from None
-        still_ours = await transitions.mark_sending(
-            self.resources.sessions,
-            context.analysis.id,
-            attempt_number,
-            utcnow(),
-            started_at,
-            payload.provenance,
-        )
-        if not still_ours:
-            return None
         # Added to the outbound body only: inputs.json was stored without them.
         secrets = {
             **payload.secret_parameters,
             **summary_secrets_for(self.resources.secret_box, context.author, service),
         }
-        return Outbound(
+        outbound = Outbound(
             url=service.url,
             body=with_secret_parameters(payload.body, secrets),
             message_id=context.analysis.unique_id,
@@ -102,6 +119,7 @@ class AttemptRunner:
             authinfo=authinfo,
             signing_secret=signing_secret,
         )
+        return outbound, payload.provenance
 
     async def _finish(
         self, analysis_id: int, attempt_number: int, started_at: datetime, result: SendResult

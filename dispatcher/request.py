@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, lazyload, selectinload
 
-from dispatcher.transitions import claim, naive_utc_text
+from dispatcher.transitions import naive_utc_text
 from shared.access import principal_for
 from shared.analysis_parameters import SECRET_PARAMETERS
 from shared.artifacts import ArtifactStore
 from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, InputsError, assemble_inputs
+from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
 from shared.resources import Resources
 from summary_service.options import site_summary_parameters
 
@@ -37,10 +37,6 @@ class DispatchContext:
     analysis: ObjAnalysis
     service: AnalysisService
     author: User
-    # The data part of ``inputs``, assembled in the claiming transaction when the analysis has
-    # no stored inputs yet (or why it could not be); None: assemble it when building.
-    inputs_data: dict[str, Any] | None = None
-    inputs_error: InputsError | None = None
 
 
 @dataclass(frozen=True)
@@ -53,23 +49,7 @@ class StoredPayload:
     secret_parameters: dict[str, Any]
 
 
-async def claim_with_context(
-    resources: Resources, analysis_id: int, now: datetime
-) -> tuple[int, DispatchContext | None] | None:
-    """Claim the attempt (``queued → dispatching``) and, in the same transaction, load what
-    sending it needs: the row, its service, its author and, on a first attempt, the inputs.
-    None when the row is not ours to send; (attempt number, None) when it vanished."""
-    async with resources.sessions.begin() as session:
-        attempt_number = await claim(session, analysis_id, now)
-        if attempt_number is None:
-            return None
-        context = await _load_context(session, analysis_id)
-        if context is not None and _needs_inputs(context):
-            context = await _with_inputs(session, context)
-        return attempt_number, context
-
-
-async def _load_context(session: AsyncSession, analysis_id: int) -> DispatchContext | None:
+async def load_context(session: AsyncSession, analysis_id: int) -> DispatchContext | None:
     analysis = await session.scalar(
         select(ObjAnalysis)
         .options(
@@ -86,32 +66,6 @@ async def _load_context(session: AsyncSession, analysis_id: int) -> DispatchCont
     if author is None:
         return None
     return DispatchContext(analysis, analysis.service, author)
-
-
-def _needs_inputs(context: DispatchContext) -> bool:
-    """A first attempt (nothing stored yet) of an enabled service."""
-    stored = (context.analysis.artifacts or {}).get(INPUTS_ARTIFACT)
-    return context.service.enabled and not stored
-
-
-async def _with_inputs(session: AsyncSession, context: DispatchContext) -> DispatchContext:
-    try:
-        data = await _assemble(session, context)
-    except InputsError as exc:
-        return replace(context, inputs_error=exc)
-    return replace(context, inputs_data=data)
-
-
-async def _assemble(session: AsyncSession, context: DispatchContext) -> dict[str, Any]:
-    analysis, service = context.analysis, context.service
-    return await assemble_inputs(
-        session,
-        analysis.obj_id,
-        principal_for(context.author),
-        service.input_data_types or [],
-        analysis.input_filters,
-        service.inputs_format,
-    )
 
 
 def callback_url(resources: Resources, analysis: ObjAnalysis) -> str:
@@ -137,7 +91,10 @@ def split_secret_parameters(parameters: dict[str, Any]) -> tuple[dict[str, Any],
 
 
 async def build_payload(
-    resources: Resources, context: DispatchContext, parameters: dict[str, Any]
+    resources: Resources,
+    session: AsyncSession,
+    context: DispatchContext,
+    parameters: dict[str, Any],
 ) -> dict[str, Any]:
     analysis, service = context.analysis, context.service
     if service.is_summary and "summary_parameters" not in parameters:
@@ -145,12 +102,14 @@ async def build_payload(
             "summary_parameters": site_summary_parameters(resources.settings),
             **parameters,
         }
-    if context.inputs_error is not None:
-        raise context.inputs_error
-    data = context.inputs_data
-    if data is None:
-        async with resources.sessions() as session:
-            data = await _assemble(session, context)
+    data = await assemble_inputs(
+        session,
+        analysis.obj_id,
+        principal_for(context.author),
+        service.input_data_types or [],
+        analysis.input_filters,
+        service.inputs_format,
+    )
     payload: dict[str, Any] = {
         "callback_url": callback_url(resources, analysis),
         "inputs": {"analysis_parameters": parameters, **data},
@@ -170,7 +129,9 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, allow_nan=False).encode()
 
 
-async def stored_payload(resources: Resources, context: DispatchContext) -> StoredPayload:
+async def stored_payload(
+    resources: Resources, session: AsyncSession, context: DispatchContext
+) -> StoredPayload:
     """The stored payload of an earlier attempt, or a new one (built, then stored)."""
     analysis = context.analysis
     parameters, secrets = split_secret_parameters(
@@ -183,7 +144,7 @@ async def stored_payload(resources: Resources, context: DispatchContext) -> Stor
             return StoredPayload(await resources.artifacts.read(ref), None, secrets)
         except OSError:
             pass  # the file is gone: build and store it again
-    payload = await build_payload(resources, context, parameters)
+    payload = await build_payload(resources, session, context, parameters)
     body = await asyncio.to_thread(_encode, payload)
     stored = await resources.artifacts.put(
         analysis.unique_id, INPUTS_FILE, body, "application/json"

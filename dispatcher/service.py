@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 import aiohttp
 
 from dispatcher import transitions
-from dispatcher.attempt import AttemptRunner
-from dispatcher.request import DispatchContext, claim_with_context
+from dispatcher.attempt import AttemptRunner, ClaimedAttempt
 from dispatcher.resolver import PolicyResolver
 from shared.bus.base import Envelope
 from shared.db.types import utcnow
@@ -100,26 +99,28 @@ class Dispatcher:
         message = AnalysisRequested.model_validate(envelope.payload)
         await self._slots.acquire()
         try:
-            claimed = await claim_with_context(self.resources, message.analysis_id, utcnow())
+            claimed = await self._runner.claim(message.analysis_id)
         except BaseException:
             self._slots.release()
             raise
-        if claimed is None or claimed[1] is None:  # not ours to send, or deleted meanwhile
+        if claimed is None:  # not ours to send, or deleted meanwhile
             self._slots.release()
             return
-        attempt_number, context = claimed
-        task = asyncio.create_task(self._send(context, attempt_number))
+        task = asyncio.create_task(self._send(claimed))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _send(self, context: DispatchContext, attempt_number: int) -> None:
+    async def _send(self, attempt: ClaimedAttempt) -> None:
         assert self._runner is not None
-        analysis_id = context.analysis.id
         try:
-            await self._runner.run(context, attempt_number)
+            await self._runner.run(attempt)
         except Exception:
             # The row stays `dispatching`; the reaper requeues it after the timeout.
-            log.exception("dispatch of analysis %d attempt %d failed", analysis_id, attempt_number)
+            log.exception(
+                "dispatch of analysis %d attempt %d failed",
+                attempt.analysis_id,
+                attempt.attempt_number,
+            )
         finally:
             self._slots.release()
 

@@ -84,17 +84,17 @@ async def claim(session: AsyncSession, analysis_id: int, now: datetime) -> int |
 
 
 async def mark_sending(
-    sessions: Sessions,
+    session: AsyncSession,
     analysis_id: int,
     attempt_number: int,
     now: datetime,
     started_at: datetime,
     provenance: dict[str, Any] | None = None,
 ) -> bool:
-    """Just before the HTTP call: still ours? Refreshes ``last_activity`` (the reaper's clock),
-    on the first attempt records the inputs' provenance (artifact manifest, hash), and writes
-    the attempt row (outcome ``sending``) in the same transaction, so an attempt cut short by
-    a crash is listed even when the service's callback completes the analysis."""
+    """Just before the HTTP call, in the claiming transaction: refreshes ``last_activity`` (the
+    reaper's clock), on the first attempt records the inputs' provenance (artifact manifest,
+    hash), and writes the attempt row (outcome ``sending``), so an attempt cut short by a
+    crash is listed even when the service's callback completes the analysis."""
     values: dict[str, Any] = {"last_activity": now, **(provenance or {})}
     statement = (
         update(ObjAnalysis)
@@ -104,11 +104,10 @@ async def mark_sending(
         .execution_options(synchronize_session=False)
     )
     sending = AttemptRecord(attempt_number=attempt_number, started_at=started_at, outcome=SENDING)
-    async with sessions.begin() as session:
-        if (await session.execute(statement)).scalar_one_or_none() is None:
-            return False
-        await record_attempt(session, analysis_id, sending)
-        return True
+    if (await session.execute(statement)).scalar_one_or_none() is None:
+        return False
+    await record_attempt(session, analysis_id, sending)
+    return True
 
 
 async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:

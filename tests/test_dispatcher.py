@@ -823,7 +823,8 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     )
     started = utcnow() - timedelta(seconds=60)
     sessions, now = resources.sessions, utcnow()
-    assert await transitions.mark_sending(sessions, row.id, 1, now, started)
+    async with sessions.begin() as session:
+        assert await transitions.mark_sending(session, row.id, 1, now, started)
     await set_row(resources, row.id, status="completed")  # the callback came first
     assert await transitions.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
     record = transitions.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
