@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, lazyload, selectinload
+from sqlalchemy.orm import joinedload, lazyload
 
 from dispatcher.transitions import naive_utc_text
 from shared.access import principal_for
@@ -50,21 +50,21 @@ class StoredPayload:
 
 
 async def load_context(session: AsyncSession, analysis_id: int) -> DispatchContext | None:
-    analysis = await session.scalar(
-        select(ObjAnalysis)
+    """The row, its service and its author with their memberships: one query."""
+    query = (
+        select(ObjAnalysis, User)
+        .join(User, User.id == ObjAnalysis.author_id)
         .options(
             lazyload(ObjAnalysis.groups),
             joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
+            joinedload(User.memberships),
         )
         .where(ObjAnalysis.id == analysis_id)
     )
-    if analysis is None:
+    found = (await session.execute(query)).unique().first()
+    if found is None:
         return None
-    author = await session.scalar(
-        select(User).options(selectinload(User.memberships)).where(User.id == analysis.author_id)
-    )
-    if author is None:
-        return None
+    analysis, author = found
     return DispatchContext(analysis, analysis.service, author)
 
 
