@@ -135,7 +135,7 @@ class AttemptRunner:
             error=result.error,
         )
         moved = await transitions.finish_attempt(
-            self.resources.sessions, analysis_id, record, status, message, now, next_at
+            self.resources.engine, analysis_id, record, status, message, now, next_at
         )
         DISPATCH_ATTEMPTS.labels(outcome).inc()
         log.info(

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db.models import DispatchAttempt, ObjAnalysis
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
@@ -110,8 +110,8 @@ async def mark_sending(
     return True
 
 
-async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
-    """Write the attempt's row. It replaces the row's ``sending`` (or ``interrupted``) state;
+def _attempt_upsert(dialect: str, analysis_id: int, record: AttemptRecord) -> Any:
+    """INSERT of the attempt's row that replaces its ``sending`` (or ``interrupted``) state;
     a final outcome already written for this attempt (by the reaper) wins."""
     values = {
         "analysis_id": analysis_id,
@@ -122,11 +122,11 @@ async def record_attempt(session: AsyncSession, analysis_id: int, record: Attemp
         "outcome": record.outcome,
         "error": truncate(record.error) if record.error else None,
     }
-    dialect = session.bind.dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DispatchAttempt).values(**values)
-    await session.execute(
-        statement.on_conflict_do_update(
+    return (
+        insert(DispatchAttempt)
+        .values(**values)
+        .on_conflict_do_update(
             index_elements=["analysis_id", "attempt_number"],
             set_={k: v for k, v in values.items() if k not in ("analysis_id", "attempt_number")},
             where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
@@ -134,17 +134,20 @@ async def record_attempt(session: AsyncSession, analysis_id: int, record: Attemp
     )
 
 
-async def finish_attempt(
-    sessions: Sessions,
+async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
+    """Write the attempt's row (see ``_attempt_upsert``)."""
+    await session.execute(_attempt_upsert(session.bind.dialect.name, analysis_id, record))
+
+
+def _finish_update(
     analysis_id: int,
     record: AttemptRecord,
     new_status: AnalysisStatus,
     status_message: str | None,
     now: datetime,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record the attempt and move the row on (only if the attempt still owns it)."""
-    statement = (
+    next_attempt_at: datetime | None,
+) -> Any:
+    return (
         update(ObjAnalysis)
         .where(_fenced(analysis_id, record.attempt_number))
         .values(
@@ -154,10 +157,33 @@ async def finish_attempt(
             next_attempt_at=next_attempt_at,
         )
         .returning(ObjAnalysis.id)
-        .execution_options(synchronize_session=False)
     )
-    async with sessions.begin() as session:
+
+
+async def finish_attempt(
+    engine: AsyncEngine,
+    analysis_id: int,
+    record: AttemptRecord,
+    new_status: AnalysisStatus,
+    status_message: str | None,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record the attempt and move the row on (only if the attempt still owns it).
+
+    PostgreSQL: one statement (both writes as data-modifying CTEs), on an autocommit
+    connection, so one round trip instead of BEGIN, two statements and COMMIT."""
+    moved = _finish_update(analysis_id, record, new_status, status_message, now, next_attempt_at)
+    if engine.dialect.name == "postgresql":
+        moved_rows = moved.cte("moved")
+        recorded = _attempt_upsert("postgresql", analysis_id, record)
+        statement = select(moved_rows.c.id).add_cte(recorded.returning(DispatchAttempt.id).cte())
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return (await connection.execute(statement)).first() is not None
+    async with AsyncSession(engine) as session, session.begin():
         await record_attempt(session, analysis_id, record)
+        statement = moved.execution_options(synchronize_session=False)
         return (await session.execute(statement)).scalar_one_or_none() is not None
 
 

@@ -829,7 +829,7 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     assert await transitions.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
     record = transitions.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
     moved = await transitions.finish_attempt(
-        sessions, row.id, record, AnalysisStatus.PENDING, "ok", utcnow()
+        resources.engine, row.id, record, AnalysisStatus.PENDING, "ok", utcnow()
     )
     reaped_record = transitions.AttemptRecord(1, started, "retry", error="interrupted")
     async with sessions.begin() as session:  # a final outcome is never overwritten
