@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,12 +29,17 @@ from shared.events import Message
 log = logging.getLogger("skyhook.outbox")
 
 
+def outbox_values(message: Message) -> dict[str, Any]:
+    """The outbox row's columns for ``message`` (for writers that INSERT it themselves)."""
+    return {
+        "message_id": str(uuid.uuid4()),
+        "routing_key": message.ROUTING_KEY,
+        "payload": message.model_dump(mode="json"),
+    }
+
+
 def enqueue(session: AsyncSession, message: Message) -> OutboxMessage:
-    row = OutboxMessage(
-        message_id=str(uuid.uuid4()),
-        routing_key=message.ROUTING_KEY,
-        payload=message.model_dump(mode="json"),
-    )
+    row = OutboxMessage(**outbox_values(message))
     session.add(row)
     return row
 

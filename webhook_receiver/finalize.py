@@ -11,15 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.analysis_data import AnnotationIn, merged_json
-from shared.db.models import AnalysisService, Annotation, Group, ObjAnalysis, obj_analysis_groups
+from shared.db.models import (
+    AnalysisService,
+    Annotation,
+    Group,
+    ObjAnalysis,
+    OutboxMessage,
+    obj_analysis_groups,
+)
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisCompleted
-from shared.outbox import enqueue
+from shared.outbox import enqueue, outbox_values
 from shared.web import ApiError, bad_request, forbidden
 
 TOKEN_EXPIRED = "Token has expired"
@@ -118,11 +125,8 @@ async def expire(session: AsyncSession, analysis: Callee, now: datetime) -> bool
     return result.first() is not None
 
 
-async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) -> bool:
-    """The winning transition, with its annotations and outbox message. False = lost."""
-    now = utcnow()
-    dialect = session.bind.dialect.name
-    result = await session.execute(
+def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: str) -> Any:
+    return (
         update(ObjAnalysis)
         .where(
             ObjAnalysis.id == analysis.id,
@@ -140,21 +144,48 @@ async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) ->
         )
         .returning(ObjAnalysis.id)
     )
-    if result.first() is None:
+
+
+def _completed_message(analysis: Callee, outcome: Outcome) -> AnalysisCompleted:
+    return AnalysisCompleted(
+        analysis_id=analysis.id,
+        obj_id=analysis.obj_id,
+        analysis_service_id=analysis.analysis_service_id,
+        status=outcome.status,
+        is_summary=analysis.is_summary,
+    )
+
+
+async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) -> bool:
+    """The winning transition, with its annotations and outbox message. False = lost."""
+    now = utcnow()
+    statement = _winning_update(analysis, outcome, now, session.bind.dialect.name)
+    if (await session.execute(statement)).first() is None:
         return False
     if outcome.status == AnalysisStatus.COMPLETED:
         await upsert_annotations(session, analysis, outcome.annotations)
-    enqueue(
-        session,
-        AnalysisCompleted(
-            analysis_id=analysis.id,
-            obj_id=analysis.obj_id,
-            analysis_service_id=analysis.analysis_service_id,
-            status=outcome.status,
-            is_summary=analysis.is_summary,
+    enqueue(session, _completed_message(analysis, outcome))
+    return True
+
+
+async def finalize_in_one_statement(
+    connection: AsyncConnection, analysis: Callee, outcome: Outcome
+) -> bool:
+    """PostgreSQL, no annotations to store: the winning UPDATE and the outbox INSERT as one
+    statement (data-modifying CTEs: the INSERT writes a row only if the UPDATE won), run on an
+    autocommit connection: one round trip instead of BEGIN, two statements and COMMIT."""
+    now = utcnow()
+    won = _winning_update(analysis, outcome, now, "postgresql").cte("won")
+    outbox = OutboxMessage.__table__
+    row = {**outbox_values(_completed_message(analysis, outcome)), "created_at": now}
+    queued = insert(outbox).from_select(
+        list(row),
+        select(*(literal(value, outbox.c[name].type) for name, value in row.items())).select_from(
+            won
         ),
     )
-    return True
+    statement = select(won.c.id).add_cte(queued.cte("queued"))
+    return (await connection.execute(statement)).first() is not None
 
 
 async def upsert_annotations(

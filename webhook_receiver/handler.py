@@ -35,6 +35,7 @@ from webhook_receiver.finalize import (
     Outcome,
     expire,
     finalize,
+    finalize_in_one_statement,
     find_callee,
     refusal,
 )
@@ -159,10 +160,19 @@ async def _commit(
 ) -> bool:
     won = False
     try:
-        async with resources.sessions.begin() as session:
-            updated = await finalize(session, analysis, outcome)
-        won = updated  # only once the transaction has committed
+        won = await _finalize(resources, analysis, outcome)  # True only once committed
     finally:
         if not won:
             await asyncio.shield(discard_artifacts(resources.artifacts, stored.artifacts))
     return won
+
+
+async def _finalize(resources: Resources, analysis: Callee, outcome: Outcome) -> bool:
+    with_annotations = outcome.status == AnalysisStatus.COMPLETED and outcome.annotations
+    if resources.engine.dialect.name == "postgresql" and not with_annotations:
+        async with resources.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return await finalize_in_one_statement(connection, analysis, outcome)
+    async with resources.sessions.begin() as session:
+        updated = await finalize(session, analysis, outcome)
+    return updated
