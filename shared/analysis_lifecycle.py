@@ -23,11 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from shared.access import Principal, visible
-from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.db.models import (
+    AnalysisService,
+    Obj,
+    ObjAnalysis,
+    OutboxMessage,
+    obj_analysis_groups,
+    obj_groups,
+)
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisCompleted, AnalysisRequested, Message
-from shared.outbox import enqueue
+from shared.outbox import outbox_values
 from shared.resources import Resources
 from shared.security import hash_token
 from shared.summaries import forget_analysis, lock_obj
@@ -180,7 +187,8 @@ async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -
             if new.group_ids:
                 links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
                 await session.execute(insert(obj_analysis_groups), links)
-            enqueue(session, _message_for(analysis_id, new))
+            message = outbox_values(_message_for(analysis_id, new))
+            await session.execute(insert(OutboxMessage.__table__).values(**message))
     except BaseException:
         if new.artifacts:
             await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
