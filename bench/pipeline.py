@@ -139,7 +139,7 @@ def _rabbit_names(prefix: str) -> tuple[list[str], list[str]]:
         queues, exchanges = ([n for n in names if n.startswith(prefix)] for names in listed)
         return queues, exchanges
     except (OSError, subprocess.SubprocessError):
-        queues = [f"{prefix}.{q}" for q in ("skyhook.dispatcher", "skyhook.summaries")]
+        queues = [f"{prefix}.{q}" for q in ("dispatcher", "summaries")]
         return [*queues, f"{prefix}.dead-letter"], [f"{prefix}.events", f"{prefix}.dead-letter"]
 
 

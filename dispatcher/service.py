@@ -28,7 +28,7 @@ from shared.resources import Resources
 
 log = logging.getLogger("skyhook.dispatcher")
 
-QUEUE = "skyhook.dispatcher"
+QUEUE = "dispatcher"  # skyhook.dispatcher with the default SKYHOOK_BUS_PREFIX
 STOP_GRACE_SECONDS = 10.0
 
 

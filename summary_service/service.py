@@ -17,7 +17,7 @@ from summary_service.embedder import SummaryEmbedder
 
 log = logging.getLogger("skyhook.summary_service")
 
-QUEUE = "skyhook.summaries"
+QUEUE = "summaries"  # skyhook.summaries with the default SKYHOOK_BUS_PREFIX
 PREFETCH = 16
 
 

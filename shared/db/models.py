@@ -322,7 +322,8 @@ class DispatchAttempt(Base):
     started_at: Mapped[datetime] = mapped_column()
     latency_ms: Mapped[float | None] = mapped_column(Float)
     http_status: Mapped[int | None] = mapped_column(Integer)
-    outcome: Mapped[str] = mapped_column(String(16))  # accepted | retry | failed
+    # sending (under way) | accepted | retry | failed | interrupted (its dispatcher died)
+    outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
 
 

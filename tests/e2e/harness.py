@@ -31,7 +31,7 @@ from tests.support.api import Reply
 
 AMQP_URL = os.environ.get("SKYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET_KEY = "e2e-secret-key"
-DISPATCHER_QUEUE = "skyhook.dispatcher"
+DISPATCHER_QUEUE = "dispatcher"
 FINAL = frozenset({"completed", "failure", "timed_out", "cancelled"})
 # Short delays so retries, expiry and reaping happen within a test.
 FAST: dict[str, Any] = {

@@ -273,7 +273,7 @@ async def _check_nothing_left(deployment: Deployment) -> None:
         await deployment.count(f"SELECT count(*) FROM obj_analyses WHERE status IN ({active})") == 0
     )
     await eventually_zero("outbox rows", lambda: deployment.count("SELECT count(*) FROM outbox"))
-    for queue in ("skyhook.dispatcher", "skyhook.summaries"):
+    for queue in ("dispatcher", "summaries"):
         await eventually_zero(f"messages in {queue}", lambda q=queue: deployment.queue_depth(q))
     listing = await deployment.cli("dead-letters", "list")
     assert listing.strip() == "", f"dead letters:\n{listing}"
