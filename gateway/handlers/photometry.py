@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
@@ -15,10 +15,11 @@ from gateway.handlers.source_access import (
     data_groups,
     instrument_or_400,
     visible_obj,
+    visible_page,
 )
 from gateway.serialize import photometry_dict
 from shared import photometry as units
-from shared.access import Principal, visible
+from shared.access import Principal
 from shared.db.models import Obj, Photometry, photometry_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
@@ -204,16 +205,15 @@ async def get_source_photometry(request: web.Request) -> web.Response:
     obj_id = request.match_info["obj_id"]
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_max, settings.page_size_max)
-    condition = and_(Photometry.obj_id == obj_id, visible(photometry_groups, Photometry.id, me))
     async with request.app[RESOURCES].sessions() as session:
-        await visible_obj(session, me, obj_id)
-        total = await session.scalar(select(func.count(Photometry.id)).where(condition))
-        rows = await session.scalars(
-            select(Photometry)
-            .where(condition)
-            .order_by(Photometry.mjd, Photometry.id)
-            .offset(page.offset)
-            .limit(page.size)
+        total, rows = await visible_page(
+            session,
+            me,
+            obj_id,
+            Photometry,
+            photometry_groups,
+            (Photometry.mjd, Photometry.id),
+            page,
         )
         points = [photometry_dict(row, me) for row in rows]
     return success(page.answer(total, obj_id=obj_id, photometry=points))

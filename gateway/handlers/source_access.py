@@ -7,15 +7,15 @@ anywhere in them (PostgreSQL text and JSONB cannot hold one).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.access import Principal, resolve_group_ids, visible
 from shared.db.models import Group, Instrument, Obj, obj_groups
-from shared.web import MAX_ID, bad_request, finite, not_found
+from shared.web import MAX_ID, Page, bad_request, finite, not_found
 
 OBJ_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
 MAX_NAME = 255
@@ -112,6 +112,28 @@ async def visible_obj(session: AsyncSession, principal: Principal, obj_id: objec
     if found is None:
         raise source_not_found(obj_id)
     return found
+
+
+async def visible_page(
+    session: AsyncSession,
+    principal: Principal,
+    obj_id: str,
+    model: Any,
+    link: Table,
+    order_by: Sequence[Any],
+    page: Page,
+) -> tuple[int, list[Any]]:
+    """(how many rows of ``model`` on the source the caller may see, this page of them).
+
+    404 when the source itself is not visible.
+    """
+    await visible_obj(session, principal, obj_id)
+    condition = and_(model.obj_id == obj_id, visible(link, model.id, principal))
+    total = await session.scalar(select(func.count(model.id)).where(condition))
+    rows = await session.scalars(
+        select(model).where(condition).order_by(*order_by).offset(page.offset).limit(page.size)
+    )
+    return int(total or 0), list(rows)
 
 
 async def instrument_or_400(session: AsyncSession, instrument_id: object) -> Instrument:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiohttp import web
-from sqlalchemy import and_, func, select
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
@@ -17,9 +16,9 @@ from gateway.handlers.source_access import (
     optional_text,
     required,
     visible_obj,
+    visible_page,
 )
 from gateway.serialize import spectrum_dict
-from shared.access import visible
 from shared.db.models import Spectrum, spectrum_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
@@ -98,16 +97,15 @@ async def get_source_spectra(request: web.Request) -> web.Response:
     obj_id = request.match_info["obj_id"]
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
-    condition = and_(Spectrum.obj_id == obj_id, visible(spectrum_groups, Spectrum.id, me))
     async with request.app[RESOURCES].sessions() as session:
-        await visible_obj(session, me, obj_id)
-        total = await session.scalar(select(func.count(Spectrum.id)).where(condition))
-        rows = await session.scalars(
-            select(Spectrum)
-            .where(condition)
-            .order_by(Spectrum.observed_at, Spectrum.id)
-            .offset(page.offset)
-            .limit(page.size)
+        total, rows = await visible_page(
+            session,
+            me,
+            obj_id,
+            Spectrum,
+            spectrum_groups,
+            (Spectrum.observed_at, Spectrum.id),
+            page,
         )
         spectra = [spectrum_dict(row, me) for row in rows]
     return success(page.answer(total, obj_id=obj_id, spectra=spectra))
