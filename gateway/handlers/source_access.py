@@ -158,3 +158,20 @@ async def data_groups(
     if not groups:
         raise bad_request("Cannot share this data: no group to share it with")
     return groups
+
+
+async def add_data_row(
+    session: AsyncSession,
+    principal: Principal,
+    obj: Obj,
+    group_ids: object,
+    model: Any,
+    **fields: Any,
+) -> int:
+    """Insert one data row of a source, owned by the caller and shared with ``group_ids``
+    (see ``data_groups``); returns its id."""
+    groups = await data_groups(session, principal, group_ids, [obj])
+    row = model(**fields, obj_id=obj.id, owner_id=principal.user_id, groups=groups)
+    session.add(row)
+    await session.flush()
+    return int(row.id)

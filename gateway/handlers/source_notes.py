@@ -9,8 +9,8 @@ from sqlalchemy import Table, select
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
+    add_data_row,
     bool_field,
-    data_groups,
     object_field,
     optional_number,
     optional_text,
@@ -52,13 +52,8 @@ async def _post_comment(request: web.Request, obj_id: object, body: dict[str, An
     origin = optional_text(body, "origin")
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, obj_id)
-        groups = await data_groups(session, me, body.get("group_ids"), [obj])
-        comment = Comment(
-            obj_id=obj.id, text=text, origin=origin, owner_id=me.user_id, groups=groups
-        )
-        session.add(comment)
-        await session.flush()
-        return comment.id
+        group_ids = body.get("group_ids")
+        return await add_data_row(session, me, obj, group_ids, Comment, text=text, origin=origin)
 
 
 async def post_source_comment(request: web.Request) -> web.Response:
@@ -105,11 +100,8 @@ async def post_classification(request: web.Request) -> web.Response:
     fields = _classification_fields(body)
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, required(body, "obj_id"))
-        groups = await data_groups(session, me, body.get("group_ids"), [obj])
-        row = Classification(**fields, obj_id=obj.id, owner_id=me.user_id, groups=groups)
-        session.add(row)
-        await session.flush()
-        row_id = row.id
+        group_ids = body.get("group_ids")
+        row_id = await add_data_row(session, me, obj, group_ids, Classification, **fields)
     return success({"classification_id": row_id})
 
 
@@ -139,13 +131,10 @@ async def post_source_annotation(request: web.Request) -> web.Response:
             raise bad_request(
                 f"An annotation from origin {origin!r} already exists on source {obj.id}"
             )
-        groups = await data_groups(session, me, body.get("group_ids"), [obj])
-        row = Annotation(
-            obj_id=obj.id, origin=origin, data=data, owner_id=me.user_id, groups=groups
+        group_ids = body.get("group_ids")
+        row_id = await add_data_row(
+            session, me, obj, group_ids, Annotation, origin=origin, data=data
         )
-        session.add(row)
-        await session.flush()
-        row_id = row.id
     return success({"annotation_id": row_id})
 
 

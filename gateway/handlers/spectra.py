@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.auth import principal
 from gateway.handlers.source_access import (
-    data_groups,
+    add_data_row,
     instrument_or_400,
     object_field,
     optional_text,
@@ -78,17 +78,9 @@ async def post_spectrum(request: web.Request) -> web.Response:
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, required(body, "obj_id"))
         instrument = await instrument_or_400(session, required(body, "instrument_id"))
-        groups = await data_groups(session, me, body.get("group_ids"), [obj])
-        spectrum = Spectrum(
-            **fields,
-            obj_id=obj.id,
-            instrument_id=instrument.id,
-            owner_id=me.user_id,
-            groups=groups,
+        spectrum_id = await add_data_row(
+            session, me, obj, body.get("group_ids"), Spectrum, **fields, instrument_id=instrument.id
         )
-        session.add(spectrum)
-        await session.flush()
-        spectrum_id = spectrum.id
     return success({"id": spectrum_id})
 
 
