@@ -166,14 +166,18 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+def _prometheus_text() -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
 async def metrics(request: web.Request) -> web.Response:
     try:
         await _refresh_gauges(request.app[RESOURCES])
     except Exception:
         logging.getLogger("skyhook.metrics").warning("could not refresh gauges", exc_info=True)
-    response = web.Response(body=generate_latest())
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+    return _prometheus_text()
 
 
 _TAG = "operations"
@@ -190,9 +194,7 @@ async def standalone_ready(request: web.Request) -> web.Response:
 
 
 async def standalone_metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+    return _prometheus_text()
 
 
 # For the standalone analysis services (sn-fitter, summarizer): no database or bus to check.

@@ -70,12 +70,9 @@ EXPOSED = {"gateway", "webhook-receiver", "sn-fitter", "summarizer"}
 STANDALONE = {"sn-fitter", "summarizer"}
 
 
-def _liveness_path(service: str) -> str:
-    return "/healthz"
-
-
-def _readiness_path(service: str) -> str:
-    return "/readyz"
+# Every service, standalone or not, is probed on the same paths.
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
 
 
 # Oldest and newest Kubernetes schemas kubernetes-validate ships.
@@ -262,7 +259,7 @@ def test_compose_health_checks(compose: dict[str, Any]) -> None:
     for name in SERVICES:
         test = services[name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "python", "-c"], name
-        assert f'+ "{_liveness_path(name)}", timeout=3)' in test[3], name
+        assert f'+ "{LIVENESS_PATH}", timeout=3)' in test[3], name
     assert "healthcheck" not in services["migrate"]
 
 
@@ -309,12 +306,12 @@ async def _status(app: web.Application, path: str) -> int:
 async def test_probed_paths_answer_on_the_apps_the_services_serve(resources: Resources) -> None:
     for name in [n for n in SERVICES if n not in STANDALONE]:
         app = _service_app(name, resources)
-        assert await _status(app, _liveness_path(name)) == 200, name
-        assert await _status(app, _readiness_path(name)) == 200, name
+        assert await _status(app, LIVENESS_PATH) == 200, name
+        assert await _status(app, READINESS_PATH) == 200, name
     for name in STANDALONE:
         assert await _status(_standalone_app(name, resources), "/metrics") == 200, name
-        assert await _status(_standalone_app(name, resources), _liveness_path(name)) == 200
-        assert await _status(_standalone_app(name, resources), _readiness_path(name)) == 200
+        assert await _status(_standalone_app(name, resources), LIVENESS_PATH) == 200
+        assert await _status(_standalone_app(name, resources), READINESS_PATH) == 200
 
 
 def _standalone_app(name: str, resources: Resources) -> web.Application:
@@ -439,8 +436,8 @@ def test_helm_deployment_per_service_with_port_and_probes(rendered: list[dict]) 
         ]
         assert {"name": "SKYHOOK_PORT", "value": str(PORTS[name])} in container["env"]
         liveness, readiness = container["livenessProbe"], container["readinessProbe"]
-        assert liveness["httpGet"] == {"path": _liveness_path(name), "port": "http"}
-        assert readiness["httpGet"] == {"path": _readiness_path(name), "port": "http"}
+        assert liveness["httpGet"] == {"path": LIVENESS_PATH, "port": "http"}
+        assert readiness["httpGet"] == {"path": READINESS_PATH, "port": "http"}
 
 
 def test_helm_services_expose_the_services_others_call(rendered: list[dict]) -> None:
