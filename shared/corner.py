@@ -20,6 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shared.safe_decode import (
+    NetcdfGroupMissing,
+    NetcdfVariable,
+    SafeDecodeError,
+    read_netcdf_variables,
+)
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -37,34 +44,32 @@ class CornerError(ValueError):
 
 
 def posterior_from_netcdf(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
-    """Flattened samples per parameter from the ``posterior`` group (or the root group)."""
-    import xarray as xr
-
-    engine = "h5netcdf" if data.startswith(HDF5_MAGIC) else "scipy"
+    """Flattened samples per parameter from the ``posterior`` group (or the root group), read
+    within the memory budget of :func:`shared.safe_decode.read_netcdf_variables`."""
     for group in ("posterior", None):
         try:
-            with xr.open_dataset(io.BytesIO(data), engine=engine, group=group) as dataset:
-                samples = _dataset_samples(dataset)
-        except (OSError, KeyError, ValueError) as exc:
-            if group is None:
-                raise CornerError(f"the inference data cannot be read: {exc}") from None
+            variables = read_netcdf_variables(data, group)
+        except NetcdfGroupMissing:
             continue
+        except SafeDecodeError as exc:
+            raise CornerError(f"the inference data cannot be read: {exc}") from None
+        samples = _dataset_samples(variables)
         if samples:
             return samples
     return {}
 
 
-def _dataset_samples(dataset: Any) -> dict[str, np.ndarray[Any, Any]]:
+def _dataset_samples(variables: Mapping[str, NetcdfVariable]) -> dict[str, np.ndarray[Any, Any]]:
     samples: dict[str, np.ndarray[Any, Any]] = {}
-    for name, variable in dataset.data_vars.items():
-        values = np.asarray(variable.values)
+    for name, variable in variables.items():
+        values = variable.values
         if values.dtype.kind not in "fiu" or values.size < 2:
             continue
         draws_dims = [d for d in variable.dims if d in ("chain", "draw")]
         extra = values.shape[len(draws_dims) :] if draws_dims else values.shape[1:]
         flat = values.reshape(-1, *extra) if extra else values.reshape(-1)
         if flat.ndim == 1:
-            samples[str(name)] = flat.astype(float)
+            samples[name] = flat.astype(float)
         else:
             columns = flat.reshape(flat.shape[0], -1)
             for index in range(columns.shape[1]):
