@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.artifacts import ArtifactRef, ArtifactStore
 from shared.db.models import ObjAnalysis
+from shared.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
 from shared.web import parse_json_object
 
 log = logging.getLogger("skyhook.analysis_data")
@@ -50,6 +51,8 @@ PAYLOAD_KEYS = (
     "annotations",
     "extra",
 )
+# The joblib file a service sent, kept beside its decoded JSON form (manifest "results").
+ORIGINAL_RESULTS = "results_original"
 JSON_PARTS = ("posterior_samples", "posteriors", "model_lightcurve", "model_lightcurves")
 SUMMARY_KEYS = ("model_name", "n_detections")
 
@@ -232,26 +235,49 @@ def _decode_inference_data(item: InferenceDataIn) -> PendingArtifact:
     data = b64decode_strict(item.data, "analysis.inference_data.data")
     if not data.startswith((HDF5_MAGIC, *NETCDF_CLASSIC_MAGICS)):
         raise PayloadError("Invalid analysis.inference_data.data: not a netCDF/HDF5 file")
+    try:
+        check_netcdf(data)
+    except SafeDecodeError as exc:
+        raise PayloadError(f"Invalid analysis.inference_data.data: {exc}") from None
     return PendingArtifact(
         "inference_data", "inference_data.nc", data, "application/x-netcdf", {"format": "netcdf4"}
     )
 
 
-def _decode_results(results: ResultsIn) -> PendingArtifact:
+def _decode_results(results: ResultsIn) -> list[PendingArtifact]:
     if results.format == "joblib":
-        if not isinstance(results.data, str):
-            raise PayloadError("Invalid analysis.results.data: joblib data must be a base64 string")
-        data = b64decode_strict(results.data, "analysis.results.data")
-        if not data.startswith(JOBLIB_PREFIXES):
-            raise PayloadError("Invalid analysis.results.data: not a joblib file")
-        # Stored as given; decoded only on read, with the restricted unpickler.
-        return PendingArtifact(
-            "results", "results.joblib", data, "application/octet-stream", {"format": "joblib"}
-        )
+        return _decode_joblib_results(results.data)
     value = _json_results_value(results.data)
+    return [json_results_artifact(value)]
+
+
+def json_results_artifact(value: Any, **extra: Any) -> PendingArtifact:
     return PendingArtifact(
-        "results", "results.json", _json_bytes(value), "application/json", {"format": "json"}
+        "results",
+        "results.json",
+        _json_bytes(value),
+        "application/json",
+        {"format": "json", **extra},
     )
+
+
+def _decode_joblib_results(data: Any) -> list[PendingArtifact]:
+    """Decoded once, here: the JSON form is what every read uses; the file as sent is kept
+    only to give it back verbatim (``includeAnalysisData``), never unpickled again."""
+    if not isinstance(data, str):
+        raise PayloadError("Invalid analysis.results.data: joblib data must be a base64 string")
+    raw = b64decode_strict(data, "analysis.results.data")
+    if not raw.startswith(JOBLIB_PREFIXES):
+        raise PayloadError("Invalid analysis.results.data: not a joblib file")
+    try:
+        value = joblib_to_json(raw)
+    except SafeDecodeError as exc:
+        message = f"Invalid analysis.results.data: refusing the joblib file: {exc}"
+        raise PayloadError(message) from None
+    original = PendingArtifact(
+        ORIGINAL_RESULTS, "results.joblib", raw, "application/octet-stream", {"format": "joblib"}
+    )
+    return [json_results_artifact(value, decoded_from="joblib"), original]
 
 
 def _json_results_value(data: Any) -> dict[str, Any]:
@@ -301,7 +327,7 @@ def decode_payload_sync(analysis: Any) -> DecodedPayload:
     if payload.inference_data is not None:
         pending.append(_decode_inference_data(payload.inference_data))
     if payload.results is not None:
-        pending.append(_decode_results(payload.results))
+        pending.extend(_decode_results(payload.results))
     for key in JSON_PARTS:
         value = getattr(payload, key)
         if value is not None:
@@ -401,8 +427,8 @@ async def _read_json(store: ArtifactStore, ref: dict[str, Any]) -> Any:
 async def load_analysis_data(store: ArtifactStore, analysis: ObjAnalysis) -> dict[str, Any]:
     """SkyPortal's stored-data shape (the webhook ``analysis`` object) rebuilt from artifacts.
 
-    Plots and inference data come back as ``{format, data: base64}``; results as stored
-    (``{"format": "json", "data": {...}}`` or ``{"format": "joblib", "data": base64}``).
+    Plots and inference data come back as ``{format, data: base64}``; results as the service
+    sent them (``{"format": "json", "data": {...}}`` or ``{"format": "joblib", "data": base64}``).
     A missing artifact file is skipped (and logged) rather than failing the whole read.
     """
     manifest = analysis.artifacts or {}
@@ -410,8 +436,11 @@ async def load_analysis_data(store: ArtifactStore, analysis: ObjAnalysis) -> dic
     for key in PAYLOAD_KEYS:
         if key not in manifest:
             continue
+        entry = manifest[key]
+        if key == "results" and ORIGINAL_RESULTS in manifest:
+            entry = manifest[ORIGINAL_RESULTS]  # as the service sent it
         try:
-            value = await _load_part(store, key, manifest[key])
+            value = await _load_part(store, key, entry)
         except FileNotFoundError:
             log.warning("analysis %s: the %s artifact file is missing", analysis.id, key)
             continue

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.artifacts import ArtifactStore
 from shared.db.models import ObjAnalysis
-from shared.safe_decode import SafeDecodeError, joblib_to_json
 from shared.summaries import has_entry_for, lock_obj, prepend_summary
 
 log = logging.getLogger("skyhook.summary_service")
@@ -31,11 +30,11 @@ class UnreadableResults(ValueError):
 
 
 def _decode(raw: bytes, fmt: str) -> Any:
-    if fmt == "joblib":
-        try:
-            return joblib_to_json(raw)
-        except SafeDecodeError as exc:
-            raise UnreadableResults(f"joblib results refused: {exc}") from None
+    """The stored JSON form. Results are decoded once, at ingest, so nothing is unpickled
+    here; results stored as joblib before that (their summary was applied when they
+    completed) are not read."""
+    if fmt != "json":
+        raise UnreadableResults(f"results stored as {fmt} are not read here")
     try:
         return json.loads(raw)
     except ValueError as exc:

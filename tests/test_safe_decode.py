@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -15,13 +16,25 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.safe_decode import (
+    BudgetExceededError,
     CorruptPayloadError,
+    DecodeLimits,
     SafeDecodeError,
     UnsafePickleError,
     joblib_to_json,
     load_joblib_safely,
+)
+from tests.support.hostile import (
+    HOSTILE_JOBLIB,
+    big_integer,
+    memo_bomb,
+    object_dtype_frombuffer,
+    run_in_child,
+    void_dtype_setstate,
 )
 
 
@@ -187,3 +200,113 @@ def test_corrupt_and_oversized_files_are_refused_with_a_reason() -> None:
         joblib_to_json(tiny, max_values=100_000)
     with pytest.raises(SafeDecodeError, match="lz4"):
         load_joblib_safely(b"\x04\x22\x4d\x18rest")
+
+
+# ---------------------------------------------------------------- hostile pickles (issue 9)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in HOSTILE_JOBLIB if n != "hash bomb"], ids=lambda n: n.replace(" ", "-")
+)
+def test_hostile_pickles_are_refused_in_a_forked_child(name: str) -> None:
+    """Fails on main: the two dtype crashers kill the child with SIGSEGV, the structured dtype
+    escapes past the allow-list, the 3000-digit integer and the memo bomb decode."""
+    outcome = run_in_child(joblib_to_json, HOSTILE_JOBLIB[name]())
+    assert outcome.raised in REFUSALS, outcome.describe()
+    assert outcome.message
+
+
+REFUSALS = {"SafeDecodeError", "UnsafePickleError", "CorruptPayloadError", "BudgetExceededError"}
+
+
+def test_no_crafted_state_reaches_numpy_and_datetimes_still_decode() -> None:
+    """Fails on main (the child segfaults before any message)."""
+    with pytest.raises(UnsafePickleError, match="arrays of Python objects"):
+        joblib_to_json(object_dtype_frombuffer())
+    with pytest.raises(UnsafePickleError, match="malformed state"):
+        joblib_to_json(void_dtype_setstate())
+    value = {
+        "when": np.array(["2024-01-02"], dtype="datetime64[D]"),
+        "be": np.arange(3, dtype=">i4"),
+    }
+    assert joblib_to_json(dumped(value, protocol=2)) == {"when": ["2024-01-02"], "be": [0, 1, 2]}
+
+
+def test_budgets_are_stated_in_the_refusal() -> None:
+    """Fails on main: the integer and the 2.5-million-value memo bomb are decoded."""
+    with pytest.raises(BudgetExceededError, match="integer that is too large"):
+        joblib_to_json(big_integer())
+    with pytest.raises(BudgetExceededError, match="too many values"):
+        joblib_to_json(memo_bomb())
+    with pytest.raises(BudgetExceededError, match="operations"):
+        joblib_to_json(pickle.dumps(list(range(5000))), limits=DecodeLimits(max_operations=1000))
+    with pytest.raises(BudgetExceededError, match="more than 1000 elements"):
+        joblib_to_json(dumped(np.zeros(2000)), limits=DecodeLimits(max_array_elements=1000))
+    assert joblib_to_json(pickle.dumps({"n": 2**63})) == {"n": 2**63}
+
+
+# ---------------------------------------------------------------- fuzzing
+
+SEEDS = [
+    dumped(sample_value(), **kwargs)
+    for kwargs in ({}, {"protocol": 0}, {"protocol": 2}, {"protocol": 5})
+] + [pickle.dumps(np.arange(6.0).reshape(2, 3), protocol=p) for p in (2, 5)]
+HOSTILE_SEEDS = [make() for make in HOSTILE_JOBLIB.values()]
+
+_ALLOWED = [
+    b"cnumpy\ndtype\n",
+    b"cnumpy.core.multiarray\n_reconstruct\n",
+    b"cnumpy.core.multiarray\nscalar\n",
+    b"cnumpy.core.numeric\n_frombuffer\n",
+    b"cnumpy\nndarray\n",
+    b"cjoblib.numpy_pickle\nNumpyArrayWrapper\n",
+    b"ccollections\nOrderedDict\n",
+    b"cbuiltins\nset\n",
+    b"cbuiltins\nbytearray\n",
+    b"c_codecs\nencode\n",
+    b"ccopyreg\n_reconstructor\n",
+]
+_PLAIN_OPCODES = list(b"](}Nt\x85\x86\x87RbeusalpK\x81\x94\x88\x89.2012")
+opcode_streams = st.lists(
+    st.one_of(
+        st.sampled_from(_ALLOWED),
+        st.sampled_from([bytes([o]) for o in _PLAIN_OPCODES]),
+        st.integers(0, 255).map(lambda n: b"K" + bytes([n])),
+        st.integers(0, 40).map(lambda n: b"h" + bytes([n])),
+        st.sampled_from(["f8", "V8", "O8", "U3", "M8", "|", "<", "C", "F"]).map(
+            lambda s: b"X" + len(s).to_bytes(4, "little") + s.encode()
+        ),
+        st.binary(max_size=24).map(lambda b: b"C" + bytes([len(b)]) + b),
+    ),
+    max_size=60,
+).map(lambda ops: b"\x80\x02" + b"".join(ops) + b".")
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS + HOSTILE_SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        where = draw(st.integers(0, max(len(data) - 1, 0)))
+        action = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        if action == "flip" and data:
+            data[where] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[where:where] = draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete":
+            del data[where : where + draw(st.integers(1, 8))]
+        else:
+            del data[where + 1 :]
+    return bytes(data)
+
+
+def decode_anything(data: bytes) -> None:
+    """What the webhook does with results: decode, then encode as JSON."""
+    json.dumps(joblib_to_json(data), allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.one_of(mutated(), opcode_streams, st.sampled_from(HOSTILE_SEEDS)))
+def test_fuzzed_pickles_are_decoded_or_refused_never_crash(data: bytes) -> None:
+    """Each decode runs in a forked child: a segfault is reported, not fatal to the run."""
+    outcome = run_in_child(decode_anything, data)
+    assert outcome.returned or outcome.raised in REFUSALS, outcome.describe()

@@ -2,9 +2,10 @@
 
 Readable by whoever can read the analysis: a member of one of its groups who can also read
 its source (system admins: all). Differences from SkyPortal: ``/plots`` without a number is
-plot 0 (R9); joblib results are decoded with the restricted unpickler and refused with 422
-when they hold anything else (S1); the corner plot is drawn here again (SkyPortal dropped
-it) and cached as the ``corner`` artifact.
+plot 0 (R9); joblib results are decoded once, at ingest, with the restricted unpickler (S1),
+and reads serve the stored JSON form (results stored as joblib before that are converted on
+their first read); the corner plot is drawn here again (SkyPortal dropped it) and cached as
+the ``corner`` artifact, and so is a refusal to draw it (the same 4xx on every later read).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from sqlalchemy import select, update
 
 from gateway.auth import principal
 from shared.access import visible
-from shared.analysis_data import has_payload, merged_json
+from shared.analysis_data import (
+    ORIGINAL_RESULTS,
+    PayloadError,
+    has_payload,
+    json_results_artifact,
+    merged_json,
+)
 from shared.corner import (
     CornerError,
     posterior_from_netcdf,
@@ -98,17 +105,34 @@ async def get_plot(request: web.Request) -> web.StreamResponse:
     return await _file_response(request.app[RESOURCES], plots[number], "plot")
 
 
-async def _results_value(resources: Resources, ref: dict[str, Any]) -> Any:
+async def _results_value(resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any]) -> Any:
     try:
         raw = await resources.artifacts.read(ref)
     except FileNotFoundError:
         raise not_found("The results file of this Analysis is missing.") from None
     if ref.get("format") == "joblib":
-        try:
-            return await asyncio.to_thread(joblib_to_json, raw)
-        except SafeDecodeError as exc:
-            raise ApiError(422, f"Refusing to decode the joblib results: {exc}") from None
+        return await _convert_legacy_results(resources, analysis, ref, raw)
     return json.loads(raw)
+
+
+async def _convert_legacy_results(
+    resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any], raw: bytes
+) -> Any:
+    """Results stored as joblib before they were decoded at ingest: decoded once (within the
+    decoder's budgets), stored as JSON and the manifest switched to it; the file is kept as
+    the original."""
+    try:
+        value = await asyncio.to_thread(joblib_to_json, raw)
+        part = json_results_artifact(value, decoded_from="joblib")
+    except (SafeDecodeError, PayloadError) as exc:
+        raise ApiError(422, f"Refusing to decode the joblib results: {exc}") from None
+    stored = await resources.artifacts.put(
+        analysis.unique_id, f"legacy-{part.stem}", part.data, part.media_type
+    )
+    entry = {"results": {**stored.to_dict(), **part.extra}, ORIGINAL_RESULTS: ref}
+    await _merge_manifest(resources, analysis, entry)
+    log.info("analysis %s: joblib results converted to JSON", analysis.id)
+    return value
 
 
 async def get_results(request: web.Request) -> web.Response:
@@ -116,7 +140,7 @@ async def get_results(request: web.Request) -> web.Response:
     ref = analysis.artifacts.get("results")
     if not ref:
         raise not_found("No results data found for this Analysis.")
-    value = await _results_value(request.app[RESOURCES], ref)
+    value = await _results_value(request.app[RESOURCES], analysis, ref)
     if not value:
         raise not_found("No results data found for this Analysis.")
     if query_bool(request, "download"):
@@ -152,9 +176,10 @@ def _render(kind: str, raw: bytes) -> bytes:
     return render_corner_png(posterior)
 
 
-async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes) -> None:
-    ref = await resources.artifacts.put(analysis.unique_id, "corner.png", png, "image/png")
-    entry = {"corner": {**ref.to_dict(), "format": "png"}}
+async def _merge_manifest(
+    resources: Resources, analysis: ObjAnalysis, entry: dict[str, Any]
+) -> bool:
+    """Set manifest keys; False when the analysis went away meanwhile."""
     async with resources.sessions.begin() as session:
         dialect = session.bind.dialect.name
         result = await session.execute(
@@ -163,26 +188,44 @@ async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes)
             .values(artifacts=merged_json(ObjAnalysis.artifacts, entry, dialect))
             .returning(ObjAnalysis.id)
         )
-        deleted = result.first() is None
-    if deleted:  # the analysis went away while drawing: leave no orphan file
+        return result.first() is not None
+
+
+async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes) -> None:
+    ref = await resources.artifacts.put(analysis.unique_id, "corner.png", png, "image/png")
+    entry = {"corner": {**ref.to_dict(), "format": "png"}}
+    if not await _merge_manifest(resources, analysis, entry):
+        # the analysis went away while drawing: leave no orphan file
         await asyncio.to_thread(resources.artifacts.path_of(ref).unlink, True)
 
 
-async def get_corner(request: web.Request) -> web.StreamResponse:
-    analysis = await readable_analysis(request)
-    resources = request.app[RESOURCES]
-    cached = analysis.artifacts.get("corner")
-    if cached and await asyncio.to_thread(resources.artifacts.path_of(cached).is_file):
-        return await _file_response(resources, cached, "corner plot")
-    kind, raw = await _posterior_source(resources, analysis)
+async def _draw_corner(kind: str, raw: bytes) -> bytes:
+    """The PNG, or the ApiError (422) that says why it cannot be drawn."""
     try:
-        png = await asyncio.to_thread(_render, kind, raw)
+        return await asyncio.to_thread(_render, kind, raw)
     except CornerError as exc:
         raise ApiError(422, f"Cannot draw a corner plot: {exc}") from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ApiError(
             422, f"Cannot draw a corner plot: the posterior is malformed ({exc})"
         ) from None
+
+
+async def get_corner(request: web.Request) -> web.StreamResponse:
+    analysis = await readable_analysis(request)
+    resources = request.app[RESOURCES]
+    cached = analysis.artifacts.get("corner")
+    if cached and "refused" in cached:  # drawing failed before: the file is not parsed again
+        raise ApiError(int(cached["status"]), str(cached["refused"]))
+    if cached and await asyncio.to_thread(resources.artifacts.path_of(cached).is_file):
+        return await _file_response(resources, cached, "corner plot")
+    kind, raw = await _posterior_source(resources, analysis)
+    try:
+        png = await _draw_corner(kind, raw)
+    except ApiError as exc:
+        refusal = {"refused": exc.message, "status": exc.status}
+        await _merge_manifest(resources, analysis, {"corner": refusal})
+        raise
     await _cache_corner(resources, analysis, png)
     return web.Response(body=png, content_type="image/png", headers=IMAGE_HEADERS)
 
