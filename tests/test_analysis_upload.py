@@ -20,6 +20,7 @@ from tests.support.analyses import (
     published,
 )
 from tests.support.api import Accounts, ApiClient, Reply
+from tests.test_webhook_receiver import HOSTILE_BODIES
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -217,3 +218,17 @@ async def test_uploads_respect_the_cap_even_when_concurrent(
     assert setup.folders() - folders == kept
     messages = await outbox_payloads(resources, "analysis.completed")
     assert {m["analysis_id"] for m in messages} >= set(ids)
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_BODIES), ids=lambda c: c.replace(" ", "-"))
+async def test_hostile_results_are_refused_before_anything_is_stored(
+    api: ApiClient, resources: Resources, setup: Setup, case: str
+) -> None:
+    """Fails on main: each of these is accepted and stored, to be decoded on every read."""
+    analysis, expected = HOSTILE_BODIES[case]
+    before, folders = await count_analyses(resources), setup.folders()
+    body = {"analysis": {"plots": [{"format": "png", "data": PNG_B64}], **analysis}}
+    reply = await api.post(setup.path(), setup.user, body)
+    assert (reply.status, reply.message.startswith(expected)) == (400, True), reply.body
+    assert await count_analyses(resources) == before
+    assert setup.folders() == folders

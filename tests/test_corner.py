@@ -16,9 +16,11 @@ from shared.corner import (
     MAX_PARAMETERS,
     CornerError,
     corner_figure,
+    posterior_from_netcdf,
     quantile_text,
     render_corner_png,
 )
+from tests.support.hostile import hdf5_fill_value_bomb
 
 SAMPLES = 4000
 
@@ -154,3 +156,12 @@ def test_fixed_parameters_are_dropped_and_at_most_eight_drawn() -> None:
     assert render_corner_png(posterior).startswith(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(CornerError, match="no parameter of the posterior varies"):
         corner_figure({"z": np.full(10, 0.1)})
+
+
+@pytest.mark.parametrize("elements", [30_000_000, 10**12])
+def test_a_netcdf_declaring_huge_fill_values_is_refused_before_reading(elements: int) -> None:
+    """Fails on main: 3e7 elements are read (~480 MB), 1e12 ends in MemoryError (a 500)."""
+    bomb = hdf5_fill_value_bomb(elements)
+    assert len(bomb) < 4096
+    with pytest.raises(CornerError, match=f"variable x declares {elements} elements of 8 bytes"):
+        posterior_from_netcdf(bomb)

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from multidict import CIMultiDictProxy
 
+from shared.db.models import ObjAnalysis
 from shared.resources import Resources
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as ApiUser
+from tests.support.hostile import big_integer, hdf5_fill_value_bomb
 from tests.test_webhook_receiver import (
     SN_RESULT,
     MadeAnalysis,
@@ -171,22 +173,83 @@ class Marker:
         return (os.system, (f"touch {self.path}",))
 
 
-async def test_malicious_joblib_results_are_stored_but_never_executed(
+async def test_malicious_joblib_results_are_refused_at_ingest_and_never_executed(
     api: ApiClient, accounts: Accounts, resources: Resources, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pwned"
     payload = joblib_bytes({"fit": [1, 2], "evil": Marker(marker)}, compress=3)
-    made = await completed(
-        api, accounts, resources, {"results": {"format": "joblib", "data": b64(payload)}}
-    )
-    assert not marker.exists()
-    reply = await fetch(api, f"{base(made)}/results", made.author)
-    assert reply.status == 422
-    assert reply.message.startswith("Refusing to decode the joblib results: ")
+    made = await make_analysis(resources, accounts)
+    body = {
+        "status": "success",
+        "analysis": {"results": {"format": "joblib", "data": b64(payload)}},
+    }
+    reply = await post_webhook(api, made, body)
+    assert reply.status == 400
+    assert reply.message.startswith("Invalid analysis.results.data: refusing the joblib file: ")
     assert "system, which is not allowed" in reply.message
-    download = await fetch(api, f"{base(made)}/results?download=true", made.author)
-    assert download.status == 422
+    assert (await load_row(resources, made.id)).artifacts == {}
     assert not marker.exists()
+
+
+async def legacy_artifact(
+    resources: Resources, made: MadeAnalysis, key: str, name: str, data: bytes, fmt: str
+) -> None:
+    """An artifact as stored before results and inference data were checked at ingest."""
+    ref = await resources.artifacts.put(made.unique_id, name, data, "application/octet-stream")
+    async with resources.sessions.begin() as session:
+        row = await session.get(ObjAnalysis, made.id)
+        assert row is not None
+        row.artifacts = {**row.artifacts, key: {**ref.to_dict(), "format": fmt}}
+
+
+@pytest.mark.usefixtures("backend")
+async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    """Fails on main: every read decodes the pickle again (the manifest never changes)."""
+    made = await make_analysis(resources, accounts)
+    data = joblib_bytes(SN_RESULT, compress=3)
+    await legacy_artifact(resources, made, "results", "results.joblib", data, "joblib")
+    first = await fetch(api, f"{base(made)}/results", made.author)
+    assert first.status == 200 and first.json["data"]["param_names"] == ["z", "t0", "amplitude"]
+    manifest = (await load_row(resources, made.id)).artifacts
+    assert manifest["results"]["format"] == "json"
+    assert manifest["results_original"]["sha256"] == hashlib.sha256(data).hexdigest()
+    # The pickle is never read again: ruin it, the answer is the same.
+    (resources.settings.artifact_dir / manifest["results_original"]["path"]).write_bytes(b"x")
+    second = await fetch(api, f"{base(made)}/results", made.author)
+    assert (second.status, second.json["data"]) == (200, first.json["data"])
+
+    hostile = await make_analysis(resources, accounts)
+    await legacy_artifact(resources, hostile, "results", "r.joblib", big_integer(), "joblib")
+    refused = await fetch(api, f"{base(hostile)}/results", hostile.author)
+    assert refused.status == 422
+    assert refused.message == (
+        "Refusing to decode the joblib results: the pickle holds an integer that is too large"
+    )
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_corner_plot_refusal_is_cached_and_the_file_not_parsed_again(
+    api: ApiClient, accounts: Accounts, resources: Resources, tmp_path: Path
+) -> None:
+    """Fails on main: the 2.7 KB file is read into ~480 MB of fill values on every GET (and
+    nothing is cached, so the valid file that replaces it is drawn)."""
+    made = await make_analysis(resources, accounts)
+    bomb = hdf5_fill_value_bomb()
+    await legacy_artifact(resources, made, "inference_data", "bomb.nc", bomb, "netcdf4")
+    first = await fetch(api, f"{base(made)}/corner", made.author)
+    assert first.status == 422
+    assert first.message.startswith(
+        "Cannot draw a corner plot: the inference data cannot be read: variable x declares "
+        "30000000 elements of 8 bytes"
+    )
+    row = await load_row(resources, made.id)
+    assert row.artifacts["corner"] == {"refused": first.message, "status": 422}
+    source = resources.settings.artifact_dir / row.artifacts["inference_data"]["path"]
+    source.write_bytes(netcdf_posterior(tmp_path))
+    second = await fetch(api, f"{base(made)}/corner", made.author)
+    assert (second.status, second.message) == (422, first.message)
 
 
 @pytest.mark.usefixtures("backend")

@@ -39,6 +39,7 @@ from shared.security import hash_token
 from shared.settings import Settings
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser
+from tests.support.hostile import HOSTILE_JOBLIB, HOSTILE_NETCDF
 from webhook_receiver.access_log import RedactingAccessLogger, redact_path
 from webhook_receiver.app import create_webhook_app
 
@@ -260,17 +261,26 @@ async def test_a_full_result_is_stored_and_the_analysis_completed(
     }
     manifest = row.artifacts
     assert [p["media_type"] for p in manifest["plots"]] == ["image/png", "image/jpeg"]
-    assert manifest["results"]["format"] == "joblib"
+    # Results are decoded once, here: the JSON form is stored; the file as sent kept beside it.
+    assert (manifest["results"]["format"], manifest["results"]["decoded_from"]) == (
+        "json",
+        "joblib",
+    )
+    assert manifest["results_original"]["format"] == "joblib"
     assert manifest["inference_data"]["media_type"] == "application/x-netcdf"
-    for entry in [*manifest["plots"], manifest["results"], manifest["inference_data"]]:
+    entries = [*manifest["plots"], manifest["results"], manifest["results_original"]]
+    for entry in [*entries, manifest["inference_data"]]:
         stored = (resources.settings.artifact_dir / entry["path"]).read_bytes()
         assert (len(stored), hashlib.sha256(stored).hexdigest()) == (
             entry["size"],
             entry["sha256"],
         )
-    # The stored results are the bytes the service sent: never unpickled on receipt.
-    results_path = resources.settings.artifact_dir / manifest["results"]["path"]
-    assert b64(results_path.read_bytes()) == analysis["results"]["data"]
+    original = resources.settings.artifact_dir / manifest["results_original"]["path"]
+    assert b64(original.read_bytes()) == analysis["results"]["data"]
+    decoded = json.loads(
+        (resources.settings.artifact_dir / manifest["results"]["path"]).read_text()
+    )
+    assert decoded["param_names"] == ["z", "t0", "amplitude"] and decoded["chisq"] == 12.5
 
     # SkyPortal's stored-data shape comes back from the artifacts.
     data = await load_analysis_data(resources.artifacts, row)
@@ -491,6 +501,42 @@ async def test_malformed_bodies_are_refused_and_change_nothing(
     assert await outbox_for(resources, made.id) == []
     # The token still works for a valid body afterwards.
     assert (await post_webhook(api, made, {"status": "success", "analysis": {}})).status == 200
+
+
+HOSTILE_BODIES: dict[str, tuple[dict[str, Any], str]] = {
+    **{
+        f"joblib {name}": (
+            {"results": {"format": "joblib", "data": b64(make())}},
+            "Invalid analysis.results.data: refusing the joblib file: ",
+        )
+        for name, make in HOSTILE_JOBLIB.items()
+    },
+    **{
+        f"netCDF {name}": (
+            {"inference_data": {"format": "netcdf4", "data": b64(make())}},
+            "Invalid analysis.inference_data.data: variable x declares ",
+        )
+        for name, make in HOSTILE_NETCDF.items()
+    },
+}
+
+
+@pytest.mark.usefixtures("backend")
+@pytest.mark.parametrize("case", list(HOSTILE_BODIES), ids=lambda c: c.replace(" ", "-"))
+async def test_hostile_results_are_refused_before_anything_is_stored(
+    api: ApiClient, accounts: Accounts, resources: Resources, case: str
+) -> None:
+    """Fails on main: each of these is accepted (200) and stored, to be decoded on every read."""
+    analysis, expected = HOSTILE_BODIES[case]
+    made = await make_analysis(resources, accounts)
+    plot = {"format": "png", "data": b64(figure_bytes("png"))}  # a half-written payload shows
+    body = {"status": "success", "analysis": {"plots": [plot], **analysis}}
+    reply = await post_webhook(api, made, body)
+    assert (reply.status, reply.message.startswith(expected)) == (400, True), reply.text
+    row = await load_row(resources, made.id)
+    assert (row.status, row.artifacts) == ("pending", {})
+    assert files_of(resources, made.unique_id) == []
+    assert await outbox_for(resources, made.id) == []
 
 
 @pytest.mark.usefixtures("backend")
