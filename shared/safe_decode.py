@@ -58,7 +58,7 @@ class DecodeLimits:
     """The CPU and memory budget of one joblib decode."""
 
     max_bytes: int = DEFAULT_MAX_BYTES  # decompressed pickle stream
-    max_operations: int = 2_000_000  # opcodes, plus items handled by allowed callables
+    max_operations: int = 1_000_000  # opcodes, plus items handled by allowed callables
     max_values: int = MAX_JSON_VALUES  # Python values in the result, counted each time reached
     max_array_elements: int = 4_000_000  # summed over every array and every reference to it
     max_depth: int = 100  # nesting of containers in the result
@@ -98,6 +98,15 @@ class _Marker:
 
 NDARRAY = _Marker("numpy.ndarray")
 OBJECT = _Marker("builtins.object")
+
+
+def _describe(value: Any) -> str:
+    """Names what a pickle pointed at without repr(): a crafted structure's repr is huge."""
+    if isinstance(value, _Marker):
+        return value.name
+    if isinstance(value, type):
+        return value.__name__
+    return f"a {type(value).__name__}"
 
 
 class _Placeholder:
@@ -178,7 +187,7 @@ class _DtypeSpec:
         elif _TIME_DTYPE.match(name):
             text = f"{name}[{unit}]" if unit else name
         else:
-            raise UnsafePickleError(f"numpy dtype {name!r} is not allowed")
+            raise UnsafePickleError(f"numpy dtype {name[:40]!r} is not allowed")
         dtype = np.dtype(text)
         return dtype.newbyteorder(order) if order in "<>" else dtype
 
@@ -266,7 +275,7 @@ def _scalar(budget: _Budget, dtype: Any, data: Any = None) -> Any:
 
 def _reconstruct(budget: _Budget, subtype: Any, shape: Any, typecode: Any) -> _PendingArray:
     if subtype is not NDARRAY:
-        raise UnsafePickleError(f"numpy array subclass {subtype!r} is not allowed")
+        raise UnsafePickleError(f"numpy array subclass {_describe(subtype)} is not allowed")
     return _PendingArray()
 
 
@@ -454,7 +463,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if cls is _ArrayWrapperState:
             return _ArrayWrapperState()
         if cls is not self._dict_factory:
-            raise UnsafePickleError(f"copyreg._reconstructor for {cls!r} is not allowed")
+            raise UnsafePickleError(f"copyreg._reconstructor for {_describe(cls)} is not allowed")
         return self._dict_factory(state) if isinstance(state, dict) else PlainDict()
 
     def _new_object(self, cls: Any, args: Any) -> Any:
@@ -466,7 +475,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             return _ArrayWrapperState()
         if cls is self._dict_factory:
             return PlainDict()
-        raise UnsafePickleError(f"creating {cls!r} is not allowed")
+        raise UnsafePickleError(f"creating {_describe(cls)} is not allowed")
 
     def load_newobj(self) -> None:
         args = self.stack.pop()
@@ -493,7 +502,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         elif callable(func) and not isinstance(func, type):
             self.stack[-1] = func(*args)
         else:
-            raise UnsafePickleError(f"calling {func!r} is not allowed")
+            raise UnsafePickleError(f"calling {_describe(func)} is not allowed")
 
     def load_build(self) -> None:
         state = self.stack.pop()
@@ -696,6 +705,11 @@ def _limits(max_bytes: int | None, max_values: int | None, limits: DecodeLimits)
     return DecodeLimits(**{**limits.__dict__, **changes}) if changes else limits
 
 
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _load(data: bytes, budget: _Budget) -> Any:
     stream = io.BytesIO(decompress_joblib(data, budget.limits.max_bytes))
     try:
@@ -705,7 +719,7 @@ def _load(data: bytes, budget: _Budget) -> Any:
     except RecursionError:
         raise CorruptPayloadError("the results are nested too deeply") from None
     except Exception as exc:  # any other failure of a hostile stream is still a refusal
-        raise CorruptPayloadError(f"the results could not be decoded: {exc}") from None
+        raise CorruptPayloadError(f"the results could not be decoded: {_short(exc)}") from None
     if isinstance(value, _Placeholder):
         value = value.array
     return value
@@ -799,7 +813,7 @@ def joblib_to_json(
     except RecursionError:
         raise CorruptPayloadError("the results are nested too deeply") from None
     except Exception as exc:
-        raise CorruptPayloadError(f"the results could not be converted: {exc}") from None
+        raise CorruptPayloadError(f"the results could not be converted: {_short(exc)}") from None
 
 
 # ---------------------------------------------------------------- netCDF / HDF5
@@ -881,7 +895,7 @@ def check_netcdf_group(
     except SafeDecodeError:
         raise
     except Exception as exc:  # h5py/scipy raise many types for a malformed file
-        raise CorruptPayloadError(f"not a readable netCDF/HDF5 file ({exc})") from None
+        raise CorruptPayloadError(f"not a readable netCDF/HDF5 file ({_short(exc)})") from None
     if len(declared) > limits.max_variables:
         raise BudgetExceededError(f"the file has more than {limits.max_variables} variables")
     total_bytes = total_elements = 0
@@ -925,4 +939,4 @@ def read_netcdf_variables(
                 for name, var in dataset.data_vars.items()
             }
     except Exception as exc:
-        raise CorruptPayloadError(f"not a readable netCDF/HDF5 file ({exc})") from None
+        raise CorruptPayloadError(f"not a readable netCDF/HDF5 file ({_short(exc)})") from None

@@ -310,3 +310,14 @@ def test_fuzzed_pickles_are_decoded_or_refused_never_crash(data: bytes) -> None:
     """Each decode runs in a forked child: a segfault is reported, not fatal to the run."""
     outcome = run_in_child(decode_anything, data)
     assert outcome.returned or outcome.raised in REFUSALS, outcome.describe()
+
+
+def test_a_refusal_never_prints_the_crafted_structure() -> None:
+    """Fails on main: the refusal message is the repr of 4 million nested lists."""
+    item: Any = [1]
+    for _ in range(22):
+        item = [item, item]
+    data = b"\x80\x02" + pickle.dumps(item, protocol=2)[2:-1] + b")\x81."  # NEWOBJ on a list
+    with pytest.raises(UnsafePickleError) as refused:
+        joblib_to_json(data)
+    assert str(refused.value) == "creating a list is not allowed"
