@@ -219,17 +219,32 @@ def test_hostile_pickles_are_refused_in_a_forked_child(name: str) -> None:
 REFUSALS = {"SafeDecodeError", "UnsafePickleError", "CorruptPayloadError", "BudgetExceededError"}
 
 
-def test_no_crafted_state_reaches_numpy_and_datetimes_still_decode() -> None:
-    """Fails on main (the child segfaults before any message)."""
-    with pytest.raises(UnsafePickleError, match="arrays of Python objects"):
-        joblib_to_json(object_dtype_frombuffer())
-    with pytest.raises(UnsafePickleError, match="malformed state"):
-        joblib_to_json(void_dtype_setstate())
+def test_crafted_dtype_states_are_refused_with_a_message() -> None:
+    """Fails on main: both children die of SIGSEGV."""
+    objects = run_in_child(joblib_to_json, object_dtype_frombuffer())
+    assert (objects.raised, objects.message) == (
+        "UnsafePickleError",
+        "numpy arrays of Python objects are not allowed",
+    ), objects.describe()
+    void = run_in_child(joblib_to_json, void_dtype_setstate())
+    assert (void.raised, void.message) == (
+        "UnsafePickleError",
+        "a numpy dtype has a malformed state",
+    ), void.describe()
+
+
+def test_plain_dtypes_in_either_byte_order_still_decode() -> None:
     value = {
         "when": np.array(["2024-01-02"], dtype="datetime64[D]"),
-        "be": np.arange(3, dtype=">i4"),
+        "big_endian": np.arange(3, dtype=">i4"),
+        "bytes": np.array([b"ab"], dtype="S2"),
     }
-    assert joblib_to_json(dumped(value, protocol=2)) == {"when": ["2024-01-02"], "be": [0, 1, 2]}
+    for protocol in (0, 2, 5):
+        assert joblib_to_json(pickle.dumps(value, protocol=protocol)) == {
+            "when": ["2024-01-02"],
+            "big_endian": [0, 1, 2],
+            "bytes": ["YWI="],
+        }
 
 
 def test_budgets_are_stated_in_the_refusal() -> None:
