@@ -206,7 +206,8 @@ async def legacy_artifact(
 async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     api: ApiClient, accounts: Accounts, resources: Resources
 ) -> None:
-    """Fails on main: every read decodes the pickle again (the manifest never changes)."""
+    """Fails on main: every read decodes the pickle again (the manifest never changes), and
+    the 3000-digit integer is answered."""
     made = await make_analysis(resources, accounts)
     data = joblib_bytes(SN_RESULT, compress=3)
     await legacy_artifact(resources, made, "results", "results.joblib", data, "joblib")
@@ -227,6 +228,11 @@ async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     assert refused.message == (
         "Refusing to decode the joblib results: the pickle holds an integer that is too large"
     )
+    # The refusal is remembered: a valid file in its place is not decoded either.
+    ref = (await load_row(resources, hostile.id)).artifacts["results"]
+    (resources.settings.artifact_dir / ref["path"]).write_bytes(data)
+    again = await fetch(api, f"{base(hostile)}/results", hostile.author)
+    assert (again.status, again.message) == (422, refused.message)
 
 
 @pytest.mark.usefixtures("backend")

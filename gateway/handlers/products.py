@@ -106,6 +106,8 @@ async def get_plot(request: web.Request) -> web.StreamResponse:
 
 
 async def _results_value(resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any]) -> Any:
+    if "refused" in ref:  # legacy joblib results refused before: not decoded again
+        raise ApiError(422, str(ref["refused"]))
     try:
         raw = await resources.artifacts.read(ref)
     except FileNotFoundError:
@@ -120,12 +122,14 @@ async def _convert_legacy_results(
 ) -> Any:
     """Results stored as joblib before they were decoded at ingest: decoded once (within the
     decoder's budgets), stored as JSON and the manifest switched to it; the file is kept as
-    the original."""
+    the original. A refusal is recorded in the manifest and answered again without decoding."""
     try:
         value = await asyncio.to_thread(joblib_to_json, raw)
         part = json_results_artifact(value, decoded_from="joblib")
     except (SafeDecodeError, PayloadError) as exc:
-        raise ApiError(422, f"Refusing to decode the joblib results: {exc}") from None
+        message = f"Refusing to decode the joblib results: {exc}"
+        await _merge_manifest(resources, analysis, {"results": {**ref, "refused": message}})
+        raise ApiError(422, message) from None
     stored = await resources.artifacts.put(
         analysis.unique_id, f"legacy-{part.stem}", part.data, part.media_type
     )
