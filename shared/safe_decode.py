@@ -711,8 +711,8 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 
 
 def _load(data: bytes, budget: _Budget) -> Any:
-    stream = io.BytesIO(decompress_joblib(data, budget.limits.max_bytes))
     try:
+        stream = io.BytesIO(decompress_joblib(data, budget.limits.max_bytes))
         value = RestrictedUnpickler(stream, budget).load()
     except SafeDecodeError:
         raise
