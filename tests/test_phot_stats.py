@@ -251,7 +251,11 @@ async def test_a_reader_never_learns_anything_from_points_of_other_groups(
     assert insider["num_obs_global"] == 5 and insider["first_detected_mjd"] == 58995.0
 
     # Nor through the aggregate.
-    params = {"xField": "peak_mag_global", "yField": "num_obs_global", "zField": "last_detected_mjd"}
+    params = {
+        "xField": "peak_mag_global",
+        "yField": "num_obs_global",
+        "zField": "last_detected_mjd",
+    }
     for user, expected in ((w.reader, before), (w.owner, full)):
         reply = await api.get("/api/phot_stats/aggregate", user, params=params)
         assert reply.status == 200, reply.body
