@@ -317,7 +317,13 @@ async def refresh(session: AsyncSession, obj_ids: Iterable[str]) -> None:
     """Recompute the stored statistics of these sources from all their points, in the
     caller's transaction (so they change together with the points)."""
     now = utcnow()
-    for obj_id in dict.fromkeys(obj_ids):
+    for obj_id in sorted(set(obj_ids)):  # one order everywhere: no deadlock between writers
+        # Writers of one source take turns (PostgreSQL row lock; SQLite has one writer): the
+        # later one then reads the earlier one's committed points, so no change is lost.
+        # FOR NO KEY UPDATE: the new points' foreign keys hold KEY SHARE locks on the source row,
+        # which a plain FOR UPDATE would wait for (a deadlock between two writers).
+        lock = select(Obj.id).where(Obj.id == obj_id).with_for_update(key_share=True)
+        await session.execute(lock)
         stats = compute(await all_points(session, obj_id))
         row = await session.scalar(select(PhotStat).where(PhotStat.obj_id == obj_id))
         if row is None:

@@ -217,6 +217,18 @@ async def test_the_stored_row_follows_every_insert_and_delete(
     assert (row.num_obs_global, row.num_det_global, row.peak_mag_global) == (0, 0, None)
 
 
+async def test_concurrent_uploads_to_one_source_are_all_counted(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    w = world
+    bodies = [mags_body(w, [(59000.0 + i, 19.0 - 0.01 * i, "ztfg")] * 3) for i in range(12)]
+    await asyncio.gather(*(post_points(api, w.owner, body) for body in bodies))
+    row = await stored(resources, w.obj_id)
+    assert row is not None
+    assert (row.num_obs_global, row.num_det_global) == (36, 36)
+    assert row.peak_mag_global == pytest.approx(19.0 - 0.11)
+
+
 async def test_a_reader_never_learns_anything_from_points_of_other_groups(
     api: ApiClient, resources: Resources, world: World
 ) -> None:
