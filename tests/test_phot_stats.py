@@ -469,3 +469,70 @@ async def test_aggregate_refuses_a_group_the_caller_is_not_in(api: ApiClient, wo
     params = {"xField": "rise_rate", "yField": "decay_rate", "group_id": str(world.theirs)}
     reply = await api.get("/api/phot_stats/aggregate", world.reader, params=params)
     assert (reply.status, reply.message) == (400, f"Invalid group_id: {world.theirs}")
+
+
+# --- the sources list's filters -------------------------------------------------------------
+
+
+async def listed(api: ApiClient, user: Caller, **params: str) -> set[str]:
+    reply = await api.get("/api/sources", user, params=params)
+    assert reply.status == 200, reply.body
+    assert reply.data["totalMatches"] == len(reply.data["sources"])
+    return {s["id"] for s in reply.data["sources"]}
+
+
+async def test_the_sources_list_filters_on_the_statistics_the_caller_may_know(
+    api: ApiClient, world: World
+) -> None:
+    w = world
+    bright = await new_source(api, w.owner, group_ids=[w.mine])
+    faint = await new_source(api, w.owner, group_ids=[w.mine])
+    mixed = w.obj_id  # shared with both groups
+    for obj_id, points, extra in (
+        (bright, [(59000.0 + i, 17.5 + 0.1 * i, "ztfg") for i in range(3)], {}),
+        (bright, [(59010.0, 18.0, "ztfr"), (59011.0, 18.1, "ztfr")], {"origin": "fp"}),
+        (faint, [(58990.0, 19.0, "ztfg"), (58991.0, 19.1, "ztfg")], {}),
+        (mixed, [(59005.0, 19.5, "ztfr")], {"group_ids": [w.mine]}),
+        (mixed, [(59001.0 + i, 16.0, "ztfg") for i in range(10)], {"group_ids": [w.theirs]}),
+    ):
+        await post_points(api, w.owner, {**mags_body(w, points, **extra), "obj_id": obj_id})
+
+    assert await listed(api, w.reader) == {bright, faint, mixed}
+    # `mixed` has 11 detections, a 16.0 peak: none of it the reader's to know.
+    assert await listed(api, w.reader, numberDetections="3") == {bright}
+    assert await listed(api, w.owner, numberDetections="3") == {bright, mixed}
+    assert await listed(api, w.reader, maxPeakMagnitude="18") == {bright}
+    assert await listed(api, w.owner, maxPeakMagnitude="18") == {bright, mixed}
+    assert await listed(api, w.reader, minPeakMagnitude="19.2") == {mixed}
+    assert await listed(api, w.owner, minPeakMagnitude="19.2") == set()
+    assert await listed(api, w.reader, firstDetectionAfter="2020-05-30") == {bright, mixed}
+    assert await listed(api, w.reader, lastDetectionBefore="2020-05-22T00:00:00") == {faint}
+    # Latest magnitudes: bright 18.1 (forced photometry; 17.7 without it), faint 19.1, mixed 19.5.
+    assert await listed(api, w.reader, minLatestMagnitude="18.05") == {bright, faint, mixed}
+    assert await listed(api, w.reader, minLatestMagnitude="18.2") == {faint, mixed}
+    assert await listed(api, w.reader, numberDetections="4") == {bright}
+    no_fp = {"numberDetections": "4", "excludeForcedPhotometry": "true"}
+    assert await listed(api, w.reader, **no_fp) == set()
+    assert await listed(api, w.reader, maxLatestMagnitude="17.8", excludeForcedPhotometry="1") == {
+        bright
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"numberDetections": "x"}, "Invalid numberDetections: 'x' is not an integer"),
+        ({"numberDetections": "-1"}, "Invalid numberDetections: must be between 0 and 2147483647"),
+        (
+            {"firstDetectionAfter": "yesterday"},
+            "Invalid firstDetectionAfter: yesterday (an ISO 8601 date or time)",
+        ),
+        ({"minPeakMagnitude": "bright"}, "Invalid minPeakMagnitude: bright is not a number"),
+        ({"maxLatestMagnitude": "inf"}, "Invalid maxLatestMagnitude: must be finite"),
+    ],
+)
+async def test_the_sources_list_refuses_bad_filters(
+    api: ApiClient, world: World, params: dict[str, str], message: str
+) -> None:
+    reply = await api.get("/api/sources", world.reader, params=params)
+    assert (reply.status, reply.message) == (400, message)
