@@ -175,7 +175,8 @@ def false_alarm_probability(spectrum: Spectrum, power: np.ndarray, nterms: int) 
     """astropy's Baluev bound for one band with one term; otherwise the "naive" estimate
     (as astropy's ``method="naive"``): the single-frequency tail of the power under pure
     noise, Beta(K·m/2, (N - K - K·m)/2) for K bands of m = 2·nterms parameters each plus
-    their offsets, raised over T·f_max independent frequencies."""
+    their offsets, raised over T·f_max·nterms independent frequencies (approximate, and
+    optimistic for nterms > 1)."""
     grid = spectrum.grid
     if spectrum.single_band is not None:
         return np.asarray(
@@ -193,7 +194,8 @@ def false_alarm_probability(spectrum: Spectrum, power: np.ndarray, nterms: int) 
     if dof <= 0:
         return np.ones_like(power)
     single = beta.sf(power, params / 2.0, dof / 2.0)
-    n_independent = max(spectrum.baseline * grid.f_max, 1.0)
+    # With nterms harmonics the fit also probes nterms·f: that many more independent trials.
+    n_independent = max(spectrum.baseline * grid.f_max * nterms, 1.0)
     return np.clip(-np.expm1(n_independent * np.log1p(-single)), 0.0, 1.0)
 
 

@@ -57,6 +57,17 @@ def test_pure_noise_gives_no_significant_peak(method: str, seed: int) -> None:
             assert min(p["false_alarm_probability"] for p in band_answer["peaks"]) > 0.01
 
 
+@pytest.mark.parametrize("method", ["multiband", "ls"])
+def test_more_fourier_terms_fit_a_rr_lyrae_shape_better(method: str) -> None:
+    curve = light_curve(np.random.default_rng(1), 0.61234, rr_lyrae, n_points=300, base_mag=19.5)
+    one, two = (pg.periodogram(curve, pg.Options(method=method, nterms=k)) for k in (1, 2))
+    assert two["nterms"] == 2
+    assert two["best_period"] == pytest.approx(0.61234, rel=0.005)
+    assert two["peaks"][0]["power"] > one["peaks"][0]["power"] + 0.05
+    assert two["false_alarm_method"] == "naive"
+    assert two["peaks"][0]["false_alarm_probability"] < 1e-3
+
+
 def test_multiband_power_is_astropys_multiband_model_with_own_offset_and_amplitude() -> None:
     rng = np.random.default_rng(11)
     curve = light_curve(rng, 0.7, rr_lyrae, n_points=200, base_mag=19.0)
