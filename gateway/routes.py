@@ -7,6 +7,8 @@ from gateway.handlers import (
     analyses,
     analysis_services,
     analysis_uploads,
+    periodogram,
+    phot_stats,
     products,
     sources,
     summaries,
@@ -26,6 +28,8 @@ def gateway_routes() -> list[Route]:
         *analysis_uploads.ROUTES,
         *products.ROUTES,
         *summaries.ROUTES,
+        *periodogram.ROUTES,
+        *phot_stats.ROUTES,
         *WEBHOOK_ROUTES,
         *OBSERVABILITY_ROUTES,
     ]

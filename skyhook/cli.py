@@ -60,6 +60,14 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_phot_stats_recompute(args: argparse.Namespace) -> int:
+    from shared.phot_stats import recompute_database
+
+    count = asyncio.run(recompute_database(_settings(args).database_url))
+    print(f"photometry statistics recomputed for {count} sources", file=sys.stderr)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from skyhook.composition import run_embedded
 
@@ -120,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead_replay = dead_commands.add_parser("replay", help="re-publish dead letters")
     dead_replay.add_argument("--id", action="append", help="message id (repeat); default all")
     dead_replay.set_defaults(func=_cmd_dead_letters)
+
+    stats = commands.add_parser("phot-stats", help="photometry statistics per source")
+    stats_commands = stats.add_subparsers(dest="phot_stats_command", required=True)
+    recompute = stats_commands.add_parser("recompute", help="recompute every source's row")
+    recompute.set_defaults(func=_cmd_phot_stats_recompute)
 
     for name in SERVICES:
         service = commands.add_parser(name, help=f"run the {name} service alone")

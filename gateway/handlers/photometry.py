@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
@@ -18,12 +19,24 @@ from gateway.handlers.source_access import (
     visible_page,
 )
 from gateway.serialize import photometry_dict
+from shared import phot_stats
 from shared import photometry as units
-from shared.access import Principal
-from shared.db.models import Obj, Photometry, photometry_groups
+from shared.access import Principal, visible
+from shared.db.models import Annotation, Obj, Photometry, annotation_groups, photometry_groups
 from shared.enums import ACL
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, finite, json_body, page_from_query, success
+from shared.web import (
+    ApiError,
+    Route,
+    bad_request,
+    finite,
+    json_body,
+    not_found,
+    page_from_query,
+    path_int,
+    query_bool,
+    success,
+)
 
 MAX_POINTS = 100_000
 COMMON_FIELDS = ("obj_id", "instrument_id", "mjd", "filter", "magsys")
@@ -183,6 +196,7 @@ async def post_photometry(request: web.Request) -> web.Response:
         objs = await _check_targets(session, me, points)
         groups = await data_groups(session, me, body.get("group_ids"), objs)
         ids = await _insert_points(session, points, me.user_id, [g.id for g in groups])
+        await phot_stats.refresh(session, [obj.id for obj in objs])
     return success({"ids": ids})
 
 
@@ -216,7 +230,57 @@ async def get_source_photometry(request: web.Request) -> web.Response:
             page,
         )
         points = [photometry_dict(row, me) for row in rows]
+        if query_bool(request, "phaseFoldData"):
+            period = await newest_period(session, me, obj_id)
+            for point in points:
+                point["phase"] = math.fmod(point["mjd"], period) / period
     return success(page.answer(total, obj_id=obj_id, photometry=points))
+
+
+async def newest_period(session: AsyncSession, me: Principal, obj_id: str) -> float:
+    """The ``period`` of the newest annotation on the source that the caller may read and
+    that holds one (SkyPortal's rule for phase folding); 400 when there is none."""
+    annotations = await session.scalars(
+        select(Annotation)
+        .where(Annotation.obj_id == obj_id, visible(annotation_groups, Annotation.id, me))
+        .order_by(Annotation.modified.desc(), Annotation.id.desc())
+    )
+    for annotation in annotations:
+        if isinstance(annotation.data, dict) and "period" in annotation.data:
+            period = annotation.data["period"]
+            valid = isinstance(period, int | float) and not isinstance(period, bool)
+            if not valid or not math.isfinite(period) or period <= 0:
+                raise bad_request(
+                    f"Invalid period {period!r} in annotation {annotation.id} "
+                    f"(origin {annotation.origin!r}): must be a positive number of days"
+                )
+            return float(period)
+    raise bad_request(f"No period for object {obj_id}")
+
+
+async def delete_photometry(request: web.Request) -> web.Response:
+    """The owner of a point (or a system admin) deletes it; its source's statistics follow
+    in the same transaction."""
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    point_id = path_int(request, "photometry_id")
+    missing = not_found(f"Cannot find photometry point with ID: {point_id}")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        point = await session.scalar(
+            select(Photometry).where(
+                Photometry.id == point_id, visible(photometry_groups, Photometry.id, me)
+            )
+        )
+        if point is None:
+            raise missing
+        if not me.is_admin and point.owner_id != me.user_id:
+            raise ApiError(
+                401, "Only the owner of a photometry point or a system admin may delete it"
+            )
+        obj_id = point.obj_id
+        await session.execute(delete(Photometry).where(Photometry.id == point_id))
+        await phot_stats.refresh(session, [obj_id])
+    return success()
 
 
 TAG = "photometry"
@@ -249,7 +313,15 @@ ROUTES = [
         get_source_photometry,
         "A source's photometry the caller can see (AB, zp 23.9), ordered by mjd",
         TAG,
-        query=("pageNumber", "numPerPage"),
+        query=("pageNumber", "numPerPage", "phaseFoldData"),
         responses={404: "source not found or not visible"},
+    ),
+    Route(
+        "DELETE",
+        "/api/photometry/{photometry_id}",
+        delete_photometry,
+        "Delete a photometry point (its owner or a system admin; Upload Data)",
+        TAG,
+        responses={404: "point not found or not visible"},
     ),
 ]

@@ -4,12 +4,12 @@ instrument and source-data modules, so the gateway registers them all from here.
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.analysis_views import analysis_dict
 from gateway.auth import principal
-from gateway.handlers import instruments, photometry, source_notes, spectra
+from gateway.handlers import instruments, phot_stats, photometry, source_notes, spectra
 from gateway.handlers.source_access import (
     check_obj_id,
     groups_named,
@@ -82,7 +82,10 @@ async def list_sources(request: web.Request) -> web.Response:
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     condition = visible(obj_groups, Obj.id, me)
+    bounds = phot_stats.source_list_bounds(request)
     async with request.app[RESOURCES].sessions() as session:
+        if bounds:
+            condition = and_(condition, await phot_stats.source_list_condition(session, me, bounds))
         total = await session.scalar(select(func.count()).select_from(Obj).where(condition))
         objs = await session.scalars(
             select(Obj)
@@ -153,9 +156,9 @@ SOURCE_ROUTES = [
         "GET",
         "/api/sources",
         list_sources,
-        "Sources the caller can see, newest first",
+        "Sources the caller can see, newest first; photometry-statistics filters",
         TAG,
-        query=("pageNumber", "numPerPage"),
+        query=("pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
     ),
     Route(
         "GET",

@@ -227,6 +227,56 @@ class Annotation(OwnedRow, Base):
     groups: Mapped[list[Group]] = relationship(secondary=annotation_groups, lazy="selectin")
 
 
+class PhotStat(Timestamped, Base):
+    """A source's photometry statistics over all its points (see shared.phot_stats), kept
+    current in the transaction of every change to its photometry."""
+
+    __tablename__ = "phot_stats"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    obj_id: Mapped[str] = mapped_column(
+        ForeignKey("objs.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    num_obs_global: Mapped[int] = mapped_column(Integer, default=0)
+    num_obs_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    num_det_global: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    num_det_no_forced_phot_global: Mapped[int] = mapped_column(Integer, default=0)
+    num_det_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_detected_mjd: Mapped[float | None] = mapped_column(Float, index=True)
+    first_detected_mag: Mapped[float | None] = mapped_column(Float)
+    first_detected_filter: Mapped[str | None] = mapped_column(String(64))
+    last_detected_mjd: Mapped[float | None] = mapped_column(Float, index=True)
+    last_detected_mag: Mapped[float | None] = mapped_column(Float)
+    last_detected_filter: Mapped[str | None] = mapped_column(String(64))
+    first_detected_no_forced_phot_mjd: Mapped[float | None] = mapped_column(Float)
+    first_detected_no_forced_phot_mag: Mapped[float | None] = mapped_column(Float)
+    first_detected_no_forced_phot_filter: Mapped[str | None] = mapped_column(String(64))
+    last_detected_no_forced_phot_mjd: Mapped[float | None] = mapped_column(Float)
+    last_detected_no_forced_phot_mag: Mapped[float | None] = mapped_column(Float)
+    last_detected_no_forced_phot_filter: Mapped[str | None] = mapped_column(String(64))
+    recent_obs_mjd: Mapped[float | None] = mapped_column(Float)
+    predetection_mjds: Mapped[list[Any]] = mapped_column(default=list)
+    last_non_detection_mjd: Mapped[float | None] = mapped_column(Float)
+    time_to_non_detection: Mapped[float | None] = mapped_column(Float)
+    mean_mag_global: Mapped[float | None] = mapped_column(Float)
+    mean_mag_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mean_color: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    peak_mjd_global: Mapped[float | None] = mapped_column(Float)
+    peak_mjd_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    peak_mag_global: Mapped[float | None] = mapped_column(Float, index=True)
+    peak_mag_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    faintest_mag_global: Mapped[float | None] = mapped_column(Float)
+    faintest_mag_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deepest_limit_global: Mapped[float | None] = mapped_column(Float)
+    deepest_limit_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rise_rate: Mapped[float | None] = mapped_column(Float)
+    decay_rate: Mapped[float | None] = mapped_column(Float)
+    mag_rms_global: Mapped[float | None] = mapped_column(Float)
+    mag_rms_per_filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_update: Mapped[datetime] = mapped_column(default=utcnow)
+    last_full_update: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SourceEmbedding(Base):
     """The embedding of a source's summary, for summary search. ``summary`` is the text that was
     embedded: a row whose text differs from ``objs.summary`` is stale and is never searched."""
