@@ -26,6 +26,8 @@ _FIELDS = (
     "duration",
     "handled_by_url",
     "input_hash",
+    "default_analysis_id",
+    "trigger",
     "created_at",
     "modified",
 )

@@ -7,6 +7,7 @@ from gateway.handlers import (
     analyses,
     analysis_services,
     analysis_uploads,
+    default_analyses,
     periodogram,
     phot_stats,
     products,
@@ -23,6 +24,7 @@ def gateway_routes() -> list[Route]:
     routes: list[Route] = [
         *accounts.ROUTES,
         *analysis_services.ROUTES,
+        *default_analyses.ROUTES,
         *sources.ROUTES,
         *analyses.ROUTES,
         *analysis_uploads.ROUTES,

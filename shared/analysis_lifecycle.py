@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, event, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,6 +69,17 @@ class NewAnalysis:
     artifacts: dict[str, Any] = field(default_factory=dict)
     data_summary: dict[str, Any] = field(default_factory=dict)
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    default_analysis_id: int | None = None  # set when a default analysis started it
+    trigger: str | None = None  # what made the default start, in words
+
+
+class StartGuard(Protocol):
+    """Extra conditions checked in the creating transaction (e.g. a default analysis' daily
+    limit): ``check`` runs before the insert and raises to refuse, ``record`` after it."""
+
+    async def check(self, session: AsyncSession) -> None: ...
+
+    async def record(self, session: AsyncSession, analysis_id: int) -> None: ...
 
 
 async def take_write_lock(session: AsyncSession, key: str) -> None:
@@ -152,6 +163,8 @@ def _new_row(resources: Resources, new: NewAnalysis) -> dict[str, Any]:
         "handled_by_url": new.handled_by_url,
         "artifacts": dict(new.artifacts),
         "data_summary": new.data_summary,
+        "default_analysis_id": new.default_analysis_id,
+        "trigger": new.trigger,
     }
 
 
@@ -167,15 +180,20 @@ async def _store_request_parameters(resources: Resources, new: NewAnalysis) -> N
     new.artifacts["request_parameters"] = ref.to_dict()
 
 
-async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -> int:
+async def create_analysis(
+    resources: Resources, new: NewAnalysis, *, cap: int, guard: StartGuard | None = None
+) -> int:
     """Insert the row and its outbox message in one transaction; returns the analysis id.
 
-    Raises :class:`ObjNotVisible` or :class:`CapReached` with nothing written. Artifacts
-    already stored under ``new.unique_id`` are removed when the analysis is not created.
+    Raises :class:`ObjNotVisible` or :class:`CapReached` (or what ``guard`` raises) with
+    nothing written. Artifacts already stored under ``new.unique_id`` are removed when the
+    analysis is not created.
     """
     try:
         await _store_request_parameters(resources, new)
         async with resources.sessions.begin() as session:
+            if guard is not None:
+                await guard.check(session)
             await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
             readable, counted = await visible_and_capped(session, new.obj_id, new.author)
             if not readable:
@@ -189,6 +207,8 @@ async def create_analysis(resources: Resources, new: NewAnalysis, *, cap: int) -
                 await session.execute(insert(obj_analysis_groups), links)
             message = outbox_values(_message_for(analysis_id, new))
             await session.execute(insert(OutboxMessage.__table__).values(**message))
+            if guard is not None:
+                await guard.record(session, analysis_id)
     except BaseException:
         if new.artifacts:
             await asyncio.shield(resources.artifacts.delete_all(new.unique_id))

@@ -34,8 +34,42 @@ class AnalysisCompleted(Message):
     is_summary: bool = False
 
 
+class ClassificationAdded(Message):
+    """A classification was added to a source (it may start default analyses)."""
+
+    ROUTING_KEY: ClassVar[str] = "classification.added"
+    classification_id: int
+    obj_id: str
+    classification: str
+    probability: float | None = None
+    group_ids: list[int] = []
+
+
+class SourceSaved(Message):
+    """A source was saved to a group (created in it, or saved to it later)."""
+
+    ROUTING_KEY: ClassVar[str] = "source.saved"
+    obj_id: str
+    group_id: int
+
+
+class PhotometryAdded(Message):
+    """New photometry points were added to a source."""
+
+    ROUTING_KEY: ClassVar[str] = "photometry.added"
+    obj_id: str
+    count: int
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    m.ROUTING_KEY: m for m in (AnalysisRequested, AnalysisCompleted)
+    m.ROUTING_KEY: m
+    for m in (
+        AnalysisRequested,
+        AnalysisCompleted,
+        ClassificationAdded,
+        SourceSaved,
+        PhotometryAdded,
+    )
 }
 
 

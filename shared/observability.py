@@ -44,6 +44,11 @@ QUEUE_DEPTH = Gauge("skyhook_queue_messages", "Messages waiting in each bus queu
 OUTBOX_BACKLOG = Gauge("skyhook_outbox_pending", "Outbox messages not yet published")
 OUTBOX_LAG = Gauge("skyhook_outbox_lag_seconds", "Age of the oldest unpublished outbox message")
 ANALYSES = Gauge("skyhook_analyses", "Analyses by status", ["status"])
+DEFAULT_ANALYSIS_TRIGGERS = Counter(
+    "skyhook_default_analysis_triggers_total",
+    "Default-analysis triggers by outcome (matched, started, skipped, limited) and reason",
+    ["outcome", "reason"],
+)
 
 _analysis_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "skyhook_analysis_id", default=None

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     dispatch_poll_interval_seconds: float = Field(0.5, gt=0)
     dispatch_reap_margin_seconds: float = Field(60.0, ge=0)
     dispatch_requeue_after_seconds: float = Field(300.0, gt=0)
+    # Default analyses on new photometry start once a source has had no new photometry for
+    # this long; due ones are looked for this often.
+    default_analysis_quiet_seconds: float = Field(60.0, ge=0)
+    default_analysis_poll_interval_seconds: float = Field(1.0, gt=0)
 
     # LLM summaries through an OpenAI-compatible API (summarizer), and the embeddings of
     # summaries for summary search (unset SKYHOOK_EMBEDDINGS_MODEL = summary search disabled).

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from aiohttp import web
 
 from dispatcher import running_dispatcher
+from dispatcher.triggers import declare_trigger_queue, running_triggers
 from gateway.app import create_gateway_app
 from shared.background import background
 from shared.db.migrate import upgrade_async
@@ -66,6 +67,7 @@ async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
     await upgrade_async(settings.database_url)
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         await stack.enter_async_context(running_dispatcher(resources))
+        await stack.enter_async_context(running_triggers(resources))
         await stack.enter_async_context(running_summary_service(resources))
         await stack.enter_async_context(outbox_relay(resources))
         runners = [await _start_site(create_gateway_app(resources), settings.host, settings.port)]
@@ -137,11 +139,13 @@ async def run_service(name: str, settings: Settings) -> None:
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         if name == "dispatcher":  # subscribed before the relay publishes
             await stack.enter_async_context(running_dispatcher(resources))
+            await stack.enter_async_context(running_triggers(resources))
         if name == "summary-service":
             await stack.enter_async_context(running_summary_service(resources))
         if name in OUTBOX_WRITERS:
             # analysis.completed then waits in its queue until the summary service runs.
             await declare_summary_queue(resources.bus)
+            await declare_trigger_queue(resources.bus)
             await stack.enter_async_context(outbox_relay(resources))
         if name not in {"gateway", "webhook-receiver", "dispatcher", "summary-service"}:
             raise SystemExit(f"skyhook: the {name} service is not available yet")

@@ -33,6 +33,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatcher.service import QUEUE as DISPATCHER_QUEUE
+from dispatcher.triggers import QUEUE as TRIGGERS_QUEUE
+from dispatcher.triggers import ROUTING_KEYS as TRIGGER_ROUTING_KEYS
 from shared.bus import create_bus
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
@@ -624,6 +626,7 @@ def _work_queues(bus: RabbitBus) -> dict[str, list[str]]:
     return {
         bus.queue_name(DISPATCHER_QUEUE): [AnalysisRequested.ROUTING_KEY],
         bus.queue_name(SUMMARIES_QUEUE): [AnalysisCompleted.ROUTING_KEY],
+        bus.queue_name(TRIGGERS_QUEUE): list(TRIGGER_ROUTING_KEYS),
     }
 
 

@@ -24,6 +24,8 @@ from shared import photometry as units
 from shared.access import Principal, visible
 from shared.db.models import Annotation, Obj, Photometry, annotation_groups, photometry_groups
 from shared.enums import ACL
+from shared.events import PhotometryAdded
+from shared.outbox import enqueue
 from shared.resources import RESOURCES
 from shared.web import (
     ApiError,
@@ -192,11 +194,16 @@ async def post_photometry(request: web.Request) -> web.Response:
     body = await json_body(request, optional=False)
     # Up to MAX_POINTS rows of checks and conversions: CPU work, kept off the event loop.
     points = await asyncio.to_thread(parse_points, body)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
         objs = await _check_targets(session, me, points)
         groups = await data_groups(session, me, body.get("group_ids"), objs)
         ids = await _insert_points(session, points, me.user_id, [g.id for g in groups])
         await phot_stats.refresh(session, [obj.id for obj in objs])
+        for obj in objs:  # default analyses may run on new photometry
+            count = sum(1 for p in points if p.obj_id == obj.id)
+            enqueue(session, PhotometryAdded(obj_id=obj.id, count=count))
+    resources.outbox.nudge()
     return success({"ids": ids})
 
 

@@ -30,6 +30,8 @@ from shared.db.models import (
     comment_groups,
 )
 from shared.enums import ACL
+from shared.events import ClassificationAdded
+from shared.outbox import enqueue
 from shared.resources import RESOURCES
 from shared.web import Route, bad_request, json_body, success
 
@@ -98,10 +100,25 @@ async def post_classification(request: web.Request) -> web.Response:
     me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     fields = _classification_fields(body)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
         obj = await visible_obj(session, me, required(body, "obj_id"))
         group_ids = body.get("group_ids")
         row_id = await add_data_row(session, me, obj, group_ids, Classification, **fields)
+        shared_with = await session.scalars(
+            select(classification_groups.c.group_id).where(
+                classification_groups.c.classification_id == row_id
+            )
+        )
+        added = ClassificationAdded(
+            classification_id=row_id,
+            obj_id=obj.id,
+            classification=fields["classification"],
+            probability=fields["probability"],
+            group_ids=sorted(shared_with),
+        )
+        enqueue(session, added)  # default analyses may start on it
+    resources.outbox.nudge()
     return success({"classification_id": row_id})
 
 

@@ -4,7 +4,7 @@ instrument and source-data modules, so the gateway registers them all from here.
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.analysis_views import analysis_dict
@@ -24,6 +24,8 @@ from gateway.serialize import source_dict
 from shared.access import Principal, visible
 from shared.db.models import Obj, ObjAnalysis, obj_analysis_groups, obj_groups
 from shared.enums import ACL
+from shared.events import SourceSaved
+from shared.outbox import enqueue
 from shared.resources import RESOURCES
 from shared.web import Route, bad_request, json_body, page_from_query, query_bool, success
 
@@ -62,7 +64,8 @@ async def post_source(request: web.Request) -> web.Response:
     obj = _new_obj(body, me)
     # One message whether or not the caller can see the existing source: it reveals nothing.
     taken = bad_request(f"Source {obj.id} already exists")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
         groups = await groups_named(session, me, body.get("group_ids"))
         if not groups:
             raise bad_request("A source must be shared with at least one group")
@@ -74,7 +77,59 @@ async def post_source(request: web.Request) -> web.Response:
             await session.flush()
         except IntegrityError:
             raise taken from None
+        for group in groups:
+            enqueue(session, SourceSaved(obj_id=obj.id, group_id=group.id))
+    resources.outbox.nudge()
     return success({"id": obj.id})
+
+
+def _id_list(body: dict[str, object], name: str) -> list[int]:
+    value = body.get(name) or []
+    if not isinstance(value, list) or not all(
+        isinstance(g, int) and not isinstance(g, bool) for g in value
+    ):
+        raise bad_request(f"Invalid {name}: must be a list of integer group IDs")
+    return sorted(set(value))
+
+
+async def post_source_groups(request: web.Request) -> web.Response:
+    """Save a source to more groups (``inviteGroupIds``) or unsave it from some
+    (``unsaveGroupIds``), as SkyPortal's ``/api/source_groups``; each new save is a
+    ``source.saved`` event."""
+    me = principal(request)
+    me.require(ACL.UPLOAD_DATA)
+    body = await json_body(request, optional=False)
+    obj_id = body.get("objId")
+    if not isinstance(obj_id, str):
+        raise bad_request("Missing required parameter: objId")
+    invite, unsave = _id_list(body, "inviteGroupIds"), _id_list(body, "unsaveGroupIds")
+    if not invite and not unsave:
+        raise bad_request("One of inviteGroupIds or unsaveGroupIds is required")
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        obj = await visible_obj(session, me, obj_id)
+        saved_to = {g.id for g in obj.groups}
+        if invite:
+            await groups_named(session, me, invite)
+        if unsave:
+            await groups_named(session, me, unsave)
+        added = [g for g in invite if g not in saved_to]
+        remaining = (saved_to | set(added)) - set(unsave)
+        if not remaining:
+            raise bad_request("A source must stay saved to at least one group")
+        if added:
+            links = [{"obj_id": obj_id, "group_id": g} for g in added]
+            await session.execute(insert(obj_groups), links)
+        if unsave:
+            await session.execute(
+                delete(obj_groups).where(
+                    obj_groups.c.obj_id == obj_id, obj_groups.c.group_id.in_(unsave)
+                )
+            )
+        for group_id in added:
+            enqueue(session, SourceSaved(obj_id=obj_id, group_id=group_id))
+    resources.outbox.nudge()
+    return success({"saved_group_ids": added, "unsaved_group_ids": sorted(set(unsave) & saved_to)})
 
 
 async def list_sources(request: web.Request) -> web.Response:
@@ -151,6 +206,15 @@ SOURCE_ROUTES = [
             "redshift_origin": "str",
             "group_ids": "[int]",
         },
+    ),
+    Route(
+        "POST",
+        "/api/source_groups",
+        post_source_groups,
+        "Save a source to groups or unsave it from some (Upload Data)",
+        TAG,
+        body={"objId": "str", "inviteGroupIds": "[int]", "unsaveGroupIds": "[int]"},
+        responses={404: "source not found or not visible"},
     ),
     Route(
         "GET",

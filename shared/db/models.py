@@ -66,6 +66,9 @@ analysis_service_groups = _group_link(
     "analysis_service_groups", "analysis_services", "analysis_service_id"
 )
 obj_analysis_groups = _group_link("obj_analysis_groups", "obj_analyses", "obj_analysis_id")
+default_analysis_groups = _group_link(
+    "default_analysis_groups", "default_analyses", "default_analysis_id"
+)
 
 
 class User(Timestamped, Base):
@@ -355,9 +358,72 @@ class ObjAnalysis(Timestamped, Base):
     data_summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dispatch_attempts_count: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column()
+    # What started it, when a default analysis did (the default may since have been deleted).
+    default_analysis_id: Mapped[int | None] = mapped_column(Integer)
+    trigger: Mapped[str | None] = mapped_column(Text)
 
     groups: Mapped[list[Group]] = relationship(secondary=obj_analysis_groups, lazy="selectin")
     service: Mapped[AnalysisService] = relationship(lazy="joined")
+
+
+class DefaultAnalysis(Timestamped, Base):
+    """A service that starts by itself, as its author, when a source meets ``source_filter``."""
+
+    __tablename__ = "default_analyses"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_service_id: Mapped[int] = mapped_column(
+        ForeignKey("analysis_services.id", ondelete="CASCADE"), index=True
+    )
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    default_analysis_parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source_filter: Mapped[dict[str, Any]] = mapped_column()
+    daily_limit: Mapped[int] = mapped_column(Integer, default=10)
+    show_parameters: Mapped[bool] = mapped_column(default=True)
+    show_plots: Mapped[bool] = mapped_column(default=True)
+    show_corner: Mapped[bool] = mapped_column(default=True)
+
+    groups: Mapped[list[Group]] = relationship(secondary=default_analysis_groups, lazy="selectin")
+    service: Mapped[AnalysisService] = relationship(lazy="joined")
+    author: Mapped[User] = relationship(lazy="joined")
+
+
+class DefaultAnalysisRun(Base):
+    """One analysis a default started. Unique per (default, event): the same event delivered
+    twice starts one analysis; the rows of the current UTC day count toward the daily limit."""
+
+    __tablename__ = "default_analysis_runs"
+    __table_args__ = (
+        UniqueConstraint("default_analysis_id", "event_id"),
+        Index("ix_default_analysis_runs_default_created", "default_analysis_id", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    default_analysis_id: Mapped[int] = mapped_column(
+        ForeignKey("default_analyses.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    obj_id: Mapped[str] = mapped_column(String(255))
+    analysis_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingPhotometryTrigger(Base):
+    """New photometry on a source for a default that runs on it: started once the source has
+    been quiet for the configured period (each new batch pushes ``due_at`` back)."""
+
+    __tablename__ = "pending_photometry_triggers"
+
+    default_analysis_id: Mapped[int] = mapped_column(
+        ForeignKey("default_analyses.id", ondelete="CASCADE"), primary_key=True
+    )
+    obj_id: Mapped[str] = mapped_column(
+        ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class DispatchAttempt(Base):

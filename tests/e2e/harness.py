@@ -67,7 +67,12 @@ def pipeline_settings(
 
 def rabbit_names(prefix: str) -> tuple[list[str], list[str]]:
     """(queues, exchanges) a pipeline with this prefix declares."""
-    queues = [f"{prefix}.{DISPATCHER_QUEUE}", f"{prefix}.dead-letter"]
+    queues = [
+        f"{prefix}.{DISPATCHER_QUEUE}",
+        f"{prefix}.default_analyses",
+        f"{prefix}.summaries",
+        f"{prefix}.dead-letter",
+    ]
     exchanges = [f"{prefix}.events", f"{prefix}.dead-letter"]
     return queues, exchanges
 

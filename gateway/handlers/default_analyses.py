@@ -1,0 +1,244 @@
+"""Default analyses of a service: ``/api/analysis_service/<id>/default_analysis[/<id>]``.
+
+SkyPortal's fields, messages and status codes; unlike SkyPortal, only users who may manage the
+service (``Manage Analysis Services`` and a member of one of its groups) create, change or delete
+its defaults, and members of its groups read them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.auth import principal
+from gateway.handlers.source_access import groups_named
+from shared import default_analyses as defaults
+from shared.access import Principal, visible
+from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
+from shared.default_analyses import DefaultAnalysisError
+from shared.enums import ACL
+from shared.resources import RESOURCES
+from shared.web import Route, bad_request, json_body, not_found, path_int, success
+
+log = logging.getLogger("skyhook.gateway.default_analyses")
+
+FLAGS = ("show_parameters", "show_plots", "show_corner")
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise bad_request(f"Invalid {name}: must be true or false")
+    return value
+
+
+async def _service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
+    """The service when the caller shares a group with it; SkyPortal's 404 otherwise (a
+    service of other groups is not revealed)."""
+    query = select(AnalysisService).where(
+        AnalysisService.id == service_id,
+        visible(analysis_service_groups, AnalysisService.id, me),
+    )
+    service = (await session.scalars(query)).one_or_none()
+    if service is None:
+        raise not_found(f"Analysis service {service_id} not found")
+    return service
+
+
+async def _default(
+    session: AsyncSession, service_id: int, default_id: int, missing: str
+) -> DefaultAnalysis:
+    found = await session.scalar(
+        select(DefaultAnalysis).where(
+            DefaultAnalysis.id == default_id, DefaultAnalysis.analysis_service_id == service_id
+        )
+    )
+    if found is None:
+        raise bad_request(missing.format(id=default_id))
+    return found
+
+
+async def _default_dict(session: AsyncSession, default: DefaultAnalysis) -> dict[str, Any]:
+    return {
+        "id": default.id,
+        "analysis_service_id": default.analysis_service_id,
+        "analysis_service_name": default.service.name,
+        "author_id": default.author_id,
+        "author": {"id": default.author.id, "username": default.author.username},
+        "default_analysis_parameters": default.default_analysis_parameters,
+        "source_filter": default.source_filter,
+        "daily_limit": default.daily_limit,
+        **{flag: getattr(default, flag) for flag in FLAGS},
+        "groups": [
+            {"id": g.id, "name": g.name} for g in sorted(default.groups, key=lambda g: g.id)
+        ],
+        "stats": await defaults.stats_of(session, default),
+        "created_at": default.created_at,
+        "modified": default.modified,
+    }
+
+
+def _checked(run: Any) -> Any:
+    try:
+        return run()
+    except DefaultAnalysisError as exc:
+        raise bad_request(str(exc)) from None
+
+
+async def post_default_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    service_id = path_int(request, "service_id", "analysis_service_id")
+    body = await json_body(request, optional=False)
+    resources = request.app[RESOURCES]
+    async with resources.sessions.begin() as session:
+        service = await _service(session, me, service_id)
+        parameters = _checked(
+            lambda: defaults.check_parameters(service, body.get("default_analysis_parameters"))
+        )
+        if body.get("source_filter") is None:
+            raise bad_request("Missing required parameter: source_filter")
+        source_filter = _checked(lambda: defaults.check_source_filter(body["source_filter"]))
+        daily_limit = _checked(lambda: defaults.check_daily_limit(body.get("daily_limit")))
+        groups = await groups_named(session, me, body.get("group_ids"))
+        default = DefaultAnalysis(
+            analysis_service_id=service.id,
+            author_id=me.user_id,
+            default_analysis_parameters=parameters,
+            source_filter=source_filter,
+            daily_limit=daily_limit,
+            groups=groups,
+            **{flag: _flag(body, flag, True) for flag in FLAGS},
+        )
+        session.add(default)
+        await session.flush()
+        default_id = default.id
+    log.info("default analysis %d of service %d created by %d", default_id, service_id, me.user_id)
+    return success({"id": default_id})
+
+
+async def get_default_analyses(request: web.Request) -> web.Response:
+    me = principal(request)
+    service_id = path_int(request, "service_id", "analysis_service_id")
+    async with request.app[RESOURCES].sessions() as session:
+        await _service(session, me, service_id)
+        rows = await session.scalars(
+            select(DefaultAnalysis)
+            .where(DefaultAnalysis.analysis_service_id == service_id)
+            .order_by(DefaultAnalysis.id)
+        )
+        return success([await _default_dict(session, d) for d in rows.unique()])
+
+
+async def get_default_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    service_id = path_int(request, "service_id", "analysis_service_id")
+    default_id = path_int(request, "default_id", "default_analysis_id")
+    async with request.app[RESOURCES].sessions() as session:
+        await _service(session, me, service_id)
+        default = await _default(
+            session, service_id, default_id, "Could not load default analysis {id}"
+        )
+        return success(await _default_dict(session, default))
+
+
+async def patch_default_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    service_id = path_int(request, "service_id", "analysis_service_id")
+    default_id = path_int(request, "default_id", "default_analysis_id")
+    body = await json_body(request, optional=False)
+    async with request.app[RESOURCES].sessions.begin() as session:
+        service = await _service(session, me, service_id)
+        default = await _default(
+            session, service_id, default_id, "Could not find default analysis {id}"
+        )
+        await _apply_patch(session, me, service, default, body)
+    return success()
+
+
+async def _apply_patch(
+    session: AsyncSession,
+    me: Principal,
+    service: AnalysisService,
+    default: DefaultAnalysis,
+    body: dict[str, Any],
+) -> None:
+    if "default_analysis_parameters" in body:
+        value = body["default_analysis_parameters"]
+        default.default_analysis_parameters = _checked(
+            lambda: defaults.check_parameters(service, value)
+        )
+    if "source_filter" in body:
+        default.source_filter = _checked(
+            lambda: defaults.check_source_filter(body["source_filter"])
+        )
+    if "daily_limit" in body:
+        default.daily_limit = _checked(lambda: defaults.check_daily_limit(body["daily_limit"]))
+    if "group_ids" in body:
+        default.groups = await groups_named(session, me, body["group_ids"])
+    for flag in FLAGS:
+        if flag in body:
+            setattr(default, flag, _flag(body, flag, getattr(default, flag)))
+
+
+async def delete_default_analysis(request: web.Request) -> web.Response:
+    me = principal(request)
+    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
+    service_id = path_int(request, "service_id", "analysis_service_id")
+    default_id = path_int(request, "default_id", "default_analysis_id")
+    async with request.app[RESOURCES].sessions.begin() as session:
+        await _service(session, me, service_id)
+        default = await _default(
+            session, service_id, default_id, "Could not find default analysis {id}"
+        )
+        await session.delete(default)
+    return success()
+
+
+TAG = "default analyses"
+BODY: dict[str, Any] = {
+    "default_analysis_parameters": "obj",
+    "source_filter": "obj",
+    "daily_limit": "int",
+    "group_ids": "[int]",
+    "show_parameters": "bool",
+    "show_plots": "bool",
+    "show_corner": "bool",
+}
+COLLECTION = "/api/analysis_service/{service_id}/default_analysis"
+ONE = COLLECTION + "/{default_id}"
+NOT_FOUND: dict[int, str] = {404: "Analysis service not found (or not shared with the caller)"}
+ROUTES = [
+    Route(
+        "POST",
+        COLLECTION,
+        post_default_analysis,
+        "Add a default analysis: the service starts by itself when a source meets source_filter "
+        "(Manage Analysis Services)",
+        TAG,
+        body=BODY,
+        responses=NOT_FOUND,
+    ),
+    Route("GET", COLLECTION, get_default_analyses, "The service's default analyses", TAG),
+    Route("GET", ONE, get_default_analysis, "One default analysis, with its stats", TAG),
+    Route(
+        "PATCH",
+        ONE,
+        patch_default_analysis,
+        "Change a default analysis (Manage Analysis Services)",
+        TAG,
+        body=BODY,
+    ),
+    Route(
+        "DELETE",
+        ONE,
+        delete_default_analysis,
+        "Delete a default analysis (Manage Analysis Services)",
+        TAG,
+    ),
+]
