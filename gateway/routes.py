@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway import live, web_session, webapp_api
 from gateway.handlers import (
     accounts,
     analyses,
@@ -14,6 +15,7 @@ from gateway.handlers import (
 from gateway.openapi import openapi_handler
 from shared.observability import OBSERVABILITY_ROUTES
 from shared.web import Route
+from webapp import pages
 from webhook_receiver.routes import WEBHOOK_ROUTES
 
 
@@ -28,5 +30,9 @@ def gateway_routes() -> list[Route]:
         *summaries.ROUTES,
         *WEBHOOK_ROUTES,
         *OBSERVABILITY_ROUTES,
+        *web_session.ROUTES,
+        *live.ROUTES,
+        *webapp_api.ROUTES,
+        *pages.ROUTES,
     ]
     return [*routes, openapi_handler(routes)]
