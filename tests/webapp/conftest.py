@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import insert
 
 from dispatcher import running_dispatcher
@@ -36,6 +36,8 @@ from tests.support.pipeline import (
 )
 
 CHROMIUM = "/usr/bin/chromium"
+# How long an expectation waits for the page to get there (the machine is shared and busy).
+expect.set_options(timeout=20_000)
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
