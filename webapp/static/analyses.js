@@ -146,9 +146,9 @@ export class AnalysesPanel {
     this.element = h('section', { class: 'card', id: 'analyses' });
   }
 
-  async load() {
+  async load(pending = null) {
     const id = encodeURIComponent(this.ctx.source.id);
-    const analyses = await api('GET', `/api/obj/${id}/analysis`);
+    const analyses = await (pending || api('GET', `/api/obj/${id}/analysis`));
     this.analyses = analyses.sort((a, b) => b.id - a.id);
     clear(this.body, this.analyses.map((a) => this.row(a)));
     if (!this.analyses.length) this.body.append(h('tr', { class: 'empty' }, h('td', { colspan: 7, class: 'muted' }, 'No analyses yet.')));

@@ -1,7 +1,7 @@
 // A source: details, groups, photometry plot with model overlays, analyses (live), summary,
 // classifications, comments and annotations.
 import { AnalysesPanel } from './analyses.js';
-import { allPages, api, clear, errorBox, fmtNumber, h, timeEl } from './lib.js';
+import { allPages, api, clear, errorBox, fmtNumber, h, loadPlotly, timeEl } from './lib.js';
 import { drawPhotometry } from './plot.js';
 import { summaryCard } from './summary.js';
 
@@ -87,6 +87,8 @@ class PhotometryCard {
 
 export async function render(main, profile, objId) {
   const id = encodeURIComponent(objId);
+  loadPlotly(); // fetched and parsed while the data loads
+  const analyses = api('GET', `/api/obj/${id}/analysis`);
   const [source, photometry, comments, classifications, annotations, services, groups] = await Promise.all([
     api('GET', `/api/sources/${id}`),
     allPages(`/api/sources/${id}/photometry`, 'photometry'),
@@ -96,6 +98,7 @@ export async function render(main, profile, objId) {
     api('GET', '/api/analysis_service'),
     api('GET', '/api/groups'),
   ]);
+  performance.mark('source-data');
   document.title = `${source.id} · skyhook`;
   const plot = new PhotometryCard(photometry);
   const refreshModels = async () => {
@@ -113,7 +116,8 @@ export async function render(main, profile, objId) {
     h('div', { class: 'grid' },
       h('div', {}, plot.element, panel.render()),
       h('div', {}, details(source), summary, ...notes(comments, classifications, annotations))));
-  await Promise.all([panel.load(), plot.draw()]);
+  await Promise.all([panel.load(analyses), plot.draw()]);
+  performance.mark('source-ready'); // bench/source_page.py reads it
   main.setAttribute('data-ready', 'true');
   panel.listen();
   refreshModels();
