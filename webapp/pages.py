@@ -67,6 +67,7 @@ PAGES = {
     "/analysis/{analysis_id}": "The web app: an analysis",
     "/services": "The web app: analysis services",
     "/health": "The web app: analyses across sources by status",
+    "/summaries": "The web app: search source summaries",
 }
 
 ROUTES = [

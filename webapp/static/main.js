@@ -7,6 +7,7 @@ const PAGES = [
   [/^\/analysis\/(\d+)$/, './analysis.js'],
   [/^\/services$/, './services.js'],
   [/^\/health$/, './health.js'],
+  [/^\/summaries$/, './summaries.js'],
 ];
 
 async function signOut() {
