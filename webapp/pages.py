@@ -36,9 +36,14 @@ def plotly_bundle() -> Path:
     return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 
+@cache
+def shell() -> bytes:
+    return (HERE / "index.html").read_bytes()
+
+
 async def page(request: web.Request) -> web.Response:
     return web.Response(
-        body=(HERE / "index.html").read_bytes(),
+        body=shell(),
         content_type="text/html",
         charset="utf-8",
         headers=PAGE_HEADERS,

@@ -89,6 +89,21 @@ function modelTraces(overlay, view, colours) {
   return traces;
 }
 
+// The y range of the data alone, so a model's faint tails never squash the points.
+function dataRange(points, view) {
+  const values = points.flatMap((p) => {
+    if (view === 'mag') {
+      return p.mag !== null ? [p.mag - (p.magerr || 0), p.mag + (p.magerr || 0)] : [p.limiting_mag];
+    }
+    return p.flux !== null ? [p.flux - (p.fluxerr || 0), p.flux + (p.fluxerr || 0)] : [5 * p.fluxerr];
+  }).filter((v) => v !== null && Number.isFinite(v));
+  if (!values.length) return undefined;
+  const low = Math.min(...values);
+  const high = Math.max(...values);
+  const pad = Math.max((high - low) * 0.06, view === 'mag' ? 0.2 : 1);
+  return view === 'mag' ? [high + pad, low - pad] : [Math.min(0, low - pad), high + pad];
+}
+
 export async function drawPhotometry(element, points, view, overlays) {
   const Plotly = await loadPlotly();
   const filters = new Set(points.map((p) => p.filter));
@@ -101,9 +116,11 @@ export async function drawPhotometry(element, points, view, overlays) {
   const layout = {
     margin: { l: 56, r: 12, t: 12, b: 40 },
     xaxis: { title: { text: 'MJD', standoff: 6 }, zeroline: false, tickformat: '.0f' },
-    yaxis: view === 'mag'
-      ? { title: { text: 'AB magnitude' }, autorange: 'reversed' }
-      : { title: { text: 'flux (µJy, AB zp 23.9)' } },
+    yaxis: {
+      title: { text: view === 'mag' ? 'AB magnitude' : 'flux (µJy, AB zp 23.9)' },
+      range: dataRange(points, view),
+      autorange: dataRange(points, view) ? false : (view === 'mag' ? 'reversed' : true),
+    },
     legend: { orientation: 'h', y: -0.16, yanchor: 'top' },
     dragmode: 'zoom',
     hovermode: 'closest',
