@@ -1,5 +1,5 @@
 // The router: one HTML shell, a module per page chosen by the path.
-import { api, h, clear, errorBox } from './lib.js';
+import { api, h, clear, errorBox, relTime } from './lib.js';
 
 const PAGES = [
   [/^\/$/, './sources.js'],
@@ -49,5 +49,10 @@ async function start() {
   }
   clear(main, h('p', {}, 'No such page. ', h('a', { href: '/' }, 'Back to the sources')));
 }
+
+// Relative times ("3 min ago") stay true while a page is open.
+setInterval(() => {
+  for (const el of document.querySelectorAll('time[datetime]')) el.textContent = relTime(el.getAttribute('datetime'));
+}, 15000);
 
 start();
