@@ -51,8 +51,8 @@ from shared.settings import load_settings
 CHROMIUM = "/usr/bin/chromium"
 DETAIL = """() => [
   ...performance.getEntriesByType('mark').map(m => `${m.name} ${m.startTime.toFixed(0)}`),
-  ...performance.getEntriesByType('resource').map(
-    r => `${r.name.replace(location.origin, '')} ${r.startTime.toFixed(0)}+${r.duration.toFixed(0)}`),
+  ...performance.getEntriesByType('resource').map((r) =>
+    `${r.name.replace(location.origin, '')} ${r.startTime.toFixed(0)}+${r.duration.toFixed(0)}`),
 ].join('\\n')"""
 STATUSES = [AnalysisStatus.COMPLETED, AnalysisStatus.FAILURE, AnalysisStatus.PENDING]
 
