@@ -10,7 +10,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 
-from shared.db.models import AnalysisService, Obj
+from shared.db.models import AnalysisService, Obj, ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from tests.support.pipeline import make_analysis, make_service
@@ -194,3 +194,30 @@ async def test_the_summary_is_edited_rendered_safely_and_kept_in_the_history(
         obj = await session.get(Obj, scene.obj_id)
         assert obj is not None and obj.summary == "Second take: *rising*"
     await webapp.shot(page, "source-summary")
+
+
+async def test_run_summary_starts_the_users_summary_service_and_explains_the_key(
+    webapp: WebApp, browser: Browser, scene: Scene
+) -> None:
+    summarizer = await make_service(
+        webapp.resources,
+        scene.service.url,
+        [scene.group],
+        display_name="LLM summary",
+        is_summary=True,
+        input_data_types=["comments"],
+    )
+    page = await sign_in(browser, webapp, scene.runner)
+    await page.goto(f"{webapp.url}/source/{scene.obj_id}")
+    await page.wait_for_selector("main[data-ready=true]")
+    await expect(page.locator("#llm-key-state")).to_contain_text("no LLM API key stored")
+
+    await page.click(".run-summary:has-text('Run LLM summary')")
+
+    await expect(page.locator("#summary .notice")).to_contain_text("Summary analysis")
+    async with webapp.resources.sessions() as session:
+        query = select(ObjAnalysis.id).where(ObjAnalysis.analysis_service_id == summarizer)
+        started = list(await session.scalars(query))
+    assert len(started) == 1
+    link = page.locator("#summary .notice a")
+    assert await link.get_attribute("href") == f"/analysis/{started[0]}"
