@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.auth import auth_middleware
+from gateway.live import setup_live
 from gateway.routes import gateway_routes
+from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from shared.observability import metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
@@ -18,4 +20,6 @@ def create_gateway_app(resources: Resources) -> web.Application:
     )
     app[RESOURCES] = resources
     add_routes(app, gateway_routes())
+    setup_live(app)
+    app[ONE_TIME_LINKS] = OneTimeLinks()
     return app

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.web_session import SESSION_PATH, principal_from_cookie
 from shared.access import Principal, principal_from_token
 from shared.db.session import read_session
 from shared.resources import RESOURCES
 from shared.web import ApiError, Handler
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-PUBLIC_PREFIXES = ("/api/webhook/", "/api/openapi.json")
+PUBLIC_PREFIXES = ("/api/webhook/", "/api/openapi.json", SESSION_PATH)
 
 
 def principal(request: web.Request) -> Principal:
@@ -30,7 +31,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     header = request.headers.get("Authorization")
     if not header:
-        raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
+        found = await principal_from_cookie(request)  # the web app's session
+        if found is None:
+            raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
+        request[PRINCIPAL] = found
+        return await handler(request)
     token = _token_from(header)
     async with read_session(request.app[RESOURCES].engine) as session:
         found = await principal_from_token(session, token)

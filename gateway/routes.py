@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway import live, web_session, webapp_api
 from gateway.handlers import (
     accounts,
     analyses,
@@ -17,6 +18,7 @@ from gateway.handlers import (
 from gateway.openapi import openapi_handler
 from shared.observability import OBSERVABILITY_ROUTES
 from shared.web import Route
+from webapp import pages
 from webhook_receiver.routes import WEBHOOK_ROUTES
 
 
@@ -34,5 +36,9 @@ def gateway_routes() -> list[Route]:
         *phot_stats.ROUTES,
         *WEBHOOK_ROUTES,
         *OBSERVABILITY_ROUTES,
+        *web_session.ROUTES,
+        *live.ROUTES,
+        *webapp_api.ROUTES,
+        *pages.ROUTES,
     ]
     return [*routes, openapi_handler(routes)]

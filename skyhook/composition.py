@@ -12,6 +12,7 @@ from aiohttp import web
 from dispatcher import running_dispatcher
 from dispatcher.triggers import declare_trigger_queue, running_triggers
 from gateway.app import create_gateway_app
+from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from shared.background import background
 from shared.db.migrate import upgrade_async
 from shared.observability import create_operations_app
@@ -70,17 +71,20 @@ async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
         await stack.enter_async_context(running_triggers(resources))
         await stack.enter_async_context(running_summary_service(resources))
         await stack.enter_async_context(outbox_relay(resources))
-        runners = [await _start_site(create_gateway_app(resources), settings.host, settings.port)]
+        gateway = create_gateway_app(resources)
+        runners = [await _start_site(gateway, settings.host, settings.port)]
         try:
             if demo:
-                runners += await _start_demo(resources, settings)
+                runners += await _start_demo(resources, settings, gateway[ONE_TIME_LINKS])
             await asyncio.Event().wait()
         finally:
             for runner in reversed(runners):
                 await runner.cleanup()
 
 
-async def _start_demo(resources: Resources, settings: Settings) -> list[web.AppRunner]:
+async def _start_demo(
+    resources: Resources, settings: Settings, links: OneTimeLinks
+) -> list[web.AppRunner]:
     from skyhook.demo import load_demo, welcome
     from sn_fitter.app import DEFAULT_PORT as FITTER_PORT
     from sn_fitter.app import FitterSettings, create_app
@@ -101,6 +105,8 @@ async def _start_demo(resources: Resources, settings: Settings) -> list[web.AppR
         summarizer_url=f"http://{settings.host}:{SUMMARIZER_PORT}/summarize",
     )
     print(welcome(info, base_url), flush=True)
+    # Printed, never opened: like a notebook server's token URL. The code works once.
+    print(f"Web app (one-time sign-in link): {base_url}/login?code={links.issue(info.token)}")
     return runners
 
 

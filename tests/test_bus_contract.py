@@ -75,6 +75,26 @@ async def test_published_message_reaches_subscriber(bus: Bus) -> None:
     assert got.delivery_count == 0
 
 
+async def test_every_listener_gets_a_copy_while_the_work_queue_gets_one(buses: Buses) -> None:
+    """``listen`` is fan-out (each gateway process wakes its live pages), beside the competing
+    consumers of a work queue, which still get each message once."""
+    first, second = await buses.open(), await buses.open()
+    workers, heard_first, heard_second = Inbox(), Inbox(), Inbox()
+    await first.subscribe("dispatcher", ["analysis.requested"], workers)
+    await first.listen(["analysis.*"], heard_first)
+    await second.listen(["analysis.*"], heard_second)
+
+    await first.publish(envelopes("analysis.requested", 3))
+
+    await heard_first.wait_handled(3)
+    await heard_second.wait_handled(3)
+    await workers.wait_handled(3)
+    assert sorted(e.payload["n"] for e in heard_second.handled) == [0, 1, 2]
+    assert len(workers.handled) == 3
+    if second is not first:
+        await second.close()
+
+
 async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) -> None:
     patterns = {
         "exact": ["analysis.requested"],

@@ -77,6 +77,11 @@ class Bus(Protocol):
         an exception hands it back for redelivery, up to the delivery limit.
         """
 
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+        """Also hand every message matching ``routing_keys`` to ``handler``, at most once, from
+        a queue of this process alone that disappears with it (for notifications such as live
+        page updates, never for work: nothing is retried or dead-lettered)."""
+
     @property
     def is_connected(self) -> bool:
         """True while the broker connection is up (readiness)."""

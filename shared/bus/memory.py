@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -119,6 +120,11 @@ class MemoryBus:
         for _ in range(max(1, prefetch)):
             declared.consumers.append(asyncio.create_task(self._consume(declared, handler)))
 
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+        self._ensure_open()
+        declared = self._declare(f"listen.{uuid.uuid4().hex}", routing_keys)
+        declared.consumers.append(asyncio.create_task(self._notify(declared, handler)))
+
     @property
     def is_connected(self) -> bool:
         return not self._closed
@@ -156,6 +162,16 @@ class MemoryBus:
             except Exception:
                 log.exception("handler failed for %s %s", envelope.routing_key, envelope.message_id)
                 await self._redeliver(queue, envelope)
+
+    async def _notify(self, queue: _Queue, handler: MessageHandler) -> None:
+        while True:
+            envelope = await queue.items.get()
+            try:
+                await handler(envelope)
+            except Exception:
+                log.exception(
+                    "listener failed for %s %s", envelope.routing_key, envelope.message_id
+                )
 
     async def _redeliver(self, queue: _Queue, envelope: Envelope) -> None:
         count = envelope.delivery_count + 1

@@ -214,6 +214,22 @@ class RabbitBus:
         tag = await declared.consume(partial(self._deliver, handler))
         self._subscriptions.append(_Subscription(channel, declared, tag))
 
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+        connection = self._require_connection()
+        channel = await connection.channel(publisher_confirms=False)
+        # A server-named classic queue, exclusive to this connection: deleted when it closes.
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True, durable=False)
+        for routing_key in routing_keys:
+            await queue.bind(self.exchange, routing_key)
+        tag = await queue.consume(partial(self._notify, handler), no_ack=True)
+        self._subscriptions.append(_Subscription(channel, queue, tag))
+
+    async def _notify(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
+        try:
+            await handler(envelope_of(message))
+        except Exception:
+            log.exception("listener failed for %s", message.routing_key)
+
     async def _deliver(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:

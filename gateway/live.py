@@ -1,0 +1,195 @@
+"""Live analysis status for the web app: Server-Sent Events fed by the bus.
+
+Each gateway process listens to ``analysis.*`` on the bus (a queue of its own, see
+``Bus.listen``). Every open stream is woken by those events, re-reads the analyses concerned
+that its user may read, and sends the ones whose status changed. The dispatcher's own moves
+(``dispatching``, ``pending``, a failed send, expiry) publish no event, so a stream watching
+analyses still in flight also re-reads them every ``RECHECK_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from gateway.auth import principal
+from gateway.handlers.analyses import readable_conditions
+from shared.access import Principal
+from shared.bus import Envelope
+from shared.db.models import AnalysisService, ObjAnalysis
+from shared.db.session import read_session
+from shared.enums import ACTIVE_STATUSES
+from shared.resources import RESOURCES
+from shared.web import Route, dumps, query_int
+
+RECHECK_SECONDS = 2.0
+KEEPALIVE_SECONDS = 15.0
+_CLOSED = -1  # sentinel on a stream's queue: the server is shutting down
+
+
+class LiveHub:
+    """The bus listener of one gateway process and the streams it wakes."""
+
+    def __init__(self) -> None:
+        self._streams: set[asyncio.Queue[int]] = set()
+
+    async def start(self, app: web.Application) -> None:
+        await app[RESOURCES].bus.listen(["analysis.*"], self._on_event)
+
+    async def _on_event(self, envelope: Envelope) -> None:
+        analysis_id = envelope.payload.get("analysis_id")
+        if isinstance(analysis_id, int):
+            for queue in self._streams:
+                queue.put_nowait(analysis_id)
+
+    def open(self) -> asyncio.Queue[int]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        self._streams.add(queue)
+        return queue
+
+    def close(self, queue: asyncio.Queue[int]) -> None:
+        self._streams.discard(queue)
+
+    async def shutdown(self, app: web.Application) -> None:
+        for queue in self._streams:
+            queue.put_nowait(_CLOSED)
+
+
+LIVE_HUB = web.AppKey("live_hub", LiveHub)
+
+_COLUMNS = (
+    ObjAnalysis.id,
+    ObjAnalysis.obj_id,
+    ObjAnalysis.status,
+    ObjAnalysis.status_message,
+    ObjAnalysis.last_activity,
+    ObjAnalysis.duration,
+    ObjAnalysis.created_at,
+    ObjAnalysis.analysis_service_id,
+    AnalysisService.display_name.label("analysis_service_name"),
+)
+
+
+class _Watch:
+    """What one stream has told its page, and which analyses it still re-reads."""
+
+    def __init__(self, me: Principal, obj_id: str | None, service_id: int | None) -> None:
+        self.me = me
+        self.obj_id = obj_id
+        self.service_id = service_id
+        self.sent: dict[int, tuple[Any, ...]] = {}
+        self.active: set[int] = set()
+
+    def conditions(self) -> list[Any]:
+        found = readable_conditions(self.me)
+        if self.obj_id is not None:
+            found.append(ObjAnalysis.obj_id == self.obj_id)
+        if self.service_id is not None:
+            found.append(ObjAnalysis.analysis_service_id == self.service_id)
+        return found
+
+    async def read(self, request: web.Request, ids: Iterable[int] | None) -> list[dict[str, Any]]:
+        """Rows among ``ids`` and the in-flight ones (all in-flight ones when None) that
+        changed since they were last sent."""
+        query = select(*_COLUMNS).join(AnalysisService).where(*self.conditions())
+        wanted = set(ids or ()) | self.active
+        if ids is None:
+            query = query.where(ObjAnalysis.status.in_(ACTIVE_STATUSES))
+        elif not wanted:
+            return []
+        else:
+            query = query.where(ObjAnalysis.id.in_(wanted))
+        async with read_session(request.app[RESOURCES].engine) as session:
+            rows = (await session.execute(query)).mappings().all()
+        changed = []
+        for row in rows:
+            item = dict(row)
+            key = (item["status"], item["status_message"], item["last_activity"])
+            if ids is not None and self.sent.get(item["id"]) == key:
+                continue
+            self.sent[item["id"]] = key
+            if item["status"] in ACTIVE_STATUSES:
+                self.active.add(item["id"])
+            else:
+                self.active.discard(item["id"])
+            changed.append(item)
+        return changed
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+async def _next_ids(queue: asyncio.Queue[int], wait: float) -> set[int] | None:
+    """The analysis ids of the events that arrived (waiting up to ``wait`` for the first);
+    an empty set on timeout, None when the server is closing."""
+    ids: set[int] = set()
+    with contextlib.suppress(TimeoutError):
+        ids.add(await asyncio.wait_for(queue.get(), wait))
+    while not queue.empty():
+        ids.add(queue.get_nowait())
+    return None if _CLOSED in ids else ids
+
+
+async def analysis_events(request: web.Request) -> web.StreamResponse:
+    watch = _Watch(
+        principal(request),
+        request.query.get("objID") or None,
+        query_int(request, "analysisServiceID"),
+    )
+    hub = request.app[LIVE_HUB]
+    queue = hub.open()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    try:
+        await response.prepare(request)
+        await watch.read(request, None)  # what the page already shows: in-flight rows
+        await response.write(b"retry: 2000\n" + _event("ready", {"watching": len(watch.active)}))
+        quiet = 0.0
+        while True:
+            wait = RECHECK_SECONDS if watch.active else KEEPALIVE_SECONDS
+            ids = await _next_ids(queue, wait)
+            if ids is None:
+                break
+            changed = await watch.read(request, ids)
+            for item in changed:
+                await response.write(_event("analysis", item))
+            quiet = 0.0 if changed else quiet + wait
+            if quiet >= KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                quiet = 0.0
+    except ConnectionResetError:
+        pass  # the page went away
+    finally:
+        hub.close(queue)
+    return response
+
+
+def setup_live(app: web.Application) -> None:
+    hub = LiveHub()
+    app[LIVE_HUB] = hub
+    app.on_startup.append(hub.start)
+    app.on_shutdown.append(hub.shutdown)
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/api/live/analyses",
+        analysis_events,
+        "Server-Sent Events: `analysis` events (id, obj_id, status, status_message, "
+        "last_activity, duration, service) whenever an analysis the caller may read changes",
+        "web app",
+        query=("objID", "analysisServiceID"),
+    ),
+]

@@ -1,0 +1,66 @@
+// The sources list: paginated, searchable by id, with analysis counts by status.
+import { api, h, clear, errorBox, fmtNumber, statusBadge } from './lib.js';
+
+const PAGE_SIZE = 25;
+
+function countsCell(counts) {
+  const entries = Object.entries(counts || {});
+  if (!entries.length) return h('span', { class: 'muted' }, 'none');
+  return entries.map(([status, n]) => h('span', { class: 'pill' }, statusBadge(status), ` ${n}`));
+}
+
+function sourceRow(source) {
+  return h('tr', { 'data-source': source.id },
+    h('td', {}, h('a', { href: `/source/${encodeURIComponent(source.id)}` }, source.id)),
+    h('td', { class: 'num' }, fmtNumber(source.ra, 5)),
+    h('td', { class: 'num' }, fmtNumber(source.dec, 5)),
+    h('td', { class: 'num' }, fmtNumber(source.redshift, 4)),
+    h('td', { class: 'hide-narrow small' }, source.summary_preview || h('span', { class: 'muted' }, '—')),
+    h('td', {}, countsCell(source.analyses_by_status)));
+}
+
+export async function render(main, profile) {
+  const params = new URLSearchParams(location.search);
+  const state = { q: params.get('q') || '', page: Number(params.get('page') || 1) };
+  const search = h('input', { type: 'search', id: 'search', placeholder: 'Search by id', value: state.q });
+  const body = h('tbody');
+  const pager = h('div', { class: 'pager' });
+  const status = h('div');
+
+  async function load() {
+    const query = new URLSearchParams({ pageNumber: state.page, numPerPage: PAGE_SIZE });
+    if (state.q) query.set('q', state.q);
+    history.replaceState(null, '', `/?${new URLSearchParams({ q: state.q, page: state.page })}`);
+    try {
+      const data = await api('GET', `/api/sources_overview?${query}`);
+      clear(status);
+      clear(body, data.sources.map(sourceRow));
+      if (!data.sources.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No sources match.')));
+      const pages = Math.max(1, Math.ceil(data.totalMatches / PAGE_SIZE));
+      clear(pager,
+        h('button', { type: 'button', disabled: state.page <= 1, onclick: () => { state.page -= 1; load(); } }, '← Previous'),
+        h('span', { class: 'muted', id: 'page-info' }, `Page ${state.page} of ${pages} · ${data.totalMatches} sources`),
+        h('button', { type: 'button', disabled: state.page >= pages, onclick: () => { state.page += 1; load(); } }, 'Next →'));
+    } catch (error) {
+      clear(status, errorBox(error));
+    }
+  }
+
+  let timer = null;
+  search.addEventListener('input', () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { state.q = search.value.trim(); state.page = 1; load(); }, 250);
+  });
+  clear(main,
+    h('div', { class: 'row' }, h('h1', {}, 'Sources'), h('span', { class: 'spacer' }), search),
+    status,
+    h('div', { class: 'card table-wrap' },
+      h('table', { id: 'sources' },
+        h('thead', {}, h('tr', {},
+          h('th', {}, 'Id'), h('th', { class: 'num' }, 'RA'), h('th', { class: 'num' }, 'Dec'),
+          h('th', { class: 'num' }, 'z'), h('th', { class: 'hide-narrow' }, 'Latest summary'),
+          h('th', {}, 'Analyses'))),
+        body),
+      pager));
+  await load();
+}
