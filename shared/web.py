@@ -83,7 +83,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(413, f"Request body too large: {exc.text}")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error_response(exc.status, exc.reason)
+            response = error_response(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405: the methods the resource has (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except Exception as exc:
         return unexpected_error(request, exc)

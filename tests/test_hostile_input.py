@@ -155,6 +155,17 @@ async def test_lone_surrogates_and_nul_in_urls_are_refused(api: ApiClient, scene
     await assert_still_answering(api, scene.admin)
 
 
+async def test_an_unsupported_method_is_a_405_that_lists_the_allowed_ones(
+    api: ApiClient, scene: Scene
+) -> None:
+    reply = await api.call("TRACE", "/api/groups", scene.admin)
+    assert reply.status == 405 and reply.body["status"] == "error"
+    headers = {"Authorization": f"token {scene.admin.token}"}
+    async with api.client.request("PUT", "/api/groups", headers=headers) as response:
+        assert response.status == 405
+        assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+
+
 PAGED = [r.path for r in gateway_routes() if r.method == "GET" and "pageNumber" in r.query]
 
 

@@ -244,7 +244,7 @@ def test_redact_replaces_every_form_of_a_secret_and_a_truncated_tail() -> None:
     assert {quote(secret, safe=""), json.dumps(secret)[1:-1]} <= forms
     text = f"a {secret} b {quote(secret, safe='')} c {json.dumps(secret)} d " + secret[:7]
     cleaned = redact(text, [secret])
-    assert "pa\"ss" not in cleaned and "pa%22ss" not in cleaned and 'pa\\"ss' not in cleaned
+    assert 'pa"ss' not in cleaned and "pa%22ss" not in cleaned and 'pa\\"ss' not in cleaned
     assert cleaned.endswith(f"d {REDACTED}")
     # Too short to be worth hiding: messages keep their words.
     assert redact("a ab abc", ["a", "ab"]) == "a ab abc"

@@ -37,9 +37,7 @@ async def sent_secrets(resources: Resources, analysis: Callee, token: str) -> fr
     )
 
 
-async def redacted_message(
-    resources: Resources, analysis: Callee, token: str, message: str
-) -> str:
+async def redacted_message(resources: Resources, analysis: Callee, token: str, message: str) -> str:
     """The callback's message with every secret of its request replaced by ``[redacted]``."""
     if not message:
         return message
