@@ -64,6 +64,7 @@ def test_schemathesis_finds_no_server_error_nor_any_other_failure(
             capture_output=True,
             text=True,
             check=False,
+            cwd=tmp_path,  # its working files stay out of the checkout
         )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
