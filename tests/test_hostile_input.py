@@ -13,10 +13,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from gateway.routes import gateway_routes
 from shared.resources import Resources, open_resources
+from shared.service_protocol import RequestError, read_request, refused
 from shared.settings import Settings, load_settings
 from tests.conftest import PG_ADMIN_URL
 from tests.support.api import Accounts, ApiClient, TestUser, api_client, unique
@@ -317,3 +320,22 @@ async def test_a_duplicate_name_tells_nothing_of_another_groups_service(
     again = await api.post("/api/analysis_service", them, service_body(name, theirs.id))
     assert again.status == 400
     assert again.message.startswith("Analysis Service with that name already exists")
+
+
+async def test_skyhooks_own_services_refuse_deep_json_with_a_400() -> None:
+    """sn_fitter and the summarizer read requests with ``read_request``."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            await read_request(request)
+        except RequestError as exc:
+            return refused(str(exc))
+        return web.json_response({"status": "pending"})
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    async with TestClient(TestServer(app)) as client:
+        for raw in (DEEP, b"[" * 100_000):
+            async with client.post("/", data=raw) as response:
+                assert response.status == 400
+                assert (await response.json())["message"] == "Invalid JSON"
