@@ -146,13 +146,13 @@ def _raised_in_database_driver(exc: BaseException) -> bool:
 
 
 def check_request_text(request: web.Request) -> None:
-    """Path captures and query parameters the databases could not store (NUL, lone
-    surrogates) are refused up front, as in JSON bodies."""
-    texts = [*request.match_info.values(), *request.query.keys(), *request.query.values()]
-    for text in texts:
+    """Query parameters the databases could not store (NUL, lone surrogates) are refused up
+    front, as in JSON bodies. (Path captures are each checked by their handler: an id that
+    holds NUL is simply not found.)"""
+    for text in [*request.query.keys(), *request.query.values()]:
         problem = _bad_text(text)
         if problem is not None:
-            raise bad_request(f"Invalid URL: path and query parameters {problem}")
+            raise bad_request(f"Invalid query parameters: {problem}")
 
 
 MAX_JSON_DEPTH = 64  # nesting of objects and arrays in a request body

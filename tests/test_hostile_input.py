@@ -147,14 +147,13 @@ async def test_a_huge_number_in_annotation_data_is_refused_and_annotations_stay_
     assert [a["origin"] for a in listed.data] == ["earlier"]
 
 
-async def test_lone_surrogates_and_nul_in_urls_are_refused(api: ApiClient, scene: Scene) -> None:
-    for path in (
-        "/api/sources/a%00b",
-        "/api/sources?pageNumber=1&x=%00",
-        "/api/obj/analysis?objID=%00",
-    ):
+async def test_nul_in_query_parameters_is_refused(api: ApiClient, scene: Scene) -> None:
+    for path in ("/api/sources?pageNumber=1&x=%00", "/api/obj/analysis?objID=a%00b"):
         reply = await api.get(path, scene.admin)
-        assert reply.status == 400 and "NUL" in reply.message, (path, reply.body)
+        assert reply.status == 400, (path, reply.body)
+        assert (
+            reply.message == "Invalid query parameters: must not contain NUL (\\u0000) characters"
+        )
     await assert_still_answering(api, scene.admin)
 
 
