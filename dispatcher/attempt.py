@@ -14,15 +14,18 @@ from dispatcher import transitions
 from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
+    body_to_send,
+    callback_token,
+    callback_url,
     load_context,
     stored_payload,
-    with_secret_parameters,
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.inputs import InputsError
 from shared.observability import DISPATCH_ATTEMPTS, bind_analysis
+from shared.redaction import request_secrets
 from shared.resources import Resources
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
 from summary_service.keys import summary_secrets_for
@@ -111,13 +114,24 @@ class AttemptRunner:
             **payload.secret_parameters,
             **summary_secrets_for(self.resources.secret_box, context.author, service),
         }
+        token = callback_token(self.resources, context.analysis)
+        site_llm_key = self.settings.llm_api_key
         outbound = Outbound(
             url=service.url,
-            body=with_secret_parameters(payload.body, secrets),
+            body=body_to_send(payload.body, callback_url(self.resources, token), secrets),
             message_id=context.analysis.unique_id,
             authentication_type=service.authentication_type,
             authinfo=authinfo,
             signing_secret=signing_secret,
+            secrets=request_secrets(
+                authinfo,
+                signing_secret=signing_secret,
+                callback_token=token,
+                others=[
+                    *(str(value) for value in secrets.values()),
+                    *([site_llm_key.get_secret_value()] if site_llm_key else []),
+                ],
+            ),
         )
         return outbound, payload.provenance
 

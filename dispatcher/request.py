@@ -3,7 +3,8 @@
 The payload is built once per analysis, on the first attempt, and stored as the artifact
 ``inputs.json`` (its sha256 in ``input_hash``); retries send the stored bytes again, so what
 was recorded is exactly what every attempt sent. Secrets added at send time (an ``api_key``
-in the body) are never part of the stored copy.
+in the body, LLM keys in the parameters, the token of the callback URL) are never part of the
+stored copy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shared.analysis_parameters import SECRET_PARAMETERS
 from shared.artifacts import ArtifactStore
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
+from shared.redaction import REDACTED
 from shared.resources import Resources
 from summary_service.options import site_summary_parameters
 
@@ -68,8 +70,12 @@ async def load_context(session: AsyncSession, analysis_id: int) -> DispatchConte
     return DispatchContext(analysis, analysis.service, author)
 
 
-def callback_url(resources: Resources, analysis: ObjAnalysis) -> str:
-    token = resources.callback_tokens.token_for(analysis.unique_id)
+def callback_token(resources: Resources, analysis: ObjAnalysis) -> str:
+    return resources.callback_tokens.token_for(analysis.unique_id)
+
+
+def callback_url(resources: Resources, token: str) -> str:
+    """The webhook URL for a token (``[redacted]`` in the stored copy of the payload)."""
     return f"{resources.settings.public_url}/api/webhook/obj_analysis/{token}"
 
 
@@ -111,7 +117,7 @@ async def build_payload(
         service.inputs_format,
     )
     payload: dict[str, Any] = {
-        "callback_url": callback_url(resources, analysis),
+        "callback_url": callback_url(resources, REDACTED),
         "inputs": {"analysis_parameters": parameters, **data},
         "callback_method": "POST",
         "invalid_after": naive_utc_text(analysis.invalid_after.astimezone(UTC)),
@@ -154,11 +160,13 @@ async def stored_payload(
     return StoredPayload(body, provenance, secrets)
 
 
-def with_secret_parameters(body: bytes, secrets: dict[str, Any]) -> bytes:
-    """Put secret parameters back where the service reads parameters (both copies)."""
-    if not secrets:
-        return body
+def body_to_send(body: bytes, callback: str, secrets: dict[str, Any]) -> bytes:
+    """The stored payload with what was kept out of it: the real callback URL, and the secret
+    parameters where the service reads parameters (both copies)."""
     payload = json.loads(body)
+    payload["callback_url"] = callback
+    if not secrets:
+        return _encode(payload)
     payload["analysis_parameters"] = {**payload.get("analysis_parameters", {}), **secrets}
     inputs = payload.setdefault("inputs", {})
     inputs["analysis_parameters"] = {**inputs.get("analysis_parameters", {}), **secrets}

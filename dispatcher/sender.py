@@ -2,13 +2,16 @@
 
 Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth retrying;
 every other answer is final. Redirects are not followed (a redirect could lead anywhere,
-around the URL policy). Secrets never enter an error message.
+around the URL policy). Secrets never enter an error message: every message is passed through
+``shared.redaction.redact`` with the secrets of the request (an echoing service cannot make
+skyhook store its credentials).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from dispatcher.backoff import parse_retry_after
 from dispatcher.request import with_body_secret
 from dispatcher.transitions import truncate
 from shared.enums import AuthenticationType
+from shared.redaction import redact
 from shared.signing import signature_headers
 from shared.urlpolicy import URLPolicy, URLPolicyError
 
@@ -56,6 +60,7 @@ class Outbound:
     authentication_type: str
     authinfo: Mapping[str, Any]
     signing_secret: str | None
+    secrets: frozenset[str] = frozenset()  # everything above that must never be stored
 
 
 class UnsupportedAuthentication(ValueError):
@@ -109,6 +114,14 @@ class Sender:
         self._timeout = timeout
 
     async def send(self, outbound: Outbound) -> SendResult:
+        result = await self._send(outbound)
+        return dataclasses.replace(
+            result,
+            message=redact(result.message, outbound.secrets),
+            error=None if result.error is None else redact(result.error, outbound.secrets),
+        )
+
+    async def _send(self, outbound: Outbound) -> SendResult:
         try:
             await self._url_policy.check(outbound.url)
         except URLPolicyError as exc:

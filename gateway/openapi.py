@@ -8,9 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from shared import __version__
-from shared.web import Route
+from shared.web import MAX_ID, Route
 
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_STRING_PARAMETERS = frozenset({"obj_id", "token"})
+_ID_QUERY_PARAMETERS = frozenset({"pageNumber", "analysisServiceID"})
 _TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "obj": "object"}
 
 
@@ -26,17 +28,49 @@ def _schema(kind: Any) -> dict[str, Any]:
     return {"type": _TYPES.get(str(kind), "string")}
 
 
+def _path_schema(name: str) -> dict[str, Any]:
+    """Ids and numbers are integers within the id columns' range; names are strings."""
+    if name == "resource_type":
+        return {"type": "string", "enum": ["obj"]}
+    if name in _STRING_PARAMETERS:
+        return {"type": "string"}
+    return {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+
+
+def _query_schema(name: str) -> dict[str, Any]:
+    if name in _ID_QUERY_PARAMETERS:
+        return {"type": "integer", "minimum": 1 if name == "pageNumber" else 0, "maximum": MAX_ID}
+    if name == "numPerPage":
+        return {"type": "integer", "minimum": 1}
+    return {"type": "string"}
+
+
+def _error_responses(route: Route) -> dict[str, dict[str, str]]:
+    """The error envelopes any route of its kind may answer with."""
+    found = {
+        "403": "error envelope: not allowed (permission, or a resource the caller cannot see)",
+        "404": "error envelope: not found",
+        "503": "error envelope: database unavailable (with Retry-After)",
+    }
+    if route.auth:
+        found["401"] = "error envelope: missing, malformed or invalid token"
+    if route.body is not None:
+        found["413"] = "error envelope: request body too large"
+    return {code: {"description": text} for code, text in found.items()}
+
+
 def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": route.summary,
         "tags": [route.tag],
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in _PARAM.findall(route.path)
         ]
-        + [{"name": q, "in": "query", "schema": {"type": "string"}} for q in route.query],
+        + [{"name": q, "in": "query", "schema": _query_schema(q)} for q in route.query],
         "responses": {
             "200": {"description": "success envelope"},
+            **_error_responses(route),
             **{str(code): {"description": text} for code, text in route.responses.items()},
             "400": {"description": "error envelope: invalid input"},
         },

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from shared.artifacts import ArtifactRef, ArtifactStore
 from shared.db.models import ObjAnalysis
 from shared.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
-from shared.web import parse_json_object
+from shared.web import parse_json_object, parse_json_text
 
 log = logging.getLogger("skyhook.analysis_data")
 
@@ -286,21 +286,18 @@ def _json_results_value(data: Any) -> dict[str, Any]:
     if isinstance(data, str):
         value = None
         try:
-            value = json.loads(base64.b64decode(data, validate=True), parse_constant=_no_nan)
+            value = parse_json_text(base64.b64decode(data, validate=True))
         except (binascii.Error, ValueError, UnicodeDecodeError):
             try:
-                value = json.loads(data, parse_constant=_no_nan)
-            except ValueError:
+                value = parse_json_text(data)
+            except ValueError as exc:
                 raise PayloadError(
-                    "Invalid analysis.results.data: a string must hold JSON or base64 JSON"
+                    "Invalid analysis.results.data: a string must hold JSON or base64 JSON "
+                    f"({exc})"
                 ) from None
     if not isinstance(value, dict):
         raise PayloadError("Invalid analysis.results.data: must be a JSON object")
     return value
-
-
-def _no_nan(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _json_bytes(value: Any) -> bytes:

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared.web import MAX_ID
+
 RESERVED_PARAMETERS = frozenset({"correct_extinction"})
 # Never accepted from clients: secrets are never stored with an analysis (reference §8 S4).
 SECRET_PARAMETERS = frozenset({"openai_api_key"})
@@ -29,7 +31,7 @@ PARAMETER_TYPES = frozenset({"number", "integer", "string", "boolean", "file"})
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 _DATA_URL = re.compile(r"^data:[^;,]*;name=[^;,]+;base64,", re.IGNORECASE)
-_INSTRUMENT_ID_MAX = 2**63 - 1
+_INSTRUMENT_ID_MAX = MAX_ID  # instruments.id is a 32-bit integer column on PostgreSQL
 
 
 class ParameterError(ValueError):

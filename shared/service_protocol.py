@@ -51,7 +51,7 @@ async def read_request(request: web.Request, *, url_message: str | None = None) 
     """
     try:
         payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deep: Recursion…
         raise RequestError("Invalid JSON") from None
     if not isinstance(payload, dict):
         raise RequestError("Invalid JSON: the body must be an object")

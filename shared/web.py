@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import exc as sa_exc
 
 from shared import __version__
 
@@ -67,9 +68,14 @@ def error_response(status: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+DATABASE_RETRY_AFTER_SECONDS = 10
+DATABASE_UNAVAILABLE = "Database unavailable; try again later"
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        check_request_text(request)
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.message)
@@ -77,30 +83,105 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(413, f"Request body too large: {exc.text}")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error_response(exc.status, exc.reason)
+            response = error_response(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405: the methods the resource has (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
-    except Exception:
-        # The route template, not the path: paths can hold secrets (webhook tokens).
-        resource = request.match_info.route.resource
-        where = resource.canonical if resource is not None else "unmatched route"
-        log.exception("unhandled error in %s %s", request.method, where)
-        return error_response(500, "Internal server error")
+    except Exception as exc:
+        return unexpected_error(request, exc)
+
+
+def unexpected_error(request: web.Request, exc: Exception) -> web.Response:
+    """503 with ``Retry-After`` when the database cannot be reached, else 500; logged either
+    way under the route template, never the path (paths can hold secrets: webhook tokens)."""
+    resource = request.match_info.route.resource
+    where = resource.canonical if resource is not None else "unmatched route"
+    if database_unavailable(exc):
+        log.error("database unavailable in %s %s: %s", request.method, where, type(exc).__name__)
+        response = error_response(503, DATABASE_UNAVAILABLE)
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
+    log.exception("unhandled error in %s %s", request.method, where)
+    return error_response(500, "Internal server error")
+
+
+# SQLSTATE classes and codes that mean "cannot reach or use the database now": connection
+# exceptions (08), insufficient resources (53), operator intervention (57P: shutdown, dropped
+# database), no such database (3D000), refused role or password (28), no CONNECT privilege.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "3D000", "28")
+_NO_CONNECT_PRIVILEGE = "permission denied for database"
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (rather than a bug or bad data)."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True  # pool exhausted, or a connection lost
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        if sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        if _NO_CONNECT_PRIVILEGE in str(orig):
+            return True
+        # SQLite: the file cannot be opened, or stays locked past busy_timeout.
+        text = str(orig).lower()
+        return isinstance(exc, sa_exc.OperationalError) and (
+            "unable to open database" in text or "database is locked" in text
+        )
+    # asyncpg raises socket errors (refused, reset, unknown host) as they are.
+    return isinstance(exc, OSError) and _raised_in_database_driver(exc)
+
+
+def _raised_in_database_driver(exc: BaseException) -> bool:
+    trace = exc.__traceback__
+    while trace is not None:
+        module = trace.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(("asyncpg.", "sqlalchemy.pool", "sqlalchemy.engine")):
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def check_request_text(request: web.Request) -> None:
+    """Query parameters the databases could not store (NUL, lone surrogates) are refused up
+    front, as in JSON bodies. (Path captures are each checked by their handler: an id that
+    holds NUL is simply not found.)"""
+    for text in [*request.query.keys(), *request.query.values()]:
+        problem = _bad_text(text)
+        if problem is not None:
+            raise bad_request(f"Invalid query parameters: {problem}")
+
+
+MAX_JSON_DEPTH = 64  # nesting of objects and arrays in a request body
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A request body that must be a JSON object (strict: no NaN or Infinity, no NUL
-    characters, which PostgreSQL refuses); otherwise ValueError with the message for a 400."""
+    """A request body that must be a JSON object, strictly: no NaN, Infinity or number too large
+    for a float (``1e400``), nesting at most :data:`MAX_JSON_DEPTH` deep, and no NUL character
+    or lone surrogate (``\\ud800``) in any string or key, which the databases refuse.
+    Otherwise ValueError with the message for a 400."""
     if not raw.strip():
         raise ValueError("Error parsing JSON: request body is empty")
-    try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Error parsing JSON: {exc}") from None
+    value = parse_json_text(raw)
     if not isinstance(value, dict):
         raise ValueError("Error parsing JSON: the body must be a JSON object")
-    where = _nul_location(value, "")
-    if where is not None:
-        raise ValueError(f"Invalid {where or 'body'}: must not contain NUL (\\u0000) characters")
+    return value
+
+
+def parse_json_text(raw: bytes | str) -> Any:
+    """Any strict JSON value (the rules of :func:`parse_json_object`); ValueError otherwise."""
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(_too_deep()) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Error parsing JSON: {exc}") from None
+    problem = _json_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -115,30 +196,58 @@ async def json_body(request: web.Request, *, optional: bool = True) -> dict[str,
         raise bad_request(str(exc)) from None
 
 
-def _nul_location(value: Any, path: str) -> str | None:
-    """Where a NUL character sits (``origin[1]``, ``altdata.key``), or None.
+def _too_deep() -> str:
+    return f"Error parsing JSON: nested more than {MAX_JSON_DEPTH} levels deep"
 
-    PostgreSQL refuses NUL in text and JSONB; refuse it at the door instead of failing later.
-    """
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_location(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path or "body"
-            found = _nul_location(item, f"{path}.{key}" if path else key)
-            if found is not None:
-                return found
+
+def _bad_text(text: str) -> str | None:
+    """What makes a string unstorable, or None."""
+    if "\x00" in text:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain lone surrogates (\\ud800-\\udfff)"
+    return None
+
+
+def _json_problem(root: Any) -> str | None:
+    """The first problem of a parsed value (too deep, a bad string and where it is), or None.
+    Iterative, so that no depth of nesting can exhaust the stack."""
+    pending: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if isinstance(value, str):
+            problem = _bad_text(value)
+            if problem is not None:
+                return f"Invalid {path or 'body'}: {problem}"
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            return _too_deep()
+        if isinstance(value, list):
+            items = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        else:
+            items = []
+            for key, item in value.items():
+                problem = _bad_text(key)
+                if problem is not None:
+                    return f"Invalid {path or 'body'}: a key {problem}"
+                items.append((item, f"{path}.{key}" if path else key))
+        pending.extend((item, where, depth + 1) for item, where in reversed(items))
     return None
 
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is too large (not a finite float)")
+    return number
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -165,6 +274,14 @@ MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL
 def is_id(value: Any) -> bool:
     """A JSON value usable as a row id (not a bool, within the column's range)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def query_id(request: web.Request, name: str) -> int | None:
+    """An id in the query string (None when absent), within the id columns' range."""
+    value = query_int(request, name)
+    if value is not None and not is_id(value):
+        raise bad_request(f"Invalid {name}: {request.query[name]}")
+    return value
 
 
 def path_int(request: web.Request, key: str, label: str | None = None) -> int:
@@ -200,6 +317,8 @@ def page_from_query(request: web.Request, default_size: int, max_size: int) -> P
     assert number is not None and size is not None
     if number < 1:
         raise bad_request("Invalid pageNumber: must be >= 1")
+    if number > MAX_ID:
+        raise bad_request(f"Invalid pageNumber: must be at most {MAX_ID}")
     if size < 1 or size > max_size:
         raise bad_request(f"Invalid numPerPage: must be between 1 and {max_size}")
     return Page(number, size)

@@ -192,10 +192,13 @@ async def test_202_is_accepted_and_the_payload_is_skyportals_with_provenance(
     assert received.headers["Content-Type"] == "application/json"
     assert "webhook-signature" not in received.headers
 
-    assert done.input_hash == hashlib.sha256(received.body).hexdigest()
+    stored_bytes = await resources.artifacts.read(ArtifactRef.from_dict(done.artifacts["inputs"]))
+    assert done.input_hash == hashlib.sha256(stored_bytes).hexdigest()
     assert done.artifacts["inputs"]["sha256"] == done.input_hash
-    stored = ArtifactRef.from_dict(done.artifacts["inputs"])
-    assert await resources.artifacts.read(stored) == received.body
+    stored = json.loads(stored_bytes)  # what was sent, but the callback token
+    assert stored["callback_url"] == "http://127.0.0.1:5000/api/webhook/obj_analysis/[redacted]"
+    assert token not in stored_bytes.decode()
+    assert stored == {**payload, "callback_url": stored["callback_url"]}
     assert done.dispatch_attempts_count == 1
     (attempt,) = await load_attempts(resources, row.id)
     assert (attempt.attempt_number, attempt.outcome, attempt.http_status) == (1, "accepted", 202)

@@ -28,7 +28,7 @@ from shared.enums import AnalysisStatus
 from shared.observability import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.resources import RESOURCES, Resources
 from shared.security import hash_token
-from shared.web import ApiError, bad_request, error_response, forbidden, success
+from shared.web import ApiError, bad_request, forbidden, success, unexpected_error
 from webhook_receiver.finalize import (
     TOKEN_EXPIRED,
     Callee,
@@ -39,6 +39,7 @@ from webhook_receiver.finalize import (
     find_callee,
     refusal,
 )
+from webhook_receiver.redaction import redacted_message
 
 log = logging.getLogger("skyhook.webhook")
 
@@ -65,10 +66,8 @@ async def post_webhook(request: web.Request) -> web.StreamResponse:
         return await receive(request, resources, token)
     except ApiError:
         raise
-    except Exception:
-        # Handled here so the generic middleware never logs this path (it holds the token).
-        log.exception("webhook failed")
-        return error_response(500, "Internal server error")
+    except Exception as exc:
+        return unexpected_error(request, exc)  # logs the route template, never the token
 
 
 async def _lookup(resources: Resources, condition: ColumnElement[bool]) -> Callee | None:
@@ -116,11 +115,11 @@ async def _refuse_by_current_state(resources: Resources, analysis: Callee) -> No
 async def receive(request: web.Request, resources: Resources, token: str) -> web.Response:
     analysis = await _active_analysis(resources, token)
     with bind_analysis(analysis.id):
-        return await _receive_for(request, resources, analysis)
+        return await _receive_for(request, resources, analysis, token)
 
 
 async def _receive_for(
-    request: web.Request, resources: Resources, analysis: Callee
+    request: web.Request, resources: Resources, analysis: Callee, token: str
 ) -> web.Response:
     raw = await read_limited(request, resources.settings.webhook_max_body_bytes)
     WEBHOOK_BODY_BYTES.observe(len(raw))
@@ -130,9 +129,9 @@ async def _receive_for(
     except PayloadError as exc:
         log.info("analysis %s: malformed webhook body refused", analysis.id)
         raise bad_request(str(exc)) from None
+    message = await redacted_message(resources, analysis, token, body.message or "")
     stored = await write_payload(resources.artifacts, analysis.unique_id, decoded)
     status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
-    message = body.message or ""
     outcome = Outcome(
         status=status,
         message=message,

@@ -60,7 +60,7 @@ from shared.web import (
     page_from_query,
     path_int,
     query_bool,
-    query_int,
+    query_id,
     success,
 )
 
@@ -260,7 +260,7 @@ def _list_conditions(request: web.Request, me: Principal, obj_id: str | None) ->
     conditions: list[Any] = readable_conditions(me)
     if obj_id is not None:
         conditions.append(ObjAnalysis.obj_id == obj_id)
-    service_id = query_int(request, "analysisServiceID")
+    service_id = query_id(request, "analysisServiceID")
     if service_id is not None:
         conditions.append(ObjAnalysis.analysis_service_id == service_id)
     if query_bool(request, "summaryOnly"):

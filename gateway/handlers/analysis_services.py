@@ -42,10 +42,13 @@ log = logging.getLogger("skyhook.gateway.analysis_services")
 ID_LABEL = "analysis_service_id"
 CANNOT_ACCESS = "Cannot access this Analysis Service."
 CANNOT_DELETE = "Cannot delete this Analysis Service."
+# Names are unique across the site. A name held by a service the caller can see gets
+# SkyPortal's text; one held elsewhere gets a refusal that says nothing of that service.
 DUPLICATE_NAME = (
     "Analysis Service with that name already exists: "
-    'duplicate key value violates unique constraint on name "{name}"'
+    "duplicate key value violates unique constraint on name"
 )
+NAME_UNAVAILABLE = "Invalid name: this name cannot be used; choose another name"
 
 
 def service_dict(service: AnalysisService) -> dict[str, Any]:
@@ -135,11 +138,20 @@ async def _groups_for_patch(session: AsyncSession, me: Principal, group_ids: Any
     return groups
 
 
-async def _name_taken(session: AsyncSession, name: str, except_id: int | None = None) -> bool:
+async def _refuse_taken_name(
+    session: AsyncSession, me: Principal, name: str, except_id: int | None = None
+) -> None:
+    """400 when another service has this name; nothing told of a service the caller cannot
+    see."""
     query = select(AnalysisService.id).where(AnalysisService.name == name)
     if except_id is not None:
         query = query.where(AnalysisService.id != except_id)
-    return (await session.scalar(query.limit(1))) is not None
+    holder = await session.scalar(query.limit(1))
+    if holder is None:
+        return
+    if await _visible_service(session, me, holder) is not None:
+        raise bad_request(DUPLICATE_NAME)
+    raise bad_request(NAME_UNAVAILABLE)
 
 
 def _apply_fields(service: AnalysisService, registration: Registration) -> None:
@@ -177,24 +189,23 @@ async def post_analysis_service(request: web.Request) -> web.Response:
             resources, session, me, body, url_changed=True, creating=True
         )
         name = registration.attributes["name"]
-        if await _name_taken(session, name):
-            raise bad_request(DUPLICATE_NAME.format(name=name))
+        await _refuse_taken_name(session, me, name)
         service = AnalysisService()
         _apply_fields(service, registration)
         session.add(service)
-        await _flush_or_duplicate(session, name)
+        await _flush_or_duplicate(session)
         _apply_secrets(resources, service, registration)
         service_id = service.id
     log.info("analysis service %d (%s) created by user %d", service_id, name, me.user_id)
     return success({"id": service_id})
 
 
-async def _flush_or_duplicate(session: AsyncSession, name: str) -> None:
+async def _flush_or_duplicate(session: AsyncSession) -> None:
     try:
         await session.flush()
     except IntegrityError:
         # Only the name is unique; a concurrent registration won the race.
-        raise bad_request(DUPLICATE_NAME.format(name=name)) from None
+        raise bad_request(NAME_UNAVAILABLE) from None
 
 
 async def _visible_service(
@@ -275,11 +286,10 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
             creating=False,
         )
         name = registration.attributes["name"]
-        if await _name_taken(session, name, except_id=service.id):
-            raise bad_request(DUPLICATE_NAME.format(name=name))
+        await _refuse_taken_name(session, me, name, except_id=service.id)
         _apply_fields(service, registration)
         _apply_secrets(resources, service, registration)
-        await _flush_or_duplicate(session, name)
+        await _flush_or_duplicate(session)
     log.info("analysis service %d updated by user %d", service_id, me.user_id)
     return success()
 

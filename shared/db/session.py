@@ -37,6 +37,8 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+    # Bound parameters (tokens' hashes, ciphertexts, user text) never appear in error messages.
+    kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
