@@ -220,7 +220,7 @@ async def test_optional_parameters_round_trip_as_given(
 
 
 def test_required_flags_accept_skyportal_spellings() -> None:
-    assert is_required(["a", "b"]) is True
+    assert is_required(["a", "b"]) is False
     assert is_required({"type": "number", "required": "True"}) is True
     assert is_required({"type": "number", "required": True}) is True
     assert is_required({"type": "number", "required": "False"}) is False
