@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,10 +158,24 @@ class Sender:
         return classify(status, text, retry_after, _since(started))
 
 
+def error_answer_text(text: str) -> str:
+    """What a refusing service said: the ``message`` of a JSON error answer
+    (``{"status": "error", "message": "…"}``, as SkyPortal's services send), else the text."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict) and isinstance(answer.get("message"), str):
+        if answer.get("status", "error") == "error" and answer["message"].strip():
+            return answer["message"]
+    return text
+
+
 def classify(status: int, text: str, retry_after: str | None, latency_ms: float) -> SendResult:
-    message = truncate(text) if text.strip() else f"HTTP {status}"
     if 200 <= status < 300:
         return SendResult(Verdict.ACCEPTED, truncate(text), None, status, latency_ms)
+    text = error_answer_text(text)
+    message = truncate(text) if text.strip() else f"HTTP {status}"
     error = f"HTTP {status}: {truncate(text)}" if text.strip() else f"HTTP {status}"
     if status in RETRYABLE_STATUSES or status >= 500:
         return SendResult(

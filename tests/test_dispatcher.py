@@ -517,6 +517,22 @@ async def test_400_is_a_failure_with_the_response_text_truncated(
     assert (attempt.outcome, attempt.http_status) == ("failed", 400)
 
 
+@pytest.mark.usefixtures("backend")
+async def test_a_json_error_answer_gives_its_message_not_the_raw_json(
+    resources: Resources, scene: Scene
+) -> None:
+    said = "missing required key: callback_url"
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(400, json.dumps({"status": "error", "message": said}))
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert (done.status, done.status_message) == ("failure", said)
+    (attempt,) = await load_attempts(resources, row.id)
+    assert (attempt.outcome, attempt.error) == ("failed", f"HTTP 400: {said}")
+
+
 async def test_service_down_then_up_completes_the_dispatch(
     resources: Resources, scene: Scene
 ) -> None:
