@@ -202,15 +202,19 @@ PARAMETERS = {
 
 
 @pytest.mark.parametrize("given", [json.dumps(PARAMETERS), PARAMETERS], ids=["string", "object"])
-async def test_optional_parameters_round_trip_as_given(
+async def test_optional_parameters_round_trip_as_given_and_are_listed_parsed(
     api: ApiClient, world: World, given: Any
 ) -> None:
+    """SkyPortal's single GET gives them back as stored; its list parses them."""
     service_id = await create(api, world.manager, optional_analysis_parameters=given)
     single = await api.get(f"{PATH}/{service_id}", world.manager)
     assert single.data["optional_analysis_parameters"] == given
     listed = await api.get(PATH, world.manager)
     (item,) = [s for s in listed.data if s["id"] == service_id]
-    assert item["optional_analysis_parameters"] == given
+    assert item["optional_analysis_parameters"] == PARAMETERS
+    paged = await api.get(f"{PATH}?numPerPage=100", world.manager)
+    (item,) = [s for s in paged.data["analysis_services"] if s["id"] == service_id]
+    assert item["optional_analysis_parameters"] == PARAMETERS
     # A PATCH in the other form comes back in that form.
     other = PARAMETERS if isinstance(given, str) else json.dumps(PARAMETERS)
     patch = {"optional_analysis_parameters": other}
@@ -322,7 +326,7 @@ POST_ERRORS = [
         400,
         '`_authinfo` must contain a key for "header_token".',
     ),
-    ({"group_ids": [987654321]}, 403, "Cannot find one or more groups with IDs: [987654321]"),
+    ({"group_ids": [987654321]}, 403, "Cannot find one or more groups with IDs: [987654321]."),
     ({"group_ids": "all"}, 400, "Invalid group_ids: must be a list of integer group IDs"),
     ({"group_ids": []}, 400, "Invalid group_ids: an Analysis Service needs at least one group"),
     (
@@ -532,7 +536,7 @@ PATCH_ERRORS = [
     ),
     ({"contact_email": "bad"}, 400, INVALID + "{'contact_email': ['Not a valid email address.']}"),
     ({"id": 5}, 400, INVALID + "{'id': ['Unknown field.']}"),
-    ({"group_ids": [987654321]}, 400, "Cannot find one or more groups with IDs: [987654321]"),
+    ({"group_ids": [987654321]}, 400, "Cannot find one or more groups with IDs: [987654321]."),
     ({"group_ids": []}, 400, "Invalid group_ids: an Analysis Service needs at least one group"),
 ]
 
@@ -864,7 +868,7 @@ async def test_acl_and_membership_enforced(
     # A group the caller does not belong to cannot be named on creation (admins may).
     reply = await api.post(PATH, world.manager, body(group_ids=[world.other_group.id]))
     assert reply.status == 403
-    assert reply.message == f"Cannot find one or more groups with IDs: [{world.other_group.id}]"
+    assert reply.message == f"Cannot find one or more groups with IDs: [{world.other_group.id}]."
     ok = await api.post(PATH, world.admin, body(group_ids=[world.other_group.id]))
     assert ok.status == 200
     assert (await api.patch(path, world.admin, {"version": "admin"})).status == 200

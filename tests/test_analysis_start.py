@@ -186,7 +186,7 @@ async def test_every_refusal_has_skyportals_status_and_message_and_changes_nothi
         world.user,
         bad_groups,
         400,
-        f"Cannot find one or more groups with IDs: [{elsewhere.id}]",
+        f"Cannot find one or more groups with IDs: [{elsewhere.id}].",
     )
     await _refused(
         api,
@@ -254,6 +254,17 @@ async def test_well_typed_parameters_are_accepted_as_sent(
     assert reply.status == 200, reply.body
     row = await load_analysis(resources, reply.data["id"])
     assert row is not None and row.analysis_parameters == parameters
+
+
+async def test_unknown_groups_get_skyportals_exact_message(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    elsewhere = await world.accounts.group()
+    given = [elsewhere.id, world.group.id, 987654321]
+    body = {"analysis_parameters": VALID, "group_ids": given}
+    reply = await api.post(world.path(), world.user, body)
+    assert reply.status == 400
+    assert reply.message == f"Cannot find one or more groups with IDs: {given}."
 
 
 async def test_skyportals_first_example_starts_without_a_body(
