@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,23 @@ class ClaimedAttempt:
     started_at: datetime
     outbound: Outbound | None
     refused: SendResult | None = None
+    secret_values: tuple[str, ...] = ()  # sent in the body; never stored from an answer
+
+
+def without_secret_values(result: SendResult, values: tuple[str, ...]) -> SendResult:
+    """The result with any secret the request carried blanked out of its texts (a service
+    may echo its request in an error answer; status_message and attempts are stored)."""
+
+    def scrub(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for value in values:
+            text = text.replace(value, "[redacted]")
+        return text
+
+    if not values:
+        return result
+    return replace(result, message=scrub(result.message) or "", error=scrub(result.error))
 
 
 class AttemptRunner:
@@ -64,29 +81,31 @@ class AttemptRunner:
             if context is None:
                 return None
             try:
-                outbound, provenance = await self._prepare(session, context)
+                outbound, provenance, secrets = await self._prepare(session, context)
             except PreparationError as exc:
                 refused = SendResult(Verdict.FAILED, str(exc), str(exc))
                 return ClaimedAttempt(analysis_id, attempt_number, started_at, None, refused)
             await transitions.mark_sending(
                 session, analysis_id, attempt_number, utcnow(), started_at, provenance
             )
-        return ClaimedAttempt(analysis_id, attempt_number, started_at, outbound)
+        return ClaimedAttempt(analysis_id, attempt_number, started_at, outbound, None, secrets)
 
     async def run(self, attempt: ClaimedAttempt) -> None:
         with bind_analysis(attempt.analysis_id):
             result = attempt.refused
             if result is None:
                 assert attempt.outbound is not None
-                result = await self.sender.send(attempt.outbound)
+                sent = await self.sender.send(attempt.outbound)
+                result = without_secret_values(sent, attempt.secret_values)
             await self._finish(
                 attempt.analysis_id, attempt.attempt_number, attempt.started_at, result
             )
 
     async def _prepare(
         self, session: AsyncSession, context: DispatchContext
-    ) -> tuple[Outbound, dict[str, Any] | None]:
-        """The request to send, and the provenance columns to set (first attempt)."""
+    ) -> tuple[Outbound, dict[str, Any] | None, tuple[str, ...]]:
+        """The request to send, the provenance columns to set (first attempt), and the secret
+        values the request carries in its body."""
         service = context.service
         if not service.enabled:
             raise PreparationError(
@@ -106,10 +125,17 @@ class AttemptRunner:
             raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
         except ValueError as exc:
             raise PreparationError(f"Cannot encode the request: {exc}") from None
-        # Added to the outbound body only: inputs.json was stored without them.
+        # Added to the outbound body only: inputs.json was stored without them. The LLM key
+        # (``analysis_parameters.openai_api_key``) is injected here and nowhere else.
+        site_key = self.settings.llm_api_key
         secrets = {
             **payload.secret_parameters,
-            **summary_secrets_for(self.resources.secret_box, context.author, service),
+            **summary_secrets_for(
+                self.resources.secret_box,
+                context.author,
+                service,
+                site_key.get_secret_value() if site_key else None,
+            ),
         }
         outbound = Outbound(
             url=service.url,
@@ -119,7 +145,8 @@ class AttemptRunner:
             authinfo=authinfo,
             signing_secret=signing_secret,
         )
-        return outbound, payload.provenance
+        values = tuple(str(v) for v in secrets.values() if v)
+        return outbound, payload.provenance, values
 
     async def _finish(
         self, analysis_id: int, attempt_number: int, started_at: datetime, result: SendResult

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
+import logging
 import random
 import re
 import secrets
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import BasicAuth, ClientSession, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import select, update
+from pydantic import SecretStr
+from sqlalchemy import select, text, update
 
 from dispatcher import Dispatcher, transitions
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
@@ -29,7 +31,7 @@ from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
 from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
-from shared.db.models import Group, ObjAnalysis, OutboxMessage
+from shared.db.models import Group, ObjAnalysis, OutboxMessage, User
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.events import AnalysisRequested
@@ -39,8 +41,9 @@ from shared.resources import Resources
 from shared.settings import Settings
 from shared.signing import verify
 from shared.urlpolicy import URLPolicy
+from summary_service.keys import LLM_KEY, set_user_secret
 from tests.conftest import AMQP_URL
-from tests.support.api import Accounts
+from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Author
 from tests.support.buses import isolated_rabbit
 from tests.support.pipeline import (
@@ -220,6 +223,92 @@ async def test_summary_services_get_skyportals_summary_parameters_from_site_sett
     assert sent["max_tokens"] == settings.llm_max_tokens
     assert sent["prompt"] == settings.llm_prompt
     assert "api_key" not in str(sent) and "openai_api_key" not in received.json()["inputs"]
+
+
+SITE_KEY = "sk-site-key-for-the-dispatcher-test"
+USER_KEY = "sk-user-key-for-the-dispatcher-test"
+
+
+async def _stored_text(resources: Resources) -> str:
+    """Every row of the tables the dispatcher writes, as text."""
+    dump = []
+    async with resources.sessions() as session:
+        for table in ("obj_analyses", "dispatch_attempts", "outbox", "users"):
+            rows = await session.execute(text(f"SELECT * FROM {table}"))
+            dump.extend(str(tuple(row)) for row in rows)
+    return "\n".join(dump)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_site_llm_key_reaches_summary_services_and_is_never_stored(
+    resources: Resources, scene: Scene, api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SkyPortal's own summarizer reads ``analysis_parameters.openai_api_key`` (KeyError
+    without it): the site key is added when the author has none, at send time only."""
+    caplog.set_level(logging.DEBUG)
+    async with (
+        serving(FakeService()) as summarizer,
+        serving(FakeService()) as fitter,
+        running(resources, llm_api_key=SecretStr(SITE_KEY)),
+    ):
+        summary_id = await make_service(
+            resources, summarizer.url, [scene.group], is_summary=True, input_data_types=[]
+        )
+        fitter_id = await make_service(resources, fitter.url, [scene.group])
+        summary = await start(resources, scene, summary_id, analysis_parameters={})
+        fit = await start(resources, scene, fitter_id)
+        summary_done = await wait_for_status(resources, summary.id, ["pending", "failure"])
+        await wait_for_status(resources, fit.id, ["pending", "failure"])
+
+    assert summary_done.status == "pending", summary_done.status_message
+    (received,) = summarizer.received
+    payload = received.json()
+    assert payload["analysis_parameters"]["openai_api_key"] == SITE_KEY
+    assert payload["inputs"]["analysis_parameters"]["openai_api_key"] == SITE_KEY
+    assert SITE_KEY not in fitter.received[0].body.decode()
+
+    stored = await resources.artifacts.read(summary_done.artifacts["inputs"])
+    assert SITE_KEY not in stored.decode()
+    assert summary_done.input_hash == hashlib.sha256(stored).hexdigest()
+    assert SITE_KEY not in await _stored_text(resources)
+    for path in (
+        f"/api/obj/analysis/{summary.id}?includeAnalysisData=true",
+        f"/api/obj/analysis/{summary.id}/attempts",
+        f"/api/obj/{scene.obj_id}/analysis",
+        "/api/obj/analysis",
+    ):
+        reply = await api.get(path, scene.author)
+        assert reply.status == 200, reply.body
+        assert SITE_KEY not in json.dumps(reply.body)
+    assert SITE_KEY not in caplog.text
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_authors_key_wins_and_an_echoed_key_is_not_stored(
+    resources: Resources, scene: Scene
+) -> None:
+    async with resources.sessions.begin() as session:
+        author = await session.get(User, scene.author.id)
+        assert author is not None
+        set_user_secret(resources.secret_box, author, LLM_KEY, USER_KEY)
+    echo = json.dumps({"status": "error", "message": f"key {USER_KEY} refused"})
+    async with (
+        serving(FakeService()) as summarizer,
+        running(resources, llm_api_key=SecretStr(SITE_KEY)),
+    ):
+        summarizer.default = Reply(400, echo)
+        service_id = await make_service(
+            resources, summarizer.url, [scene.group], is_summary=True, input_data_types=[]
+        )
+        row = await start(resources, scene, service_id, analysis_parameters={})
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    (received,) = summarizer.received
+    assert received.json()["analysis_parameters"]["openai_api_key"] == USER_KEY
+    assert (done.status, done.status_message) == ("failure", "key [redacted] refused")
+    (attempt,) = await load_attempts(resources, row.id)
+    assert attempt.error == "HTTP 400: key [redacted] refused"
+    assert USER_KEY not in await _stored_text(resources)
 
 
 async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_inputs(
