@@ -1,8 +1,9 @@
 """One HTTP attempt: URL policy, authentication, signing, timeout, and what the answer means.
 
-Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth retrying;
-every other answer is final. Redirects are not followed (a redirect could lead anywhere,
-around the URL policy). Secrets never enter an error message.
+Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth retrying, and
+so are a host name that does not resolve or resolves only to addresses the URL policy refuses
+(DNS answers change); every other answer is final. Redirects are not followed (a redirect
+could lead anywhere, around the URL policy). Secrets never enter an error message.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class Sender:
 
     async def send(self, outbound: Outbound) -> SendResult:
         try:
-            await self._url_policy.check(outbound.url)
+            # Syntax and literal addresses; host names are checked by the connector's
+            # resolver (dispatcher.resolver), on the addresses it connects to.
+            self._url_policy.check_url(outbound.url)
         except URLPolicyError as exc:
             message = f"Service URL refused by the URL policy: {exc}"
             return SendResult(Verdict.FAILED, message, message)
@@ -146,9 +149,12 @@ class Sender:
                 ) as response:
                     text = await _read_prefix(response)
                     status, retry_after = response.status, response.headers.get("Retry-After")
-        except URLPolicyError as exc:  # from the resolver: DNS changed since the check
-            message = f"Service URL refused by the URL policy: {exc}"
-            return SendResult(Verdict.FAILED, message, message, latency_ms=_since(started))
+        except URLPolicyError as exc:  # from the resolver; DNS answers may change: retried
+            error = f"Service URL refused by the URL policy: {exc}"
+            return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
+        except aiohttp.ClientConnectorDNSError as exc:
+            error = f"Request to {url} failed: host {exc.host!r} cannot be resolved"
+            return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
         except TimeoutError:
             error = f"Request to {url} timed out after {self._timeout:g} s"
             return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))

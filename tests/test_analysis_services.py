@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -289,12 +290,6 @@ POST_ERRORS = [
         "points to a link-local or metadata address (169.254.169.254).",
     ),
     (
-        {"url": "http://skyhook-no-such-host.invalid/x"},
-        400,
-        "a valid `url` is required to add an Analysis Service. URL rejected: "
-        "host 'skyhook-no-such-host.invalid' cannot be resolved.",
-    ),
-    (
         {"authentication_type": DROP},
         400,
         "`authentication_type` is required to add an Analysis Service.",
@@ -486,6 +481,39 @@ async def test_url_policy_refuses_loopback_unless_allowed(
             f"{PATH}/{created.data['id']}", user, {"url": "http://[::1]:8000/x"}
         )
         assert patched.status == 400 and "loopback address (::1)" in patched.message
+
+
+async def test_registration_does_not_resolve_host_names(
+    database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SkyPortal's documented example URL registers under the strict policy, with no lookup;
+    the dispatcher resolves and checks the name when it sends."""
+    strict = load_settings(
+        None,
+        database_url=database_url,
+        amqp_url="memory://",
+        artifact_dir=tmp_path / "artifacts",
+        secret_key="test-secret-key",
+    )
+    asked: list[Any] = []
+    real = socket.getaddrinfo
+
+    def recording(host: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording)
+    url = "http://amazing.analysis.edu:6801/analysis/rrl_analysis"
+    async with open_resources(strict) as resources, api_client(resources) as client:
+        group = await Accounts(resources).group()
+        user = await Accounts(resources).user(acls=(MANAGE,), groups=(group,))
+        reply = await client.post(PATH, user, body(url=url))
+        assert reply.status == 200, reply.body
+        shown = await client.get(f"{PATH}/{reply.data['id']}", user)
+        assert shown.data["url"] == url
+        reply = await client.post(PATH, user, body(url="http://localhost:8000/x"))
+        assert reply.status == 200, reply.body
+    assert not {"amazing.analysis.edu", "localhost"} & set(asked)
 
 
 # --- PATCH validation -----------------------------------------------------------------------

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import ipaddress
 import json
 import logging
 import random
@@ -1037,14 +1036,6 @@ async def test_a_disabled_service_fails_the_analysis_without_a_request(
 # --- DNS rebinding, backoff arithmetic ----------------------------------------------------------
 
 
-class _RebindingPolicy(URLPolicy):
-    """The pre-send check sees a public address; the connection would go to loopback."""
-
-    @staticmethod
-    async def _resolve(host: str, port: int) -> list[Any]:
-        return [ipaddress.ip_address("93.184.216.34")]
-
-
 class _LoopbackResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -1064,8 +1055,9 @@ class _LoopbackResolver(AbstractResolver):
         return None
 
 
-async def test_an_address_that_changed_after_the_check_is_refused_at_connect_time() -> None:
-    policy = _RebindingPolicy(allow_loopback=False)
+async def test_a_name_is_checked_on_the_addresses_actually_connected_to() -> None:
+    """No lookup before the connection: the connector's one answer is what the policy sees."""
+    policy = URLPolicy(allow_loopback=False)
     async with serving(FakeService()) as service:
         connector = TCPConnector(resolver=PolicyResolver(policy, _LoopbackResolver()))
         async with ClientSession(connector=connector) as http:
@@ -1079,9 +1071,49 @@ async def test_an_address_that_changed_after_the_check_is_refused_at_connect_tim
             )
             result = await Sender(http, policy, 2.0).send(outbound)
 
-    assert result.verdict == Verdict.FAILED
+    assert result.verdict == Verdict.RETRY  # DNS answers change, as for connection errors
     assert result.message.startswith("Service URL refused by the URL policy: points to a loopback")
     assert service.received == []
+
+
+async def _dispatch_with_policy(
+    resources: Resources, scene: Scene, url: str, policy: URLPolicy
+) -> ObjAnalysis:
+    strict = dataclasses.replace(resources, url_policy=policy)
+    async with running(strict):
+        service_id = await make_service(resources, url, [scene.group])
+        row = await start(strict, scene, service_id)
+        return await wait_for_status(resources, row.id, ["failure", "pending"])
+
+
+async def test_localhost_is_refused_at_send_time_then_retried_like_a_connection_error(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service:
+        url = f"http://localhost:{service.port}/analysis"
+        done = await _dispatch_with_policy(resources, scene, url, URLPolicy())
+
+    assert done.status == "failure"
+    assert done.status_message.startswith(
+        "Service unreachable after 3 attempts: Service URL refused by the URL policy: "
+        "points to a loopback address"
+    )
+    attempts = await load_attempts(resources, done.id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "failed"]
+    assert service.received == []
+
+
+async def test_a_name_that_does_not_resolve_ends_the_attempt_with_a_clear_message(
+    resources: Resources, scene: Scene
+) -> None:
+    url = "http://skyhook-no-such-host.invalid:6801/analysis/rrl_analysis"
+    done = await _dispatch_with_policy(resources, scene, url, URLPolicy())
+
+    assert done.status == "failure"
+    assert done.status_message == (
+        f"Service unreachable after 3 attempts: Request to {url} failed: "
+        "host 'skyhook-no-such-host.invalid' cannot be resolved"
+    )
 
 
 def test_retry_delays_have_jitter_and_run_out() -> None:

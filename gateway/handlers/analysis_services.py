@@ -72,9 +72,10 @@ def _registry_error(exc: RegistryError) -> ApiError:
     return ApiError(exc.status, exc.message)
 
 
-async def _check_url_policy(resources: Resources, url: str) -> None:
+def _check_url_policy(resources: Resources, url: str) -> None:
+    """Syntax and literal addresses only: host names are resolved (and checked) when sent."""
     try:
-        await resources.url_policy.check(url)
+        resources.url_policy.check_url(url)
     except URLPolicyError as exc:
         raise bad_request(registry.url_rejected(str(exc))) from None
 
@@ -94,7 +95,7 @@ async def _validate(
     except RegistryError as exc:
         raise _registry_error(exc) from None
     if url_changed:
-        await _check_url_policy(resources, connection.url)
+        _check_url_policy(resources, connection.url)
     if creating:
         groups: list[Group] | None = await _groups_for_new_service(
             session, me, merged.get("group_ids")
