@@ -267,6 +267,22 @@ async def test_unknown_groups_get_skyportals_exact_message(
     assert reply.message == f"Cannot find one or more groups with IDs: {given}."
 
 
+async def test_a_deleted_analysis_id_is_never_given_to_a_new_one(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    """An old link or a client's saved id must not silently point at someone else's result."""
+    body = {"analysis_parameters": VALID}
+    first = await api.post(world.path(), world.user, body)
+    assert first.status == 200, first.body
+    deleted = await api.delete(f"/api/obj/analysis/{first.data['id']}", world.user)
+    assert deleted.status == 200, deleted.body
+    second = await api.post(world.path(), world.user, body)
+    assert second.status == 200, second.body
+    assert second.data["id"] > first.data["id"]
+    gone = await api.get(f"/api/obj/analysis/{first.data['id']}", world.user)
+    assert gone.status == 403
+
+
 async def test_skyportals_first_example_starts_without_a_body(
     api: ApiClient, resources: Resources, world: World
 ) -> None:

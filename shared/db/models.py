@@ -36,6 +36,11 @@ NAMING_CONVENTION = {
 }
 
 
+# Ids are never reused: on SQLite an INTEGER PRIMARY KEY without AUTOINCREMENT hands a deleted
+# row's id to the next insert (PostgreSQL's sequences never go back).
+MONOTONIC_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
@@ -70,6 +75,7 @@ obj_analysis_groups = _group_link("obj_analysis_groups", "obj_analyses", "obj_an
 
 class User(Timestamped, Base):
     __tablename__ = "users"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
@@ -86,6 +92,7 @@ class User(Timestamped, Base):
 
 class Group(Timestamped, Base):
     __tablename__ = "groups"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -115,6 +122,7 @@ class Token(Timestamped, Base):
     """An API token; only the SHA-256 of the secret is stored."""
 
     __tablename__ = "tokens"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -125,6 +133,7 @@ class Token(Timestamped, Base):
 
 class Instrument(Timestamped, Base):
     __tablename__ = "instruments"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -163,6 +172,7 @@ class Photometry(OwnedRow, Base):
     a non-detection has ``flux`` NULL and ``fluxerr`` set so that 5·fluxerr is its limit."""
 
     __tablename__ = "photometry"
+    __table_args__ = MONOTONIC_IDS
 
     instrument_id: Mapped[int] = mapped_column(
         ForeignKey("instruments.id", ondelete="CASCADE"), index=True
@@ -180,6 +190,7 @@ class Photometry(OwnedRow, Base):
 
 class Spectrum(OwnedRow, Base):
     __tablename__ = "spectra"
+    __table_args__ = MONOTONIC_IDS
 
     instrument_id: Mapped[int] = mapped_column(
         ForeignKey("instruments.id", ondelete="CASCADE"), index=True
@@ -199,6 +210,7 @@ class Spectrum(OwnedRow, Base):
 
 class Comment(OwnedRow, Base):
     __tablename__ = "comments"
+    __table_args__ = MONOTONIC_IDS
 
     text: Mapped[str] = mapped_column(Text)
     bot: Mapped[bool] = mapped_column(default=False)
@@ -209,6 +221,7 @@ class Comment(OwnedRow, Base):
 
 class Classification(OwnedRow, Base):
     __tablename__ = "classifications"
+    __table_args__ = MONOTONIC_IDS
 
     classification: Mapped[str] = mapped_column(String(255))
     probability: Mapped[float | None] = mapped_column(Float)
@@ -220,6 +233,7 @@ class Classification(OwnedRow, Base):
 
 class Annotation(OwnedRow, Base):
     __tablename__ = "annotations"
+    __table_args__ = MONOTONIC_IDS
 
     origin: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column()
@@ -243,6 +257,7 @@ class SourceEmbedding(Base):
 
 class AnalysisService(Timestamped, Base):
     __tablename__ = "analysis_services"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -277,6 +292,7 @@ class ObjAnalysis(Timestamped, Base):
     """
 
     __tablename__ = "obj_analyses"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     unique_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -312,7 +328,7 @@ class ObjAnalysis(Timestamped, Base):
 
 class DispatchAttempt(Base):
     __tablename__ = "dispatch_attempts"
-    __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"),)
+    __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"), MONOTONIC_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = mapped_column(
@@ -331,6 +347,7 @@ class OutboxMessage(Base):
     """A message written in the same transaction as the state change that caused it."""
 
     __tablename__ = "outbox"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[str] = mapped_column(String(36), unique=True)
