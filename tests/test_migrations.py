@@ -144,8 +144,7 @@ def test_skyhook_db_upgrade_command_on_sqlite(tmp_path: Path) -> None:
 INTEGER_ID_TABLES = {
     name
     for name, table in Base.metadata.tables.items()
-    if [c.name for c in table.primary_key.columns] == ["id"]
-    and table.c.id.type.python_type is int
+    if [c.name for c in table.primary_key.columns] == ["id"] and table.c.id.type.python_type is int
 }
 
 
