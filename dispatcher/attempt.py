@@ -81,6 +81,7 @@ class AttemptRunner:
             result = attempt.refused
             if result is None:
                 assert attempt.outbound is not None
+                # The sender redacts the request's secrets from what the service answered.
                 result = await self.sender.send(attempt.outbound)
             await self._finish(
                 attempt.analysis_id, attempt.attempt_number, attempt.started_at, result
@@ -109,13 +110,19 @@ class AttemptRunner:
             raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
         except ValueError as exc:
             raise PreparationError(f"Cannot encode the request: {exc}") from None
-        # Added to the outbound body only: inputs.json was stored without them.
+        # Added to the outbound body only: inputs.json was stored without them. The LLM key
+        # (``analysis_parameters.openai_api_key``) is injected here and nowhere else.
+        site_llm_key = self.settings.llm_api_key
         secrets = {
             **payload.secret_parameters,
-            **summary_secrets_for(self.resources.secret_box, context.author, service),
+            **summary_secrets_for(
+                self.resources.secret_box,
+                context.author,
+                service,
+                site_llm_key.get_secret_value() if site_llm_key else None,
+            ),
         }
         token = callback_token(self.resources, context.analysis)
-        site_llm_key = self.settings.llm_api_key
         outbound = Outbound(
             url=service.url,
             body=body_to_send(payload.body, callback_url(self.resources, token), secrets),

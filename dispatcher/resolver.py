@@ -1,8 +1,10 @@
-"""A DNS resolver that applies the URL policy to the addresses actually connected to.
+"""The dispatcher's DNS resolver: where the URL policy is applied to host names.
 
-The policy is checked before each attempt, but a host name may resolve differently a moment
-later (DNS rebinding). Checking every address the connector receives closes that gap: a
-refused address raises ``URLPolicyError`` instead of being connected to.
+Registration does not resolve names; this resolver does, once per connection: it resolves the
+name, checks every address against the policy and hands aiohttp only the allowed ones, so
+aiohttp connects to exactly the addresses that were checked (no second lookup in between for
+DNS rebinding to slip into). A name whose every address is refused raises ``URLPolicyError``;
+a name that does not resolve raises the inner resolver's ``OSError`` (aiohttp's DNS error).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import socket
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from shared.urlpolicy import METADATA_HOSTS, URLPolicy, URLPolicyError
+from shared.urlpolicy import URLPolicy
 
 
 class PolicyResolver(AbstractResolver):
@@ -24,15 +26,11 @@ class PolicyResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        self._policy.check_host_name(host)
         results = await self._inner.resolve(host, port, family)
-        name = host.lower().rstrip(".")
-        if name in METADATA_HOSTS:
-            raise URLPolicyError(f"points to a cloud metadata host ({name})")
-        allowed = name in self._policy.allowed_hosts
-        for result in results:
-            address = ipaddress.ip_address(result["host"].split("%", 1)[0])
-            self._policy.check_address(name, address, allowed=allowed)
-        return results
+        addresses = [ipaddress.ip_address(r["host"].split("%", 1)[0]) for r in results]
+        allowed = set(self._policy.allowed_addresses(host, addresses))
+        return [r for r, address in zip(results, addresses, strict=True) if address in allowed]
 
     async def close(self) -> None:
         await self._inner.close()

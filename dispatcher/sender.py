@@ -1,10 +1,11 @@
 """One HTTP attempt: URL policy, authentication, signing, timeout, and what the answer means.
 
-Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth retrying;
-every other answer is final. Redirects are not followed (a redirect could lead anywhere,
-around the URL policy). Secrets never enter an error message: every message is passed through
-``shared.redaction.redact`` with the secrets of the request (an echoing service cannot make
-skyhook store its credentials).
+Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth retrying, and
+so are a host name that does not resolve or resolves only to addresses the URL policy refuses
+(DNS answers change); every other answer is final. Redirects are not followed (a redirect
+could lead anywhere, around the URL policy). Secrets never enter an error message: every
+message is passed through ``shared.redaction.redact`` with the secrets of the request (an
+echoing service cannot make skyhook store its credentials).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,7 +125,9 @@ class Sender:
 
     async def _send(self, outbound: Outbound) -> SendResult:
         try:
-            await self._url_policy.check(outbound.url)
+            # Syntax and literal addresses; host names are checked by the connector's
+            # resolver (dispatcher.resolver), on the addresses it connects to.
+            self._url_policy.check_url(outbound.url)
         except URLPolicyError as exc:
             message = f"Service URL refused by the URL policy: {exc}"
             return SendResult(Verdict.FAILED, message, message)
@@ -158,9 +162,12 @@ class Sender:
                 ) as response:
                     text = await _read_prefix(response)
                     status, retry_after = response.status, response.headers.get("Retry-After")
-        except URLPolicyError as exc:  # from the resolver: DNS changed since the check
-            message = f"Service URL refused by the URL policy: {exc}"
-            return SendResult(Verdict.FAILED, message, message, latency_ms=_since(started))
+        except URLPolicyError as exc:  # from the resolver; DNS answers may change: retried
+            error = f"Service URL refused by the URL policy: {exc}"
+            return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
+        except aiohttp.ClientConnectorDNSError as exc:
+            error = f"Request to {url} failed: host {exc.host!r} cannot be resolved"
+            return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
         except TimeoutError:
             error = f"Request to {url} timed out after {self._timeout:g} s"
             return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
@@ -170,10 +177,24 @@ class Sender:
         return classify(status, text, retry_after, _since(started))
 
 
+def error_answer_text(text: str) -> str:
+    """What a refusing service said: the ``message`` of a JSON error answer
+    (``{"status": "error", "message": "…"}``, as SkyPortal's services send), else the text."""
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(answer, dict) and isinstance(answer.get("message"), str):
+        if answer.get("status", "error") == "error" and answer["message"].strip():
+            return answer["message"]
+    return text
+
+
 def classify(status: int, text: str, retry_after: str | None, latency_ms: float) -> SendResult:
-    message = truncate(text) if text.strip() else f"HTTP {status}"
     if 200 <= status < 300:
         return SendResult(Verdict.ACCEPTED, truncate(text), None, status, latency_ms)
+    text = error_answer_text(text)
+    message = truncate(text) if text.strip() else f"HTTP {status}"
     error = f"HTTP {status}: {truncate(text)}" if text.strip() else f"HTTP {status}"
     if status in RETRYABLE_STATUSES or status >= 500:
         return SendResult(

@@ -101,6 +101,11 @@ def _link_columns(link: Table) -> tuple[ColumnElement[object], ColumnElement[obj
     return row_column, group_column
 
 
+def groups_not_found(group_ids: Iterable[int]) -> str:
+    """SkyPortal's message, with the ids as the client listed them."""
+    return f"Cannot find one or more groups with IDs: {list(group_ids)}."
+
+
 async def resolve_group_ids(
     session: AsyncSession, principal: Principal, group_ids: object, *, status: int = 400
 ) -> list[Group]:
@@ -123,7 +128,7 @@ async def resolve_group_ids(
     found = {g.id for g in groups}
     allowed = found if principal.is_admin else found & principal.group_ids
     if allowed != wanted:
-        raise ApiError(status, f"Cannot find one or more groups with IDs: {sorted(wanted)}")
+        raise ApiError(status, groups_not_found(ids if group_ids is not None else sorted(wanted)))
     return list(groups)
 
 

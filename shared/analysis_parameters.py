@@ -3,13 +3,16 @@
 A service declares its parameters in ``optional_analysis_parameters`` (a JSON string or an
 object) in one of the two shapes SkyPortal's UI understands:
 
-* ``{"name": ["v1", "v2"]}``: an enumerated choice; required (the UI always sends one);
+* ``{"name": ["v1", "v2"]}``: an enumerated choice;
 * ``{"name": {"type": "number"|"integer"|"string"|"boolean"|"file", "required": "True",
-  "description": …, "default": …}}``: a typed value, required when ``required`` is true.
+  "description": …, "default": …}}``: a typed value.
 
-Unlike SkyPortal (reference §8 R12), values are checked against the choices and the types, and
-required parameters are enforced. Every failure is a :class:`ParameterError` whose message
-names the parameter and starts with SkyPortal's "Invalid analysis_parameters".
+As in SkyPortal, every parameter is optional unless its spec says ``"required": true``; an
+omitted parameter is not sent and the service applies its own default. Unlike SkyPortal,
+given values are checked against the choices and the types. Booleans are one value whatever
+their spelling: ``true``, ``"True"`` and ``"true"`` all match a ``["True", "False"]`` choice
+(and are sent as the service spelled the choice). Every failure is a :class:`ParameterError`
+whose message names the parameter and starts with SkyPortal's "Invalid analysis_parameters".
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def _truthy(value: Any) -> bool:
 
 def _spec(name: str, declared: Any) -> ParameterSpec:
     if isinstance(declared, list):
-        return ParameterSpec(name, required=True, choices=tuple(declared))
+        return ParameterSpec(name, required=False, choices=tuple(declared))
     if isinstance(declared, dict):
         kind = declared.get("type")
         kind = kind.strip().lower() if isinstance(kind, str) else None
@@ -147,20 +150,40 @@ _TYPE_CHECKS = {
 }
 
 
-def _in_choices(value: Any, choices: tuple[Any, ...]) -> bool:
+def _boolean_meaning(value: Any) -> bool | None:
+    """True/False for a JSON boolean or a "true"/"false" string in any case, else None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def _matching_choice(value: Any, choices: tuple[Any, ...]) -> tuple[bool, Any]:
+    """(found, the choice as the service declared it) for a given value."""
+    meaning = _boolean_meaning(value)
+    if meaning is not None:
+        for choice in choices:
+            if _boolean_meaning(choice) is meaning:
+                return True, choice
     if isinstance(value, str | list | dict):
-        return value in choices
-    # Booleans and numbers match by type (True is not 1), or by their string form against
-    # SkyPortal-style string choices such as ["True", "False"].
-    return any(type(c) is type(value) and c == value for c in choices) or str(value) in choices
+        return value in choices, value
+    # Numbers match by type (True is not 1), or by their string form against string choices.
+    for choice in choices:
+        if (type(choice) is type(value) and choice == value) or choice == str(value):
+            return True, choice
+    return False, value
 
 
-def _check_value(spec: ParameterSpec, value: Any) -> None:
-    if spec.choices is not None and not _in_choices(value, spec.choices):
-        raise ParameterError(
-            f"Invalid analysis_parameters: '{spec.name}' must be one of "
-            f"{list(spec.choices)}, got {_brief(value)}."
-        )
+def _checked_value(spec: ParameterSpec, value: Any) -> Any:
+    """The value to send: a boolean-like choice in the service's own spelling."""
+    if spec.choices is not None:
+        found, value = _matching_choice(value, spec.choices)
+        if not found:
+            raise ParameterError(
+                f"Invalid analysis_parameters: '{spec.name}' must be one of "
+                f"{list(spec.choices)}, got {_brief(value)}."
+            )
     if spec.type is not None:
         check, described = _TYPE_CHECKS[spec.type]
         if not check(value):
@@ -168,10 +191,12 @@ def _check_value(spec: ParameterSpec, value: Any) -> None:
                 f"Invalid analysis_parameters: '{spec.name}' must be {described}, "
                 f"got {_brief(value)}."
             )
+    return value
 
 
 def validate_analysis_parameters(specs: dict[str, ParameterSpec], params: Any) -> dict[str, Any]:
-    """The parameters as sent, once every key and value has been checked."""
+    """The parameters to send, once every key and value has been checked (omitted ones stay
+    omitted; boolean-like choices in the spelling the service declared)."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -192,6 +217,7 @@ def validate_analysis_parameters(specs: dict[str, ParameterSpec], params: Any) -
         raise ParameterError(
             "Invalid analysis_parameters: 'correct_extinction' must be a boolean (true/false)."
         )
+    checked = dict(params)
     for name, spec in specs.items():
         value = params.get(name)
         if value is None:
@@ -200,8 +226,8 @@ def validate_analysis_parameters(specs: dict[str, ParameterSpec], params: Any) -
                     f"Invalid analysis_parameters: missing required parameter '{name}'."
                 )
             continue
-        _check_value(spec, value)
-    return dict(params)
+        checked[name] = _checked_value(spec, value)
+    return checked
 
 
 def file_name_of(value: str) -> str | None:

@@ -149,9 +149,8 @@ def _check_parameter(name: str, spec: Any) -> None:
 
 
 def is_required(spec: Any) -> bool:
-    """Whether a declared parameter must be given. Enum lists are required, as in SkyPortal's UI."""
-    if isinstance(spec, list):
-        return True
+    """Whether a declared parameter must be given: only when its spec says ``"required": true``
+    (a list of choices is optional; SkyPortal's API never requires it either)."""
     if isinstance(spec, dict):
         return bool(_parse_bool(spec.get("required", False)))
     return False

@@ -9,13 +9,14 @@ Rules, in order:
 5. loopback addresses only with ``SKYHOOK_ALLOW_LOOPBACK_URLS``; private, shared and
    unique-local ranges only with ``SKYHOOK_ALLOW_PRIVATE_URLS``.
 
-Host names are resolved and every address they resolve to must pass. The dispatcher checks
-again at send time, since DNS answers may change after registration.
+Registration checks only what needs no lookup (:meth:`URLPolicy.check_url`): the syntax,
+metadata host names and literal addresses. Host names are resolved when a request is sent, once,
+by the dispatcher's resolver (:meth:`URLPolicy.allowed_addresses`): only the addresses that pass
+are handed to the connection, so what was checked is what is connected to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -79,29 +80,49 @@ class URLPolicy:
                 )
             return
 
-    async def check(self, url: str) -> None:
+    def check_url(self, url: str) -> tuple[str, int]:
+        """(host, port) when the URL passes every rule that needs no DNS lookup."""
         host, port = self.check_syntax(url)
-        if host in METADATA_HOSTS:
-            raise URLPolicyError(f"points to a cloud metadata host ({host})")
-        allowed = host in self.allowed_hosts
-        try:
-            addresses = await self._resolve(host, port)
-        except URLPolicyError:
-            if allowed:
-                return  # an operator-listed host; the dispatcher checks again at send time
-            raise
-        for address in addresses:
-            self.check_address(host, address, allowed=allowed)
+        self.check_host_name(host)
+        address = literal_address(host)
+        if address is not None:
+            self.check_address(host, address, allowed=host in self.allowed_hosts)
+        return host, port
 
     @staticmethod
-    async def _resolve(host: str, port: int) -> list[IPAddress]:
-        try:
-            return [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:
-            pass
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise URLPolicyError(f"host {host!r} cannot be resolved") from exc
-        return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    def check_host_name(host: str) -> None:
+        name = host.lower().rstrip(".")
+        if name in METADATA_HOSTS:
+            raise URLPolicyError(f"points to a cloud metadata host ({name})")
+
+    def allowed_addresses(self, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
+        """The addresses a host name resolved to that the policy allows; URLPolicyError (the
+        first refusal) when none is."""
+        self.check_host_name(host)
+        name = host.lower().rstrip(".")
+        allowed, refusals = [], []
+        for address in addresses:
+            try:
+                self.check_address(name, address, allowed=name in self.allowed_hosts)
+            except URLPolicyError as exc:
+                refusals.append(exc)
+            else:
+                allowed.append(address)
+        if not allowed:
+            raise refusals[0] if refusals else URLPolicyError(f"host {name!r} has no address")
+        return allowed
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host written as an address means (IPv6 in brackets or with a zone,
+    dotted IPv4 and its legacy forms such as ``2130706433`` or ``0x7f.1``); None for a name.
+    Parsing only: never a DNS lookup."""
+    text = host.strip("[]")
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:
+        return None

@@ -311,6 +311,18 @@ class Page:
         return {**fields, "totalMatches": total, "pageNumber": self.number, "numPerPage": self.size}
 
 
+def success_page(items: list[Any], page: Page, total: int) -> web.Response:
+    """A page of a list SkyPortal answers as a bare list: ``data`` stays that list and the
+    paging metadata (``totalMatches``, ``pageNumber``, ``numPerPage``) sits beside it."""
+    body = {
+        "status": "success",
+        "data": items,
+        **page.answer(total),
+        "version": __version__,
+    }
+    return web.Response(text=dumps(body), content_type="application/json")
+
+
 def page_from_query(request: web.Request, default_size: int, max_size: int) -> Page:
     number = query_int(request, "pageNumber", 1)
     size = query_int(request, "numPerPage", default_size)

@@ -2,8 +2,9 @@
 
 The key lives in ``users.secrets_ciphertext`` (a JSON object sealed with the SecretBox, bound
 to the user's id). It is never copied into an analysis: the dispatcher calls
-:func:`summary_secrets_for` while sending a summary analysis and adds the result to the
-outbound body only, after the provenance copy (``inputs.json``) was stored without it. The
+:func:`summary_secrets_for` while sending a summary analysis and adds the result (the user's
+key, else the site key) to the outbound body only, after the provenance copy (``inputs.json``)
+was stored without it. The
 parameter name is SkyPortal's ``openai_api_key``, so SkyPortal's summarizer reads it too.
 """
 
@@ -58,11 +59,13 @@ def user_llm_key(box: SecretBox, user: User) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def summary_secrets_for(box: SecretBox, author: User, service: AnalysisService) -> dict[str, str]:
-    """Secret analysis parameters the dispatcher adds to a request at send time: the author's
-    own LLM key for a summary service (nothing for other services, nor without a key; the
-    summarizer then uses the site key ``SKYHOOK_LLM_API_KEY``)."""
+def summary_secrets_for(
+    box: SecretBox, author: User, service: AnalysisService, site_key: str | None
+) -> dict[str, str]:
+    """Secret analysis parameters the dispatcher adds to a request at send time, as SkyPortal
+    does for summary services: the author's own LLM key, else the site key
+    (``SKYHOOK_LLM_API_KEY``). Nothing for other services, nor when there is no key."""
     if not service.is_summary:
         return {}
-    key = user_llm_key(box, author)
+    key = user_llm_key(box, author) or site_key
     return {SUMMARY_KEY_PARAMETER: key} if key else {}

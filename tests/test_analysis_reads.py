@@ -172,7 +172,9 @@ async def test_lists_have_skyportals_shapes_and_filters(
     assert [a["id"] for a in per_obj.data] == [first.id, second.id]
     full = per_obj.data[0]
     assert (full["model_name"], full["n_detections"]) == ("salt3", 7)
-    assert "model_lightcurve" not in full and "groups" in full and "analysis_parameters" in full
+    assert (full["model_lightcurve"], full["model_lightcurves"]) == (None, None)
+    assert "groups" in full and "analysis_parameters" in full
+    assert "model_lightcurve" not in brief[first.id]  # SkyPortal's list without an object
     for reply, analysis in ((everything, first), (per_obj, second)):
         _no_secrets(resources, reply, analysis)
 
@@ -204,14 +206,18 @@ async def test_pagination_and_the_bounded_unpaginated_list(
     path = f"/api/obj/{team.obj_id}/analysis"
     page = await api.get(f"{path}?pageNumber=2&numPerPage=2", team.author)
     assert page.status == 200
-    assert [a["id"] for a in page.data["analyses"]] == created[2:4]
-    assert (page.data["totalMatches"], page.data["pageNumber"], page.data["numPerPage"]) == (
+    # SkyPortal clients index data as the list; the paging metadata sits beside it.
+    assert [a["id"] for a in page.data] == created[2:4]
+    assert (page.body["totalMatches"], page.body["pageNumber"], page.body["numPerPage"]) == (
         5,
         2,
         2,
     )
     last = await api.get(f"{path}?pageNumber=3&numPerPage=2", team.author)
-    assert [a["id"] for a in last.data["analyses"]] == created[4:]
+    assert [a["id"] for a in last.data] == created[4:]
+    assert last.body["totalMatches"] == 5
+    everywhere = await api.get("/api/obj/analysis?numPerPage=2", team.author)
+    assert isinstance(everywhere.data, list) and len(everywhere.data) == 2
     too_big = await api.get(f"{path}?numPerPage=100000", team.author)
     assert too_big.status == 400 and "numPerPage" in too_big.message
 
@@ -246,24 +252,29 @@ async def test_include_analysis_data_rebuilds_skyportals_stored_shape(
     assert "data" not in plain.data
 
 
-async def test_lists_never_read_artifact_files_unless_asked(
+async def test_per_object_lists_carry_the_model_light_curves(
     api: ApiClient, resources: Resources, team: Team
 ) -> None:
     analysis_id = await team.upload(api)
+    without = await team.analysis()
     path = f"/api/obj/{team.obj_id}/analysis"
-    with_data = await api.get(f"{path}?includeAnalysisData=true", team.author)
-    item = next(a for a in with_data.data if a["id"] == analysis_id)
-    assert item["model_lightcurve"] == PAYLOAD["model_lightcurve"]
-    assert item["model_lightcurves"] is None
+    listed = await api.get(path, team.author)
+    items = {a["id"]: a for a in listed.data}
+    assert items[analysis_id]["model_lightcurve"] == PAYLOAD["model_lightcurve"]
+    assert items[analysis_id]["model_lightcurves"] is None
+    assert (items[without.id]["model_lightcurve"], items[without.id]["model_lightcurves"]) == (
+        None,
+        None,
+    )
 
     row = await load_analysis(resources, analysis_id)
     assert row is not None
-    await resources.artifacts.delete_all(row.unique_id)  # lists must not need the files
+    await resources.artifacts.delete_all(row.unique_id)  # a lost file does not break the list
     listed = await api.get(path, team.author)
     assert listed.status == 200
     item = next(a for a in listed.data if a["id"] == analysis_id)
     assert (item["model_name"], item["n_detections"]) == ("salt3", 12)
-    assert "model_lightcurve" not in item
+    assert item["model_lightcurve"] is None
 
 
 async def test_dispatch_attempts_are_listed_in_order(

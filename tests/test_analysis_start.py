@@ -186,7 +186,7 @@ async def test_every_refusal_has_skyportals_status_and_message_and_changes_nothi
         world.user,
         bad_groups,
         400,
-        f"Cannot find one or more groups with IDs: [{elsewhere.id}]",
+        f"Cannot find one or more groups with IDs: [{elsewhere.id}].",
     )
     await _refused(
         api,
@@ -214,7 +214,6 @@ async def test_every_refusal_has_skyportals_status_and_message_and_changes_nothi
     ("parameters", "named"),
     [
         ({**VALID, "source": "nope"}, "'source' must be one of ['nugent-sn2p', 'salt3']"),
-        ({"fix_z": "True", "z": 0.1}, "missing required parameter 'source'"),
         ({"source": "salt3", "fix_z": "True"}, "missing required parameter 'z'"),
         ({**VALID, "z": None}, "missing required parameter 'z'"),
         ({**VALID, "z": "abc"}, "'z' must be a number"),
@@ -243,7 +242,7 @@ async def test_parameter_values_types_and_required_ones_are_checked(
     "extra",
     [
         {"z": "0.25", "n_walkers": "32", "verbose": "true", "label": "run 1"},
-        {"z": 1, "n_walkers": 8.0, "verbose": False, "fix_z": True},
+        {"z": 1, "n_walkers": 8.0, "verbose": False, "fix_z": "True"},
         {"correct_extinction": "False"},
     ],
 )
@@ -255,6 +254,116 @@ async def test_well_typed_parameters_are_accepted_as_sent(
     assert reply.status == 200, reply.body
     row = await load_analysis(resources, reply.data["id"])
     assert row is not None and row.analysis_parameters == parameters
+
+
+async def test_unknown_groups_get_skyportals_exact_message(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    elsewhere = await world.accounts.group()
+    given = [elsewhere.id, world.group.id, 987654321]
+    body = {"analysis_parameters": VALID, "group_ids": given}
+    reply = await api.post(world.path(), world.user, body)
+    assert reply.status == 400
+    assert reply.message == f"Cannot find one or more groups with IDs: {given}."
+
+
+async def test_a_deleted_analysis_id_is_never_given_to_a_new_one(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    """An old link or a client's saved id must not silently point at someone else's result."""
+    body = {"analysis_parameters": VALID}
+    first = await api.post(world.path(), world.user, body)
+    assert first.status == 200, first.body
+    deleted = await api.delete(f"/api/obj/analysis/{first.data['id']}", world.user)
+    assert deleted.status == 200, deleted.body
+    second = await api.post(world.path(), world.user, body)
+    assert second.status == 200, second.body
+    assert second.data["id"] > first.data["id"]
+    gone = await api.get(f"/api/obj/analysis/{first.data['id']}", world.user)
+    assert gone.status == 403
+
+
+async def test_skyportals_first_example_starts_without_a_body(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    """SkyPortal's documented ``requests.post(url, headers=header)``: no body at all."""
+    service = await make_service(
+        resources,
+        [world.group],
+        optional_analysis_parameters=json.dumps({"rrl_type": ["ab", "c", "d", "e"]}),
+    )
+    path = world.path(service_id=service.id)
+    headers = {"Authorization": f"token {world.user.token}"}
+    async with api.client.post(path, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        analysis_id = (await response.json())["data"]["id"]
+    row = await load_analysis(resources, analysis_id)
+    assert row is not None and row.status == "queued"
+    assert row.analysis_parameters == {}
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [None, {}, {"source": "salt3"}, {"fix_z": "False"}],
+)
+async def test_choice_parameters_are_optional_and_omitted_ones_are_not_sent(
+    api: ApiClient, resources: Resources, accounts: Accounts, parameters: Any
+) -> None:
+    world = await World(resources, accounts).build(
+        optional_analysis_parameters=json.dumps(
+            {"source": ["nugent-sn2p", "salt3"], "fix_z": ["True", "False"]}
+        )
+    )
+    body = {} if parameters is None else {"analysis_parameters": parameters}
+    reply = await api.post(world.path(), world.user, body)
+    assert reply.status == 200, reply.body
+    row = await load_analysis(resources, reply.data["id"])
+    assert row is not None and row.analysis_parameters == (parameters or {})
+
+
+@pytest.mark.parametrize(
+    ("declared", "given", "sent"),
+    [
+        (["True", "False"], True, "True"),
+        (["True", "False"], "true", "True"),
+        (["True", "False"], "TRUE", "True"),
+        (["True", "False"], False, "False"),
+        (["True", "False"], "false", "False"),
+        ([True, False], "True", True),
+        ([True, False], "false", False),
+        (["true", "false"], "False", "false"),
+    ],
+)
+async def test_boolean_choices_match_whatever_their_spelling(
+    api: ApiClient,
+    resources: Resources,
+    accounts: Accounts,
+    declared: list[Any],
+    given: Any,
+    sent: Any,
+) -> None:
+    world = await World(resources, accounts).build(
+        optional_analysis_parameters=json.dumps({"fix_z": declared})
+    )
+    reply = await api.post(world.path(), world.user, {"analysis_parameters": {"fix_z": given}})
+    assert reply.status == 200, reply.body
+    row = await load_analysis(resources, reply.data["id"])
+    assert row is not None and row.analysis_parameters == {"fix_z": sent}
+
+
+async def test_a_value_outside_the_choices_is_refused(
+    api: ApiClient, resources: Resources, accounts: Accounts
+) -> None:
+    world = await World(resources, accounts).build(
+        optional_analysis_parameters=json.dumps({"fix_z": ["True", "False"]})
+    )
+    before = await count_analyses(resources)
+    reply = await api.post(world.path(), world.user, {"analysis_parameters": {"fix_z": "maybe"}})
+    assert reply.status == 400
+    assert reply.message == (
+        "Invalid analysis_parameters: 'fix_z' must be one of ['True', 'False'], got 'maybe'."
+    )
+    assert await count_analyses(resources) == before
 
 
 async def test_file_parameters_are_stored_by_name_and_sent_in_full(

@@ -7,8 +7,8 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import ipaddress
 import json
+import logging
 import random
 import re
 import secrets
@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from aiohttp import BasicAuth, ClientSession, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from sqlalchemy import select, update
+from pydantic import SecretStr
+from sqlalchemy import select, text, update
 
 from dispatcher import Dispatcher, transitions
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
@@ -29,7 +30,7 @@ from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
 from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
-from shared.db.models import Group, ObjAnalysis, OutboxMessage
+from shared.db.models import Group, ObjAnalysis, OutboxMessage, User
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.events import AnalysisRequested
@@ -39,8 +40,9 @@ from shared.resources import Resources
 from shared.settings import Settings
 from shared.signing import verify
 from shared.urlpolicy import URLPolicy
+from summary_service.keys import LLM_KEY, set_user_secret
 from tests.conftest import AMQP_URL
-from tests.support.api import Accounts
+from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Author
 from tests.support.buses import isolated_rabbit
 from tests.support.pipeline import (
@@ -223,6 +225,92 @@ async def test_summary_services_get_skyportals_summary_parameters_from_site_sett
     assert sent["max_tokens"] == settings.llm_max_tokens
     assert sent["prompt"] == settings.llm_prompt
     assert "api_key" not in str(sent) and "openai_api_key" not in received.json()["inputs"]
+
+
+SITE_KEY = "sk-site-key-for-the-dispatcher-test"
+USER_KEY = "sk-user-key-for-the-dispatcher-test"
+
+
+async def _stored_text(resources: Resources) -> str:
+    """Every row of the tables the dispatcher writes, as text."""
+    dump = []
+    async with resources.sessions() as session:
+        for table in ("obj_analyses", "dispatch_attempts", "outbox", "users"):
+            rows = await session.execute(text(f"SELECT * FROM {table}"))
+            dump.extend(str(tuple(row)) for row in rows)
+    return "\n".join(dump)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_site_llm_key_reaches_summary_services_and_is_never_stored(
+    resources: Resources, scene: Scene, api: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SkyPortal's own summarizer reads ``analysis_parameters.openai_api_key`` (KeyError
+    without it): the site key is added when the author has none, at send time only."""
+    caplog.set_level(logging.DEBUG)
+    async with (
+        serving(FakeService()) as summarizer,
+        serving(FakeService()) as fitter,
+        running(resources, llm_api_key=SecretStr(SITE_KEY)),
+    ):
+        summary_id = await make_service(
+            resources, summarizer.url, [scene.group], is_summary=True, input_data_types=[]
+        )
+        fitter_id = await make_service(resources, fitter.url, [scene.group])
+        summary = await start(resources, scene, summary_id, analysis_parameters={})
+        fit = await start(resources, scene, fitter_id)
+        summary_done = await wait_for_status(resources, summary.id, ["pending", "failure"])
+        await wait_for_status(resources, fit.id, ["pending", "failure"])
+
+    assert summary_done.status == "pending", summary_done.status_message
+    (received,) = summarizer.received
+    payload = received.json()
+    assert payload["analysis_parameters"]["openai_api_key"] == SITE_KEY
+    assert payload["inputs"]["analysis_parameters"]["openai_api_key"] == SITE_KEY
+    assert SITE_KEY not in fitter.received[0].body.decode()
+
+    stored = await resources.artifacts.read(summary_done.artifacts["inputs"])
+    assert SITE_KEY not in stored.decode()
+    assert summary_done.input_hash == hashlib.sha256(stored).hexdigest()
+    assert SITE_KEY not in await _stored_text(resources)
+    for path in (
+        f"/api/obj/analysis/{summary.id}?includeAnalysisData=true",
+        f"/api/obj/analysis/{summary.id}/attempts",
+        f"/api/obj/{scene.obj_id}/analysis",
+        "/api/obj/analysis",
+    ):
+        reply = await api.get(path, scene.author)
+        assert reply.status == 200, reply.body
+        assert SITE_KEY not in json.dumps(reply.body)
+    assert SITE_KEY not in caplog.text
+
+
+@pytest.mark.usefixtures("backend")
+async def test_the_authors_key_wins_and_an_echoed_key_is_not_stored(
+    resources: Resources, scene: Scene
+) -> None:
+    async with resources.sessions.begin() as session:
+        author = await session.get(User, scene.author.id)
+        assert author is not None
+        set_user_secret(resources.secret_box, author, LLM_KEY, USER_KEY)
+    echo = json.dumps({"status": "error", "message": f"key {USER_KEY} refused"})
+    async with (
+        serving(FakeService()) as summarizer,
+        running(resources, llm_api_key=SecretStr(SITE_KEY)),
+    ):
+        summarizer.default = Reply(400, echo)
+        service_id = await make_service(
+            resources, summarizer.url, [scene.group], is_summary=True, input_data_types=[]
+        )
+        row = await start(resources, scene, service_id, analysis_parameters={})
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    (received,) = summarizer.received
+    assert received.json()["analysis_parameters"]["openai_api_key"] == USER_KEY
+    assert (done.status, done.status_message) == ("failure", "key [redacted] refused")
+    (attempt,) = await load_attempts(resources, row.id)
+    assert attempt.error == "HTTP 400: key [redacted] refused"
+    assert USER_KEY not in await _stored_text(resources)
 
 
 async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_inputs(
@@ -518,6 +606,22 @@ async def test_400_is_a_failure_with_the_response_text_truncated(
     assert len(service.received) == 1
     (attempt,) = await load_attempts(resources, row.id)
     assert (attempt.outcome, attempt.http_status) == ("failed", 400)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_json_error_answer_gives_its_message_not_the_raw_json(
+    resources: Resources, scene: Scene
+) -> None:
+    said = "missing required key: callback_url"
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(400, json.dumps({"status": "error", "message": said}))
+        service_id = await make_service(resources, service.url)
+        row = await start(resources, scene, service_id)
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert (done.status, done.status_message) == ("failure", said)
+    (attempt,) = await load_attempts(resources, row.id)
+    assert (attempt.outcome, attempt.error) == ("failed", f"HTTP 400: {said}")
 
 
 async def test_service_down_then_up_completes_the_dispatch(
@@ -935,14 +1039,6 @@ async def test_a_disabled_service_fails_the_analysis_without_a_request(
 # --- DNS rebinding, backoff arithmetic ----------------------------------------------------------
 
 
-class _RebindingPolicy(URLPolicy):
-    """The pre-send check sees a public address; the connection would go to loopback."""
-
-    @staticmethod
-    async def _resolve(host: str, port: int) -> list[Any]:
-        return [ipaddress.ip_address("93.184.216.34")]
-
-
 class _LoopbackResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -962,8 +1058,9 @@ class _LoopbackResolver(AbstractResolver):
         return None
 
 
-async def test_an_address_that_changed_after_the_check_is_refused_at_connect_time() -> None:
-    policy = _RebindingPolicy(allow_loopback=False)
+async def test_a_name_is_checked_on_the_addresses_actually_connected_to() -> None:
+    """No lookup before the connection: the connector's one answer is what the policy sees."""
+    policy = URLPolicy(allow_loopback=False)
     async with serving(FakeService()) as service:
         connector = TCPConnector(resolver=PolicyResolver(policy, _LoopbackResolver()))
         async with ClientSession(connector=connector) as http:
@@ -977,9 +1074,49 @@ async def test_an_address_that_changed_after_the_check_is_refused_at_connect_tim
             )
             result = await Sender(http, policy, 2.0).send(outbound)
 
-    assert result.verdict == Verdict.FAILED
+    assert result.verdict == Verdict.RETRY  # DNS answers change, as for connection errors
     assert result.message.startswith("Service URL refused by the URL policy: points to a loopback")
     assert service.received == []
+
+
+async def _dispatch_with_policy(
+    resources: Resources, scene: Scene, url: str, policy: URLPolicy
+) -> ObjAnalysis:
+    strict = dataclasses.replace(resources, url_policy=policy)
+    async with running(strict):
+        service_id = await make_service(resources, url, [scene.group])
+        row = await start(strict, scene, service_id)
+        return await wait_for_status(resources, row.id, ["failure", "pending"])
+
+
+async def test_localhost_is_refused_at_send_time_then_retried_like_a_connection_error(
+    resources: Resources, scene: Scene
+) -> None:
+    async with serving(FakeService()) as service:
+        url = f"http://localhost:{service.port}/analysis"
+        done = await _dispatch_with_policy(resources, scene, url, URLPolicy())
+
+    assert done.status == "failure"
+    assert done.status_message.startswith(
+        "Service unreachable after 3 attempts: Service URL refused by the URL policy: "
+        "points to a loopback address"
+    )
+    attempts = await load_attempts(resources, done.id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "failed"]
+    assert service.received == []
+
+
+async def test_a_name_that_does_not_resolve_ends_the_attempt_with_a_clear_message(
+    resources: Resources, scene: Scene
+) -> None:
+    url = "http://skyhook-no-such-host.invalid:6801/analysis/rrl_analysis"
+    done = await _dispatch_with_policy(resources, scene, url, URLPolicy())
+
+    assert done.status == "failure"
+    assert done.status_message == (
+        f"Service unreachable after 3 attempts: Request to {url} failed: "
+        "host 'skyhook-no-such-host.invalid' cannot be resolved"
+    )
 
 
 def test_retry_delays_have_jitter_and_run_out() -> None:

@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from shared.db.migrate import alembic_config, downgrade, upgrade
+from shared.db.migrate import alembic_config, downgrade, upgrade, upgrade_async
 from shared.db.models import Base
 from shared.db.session import create_engine
 from tests.conftest import _dsn, _pg_admin
@@ -137,3 +137,110 @@ def test_skyhook_db_upgrade_command_on_sqlite(tmp_path: Path) -> None:
     async_url = url.replace("sqlite:///", "sqlite+aiosqlite:///")
     assert tables(async_url) == MODEL_TABLES | {"alembic_version"}
     assert current_revision(async_url) == head_revision(async_url)
+
+
+# --- 0002: monotonic ids -----------------------------------------------------------------------
+
+INTEGER_ID_TABLES = {
+    name
+    for name, table in Base.metadata.tables.items()
+    if [c.name for c in table.primary_key.columns] == ["id"] and table.c.id.type.python_type is int
+}
+
+
+def _table_sql(url: str) -> dict[str, str]:
+    def read(connection: Connection) -> dict[str, str]:
+        rows = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+        return {name: sql for name, sql in rows}
+
+    return _on_connection(url, read)
+
+
+def _run_sql(url: str, *statements: str) -> list[Any]:
+    """Runs the statements in one transaction (foreign keys on); the last one's rows."""
+
+    def run(connection: Connection) -> list[Any]:
+        result: list[Any] = []
+        for statement in statements:
+            rows = connection.execute(text(statement))
+            result = list(rows) if rows.returns_rows else []
+        connection.commit()
+        return result
+
+    return _on_connection(url, run)
+
+
+def test_every_integer_id_table_gets_autoincrement_on_sqlite(fresh_sqlite_url: str) -> None:
+    upgrade(fresh_sqlite_url)
+    assert {"users", "obj_analyses", "dispatch_attempts", "outbox"} <= INTEGER_ID_TABLES
+    schema = _table_sql(fresh_sqlite_url)
+    assert {t for t in INTEGER_ID_TABLES if "AUTOINCREMENT" not in schema[t]} == set()
+    assert "AUTOINCREMENT" not in schema["group_users"]
+
+
+def _seed_0001(url: str) -> None:
+    """Rows as an existing database has them: a group with members and an analysis whose
+    newest rows were deleted (their ids would be handed out again)."""
+    now = "'2026-01-01 00:00:00.000000'"
+    _run_sql(
+        url,
+        f"INSERT INTO groups (id, name, created_at, modified) VALUES (1, 'g1', {now}, {now}),"
+        f" (2, 'g2', {now}, {now}), (3, 'g3', {now}, {now})",
+        "INSERT INTO users (id, username, is_admin, acls, preferences, created_at, modified)"
+        f" VALUES (7, 'ann', 0, '[]', '{{}}', {now}, {now}), (8, 'bob', 0, '[]', '{{}}', {now},"
+        f" {now})",
+        "INSERT INTO group_users (group_id, user_id, admin) VALUES (1, 7, 0), (2, 7, 1), (2, 8, 0)",
+        "DELETE FROM groups WHERE id = 3",
+    )
+
+
+def test_the_migration_keeps_rows_and_never_reuses_an_id_on_an_existing_sqlite_database(
+    fresh_sqlite_url: str,
+) -> None:
+    url = fresh_sqlite_url
+    upgrade(url, "0001")
+    _seed_0001(url)
+    assert "AUTOINCREMENT" not in _table_sql(url)["groups"]
+
+    upgrade(url, "0002")
+    assert "AUTOINCREMENT" in _table_sql(url)["groups"]
+    assert _run_sql(url, "SELECT id, name FROM groups ORDER BY id") == [(1, "g1"), (2, "g2")]
+    assert _run_sql(url, "SELECT id, username FROM users ORDER BY id") == [(7, "ann"), (8, "bob")]
+    # The rows that reference the rebuilt tables are all there (nothing cascaded).
+    assert _run_sql(url, "SELECT group_id, user_id FROM group_users ORDER BY 1, 2") == [
+        (1, 7),
+        (2, 7),
+        (2, 8),
+    ]
+    assert _run_sql(url, "PRAGMA foreign_key_check") == []
+    assert [i for i in _run_sql(url, "PRAGMA index_list(groups)") if i[1] == "ix_groups_created_at"]
+
+    now = "'2026-01-02 00:00:00.000000'"
+    new_id = _run_sql(
+        url,
+        "DELETE FROM groups WHERE id = 2",
+        f"INSERT INTO groups (name, created_at, modified) VALUES ('g4', {now}, {now})",
+        "SELECT id FROM groups WHERE name = 'g4'",
+    )
+    assert new_id == [(3,)]  # above every id the table held since the migration
+    # Foreign keys are enforced again after the migration: deleting group 2 cascaded.
+    assert _run_sql(url, "SELECT group_id, user_id FROM group_users ORDER BY 1, 2") == [(1, 7)]
+    assert model_drift(url) == []
+
+    downgrade(url, "0001")
+    assert "AUTOINCREMENT" not in _table_sql(url)["groups"]
+    assert _run_sql(url, "SELECT id FROM groups ORDER BY id") == [(1,), (3,)]
+    assert _run_sql(url, "SELECT group_id, user_id FROM group_users") == [(1, 7)]
+    upgrade(url)
+    assert current_revision(url) == head_revision(url)
+
+
+def test_the_in_process_upgrade_also_keeps_referencing_rows(fresh_sqlite_url: str) -> None:
+    """``skyhook run`` migrates inside one engine transaction (upgrade_async)."""
+    url = fresh_sqlite_url
+    upgrade(url, "0001")
+    _seed_0001(url)
+    asyncio.run(upgrade_async(url))
+    assert "AUTOINCREMENT" in _table_sql(url)["users"]
+    assert len(_run_sql(url, "SELECT * FROM group_users")) == 3
+    assert _run_sql(url, "PRAGMA foreign_keys") == [(1,)]

@@ -1,9 +1,15 @@
-"""The outbound URL policy (SSRF guard) for analysis-service URLs."""
+"""The outbound URL policy (SSRF guard) for analysis-service URLs: what is checked without a
+lookup (registration), and what the dispatcher's resolver lets through when it sends."""
 
 from __future__ import annotations
 
-import pytest
+import socket
+from typing import Any
 
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from dispatcher.resolver import PolicyResolver
 from shared.urlpolicy import URLPolicy, URLPolicyError
 
 STRICT = URLPolicy()
@@ -14,7 +20,7 @@ PERMISSIVE = URLPolicy(allow_private=True, allow_loopback=True)
 
 async def refused(policy: URLPolicy, url: str) -> str:
     with pytest.raises(URLPolicyError) as caught:
-        await policy.check(url)
+        policy.check_url(url)
     return str(caught.value)
 
 
@@ -73,7 +79,6 @@ LOOPBACK = [
     ("http://127.9.9.9/", "127.9.9.9"),
     ("http://[::1]:8000/", "::1"),
     ("http://[::ffff:127.0.0.1]/", "127.0.0.1"),
-    ("http://localhost:8000/", "127.0.0.1"),
     ("http://2130706433/", "127.0.0.1"),  # 127.0.0.1 as one decimal number
     ("http://0x7f.1/", "127.0.0.1"),
 ]
@@ -87,8 +92,8 @@ async def test_loopback_only_when_allowed(url: str, address: str) -> None:
         "set SKYHOOK_ALLOW_LOOPBACK_URLS=true to allow it"
     )
     assert "loopback" in await refused(PRIVATE_ONLY, url)
-    await LOOPBACK_ONLY.check(url)
-    await PERMISSIVE.check(url)
+    LOOPBACK_ONLY.check_url(url)
+    PERMISSIVE.check_url(url)
 
 
 PRIVATE = [
@@ -109,7 +114,7 @@ async def test_private_only_when_allowed(url: str, address: str) -> None:
         f"points to a private address ({address}); set SKYHOOK_ALLOW_PRIVATE_URLS=true to allow it"
     )
     assert "private" in await refused(LOOPBACK_ONLY, url)
-    await PRIVATE_ONLY.check(url)
+    PRIVATE_ONLY.check_url(url)
 
 
 @pytest.mark.parametrize(
@@ -141,21 +146,104 @@ async def test_unspecified_multicast_and_reserved_are_refused_even_when_permissi
     ],
 )
 async def test_public_addresses_pass_the_strict_policy(url: str) -> None:
-    await STRICT.check(url)
+    STRICT.check_url(url)
 
 
-async def test_unresolvable_hosts_are_refused() -> None:
-    message = await refused(PERMISSIVE, "http://skyhook-no-such-host.invalid/x")
-    assert message == "host 'skyhook-no-such-host.invalid' cannot be resolved"
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The host names passed to the system resolver while the test runs."""
+    asked: list[Any] = []
+    real = socket.getaddrinfo
+
+    def recording(host: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording)
+    return asked
+
+
+async def test_host_names_are_checked_without_a_lookup(lookups: list[Any]) -> None:
+    """SkyPortal's documented example registers although the name does not resolve."""
+    url = "http://amazing.analysis.edu:6801/analysis/rrl_analysis"
+    assert STRICT.check_url(url) == ("amazing.analysis.edu", 6801)
+    assert STRICT.check_url("http://skyhook-no-such-host.invalid/x")[0] == (
+        "skyhook-no-such-host.invalid"
+    )
+    assert STRICT.check_url("http://localhost:8000/")[0] == "localhost"  # checked when sent
+    assert lookups == []
+
+
+class _FixedResolver(AbstractResolver):
+    """What a DNS server answered for any name (the connector's own lookup)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_resolver_hands_over_only_the_allowed_addresses() -> None:
+    dns = _FixedResolver("10.0.0.7", "93.184.216.34", "127.0.0.1", "ff02::1")
+    resolved = await PolicyResolver(STRICT, dns).resolve("mixed.example", 443)
+    assert [r["host"] for r in resolved] == ["93.184.216.34"]
+    assert dns.asked == ["mixed.example"]  # one lookup, and the checked answer is the one used
+    everything = await PolicyResolver(PERMISSIVE, dns).resolve("mixed.example", 443)
+    assert [r["host"] for r in everything] == ["10.0.0.7", "93.184.216.34", "127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "reason"),
+    [
+        (("127.0.0.1", "::1"), "points to a loopback address (127.0.0.1)"),
+        (("10.1.2.3",), "points to a private address (10.1.2.3)"),
+        (("169.254.169.254",), "points to a link-local or metadata address"),
+    ],
+)
+async def test_a_name_resolving_only_to_refused_addresses_is_refused(
+    addresses: tuple[str, ...], reason: str
+) -> None:
+    with pytest.raises(URLPolicyError) as caught:
+        await PolicyResolver(STRICT, _FixedResolver(*addresses)).resolve("sneaky.example", 80)
+    assert str(caught.value).startswith(reason)
+
+
+async def test_localhost_is_refused_when_resolved() -> None:
+    with pytest.raises(URLPolicyError) as caught:
+        await PolicyResolver(STRICT).resolve("localhost", 80, socket.AF_UNSPEC)
+    assert "points to a loopback address" in str(caught.value)
+    allowed = URLPolicy(allowed_hosts=frozenset({"localhost"}))
+    assert await PolicyResolver(allowed).resolve("localhost", 80, socket.AF_INET)
+    dns = _FixedResolver("93.184.216.34")
+    with pytest.raises(URLPolicyError, match="cloud metadata host"):
+        await PolicyResolver(PERMISSIVE, dns).resolve("Metadata.Google.Internal.", 80)
+    assert dns.asked == []
 
 
 async def test_allowed_hosts_bypass_loopback_and_private_rules_only() -> None:
     policy = URLPolicy(allowed_hosts=frozenset({"localhost", "10.1.2.3", "svc.cluster.invalid"}))
-    await policy.check("http://localhost:8000/x")
-    await policy.check("http://LocalHost./x")
-    await policy.check("http://10.1.2.3/x")
-    # Not resolvable here; the dispatcher checks again when it sends.
-    await policy.check("https://svc.cluster.invalid/x")
+    policy.check_url("http://localhost:8000/x")
+    policy.check_url("http://LocalHost./x")
+    policy.check_url("http://10.1.2.3/x")
+    policy.check_url("https://svc.cluster.invalid/x")
     assert "loopback" in await refused(policy, "http://127.0.0.1/x")
     assert "private" in await refused(policy, "http://10.1.2.4/x")
     assert "credentials" in await refused(policy, "http://u:p@localhost/x")

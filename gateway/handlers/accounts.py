@@ -9,7 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
 from gateway.serialize import token_dict, user_dict
-from shared.access import Principal
+from shared.access import Principal, groups_not_found
 from shared.accounts import AccountError, add_member, check_acls, check_name, issue_token
 from shared.db.models import Group, GroupUser, Token, User
 from shared.resources import RESOURCES
@@ -49,7 +49,7 @@ async def post_user(request: web.Request) -> web.Response:
         groups = (await session.execute(select(Group).where(Group.id.in_(group_ids)))).scalars()
         groups = list(groups)
         if len(groups) != len(set(group_ids)):
-            raise bad_request(f"Cannot find one or more groups with IDs: {sorted(group_ids)}")
+            raise bad_request(groups_not_found(group_ids))
         user = User(username=username, is_admin=is_admin, acls=acls)
         session.add(user)
         try:

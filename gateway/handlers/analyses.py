@@ -62,6 +62,7 @@ from shared.web import (
     query_bool,
     query_id,
     success,
+    success_page,
 )
 
 log = logging.getLogger("skyhook.gateway.analyses")
@@ -277,8 +278,9 @@ def _page(request: web.Request) -> tuple[Page, bool]:
 
 
 async def list_analyses(request: web.Request) -> web.Response:
-    """Without pageNumber/numPerPage: SkyPortal's bare list, at most ``page_size_max`` items
-    (``X-Total-Matches`` tells how many matched). With them: a page and ``totalMatches``."""
+    """SkyPortal's list in ``data`` (at most ``page_size_max`` items without paging;
+    ``X-Total-Matches`` tells how many matched). With ``pageNumber``/``numPerPage``, ``data``
+    is still that list (SkyPortal clients index it) and the paging metadata sits beside it."""
     me = principal(request)
     obj_id = _obj_filter(request)
     conditions = _list_conditions(request, me, obj_id)
@@ -296,13 +298,13 @@ async def list_analyses(request: web.Request) -> web.Response:
     if obj_id is None:
         items = [analysis_brief(a) for a in rows]
     else:
+        # As SkyPortal's per-object list: every item carries its model light curves (for the
+        # photometry overlay); only analyses that stored one cost a file read.
         items = [analysis_dict(a, me) for a in rows]
-        if query_bool(request, "includeAnalysisData"):
-            for item, analysis in zip(items, rows, strict=True):
-                item.update(await _model_lightcurves(resources.artifacts, analysis))
-    if paginated:
-        return success(page.answer(total, analyses=items))
-    response = success(items)
+        curves = await asyncio.gather(*(_model_lightcurves(resources.artifacts, a) for a in rows))
+        for item, found in zip(items, curves, strict=True):
+            item.update(found)
+    response = success_page(items, page, total) if paginated else success(items)
     response.headers["X-Total-Matches"] = str(total)
     return response
 

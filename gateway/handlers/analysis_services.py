@@ -6,6 +6,7 @@ responses only say whether one is set (``has_authinfo``, ``has_signing_secret``)
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.auth import principal
 from gateway.serialize import groups_brief
 from shared import service_registry as registry
-from shared.access import Principal, resolve_group_ids, visible
+from shared.access import Principal, groups_not_found, resolve_group_ids, visible
 from shared.analysis_lifecycle import delete_analyses_of_service, delete_artifact_folders
 from shared.db.models import AnalysisService, Group, analysis_service_groups
 from shared.enums import ACL, AuthenticationType
@@ -74,9 +75,10 @@ def _registry_error(exc: RegistryError) -> ApiError:
     return ApiError(exc.status, exc.message)
 
 
-async def _check_url_policy(resources: Resources, url: str) -> None:
+def _check_url_policy(resources: Resources, url: str) -> None:
+    """Syntax and literal addresses only: host names are resolved (and checked) when sent."""
     try:
-        await resources.url_policy.check(url)
+        resources.url_policy.check_url(url)
     except URLPolicyError as exc:
         raise bad_request(registry.url_rejected(str(exc))) from None
 
@@ -96,7 +98,7 @@ async def _validate(
     except RegistryError as exc:
         raise _registry_error(exc) from None
     if url_changed:
-        await _check_url_policy(resources, connection.url)
+        _check_url_policy(resources, connection.url)
     if creating:
         groups: list[Group] | None = await _groups_for_new_service(
             session, me, merged.get("group_ids")
@@ -130,7 +132,7 @@ async def _groups_for_patch(session: AsyncSession, me: Principal, group_ids: Any
     wanted = set(group_ids)
     groups = list(await session.scalars(select(Group).where(Group.id.in_(wanted))))
     if {g.id for g in groups} != wanted:
-        raise bad_request(f"Cannot find one or more groups with IDs: {sorted(wanted)}")
+        raise bad_request(groups_not_found(group_ids))
     if not me.is_admin and not wanted <= me.group_ids:
         raise bad_request(
             "Cannot change groups for Analysis Services that you are not a member of."
@@ -228,6 +230,21 @@ async def get_analysis_service(request: web.Request) -> web.Response:
         return success(service_dict(service))
 
 
+def listed_service_dict(service: AnalysisService) -> dict[str, Any]:
+    """As :func:`service_dict`, with ``optional_analysis_parameters`` parsed to an object, as
+    SkyPortal's list answers (a single GET gives them back as stored)."""
+    data = service_dict(service)
+    parameters = data.get("optional_analysis_parameters")
+    if isinstance(parameters, str):
+        try:
+            data["optional_analysis_parameters"] = json.loads(parameters) if parameters else {}
+        except ValueError:  # registration refuses these; a row from elsewhere stays as stored
+            pass
+    elif parameters is None:
+        data["optional_analysis_parameters"] = {}
+    return data
+
+
 async def list_analysis_services(request: web.Request) -> web.Response:
     """Every visible service; a plain list unless ``pageNumber``/``numPerPage`` is given."""
     me = principal(request)
@@ -239,10 +256,10 @@ async def list_analysis_services(request: web.Request) -> web.Response:
     query = select(AnalysisService).where(condition).order_by(AnalysisService.id)
     async with resources.sessions() as session:
         if not paged:
-            return success([service_dict(s) for s in await session.scalars(query)])
+            return success([listed_service_dict(s) for s in await session.scalars(query)])
         total = await session.scalar(select(func.count(AnalysisService.id)).where(condition))
         rows = await session.scalars(query.offset(page.offset).limit(page.size))
-        items = [service_dict(s) for s in rows]
+        items = [listed_service_dict(s) for s in rows]
     return success(page.answer(total, analysis_services=items))
 
 

@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.access import Principal, resolve_group_ids, visible
+from shared.access import Principal, groups_not_found, resolve_group_ids, visible
 from shared.db.models import Group, Instrument, Obj, obj_groups
 from shared.web import MAX_ID, Page, bad_request, finite, not_found
 
@@ -80,7 +80,7 @@ async def groups_named(
         and all(isinstance(g, int) and not isinstance(g, bool) for g in group_ids)
         and any(not 0 < g <= MAX_ID for g in group_ids)
     ):
-        raise bad_request(f"Cannot find one or more groups with IDs: {sorted(group_ids)}")
+        raise bad_request(groups_not_found(group_ids))
     return await resolve_group_ids(session, principal, group_ids)
 
 

@@ -36,6 +36,11 @@ NAMING_CONVENTION = {
 }
 
 
+# Ids are never reused: on SQLite an INTEGER PRIMARY KEY without AUTOINCREMENT hands a deleted
+# row's id to the next insert (PostgreSQL's sequences never go back).
+MONOTONIC_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
@@ -73,6 +78,7 @@ default_analysis_groups = _group_link(
 
 class User(Timestamped, Base):
     __tablename__ = "users"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
@@ -89,6 +95,7 @@ class User(Timestamped, Base):
 
 class Group(Timestamped, Base):
     __tablename__ = "groups"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -118,6 +125,7 @@ class Token(Timestamped, Base):
     """An API token; only the SHA-256 of the secret is stored."""
 
     __tablename__ = "tokens"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -128,6 +136,7 @@ class Token(Timestamped, Base):
 
 class Instrument(Timestamped, Base):
     __tablename__ = "instruments"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -166,6 +175,7 @@ class Photometry(OwnedRow, Base):
     a non-detection has ``flux`` NULL and ``fluxerr`` set so that 5·fluxerr is its limit."""
 
     __tablename__ = "photometry"
+    __table_args__ = MONOTONIC_IDS
 
     instrument_id: Mapped[int] = mapped_column(
         ForeignKey("instruments.id", ondelete="CASCADE"), index=True
@@ -183,6 +193,7 @@ class Photometry(OwnedRow, Base):
 
 class Spectrum(OwnedRow, Base):
     __tablename__ = "spectra"
+    __table_args__ = MONOTONIC_IDS
 
     instrument_id: Mapped[int] = mapped_column(
         ForeignKey("instruments.id", ondelete="CASCADE"), index=True
@@ -202,6 +213,7 @@ class Spectrum(OwnedRow, Base):
 
 class Comment(OwnedRow, Base):
     __tablename__ = "comments"
+    __table_args__ = MONOTONIC_IDS
 
     text: Mapped[str] = mapped_column(Text)
     bot: Mapped[bool] = mapped_column(default=False)
@@ -212,6 +224,7 @@ class Comment(OwnedRow, Base):
 
 class Classification(OwnedRow, Base):
     __tablename__ = "classifications"
+    __table_args__ = MONOTONIC_IDS
 
     classification: Mapped[str] = mapped_column(String(255))
     probability: Mapped[float | None] = mapped_column(Float)
@@ -223,6 +236,7 @@ class Classification(OwnedRow, Base):
 
 class Annotation(OwnedRow, Base):
     __tablename__ = "annotations"
+    __table_args__ = MONOTONIC_IDS
 
     origin: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column()
@@ -235,6 +249,7 @@ class PhotStat(Timestamped, Base):
     current in the transaction of every change to its photometry."""
 
     __tablename__ = "phot_stats"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     obj_id: Mapped[str] = mapped_column(
@@ -296,6 +311,7 @@ class SourceEmbedding(Base):
 
 class AnalysisService(Timestamped, Base):
     __tablename__ = "analysis_services"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -330,6 +346,7 @@ class ObjAnalysis(Timestamped, Base):
     """
 
     __tablename__ = "obj_analyses"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     unique_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -370,7 +387,7 @@ class DefaultAnalysis(Timestamped, Base):
     """A service that starts by itself, as its author, when a source meets ``source_filter``."""
 
     __tablename__ = "default_analyses"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_service_id: Mapped[int] = mapped_column(
@@ -397,7 +414,7 @@ class DefaultAnalysisRun(Base):
     __table_args__ = (
         UniqueConstraint("default_analysis_id", "event_id"),
         Index("ix_default_analysis_runs_default_created", "default_analysis_id", "created_at"),
-        {"sqlite_autoincrement": True},
+        MONOTONIC_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -428,7 +445,7 @@ class PendingPhotometryTrigger(Base):
 
 class DispatchAttempt(Base):
     __tablename__ = "dispatch_attempts"
-    __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"),)
+    __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"), MONOTONIC_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = mapped_column(
@@ -447,6 +464,7 @@ class OutboxMessage(Base):
     """A message written in the same transaction as the state change that caused it."""
 
     __tablename__ = "outbox"
+    __table_args__ = MONOTONIC_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[str] = mapped_column(String(36), unique=True)

@@ -1,7 +1,7 @@
 """phot_stats: photometry statistics per source
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Existing sources get their rows from `skyhook phot-stats recompute` (or PATCH /api/phot_stats).
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import shared.db.types
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -108,6 +108,7 @@ def upgrade() -> None:
             ["obj_id"], ["objs.id"], name=op.f("fk_phot_stats_obj_id_objs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_phot_stats")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("phot_stats", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_phot_stats_created_at"), ["created_at"], unique=False)
