@@ -118,7 +118,10 @@ async def test_invalid_defaults_are_refused_with_skyportal_messages(
         assert reply.status == 400, (body, reply.body)
         assert message in reply.message, (body, reply.message)
     async with resources.sessions() as session:
-        assert await session.scalar(select(func.count(DefaultAnalysis.id))) == 0
+        count = select(func.count(DefaultAnalysis.id)).where(
+            DefaultAnalysis.analysis_service_id == service.id
+        )
+        assert await session.scalar(count) == 0
 
 
 async def test_only_service_managers_change_defaults_and_members_read_them(
