@@ -17,7 +17,7 @@ import xarray as xr
 from sn_fitter.fit import FitResult, chi2_per_dof
 from sn_fitter.inputs import LightCurve
 from sn_fitter.model import DirectModel, LightCurveModel
-from sn_fitter.sampler import RHAT_TARGET
+from sn_fitter.quality import ESS_TARGET, RHAT_TARGET
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -275,9 +275,7 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
             "q2.5": q[0],
             "q97.5": q[4],
         }
-    rhats = {n: chains.rhat.get(i) for i, n in enumerate(names)}
-    ess = {n: chains.ess_bulk.get(i) for i, n in enumerate(names)}
-    converged = chains.converged(min_ess=100.0)
+    diagnostics = result.diagnostics
     lc = result.lightcurve
     return finite(
         {
@@ -300,7 +298,9 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
                 "fixed": result.z_fixed is not None,
                 "value": result.z_fixed,
                 "bounds": list(result.z_range) if result.z_range else None,
+                "prior": result.z_prior.describe() if result.z_prior else None,
             },
+            "bounds": {n: list(result.bounds[i]) for i, n in enumerate(names)},
             "sampler": {
                 "algorithm": chains.algorithm,
                 "num_chains": int(result.samples.shape[0]),
@@ -308,12 +308,20 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
                 "acceptance_rate": chains.acceptance,
                 "log_density_evaluations": chains.evaluations,
                 "seed": chains.seed,
-                "rhat": rhats,
-                "ess_bulk": ess,
-                "ess_tail": {n: chains.ess_tail.get(i) for i, n in enumerate(names)},
+                "rounds": chains.rounds,
+                "out_of_time": chains.out_of_time,
+                "rhat": diagnostics.rhat,
+                "ess_bulk": diagnostics.ess_bulk,
+                "ess_tail": diagnostics.ess_tail,
                 "rhat_target": RHAT_TARGET,
-                "converged": converged,
+                "ess_target": ESS_TARGET,
+                "converged": diagnostics.converged,
                 "elapsed_seconds": result.elapsed,
+            },
+            "checks": {
+                "passed": diagnostics.passed,
+                "failures": diagnostics.failures(),
+                "bound_piles": [vars(pile) for pile in diagnostics.piles],
             },
             "notes": result.notes,
             "sncosmo_version": sncosmo.__version__,
@@ -333,19 +341,26 @@ def results_joblib(results: dict[str, Any], result: FitResult) -> bytes:
     return buffer.getvalue()
 
 
+def fit_message(result: FitResult, shown_chi2: str) -> str:
+    """"Good results" only when every check passes; otherwise the checks that failed."""
+    diagnostics = result.diagnostics
+    if diagnostics.passed:
+        return f"Good results with chi^2/dof={shown_chi2}"
+    problems = []
+    if not diagnostics.converged:
+        why = "; ".join(diagnostics.convergence_failures())
+        budget = " within the time budget" if result.chains.out_of_time else ""
+        problems.append(f"the chains did not converge{budget}: {why}")
+    problems += [pile.describe() for pile in diagnostics.piles]
+    return f"Fit finished with chi^2/dof={shown_chi2}; warning: " + "; ".join(problems)
+
+
 def success_body(result: FitResult, fix_z: bool, title: str | None) -> dict[str, Any]:
     curves = model_curves(result)
     results = results_dict(result, fix_z)
     ratio = results["chi2_per_dof"]
     shown = f"{ratio:.2f}" if ratio is not None else f"{result.chi2:.2f}/{result.ndof}"
-    if results["sampler"]["converged"]:
-        message = f"Good results with chi^2/dof={shown}"
-    else:
-        worst = max((v for v in results["sampler"]["rhat"].values() if v is not None), default=None)
-        message = (
-            f"Fit finished with chi^2/dof={shown}; warning: the chains did not converge "
-            f"(max R-hat={worst})"
-        )
+    message = fit_message(result, shown)
     if result.notes:
         message += "; " + "; ".join(result.notes)
     analysis = {
