@@ -122,7 +122,8 @@ def parse_options(params: dict[str, Any] | None) -> FitOptions:
     if _present(params, "z_prior"):
         choice = str(params["z_prior"]).strip().lower()
         if choice not in Z_PRIOR_CHOICES:
-            raise OptionsError(f"z_prior must be one of {', '.join(Z_PRIOR_CHOICES)}, got {choice!r}")
+            allowed = ", ".join(Z_PRIOR_CHOICES)
+            raise OptionsError(f"z_prior must be one of {allowed}, got {choice!r}")
         values["z_prior"] = choice
     if _present(params, "max_seconds"):
         seconds = parse_float("max_seconds", params["max_seconds"])

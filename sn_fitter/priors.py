@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from sn_fitter.inputs import Redshift
 
 DEFAULT_REDSHIFT_ERROR = 0.001

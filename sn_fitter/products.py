@@ -342,7 +342,7 @@ def results_joblib(results: dict[str, Any], result: FitResult) -> bytes:
 
 
 def fit_message(result: FitResult, shown_chi2: str) -> str:
-    """"Good results" only when every check passes; otherwise the checks that failed."""
+    """ "Good results" only when every check passes; otherwise the checks that failed."""
     diagnostics = result.diagnostics
     if diagnostics.passed:
         return f"Good results with chi^2/dof={shown_chi2}"

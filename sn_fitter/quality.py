@@ -122,9 +122,7 @@ def bound_piles(flat: np.ndarray, names: list[str], bounds: np.ndarray) -> list[
     return piles
 
 
-def diagnose(
-    samples: np.ndarray, names: list[str], bounds: np.ndarray
-) -> Diagnostics:
+def diagnose(samples: np.ndarray, names: list[str], bounds: np.ndarray) -> Diagnostics:
     """Diagnostics of natural-unit ``samples`` (chains, draws, parameters) within ``bounds``."""
     result = chain_diagnostics(samples, names)
     result.piles = bound_piles(samples.reshape(-1, len(names)), names, bounds)

@@ -22,18 +22,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import gammaln, logsumexp
 
-from sn_fitter.quality import Diagnostics, chain_diagnostics
+from sn_fitter.quality import ESS_TARGET, Diagnostics, chain_diagnostics
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
 T_DOF = 5.0
 WIDE_FRACTION, WIDE_SCALE = 0.1, 3.0
 MAX_DRAWS_PER_CHAIN = 64_000
+EXTEND_RHAT, EXTEND_ACCEPTANCE, ESS_MARGIN = 1.05, 0.45, 1.15
 MIN_ACCEPTANCE = 0.05
 ENSEMBLE_THIN, ENSEMBLE_MIN_BURN, ENSEMBLE_SEGMENT = 10, 1000, 2000
 HESSIAN_RETRIES = 4
@@ -282,10 +283,12 @@ def sample_posterior(
 ) -> tuple[Chains, np.ndarray, float]:
     """Mode, pilot, then independence-MH rounds; the ensemble sampler if those cannot mix.
 
-    A round that falls short of the targets is followed by one twice as long whose proposal
-    is refit to the previous round's draws; the earlier rounds count as warm-up (only the
-    last round's draws are returned, so the reported chains come from one fixed transition
-    kernel). A round is only started when it can finish within the time budget.
+    A round whose chains agree (R-hat < EXTEND_RHAT) but have too few effective draws is
+    extended with the same proposal by the draws the ESS shortfall asks for (one fixed
+    transition kernel, so the longer chains are as valid as the first ones). Chains that
+    disagree start a new round, twice as long, with the proposal refit to their draws; the
+    earlier rounds then count as warm-up. Nothing is started that cannot finish within the
+    time budget.
     """
     deadline = time.perf_counter() + settings.max_seconds
     mode, mode_value = find_mode(fun, starts, bounds, steps)
@@ -301,20 +304,64 @@ def sample_posterior(
         start = (previous.draws[:, -1], previous.log_density[:, -1])
         began = time.perf_counter()
         chains = independence_mh(fun, proposal, settings.num_chains, draws, rng, start=start)
+        per_draw = (time.perf_counter() - began) / draws
         rounds += 1
         spent += chains.evaluations
-        chains.evaluations, chains.rounds = spent, rounds
-        chains.diagnose()
-        if chains.converged():
-            return chains, mode, mode_value
-        took = time.perf_counter() - began
-        if draws * 2 > MAX_DRAWS_PER_CHAIN or time.perf_counter() + 2.5 * took > deadline:
+        while True:
+            chains.evaluations, chains.rounds = spent, rounds
+            chains.diagnose()
+            if chains.converged():
+                return chains, mode, mode_value
+            extra = _extension(chains)
+            if extra == 0:
+                break
+            if time.perf_counter() + per_draw * extra > deadline:
+                chains.out_of_time = True
+                return chains, mode, mode_value
+            more = independence_mh(
+                fun,
+                proposal,
+                settings.num_chains,
+                extra,
+                rng,
+                start=(chains.draws[:, -1], chains.log_density[:, -1]),
+            )
+            spent += more.evaluations
+            chains = _joined(chains, more)
+        draws = min(2 * chains.draws.shape[1], MAX_DRAWS_PER_CHAIN)
+        if time.perf_counter() + per_draw * draws > deadline:
             chains.out_of_time = True
             return chains, mode, mode_value
-        previous, draws = chains, draws * 2
+        previous = chains
     chains = _ensemble(fun, mode, cov, previous, settings, rng, deadline)
     chains.evaluations += spent
     return chains, mode, mode_value
+
+
+def _extension(chains: Chains) -> int:
+    """Draws per chain to add for the ESS targets (with a margin), or 0 when the chains
+    disagree, accept too rarely or are already as long as allowed."""
+    diagnostics, length = chains.diagnostics, chains.draws.shape[1]
+    rhats = list(diagnostics.rhat.values())
+    esses = list(diagnostics.ess_bulk.values()) + list(diagnostics.ess_tail.values())
+    usable = all(math.isfinite(v) for v in rhats + esses) and min(esses) > 0
+    if not usable or max(rhats) >= EXTEND_RHAT or chains.acceptance < EXTEND_ACCEPTANCE:
+        return 0
+    wanted = math.ceil(length * (ESS_MARGIN * ESS_TARGET / min(esses) - 1.0))
+    extra = min(max(wanted, length // 4, 1), MAX_DRAWS_PER_CHAIN - length)
+    return max(extra, 0)
+
+
+def _joined(first: Chains, second: Chains) -> Chains:
+    return Chains(
+        np.concatenate([first.draws, second.draws], axis=1),
+        np.concatenate([first.log_density, second.log_density], axis=1),
+        first.algorithm,
+        (first.acceptance * first.draws.shape[1] + second.acceptance * second.draws.shape[1])
+        / (first.draws.shape[1] + second.draws.shape[1]),
+        first.evaluations + second.evaluations,
+        rounds=first.rounds,
+    )
 
 
 def _mixes(chains: Chains, dim: int) -> bool:
@@ -378,14 +425,9 @@ def _ensemble(
         began = time.perf_counter()
         position = (chains.draws[:, -1], chains.log_density[:, -1])
         more = stretch_sampler(fun, position[0], ENSEMBLE_SEGMENT, 0, thin, rng, position[1])
-        chains = Chains(
-            np.concatenate([chains.draws, more.draws], axis=1),
-            np.concatenate([chains.log_density, more.log_density], axis=1),
-            chains.algorithm,
-            more.acceptance,
-            chains.evaluations + more.evaluations,
-            rounds=chains.rounds + 1,
-        )
+        rounds = chains.rounds + 1
+        chains = _joined(chains, more)
+        chains.rounds = rounds
         if time.perf_counter() + 2.0 * (time.perf_counter() - began) > deadline:
             chains.diagnose()
             chains.out_of_time = not chains.converged()

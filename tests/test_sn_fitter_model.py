@@ -11,10 +11,10 @@ import sncosmo
 import sn_fitter
 from sn_fitter import OPTIONAL_ANALYSIS_PARAMETERS
 from sn_fitter.bands import sncosmo_band_name
-from sn_fitter.quality import az, bound_piles, diagnose
 from sn_fitter.inputs import InputError, parse_photometry, parse_redshift
 from sn_fitter.model import Points, build_model, load_source, zp_normalisation
 from sn_fitter.options import OptionsError, parse_options
+from sn_fitter.quality import az, bound_piles, diagnose
 from sn_fitter.sampler import StudentMixture, independence_mh, stretch_sampler
 
 
