@@ -246,9 +246,7 @@ def corner_figure(
     if best_fit is not None:
         figure.text(0.98, 0.985, "best fit", color=BEST_FIT_COLOR, ha="right", va="top")
     if warning:
-        figure.text(
-            0.98, 0.94, fill(warning, 48), color="red", ha="right", va="top", fontsize=10
-        )
+        figure.text(0.98, 0.94, fill(warning, 48), color="red", ha="right", va="top", fontsize=10)
     return figure
 
 

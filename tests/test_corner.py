@@ -161,7 +161,7 @@ def test_the_axes_span_the_central_quantiles_so_tails_do_not_squeeze_the_core() 
     posterior = salt3_posterior()
     posterior["z"][:8] = 0.9  # 0.2 % of the samples far out in a tail
     figure = corner_figure(posterior)
-    z_axis = [ax for ax in figure.axes if ax.axison and ax.get_xlabel() == "z"][0]
+    z_axis = next(ax for ax in figure.axes if ax.axison and ax.get_xlabel() == "z")
     low, high = z_axis.get_xlim()
     core = np.quantile(posterior["z"], [0.005, 0.995])
     assert low <= core[0] and core[1] <= high
