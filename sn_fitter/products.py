@@ -15,30 +15,19 @@ import sncosmo
 import xarray as xr
 
 from sn_fitter.fit import FitResult, chi2_per_dof
-from sn_fitter.inputs import LightCurve
 from sn_fitter.model import DirectModel, LightCurveModel
+from sn_fitter.plots import Curves, corner_plot, lightcurve_plot
 from sn_fitter.quality import ESS_TARGET, RHAT_TARGET
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    pass
 
-Curves = dict[str, dict[str, np.ndarray]]  # band -> time, median, low, high
 PLOT_DRAWS = 300  # posterior draws used for model curves and bands
 CURVE_POINTS = 120
 CURVE_MARGIN = 10.0  # days drawn beyond the data, where the model is defined
 EDGE_QUANTILE = 0.025  # the grid ends where this fraction of draws have left their range
 MAX_POSTERIOR_SAMPLES = 4000
 ZP_AB = 23.9
-BAND_COLORS = {
-    "ztfg": "tab:green",
-    "ztfr": "tab:red",
-    "ztfi": "goldenrod",
-    "sdssg": "tab:green",
-    "sdssr": "tab:red",
-    "sdssi": "goldenrod",
-    "bessellb": "tab:blue",
-}
 
 
 def b64(data: bytes) -> str:
@@ -146,82 +135,6 @@ def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
                 rows.append([round(float(t), 5), *(round(m, 5) for m in mags)])
         out[band] = rows
     return out
-
-
-def lightcurve_figure(result: FitResult, curves: Curves, title: str | None) -> Figure:
-    """Data with errors, non-detections as limits, model median and 68% band per band."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    bands = sorted(set(result.lightcurve.band))
-    figure = Figure(figsize=(7, 2.6 * len(bands) + 0.6))
-    FigureCanvasAgg(figure)  # no pyplot: no global state, safe in any thread
-    axes = figure.subplots(len(bands), 1, sharex=True, squeeze=False)
-    for ax, band in zip(axes[:, 0], bands, strict=True):
-        _plot_band(ax, result, curves[band], band)
-    axes[-1, 0].set_xlabel("MJD")
-    ratio = chi2_per_dof(result)
-    head = f"{result.source}: chi2/dof = {result.chi2:.1f}/{result.ndof}"
-    if ratio is not None:
-        head += f" = {ratio:.2f}"
-    figure.suptitle(f"{title}  |  {head}" if title else head, fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
-def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> bytes:
-    """The light-curve figure as PNG bytes."""
-    buffer = io.BytesIO()
-    lightcurve_figure(result, curves, title).savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def _plot_band(ax: Axes, result: FitResult, curve: dict[str, np.ndarray], band: str) -> None:
-    lc = result.lightcurve
-    color = BAND_COLORS.get(band, "black")
-    scale = _to_ab23_9(lc, band)
-    here = lc.band == band
-    det, lim = here & ~lc.is_limit, here & lc.is_limit
-    ax.fill_between(
-        curve["time"],
-        curve["low"],
-        curve["high"],
-        color=color,
-        alpha=0.25,
-        label="68% posterior band",
-    )
-    ax.plot(curve["time"], curve["median"], color=color, lw=1.5, label=f"{result.source} median")
-    ax.errorbar(
-        lc.time[det],
-        lc.flux[det] * scale[det],
-        lc.fluxerr[det] * scale[det],
-        fmt="o",
-        ms=4,
-        color=color,
-        label="detections",
-    )
-    if lim.any():
-        ax.plot(
-            lc.time[lim],
-            lc.flux_limit[lim] * scale[lim],
-            "v",
-            color=color,
-            alpha=0.6,
-            label="upper limits",
-        )
-    ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_ylabel(f"{band} flux (zp 23.9 AB)")
-    ax.legend(fontsize=7, loc="upper right")
-
-
-def _to_ab23_9(lc: LightCurve, band: str) -> np.ndarray:
-    """Factors that bring each point's flux to zp 23.9 in the AB system (the plot's units)."""
-    ab = sncosmo.get_magsystem("ab").zpbandflux(band)
-    factors = np.ones(len(lc.time))
-    for i in np.flatnonzero(lc.band == band):
-        own = sncosmo.get_magsystem(lc.magsys[i]).zpbandflux(band)
-        factors[i] = 10 ** (0.4 * (ZP_AB - lc.zp[i])) * own / ab
-    return factors
 
 
 def inference_netcdf(result: FitResult) -> bytes:
@@ -364,7 +277,10 @@ def success_body(result: FitResult, fix_z: bool, title: str | None) -> dict[str,
     if result.notes:
         message += "; " + "; ".join(result.notes)
     analysis = {
-        "plots": [{"format": "png", "data": b64(lightcurve_plot(result, curves, title))}],
+        "plots": [
+            {"format": "png", "data": b64(lightcurve_plot(result, curves, title))},
+            {"format": "png", "data": b64(corner_plot(result))},
+        ],
         "inference_data": {"format": "netcdf4", "data": b64(inference_netcdf(result))},
         "posterior_samples": finite(posterior_samples(result)),
         "model_lightcurve": model_lightcurve(curves),

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import sncosmo
 
+from shared.corner import corner_figure
 from sn_fitter.demo import demo_lightcurve, simulate_ztf_lightcurve
 from sn_fitter.fit import FitFailure, fit_lightcurve
 from sn_fitter.inputs import Redshift, parse_photometry
 from sn_fitter.job import encode
 from sn_fitter.options import FitOptions
-from sn_fitter.products import success_body
+from sn_fitter.plots import lightcurve_figure, warning_text
+from sn_fitter.products import model_curves, success_body
 from sn_fitter.sampler import laplace_covariance
 
 QUICK = {"num_samples": 300, "num_warmup": 200, "num_chains": 2, "seed": 4}
@@ -108,6 +110,19 @@ def test_a_redshift_mode_on_the_lower_bound_is_fitted_and_flagged():
     assert not body["message"].startswith("Good results")
     assert "z piles at its lower bound 0.03" in body["message"]
     assert body["analysis"]["results"]["data"]["checks"]["passed"] is False
+    assert len(body["analysis"]["plots"]) == 2  # light curve and corner plot
+    flat = result.flat_samples
+    corner = corner_figure(
+        {n: flat[:, i] for i, n in enumerate(result.param_names)},
+        result.best_fit,
+        warning_text(result),
+    )
+    light = lightcurve_figure(result, model_curves(result), "bound")
+    for figure in (corner, light):
+        shown = " ".join(
+            t.get_text() for t in figure.texts + [t for a in figure.axes for t in a.texts]
+        )
+        assert "BOUND-LIMITED: z piles at its" in shown
 
 
 def test_a_source_beyond_z_max_is_not_called_good():
