@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 import joblib
 import numpy as np
 import sncosmo
-import xarray as xr
 
 from sn_fitter.fit import FitResult, chi2_per_dof
 from sn_fitter.model import DirectModel, LightCurveModel
 from sn_fitter.plots import Curves, corner_plot, lightcurve_plot
-from sn_fitter.quality import ESS_TARGET, RHAT_TARGET
+from sn_fitter.quality import ESS_TARGET, RHAT_TARGET, az
 
 if TYPE_CHECKING:
     pass
@@ -137,27 +136,42 @@ def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
     return out
 
 
-def inference_netcdf(result: FitResult) -> bytes:
-    """An ArviZ-readable InferenceData file: ``posterior`` and ``sample_stats`` groups."""
-    chains, draws, _ = result.samples.shape
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
-    posterior = xr.Dataset(
-        {
-            name: (("chain", "draw"), result.samples[:, :, i])
-            for i, name in enumerate(result.param_names)
-        },
-        coords=coords,
-        attrs={
-            "inference_library": "sn_fitter",
-            "model": result.source,
-            "sampler": result.chains.algorithm,
-        },
+def inference_data(result: FitResult) -> az.InferenceData:
+    """ArviZ InferenceData: ``posterior`` (natural units), ``sample_stats`` (``lp``: log
+    likelihood + log prior) and ``observed_data`` (the photometry as fitted)."""
+    lc = result.lightcurve
+    posterior = {name: result.samples[:, :, i] for i, name in enumerate(result.param_names)}
+    observed = {
+        "mjd": lc.time,
+        "flux": lc.flux,
+        "fluxerr": lc.fluxerr,
+        "flux_limit": lc.flux_limit,
+        "zp": lc.zp,
+        "band": lc.band.astype(str),
+        "magsys": lc.magsys.astype(str),
+    }
+    dims = {name: ["observation"] for name in observed}
+    attrs = {
+        "inference_library": "sn_fitter",
+        "model": result.source,
+        "sampler": result.chains.algorithm,
+        "z_prior": result.z_prior.label() if result.z_prior else "z fixed",
+        "checks_passed": int(result.diagnostics.passed),
+    }
+    return az.from_dict(
+        posterior=posterior,
+        sample_stats={"lp": result.log_density},
+        observed_data=observed,
+        dims=dims,
+        attrs=attrs,
     )
-    stats = xr.Dataset({"lp": (("chain", "draw"), result.log_density)}, coords=coords)
+
+
+def inference_netcdf(result: FitResult) -> bytes:
+    """The InferenceData as netCDF4 bytes (``arviz.from_netcdf`` reads them back)."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "posterior.nc")
-        posterior.to_netcdf(path, group="posterior", engine="h5netcdf", mode="w")
-        stats.to_netcdf(path, group="sample_stats", engine="h5netcdf", mode="a")
+        inference_data(result).to_netcdf(path)
         with open(path, "rb") as handle:
             return handle.read()
 

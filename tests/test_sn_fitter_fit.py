@@ -133,3 +133,18 @@ def test_a_source_beyond_z_max_is_not_called_good():
     result = fit_lightcurve(lc, Redshift(None, None, None), FitOptions(z_prior="flat", seed=3))
     message = json.loads(encode(success_body(result, False, "far")))["message"]
     assert "z piles at its upper bound 0.3" in message, message
+
+
+def test_the_source_redshift_is_a_gaussian_prior_with_its_error(lightcurve):
+    """Without fix_z the source's redshift is not ignored: N(z, error) narrows the posterior
+    (the demo's z = 0.045 +- 0.0045 from the light curve alone)."""
+    given = Redshift(0.045, 0.0015, "spec")
+    result = fit_lightcurve(lightcurve, given, FitOptions(seed=5))
+    z = result.flat_samples[:, result.param_names.index("z")]
+    assert result.z_prior.describe() == {"kind": "gaussian", "mean": 0.045, "sigma": 0.0015}
+    assert 0.0010 < z.std() < 0.0016  # data (~0.0045) and prior (0.0015) combined
+    assert abs(z.mean() - 0.045) < 0.0015
+    flat = fit_lightcurve(lightcurve, given, FitOptions(seed=5, z_prior="flat"))
+    assert flat.flat_samples[:, 0].std() > 2 * z.std()
+    results = json.loads(encode(success_body(result, False, None)))["analysis"]["results"]
+    assert results["data"]["redshift"]["prior"]["kind"] == "gaussian"

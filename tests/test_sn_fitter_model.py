@@ -207,6 +207,8 @@ def test_options_accept_skyportal_strings_and_json_values():
     )
     assert parse_options({"fix_z": False}).fix_z is False
     assert parse_options(None).source == "salt3"
+    assert parse_options(None).z_prior == "auto"
+    assert parse_options({"z_prior": "Flat", "max_seconds": "12.5"}).max_seconds == 12.5
 
 
 @pytest.mark.parametrize(
@@ -218,6 +220,8 @@ def test_options_accept_skyportal_strings_and_json_values():
         ({"num_samples": 5}, "num_samples"),
         ({"num_chains": 2.5}, "whole number"),
         ({"source": 3}, "source"),
+        ({"z_prior": "wide"}, "z_prior must be one of auto, survey, flat"),
+        ({"max_seconds": 0}, "max_seconds"),
     ],
 )
 def test_bad_options_are_refused(params, fragment):
