@@ -19,7 +19,12 @@ MAX_SECONDS = 600.0
 OPTIONAL_ANALYSIS_PARAMETERS: dict[str, Any] = {
     "source": ["salt3", "salt2", "hsiao", "salt3-nir", "nugent-sn2p", "nugent-sn2n", "v19-1998bw"],
     "fix_z": ["False", "True"],
-    "z_prior": ["auto", "survey", "flat"],
+    "z_prior": {
+        "type": "string",
+        "default": "auto",
+        "description": "redshift prior: auto (the source's redshift +- its error if it has "
+        "one, else survey), survey (ZTF-like, flat 0.02-0.12) or flat (on z_min-z_max)",
+    },
     "z_min": {
         "type": "number",
         "default": 0.001,

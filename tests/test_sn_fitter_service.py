@@ -253,7 +253,7 @@ async def test_demo_route_with_fixed_redshift_and_portal_filter_names(fitter_url
     assert reply["status"] == "success", reply["message"]
     data = reply["analysis"]["results"]["data"]
     assert data["param_names"] == ["t0", "x0", "x1", "c"]
-    assert data["redshift"] == {"fixed": True, "value": 0.045, "bounds": None}
+    assert data["redshift"] == {"fixed": True, "value": 0.045, "bounds": None, "prior": None}
     assert data["bands"] == {"ztfg": ["g"], "ztfr": ["ZTF_r"]}
     assert data["fix_z"] is True
 
