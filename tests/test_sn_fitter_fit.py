@@ -148,3 +148,17 @@ def test_the_source_redshift_is_a_gaussian_prior_with_its_error(lightcurve):
     assert flat.flat_samples[:, 0].std() > 2 * z.std()
     results = json.loads(encode(success_body(result, False, None)))["analysis"]["results"]
     assert results["data"]["redshift"]["prior"]["kind"] == "gaussian"
+
+
+def test_a_fit_that_runs_out_of_its_time_budget_says_so(lightcurve):
+    """One band alone cannot break the z-c-x0 degeneracy; with a 1 s budget the chains stop
+    short of the targets and the message names the failed checks instead of "Good results"."""
+    keep = np.flatnonzero(lightcurve.band == "ztfr")
+    single = _subset(lightcurve, keep)
+    options = FitOptions(max_seconds=1.0, seed=6)
+    result = fit_lightcurve(single, Redshift(None, None, None), options)
+    assert result.chains.out_of_time and not result.diagnostics.converged
+    message = json.loads(encode(success_body(result, False, "one band")))["message"]
+    assert message.startswith("Fit finished with chi^2/dof=")
+    assert "the chains did not converge within the time budget" in message
+    assert "ESS" in message or "R-hat" in message
