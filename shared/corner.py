@@ -1,12 +1,15 @@
-"""Server-side corner plots of a posterior (what SkyPortal drew with arviz + corner).
+"""Server-side corner plots of a posterior, drawn with the ``corner`` package.
 
 The posterior comes from an ArviZ-style netCDF file (its ``posterior`` group, read with xarray
 and h5netcdf) or from ``posterior_samples`` (``{param: [samples]}``). Fixed parameters (min ==
 max) and parameters with fewer than two finite samples are dropped; at most eight are drawn.
-The diagonal shows histograms with dashed 16/50/84 % quantile lines and "median +up -low"
-titles rounded to the errors; each parameter has the same limits in every panel, at most four
-ticks, and any offset or power of ten in its axis label (tiny values such as SALT's x0 ~ 2e-3
-would otherwise get long, overlapping tick labels). Rendering uses matplotlib's Agg canvas
+The 2-D panels show the 1 sigma and 2 sigma contours (39.3 % and 86.5 % of the mass), the
+diagonal histograms dashed 16/50/84 % quantile lines under "median +up -low" titles rounded to
+the errors. Each axis spans the central 99 % of its samples (plus a margin), so long tails do
+not squeeze the core into a corner; a best fit, when given, is marked in every panel, and a
+warning (an unconverged or bound-limited fit) is written in red on the figure. Tick labels are
+short (at most four per axis, any offset or power of ten moved into the axis label: SALT's x0
+~ 2e-3 would otherwise get long, overlapping labels). Rendering uses matplotlib's Agg canvas
 directly (no pyplot), so it is safe in a worker thread; every function here is CPU-bound and
 meant to be called through ``asyncio.to_thread``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from textwrap import fill
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +40,10 @@ MAX_DECIMALS = 8
 POWER_LIMITS = (-3, 5)  # tick values below 1e-2 or from 1e5 up get a power of ten
 MAX_POINTS = 20_000
 QUANTILES = (0.16, 0.5, 0.84)
+SIGMA_LEVELS = (1.0 - math.exp(-0.5), 1.0 - math.exp(-2.0))  # 1 and 2 sigma of a 2-D Gaussian
+RANGE_QUANTILES = (0.005, 0.995)
+RANGE_MARGIN = 0.08
+BEST_FIT_COLOR = "tab:blue"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -185,8 +193,25 @@ def _tick_exponent(axis: Any, locs: Sequence[float], offset: float) -> int:
     return exponent if exponent <= POWER_LIMITS[0] or exponent >= POWER_LIMITS[1] else 0
 
 
-def corner_figure(posterior: Mapping[str, np.ndarray[Any, Any]]) -> Figure:
-    """A lower-triangle corner plot; CornerError when nothing can be drawn."""
+def plot_range(values: np.ndarray[Any, Any], extra: float | None = None) -> tuple[float, float]:
+    """The central RANGE_QUANTILES of the samples plus RANGE_MARGIN on each side, widened to
+    show ``extra`` (a best fit) when it falls outside."""
+    low, high = np.quantile(values, RANGE_QUANTILES)
+    if extra is not None and math.isfinite(extra):
+        low, high = min(low, extra), max(high, extra)
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    pad = RANGE_MARGIN * (high - low)
+    return float(low - pad), float(high + pad)
+
+
+def corner_figure(
+    posterior: Mapping[str, np.ndarray[Any, Any]],
+    best_fit: Mapping[str, float] | None = None,
+    warning: str | None = None,
+) -> Figure:
+    """A corner plot (``corner.corner``); CornerError when nothing can be drawn."""
+    import corner
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -195,15 +220,60 @@ def corner_figure(posterior: Mapping[str, np.ndarray[Any, Any]]) -> Figure:
         raise CornerError("no parameter of the posterior varies")
     names = list(params)
     size = len(names)
-    figure = Figure(figsize=(2.4 * size + 0.6, 2.4 * size + 0.6), dpi=100)
+    data = np.column_stack([params[n] for n in names])
+    marks = [None if best_fit is None else best_fit.get(n) for n in names]
+    figure = Figure(figsize=(2.3 * size + 0.9, 2.3 * size + 0.9), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(size, size, squeeze=False)
-    limits = {name: (float(v.min()), float(v.max())) for name, v in params.items()}
-    for row in range(size):
-        for column in range(size):
-            _draw_cell(axes[row][column], params, names, limits, row, column)
-    figure.tight_layout()
+    corner.corner(
+        data,
+        fig=figure,
+        labels=[_plain(n) for n in names],
+        range=[plot_range(params[n], m) for n, m in zip(names, marks, strict=True)],
+        quantiles=list(QUANTILES),
+        label_kwargs={"fontsize": 8},
+        levels=SIGMA_LEVELS,
+        smooth=1.0,
+        bins=30,
+        fill_contours=False,
+        plot_datapoints=True,
+        data_kwargs={"alpha": 0.15, "ms": 1.0},
+        truths=marks if any(m is not None for m in marks) else None,
+        truth_color=BEST_FIT_COLOR,
+        max_n_ticks=MAX_TICKS,
+    )
+    diagonal = np.array(figure.axes).reshape(size, size).diagonal()
+    for ax, name in zip(diagonal, names, strict=True):
+        ax.set_title(_title(name, params[name]), fontsize=9)
+    _label_axes(figure, names)
+    figure.subplots_adjust(
+        left=0.9 / figure.get_figwidth() + 0.06, bottom=0.9 / figure.get_figheight() + 0.06
+    )
+    if best_fit is not None:
+        figure.text(0.98, 0.985, "best fit", color=BEST_FIT_COLOR, ha="right", va="top")
+    if warning:
+        figure.text(0.98, 0.94, fill(warning, 48), color="red", ha="right", va="top", fontsize=10)
     return figure
+
+
+def _label_axes(figure: Figure, names: list[str]) -> None:
+    """Short tick labels on the outer axes, offset and power of ten in the axis labels."""
+    size = len(names)
+    axes = np.array(figure.axes).reshape(size, size)
+    for row in range(size):
+        for column in range(row + 1):
+            ax = axes[row, column]
+            ax.tick_params(labelsize=7)
+            x_label = _format_axis(ax.xaxis, names[column])
+            if row == size - 1:
+                ax.set_xlabel(x_label, fontsize=8)
+            else:
+                ax.tick_params(labelbottom=False)
+            if row != column:
+                y_label = _format_axis(ax.yaxis, names[row])
+                if column == 0:
+                    ax.set_ylabel(y_label, fontsize=8)
+                else:
+                    ax.tick_params(labelleft=False)
 
 
 def render_corner_png(posterior: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
@@ -211,41 +281,3 @@ def render_corner_png(posterior: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
     buffer = io.BytesIO()
     corner_figure(posterior).savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def _draw_cell(
-    ax: Any,
-    params: dict[str, np.ndarray[Any, Any]],
-    names: list[str],
-    limits: dict[str, tuple[float, float]],
-    row: int,
-    column: int,
-) -> None:
-    if column > row:
-        ax.set_axis_off()
-        return
-    x_name, y_name = names[column], names[row]
-    x = params[x_name]
-    if row == column:
-        ax.hist(x, bins=24, range=limits[x_name], histtype="step", color="k")
-        for value in np.quantile(x, QUANTILES):
-            ax.axvline(value, color="k", linestyle="--", linewidth=0.8)
-        ax.set_title(_title(x_name, x), fontsize=9)
-        ax.set_yticks([])
-    else:
-        ax.hist2d(x, params[y_name], bins=30, range=[limits[x_name], limits[y_name]], cmap="Greys")
-        ax.set_ylim(limits[y_name])
-    ax.set_xlim(limits[x_name])
-    ax.tick_params(labelsize=7)
-    x_label = _format_axis(ax.xaxis, x_name)
-    if row == len(names) - 1:
-        ax.set_xlabel(x_label, fontsize=8)
-    else:
-        ax.tick_params(labelbottom=False)
-    if row == column:
-        return
-    y_label = _format_axis(ax.yaxis, y_name)
-    if column == 0:
-        ax.set_ylabel(y_label, fontsize=8)
-    else:
-        ax.tick_params(labelleft=False)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sncosmo
-from scipy.special import log_ndtr
+from scipy.special import expit, log_expit, log_ndtr, logit
+from threadpoolctl import threadpool_limits
 
 from sn_fitter.inputs import LightCurve, Redshift
 from sn_fitter.model import (
@@ -29,6 +30,8 @@ from sn_fitter.model import (
     zp_normalisation,
 )
 from sn_fitter.options import FitOptions
+from sn_fitter.priors import RedshiftPrior, redshift_prior
+from sn_fitter.quality import Diagnostics, diagnose
 from sn_fitter.sampler import Chains, SamplerSettings, sample_posterior
 
 # Sources sncosmo would download; the ones with an offline stand-in shipped by sncosmo.
@@ -46,7 +49,7 @@ class FitResult:
     source_version: str | None
     param_names: list[str]
     samples: np.ndarray  # (chains, draws, n_params) in natural units
-    log_density: np.ndarray  # (chains, draws)
+    log_density: np.ndarray  # (chains, draws): log likelihood + log prior, natural units
     best_fit: dict[str, float]
     chi2: float
     ndof: int
@@ -56,6 +59,9 @@ class FitResult:
     z_fixed: float | None
     z_range: tuple[float, float] | None
     elapsed: float
+    diagnostics: Diagnostics
+    bounds: np.ndarray  # (n_params, 2): the prior range of each parameter
+    z_prior: RedshiftPrior | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -90,30 +96,77 @@ class Likelihood:
         return float(np.sum(((flux - self.flux) * self.inv_err) ** 2))
 
 
-class Posterior:
-    """Log density in the sampling space: log(amplitude) replaces the amplitude.
+LOGIT_LIMIT = 30.0  # sampling-space bound of logit coordinates (|u| = 30: 1e-13 of the range)
 
-    Priors are flat in the natural parameters inside the bounds (as sncosmo's fitters), so
-    the log-amplitude coordinate carries the Jacobian term ``+ log(amplitude)``.
+
+class Posterior:
+    """Log posterior density in an unbounded sampling space.
+
+    ``log(amplitude)`` replaces the amplitude and every other parameter with finite bounds
+    ``[lo, hi]`` is sampled as ``u = logit((x - lo) / (hi - lo))``, so the sampler, the
+    optimizer and the finite-difference Hessian never meet the edge of the support (a
+    redshift whose mode sits on z_min once made the Hessian NaN). The priors are flat in the
+    natural parameters inside their bounds (times the redshift prior), so the density carries
+    the Jacobians: ``+ log(amplitude)`` and ``+ log((hi - lo) s (1 - s))``, s = sigmoid(u).
     """
 
-    def __init__(self, likelihood: Likelihood, bounds: np.ndarray, amp: int) -> None:
+    def __init__(
+        self,
+        likelihood: Likelihood,
+        bounds: np.ndarray,
+        amp: int,
+        z_prior: RedshiftPrior | None = None,
+        z_index: int | None = None,
+    ) -> None:
         self.likelihood, self.bounds, self.amp = likelihood, bounds, amp
+        self.z_prior, self.z_index = z_prior, z_index
+        finite = np.all(np.isfinite(bounds), axis=1) & (bounds[:, 1] > bounds[:, 0])
+        finite[amp] = False
+        self.logit = np.flatnonzero(finite)
+        self.low, self.width = bounds[self.logit, 0], bounds[self.logit, 1] - bounds[self.logit, 0]
+        self.sampling_bounds = np.full_like(bounds, np.inf)
+        self.sampling_bounds[:, 0] = -np.inf
+        self.sampling_bounds[self.logit] = (-LOGIT_LIMIT, LOGIT_LIMIT)
         self.evaluations = 0
 
     def to_natural(self, u: np.ndarray) -> np.ndarray:
         theta = np.array(u, dtype=float, copy=True)
         theta[..., self.amp] = np.exp(theta[..., self.amp])
+        theta[..., self.logit] = self.low + self.width * expit(theta[..., self.logit])
         return theta
+
+    def to_sampling(self, theta: np.ndarray) -> np.ndarray:
+        u = np.array(theta, dtype=float, copy=True)
+        u[..., self.amp] = np.log(u[..., self.amp])
+        share = np.clip((u[..., self.logit] - self.low) / self.width, 1e-12, 1.0 - 1e-12)
+        u[..., self.logit] = logit(share)
+        return u
+
+    def log_prior(self, theta: np.ndarray) -> np.ndarray:
+        if self.z_prior is None or self.z_index is None:
+            return np.zeros(len(theta))
+        return self.z_prior.log_density(theta[:, self.z_index])
+
+    def log_jacobian(self, u: np.ndarray) -> np.ndarray:
+        logit_u = u[:, self.logit]
+        terms = np.log(self.width) + log_expit(logit_u) + log_expit(-logit_u)
+        return u[:, self.amp] + terms.sum(axis=1)
+
+    def natural_log_posterior(self, theta: np.ndarray) -> np.ndarray:
+        """Log posterior density in the natural parameters (no Jacobian), unnormalised."""
+        theta = np.atleast_2d(theta)
+        return self.likelihood(theta) + self.log_prior(theta)
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
         u = np.atleast_2d(u)
         out = np.full(len(u), -np.inf)
-        ok = np.all((u >= self.bounds[:, 0]) & (u <= self.bounds[:, 1]), axis=1)
-        ok &= np.all(np.isfinite(u), axis=1)
+        ok = np.all(np.isfinite(u), axis=1)
+        ok &= np.all(np.abs(u[:, self.logit]) <= LOGIT_LIMIT, axis=1)
         if ok.any():
             self.evaluations += int(ok.sum())
-            out[ok] = self.likelihood(self.to_natural(u[ok])) + u[ok, self.amp]
+            inside = u[ok]
+            theta = self.to_natural(inside)
+            out[ok] = self.likelihood(theta) + self.log_prior(theta) + self.log_jacobian(inside)
         return np.where(np.isfinite(out), out, -np.inf)
 
 
@@ -182,7 +235,12 @@ def _starting_points(
     axes: dict[str, np.ndarray] = {"t0": np.unique(t0s)}
     if "z" in names:
         z_lo, z_hi = posterior.bounds[names.index("z")]
-        axes["z"] = np.linspace(z_lo, z_hi, 12 if cheap else 4)
+        count = 12 if cheap else 4
+        z_axis = z_lo + (z_hi - z_lo) * (np.arange(count) + 0.5) / count
+        prior = posterior.z_prior
+        if prior is not None and prior.kind == "gaussian":
+            z_axis = np.append(z_axis, np.clip(prior.mean, z_lo, z_hi))
+        axes["z"] = z_axis
     if cheap and "x1" in names:
         axes["x1"], axes["c"] = np.array([-1.5, 0.0, 1.5]), np.array([-0.1, 0.15, 0.5])
     default = dict(zip(posterior.likelihood.model.param_names, _defaults(posterior), strict=True))
@@ -200,12 +258,10 @@ def _starting_points(
     )
     amplitude = np.where(amplitude > 0, amplitude, np.nan)
     score = like.from_flux(unit_flux * np.nan_to_num(amplitude)[:, None])
-    score = np.where(np.isfinite(amplitude), score, -np.inf)
+    score = np.where(np.isfinite(amplitude), score + posterior.log_prior(grid), -np.inf)
     order = np.argsort(score)[::-1][:count]
     starts = grid[order]
-    starts[:, posterior.amp] = np.log(
-        np.where(np.isfinite(amplitude[order]), amplitude[order], 1e-20)
-    )
+    starts[:, posterior.amp] = np.where(np.isfinite(amplitude[order]), amplitude[order], 1e-20)
     return starts
 
 
@@ -217,16 +273,31 @@ def _defaults(posterior: Posterior) -> list[float]:
     return [0.0] * len(model.param_names)
 
 
-def _fd_steps(names: list[str], starts: np.ndarray) -> np.ndarray:
-    steps = [
-        FD_STEPS.get(name, 1e-3 * max(1.0, abs(float(np.median(starts[:, i])))))
-        for i, name in enumerate(names)
-    ]
-    return np.array(steps)
+def _fd_steps(posterior: Posterior, names: list[str], starts: np.ndarray) -> np.ndarray:
+    """Finite-difference steps in the sampling space: the natural steps divided by the
+    coordinate's local scale at the starts (log amplitude: 1e-3)."""
+    centre = np.median(starts, axis=0)
+    steps = np.array(
+        [FD_STEPS.get(name, 1e-3 * max(1.0, abs(float(centre[i])))) for i, name in enumerate(names)]
+    )
+    steps[posterior.amp] = 1e-3
+    share = expit(posterior.to_sampling(centre)[posterior.logit])
+    scale = posterior.width * share * (1.0 - share)
+    steps[posterior.logit] = np.clip(steps[posterior.logit] / scale, 1e-4, 0.1)
+    return steps
 
 
 def fit_lightcurve(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
-    """Sample the posterior of ``options.source`` given the light curve; raise FitFailure."""
+    """Sample the posterior of ``options.source`` given the light curve; raise FitFailure.
+
+    BLAS runs single-threaded here: the fit's matrices are small, and idle OpenBLAS threads
+    spinning between calls cost ~40 % more CPU per posterior (each worker is one process).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(lc, redshift, options)
+
+
+def _fit(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
     started = time.perf_counter()
     if lc.n_detections == 0:
         raise FitFailure("no detections: the photometry holds only non-detections")
@@ -255,31 +326,38 @@ def fit_lightcurve(lc: LightCurve, redshift: Redshift, options: FitOptions) -> F
         raise FitFailure(
             f"model {source.name!r} has no amplitude parameter (x0 or amplitude)"
         ) from None
-    posterior = Posterior(Likelihood(model, lc), _bounds(names, lc, z_range), amp)
+    prior = None if z_fixed is not None else redshift_prior(options.z_prior, redshift)
+    bounds = _bounds(names, lc, z_range)
+    z_index = names.index("z") if "z" in names else None
+    posterior = Posterior(Likelihood(model, lc), bounds, amp, prior, z_index)
     starts = _starting_points(posterior, lc, names)
     seed = (
         options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     )
-    settings = SamplerSettings(options.num_chains, options.num_samples, options.num_warmup)
+    settings = SamplerSettings(
+        options.num_chains, options.num_samples, options.num_warmup, options.max_seconds
+    )
     chains, _, _ = sample_posterior(
         posterior,
-        starts,
-        posterior.bounds,
-        _fd_steps(names, starts),
+        posterior.to_sampling(starts),
+        posterior.sampling_bounds,
+        _fd_steps(posterior, names, starts),
         settings,
         np.random.default_rng(seed),
     )
     chains.seed = seed
     samples = posterior.to_natural(chains.draws)
-    log_like = chains.log_density - chains.draws[..., amp]
-    best = samples.reshape(-1, len(names))[np.argmax(log_like)]
+    flat = samples.reshape(-1, len(names))
+    log_like = posterior.likelihood(flat)
+    best = flat[np.argmax(log_like)]
     chi2 = posterior.likelihood.chi2(best)
+    log_density = (log_like + posterior.log_prior(flat)).reshape(samples.shape[:2])
     return FitResult(
         source=source.name,
         source_version=None if source.version is None else str(source.version),
         param_names=names,
         samples=samples,
-        log_density=chains.log_density,
+        log_density=log_density,
         best_fit=dict(zip(names, map(float, best), strict=True)),
         chi2=chi2,
         ndof=lc.n_detections - len(names),
@@ -289,6 +367,9 @@ def fit_lightcurve(lc: LightCurve, redshift: Redshift, options: FitOptions) -> F
         z_fixed=z_fixed,
         z_range=z_range,
         elapsed=time.perf_counter() - started,
+        diagnostics=diagnose(samples, names, bounds),
+        bounds=bounds,
+        z_prior=prior,
         notes=notes,
     )
 

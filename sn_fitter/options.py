@@ -11,12 +11,20 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_SOURCE = "salt3"
+Z_PRIOR_CHOICES = ("auto", "survey", "flat")
+MAX_SECONDS = 600.0
 
 # The dict an operator registers as the service's `optional_analysis_parameters`
 # (SkyPortal's two shapes: a list is an enum dropdown, a dict describes a typed field).
 OPTIONAL_ANALYSIS_PARAMETERS: dict[str, Any] = {
     "source": ["salt3", "salt2", "hsiao", "salt3-nir", "nugent-sn2p", "nugent-sn2n", "v19-1998bw"],
     "fix_z": ["False", "True"],
+    "z_prior": {
+        "type": "string",
+        "default": "auto",
+        "description": "redshift prior: auto (the source's redshift +- its error if it has "
+        "one, else survey), survey (ZTF-like, flat 0.02-0.12) or flat (on z_min-z_max)",
+    },
     "z_min": {
         "type": "number",
         "default": 0.001,
@@ -34,6 +42,11 @@ OPTIONAL_ANALYSIS_PARAMETERS: dict[str, Any] = {
     },
     "num_chains": {"type": "number", "default": 4, "description": "independent chains"},
     "seed": {"type": "number", "description": "random seed (reproducible posteriors)"},
+    "max_seconds": {
+        "type": "number",
+        "default": 30,
+        "description": "time budget for extending the chains until R-hat and ESS meet targets",
+    },
 }
 
 TRUE_STRINGS = {"true", "t", "yes", "y", "1"}
@@ -48,12 +61,14 @@ class OptionsError(ValueError):
 class FitOptions:
     source: str = DEFAULT_SOURCE
     fix_z: bool = False
+    z_prior: str = "auto"  # auto: the source's redshift +- error if any, else "survey"
     z_min: float = 0.001
     z_max: float = 0.3
     num_samples: int = 1000
     num_chains: int = 4
     num_warmup: int = 500
     seed: int | None = None
+    max_seconds: float = 30.0
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -109,6 +124,17 @@ def parse_options(params: dict[str, Any] | None) -> FitOptions:
         values["source"] = source.strip()
     if "fix_z" in params and params["fix_z"] is not None:
         values["fix_z"] = parse_bool("fix_z", params["fix_z"])
+    if _present(params, "z_prior"):
+        choice = str(params["z_prior"]).strip().lower()
+        if choice not in Z_PRIOR_CHOICES:
+            allowed = ", ".join(Z_PRIOR_CHOICES)
+            raise OptionsError(f"z_prior must be one of {allowed}, got {choice!r}")
+        values["z_prior"] = choice
+    if _present(params, "max_seconds"):
+        seconds = parse_float("max_seconds", params["max_seconds"])
+        if not 1.0 <= seconds <= MAX_SECONDS:
+            raise OptionsError(f"max_seconds must be between 1 and {MAX_SECONDS:g}, got {seconds}")
+        values["max_seconds"] = seconds
     for key in ("z_min", "z_max"):
         if _present(params, key):
             values[key] = parse_float(key, params[key])

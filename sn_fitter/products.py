@@ -12,33 +12,21 @@ from typing import TYPE_CHECKING, Any
 import joblib
 import numpy as np
 import sncosmo
-import xarray as xr
 
 from sn_fitter.fit import FitResult, chi2_per_dof
-from sn_fitter.inputs import LightCurve
 from sn_fitter.model import DirectModel, LightCurveModel
-from sn_fitter.sampler import RHAT_TARGET
+from sn_fitter.plots import Curves, corner_plot, lightcurve_plot
+from sn_fitter.quality import ESS_TARGET, RHAT_TARGET, az
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    pass
 
-Curves = dict[str, dict[str, np.ndarray]]  # band -> time, median, low, high
 PLOT_DRAWS = 300  # posterior draws used for model curves and bands
 CURVE_POINTS = 120
 CURVE_MARGIN = 10.0  # days drawn beyond the data, where the model is defined
 EDGE_QUANTILE = 0.025  # the grid ends where this fraction of draws have left their range
 MAX_POSTERIOR_SAMPLES = 4000
 ZP_AB = 23.9
-BAND_COLORS = {
-    "ztfg": "tab:green",
-    "ztfr": "tab:red",
-    "ztfi": "goldenrod",
-    "sdssg": "tab:green",
-    "sdssr": "tab:red",
-    "sdssi": "goldenrod",
-    "bessellb": "tab:blue",
-}
 
 
 def b64(data: bytes) -> str:
@@ -148,103 +136,42 @@ def model_lightcurve(curves: Curves) -> dict[str, list[list[float]]]:
     return out
 
 
-def lightcurve_figure(result: FitResult, curves: Curves, title: str | None) -> Figure:
-    """Data with errors, non-detections as limits, model median and 68% band per band."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    bands = sorted(set(result.lightcurve.band))
-    figure = Figure(figsize=(7, 2.6 * len(bands) + 0.6))
-    FigureCanvasAgg(figure)  # no pyplot: no global state, safe in any thread
-    axes = figure.subplots(len(bands), 1, sharex=True, squeeze=False)
-    for ax, band in zip(axes[:, 0], bands, strict=True):
-        _plot_band(ax, result, curves[band], band)
-    axes[-1, 0].set_xlabel("MJD")
-    ratio = chi2_per_dof(result)
-    head = f"{result.source}: chi2/dof = {result.chi2:.1f}/{result.ndof}"
-    if ratio is not None:
-        head += f" = {ratio:.2f}"
-    figure.suptitle(f"{title}  |  {head}" if title else head, fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
-def lightcurve_plot(result: FitResult, curves: Curves, title: str | None) -> bytes:
-    """The light-curve figure as PNG bytes."""
-    buffer = io.BytesIO()
-    lightcurve_figure(result, curves, title).savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def _plot_band(ax: Axes, result: FitResult, curve: dict[str, np.ndarray], band: str) -> None:
+def inference_data(result: FitResult) -> az.InferenceData:
+    """ArviZ InferenceData: ``posterior`` (natural units), ``sample_stats`` (``lp``: log
+    likelihood + log prior) and ``observed_data`` (the photometry as fitted)."""
     lc = result.lightcurve
-    color = BAND_COLORS.get(band, "black")
-    scale = _to_ab23_9(lc, band)
-    here = lc.band == band
-    det, lim = here & ~lc.is_limit, here & lc.is_limit
-    ax.fill_between(
-        curve["time"],
-        curve["low"],
-        curve["high"],
-        color=color,
-        alpha=0.25,
-        label="68% posterior band",
+    posterior = {name: result.samples[:, :, i] for i, name in enumerate(result.param_names)}
+    observed = {
+        "mjd": lc.time,
+        "flux": lc.flux,
+        "fluxerr": lc.fluxerr,
+        "flux_limit": lc.flux_limit,
+        "zp": lc.zp,
+        "band": lc.band.astype(str),
+        "magsys": lc.magsys.astype(str),
+    }
+    dims = {name: ["observation"] for name in observed}
+    attrs = {
+        "inference_library": "sn_fitter",
+        "model": result.source,
+        "sampler": result.chains.algorithm,
+        "z_prior": result.z_prior.label() if result.z_prior else "z fixed",
+        "checks_passed": int(result.diagnostics.passed),
+    }
+    return az.from_dict(
+        posterior=posterior,
+        sample_stats={"lp": result.log_density},
+        observed_data=observed,
+        dims=dims,
+        attrs=attrs,
     )
-    ax.plot(curve["time"], curve["median"], color=color, lw=1.5, label=f"{result.source} median")
-    ax.errorbar(
-        lc.time[det],
-        lc.flux[det] * scale[det],
-        lc.fluxerr[det] * scale[det],
-        fmt="o",
-        ms=4,
-        color=color,
-        label="detections",
-    )
-    if lim.any():
-        ax.plot(
-            lc.time[lim],
-            lc.flux_limit[lim] * scale[lim],
-            "v",
-            color=color,
-            alpha=0.6,
-            label="upper limits",
-        )
-    ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_ylabel(f"{band} flux (zp 23.9 AB)")
-    ax.legend(fontsize=7, loc="upper right")
-
-
-def _to_ab23_9(lc: LightCurve, band: str) -> np.ndarray:
-    """Factors that bring each point's flux to zp 23.9 in the AB system (the plot's units)."""
-    ab = sncosmo.get_magsystem("ab").zpbandflux(band)
-    factors = np.ones(len(lc.time))
-    for i in np.flatnonzero(lc.band == band):
-        own = sncosmo.get_magsystem(lc.magsys[i]).zpbandflux(band)
-        factors[i] = 10 ** (0.4 * (ZP_AB - lc.zp[i])) * own / ab
-    return factors
 
 
 def inference_netcdf(result: FitResult) -> bytes:
-    """An ArviZ-readable InferenceData file: ``posterior`` and ``sample_stats`` groups."""
-    chains, draws, _ = result.samples.shape
-    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
-    posterior = xr.Dataset(
-        {
-            name: (("chain", "draw"), result.samples[:, :, i])
-            for i, name in enumerate(result.param_names)
-        },
-        coords=coords,
-        attrs={
-            "inference_library": "sn_fitter",
-            "model": result.source,
-            "sampler": result.chains.algorithm,
-        },
-    )
-    stats = xr.Dataset({"lp": (("chain", "draw"), result.log_density)}, coords=coords)
+    """The InferenceData as netCDF4 bytes (``arviz.from_netcdf`` reads them back)."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "posterior.nc")
-        posterior.to_netcdf(path, group="posterior", engine="h5netcdf", mode="w")
-        stats.to_netcdf(path, group="sample_stats", engine="h5netcdf", mode="a")
+        inference_data(result).to_netcdf(path)
         with open(path, "rb") as handle:
             return handle.read()
 
@@ -275,9 +202,7 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
             "q2.5": q[0],
             "q97.5": q[4],
         }
-    rhats = {n: chains.rhat.get(i) for i, n in enumerate(names)}
-    ess = {n: chains.ess_bulk.get(i) for i, n in enumerate(names)}
-    converged = chains.converged(min_ess=100.0)
+    diagnostics = result.diagnostics
     lc = result.lightcurve
     return finite(
         {
@@ -300,7 +225,9 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
                 "fixed": result.z_fixed is not None,
                 "value": result.z_fixed,
                 "bounds": list(result.z_range) if result.z_range else None,
+                "prior": result.z_prior.describe() if result.z_prior else None,
             },
+            "bounds": {n: list(result.bounds[i]) for i, n in enumerate(names)},
             "sampler": {
                 "algorithm": chains.algorithm,
                 "num_chains": int(result.samples.shape[0]),
@@ -308,12 +235,20 @@ def results_dict(result: FitResult, fix_z: bool) -> dict[str, Any]:
                 "acceptance_rate": chains.acceptance,
                 "log_density_evaluations": chains.evaluations,
                 "seed": chains.seed,
-                "rhat": rhats,
-                "ess_bulk": ess,
-                "ess_tail": {n: chains.ess_tail.get(i) for i, n in enumerate(names)},
+                "rounds": chains.rounds,
+                "out_of_time": chains.out_of_time,
+                "rhat": diagnostics.rhat,
+                "ess_bulk": diagnostics.ess_bulk,
+                "ess_tail": diagnostics.ess_tail,
                 "rhat_target": RHAT_TARGET,
-                "converged": converged,
+                "ess_target": ESS_TARGET,
+                "converged": diagnostics.converged,
                 "elapsed_seconds": result.elapsed,
+            },
+            "checks": {
+                "passed": diagnostics.passed,
+                "failures": diagnostics.failures(),
+                "bound_piles": [vars(pile) for pile in diagnostics.piles],
             },
             "notes": result.notes,
             "sncosmo_version": sncosmo.__version__,
@@ -333,23 +268,33 @@ def results_joblib(results: dict[str, Any], result: FitResult) -> bytes:
     return buffer.getvalue()
 
 
+def fit_message(result: FitResult, shown_chi2: str) -> str:
+    """ "Good results" only when every check passes; otherwise the checks that failed."""
+    diagnostics = result.diagnostics
+    if diagnostics.passed:
+        return f"Good results with chi^2/dof={shown_chi2}"
+    problems = []
+    if not diagnostics.converged:
+        why = "; ".join(diagnostics.convergence_failures())
+        budget = " within the time budget" if result.chains.out_of_time else ""
+        problems.append(f"the chains did not converge{budget}: {why}")
+    problems += [pile.describe() for pile in diagnostics.piles]
+    return f"Fit finished with chi^2/dof={shown_chi2}; warning: " + "; ".join(problems)
+
+
 def success_body(result: FitResult, fix_z: bool, title: str | None) -> dict[str, Any]:
     curves = model_curves(result)
     results = results_dict(result, fix_z)
     ratio = results["chi2_per_dof"]
     shown = f"{ratio:.2f}" if ratio is not None else f"{result.chi2:.2f}/{result.ndof}"
-    if results["sampler"]["converged"]:
-        message = f"Good results with chi^2/dof={shown}"
-    else:
-        worst = max((v for v in results["sampler"]["rhat"].values() if v is not None), default=None)
-        message = (
-            f"Fit finished with chi^2/dof={shown}; warning: the chains did not converge "
-            f"(max R-hat={worst})"
-        )
+    message = fit_message(result, shown)
     if result.notes:
         message += "; " + "; ".join(result.notes)
     analysis = {
-        "plots": [{"format": "png", "data": b64(lightcurve_plot(result, curves, title))}],
+        "plots": [
+            {"format": "png", "data": b64(lightcurve_plot(result, curves, title))},
+            {"format": "png", "data": b64(corner_plot(result))},
+        ],
         "inference_data": {"format": "netcdf4", "data": b64(inference_netcdf(result))},
         "posterior_samples": finite(posterior_samples(result)),
         "model_lightcurve": model_lightcurve(curves),

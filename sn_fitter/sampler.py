@@ -7,29 +7,37 @@ Strategy (each step is exact MCMC; nothing is a Gaussian stand-in for the poster
    proposal explores the posterior; its draws re-centre and re-shape the proposal;
 3. the main independence-MH run draws every proposal up front, so the whole posterior costs
    one vectorized density evaluation per draw, and accepts/rejects against the exact density;
-4. if the chains disagree (R-hat) or mix poorly (ESS), an affine-invariant ensemble sampler
-   (Goodman & Weare stretch move), robust to curved posteriors, runs instead.
+4. while the chains fall short of the targets (ArviZ's R-hat < 1.01, bulk and tail ESS >=
+   1,000) the run is repeated, twice as long, with the proposal refit to the last draws;
+5. if independence MH cannot mix (too few acceptances), an affine-invariant ensemble sampler
+   (Goodman & Weare stretch move), robust to curved posteriors, runs instead and is extended
+   until it meets the targets.
+Both stop at the time budget; the chains then say they are unconverged (``out_of_time``).
+The log density is expected on an unbounded space (``fit.Posterior`` maps bounded
+parameters through a logit), so finite differences never leave the support.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import gammaln, logsumexp
 
-from sn_fitter.diagnostics import ess_bulk, ess_tail, rhat
+from sn_fitter.quality import ESS_TARGET, Diagnostics, chain_diagnostics
 
 LogDensity = Callable[[np.ndarray], np.ndarray]
-RHAT_TARGET = 1.01
 T_DOF = 5.0
 WIDE_FRACTION, WIDE_SCALE = 0.1, 3.0
-IMH_ROUNDS = 3
+MAX_DRAWS_PER_CHAIN = 64_000
+EXTEND_RHAT, EXTEND_ACCEPTANCE, ESS_MARGIN = 1.05, 0.45, 1.15
 MIN_ACCEPTANCE = 0.05
-ENSEMBLE_THIN, ENSEMBLE_MIN_BURN = 10, 1000
+ENSEMBLE_THIN, ENSEMBLE_MIN_BURN, ENSEMBLE_SEGMENT = 10, 1000, 2000
+HESSIAN_RETRIES = 4
 MODE_RESTART_GAP = 10.0  # log-density units: starts this much worse than the best are skipped
 
 
@@ -41,20 +49,17 @@ class Chains:
     acceptance: float
     evaluations: int
     seed: int | None = None
-    rhat: dict[int, float] = field(default_factory=dict)
-    ess_bulk: dict[int, float] = field(default_factory=dict)
-    ess_tail: dict[int, float] = field(default_factory=dict)
+    diagnostics: Diagnostics | None = None
+    rounds: int = 1
+    out_of_time: bool = False
 
-    def diagnose(self) -> None:
-        for i in range(self.draws.shape[2]):
-            column = self.draws[:, :, i]
-            self.rhat[i], self.ess_bulk[i] = rhat(column), ess_bulk(column)
-            self.ess_tail[i] = ess_tail(column)
+    def diagnose(self) -> Diagnostics:
+        names = [str(i) for i in range(self.draws.shape[2])]
+        self.diagnostics = chain_diagnostics(self.draws, names)
+        return self.diagnostics
 
-    def converged(self, min_ess: float) -> bool:
-        rhats = [v for v in self.rhat.values() if math.isfinite(v)]
-        esses = [v for v in self.ess_bulk.values() if math.isfinite(v)]
-        return bool(rhats and esses and max(rhats) < RHAT_TARGET and min(esses) >= min_ess)
+    def converged(self) -> bool:
+        return self.diagnostics is not None and self.diagnostics.converged
 
 
 class StudentMixture:
@@ -140,21 +145,35 @@ def laplace_covariance(
     return cov * np.outer(shrink, shrink)
 
 
-def _inverse_hessian(
-    fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray
-) -> np.ndarray:
-    n = len(mode)
-    centre = np.clip(mode, bounds[:, 0] + 2 * steps, bounds[:, 1] - 2 * steps)
-    signs = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+def _hessian_points(centre: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    n = len(centre)
     points = [centre]
     for i in range(n):
         for j in range(i, n):
-            for si, sj in signs:
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
                 p = centre.copy()
                 p[i] += si * steps[i]
                 p[j] += sj * steps[j]
                 points.append(p)
-    values = fun(np.array(points))
+    return np.array(points)
+
+
+def _inverse_hessian(
+    fun: LogDensity, mode: np.ndarray, bounds: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
+    """The stencil's centre keeps 2.5 steps from every bound (2 steps are taken), so no
+    point leaves the support even after rounding; a stencil that still meets a non-finite
+    density is retried with halved steps, and a diagonal from the steps is the last resort."""
+    n = len(mode)
+    for _ in range(HESSIAN_RETRIES):
+        margin = np.minimum(2.5 * steps, (bounds[:, 1] - bounds[:, 0]) / 2.0)
+        centre = np.clip(mode, bounds[:, 0] + margin, bounds[:, 1] - margin)
+        values = fun(_hessian_points(centre, steps))
+        if np.all(np.isfinite(values)):
+            break
+        steps = steps / 2.0
+    else:
+        return np.diag((10.0 * steps) ** 2)
     hess = np.zeros((n, n))
     k = 1
     for i in range(n):
@@ -213,10 +232,15 @@ def stretch_sampler(
     burn: int,
     thin: int,
     rng: np.random.Generator,
+    start_log_p: np.ndarray | None = None,
 ) -> Chains:
-    """Affine-invariant ensemble sampler (stretch move, a=2); each walker is one chain."""
+    """Affine-invariant ensemble sampler (stretch move, a=2); each walker is one chain.
+
+    Every ``thin``-th state after ``burn`` steps is kept, the last step's included, so a run
+    continues from ``draws[:, -1]`` (and ``log_density[:, -1]`` as ``start_log_p``)."""
     walkers, dim = start.shape
-    x, log_p = start.copy(), fun(start)
+    x = start.copy()
+    log_p = fun(start) if start_log_p is None else start_log_p.copy()
     halves = (np.arange(walkers // 2), np.arange(walkers // 2, walkers))
     kept, kept_p = [], []
     accepted = evaluations = 0
@@ -232,7 +256,7 @@ def stretch_sampler(
                 take = np.log(rng.random(len(active))) < log_r
             x[active[take]], log_p[active[take]] = trial[take], trial_p[take]
             accepted += int(take.sum())
-        if step >= burn and (step - burn) % thin == 0:
+        if step >= burn and (n_steps - 1 - step) % thin == 0:
             kept.append(x.copy())
             kept_p.append(log_p.copy())
     draws = np.stack(kept, axis=1)
@@ -246,7 +270,7 @@ class SamplerSettings:
     num_chains: int = 4
     num_samples: int = 1000
     num_warmup: int = 500
-    min_ess: float = 400.0
+    max_seconds: float = 30.0  # time budget for extending the chains towards the targets
 
 
 def sample_posterior(
@@ -259,33 +283,91 @@ def sample_posterior(
 ) -> tuple[Chains, np.ndarray, float]:
     """Mode, pilot, then independence-MH rounds; the ensemble sampler if those cannot mix.
 
-    A round that is close to converging is followed by a longer one whose proposal is refit
-    to the previous round's draws; the earlier rounds count as warm-up (only the last round's
-    draws are returned, so the reported chains come from one fixed transition kernel).
+    A round whose chains agree (R-hat < EXTEND_RHAT) but have too few effective draws is
+    extended with the same proposal by the draws the ESS shortfall asks for (one fixed
+    transition kernel, so the longer chains are as valid as the first ones). Chains that
+    disagree start a new round, twice as long, with the proposal refit to their draws; the
+    earlier rounds then count as warm-up. Nothing is started that cannot finish within the
+    time budget.
     """
+    deadline = time.perf_counter() + settings.max_seconds
     mode, mode_value = find_mode(fun, starts, bounds, steps)
     cov = laplace_covariance(fun, mode, bounds, steps)
     previous = independence_mh(
         fun, StudentMixture(mode, cov, 1.2), settings.num_chains, settings.num_warmup, rng
     )
-    spent = previous.evaluations
+    spent, rounds = previous.evaluations, 0
     draws = settings.num_samples
-    for _ in range(IMH_ROUNDS):
+    while _mixes(previous, len(mode)):
         flat = previous.draws.reshape(-1, len(mode))
-        if previous.acceptance < MIN_ACCEPTANCE or len(np.unique(flat[:, 0])) <= 5 * len(mode):
-            break
         proposal = StudentMixture(flat.mean(axis=0), _regularize(np.cov(flat.T), cov), 1.1)
         start = (previous.draws[:, -1], previous.log_density[:, -1])
+        began = time.perf_counter()
         chains = independence_mh(fun, proposal, settings.num_chains, draws, rng, start=start)
+        per_draw = (time.perf_counter() - began) / draws
+        rounds += 1
         spent += chains.evaluations
-        chains.evaluations = spent
-        chains.diagnose()
-        if chains.converged(settings.min_ess):
+        while True:
+            chains.evaluations, chains.rounds = spent, rounds
+            chains.diagnose()
+            if chains.converged():
+                return chains, mode, mode_value
+            extra = _extension(chains)
+            if extra == 0:
+                break
+            if time.perf_counter() + per_draw * extra > deadline:
+                chains.out_of_time = True
+                return chains, mode, mode_value
+            more = independence_mh(
+                fun,
+                proposal,
+                settings.num_chains,
+                extra,
+                rng,
+                start=(chains.draws[:, -1], chains.log_density[:, -1]),
+            )
+            spent += more.evaluations
+            chains = _joined(chains, more)
+        draws = min(2 * chains.draws.shape[1], MAX_DRAWS_PER_CHAIN)
+        if time.perf_counter() + per_draw * draws > deadline:
+            chains.out_of_time = True
             return chains, mode, mode_value
-        previous, draws = chains, draws * 2
-    chains = _ensemble_fallback(fun, mode, cov, settings, rng)
+        previous = chains
+    chains = _ensemble(fun, mode, cov, previous, settings, rng, deadline)
     chains.evaluations += spent
     return chains, mode, mode_value
+
+
+def _extension(chains: Chains) -> int:
+    """Draws per chain to add for the ESS targets (with a margin), or 0 when the chains
+    disagree, accept too rarely or are already as long as allowed."""
+    diagnostics, length = chains.diagnostics, chains.draws.shape[1]
+    rhats = list(diagnostics.rhat.values())
+    esses = list(diagnostics.ess_bulk.values()) + list(diagnostics.ess_tail.values())
+    usable = all(math.isfinite(v) for v in rhats + esses) and min(esses) > 0
+    if not usable or max(rhats) >= EXTEND_RHAT or chains.acceptance < EXTEND_ACCEPTANCE:
+        return 0
+    wanted = math.ceil(length * (ESS_MARGIN * ESS_TARGET / min(esses) - 1.0))
+    extra = min(max(wanted, length // 4, 1), MAX_DRAWS_PER_CHAIN - length)
+    return max(extra, 0)
+
+
+def _joined(first: Chains, second: Chains) -> Chains:
+    return Chains(
+        np.concatenate([first.draws, second.draws], axis=1),
+        np.concatenate([first.log_density, second.log_density], axis=1),
+        first.algorithm,
+        (first.acceptance * first.draws.shape[1] + second.acceptance * second.draws.shape[1])
+        / (first.draws.shape[1] + second.draws.shape[1]),
+        first.evaluations + second.evaluations,
+        rounds=first.rounds,
+    )
+
+
+def _mixes(chains: Chains, dim: int) -> bool:
+    """Enough distinct accepted draws to refit the proposal from."""
+    distinct = len(np.unique(chains.draws[:, :, 0]))
+    return chains.acceptance >= MIN_ACCEPTANCE and distinct > 5 * dim
 
 
 def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
@@ -297,22 +379,56 @@ def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
     return cov
 
 
-def _ensemble_fallback(
+def _ensemble_start(
     fun: LogDensity,
     mode: np.ndarray,
     cov: np.ndarray,
+    previous: Chains,
+    walkers: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Walkers from the pilot's distinct draws when there are enough (they span every
+    direction of the posterior), else around the mode; never all in a lower-dimensional
+    subspace, which the stretch move could not leave."""
+    flat = previous.draws.reshape(-1, len(mode))
+    distinct = np.unique(flat, axis=0)
+    if len(distinct) >= walkers:
+        return distinct[rng.choice(len(distinct), size=walkers, replace=False)]
+    start = mode + 0.5 * rng.standard_normal((walkers, len(mode))) @ np.linalg.cholesky(cov).T
+    bad = ~np.isfinite(fun(start))
+    start[bad] = mode + 1e-3 * rng.standard_normal((int(bad.sum()), len(mode)))
+    return start
+
+
+def _ensemble(
+    fun: LogDensity,
+    mode: np.ndarray,
+    cov: np.ndarray,
+    previous: Chains,
     settings: SamplerSettings,
     rng: np.random.Generator,
+    deadline: float,
 ) -> Chains:
+    """Stretch-move ensemble: burn in, then extend by segments until the targets are met
+    or the time budget is spent."""
     dim = len(mode)
     walkers = max(32, 4 * dim)
     walkers += walkers % 2
-    start = mode + 0.1 * rng.standard_normal((walkers, dim)) @ np.linalg.cholesky(cov).T
-    start_p = fun(start)
-    start[~np.isfinite(start_p)] = mode
-    thin = ENSEMBLE_THIN
-    kept = max(settings.num_chains * settings.num_samples // walkers, 100)
+    start = _ensemble_start(fun, mode, cov, previous, walkers, rng)
     burn = max(settings.num_warmup, ENSEMBLE_MIN_BURN)
-    chains = stretch_sampler(fun, start, burn + thin * kept, burn, thin, rng)
-    chains.diagnose()
-    return chains
+    thin = ENSEMBLE_THIN
+    chains = stretch_sampler(fun, start, burn + ENSEMBLE_SEGMENT, burn, thin, rng)
+    while True:
+        chains.diagnose()
+        if chains.converged():
+            return chains
+        began = time.perf_counter()
+        position = (chains.draws[:, -1], chains.log_density[:, -1])
+        more = stretch_sampler(fun, position[0], ENSEMBLE_SEGMENT, 0, thin, rng, position[1])
+        rounds = chains.rounds + 1
+        chains = _joined(chains, more)
+        chains.rounds = rounds
+        if time.perf_counter() + 2.0 * (time.perf_counter() - began) > deadline:
+            chains.diagnose()
+            chains.out_of_time = not chains.converged()
+            return chains

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
@@ -165,3 +166,47 @@ def test_a_netcdf_declaring_huge_fill_values_is_refused_before_reading(elements:
     assert len(bomb) < 4096
     with pytest.raises(CornerError, match=f"variable x declares {elements} elements of 8 bytes"):
         posterior_from_netcdf(bomb)
+
+
+def test_the_axes_span_the_central_quantiles_so_tails_do_not_squeeze_the_core() -> None:
+    posterior = salt3_posterior()
+    posterior["z"][:8] = 0.9  # 0.2 % of the samples far out in a tail
+    figure = corner_figure(posterior)
+    z_axis = next(ax for ax in figure.axes if ax.axison and ax.get_xlabel() == "z")
+    low, high = z_axis.get_xlim()
+    core = np.quantile(posterior["z"], [0.005, 0.995])
+    assert low <= core[0] and core[1] <= high
+    assert high < 0.1  # the outliers at 0.9 are off the panel; the core fills it
+
+
+def test_two_dimensional_panels_draw_the_one_and_two_sigma_contours() -> None:
+    """The drawn contours enclose ~39 % and ~86 % of the samples (1 and 2 sigma in 2-D)."""
+    from matplotlib.contour import ContourSet
+
+    posterior = salt3_posterior()
+    figure = corner_figure(posterior)
+    names = list(posterior)
+    axes = np.array(figure.axes).reshape(5, 5)
+    ax = axes[3, 2]  # x1 against x0: correlated
+    lines = [c for c in ax.collections if isinstance(c, ContourSet) and not c.filled]
+    (contours,) = lines
+    points = np.column_stack([posterior[names[2]], posterior[names[3]]])
+    enclosed = []
+    for path in contours.get_paths():
+        rings = path.to_polygons()
+        largest = max(rings, key=len)
+        enclosed.append(Path(largest).contains_points(points).mean())
+    assert len(enclosed) == 2
+    assert sorted(enclosed) == pytest.approx([0.393, 0.865], abs=0.05)
+
+
+def test_the_best_fit_and_a_warning_are_marked() -> None:
+    posterior = salt3_posterior()
+    best = {name: float(np.median(values)) for name, values in posterior.items()}
+    figure = corner_figure(posterior, best_fit=best, warning="z piles at its lower bound 0.001")
+    texts = [t.get_text() for t in figure.texts]
+    assert "z piles at its lower bound 0.001" in texts[-1]
+    axes = np.array(figure.axes).reshape(5, 5)
+    for column, name in enumerate(posterior):
+        vertical = [line for line in axes[4, column].get_lines() if line.get_color() == "tab:blue"]
+        assert any(float(line.get_xdata()[0]) == pytest.approx(best[name]) for line in vertical)

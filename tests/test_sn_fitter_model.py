@@ -11,10 +11,10 @@ import sncosmo
 import sn_fitter
 from sn_fitter import OPTIONAL_ANALYSIS_PARAMETERS
 from sn_fitter.bands import sncosmo_band_name
-from sn_fitter.diagnostics import ess_bulk, rhat
 from sn_fitter.inputs import InputError, parse_photometry, parse_redshift
 from sn_fitter.model import Points, build_model, load_source, zp_normalisation
 from sn_fitter.options import OptionsError, parse_options
+from sn_fitter.quality import az, bound_piles, diagnose
 from sn_fitter.sampler import StudentMixture, independence_mh, stretch_sampler
 
 
@@ -207,6 +207,8 @@ def test_options_accept_skyportal_strings_and_json_values():
     )
     assert parse_options({"fix_z": False}).fix_z is False
     assert parse_options(None).source == "salt3"
+    assert parse_options(None).z_prior == "auto"
+    assert parse_options({"z_prior": "Flat", "max_seconds": "12.5"}).max_seconds == 12.5
 
 
 @pytest.mark.parametrize(
@@ -218,6 +220,8 @@ def test_options_accept_skyportal_strings_and_json_values():
         ({"num_samples": 5}, "num_samples"),
         ({"num_chains": 2.5}, "whole number"),
         ({"source": 3}, "source"),
+        ({"z_prior": "wide"}, "z_prior must be one of auto, survey, flat"),
+        ({"max_seconds": 0}, "max_seconds"),
     ],
 )
 def test_bad_options_are_refused(params, fragment):
@@ -225,17 +229,31 @@ def test_bad_options_are_refused(params, fragment):
         parse_options(params)
 
 
-def test_rhat_and_ess_on_known_chains():
+def test_quality_checks_use_arviz_definitions_and_name_what_failed():
     rng = np.random.default_rng(0)
-    iid = rng.standard_normal((4, 1000))
-    assert rhat(iid) < 1.01
-    assert 3000 < ess_bulk(iid) < 5000
-    shifted = iid + np.array([0.0, 0.0, 0.0, 1.0])[:, None]
-    assert rhat(shifted) > 1.1
-    ar = np.zeros((4, 4000))
-    for t in range(1, 4000):  # AR(1), rho = 0.9: ESS ~ N (1 - rho) / (1 + rho)
-        ar[:, t] = 0.9 * ar[:, t - 1] + rng.standard_normal(4)
-    assert 500 < ess_bulk(ar) < 1400
+    iid = rng.standard_normal((4, 2000, 2))
+    good = diagnose(iid, ["a", "b"], np.array([[-10.0, 10.0], [-np.inf, np.inf]]))
+    assert good.passed and good.failures() == []
+    assert good.ess_bulk["a"] == pytest.approx(float(az.ess(iid[:, :, 0], method="bulk")))
+    assert good.rhat["b"] == pytest.approx(float(az.rhat(iid[:, :, 1])))
+    shifted = iid.copy()
+    shifted[3, :, 1] += 1.0  # one chain elsewhere: R-hat fails and names the parameter
+    bad = diagnose(shifted, ["a", "b"], np.array([[-10.0, 10.0], [-np.inf, np.inf]]))
+    assert not bad.converged
+    assert any(f.startswith("R-hat") and f.endswith("; b)") for f in bad.failures())
+    short = diagnose(iid[:, :150], ["a", "b"], np.array([[-10.0, 10.0], [-10.0, 10.0]]))
+    assert [f.split(" ")[0:2] for f in short.failures()] == [["bulk", "ESS"], ["tail", "ESS"]]
+
+
+def test_a_posterior_piled_at_a_bound_is_flagged():
+    rng = np.random.default_rng(1)
+    z = 0.001 + np.abs(rng.normal(0.0, 0.004, size=(4, 1000)))  # half-normal on z_min
+    centred = rng.normal(0.05, 0.004, size=(4, 1000))
+    samples = np.stack([z, centred], axis=-1)
+    bounds = np.array([[0.001, 0.3], [0.001, 0.3]])
+    piles = bound_piles(samples.reshape(-1, 2), ["z", "zc"], bounds)
+    assert [(p.name, p.side, p.bound) for p in piles] == [("z", "lower", 0.001)]
+    assert "z piles at its lower bound 0.001" in piles[0].describe()
 
 
 def _gaussian_target(mean: np.ndarray, cov: np.ndarray):

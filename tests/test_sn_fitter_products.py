@@ -18,12 +18,8 @@ from sn_fitter.demo import demo_lightcurve
 from sn_fitter.fit import FitResult, fit_lightcurve
 from sn_fitter.inputs import Redshift, parse_photometry
 from sn_fitter.options import FitOptions
-from sn_fitter.products import (
-    ZP_AB,
-    lightcurve_figure,
-    model_curves,
-    model_lightcurve,
-)
+from sn_fitter.plots import lightcurve_figure
+from sn_fitter.products import ZP_AB, model_curves, model_lightcurve
 
 QUICK = {"num_samples": 300, "num_warmup": 200, "num_chains": 2, "seed": 4}
 SOURCES = {"salt3": "salt3", "hsiao": "hsiao-subsampled"}  # hsiao: spline tables, clamped
@@ -55,7 +51,7 @@ def median_line(figure_axes, source: str) -> Line2D:
 def test_the_plotted_model_stays_inside_its_time_range_without_a_drop(fitted: FitResult) -> None:
     first, last = median_time_range(fitted)
     figure = lightcurve_figure(fitted, model_curves(fitted), "demo")
-    axes = [ax for ax in figure.axes if ax.get_lines()]
+    axes = [ax for ax in figure.axes if ax.get_ylabel().endswith("flux (zp 23.9 AB)")]
     assert len(axes) == 2  # ztfg and ztfr
     for ax in axes:
         line = median_line(ax, fitted.source)
@@ -106,3 +102,31 @@ def test_a_posterior_without_a_common_range_still_draws_the_median_range(
         assert len(mjd) > 10
         assert first - ROUNDING <= mjd.min() and mjd.max() <= last + ROUNDING
         assert np.all(np.isfinite(rows))
+
+
+def test_the_light_curve_shows_error_bars_limits_pulls_and_the_fitted_values(
+    fitted: FitResult,
+) -> None:
+    figure = lightcurve_figure(fitted, model_curves(fitted), "demo")
+    figure.canvas.draw()
+    texts = "\n".join(t.get_text() for ax in figure.axes for t in ax.texts)
+    for name in fitted.param_names:
+        if name in ("z", "t0", "x1", "c"):
+            assert f"{name} = $" in texts and "^{+" in texts, texts
+    assert "max R-hat" in texts and "min ESS bulk/tail" in texts
+    lc = fitted.lightcurve
+    flux_axes = [ax for ax in figure.axes if ax.get_ylabel().endswith("flux (zp 23.9 AB)")]
+    for ax in flux_axes:
+        data, limits = ax.containers[0], ax.containers[1]
+        assert data.has_yerr and len(data.lines[2][0].get_segments()) > 5  # one bar per point
+        assert limits.lines[1][0].get_marker() in ("v", 7, 11)  # arrow heads pointing down
+    (pull_ax,) = [ax for ax in figure.axes if ax.get_ylabel() == "pull"]
+    model = sncosmo.Model(source=fitted.source)
+    model.set(**fitted.best_fit)
+    det = ~lc.is_limit
+    expected = (
+        lc.flux[det]
+        - model.bandflux(lc.band[det], lc.time[det], zp=lc.zp[det], zpsys=lc.magsys[det])
+    ) / lc.fluxerr[det]
+    drawn = np.concatenate([line.get_ydata() for line in pull_ax.get_lines()[1:]])
+    np.testing.assert_allclose(np.sort(drawn), np.sort(expected), atol=0.05)
