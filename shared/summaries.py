@@ -19,7 +19,7 @@ from shared.db.types import utcnow
 
 def prepend_summary(
     obj: Obj,
-    summary: str,
+    summary: str | None,
     *,
     set_by_user_id: int | None,
     is_bot: bool,

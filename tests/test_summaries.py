@@ -379,6 +379,13 @@ async def test_manual_summary_and_redshift(
     source = (await api.get(f"/api/sources/{scene.obj_id}", scene.reader)).data
     assert source["redshift"] is None
     assert len(source["summary_history"]) == 1
+    assert source["summary_history"][0]["set_by_username"] == scene.author.username
+
+    reply = await api.patch(f"/api/sources/{scene.obj_id}", scene.author, {"summary": None})
+    assert reply.status == 200, reply.body
+    source = (await api.get(f"/api/sources/{scene.obj_id}", scene.reader)).data
+    assert source["summary"] is None
+    assert [e["summary"] for e in source["summary_history"]] == [None, "Hand-written summary."]
 
 
 async def test_manual_summary_may_name_a_readable_analysis(

@@ -3,9 +3,12 @@ instrument and source-data modules, so the gateway registers them all from here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_views import analysis_dict
 from gateway.auth import principal
@@ -22,7 +25,7 @@ from gateway.handlers.source_access import (
 )
 from gateway.serialize import source_dict
 from shared.access import Principal, visible
-from shared.db.models import Obj, ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
 from shared.enums import ACL
 from shared.events import SourceSaved
 from shared.outbox import enqueue
@@ -159,6 +162,7 @@ async def get_source(request: web.Request) -> web.Response:
     async with request.app[RESOURCES].sessions() as session:
         obj = await visible_obj(session, me, obj_id)
         data = source_dict(obj, me)
+        data["summary_history"] = await _with_usernames(session, data["summary_history"])
         if query_bool(request, "includeAnalyses"):
             analyses = await session.scalars(
                 select(ObjAnalysis)
@@ -170,6 +174,18 @@ async def get_source(request: web.Request) -> web.Response:
             )
             data["analyses"] = [analysis_dict(a, viewer=me) for a in analyses]
     return success(data)
+
+
+async def _with_usernames(
+    session: AsyncSession, history: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each history entry with ``set_by_username`` beside SkyPortal's ``set_by_user_id``."""
+    user_ids = {e["set_by_user_id"] for e in history if e.get("set_by_user_id") is not None}
+    if not user_ids:
+        return history
+    rows = await session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
+    names: dict[int, str] = {user_id: name for user_id, name in rows}
+    return [{**e, "set_by_username": names.get(e.get("set_by_user_id"))} for e in history]
 
 
 async def delete_source(request: web.Request) -> web.Response:

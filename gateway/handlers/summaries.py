@@ -56,7 +56,7 @@ SEARCH_NOT_CONFIGURED = (
 
 @dataclass(frozen=True)
 class SummaryEdit:
-    text: str
+    text: str | None  # None clears the summary (the history keeps who cleared it, and when)
     origin: str | None
     is_bot: bool
     analysis_id: int | None
@@ -69,13 +69,13 @@ def _summary_edit(body: dict[str, Any]) -> SummaryEdit | None:
             raise bad_request(f"{', '.join(extra)} describe a summary: give summary too")
         return None
     text = body["summary"]
-    if not isinstance(text, str) or not text.strip():
-        raise bad_request("Invalid summary: must be a non-empty string")
-    if len(text) > MAX_SUMMARY_CHARS:
+    if text is not None and (not isinstance(text, str) or not text.strip()):
+        raise bad_request("Invalid summary: must be a non-empty string, or null to clear it")
+    if text is not None and len(text) > MAX_SUMMARY_CHARS:
         raise bad_request(f"Invalid summary: must be at most {MAX_SUMMARY_CHARS} characters")
     analysis_id = body.get("analysis_id")
     return SummaryEdit(
-        text=text.strip(),
+        text=None if text is None else text.strip(),
         origin=optional_text(body, "summary_origin"),
         is_bot=bool_field(body, "is_bot", False),
         analysis_id=None if analysis_id is None else int_id(analysis_id, "analysis_id"),

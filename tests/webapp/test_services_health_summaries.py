@@ -190,10 +190,22 @@ async def test_the_summary_is_edited_rendered_safely_and_kept_in_the_history(
     await expect(history).to_have_count(2)
     await expect(history.nth(1)).to_contain_text("<img src=x onerror=alert(1)>")  # as text
     assert await page.locator("#summary img").count() == 0
+    await expect(history.nth(0)).to_contain_text(scene.runner.username)  # who, by name
     async with webapp.resources.sessions() as session:
         obj = await session.get(Obj, scene.obj_id)
         assert obj is not None and obj.summary == "Second take: *rising*"
     await webapp.shot(page, "source-summary")
+
+    await page.click("#summary-edit")
+    await page.click("#summary-clear")
+    await expect(page.locator("#summary-dialog")).to_have_count(0)
+    await expect(latest).to_have_text("No summary.")
+    await expect(history).to_have_count(3)
+    await expect(history.nth(0)).to_contain_text("(cleared)")
+    async with webapp.resources.sessions() as session:
+        obj = await session.get(Obj, scene.obj_id)
+        assert obj is not None and obj.summary is None
+        assert [e["summary"] for e in obj.summary_history][:2] == [None, "Second take: *rising*"]
 
 
 async def test_run_summary_starts_the_users_summary_service_and_explains_the_key(

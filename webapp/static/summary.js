@@ -6,32 +6,34 @@ function historyList(entries) {
   if (!entries.length) return h('p', { class: 'muted small' }, 'No summary yet.');
   return h('ul', { class: 'history', id: 'summary-history' }, entries.map((e) => h('li', {},
     h('div', { class: 'small muted' },
-      e.is_bot ? 'bot' : `user #${e.set_by_user_id ?? '?'}`, ' · ', timeEl(e.set_at_utc),
+      e.is_bot ? 'bot' : (e.set_by_username || `user #${e.set_by_user_id ?? '?'}`), ' · ', timeEl(e.set_at_utc),
       e.analysis_id ? [' · ', h('a', { href: `/analysis/${e.analysis_id}` }, `analysis #${e.analysis_id}`)] : null,
       e.origin ? ` · ${e.origin}` : null),
-    h('div', { class: 'small' }, e.summary.length > 160 ? `${e.summary.slice(0, 160)}…` : e.summary))));
+    e.summary == null
+      ? h('div', { class: 'small muted' }, '(cleared)')
+      : h('div', { class: 'small' }, e.summary.length > 160 ? `${e.summary.slice(0, 160)}…` : e.summary))));
 }
 
 function editDialog(source, onSaved) {
   const text = h('textarea', { name: 'summary', id: 'summary-text' }, source.summary || '');
   const error = h('div');
+  const save = async (summary) => {
+    try {
+      await api('PATCH', `/api/sources/${encodeURIComponent(source.id)}`, { summary });
+      dialog.close();
+      onSaved();
+    } catch (failure) { clear(error, errorBox(failure)); }
+  };
   const dialog = h('dialog', { id: 'summary-dialog' },
     h('form', { method: 'dialog' },
       h('h2', {}, 'Edit the summary'),
       h('p', { class: 'muted small' }, 'Markdown. The previous summary stays in the history.'),
       text, error,
-      h('div', { class: 'row' }, h('span', { class: 'spacer' }),
+      h('div', { class: 'row' },
+        source.summary ? h('button', { type: 'button', id: 'summary-clear', onclick: () => save(null) }, 'Clear') : null,
+        h('span', { class: 'spacer' }),
         h('button', { type: 'button', onclick: () => dialog.close() }, 'Cancel'),
-        h('button', {
-          type: 'button', class: 'primary', id: 'summary-save',
-          onclick: async () => {
-            try {
-              await api('PATCH', `/api/sources/${encodeURIComponent(source.id)}`, { summary: text.value });
-              dialog.close();
-              onSaved();
-            } catch (failure) { clear(error, errorBox(failure)); }
-          },
-        }, 'Save'))));
+        h('button', { type: 'button', class: 'primary', id: 'summary-save', onclick: () => save(text.value) }, 'Save'))));
   dialog.addEventListener('close', () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
