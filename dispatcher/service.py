@@ -29,7 +29,6 @@ from shared.resources import Resources
 log = logging.getLogger("skyhook.dispatcher")
 
 QUEUE = "dispatcher"  # skyhook.dispatcher with the default SKYHOOK_BUS_PREFIX
-STOP_GRACE_SECONDS = 10.0
 
 
 class DispatcherStopping(RuntimeError):
@@ -71,14 +70,17 @@ class Dispatcher:
         log.info("dispatcher started (queue %s)", QUEUE)
 
     async def stop(self) -> None:
-        """Stop the periodic jobs, let in-flight sends finish (briefly), close the client."""
+        """Stop the periodic jobs, let in-flight sends finish (within the shutdown grace period),
+        close the client. Calling it again does nothing more."""
         self._stopping = True
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=STOP_GRACE_SECONDS)
+            _, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self.settings.shutdown_grace_seconds
+            )
             for task in pending:  # their rows stay `dispatching` until the reaper requeues them
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -147,12 +149,16 @@ class Dispatcher:
             self.resources.outbox.nudge()
         return len(ids)
 
-    async def reap_stuck(self, now: datetime | None = None) -> int:
-        """Rows ``dispatching`` for longer than the timeout plus a margin: the dispatcher that
-        claimed them died. Requeue them (due now), or fail them if no retry is left. Attempts
-        left ``sending`` by a dead dispatcher on rows that moved on become ``interrupted``."""
+    async def reap_stuck(self, now: datetime | None = None, *, window: float | None = None) -> int:
+        """Rows ``dispatching`` for longer than the timeout plus a margin (or ``window``
+        seconds): the dispatcher that claimed them died. Requeue them (due now), or fail them if
+        no retry is left. Attempts left ``sending`` by a dead dispatcher on rows that moved on
+        become ``interrupted``."""
         now = now or utcnow()
-        window = self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
+        if window is None:
+            window = (
+                self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
+            )
         cutoff = now - timedelta(seconds=window)
         sessions = self.resources.sessions
         released = 0
