@@ -43,6 +43,7 @@ class Dispatcher:
         self._owns_http = http is None
         self._slots = asyncio.Semaphore(self.settings.dispatch_concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._claiming: set[asyncio.Task[ClaimedAttempt | None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._runner: AttemptRunner | None = None
         self._stopping = False
@@ -77,13 +78,21 @@ class Dispatcher:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
-        if self._in_flight:
-            _, pending = await asyncio.wait(
-                set(self._in_flight), timeout=self.settings.shutdown_grace_seconds
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_seconds
+        # Claims under way become sends (or nothing); then the sends get the rest of the grace.
+        while self._claiming or self._in_flight:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(
+                self._claiming | self._in_flight,
+                timeout=left,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            for task in pending:  # their rows stay `dispatching` until the reaper requeues them
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        pending = self._claiming | self._in_flight
+        for task in pending:  # their rows stay `dispatching` until the reaper requeues them
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._owns_http and self._http is not None:
             await self._http.close()
             self._http = None
@@ -100,11 +109,18 @@ class Dispatcher:
             raise DispatcherStopping("dispatcher is stopping")
         message = AnalysisRequested.model_validate(envelope.payload)
         await self._slots.acquire()
+        if self._stopping:  # stopped while waiting for a slot: hand the message back
+            self._slots.release()
+            raise DispatcherStopping("dispatcher is stopping")
+        claiming = asyncio.ensure_future(self._runner.claim(message.analysis_id))
+        self._claiming.add(claiming)
         try:
-            claimed = await self._runner.claim(message.analysis_id)
+            claimed = await claiming
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._claiming.discard(claiming)
         if claimed is None:  # not ours to send, or deleted meanwhile
             self._slots.release()
             return

@@ -77,7 +77,10 @@ async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
     published at once, and a message no queue is bound to yet ends among the dead letters.
     """
     async with background("outbox-relay", resources.outbox.run):
-        yield
+        try:
+            yield
+        finally:
+            await resources.outbox.stop()
 
 
 @asynccontextmanager
@@ -120,7 +123,7 @@ async def recover_embedded_work(resources: Resources) -> int:
 
 async def run_embedded(
     settings: Settings,
-    stop: asyncio.Event,
+    stop: asyncio.Event | None = None,
     *,
     demo: bool = False,
     demo_ports: DemoPorts | None = None,
@@ -135,6 +138,7 @@ async def run_embedded(
     if "public_url" not in settings.model_fields_set:  # callbacks come back to this process
         update["public_url"] = f"http://{settings.host}:{settings.port}"
     settings = settings.model_copy(update=update)
+    stop = stop or asyncio.Event()
     grace = settings.shutdown_grace_seconds
     await upgrade_async(settings.database_url)
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
@@ -220,8 +224,9 @@ async def _serve_summarizer(settings: Settings, stop: asyncio.Event) -> None:
     await _serve_until(app, _listener("summarizer", settings, DEFAULT_PORT), settings, stop)
 
 
-async def run_service(name: str, settings: Settings, stop: asyncio.Event) -> None:
-    """One service in this process until ``stop`` is set."""
+async def run_service(name: str, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """One service in this process until ``stop`` is set (or the task is cancelled)."""
+    stop = stop or asyncio.Event()
     if name == "sn-fitter":
         await _serve_sn_fitter(settings, stop)
         return

@@ -85,11 +85,17 @@ class Fitter:
     executor: ProcessPoolExecutor
     session: aiohttp.ClientSession
     tasks: set[asyncio.Task] = field(default_factory=set)
+    callback_urls: dict[asyncio.Task, str] = field(default_factory=dict)
 
     def start(self, job: FitJob, callback_url: str) -> None:
         task = asyncio.create_task(self._run(job, callback_url))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.callback_urls[task] = callback_url
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.callback_urls.pop(task, None)
 
     async def _run(self, job: FitJob, callback_url: str) -> None:
         loop = asyncio.get_running_loop()
@@ -216,16 +222,23 @@ def create_app(settings: FitterSettings | None = None) -> web.Application:
 
 
 async def _finish_fits(fitter: Fitter, grace_seconds: float) -> None:
-    """Fits under way get ``grace_seconds`` to finish and call back; the rest are abandoned
-    (their analyses end when skyhook's expiry sweeper times them out)."""
+    """Fits under way get ``grace_seconds`` to finish and call back. The rest are stopped and
+    their analyses told so (one attempt), so they end at once with a reason instead of when
+    their timeout expires."""
     if not fitter.tasks:
         return
     log.info("stopping: waiting up to %.0f s for %d fit(s)", grace_seconds, len(fitter.tasks))
     _, unfinished = await asyncio.wait(set(fitter.tasks), timeout=grace_seconds)
+    urls = [fitter.callback_urls[task] for task in unfinished if task in fitter.callback_urls]
     for task in unfinished:
-        log.warning("shutting down: an analysis in progress is abandoned")
         task.cancel()
     await asyncio.gather(*unfinished, return_exceptions=True)
+    body = encode(
+        failure_body("the SN fitter was stopped before this fit finished; start it again")
+    )
+    for url in urls:
+        log.warning("stopping: a fit in progress is abandoned (%s)", redact_callback_url(url))
+        await post_callback(fitter.session, url, body, (), 5.0, logger=callback_log)
 
 
 def main() -> None:
