@@ -166,6 +166,20 @@ async def _start_demo(run: EmbeddedRun) -> tuple[str, int]:
     return token, fitter_port
 
 
+async def _all_gone(pids: set[int]) -> None:
+    """The processes end (multiprocessing's resource tracker ends once it reads the end of
+    its pipe, moments after its parent exits)."""
+
+    async def gone() -> bool:
+        return not any(process_alive(pid) for pid in pids)
+
+    try:
+        await eventually(gone, "the child processes to end", within=30)
+    except AssertionError:
+        left = [command_line(pid) for pid in pids if process_alive(pid)]
+        raise AssertionError(f"processes left behind: {left}") from None
+
+
 async def test_sigterm_stops_everything_and_loses_no_analysis(tmp_path: Path) -> None:
     run = _demo_run(tmp_path / "demo")
     try:
@@ -187,8 +201,7 @@ async def test_sigterm_stops_everything_and_loses_no_analysis(tmp_path: Path) ->
 
         run.signal(signal.SIGTERM)
         assert await run.wait_exit() == 0, run.log()[-4000:]
-        left = {pid for pid in children if process_alive(pid)}
-        assert not left, [command_line(pid) for pid in left]
+        await _all_gone(children)
         assert "Traceback" not in run.log()
 
         # Started again, the analysis completes (it finished during the grace period, or the
@@ -289,3 +302,17 @@ _WHAT = {
     ("--demo", 2): "the demo summarizer",
     ("gateway", 0): "the gateway",
 }
+
+
+async def test_the_standalone_fitter_stops_its_workers_on_sigterm(tmp_path: Path) -> None:
+    fitter = EmbeddedRun(tmp_path, command=("sn-fitter",)).start()
+    try:
+        await fitter.wait_ready()
+        children = descendants(fitter.pid)
+        assert any("multiprocessing" in command_line(pid) for pid in children), children
+        fitter.signal(signal.SIGTERM)
+        assert await fitter.wait_exit() == 0, fitter.log()[-4000:]
+        await _all_gone(children)
+        assert "Traceback" not in fitter.log()
+    finally:
+        fitter.kill()

@@ -122,7 +122,7 @@ def command_line(pid: int) -> str:
 
 @dataclass
 class EmbeddedRun:
-    """One ``skyhook run`` subprocess."""
+    """One ``skyhook run`` subprocess (or another long-running command: ``command``)."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
@@ -131,6 +131,7 @@ class EmbeddedRun:
     settings: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    command: tuple[str, ...] = ("run",)
 
     @property
     def url(self) -> str:
@@ -141,7 +142,7 @@ class EmbeddedRun:
         return self.workdir / f"skyhook-run-{self.runs}.log"
 
     def argv(self) -> list[str]:
-        argv = [str(SKYHOOK), "run", "--port", str(self.port), *self.extra_args]
+        argv = [str(SKYHOOK), *self.command, "--port", str(self.port), *self.extra_args]
         return [*argv, "--demo"] if self.demo else argv
 
     def start(self) -> EmbeddedRun:
