@@ -167,7 +167,8 @@ async def stop_workers(executor: ProcessPoolExecutor) -> None:
 
 async def ready(request: web.Request) -> web.Response:
     """Readiness: the worker processes are started and warmed up."""
-    if not request.app[WARMED].is_set():
+    warmed = request.app.get(WARMED)
+    if warmed is None or not warmed.is_set():
         return web.json_response(
             {"status": "unavailable", "problems": ["fitting workers are warming up"]}, status=503
         )
