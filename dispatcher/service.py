@@ -29,7 +29,6 @@ from shared.resources import Resources
 log = logging.getLogger("skyhook.dispatcher")
 
 QUEUE = "dispatcher"  # skyhook.dispatcher with the default SKYHOOK_BUS_PREFIX
-STOP_GRACE_SECONDS = 10.0
 
 
 class DispatcherStopping(RuntimeError):
@@ -44,6 +43,7 @@ class Dispatcher:
         self._owns_http = http is None
         self._slots = asyncio.Semaphore(self.settings.dispatch_concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._claiming: set[asyncio.Task[ClaimedAttempt | None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._runner: AttemptRunner | None = None
         self._stopping = False
@@ -71,17 +71,28 @@ class Dispatcher:
         log.info("dispatcher started (queue %s)", QUEUE)
 
     async def stop(self) -> None:
-        """Stop the periodic jobs, let in-flight sends finish (briefly), close the client."""
+        """Stop the periodic jobs, let in-flight sends finish (within the shutdown grace period),
+        close the client. Calling it again does nothing more."""
         self._stopping = True
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
-        if self._in_flight:
-            _, pending = await asyncio.wait(set(self._in_flight), timeout=STOP_GRACE_SECONDS)
-            for task in pending:  # their rows stay `dispatching` until the reaper requeues them
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_seconds
+        # Claims under way become sends (or nothing); then the sends get the rest of the grace.
+        while self._claiming or self._in_flight:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(
+                self._claiming | self._in_flight,
+                timeout=left,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        pending = self._claiming | self._in_flight
+        for task in pending:  # their rows stay `dispatching` until the reaper requeues them
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._owns_http and self._http is not None:
             await self._http.close()
             self._http = None
@@ -98,11 +109,18 @@ class Dispatcher:
             raise DispatcherStopping("dispatcher is stopping")
         message = AnalysisRequested.model_validate(envelope.payload)
         await self._slots.acquire()
+        if self._stopping:  # stopped while waiting for a slot: hand the message back
+            self._slots.release()
+            raise DispatcherStopping("dispatcher is stopping")
+        claiming = asyncio.ensure_future(self._runner.claim(message.analysis_id))
+        self._claiming.add(claiming)
         try:
-            claimed = await self._runner.claim(message.analysis_id)
+            claimed = await claiming
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._claiming.discard(claiming)
         if claimed is None:  # not ours to send, or deleted meanwhile
             self._slots.release()
             return
@@ -147,12 +165,16 @@ class Dispatcher:
             self.resources.outbox.nudge()
         return len(ids)
 
-    async def reap_stuck(self, now: datetime | None = None) -> int:
-        """Rows ``dispatching`` for longer than the timeout plus a margin: the dispatcher that
-        claimed them died. Requeue them (due now), or fail them if no retry is left. Attempts
-        left ``sending`` by a dead dispatcher on rows that moved on become ``interrupted``."""
+    async def reap_stuck(self, now: datetime | None = None, *, window: float | None = None) -> int:
+        """Rows ``dispatching`` for longer than the timeout plus a margin (or ``window``
+        seconds): the dispatcher that claimed them died. Requeue them (due now), or fail them if
+        no retry is left. Attempts left ``sending`` by a dead dispatcher on rows that moved on
+        become ``interrupted``."""
         now = now or utcnow()
-        window = self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
+        if window is None:
+            window = (
+                self.settings.dispatch_timeout_seconds + self.settings.dispatch_reap_margin_seconds
+            )
         cutoff = now - timedelta(seconds=window)
         sessions = self.resources.sessions
         released = 0

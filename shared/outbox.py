@@ -62,14 +62,28 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         # One batch at a time per relay: on SQLite there is no row locking to keep two apart.
         self._lock = asyncio.Lock()
+        self._stopped = False
 
     def nudge(self) -> None:
         """Publish soon: called after a transaction that enqueued messages has committed."""
         self._wake.set()
 
+    async def stop(self) -> None:
+        """Wait for the batch under way (a query cut short by cancellation can outlive the
+        event loop in the database driver's thread), and start no other. Then the task
+        running ``run`` may be cancelled."""
+        async with self._lock:
+            self._stopped = True
+
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many messages were published."""
-        async with self._lock, self._sessions.begin() as session:
+        async with self._lock:
+            if self._stopped:
+                return 0
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> int:
+        async with self._sessions.begin() as session:
             query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self._batch_size)
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
@@ -99,6 +113,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay forever: after each nudge, at least every ``poll_interval``, and after errors."""
+        self._stopped = False
         failures = 0
         while True:
             self._wake.clear()

@@ -49,7 +49,12 @@ def bus_from(settings: Settings) -> Bus:
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    engine = create_engine(settings.database_url)
+    pool = (
+        {}
+        if settings.uses_sqlite
+        else {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    )
+    engine = create_engine(settings.database_url, **pool)
     secret = settings.secret_key.get_secret_value()
     sessions = create_session_factory(engine)
     bus = bus_from(settings)

@@ -47,8 +47,17 @@ class Settings(BaseSettings):
     # Older keys still accepted for decryption, so SKYHOOK_SECRET_KEY can be rotated.
     previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # Connections each process may hold open to PostgreSQL: a steady pool plus a temporary
+    # overflow under load. Every process of a deployment adds its pool size + overflow to the
+    # server's total; keep the sum below PostgreSQL's max_connections (100 by default).
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
+
     host: str = "127.0.0.1"
     port: int = Field(5000, ge=1, le=65535)
+    # On SIGTERM or SIGINT: how long in-flight work (sends, fits, requests) may take to finish
+    # before it is cut short and handed back.
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
 
     # Outbound network policy for analysis-service URLs.
     allow_private_urls: bool = False

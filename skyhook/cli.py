@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from shared.settings import Settings, SettingsError, load_settings
 
@@ -68,21 +69,53 @@ def _cmd_phot_stats_recompute(args: argparse.Namespace) -> int:
     return 0
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run a long-running command until SIGTERM or SIGINT, then let it stop in order.
+
+    Both signals set the ``stop`` event the command waits on; it then stops taking work, gives
+    in-flight work its grace period and closes everything. A port already in use is reported
+    in one line (exit 1).
+    """
+    from skyhook.composition import PortInUse
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await main(stop)
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    try:
+        asyncio.run(runner())
+    except PortInUse as exc:
+        print(f"skyhook: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from skyhook.composition import run_embedded
+    from skyhook.composition import DemoPorts, run_embedded
 
     overrides: dict[str, object] = {"port": args.port}
     settings = _settings(args, **overrides)
-    asyncio.run(run_embedded(settings, demo=args.demo))
-    return 0
+    ports = DemoPorts.following(args.port, args.fitter_port, args.summarizer_port)
+    return _run_until_signalled(
+        lambda stop: run_embedded(settings, stop, demo=args.demo, demo_ports=ports)
+    )
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
     from skyhook.composition import run_service
 
     settings = _settings(args, **({"port": args.port} if args.port else {}))
-    asyncio.run(run_service(args.command, settings))
-    return 0
+    return _run_until_signalled(lambda stop: run_service(args.command, settings, stop))
 
 
 SERVICES = (
@@ -101,8 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="everything in one process (SQLite + in-process bus)")
-    run.add_argument("--port", type=int, default=5000)
+    run.add_argument("--port", type=int, default=5000, help="the API's port (default 5000)")
     run.add_argument("--demo", action="store_true", help="also start demo services and data")
+    run.add_argument(
+        "--fitter-port",
+        type=int,
+        default=None,
+        help="the demo SN fitter's port (default: --port + 1)",
+    )
+    run.add_argument(
+        "--summarizer-port",
+        type=int,
+        default=None,
+        help="the demo summarizer's port (default: --port + 2)",
+    )
     run.set_defaults(func=_cmd_run)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -149,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = os.environ.get("SKYHOOK_LOG_LEVEL", "INFO").upper()
     level = level if level in {"DEBUG", "INFO", "WARNING", "ERROR"} else "INFO"
     configure_logging(service, level, json_logs=args.command in SERVICES)
+    # SIGTERM interrupts a one-shot command exactly like SIGINT (Ctrl-C); long-running
+    # commands replace both with an orderly stop (_run_until_signalled).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,20 +1,30 @@
-"""The composition root: builds every service from settings and wires them together."""
+"""The composition root: builds every service from settings and wires them together.
+
+Every long-running command runs until its ``stop`` event is set (the command line sets it on
+SIGTERM or SIGINT), then stops in order: no new work is taken, in-flight work finishes within
+``SKYHOOK_SHUTDOWN_GRACE_SECONDS`` (or is handed back: a row left ``queued`` or ``dispatching``
+is sent again after a restart), pools and child processes are closed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
 
-from dispatcher import running_dispatcher
+from dispatcher import running_dispatcher, transitions
 from dispatcher.triggers import declare_trigger_queue, running_triggers
 from gateway.app import create_gateway_app
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from shared.background import background
 from shared.db.migrate import upgrade_async
+from shared.db.types import utcnow
 from shared.observability import create_operations_app
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
@@ -28,6 +38,39 @@ log = logging.getLogger("skyhook")
 OUTBOX_WRITERS = frozenset({"gateway", "dispatcher", "webhook-receiver", "summary-service"})
 
 
+class PortInUse(Exception):
+    """A port this command must listen on is taken; the message names the option to change."""
+
+    def __init__(self, host: str, port: int, what: str, option: str) -> None:
+        super().__init__(
+            f"port {port} on {host} ({what}) is already in use; choose another with {option}"
+        )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where one HTTP app listens, what it is, and the option that changes its port."""
+
+    host: str
+    port: int
+    what: str
+    option: str
+
+
+@dataclass(frozen=True)
+class DemoPorts:
+    """The demo's helper services follow the API's port unless given: N+1 and N+2."""
+
+    fitter: int
+    summarizer: int
+
+    @classmethod
+    def following(
+        cls, api_port: int, fitter: int | None = None, summarizer: int | None = None
+    ) -> DemoPorts:
+        return cls(fitter or api_port + 1, summarizer or api_port + 2)
+
+
 @asynccontextmanager
 async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
     """Relay outbox rows to the bus while the block runs (restarted if it ever crashes).
@@ -36,78 +79,118 @@ async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
     published at once, and a message no queue is bound to yet ends among the dead letters.
     """
     async with background("outbox-relay", resources.outbox.run):
-        yield
+        try:
+            yield
+        finally:
+            await resources.outbox.stop()
 
 
-async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+@asynccontextmanager
+async def serving(
+    app: web.Application, listener: Listener, grace_seconds: float
+) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` for the duration of the block. On exit the listening socket closes first,
+    then requests under way get ``grace_seconds`` to finish, then the app's cleanup runs."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_seconds)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("listening on http://%s:%d", host, port)
-    return runner
-
-
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = await _start_site(app, host, port)
     try:
-        await asyncio.Event().wait()
+        try:
+            await web.TCPSite(runner, listener.host, listener.port).start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(listener.host, listener.port, listener.what, listener.option) from None
+        log.info("listening on http://%s:%d (%s)", listener.host, listener.port, listener.what)
+        yield runner
     finally:
         await runner.cleanup()
 
 
-async def run_embedded(settings: Settings, *, demo: bool = False) -> None:
-    """All services in one process: the embedded default for a single machine.
+async def recover_embedded_work(resources: Resources) -> int:
+    """At the start of ``skyhook run`` nothing else can be working on this database: messages of
+    the in-process bus died with the previous process, and so did its sends. Rows it left
+    ``queued`` are announced again at once, and rows it left ``dispatching`` are requeued (or
+    failed when no retry is left), instead of waiting for the lost-message poller or reaper."""
+    from dispatcher.service import Dispatcher
 
-    With ``demo`` the SN fitter and the LLM summarizer run in the same process too, and the
-    demo data is loaded through the API.
+    released = await Dispatcher(resources).reap_stuck(window=0.0)
+    announced = await transitions.announce_due(resources.sessions, utcnow(), timedelta(0))
+    if released or announced:
+        log.info(
+            "sending again %d analyses left unsent by the previous run",
+            len(set(announced)) or released,
+        )
+    return len(announced)
+
+
+async def run_embedded(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    demo: bool = False,
+    demo_ports: DemoPorts | None = None,
+) -> None:
+    """All services in one process until ``stop`` is set: the embedded default.
+
+    With ``demo`` the SN fitter and the LLM summarizer run in the same process too (on
+    ``demo_ports``, by default the API's port + 1 and + 2), and the demo data is loaded
+    through the API.
     """
     update: dict[str, object] = {"allow_loopback_urls": True, "allow_private_urls": True}
     if "public_url" not in settings.model_fields_set:  # callbacks come back to this process
         update["public_url"] = f"http://{settings.host}:{settings.port}"
     settings = settings.model_copy(update=update)
+    stop = stop or asyncio.Event()
+    grace = settings.shutdown_grace_seconds
     await upgrade_async(settings.database_url)
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
-        await stack.enter_async_context(running_dispatcher(resources))
+        dispatcher = await stack.enter_async_context(running_dispatcher(resources))
         await stack.enter_async_context(running_triggers(resources))
         await stack.enter_async_context(running_summary_service(resources))
+        await recover_embedded_work(resources)
         await stack.enter_async_context(outbox_relay(resources))
+        api = Listener(settings.host, settings.port, "the API", "--port")
+        # Entered before the demo services, so it is closed after them: callbacks of the fits
+        # that finish during the grace period still reach it.
         gateway = create_gateway_app(resources)
-        runners = [await _start_site(gateway, settings.host, settings.port)]
-        try:
-            if demo:
-                runners += await _start_demo(resources, settings, gateway[ONE_TIME_LINKS])
-            await asyncio.Event().wait()
-        finally:
-            for runner in reversed(runners):
-                await runner.cleanup()
+        await stack.enter_async_context(serving(gateway, api, grace))
+        if demo:
+            ports = demo_ports or DemoPorts.following(api.port)
+            await _start_demo(stack, resources, ports, gateway[ONE_TIME_LINKS])
+        await stop.wait()
+        log.info("stopping: no new dispatches; in-flight work has %.0f s to finish", grace)
+        await dispatcher.stop()
 
 
 async def _start_demo(
-    resources: Resources, settings: Settings, links: OneTimeLinks
-) -> list[web.AppRunner]:
+    stack: AsyncExitStack, resources: Resources, ports: DemoPorts, links: OneTimeLinks
+) -> None:
     from skyhook.demo import load_demo, welcome
-    from sn_fitter.app import DEFAULT_PORT as FITTER_PORT
     from sn_fitter.app import FitterSettings, create_app
-    from summary_service.summarizer import DEFAULT_PORT as SUMMARIZER_PORT
     from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 
-    runners = [
-        await _start_site(create_app(FitterSettings.from_env()), settings.host, FITTER_PORT),
-        await _start_site(
-            create_summarizer_app(SummarizerConfig(settings)), settings.host, SUMMARIZER_PORT
-        ),
-    ]
-    base_url = f"http://{settings.host}:{settings.port}"
+    settings = resources.settings
+    host, grace = settings.host, settings.shutdown_grace_seconds
+    following = "or --port N: the demo services then use N+1 and N+2"
+    fitter = Listener(host, ports.fitter, "the demo SN fitter", f"--fitter-port ({following})")
+    summarizer = Listener(
+        host, ports.summarizer, "the demo summarizer", f"--summarizer-port ({following})"
+    )
+    fitter_settings = FitterSettings.from_env(stop_grace_seconds=grace)
+    await stack.enter_async_context(serving(create_app(fitter_settings), fitter, grace))
+    await stack.enter_async_context(
+        serving(create_summarizer_app(SummarizerConfig(settings)), summarizer, grace)
+    )
+    base_url = f"http://{host}:{settings.port}"
     info = await load_demo(
         resources,
         base_url,
-        sn_fitter_url=f"http://{settings.host}:{FITTER_PORT}/analysis/sn_fit",
-        summarizer_url=f"http://{settings.host}:{SUMMARIZER_PORT}/summarize",
+        sn_fitter_url=f"http://{host}:{ports.fitter}/analysis/sn_fit",
+        summarizer_url=f"http://{host}:{ports.summarizer}/summarize",
     )
     print(welcome(info, base_url), flush=True)
     # Printed, never opened: like a notebook server's token URL. The code works once.
     print(f"Web app (one-time sign-in link): {base_url}/login?code={links.issue(info.token)}")
-    return runners
 
 
 def _service_app(name: str, resources: Resources) -> web.Application:
@@ -119,32 +202,52 @@ def _service_app(name: str, resources: Resources) -> web.Application:
     return create_operations_app(resources, name)
 
 
-async def _serve_sn_fitter(settings: Settings) -> None:
+def _listener(name: str, settings: Settings, default_port: int | None = None) -> Listener:
+    port = settings.port
+    if default_port is not None and "port" not in settings.model_fields_set:
+        port = default_port
+    return Listener(settings.host, port, f"the {name}", "--port or SKYHOOK_PORT")
+
+
+async def _serve_until(
+    app: web.Application, listener: Listener, settings: Settings, stop: asyncio.Event
+) -> None:
+    async with serving(app, listener, settings.shutdown_grace_seconds):
+        await stop.wait()
+        log.info("stopping")
+
+
+async def _serve_sn_fitter(settings: Settings, stop: asyncio.Event) -> None:
     """The SN fitter is standalone (HTTP only, no database): port 6802 unless SKYHOOK_PORT."""
     from sn_fitter.app import DEFAULT_PORT, FitterSettings, create_app
 
-    port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
-    await _serve(create_app(FitterSettings.from_env()), settings.host, port)
+    app = create_app(FitterSettings.from_env(stop_grace_seconds=settings.shutdown_grace_seconds))
+    await _serve_until(app, _listener("SN fitter", settings, DEFAULT_PORT), settings, stop)
 
 
-async def _serve_summarizer(settings: Settings) -> None:
+async def _serve_summarizer(settings: Settings, stop: asyncio.Event) -> None:
     """The LLM summarizer is standalone (HTTP only, no database): port 7003 unless SKYHOOK_PORT."""
     from summary_service.summarizer import DEFAULT_PORT, SummarizerConfig, create_summarizer_app
 
-    port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
-    await _serve(create_summarizer_app(SummarizerConfig(settings)), settings.host, port)
+    app = create_summarizer_app(SummarizerConfig(settings))
+    await _serve_until(app, _listener("summarizer", settings, DEFAULT_PORT), settings, stop)
 
 
-async def run_service(name: str, settings: Settings) -> None:
+async def run_service(name: str, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """One service in this process until ``stop`` is set (or the task is cancelled)."""
+    stop = stop or asyncio.Event()
     if name == "sn-fitter":
-        await _serve_sn_fitter(settings)
+        await _serve_sn_fitter(settings, stop)
         return
     if name == "summarizer":
-        await _serve_summarizer(settings)
+        await _serve_summarizer(settings, stop)
         return
+    if name not in {"gateway", "webhook-receiver", "dispatcher", "summary-service"}:
+        raise SystemExit(f"skyhook: the {name} service is not available yet")
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
+        dispatcher = None
         if name == "dispatcher":  # subscribed before the relay publishes
-            await stack.enter_async_context(running_dispatcher(resources))
+            dispatcher = await stack.enter_async_context(running_dispatcher(resources))
             await stack.enter_async_context(running_triggers(resources))
         if name == "summary-service":
             await stack.enter_async_context(running_summary_service(resources))
@@ -153,6 +256,11 @@ async def run_service(name: str, settings: Settings) -> None:
             await declare_summary_queue(resources.bus)
             await declare_trigger_queue(resources.bus)
             await stack.enter_async_context(outbox_relay(resources))
-        if name not in {"gateway", "webhook-receiver", "dispatcher", "summary-service"}:
-            raise SystemExit(f"skyhook: the {name} service is not available yet")
-        await _serve(_service_app(name, resources), settings.host, settings.port)
+        listener = _listener(name, settings)
+        await stack.enter_async_context(
+            serving(_service_app(name, resources), listener, settings.shutdown_grace_seconds)
+        )
+        await stop.wait()
+        log.info("stopping")
+        if dispatcher is not None:
+            await dispatcher.stop()

@@ -35,6 +35,7 @@ class DemoInfo:
     source_id: str
     sn_fitter_id: int
     summarizer_id: int
+    token_file: Path
 
 
 class DemoClient:
@@ -152,30 +153,38 @@ async def load_demo(
         summarizer_id = await _ensure_service(
             client, summarizer_registration(summarizer_url, [group_id])
         )
-    token_file = Path("var") / "demo-token"
+    token_file = (Path("var") / "demo-token").resolve()
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    return DemoInfo(token, DEMO_SOURCE_ID, fitter_id, summarizer_id)
+    return DemoInfo(token, DEMO_SOURCE_ID, fitter_id, summarizer_id, token_file)
+
+
+# Reads the id out of a start's answer ({"status": "success", "data": {"id": N}}).
+READ_ID = """python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])'"""
+
+
+FIT_BODY = '{"analysis_parameters": {"source": "salt3", "fix_z": "False"}, "show_plots": true}'
 
 
 def welcome(info: DemoInfo, base_url: str) -> str:
+    """The walkthrough: commands that work from any directory, with this run's ids."""
     api = f"{base_url}/api"
     source, fitter, summarizer = info.source_id, info.sn_fitter_id, info.summarizer_id
     return f"""
-skyhook demo is running at {base_url}; a demo admin token is in var/demo-token:
+skyhook demo is running at {base_url}; a demo admin token is in {info.token_file}:
 
-  H="Authorization: token $(cat var/demo-token)"
+  H="Authorization: token $(cat {info.token_file})"
   # the demo source: a simulated SN Ia with ZTF photometry
   curl -s -H "$H" {api}/sources/{source}
-  # fit its light curve with the SN fitter (service {fitter}); answers {{"id": N}} at once
-  curl -s -X POST -H "$H" {api}/obj/{source}/analysis/{fitter} \\
-       -d '{{"analysis_parameters": {{"source": "salt3", "fix_z": "False"}}, "show_plots": true}}'
+  # fit its light curve with the SN fitter (service {fitter}); answers {{"data": {{"id": …}}}}
+  ID=$(curl -s -X POST -H "$H" {api}/obj/{source}/analysis/{fitter} \\
+       -d '{FIT_BODY}' | {READ_ID})
   # watch it: queued -> dispatching -> pending -> completed (a few seconds)
-  curl -s -H "$H" {api}/obj/analysis/N
-  curl -s -H "$H" {api}/obj/analysis/N/plots/0 -o lightcurve.png
-  curl -s -H "$H" {api}/obj/analysis/N/corner -o corner.png
-  curl -s -H "$H" {api}/obj/analysis/N/results
+  curl -s -H "$H" {api}/obj/analysis/$ID
+  curl -s -H "$H" {api}/obj/analysis/$ID/plots/0 -o lightcurve.png
+  curl -s -H "$H" {api}/obj/analysis/$ID/corner -o corner.png
+  curl -s -H "$H" {api}/obj/analysis/$ID/results
   # an LLM summary of its comments (service {summarizer}; needs SKYHOOK_LLM_API_KEY)
   curl -s -X POST -H "$H" {api}/obj/{source}/analysis/{summarizer}
 """

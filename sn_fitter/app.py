@@ -54,14 +54,17 @@ class FitterSettings:
     callback_retry_delays_seconds: tuple[float, ...] = CALLBACK_RETRY_DELAYS_SECONDS
     max_body_bytes: int = 32 * 1024 * 1024
     warm_up: bool = True
+    # On shutdown, fits under way get this long to finish and call back before they are
+    # abandoned and the worker processes are terminated.
+    stop_grace_seconds: float = 30.0
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> FitterSettings:
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> FitterSettings:
         """``SKYHOOK_SN_FITTER_WORKERS``, ``..._CALLBACK_TIMEOUT_SECONDS``,
         ``..._CALLBACK_RETRY_DELAYS_SECONDS`` (JSON list), ``..._WARM_UP`` (true/false)."""
         env = os.environ if environ is None else environ
         prefix = "SKYHOOK_SN_FITTER_"
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(overrides)
         if f"{prefix}WORKERS" in env:
             values["workers"] = max(1, int(env[f"{prefix}WORKERS"]))
         if f"{prefix}CALLBACK_TIMEOUT_SECONDS" in env:
@@ -82,11 +85,17 @@ class Fitter:
     executor: ProcessPoolExecutor
     session: aiohttp.ClientSession
     tasks: set[asyncio.Task] = field(default_factory=set)
+    callback_urls: dict[asyncio.Task, str] = field(default_factory=dict)
 
     def start(self, job: FitJob, callback_url: str) -> None:
         task = asyncio.create_task(self._run(job, callback_url))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.callback_urls[task] = callback_url
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.callback_urls.pop(task, None)
 
     async def _run(self, job: FitJob, callback_url: str) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +119,7 @@ class Fitter:
 
 
 FITTER = web.AppKey("fitter", Fitter)
+WARMED = web.AppKey("warmed", asyncio.Event)
 
 
 def _new_executor(settings: FitterSettings) -> ProcessPoolExecutor:
@@ -118,6 +128,51 @@ def _new_executor(settings: FitterSettings) -> ProcessPoolExecutor:
         mp_context=multiprocessing.get_context("spawn"),
         initializer=warm_up if settings.warm_up else None,
     )
+
+
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+async def start_workers(executor: ProcessPoolExecutor, workers: int) -> set[int]:
+    """Start every worker process now (each runs the warm-up initializer first) instead of on
+    the first request; returns their pids once all have answered."""
+    loop = asyncio.get_running_loop()
+    # Submitted together, so the pool starts one process per call instead of reusing one.
+    pids = await asyncio.gather(
+        *(loop.run_in_executor(executor, _worker_pid) for _ in range(workers))
+    )
+    return set(pids)
+
+
+def worker_pids(executor: ProcessPoolExecutor) -> set[int]:
+    """The pids of the pool's live worker processes."""
+    processes = getattr(executor, "_processes", None) or {}
+    return {pid for pid, process in processes.items() if process.is_alive()}
+
+
+async def stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Shut the pool down and make sure no worker process outlives it."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    await asyncio.to_thread(executor.shutdown, wait=True)
+    for process in processes:
+        await asyncio.to_thread(process.join, 5.0)
+        if process.is_alive():
+            process.kill()
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the worker processes are started and warmed up."""
+    warmed = request.app.get(WARMED)
+    if warmed is None or not warmed.is_set():
+        return web.json_response(
+            {"status": "unavailable", "problems": ["fitting workers are warming up"]}, status=503
+        )
+    return web.json_response({"status": "ready"})
 
 
 async def start_analysis(request: web.Request) -> web.Response:
@@ -132,7 +187,8 @@ async def start_analysis(request: web.Request) -> web.Response:
 
 ROUTES = [
     web.get("/", health),
-    *STANDALONE_OPERATIONS_ROUTES,
+    web.get("/readyz", ready),
+    *(route for route in STANDALONE_OPERATIONS_ROUTES if route.path != "/readyz"),
     web.post("/analysis/sn_fit", start_analysis),
     web.post("/analysis/demo_analysis", start_analysis),
 ]
@@ -143,21 +199,47 @@ def create_app(settings: FitterSettings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.add_routes(ROUTES)
 
+    app[WARMED] = asyncio.Event()
+
+    async def warm(app: web.Application) -> None:
+        pids = await start_workers(app[FITTER].executor, settings.workers)
+        app[WARMED].set()
+        log.info("%d fitting worker(s) started and warmed up (pids %s)", len(pids), sorted(pids))
+
     async def resources(app: web.Application):
         executor = _new_executor(settings)
         session = aiohttp.ClientSession()
-        app[FITTER] = Fitter(settings, executor, session)
+        app[FITTER] = fitter = Fitter(settings, executor, session)
+        warming = asyncio.create_task(warm(app))
         yield
-        fitter = app[FITTER]
-        for task in list(fitter.tasks):
-            log.warning("shutting down: an analysis in progress is abandoned")
-            task.cancel()
-        await asyncio.gather(*fitter.tasks, return_exceptions=True)
+        warming.cancel()
+        await asyncio.gather(warming, return_exceptions=True)
+        await _finish_fits(fitter, settings.stop_grace_seconds)
         await session.close()
-        fitter.executor.shutdown(wait=False, cancel_futures=True)
+        await stop_workers(fitter.executor)
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def _finish_fits(fitter: Fitter, grace_seconds: float) -> None:
+    """Fits under way get ``grace_seconds`` to finish and call back. The rest are stopped and
+    their analyses told so (one attempt), so they end at once with a reason instead of when
+    their timeout expires."""
+    if not fitter.tasks:
+        return
+    log.info("stopping: waiting up to %.0f s for %d fit(s)", grace_seconds, len(fitter.tasks))
+    _, unfinished = await asyncio.wait(set(fitter.tasks), timeout=grace_seconds)
+    urls = [fitter.callback_urls[task] for task in unfinished if task in fitter.callback_urls]
+    for task in unfinished:
+        task.cancel()
+    await asyncio.gather(*unfinished, return_exceptions=True)
+    body = encode(
+        failure_body("the SN fitter was stopped before this fit finished; start it again")
+    )
+    for url in urls:
+        log.warning("stopping: a fit in progress is abandoned (%s)", redact_callback_url(url))
+        await post_callback(fitter.session, url, body, (), 5.0, logger=callback_log)
 
 
 def main() -> None:

@@ -25,6 +25,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 # database restart drops idle pooled connections).
 IDLE_PING_SECONDS = 5.0
 _LAST_CHECKIN = "skyhook_last_checkin"
+# PostgreSQL connections per process unless told otherwise (SKYHOOK_DB_POOL_SIZE,
+# SKYHOOK_DB_MAX_OVERFLOW): small enough that a deployment's processes together stay well
+# inside the server's default max_connections of 100.
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 5
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -47,8 +52,8 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     idle_ping_seconds = kwargs.pop("idle_ping_seconds", IDLE_PING_SECONDS)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+    kwargs.setdefault("max_overflow", DEFAULT_MAX_OVERFLOW)
     engine = create_async_engine(database_url, **kwargs)
     _ping_when_idle(engine, idle_ping_seconds)
     return engine
