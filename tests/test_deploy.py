@@ -38,7 +38,7 @@ from dispatcher.triggers import ROUTING_KEYS as TRIGGER_ROUTING_KEYS
 from shared.bus import create_bus
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
-from shared.events import AnalysisCompleted, AnalysisRequested
+from shared.events import AnalysisCompleted, AnalysisRequested, SourceSaved
 from shared.resources import Resources
 from shared.settings import Settings, load_settings
 from skyhook.cli import SERVICES
@@ -834,6 +834,7 @@ async def test_imported_topology_routes_events_and_keeps_unroutable_ones(
             [
                 Envelope(str(uuid.uuid4()), AnalysisRequested.ROUTING_KEY, {"analysis_id": 1}),
                 Envelope(str(uuid.uuid4()), AnalysisCompleted.ROUTING_KEY, {"analysis_id": 1}),
+                Envelope(str(uuid.uuid4()), SourceSaved.ROUTING_KEY, {"obj_id": "a", "group_id": 1}),
                 Envelope(str(uuid.uuid4()), "nobody.listens", {"n": 1}),
             ]
         )
