@@ -834,7 +834,9 @@ async def test_imported_topology_routes_events_and_keeps_unroutable_ones(
             [
                 Envelope(str(uuid.uuid4()), AnalysisRequested.ROUTING_KEY, {"analysis_id": 1}),
                 Envelope(str(uuid.uuid4()), AnalysisCompleted.ROUTING_KEY, {"analysis_id": 1}),
-                Envelope(str(uuid.uuid4()), SourceSaved.ROUTING_KEY, {"obj_id": "a", "group_id": 1}),
+                Envelope(
+                    str(uuid.uuid4()), SourceSaved.ROUTING_KEY, {"obj_id": "a", "group_id": 7}
+                ),
                 Envelope(str(uuid.uuid4()), "nobody.listens", {"n": 1}),
             ]
         )
