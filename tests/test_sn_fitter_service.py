@@ -67,7 +67,8 @@ class Receiver:
     async def start(self, port: int = 0) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/api/webhook/obj_analysis/{token}", self.handle)
-        self.runner = web.AppRunner(app)
+        # Stands in for skyhook's webhook endpoint, which writes no access log with the token.
+        self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
