@@ -69,6 +69,7 @@ PAGES = {
     "/": "The web app: sources",
     "/login": "The web app: sign in",
     "/source/{obj_id}": "The web app: a source",
+    "/source/{obj_id}/periodogram": "The web app: a source's periodogram",
     "/analysis/{analysis_id}": "The web app: an analysis",
     "/services": "The web app: analysis services",
     "/health": "The web app: analyses across sources by status",

@@ -3,6 +3,7 @@ import { api, h, clear, errorBox, relTime } from './lib.js';
 
 const PAGES = [
   [/^\/$/, './sources.js'],
+  [/^\/source\/(.+)\/periodogram$/, './periodogram.js'],
   [/^\/source\/(.+)$/, './source.js'],
   [/^\/analysis\/(\d+)$/, './analysis.js'],
   [/^\/services$/, './services.js'],

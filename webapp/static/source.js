@@ -111,7 +111,8 @@ export async function render(main, profile, objId) {
   });
   const summary = summaryCard({ source, profile, services });
   clear(main,
-    h('div', { class: 'row' }, h('a', { href: '/' }, '← Sources')),
+    h('div', { class: 'row' }, h('a', { href: '/' }, '← Sources'), h('span', { class: 'spacer' }),
+      h('a', { href: `/source/${id}/periodogram`, id: 'periodogram-link' }, 'Periodogram')),
     h('h1', {}, source.id),
     h('div', { class: 'grid' },
       h('div', {}, plot.element, panel.render()),
