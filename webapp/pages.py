@@ -74,6 +74,7 @@ PAGES = {
     "/services": "The web app: analysis services",
     "/health": "The web app: analyses across sources by status",
     "/summaries": "The web app: search source summaries",
+    "/source_stats": "The web app: photometry statistics across sources",
 }
 
 ROUTES = [

@@ -7,27 +7,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.api import TestUser, unique
 from tests.support.pipeline import make_instrument, make_obj
-from tests.webapp.conftest import PHONE, Scene, WebApp, sign_in
+from tests.webapp.conftest import PHONE, Scene, WebApp, call, sign_in
 
 PERIOD = 2.3456
-
-
-async def call(webapp: WebApp, user: TestUser, method: str, path: str, body: Any = None) -> Any:
-    headers = {"Authorization": f"token {user.token}"}
-    async with (
-        aiohttp.ClientSession() as client,
-        client.request(method, f"{webapp.url}{path}", json=body, headers=headers) as response,
-    ):
-        payload = await response.json()
-        assert response.status == 200, payload
-        return payload["data"]
 
 
 async def variable_source(webapp: WebApp, scene: Scene) -> str:

@@ -9,6 +9,7 @@ const PAGES = [
   [/^\/services$/, './services.js'],
   [/^\/health$/, './health.js'],
   [/^\/summaries$/, './summaries.js'],
+  [/^\/source_stats$/, './stats.js'],
 ];
 
 async function signOut() {

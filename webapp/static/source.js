@@ -2,6 +2,7 @@
 // classifications, comments and annotations.
 import { AnalysesPanel } from './analyses.js';
 import { allPages, api, clear, errorBox, fmtNumber, h, loadPlotly, timeEl } from './lib.js';
+import { photStatsCard } from './photstats.js';
 import { drawPhotometry } from './plot.js';
 import { summaryCard } from './summary.js';
 
@@ -116,7 +117,7 @@ export async function render(main, profile, objId) {
     h('h1', {}, source.id),
     h('div', { class: 'grid' },
       h('div', {}, plot.element, panel.render()),
-      h('div', {}, details(source), summary, ...notes(comments, classifications, annotations))));
+      h('div', {}, details(source), photStatsCard(source.id), summary, ...notes(comments, classifications, annotations))));
   await Promise.all([panel.load(analyses), plot.draw()]);
   performance.mark('source-ready'); // bench/source_page.py reads it
   main.setAttribute('data-ready', 'true');
