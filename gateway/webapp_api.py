@@ -17,7 +17,7 @@ from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, page_from_query, query_int, success
+from shared.web import Route, bad_request, page_from_query, query_id, query_int, success
 
 WINDOWS = {
     "1h": timedelta(hours=1),
@@ -87,7 +87,7 @@ def _health_filters(request: web.Request) -> tuple[str, list[Any]]:
         *readable_conditions(principal(request)),
         ObjAnalysis.created_at >= utcnow() - WINDOWS[window],
     ]
-    service_id = query_int(request, "analysisServiceID")
+    service_id = query_id(request, "analysisServiceID")
     if service_id is not None:
         conditions.append(ObjAnalysis.analysis_service_id == service_id)
     status = request.query.get("status")

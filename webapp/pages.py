@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shared.web import Route, not_found
+from shared.web import Route, not_found, path_int
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -42,6 +42,8 @@ def shell() -> bytes:
 
 
 async def page(request: web.Request) -> web.Response:
+    if "analysis_id" in request.match_info:  # the id the page will ask the API for
+        path_int(request, "analysis_id")
     return web.Response(
         body=shell(),
         content_type="text/html",
