@@ -25,7 +25,7 @@ from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
 from shared.enums import ACTIVE_STATUSES
 from shared.resources import RESOURCES
-from shared.web import Route, dumps, query_int
+from shared.web import Route, dumps, query_id
 
 RECHECK_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0
@@ -140,7 +140,7 @@ async def analysis_events(request: web.Request) -> web.StreamResponse:
     watch = _Watch(
         principal(request),
         request.query.get("objID") or None,
-        query_int(request, "analysisServiceID"),
+        query_id(request, "analysisServiceID"),
     )
     hub = request.app[LIVE_HUB]
     queue = hub.open()

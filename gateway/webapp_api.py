@@ -10,13 +10,14 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from gateway.auth import principal
+from gateway.handlers import phot_stats
 from gateway.handlers.analyses import readable_conditions
 from shared.access import visible
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.resources import RESOURCES
-from shared.web import Route, bad_request, page_from_query, query_int, success
+from shared.web import Route, bad_request, page_from_query, query_id, query_int, success
 
 WINDOWS = {
     "1h": timedelta(hours=1),
@@ -42,8 +43,11 @@ async def source_overview(request: web.Request) -> web.Response:
     text = request.query.get("q", "").strip()
     if text:
         conditions.append(func.lower(Obj.id).like(_search_pattern(text), escape="\\"))
+    bounds = phot_stats.source_list_bounds(request)
     columns = (Obj.id, Obj.ra, Obj.dec, Obj.redshift, Obj.summary, Obj.created_at)
     async with resources.sessions() as session:
+        if bounds:
+            conditions.append(await phot_stats.source_list_condition(session, me, bounds))
         total = int(await session.scalar(select(func.count(Obj.id)).where(*conditions)) or 0)
         query = (
             select(*columns)
@@ -83,7 +87,7 @@ def _health_filters(request: web.Request) -> tuple[str, list[Any]]:
         *readable_conditions(principal(request)),
         ObjAnalysis.created_at >= utcnow() - WINDOWS[window],
     ]
-    service_id = query_int(request, "analysisServiceID")
+    service_id = query_id(request, "analysisServiceID")
     if service_id is not None:
         conditions.append(ObjAnalysis.analysis_service_id == service_id)
     status = request.query.get("status")
@@ -133,9 +137,12 @@ ROUTES = [
         "/api/sources_overview",
         source_overview,
         "Sources the caller can see, newest first, searchable by id (`q`, case-insensitive "
-        "substring), each with a summary preview and its readable analyses counted by status",
+        "substring), each with a summary preview and its readable analyses counted by status; "
+        "takes the sources list's photometry filters (numberDetections, firstDetectionAfter, "
+        "lastDetectionBefore, min/maxPeakMagnitude, min/maxLatestMagnitude, "
+        "excludeForcedPhotometry)",
         "web app",
-        query=("q", "pageNumber", "numPerPage"),
+        query=("q", "pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
     ),
     Route(
         "GET",

@@ -76,6 +76,7 @@ class Scene:
             "analysis_service_id": str(self.service_id),
             "obj_id": self.obj_id,
             "analysis_id": str(self.analysis_id),
+            "default_analysis_id": "1",  # the body is refused before the id is looked up
             "resource_type": "obj",
             "token:[^/]*": self.token,
         }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shared.web import Route, not_found
+from shared.web import Route, not_found, path_int
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -42,6 +42,8 @@ def shell() -> bytes:
 
 
 async def page(request: web.Request) -> web.Response:
+    if "analysis_id" in request.match_info:  # the id the page will ask the API for
+        path_int(request, "analysis_id")
     return web.Response(
         body=shell(),
         content_type="text/html",
@@ -69,10 +71,12 @@ PAGES = {
     "/": "The web app: sources",
     "/login": "The web app: sign in",
     "/source/{obj_id}": "The web app: a source",
+    "/source/{obj_id}/periodogram": "The web app: a source's periodogram",
     "/analysis/{analysis_id}": "The web app: an analysis",
     "/services": "The web app: analysis services",
     "/health": "The web app: analyses across sources by status",
     "/summaries": "The web app: search source summaries",
+    "/source_stats": "The web app: photometry statistics across sources",
 }
 
 ROUTES = [

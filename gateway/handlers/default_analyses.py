@@ -92,7 +92,7 @@ def _checked(run: Any) -> Any:
 async def post_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
-    service_id = path_int(request, "service_id", "analysis_service_id")
+    service_id = path_int(request, "analysis_service_id")
     body = await json_body(request, optional=False)
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -123,7 +123,7 @@ async def post_default_analysis(request: web.Request) -> web.Response:
 
 async def get_default_analyses(request: web.Request) -> web.Response:
     me = principal(request)
-    service_id = path_int(request, "service_id", "analysis_service_id")
+    service_id = path_int(request, "analysis_service_id")
     async with request.app[RESOURCES].sessions() as session:
         await _service(session, me, service_id)
         rows = await session.scalars(
@@ -136,8 +136,8 @@ async def get_default_analyses(request: web.Request) -> web.Response:
 
 async def get_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    service_id = path_int(request, "service_id", "analysis_service_id")
-    default_id = path_int(request, "default_id", "default_analysis_id")
+    service_id = path_int(request, "analysis_service_id")
+    default_id = path_int(request, "default_analysis_id")
     async with request.app[RESOURCES].sessions() as session:
         await _service(session, me, service_id)
         default = await _default(
@@ -149,8 +149,8 @@ async def get_default_analysis(request: web.Request) -> web.Response:
 async def patch_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
-    service_id = path_int(request, "service_id", "analysis_service_id")
-    default_id = path_int(request, "default_id", "default_analysis_id")
+    service_id = path_int(request, "analysis_service_id")
+    default_id = path_int(request, "default_analysis_id")
     body = await json_body(request, optional=False)
     async with request.app[RESOURCES].sessions.begin() as session:
         service = await _service(session, me, service_id)
@@ -189,8 +189,8 @@ async def _apply_patch(
 async def delete_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
-    service_id = path_int(request, "service_id", "analysis_service_id")
-    default_id = path_int(request, "default_id", "default_analysis_id")
+    service_id = path_int(request, "analysis_service_id")
+    default_id = path_int(request, "default_analysis_id")
     async with request.app[RESOURCES].sessions.begin() as session:
         await _service(session, me, service_id)
         default = await _default(
@@ -210,8 +210,8 @@ BODY: dict[str, Any] = {
     "show_plots": "bool",
     "show_corner": "bool",
 }
-COLLECTION = "/api/analysis_service/{service_id}/default_analysis"
-ONE = COLLECTION + "/{default_id}"
+COLLECTION = "/api/analysis_service/{analysis_service_id}/default_analysis"
+ONE = COLLECTION + "/{default_analysis_id}"
 NOT_FOUND: dict[int, str] = {404: "Analysis service not found (or not shared with the caller)"}
 ROUTES = [
     Route(

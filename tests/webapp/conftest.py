@@ -195,3 +195,15 @@ async def post_callback(service: FakeService, index: int, body: dict[str, Any]) 
     url = received[index].json()["callback_url"]
     async with aiohttp.ClientSession() as client, client.post(url, json=body) as response:
         assert response.status == 200, await response.text()
+
+
+async def call(webapp: WebApp, user: TestUser, method: str, path: str, body: Any = None) -> Any:
+    """The API's `data` for a request made with the user's token (which must succeed)."""
+    headers = {"Authorization": f"token {user.token}"}
+    async with (
+        aiohttp.ClientSession() as client,
+        client.request(method, f"{webapp.url}{path}", json=body, headers=headers) as response,
+    ):
+        payload = await response.json()
+        assert response.status == 200, payload
+        return payload["data"]

@@ -44,6 +44,9 @@ function facts(analysis) {
   return h('dl', { class: 'facts' },
     h('dt', {}, 'Service'), h('dd', {}, analysis.analysis_service_name),
     h('dt', {}, 'Source'), h('dd', {}, h('a', { href: `/source/${encodeURIComponent(analysis.obj_id)}`, id: 'back' }, analysis.obj_id)),
+    h('dt', {}, 'Started by'), h('dd', { id: 'started-by' }, analysis.default_analysis_id
+      ? [h('a', { href: '/services' }, `default analysis #${analysis.default_analysis_id}`), analysis.trigger ? `: ${analysis.trigger}` : '']
+      : 'a user'),
     h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(analysis.duration)),
     h('dt', {}, 'Groups'), h('dd', {}, analysis.groups.map((g) => h('span', { class: 'pill' }, g.name))),
     h('dt', {}, 'Parameters'), h('dd', { id: 'parameters' }, valueTree(analysis.analysis_parameters || {})),

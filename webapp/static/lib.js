@@ -224,3 +224,9 @@ export function loadPlotly() {
   }
   return plotlyLoading;
 }
+
+// An MJD as a UTC date and time ("2023-02-25 12:00").
+export function mjdDate(mjd) {
+  if (mjd === null || mjd === undefined) return '—';
+  return new Date((mjd - 40587) * 86400000).toISOString().slice(0, 16).replace('T', ' ');
+}

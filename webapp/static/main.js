@@ -3,11 +3,13 @@ import { api, h, clear, errorBox, relTime } from './lib.js';
 
 const PAGES = [
   [/^\/$/, './sources.js'],
+  [/^\/source\/(.+)\/periodogram$/, './periodogram.js'],
   [/^\/source\/(.+)$/, './source.js'],
   [/^\/analysis\/(\d+)$/, './analysis.js'],
   [/^\/services$/, './services.js'],
   [/^\/health$/, './health.js'],
   [/^\/summaries$/, './summaries.js'],
+  [/^\/source_stats$/, './stats.js'],
 ];
 
 async function signOut() {

@@ -1,5 +1,7 @@
 // Analysis services: the list; managers create, edit and delete them (every field; secrets are
-// write-only and shown only as set / not set); an upload form for upload-only services.
+// write-only and shown only as set / not set); an upload form for upload-only services; each
+// service's default analyses.
+import { defaultsPanel } from './defaults.js';
 import { api, can, clear, confirmDialog, errorBox, h } from './lib.js';
 
 const ANALYSIS_TYPES = ['lightcurve_fitting', 'spectrum_fitting', 'meta_analysis'];
@@ -149,7 +151,7 @@ export async function render(main, profile) {
 
   async function load() {
     const services = await api('GET', '/api/analysis_service');
-    clear(body, services.map((s) => h('tr', { 'data-service': s.id },
+    clear(body, services.flatMap((s) => [h('tr', { 'data-service': s.id },
       h('td', {}, h('strong', {}, s.display_name || s.name), h('div', { class: 'small muted mono' }, s.name)),
       h('td', { class: 'hide-narrow small' }, s.analysis_type, h('div', { class: 'muted' }, (s.input_data_types || []).join(', '))),
       h('td', {}, flags(s)),
@@ -164,7 +166,8 @@ export async function render(main, profile) {
             if (!await confirmDialog(`Delete the service ${s.display_name || s.name} and all its analyses? This cannot be undone.`)) return;
             try { await api('DELETE', `/api/analysis_service/${s.id}`); await load(); } catch (failure) { clear(error, errorBox(failure)); }
           },
-        }, 'Delete') : null))));
+        }, 'Delete') : null)),
+    h('tr', { class: 'defaults-row' }, h('td', { colspan: 5 }, defaultsPanel(s, { manager, groups })))]));
     if (!services.length) body.append(h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No services you can see.')));
   }
 

@@ -2,6 +2,7 @@
 // classifications, comments and annotations.
 import { AnalysesPanel } from './analyses.js';
 import { allPages, api, clear, errorBox, fmtNumber, h, loadPlotly, timeEl } from './lib.js';
+import { photStatsCard } from './photstats.js';
 import { drawPhotometry } from './plot.js';
 import { summaryCard } from './summary.js';
 
@@ -111,11 +112,12 @@ export async function render(main, profile, objId) {
   });
   const summary = summaryCard({ source, profile, services });
   clear(main,
-    h('div', { class: 'row' }, h('a', { href: '/' }, '← Sources')),
+    h('div', { class: 'row' }, h('a', { href: '/' }, '← Sources'), h('span', { class: 'spacer' }),
+      h('a', { href: `/source/${id}/periodogram`, id: 'periodogram-link' }, 'Periodogram')),
     h('h1', {}, source.id),
     h('div', { class: 'grid' },
       h('div', {}, plot.element, panel.render()),
-      h('div', {}, details(source), summary, ...notes(comments, classifications, annotations))));
+      h('div', {}, details(source), photStatsCard(source.id), summary, ...notes(comments, classifications, annotations))));
   await Promise.all([panel.load(analyses), plot.draw()]);
   performance.mark('source-ready'); // bench/source_page.py reads it
   main.setAttribute('data-ready', 'true');

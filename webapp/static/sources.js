@@ -1,7 +1,32 @@
-// The sources list: paginated, searchable by id, with analysis counts by status.
+// The sources list: paginated, searchable by id, filtered by photometry statistics, with
+// analysis counts by status.
 import { api, h, clear, errorBox, fmtNumber, statusBadge } from './lib.js';
 
 const PAGE_SIZE = 25;
+// The sources API's photometry filters: [query name, label, input type].
+const FILTERS = [
+  ['numberDetections', 'Detections at least', 'number'],
+  ['firstDetectionAfter', 'First detection after', 'date'],
+  ['lastDetectionBefore', 'Last detection before', 'date'],
+  ['minPeakMagnitude', 'Peak mag at least', 'number'],
+  ['maxPeakMagnitude', 'Peak mag at most', 'number'],
+];
+
+function filterForm(values, onApply) {
+  const form = h('form', {
+    id: 'source-filters', class: 'card',
+    onsubmit: (event) => {
+      event.preventDefault();
+      onApply(Object.fromEntries(FILTERS.map(([name]) => [name, form.elements[name].value.trim()])));
+    },
+  },
+  h('div', { class: 'fields' }, FILTERS.map(([name, label, type]) => h('label', { class: 'field' }, h('span', {}, label),
+    h('input', { name, id: `filter-${name}`, type, step: 'any', value: values[name] || '' })))),
+  h('div', { class: 'row' },
+    h('button', { type: 'submit', class: 'primary', id: 'apply-filters' }, 'Apply filters'),
+    h('button', { type: 'button', id: 'clear-filters', onclick: () => { form.reset(); FILTERS.forEach(([n]) => { form.elements[n].value = ''; }); form.requestSubmit(); } }, 'Clear')));
+  return form;
+}
 
 function countsCell(counts) {
   const entries = Object.entries(counts || {});
@@ -21,7 +46,8 @@ function sourceRow(source) {
 
 export async function render(main, profile) {
   const params = new URLSearchParams(location.search);
-  const state = { q: params.get('q') || '', page: Number(params.get('page') || 1) };
+  const state = { q: params.get('q') || '', page: Number(params.get('page') || 1), filters: {} };
+  for (const [name] of FILTERS) if (params.get(name)) state.filters[name] = params.get(name);
   const search = h('input', { type: 'search', id: 'search', placeholder: 'Search by id', value: state.q });
   const body = h('tbody');
   const pager = h('div', { class: 'pager' });
@@ -30,11 +56,15 @@ export async function render(main, profile) {
   async function load() {
     const query = new URLSearchParams({ pageNumber: state.page, numPerPage: PAGE_SIZE });
     if (state.q) query.set('q', state.q);
-    history.replaceState(null, '', `/?${new URLSearchParams({ q: state.q, page: state.page })}`);
+    const filters = Object.entries(state.filters).filter(([, v]) => v);
+    for (const [name, value] of filters) query.set(name, value);
+    history.replaceState(null, '', `/?${new URLSearchParams([['q', state.q], ['page', state.page], ...filters])}`);
+    body.removeAttribute('data-loaded');
     try {
       const data = await api('GET', `/api/sources_overview?${query}`);
       clear(status);
       clear(body, data.sources.map(sourceRow));
+      body.setAttribute('data-loaded', query.toString());
       if (!data.sources.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No sources match.')));
       const pages = Math.max(1, Math.ceil(data.totalMatches / PAGE_SIZE));
       clear(pager,
@@ -53,6 +83,9 @@ export async function render(main, profile) {
   });
   clear(main,
     h('div', { class: 'row' }, h('h1', {}, 'Sources'), h('span', { class: 'spacer' }), search),
+    h('details', { id: 'filters-box', open: Object.keys(state.filters).length > 0 },
+      h('summary', {}, 'Filter by photometry'),
+      filterForm(state.filters, (filters) => { state.filters = filters; state.page = 1; load(); })),
     status,
     h('div', { class: 'card table-wrap' },
       h('table', { id: 'sources' },
