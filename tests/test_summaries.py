@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import text, update
 
 from dispatcher import Dispatcher
+from dispatcher.triggers import declare_trigger_queue
 from gateway.app import create_gateway_app
 from shared.analysis_data import store_analysis_payload
 from shared.bus.base import Envelope
@@ -687,7 +688,9 @@ async def test_skyhook_summary_service_process_over_rabbitmq(
         # The service's own bus has RabbitBus's default delivery limit: the same queue arguments.
         publisher = make_bus(delivery_limit=RabbitBus(AMQP_URL).delivery_limit)
         await publisher.start()
-        await declare_summary_queue(publisher)  # so the test's cleanup deletes it
+        # Declared by the service too: declared here so the test's cleanup deletes them.
+        await declare_summary_queue(publisher)
+        await declare_trigger_queue(publisher)
         port = free_port()
         settings = resources.settings.model_copy(
             update={"amqp_url": AMQP_URL, "bus_prefix": publisher.prefix, "port": port}
