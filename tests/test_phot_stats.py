@@ -527,7 +527,7 @@ async def test_the_sources_list_filters_on_the_statistics_the_caller_may_know(
             {"firstDetectionAfter": "yesterday"},
             "Invalid firstDetectionAfter: yesterday (an ISO 8601 date or time)",
         ),
-        ({"minPeakMagnitude": "bright"}, "Invalid minPeakMagnitude: bright is not a number"),
+        ({"minPeakMagnitude": "bright"}, "Invalid minPeakMagnitude: 'bright' is not a number"),
         ({"maxLatestMagnitude": "inf"}, "Invalid maxLatestMagnitude: must be finite"),
     ],
 )

@@ -362,19 +362,6 @@ def _date_as_mjd(request: web.Request, name: str) -> float | None:
     return (moment - MJD_EPOCH).total_seconds() / 86400.0
 
 
-def _magnitude(request: web.Request, name: str) -> float | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise bad_request(f"Invalid {name}: {raw[:100]} is not a number") from None
-    if not math.isfinite(value):
-        raise bad_request(f"Invalid {name}: must be finite")
-    return value
-
-
 def source_list_bounds(request: web.Request) -> list[Bound]:
     """SkyPortal's photometry filters of the sources list, as documented there (its code
     compared peak and latest magnitudes the other way round)."""
@@ -387,10 +374,10 @@ def source_list_bounds(request: web.Request) -> list[Bound]:
         (first, _date_as_mjd(request, "firstDetectionAfter"), True),
         (last_mjd, _date_as_mjd(request, "lastDetectionBefore"), False),
         (detections, q.bounded_int(request, "numberDetections", 0, 0, 2**31 - 1) or None, True),
-        ("peak_mag_global", _magnitude(request, "minPeakMagnitude"), True),
-        ("peak_mag_global", _magnitude(request, "maxPeakMagnitude"), False),
-        (last_mag, _magnitude(request, "minLatestMagnitude"), True),
-        (last_mag, _magnitude(request, "maxLatestMagnitude"), False),
+        ("peak_mag_global", q.finite_number(request, "minPeakMagnitude"), True),
+        ("peak_mag_global", q.finite_number(request, "maxPeakMagnitude"), False),
+        (last_mag, q.finite_number(request, "minLatestMagnitude"), True),
+        (last_mag, q.finite_number(request, "maxLatestMagnitude"), False),
     ]
     return [Bound(field, value, at_least) for field, value, at_least in wanted if value is not None]
 

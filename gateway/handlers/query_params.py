@@ -33,15 +33,27 @@ def id_list(request: web.Request, name: str) -> list[int] | None:
     return ids
 
 
-def positive_number(request: web.Request, name: str) -> float | None:
+def number(request: web.Request, name: str) -> float | None:
+    """A number in the query string (None when absent); NaN and infinities included."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise bad_request(f"Invalid {name}: {raw[:100]!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
+
+
+def finite_number(request: web.Request, name: str) -> float | None:
+    value = number(request, name)
+    if value is not None and not math.isfinite(value):
+        raise bad_request(f"Invalid {name}: must be finite")
+    return value
+
+
+def positive_number(request: web.Request, name: str) -> float | None:
+    value = number(request, name)
+    if value is not None and (not math.isfinite(value) or value <= 0):
         raise bad_request(f"Invalid {name}: must be a finite number > 0")
     return value
 
