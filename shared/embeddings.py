@@ -101,7 +101,11 @@ def from_bytes(data: bytes) -> np.ndarray[Any, np.dtype[np.float32]]:
 async def store_embedding(
     session: AsyncSession, obj_id: str, model: str, vector: Sequence[float], summary: str
 ) -> None:
-    """Insert or replace the source's embedding."""
+    """Insert or replace the source's embedding, unless the source's summary changed while
+    this text was being embedded (a slow pass must not overwrite the newer summary's row)."""
+    current = select(Obj.summary).where(Obj.id == obj_id).scalar_subquery()
+    if await session.scalar(select(current)) != summary:
+        return
     values = {
         "obj_id": obj_id,
         "model": model,
@@ -115,6 +119,7 @@ async def store_embedding(
     statement = statement.on_conflict_do_update(
         index_elements=[SourceEmbedding.obj_id],
         set_={k: statement.excluded[k] for k in values if k != "obj_id"},
+        where=current == statement.excluded.summary,
     )
     await session.execute(statement)
 
