@@ -169,15 +169,19 @@ def classification_matches(source_filter: dict[str, Any], name: str, probability
     return any(f["name"] == name and found >= float(f.get("probability", 0)) for f in wanted)
 
 
-async def active_defaults(session: AsyncSession) -> list[DefaultAnalysis]:
-    """Every default of an enabled service (few: matched in Python, the same on both
-    databases)."""
+async def active_defaults(
+    session: AsyncSession, default_id: int | None = None
+) -> list[DefaultAnalysis]:
+    """Every default of an enabled service, or just ``default_id`` if it is one (few: matched
+    in Python, the same on both databases)."""
     query = (
         select(DefaultAnalysis)
         .join(AnalysisService, AnalysisService.id == DefaultAnalysis.analysis_service_id)
         .where(AnalysisService.enabled.is_(True))
         .order_by(DefaultAnalysis.id)
     )
+    if default_id is not None:
+        query = query.where(DefaultAnalysis.id == default_id)
     return list((await session.scalars(query)).unique())
 
 
@@ -421,9 +425,10 @@ async def _start_photometry_trigger(
     resources: Resources, default_id: int, obj_id: str, event_id: str
 ) -> str:
     async with resources.sessions() as session:
-        default = next((d for d in await active_defaults(session) if d.id == default_id), None)
-        if default is None:
+        found = await active_defaults(session, default_id)
+        if not found:
             return "gone"
+        (default,) = found
         if not await _source_meets(session, default, obj_id, principal_for(default.author)):
             _count("matched")
             return _count("skipped", "source_filter_not_met")
