@@ -3,37 +3,13 @@ embeddings server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from playwright.async_api import Browser, expect
-from pydantic import SecretStr
 
-from shared.settings import Settings
-from tests.support.fake_openai import FakeOpenAI
 from tests.support.pipeline import make_obj
-from tests.test_summary_query import embed_all
+
+# The summary-search tests' fake LLM API and settings serve these pages too.
+from tests.test_summary_query import embed_all, llm, settings  # noqa: F401 (fixtures)
 from tests.webapp.conftest import WebApp, sign_in
-
-SITE_KEY = "sk-site-valid-key-0001"
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI(valid_keys={SITE_KEY}) as fake:
-        yield fake
-
-
-@pytest.fixture
-def settings(settings: Settings, llm: FakeOpenAI) -> Settings:
-    return settings.model_copy(
-        update={
-            "llm_base_url": llm.base_url,
-            "llm_api_key": SecretStr(SITE_KEY),
-            "llm_max_retries": 0,
-            "embeddings_model": "fake-embed",
-        }
-    )
 
 
 async def test_summaries_are_found_by_meaning_and_only_readable_ones(
