@@ -259,13 +259,19 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
 
 
 def query_int(request: web.Request, name: str, default: int | None = None) -> int | None:
-    value = request.query.get(name)
-    if value is None or value == "":
+    """An integer query parameter; absent = ``default``. Given more than once, or given empty,
+    it is refused like any other value that is not one integer."""
+    values = request.query.getall(name, [])
+    if not values:
         return default
+    if len(values) > 1:
+        raise bad_request(f"Invalid {name}: give it once")
+    if values[0] == "":
+        raise bad_request(f"Invalid {name}: empty value")
     try:
-        return int(value)
+        return int(values[0])
     except ValueError:
-        raise bad_request(f"Invalid {name}: {value}") from None
+        raise bad_request(f"Invalid {name}: {values[0]}") from None
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL

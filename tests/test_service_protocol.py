@@ -42,8 +42,8 @@ async def platform() -> AsyncIterator[tuple[Platform, str]]:
     app.router.add_post("/api/webhook/obj_analysis/{token}", platform.webhook)
     app.router.add_post("/old/{token}", platform.moved)
     # Stands in for skyhook's webhook endpoint, which writes no access log with the token.
-    server = TestServer(app, host="127.0.0.1", access_log=None)
-    await server.start_server()
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(access_log=None)  # the runner's options go here, not to TestServer
     try:
         yield platform, str(server.make_url(""))
     finally:
