@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.db.dialect import name_of, skip_locked, upsert, write_together
 from shared.db.models import DispatchAttempt, ObjAnalysis
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisRequested
@@ -122,21 +121,18 @@ def _attempt_upsert(dialect: str, analysis_id: int, record: AttemptRecord) -> An
         "outcome": record.outcome,
         "error": truncate(record.error) if record.error else None,
     }
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return (
-        insert(DispatchAttempt)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["analysis_id", "attempt_number"],
-            set_={k: v for k, v in values.items() if k not in ("analysis_id", "attempt_number")},
-            where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
-        )
+    return upsert(
+        dialect,
+        DispatchAttempt,
+        values,
+        ["analysis_id", "attempt_number"],
+        where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
     )
 
 
 async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
     """Write the attempt's row (see ``_attempt_upsert``)."""
-    await session.execute(_attempt_upsert(session.bind.dialect.name, analysis_id, record))
+    await session.execute(_attempt_upsert(name_of(session), analysis_id, record))
 
 
 def _finish_update(
@@ -169,22 +165,12 @@ async def finish_attempt(
     now: datetime,
     next_attempt_at: datetime | None = None,
 ) -> bool:
-    """Record the attempt and move the row on (only if the attempt still owns it).
-
-    PostgreSQL: one statement (both writes as data-modifying CTEs), on an autocommit
-    connection, so one round trip instead of BEGIN, two statements and COMMIT."""
+    """Record the attempt and move the row on (only if the attempt still owns it), in one
+    atomic write."""
     moved = _finish_update(analysis_id, record, new_status, status_message, now, next_attempt_at)
-    if engine.dialect.name == "postgresql":
-        moved_rows = moved.cte("moved")
-        recorded = _attempt_upsert("postgresql", analysis_id, record)
-        statement = select(moved_rows.c.id).add_cte(recorded.returning(DispatchAttempt.id).cte())
-        async with engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return (await connection.execute(statement)).first() is not None
-    async with AsyncSession(engine) as session, session.begin():
-        await record_attempt(session, analysis_id, record)
-        statement = moved.execution_options(synchronize_session=False)
-        return (await session.execute(statement)).scalar_one_or_none() is not None
+    recorded = _attempt_upsert(name_of(engine), analysis_id, record)
+    rows = await write_together(engine, moved, always=[recorded.returning(DispatchAttempt.id)])
+    return bool(rows)
 
 
 async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta) -> list[int]:
@@ -206,9 +192,9 @@ async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta)
         ),
     )
     async with sessions.begin() as session:
-        candidates = select(ObjAnalysis.id).where(due).limit(BATCH_LIMIT)
-        if session.bind.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+        candidates = skip_locked(
+            select(ObjAnalysis.id).where(due).limit(BATCH_LIMIT), name_of(session)
+        )
         # Read first: most polls find nothing, and then take no write lock at all.
         found = list(await session.scalars(candidates))
         if not found:

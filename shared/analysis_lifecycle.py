@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, event, func, insert, select, text, update
+from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from shared.access import Principal, visible
+from shared.db.dialect import take_write_lock
 from shared.db.models import (
     AnalysisService,
     Obj,
@@ -80,19 +81,6 @@ class StartGuard(Protocol):
     async def check(self, session: AsyncSession) -> None: ...
 
     async def record(self, session: AsyncSession, analysis_id: int) -> None: ...
-
-
-async def take_write_lock(session: AsyncSession, key: str) -> None:
-    """Serialize transactions that use the same ``key`` until this transaction ends.
-
-    PostgreSQL: a transaction-scoped advisory lock. SQLite has a single writer: a no-op write
-    as the first statement of the transaction takes the write lock at once, so nothing read
-    afterwards can go stale before this transaction commits.
-    """
-    if session.bind.dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
-    else:
-        await session.execute(text("UPDATE objs SET id = id WHERE 0"))
 
 
 async def obj_visible(session: AsyncSession, obj_id: str, who: Principal) -> bool:

@@ -34,7 +34,6 @@ from shared.analysis_lifecycle import (
     NewAnalysis,
     ObjNotVisible,
     create_analysis,
-    take_write_lock,
 )
 from shared.analysis_parameters import (
     ParameterError,
@@ -42,6 +41,7 @@ from shared.analysis_parameters import (
     parameter_specs,
     validate_analysis_parameters,
 )
+from shared.db.dialect import take_write_lock
 from shared.db.models import (
     AnalysisService,
     Classification,

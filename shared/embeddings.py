@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Select, delete, exists, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.access import Principal, visible
+from shared.db.dialect import name_of, upsert
 from shared.db.models import (
     Classification,
     Obj,
@@ -114,12 +113,9 @@ async def store_embedding(
         "summary": summary,
         "updated_at": utcnow(),
     }
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(SourceEmbedding).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[SourceEmbedding.obj_id],
-        set_={k: statement.excluded[k] for k in values if k != "obj_id"},
-        where=current == statement.excluded.summary,
+    # The write wins only while the source still has the summary that was embedded.
+    statement = upsert(
+        name_of(session), SourceEmbedding, values, ["obj_id"], where=current == summary
     )
     await session.execute(statement)
 

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.base import Bus, Envelope
+from shared.db.dialect import name_of, skip_locked
 from shared.db.models import OutboxMessage
 from shared.events import Message
 
@@ -85,8 +86,7 @@ class OutboxRelay:
     async def _publish_batch(self) -> int:
         async with self._sessions.begin() as session:
             query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self._batch_size)
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+            query = skip_locked(query, name_of(session))
             rows = list(await session.scalars(query))
             if not rows:
                 return 0

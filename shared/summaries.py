@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.dialect import lock_rows_first
 from shared.db.models import Obj
 from shared.db.types import utcnow
 
@@ -55,10 +56,7 @@ def has_entry_for(obj: Obj, analysis_id: int) -> bool:
 async def lock_obj(session: AsyncSession, obj_id: str) -> Obj | None:
     """The source, locked until the transaction ends, so that concurrent summary writers (and
     deletions of summary analyses) apply one after the other to the latest history."""
-    if session.bind.dialect.name != "postgresql":
-        from shared.analysis_lifecycle import take_write_lock  # it imports this module
-
-        await take_write_lock(session, obj_id)  # SQLite ignores FOR UPDATE
+    await lock_rows_first(session, obj_id)
     query = (
         select(Obj)
         .where(Obj.id == obj_id)
