@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dispatcher import transitions
 from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
@@ -21,6 +20,7 @@ from dispatcher.request import (
     stored_payload,
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
+from shared import analysis_lifecycle as lifecycle
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.inputs import InputsError
@@ -41,11 +41,15 @@ class PreparationError(ValueError):
 class ClaimedAttempt:
     """An attempt claimed and ready: its request, or why it fails without being sent."""
 
-    analysis_id: int
+    subject: lifecycle.Subject
     attempt_number: int
     started_at: datetime
     outbound: Outbound | None
     refused: SendResult | None = None
+
+    @property
+    def analysis_id(self) -> int:
+        return self.subject.analysis_id
 
 
 class AttemptRunner:
@@ -60,21 +64,27 @@ class AttemptRunner:
         sending. None when the row is not ours to send (or vanished)."""
         started_at = utcnow()
         async with self.resources.sessions.begin() as session:
-            attempt_number = await transitions.claim(session, analysis_id, started_at)
+            attempt_number = await lifecycle.claim(session, analysis_id, started_at)
             if attempt_number is None:
                 return None
             context = await load_context(session, analysis_id)
             if context is None:
                 return None
+            subject = lifecycle.Subject(
+                analysis_id,
+                context.analysis.obj_id,
+                context.service.id,
+                bool(context.service.is_summary),
+            )
             try:
                 outbound, provenance = await self._prepare(session, context)
             except PreparationError as exc:
                 refused = SendResult(Verdict.FAILED, str(exc), str(exc))
-                return ClaimedAttempt(analysis_id, attempt_number, started_at, None, refused)
-            await transitions.mark_sending(
+                return ClaimedAttempt(subject, attempt_number, started_at, None, refused)
+            await lifecycle.mark_sending(
                 session, analysis_id, attempt_number, utcnow(), started_at, provenance
             )
-        return ClaimedAttempt(analysis_id, attempt_number, started_at, outbound)
+        return ClaimedAttempt(subject, attempt_number, started_at, outbound)
 
     async def run(self, attempt: ClaimedAttempt) -> None:
         with bind_analysis(attempt.analysis_id):
@@ -83,9 +93,7 @@ class AttemptRunner:
                 assert attempt.outbound is not None
                 # The sender redacts the request's secrets from what the service answered.
                 result = await self.sender.send(attempt.outbound)
-            await self._finish(
-                attempt.analysis_id, attempt.attempt_number, attempt.started_at, result
-            )
+            await self._finish(attempt.subject, attempt.attempt_number, attempt.started_at, result)
 
     async def _prepare(
         self, session: AsyncSession, context: DispatchContext
@@ -143,11 +151,16 @@ class AttemptRunner:
         return outbound, payload.provenance
 
     async def _finish(
-        self, analysis_id: int, attempt_number: int, started_at: datetime, result: SendResult
+        self,
+        subject: lifecycle.Subject,
+        attempt_number: int,
+        started_at: datetime,
+        result: SendResult,
     ) -> None:
+        analysis_id = subject.analysis_id
         now = utcnow()
         status, message, next_at, outcome = self._decide(attempt_number, result, now)
-        record = transitions.AttemptRecord(
+        record = lifecycle.AttemptRecord(
             attempt_number=attempt_number,
             started_at=started_at,
             outcome=outcome,
@@ -155,9 +168,11 @@ class AttemptRunner:
             http_status=result.http_status,
             error=result.error,
         )
-        moved = await transitions.finish_attempt(
-            self.resources.engine, analysis_id, record, status, message, now, next_at
+        moved = await lifecycle.finish_attempt(
+            self.resources.engine, subject, record, status, message, now, next_at
         )
+        if moved:
+            self.resources.outbox.nudge()
         DISPATCH_ATTEMPTS.labels(outcome).inc()
         log.info(
             "analysis %d attempt %d: %s (HTTP %s)%s",
@@ -184,6 +199,6 @@ class AttemptRunner:
         next_at = now + timedelta(seconds=delay)
         message = (
             f"Dispatch attempt {attempt_number} failed ({result.error}); "
-            f"next attempt at {transitions.naive_utc_text(next_at)} UTC"
+            f"next attempt at {lifecycle.naive_utc_text(next_at)} UTC"
         )
         return AnalysisStatus.QUEUED, message, next_at, "retry"

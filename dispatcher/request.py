@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, lazyload
 
-from dispatcher.transitions import naive_utc_text
 from shared.access import principal_for
+from shared.analysis_lifecycle import naive_utc_text
 from shared.analysis_parameters import SECRET_PARAMETERS
 from shared.artifacts import ArtifactStore
 from shared.db.models import AnalysisService, ObjAnalysis, User

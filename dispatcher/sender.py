@@ -25,7 +25,7 @@ from aiohttp import ClientSession, ClientTimeout, DigestAuthMiddleware
 
 from dispatcher.backoff import parse_retry_after
 from dispatcher.request import with_body_secret
-from dispatcher.transitions import truncate
+from shared.analysis_lifecycle import truncate
 from shared.enums import AuthenticationType
 from shared.redaction import redact
 from shared.signing import signature_headers

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from dispatcher import transitions
 from dispatcher.attempt import AttemptRunner, ClaimedAttempt
 from dispatcher.resolver import PolicyResolver
+from shared import analysis_lifecycle as lifecycle
 from shared.bus.base import Envelope
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
@@ -160,7 +160,7 @@ class Dispatcher:
     async def announce_due(self) -> int:
         """Re-announce ``queued`` rows whose retry is due (or whose message was lost)."""
         lost_after = timedelta(seconds=self.settings.dispatch_requeue_after_seconds)
-        ids = await transitions.announce_due(self.resources.sessions, utcnow(), lost_after)
+        ids = await lifecycle.announce_due(self.resources.sessions, utcnow(), lost_after)
         if ids:
             self.resources.outbox.nudge()
         return len(ids)
@@ -178,14 +178,14 @@ class Dispatcher:
         cutoff = now - timedelta(seconds=window)
         sessions = self.resources.sessions
         released = 0
-        for row in await transitions.stuck_rows(sessions, cutoff):
+        for row in await lifecycle.stuck_rows(sessions, cutoff):
             released += await self._release(row, cutoff, now)
-        orphans = await transitions.mark_orphaned_attempts(sessions, cutoff)
+        orphans = await lifecycle.mark_orphaned_attempts(sessions, cutoff)
         if orphans:
             log.warning("%d attempts interrupted by a stopped dispatcher marked so", orphans)
         return released
 
-    async def _release(self, row: transitions.StuckRow, cutoff: datetime, now: datetime) -> bool:
+    async def _release(self, row: lifecycle.StuckRow, cutoff: datetime, now: datetime) -> bool:
         analysis_id, attempt_number = row.analysis_id, row.attempt_number
         error = f"attempt {attempt_number} was interrupted (the dispatcher stopped during it)"
         retries_left = attempt_number < len(self.settings.dispatch_retry_delays_seconds) + 1
@@ -194,13 +194,13 @@ class Dispatcher:
         else:
             status = AnalysisStatus.FAILURE
             message = f"Service unreachable after {attempt_number} attempts: {error}"
-        record = transitions.AttemptRecord(
+        record = lifecycle.AttemptRecord(
             attempt_number=attempt_number,
             started_at=row.last_activity,
             outcome="retry" if retries_left else "failed",
             error=error,
         )
-        released = await transitions.release_stuck(
+        released = await lifecycle.release_stuck(
             self.resources.sessions,
             analysis_id,
             attempt_number,
@@ -211,6 +211,7 @@ class Dispatcher:
             now,
         )
         if released:
+            self.resources.outbox.nudge()
             log.warning(
                 "analysis %d: %s; now %s",
                 analysis_id,
@@ -222,8 +223,9 @@ class Dispatcher:
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
         """Active rows past ``invalid_after`` → ``timed_out``."""
-        ids = await transitions.sweep_expired(self.resources.sessions, now or utcnow())
+        ids = await lifecycle.sweep_expired(self.resources.sessions, now or utcnow())
         if ids:
+            self.resources.outbox.nudge()
             log.info("timed out %d analyses: %s", len(ids), ids[:20])
         return len(ids)
 

@@ -2,8 +2,8 @@
 
 Each gateway process listens to ``analysis.*`` on the bus (a queue of its own, see
 ``Bus.listen``). Every open stream is woken by those events, re-reads the analyses concerned
-that its user may read, and sends the ones whose status changed. The dispatcher's own moves
-(``dispatching``, ``pending``, a failed send, expiry) publish no event, so a stream watching
+that its user may read, and sends the ones whose status changed. Every move publishes an
+event except a claim (``dispatching``) and a send put back for a retry, so a stream watching
 analyses still in flight also re-reads them every ``RECHECK_SECONDS``.
 """
 

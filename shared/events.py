@@ -23,15 +23,66 @@ class AnalysisRequested(Message):
     analysis_id: int
 
 
-class AnalysisCompleted(Message):
-    """An analysis reached a final state through its webhook (completed or failure)."""
+class AnalysisAccepted(Message):
+    """The analysis' service accepted the request; its results come through the webhook."""
 
-    ROUTING_KEY: ClassVar[str] = "analysis.completed"
+    ROUTING_KEY: ClassVar[str] = "analysis.accepted"
+    analysis_id: int
+
+
+class AnalysisEnded(Message):
+    """An analysis reached a final state. Its subclasses name which one."""
+
     analysis_id: int
     obj_id: str
     analysis_service_id: int
     status: str
     is_summary: bool = False
+
+
+class AnalysisCompleted(AnalysisEnded):
+    """The service posted its results with status success (or they were uploaded)."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.completed"
+
+
+class AnalysisFailed(AnalysisEnded):
+    """The service reported a failure, refused the request, or could not be reached."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.failed"
+
+
+class AnalysisTimedOut(AnalysisEnded):
+    """No results came before the analysis' deadline."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.timed_out"
+
+
+class AnalysisCancelled(AnalysisEnded):
+    """A user cancelled the analysis before it ended."""
+
+    ROUTING_KEY: ClassVar[str] = "analysis.cancelled"
+
+
+ENDED_EVENTS: dict[str, type[AnalysisEnded]] = {
+    "completed": AnalysisCompleted,
+    "failure": AnalysisFailed,
+    "timed_out": AnalysisTimedOut,
+    "cancelled": AnalysisCancelled,
+}
+
+
+def analysis_ended(
+    status: str, analysis_id: int, obj_id: str, analysis_service_id: int, is_summary: bool
+) -> AnalysisEnded:
+    """The event saying an analysis ended with ``status``."""
+    return ENDED_EVENTS[status](
+        analysis_id=analysis_id,
+        obj_id=obj_id,
+        analysis_service_id=analysis_service_id,
+        status=status,
+        is_summary=is_summary,
+    )
 
 
 class ClassificationAdded(Message):
@@ -65,7 +116,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     m.ROUTING_KEY: m
     for m in (
         AnalysisRequested,
-        AnalysisCompleted,
+        AnalysisAccepted,
+        *ENDED_EVENTS.values(),
         ClassificationAdded,
         SourceSaved,
         PhotometryAdded,

@@ -18,10 +18,11 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from dispatcher import running_dispatcher, transitions
+from dispatcher import running_dispatcher
 from dispatcher.triggers import declare_trigger_queue, running_triggers
 from gateway.app import create_gateway_app
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
+from shared import analysis_lifecycle as lifecycle
 from shared.background import background
 from shared.db.migrate import upgrade_async
 from shared.db.types import utcnow
@@ -114,7 +115,7 @@ async def recover_embedded_work(resources: Resources) -> int:
     from dispatcher.service import Dispatcher
 
     released = await Dispatcher(resources).reap_stuck(window=0.0)
-    announced = await transitions.announce_due(resources.sessions, utcnow(), timedelta(0))
+    announced = await lifecycle.announce_due(resources.sessions, utcnow(), timedelta(0))
     if released or announced:
         log.info(
             "sending again %d analyses left unsent by the previous run",

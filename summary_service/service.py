@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from shared.background import background
 from shared.bus.base import Bus, Envelope
 from shared.embeddings import embeddings_config
-from shared.events import AnalysisCompleted
+from shared.events import AnalysisCompleted, AnalysisEnded, AnalysisFailed
 from shared.resources import Resources
 from summary_service.apply import apply_analysis_summary
 from summary_service.embedder import SummaryEmbedder
@@ -19,12 +19,14 @@ log = logging.getLogger("skyhook.summary_service")
 
 QUEUE = "summaries"  # skyhook.summaries with the default SKYHOOK_BUS_PREFIX
 PREFETCH = 16
+# A summary is applied whenever the results carry one, whatever status the service reported.
+ROUTING_KEYS = [AnalysisCompleted.ROUTING_KEY, AnalysisFailed.ROUTING_KEY]
 
 
 async def declare_summary_queue(bus: Bus) -> None:
     """Declare the queue so ``analysis.completed`` events wait there even before the summary
     service first runs."""
-    await bus.declare(QUEUE, [AnalysisCompleted.ROUTING_KEY])
+    await bus.declare(QUEUE, ROUTING_KEYS)
 
 
 class SummaryService:
@@ -34,7 +36,7 @@ class SummaryService:
 
     async def start(self) -> None:
         await self.resources.bus.subscribe(
-            QUEUE, [AnalysisCompleted.ROUTING_KEY], self.handle_message, prefetch=PREFETCH
+            QUEUE, ROUTING_KEYS, self.handle_message, prefetch=PREFETCH
         )
         log.info(
             "summary service started (queue %s, embeddings %s)",
@@ -43,7 +45,7 @@ class SummaryService:
         )
 
     async def handle_message(self, envelope: Envelope) -> None:
-        event = AnalysisCompleted.model_validate(envelope.payload)
+        event = AnalysisEnded.model_validate(envelope.payload)
         if not event.is_summary:
             return
         resources = self.resources

@@ -45,6 +45,7 @@ from skyhook.cli import SERVICES
 from skyhook.composition import _service_app
 from sn_fitter.app import ROUTES as sn_fitter_routes
 from summary_service.service import QUEUE as SUMMARIES_QUEUE
+from summary_service.service import ROUTING_KEYS as SUMMARY_ROUTING_KEYS
 from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 from tests.conftest import AMQP_URL
 
@@ -628,7 +629,7 @@ def _work_queues(bus: RabbitBus) -> dict[str, list[str]]:
     """Queue → routing keys, as the consuming services declare them."""
     return {
         bus.queue_name(DISPATCHER_QUEUE): [AnalysisRequested.ROUTING_KEY],
-        bus.queue_name(SUMMARIES_QUEUE): [AnalysisCompleted.ROUTING_KEY],
+        bus.queue_name(SUMMARIES_QUEUE): list(SUMMARY_ROUTING_KEYS),
         bus.queue_name(TRIGGERS_QUEUE): list(TRIGGER_ROUTING_KEYS),
     }
 

@@ -24,10 +24,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
 
-from dispatcher import Dispatcher, transitions
+from dispatcher import Dispatcher
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
+from shared import analysis_lifecycle as lifecycle
 from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
 from shared.db.models import Group, ObjAnalysis, OutboxMessage, User
@@ -608,6 +609,55 @@ async def test_400_is_a_failure_with_the_response_text_truncated(
     assert (attempt.outcome, attempt.http_status) == ("failed", 400)
 
 
+class Events:
+    """Every ``analysis.*`` event published on the bus, as (routing key, analysis id, status)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str | None]] = []
+        self.arrived = asyncio.Event()
+
+    async def record(self, envelope: Envelope) -> None:
+        payload = envelope.payload
+        self.seen.append((envelope.routing_key, payload["analysis_id"], payload.get("status")))
+        self.arrived.set()
+
+    async def wait_for(self, expected: tuple[str, int, str | None]) -> None:
+        while expected not in self.seen:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+
+    def of(self, analysis_id: int) -> list[tuple[str, str | None]]:
+        return [(key, status) for key, aid, status in self.seen if aid == analysis_id]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_each_move_the_dispatcher_makes_is_announced_by_the_event_that_names_it(
+    resources: Resources, scene: Scene
+) -> None:
+    events = Events()
+    await resources.bus.listen(["analysis.*"], events.record)
+    async with serving(FakeService()) as service, running(resources):
+        service.default = Reply(202, "accepted for later")
+        service_id = await make_service(resources, service.url, [scene.group])
+        accepted = await start(resources, scene, service_id)
+        await events.wait_for(("analysis.accepted", accepted.id, None))
+        service.default = Reply(400, "no such model")
+        refused = await start(resources, scene, service_id)
+        await events.wait_for(("analysis.failed", refused.id, "failure"))
+        async with resources.sessions.begin() as session:
+            assert await lifecycle.cancel_analysis(session, accepted.id, "ada")
+        resources.outbox.nudge()
+        await events.wait_for(("analysis.cancelled", accepted.id, "cancelled"))
+
+    requested = ("analysis.requested", None)
+    assert events.of(accepted.id) == [
+        requested,
+        ("analysis.accepted", None),
+        ("analysis.cancelled", "cancelled"),
+    ]
+    assert events.of(refused.id) == [requested, ("analysis.failed", "failure")]
+
+
 @pytest.mark.usefixtures("backend")
 async def test_a_json_error_answer_gives_its_message_not_the_raw_json(
     resources: Resources, scene: Scene
@@ -931,16 +981,17 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     started = utcnow() - timedelta(seconds=60)
     sessions, now = resources.sessions, utcnow()
     async with sessions.begin() as session:
-        assert await transitions.mark_sending(session, row.id, 1, now, started)
+        assert await lifecycle.mark_sending(session, row.id, 1, now, started)
     await set_row(resources, row.id, status="completed")  # the callback came first
-    assert await transitions.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
-    record = transitions.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
-    moved = await transitions.finish_attempt(
-        resources.engine, row.id, record, AnalysisStatus.PENDING, "ok", utcnow()
+    assert await lifecycle.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
+    record = lifecycle.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
+    subject = lifecycle.Subject(row.id, scene.obj_id, service_id, False)
+    moved = await lifecycle.finish_attempt(
+        resources.engine, subject, record, AnalysisStatus.PENDING, "ok", utcnow()
     )
-    reaped_record = transitions.AttemptRecord(1, started, "retry", error="interrupted")
+    reaped_record = lifecycle.AttemptRecord(1, started, "retry", error="interrupted")
     async with sessions.begin() as session:  # a final outcome is never overwritten
-        await transitions.record_attempt(session, row.id, reaped_record)
+        await lifecycle.record_attempt(session, row.id, reaped_record)
 
     assert not moved
     (attempt,) = await load_attempts(resources, row.id)
@@ -949,7 +1000,7 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
 
 
 @pytest.mark.usefixtures("backend")
-async def test_the_sweeper_times_out_expired_active_rows_only(
+async def test_the_sweeper_times_out_expired_active_rows_only_with_their_events(
     resources: Resources, scene: Scene
 ) -> None:
     service_id = await make_service(resources, "http://127.0.0.1:9/never")
@@ -982,8 +1033,14 @@ async def test_the_sweeper_times_out_expired_active_rows_only(
     assert (await load_analysis(resources, alive.id)).status == "pending"
     async with resources.sessions() as session:
         messages = list(await session.scalars(select(OutboxMessage)))
-    swept_ids = {a.id for a in expired}
-    assert not [m for m in messages if m.payload.get("analysis_id") in swept_ids]
+    events = sorted(
+        (m.payload["analysis_id"], m.routing_key, m.payload["status"])
+        for m in messages
+        if m.payload.get("analysis_id") in {a.id for a in (*expired, finished, alive)}
+    )
+    assert events == sorted((a.id, "analysis.timed_out", "timed_out") for a in expired)
+    for analysis in expired:  # as long as it waited, like a webhook that came too late
+        assert (await load_analysis(resources, analysis.id)).duration >= 0.0
     await set_row(resources, alive.id, status="cancelled")
 
 

@@ -192,12 +192,18 @@ async def load_row(resources: Resources, analysis_id: int) -> ObjAnalysis:
         return row
 
 
+ENDED_KEYS = {"completed": "analysis.completed", "failure": "analysis.failed"}
+
+
 async def outbox_for(resources: Resources, analysis_id: int) -> list[dict[str, Any]]:
+    """The analysis' ended events; each one's routing key names its status."""
     async with resources.sessions() as session:
         rows = await session.scalars(
-            select(OutboxMessage).where(OutboxMessage.routing_key == "analysis.completed")
+            select(OutboxMessage).where(OutboxMessage.routing_key.in_(ENDED_KEYS.values()))
         )
-        return [r.payload for r in rows if r.payload["analysis_id"] == analysis_id]
+        mine = [r for r in rows if r.payload["analysis_id"] == analysis_id]
+    assert all(r.routing_key == ENDED_KEYS[r.payload["status"]] for r in mine)
+    return [r.payload for r in mine]
 
 
 def files_of(resources: Resources, uid: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from shared import analysis_lifecycle as lifecycle
 from shared.analysis_data import AnnotationIn, merged_json
 from shared.db.models import (
     AnalysisService,
@@ -25,7 +26,7 @@ from shared.db.models import (
 )
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
-from shared.events import AnalysisCompleted
+from shared.events import AnalysisEnded, analysis_ended
 from shared.outbox import enqueue, outbox_values
 from shared.web import ApiError, bad_request, forbidden
 
@@ -104,25 +105,7 @@ def _seconds_since(start: datetime, now: datetime) -> float:
 
 async def expire(session: AsyncSession, analysis: Callee, now: datetime) -> bool:
     """Active and past invalid_after → timed_out. False when another writer got there first."""
-    result = await session.execute(
-        update(ObjAnalysis)
-        .where(
-            ObjAnalysis.id == analysis.id,
-            ObjAnalysis.status.in_(ACTIVE_STATUSES),
-            ObjAnalysis.invalid_after < now,
-        )
-        .values(
-            status=AnalysisStatus.TIMED_OUT,
-            # SkyPortal's text: naive UTC, as the dispatcher's sweeper writes it too.
-            status_message="Analysis timed out before webhook call at "
-            + now.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            last_activity=now,
-            duration=_seconds_since(analysis.last_activity, now),
-            modified=now,
-        )
-        .returning(ObjAnalysis.id)
-    )
-    return result.first() is not None
+    return bool(await lifecycle.expire(session, ObjAnalysis.id == analysis.id, now))
 
 
 def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: str) -> Any:
@@ -146,13 +129,13 @@ def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: 
     )
 
 
-def _completed_message(analysis: Callee, outcome: Outcome) -> AnalysisCompleted:
-    return AnalysisCompleted(
-        analysis_id=analysis.id,
-        obj_id=analysis.obj_id,
-        analysis_service_id=analysis.analysis_service_id,
-        status=outcome.status,
-        is_summary=analysis.is_summary,
+def _completed_message(analysis: Callee, outcome: Outcome) -> AnalysisEnded:
+    return analysis_ended(
+        outcome.status,
+        analysis.id,
+        analysis.obj_id,
+        analysis.analysis_service_id,
+        analysis.is_summary,
     )
 
 

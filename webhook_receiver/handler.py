@@ -96,6 +96,7 @@ async def _expire(resources: Resources, analysis: Callee) -> None:
     """Mark the row timed_out (if still active) and refuse: always raises."""
     async with resources.sessions.begin() as session:
         await expire(session, analysis, utcnow())
+    resources.outbox.nudge()
     log.info("analysis %s: webhook after invalid_after, marked timed_out", analysis.id)
     await _refuse_by_current_state(resources, analysis)
     raise bad_request(TOKEN_EXPIRED)

@@ -350,6 +350,7 @@ async def post_cancel(request: web.Request) -> web.Response:
                 select(ObjAnalysis.status).where(ObjAnalysis.id == analysis_id)
             )
             raise bad_request(f"Analysis is already {status}")
+    request.app[RESOURCES].outbox.nudge()
     log.info("analysis %d cancelled by user %d", analysis_id, me.user_id)
     return success({"id": analysis_id, "status": "cancelled"})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
+
+from shared.db.types import UTCDateTime
 
 POSTGRESQL = "postgresql"
 
@@ -160,3 +163,13 @@ async def _write_together_in_one_statement(
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         return list(await connection.execute(statement))
+
+
+def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[float]:
+    """SQL for the seconds from ``column`` (a timestamp) to ``now``, never negative."""
+    if dialect == POSTGRESQL:
+        elapsed = func.extract("epoch", literal(now, UTCDateTime()) - column)
+    else:
+        naive = now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        elapsed = (func.julianday(naive) - func.julianday(column)) * 86400.0
+    return func.max(elapsed, 0.0) if dialect != POSTGRESQL else func.greatest(elapsed, 0.0)
