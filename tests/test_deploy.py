@@ -232,6 +232,11 @@ def test_compose_gives_the_standalone_services_no_database_bus_or_secret_key(
         assert env["SKYHOOK_PORT"] == str(PORTS[name])
     assert "SKYHOOK_LLM_API_KEY" in services["summarizer"]["environment"]
     assert "SKYHOOK_LLM_API_KEY" not in services["sn-fitter"]["environment"]
+    workers = {n: s["environment"].get("SKYHOOK_WORKERS") for n, s in services.items()}
+    assert {n: w for n, w in workers.items() if w is not None} == {
+        "gateway": "1",
+        "webhook-receiver": "1",
+    }
 
 
 def _accepted_settings(
@@ -573,6 +578,8 @@ def test_helm_gives_the_standalone_services_no_database_bus_or_secret_key(
     for name in [n for n in SERVICES if n not in STANDALONE]:
         env = _container_env(rendered, deployments[f"sky-skyhook-{name}"])
         assert set(PLATFORM_ONLY) <= set(env), name
+        expected = "1" if name in {"gateway", "webhook-receiver"} else None
+        assert env.get("SKYHOOK_WORKERS") == expected, name
 
 
 def test_helm_llm_key_goes_to_the_secret_and_extra_settings_to_the_configmap(
