@@ -3,6 +3,11 @@
 Each service process mounts ``/healthz`` (the process answers), ``/readyz`` (its database and
 bus answer) and ``/metrics`` (Prometheus text format). Logs are JSON lines carrying the
 analysis id when one is bound (``bind_analysis``).
+
+With several worker processes (``skyhook gateway --workers N``) every worker writes its metrics
+to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` reports the sum over the workers:
+counters and histograms add up; the gauges below, refreshed from the database or the broker by
+whichever worker answers, report the most recent value.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,10 +24,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
 
 from shared.db.models import ObjAnalysis, OutboxMessage
+from shared.enums import AnalysisStatus
 from shared.resources import RESOURCES, Resources
 from shared.web import Handler, Route, add_routes
 
@@ -40,10 +55,30 @@ WEBHOOK_BODY_BYTES = Histogram(
     "Size of webhook bodies posted by analysis services",
     buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8),
 )
-QUEUE_DEPTH = Gauge("skyhook_queue_messages", "Messages waiting in each bus queue", ["queue"])
-OUTBOX_BACKLOG = Gauge("skyhook_outbox_pending", "Outbox messages not yet published")
-OUTBOX_LAG = Gauge("skyhook_outbox_lag_seconds", "Age of the oldest unpublished outbox message")
-ANALYSES = Gauge("skyhook_analyses", "Analyses by status", ["status"])
+# Facts about the deployment, not the process: with several workers the latest value counts.
+QUEUE_DEPTH = Gauge(
+    "skyhook_queue_messages",
+    "Messages waiting in each bus queue",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_BACKLOG = Gauge(
+    "skyhook_outbox_pending", "Outbox messages not yet published", multiprocess_mode="mostrecent"
+)
+OUTBOX_LAG = Gauge(
+    "skyhook_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox message",
+    multiprocess_mode="mostrecent",
+)
+ANALYSES = Gauge(
+    "skyhook_analyses", "Analyses by status", ["status"], multiprocess_mode="mostrecent"
+)
+# Requests each process answered (one series per pid): how a service's workers share the load.
+WORKER_REQUESTS = Counter(
+    "skyhook_worker_http_requests",
+    "HTTP requests answered, by service and process id",
+    ["service", "pid"],
+)
 DEFAULT_ANALYSIS_TRIGGERS = Counter(
     "skyhook_default_analysis_triggers_total",
     "Default-analysis triggers by outcome (matched, started, skipped, limited) and reason",
@@ -117,6 +152,7 @@ def metrics_middleware(service: str) -> Any:
             HTTP_LATENCY.labels(service, request.method, route, str(status)).observe(
                 time.perf_counter() - started
             )
+            WORKER_REQUESTS.labels(service, str(os.getpid())).inc()
 
     return record_latency
 
@@ -139,8 +175,11 @@ async def _refresh_gauges(resources: Resources) -> None:
         counts = await session.execute(
             select(ObjAnalysis.status, func.count()).group_by(ObjAnalysis.status)
         )
-        ANALYSES.clear()
-        for status, count in counts:
+        by_status = {str(status): count for status, count in counts}
+        # Every status, 0 when none: another worker may have reported it last.
+        for status in AnalysisStatus:
+            ANALYSES.labels(status.value).set(by_status.pop(status.value, 0))
+        for status, count in by_status.items():
             ANALYSES.labels(status).set(count)
         pending, oldest = (
             await session.execute(select(func.count(), func.min(OutboxMessage.created_at)))
@@ -171,8 +210,17 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+def _metrics_text() -> bytes:
+    """This process's metrics, or with several workers the sum over all of them."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
 def _prometheus_text() -> web.Response:
-    response = web.Response(body=generate_latest())
+    response = web.Response(body=_metrics_text())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 

@@ -49,11 +49,10 @@ def bus_from(settings: Settings) -> Bus:
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    pool = (
-        {}
-        if settings.uses_sqlite
-        else {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
-    )
+    pool: dict[str, int] = {}
+    if not settings.uses_sqlite:  # sized from SKYHOOK_DB_CONNECTION_BUDGET when it is set
+        pool_size, max_overflow = settings.pool_limits()
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow}
     engine = create_engine(settings.database_url, **pool)
     secret = settings.secret_key.get_secret_value()
     sessions = create_session_factory(engine)

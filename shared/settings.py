@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,8 +33,73 @@ class SettingsError(Exception):
     """Raised with a human-readable message listing every invalid setting."""
 
 
-class Settings(BaseSettings):
+class CommonSettings(BaseSettings):
+    """What every skyhook process reads: where it listens, how it logs, how it stops.
+
+    The per-service models below extend it. Environment variables meant for other services are
+    ignored (one env file may serve every service); a config file's keys that belong to other
+    services are dropped by ``load_settings`` before validation, while keys no skyhook service
+    knows are still refused as unknown settings.
+    """
+
     model_config = SettingsConfigDict(env_prefix="SKYHOOK_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    # On SIGTERM or SIGINT: how long in-flight work (sends, fits, requests) may take to finish
+    # before it is cut short and handed back.
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    log_level: str = "INFO"
+    # The event loop of the long-running commands: uvloop when it is installed ("auto"), or
+    # the standard library's loop ("asyncio").
+    event_loop: Literal["auto", "asyncio"] = "auto"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+
+class LLMSettings(CommonSettings):
+    """The LLM API the summarizer writes summaries with (also read by the platform)."""
+
+    # LLM summaries through an OpenAI-compatible API (summarizer).
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = Field(0.3, ge=0, le=2)
+    llm_max_tokens: int = Field(350, ge=1)
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0)
+    llm_system_prompt: str = DEFAULT_LLM_SYSTEM_PROMPT
+    llm_prompt: str = DEFAULT_LLM_PROMPT
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _llm_url(cls, value: str) -> str:
+        return _api_url(value)
+
+    @field_validator("llm_api_key")
+    @classmethod
+    def _llm_key_empty_is_unset(cls, value: Any) -> Any:
+        return _empty_is_unset(value)
+
+
+class SNFitterSettings(CommonSettings):
+    """``skyhook sn-fitter``: HTTP only. No database, bus or secret key; its fitting options
+    are ``SKYHOOK_SN_FITTER_*`` (``sn_fitter.app.FitterSettings``)."""
+
+
+class SummarizerSettings(LLMSettings):
+    """``skyhook summarizer``: HTTP and the LLM API only. No database, bus or secret key."""
+
+
+class Settings(LLMSettings):
+    """The platform: gateway, dispatcher, webhook receiver, summary service, and all of them
+    in one process (``skyhook run``). They share the database, the bus and the secret key."""
 
     database_url: str = "sqlite+aiosqlite:///./var/skyhook.db"
     amqp_url: str = "memory://"
@@ -52,12 +117,13 @@ class Settings(BaseSettings):
     # server's total; keep the sum below PostgreSQL's max_connections (100 by default).
     db_pool_size: int = Field(5, ge=1)
     db_max_overflow: int = Field(5, ge=0)
-
-    host: str = "127.0.0.1"
-    port: int = Field(5000, ge=1, le=65535)
-    # On SIGTERM or SIGINT: how long in-flight work (sends, fits, requests) may take to finish
-    # before it is cut short and handed back.
-    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # Or: the connections this service may hold in total across its worker processes. When
+    # set, each worker gets budget // workers (at least 1), split into pool and overflow, and
+    # SKYHOOK_DB_POOL_SIZE / SKYHOOK_DB_MAX_OVERFLOW are not used.
+    db_connection_budget: int | None = Field(None, ge=1)
+    # Worker processes of `skyhook gateway` and `skyhook webhook-receiver` (one port, shared
+    # with SO_REUSEPORT); the other commands always run one process.
+    workers: int = Field(1, ge=1)
 
     # Outbound network policy for analysis-service URLs.
     allow_private_urls: bool = False
@@ -86,17 +152,8 @@ class Settings(BaseSettings):
     default_analysis_quiet_seconds: float = Field(60.0, ge=0)
     default_analysis_poll_interval_seconds: float = Field(1.0, gt=0)
 
-    # LLM summaries through an OpenAI-compatible API (summarizer), and the embeddings of
-    # summaries for summary search (unset SKYHOOK_EMBEDDINGS_MODEL = summary search disabled).
-    llm_base_url: str = "https://api.openai.com/v1"
-    llm_api_key: SecretStr | None = None
-    llm_model: str = "gpt-4o-mini"
-    llm_temperature: float = Field(0.3, ge=0, le=2)
-    llm_max_tokens: int = Field(350, ge=1)
-    llm_timeout_seconds: float = Field(60.0, gt=0)
-    llm_max_retries: int = Field(2, ge=0)
-    llm_system_prompt: str = DEFAULT_LLM_SYSTEM_PROMPT
-    llm_prompt: str = DEFAULT_LLM_PROMPT
+    # The embeddings of summaries for summary search (unset SKYHOOK_EMBEDDINGS_MODEL = summary
+    # search disabled).
     embeddings_model: str | None = None
     embeddings_base_url: str | None = None  # default: SKYHOOK_LLM_BASE_URL
     embeddings_api_key: SecretStr | None = None  # default: SKYHOOK_LLM_API_KEY
@@ -104,7 +161,6 @@ class Settings(BaseSettings):
 
     page_size_default: int = Field(100, ge=1)
     page_size_max: int = Field(1000, ge=1)
-    log_level: str = "INFO"
 
     @field_validator(
         "previous_secret_keys", "allowed_url_hosts", "dispatch_retry_delays_seconds", mode="before"
@@ -164,28 +220,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://skyhook.example.org")
         return value.rstrip("/")
 
-    @field_validator("llm_base_url", "embeddings_base_url")
+    @field_validator("embeddings_base_url")
     @classmethod
-    def _api_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL, e.g. https://api.openai.com/v1")
-        return value.rstrip("/")
+    def _embeddings_url(cls, value: str | None) -> str | None:
+        return None if value is None else _api_url(value)
 
-    @field_validator("llm_api_key", "embeddings_api_key", "embeddings_model")
+    @field_validator("embeddings_api_key", "embeddings_model")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        return None if isinstance(text, str) and not text.strip() else value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
-        return level
+    def _embeddings_empty_is_unset(cls, value: Any) -> Any:
+        return _empty_is_unset(value)
 
     @property
     def uses_sqlite(self) -> bool:
@@ -194,6 +237,56 @@ class Settings(BaseSettings):
     @property
     def uses_memory_bus(self) -> bool:
         return self.amqp_url.startswith("memory://")
+
+    @property
+    def uses_dev_secret_key(self) -> bool:
+        return self.secret_key.get_secret_value() == DEV_SECRET_KEY
+
+    def pool_limits(self) -> tuple[int, int]:
+        """(pool size, max overflow) of this process's PostgreSQL pool: from the connection
+        budget shared by the service's workers when one is set, else the fixed settings."""
+        if self.db_connection_budget is None:
+            return self.db_pool_size, self.db_max_overflow
+        per_worker = max(1, self.db_connection_budget // self.workers)
+        return per_worker - per_worker // 2, per_worker // 2
+
+
+PlatformSettings = Settings
+S = TypeVar("S", bound=CommonSettings)
+
+# The settings model of each service command; every model is a CommonSettings.
+SERVICE_SETTINGS: dict[str, type[CommonSettings]] = {
+    "gateway": Settings,
+    "dispatcher": Settings,
+    "webhook-receiver": Settings,
+    "summary-service": Settings,
+    "sn-fitter": SNFitterSettings,
+    "summarizer": SummarizerSettings,
+}
+_EVERY_SETTING = frozenset(
+    name for model in SERVICE_SETTINGS.values() for name in model.model_fields
+)
+OWN_SECRET_KEY_MESSAGE = (
+    "set SKYHOOK_SECRET_KEY to a long random string of your own (e.g. from openssl rand -hex "
+    "32): the built-in development key is only for `skyhook run`"
+)
+
+
+def require_own_secret_key(settings: Settings) -> None:
+    """Services deployed one by one refuse the development key everyone knows."""
+    if settings.uses_dev_secret_key:
+        raise SettingsError(OWN_SECRET_KEY_MESSAGE)
+
+
+def _api_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL, e.g. https://api.openai.com/v1")
+    return value.rstrip("/")
+
+
+def _empty_is_unset(value: Any) -> Any:
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if isinstance(text, str) and not text.strip() else value
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -210,8 +303,28 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build validated settings: config file < environment < explicit overrides."""
+@overload
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings: ...
+
+
+@overload
+def load_settings(
+    config_file: str | Path | None = None, *, model: type[S], **overrides: Any
+) -> S: ...
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    model: type[CommonSettings] = Settings,
+    **overrides: Any,
+) -> CommonSettings:
+    """Build validated settings: config file < environment < explicit overrides.
+
+    ``model`` is the service's settings model (the full platform ``Settings`` by default). A
+    config file may hold every service's settings: keys another service's model knows are
+    dropped for this one; keys no model knows are reported as unknown settings.
+    """
     import os
 
     file_values: dict[str, Any] = {}
@@ -221,10 +334,15 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     env_keys = {
         key.removeprefix("SKYHOOK_").lower() for key in os.environ if key.startswith("SKYHOOK_")
     }
-    init = {k: v for k, v in file_values.items() if k not in env_keys}
+    own = model.model_fields
+    init = {
+        k: v
+        for k, v in file_values.items()
+        if k not in env_keys and (k in own or k not in _EVERY_SETTING)
+    }
     init.update(overrides)
     try:
-        return Settings(**init)
+        return model(**init)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     except SourceError as exc:  # a value pydantic-settings could not even decode

@@ -8,13 +8,27 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import (
+    SERVICE_SETTINGS,
+    CommonSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+    require_own_secret_key,
+)
+
+S = TypeVar("S", bound=CommonSettings)
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return _settings_of(Settings, args, **overrides)
+
+
+def _settings_of(model: type[S], args: argparse.Namespace, **overrides: object) -> S:
     try:
-        return load_settings(getattr(args, "config", None), **overrides)
+        return load_settings(getattr(args, "config", None), model=model, **overrides)
     except SettingsError as exc:
         print(f"skyhook: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -72,14 +86,17 @@ def _cmd_phot_stats_recompute(args: argparse.Namespace) -> int:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+def _run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[None]], event_loop: str = "auto"
+) -> int:
     """Run a long-running command until SIGTERM or SIGINT, then let it stop in order.
 
     Both signals set the ``stop`` event the command waits on; it then stops taking work, gives
     in-flight work its grace period and closes everything. A port already in use is reported
-    in one line (exit 1).
+    in one line (exit 1). ``event_loop``: ``auto`` (uvloop when installed) or ``asyncio``.
     """
     from skyhook.composition import PortInUse
+    from skyhook.processes import run_coroutine
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -93,7 +110,7 @@ def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> in
                 loop.remove_signal_handler(signum)
 
     try:
-        asyncio.run(runner())
+        run_coroutine(runner(), event_loop)
     except PortInUse as exc:
         print(f"skyhook: {exc}", file=sys.stderr)
         return 1
@@ -103,19 +120,72 @@ def _run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> in
 def _cmd_run(args: argparse.Namespace) -> int:
     from skyhook.composition import DemoPorts, run_embedded
 
-    overrides: dict[str, object] = {"port": args.port}
+    # One process: SKYHOOK_WORKERS is for the gateway and webhook receiver run alone.
+    overrides: dict[str, object] = {"port": args.port, "workers": 1}
     settings = _settings(args, **overrides)
     ports = DemoPorts.following(args.port, args.fitter_port, args.summarizer_port)
     return _run_until_signalled(
-        lambda stop: run_embedded(settings, stop, demo=args.demo, demo_ports=ports)
+        lambda stop: run_embedded(settings, stop, demo=args.demo, demo_ports=ports),
+        settings.event_loop,
     )
 
 
 def _cmd_service(args: argparse.Namespace) -> int:
     from skyhook.composition import run_service
 
-    settings = _settings(args, **({"port": args.port} if args.port else {}))
-    return _run_until_signalled(lambda stop: run_service(args.command, settings, stop))
+    name: str = args.command
+    model = SERVICE_SETTINGS[name]
+    overrides: dict[str, object] = {"port": args.port} if args.port else {}
+    if name in MULTI_WORKER_SERVICES:
+        if args.workers is not None:
+            overrides["workers"] = args.workers
+    elif model is Settings:
+        overrides["workers"] = 1  # SKYHOOK_WORKERS does not apply to this service
+    settings = _settings_of(model, args, **overrides)
+    if isinstance(settings, Settings):
+        try:
+            require_own_secret_key(settings)
+        except SettingsError as exc:
+            print(f"skyhook: {exc}", file=sys.stderr)
+            return 2
+        supervisor = getattr(args, "worker_of", None)
+        if settings.workers > 1 and supervisor is None:
+            return _supervise_workers(args, settings)
+        if supervisor is not None:
+            return _run_until_signalled(
+                lambda stop: _run_worker(name, settings, stop, supervisor), settings.event_loop
+            )
+    return _run_until_signalled(lambda stop: run_service(name, settings, stop), settings.event_loop)
+
+
+def _supervise_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Start ``settings.workers`` copies of this command on one port and wait for them."""
+    from skyhook.composition import PortInUse
+    from skyhook.processes import check_port_free, supervise
+
+    if not check_port_free(settings.host, settings.port):
+        what, option = f"the {args.command}", "--port or SKYHOOK_PORT"
+        taken = PortInUse(settings.host, settings.port, what, option)
+        print(f"skyhook: {taken}", file=sys.stderr)
+        return 1
+    argv = [sys.executable, "-m", "skyhook"]
+    if args.config:
+        argv += ["--config", args.config]
+    argv += [args.command, "--port", str(settings.port), "--workers", str(settings.workers)]
+    argv += ["--worker-of", str(os.getpid())]
+    return supervise(argv, settings.workers)
+
+
+async def _run_worker(name: str, settings: Settings, stop: asyncio.Event, supervisor: int) -> None:
+    """One of several worker processes: shares the port, stops with its supervisor."""
+    from skyhook.composition import run_service
+    from skyhook.processes import stop_when_orphaned
+
+    watch = asyncio.create_task(stop_when_orphaned(supervisor, stop))
+    try:
+        await run_service(name, settings, stop, reuse_port=True)
+    finally:
+        watch.cancel()
 
 
 SERVICES = (
@@ -126,6 +196,15 @@ SERVICES = (
     "sn-fitter",
     "summarizer",
 )
+# Services that can run several worker processes on one port (--workers, SKYHOOK_WORKERS).
+MULTI_WORKER_SERVICES = ("gateway", "webhook-receiver")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SERVICES:
         service = commands.add_parser(name, help=f"run the {name} service alone")
         service.add_argument("--port", type=int, default=None)
+        if name in MULTI_WORKER_SERVICES:
+            service.add_argument(
+                "--workers",
+                type=_positive,
+                default=None,
+                help="worker processes on the one port (default SKYHOOK_WORKERS, or 1)",
+            )
+            # Given by the supervisor to its workers: its pid.
+            service.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
         service.set_defaults(func=_cmd_service)
     return parser
 

@@ -28,7 +28,7 @@ from shared.db.migrate import upgrade_async
 from shared.db.types import utcnow
 from shared.observability import create_operations_app
 from shared.resources import Resources, open_resources
-from shared.settings import Settings
+from shared.settings import CommonSettings, LLMSettings, Settings
 from summary_service import declare_summary_queue, running_summary_service
 from webhook_receiver.app import create_webhook_app
 
@@ -88,15 +88,17 @@ async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def serving(
-    app: web.Application, listener: Listener, grace_seconds: float
+    app: web.Application, listener: Listener, grace_seconds: float, *, reuse_port: bool = False
 ) -> AsyncIterator[web.AppRunner]:
     """Serve ``app`` for the duration of the block. On exit the listening socket closes first,
-    then requests under way get ``grace_seconds`` to finish, then the app's cleanup runs."""
+    then requests under way get ``grace_seconds`` to finish, then the app's cleanup runs.
+    ``reuse_port``: one of several worker processes listening on the same port."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_seconds)
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, listener.host, listener.port).start()
+            site = web.TCPSite(runner, listener.host, listener.port, reuse_port=reuse_port or None)
+            await site.start()
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -203,7 +205,7 @@ def _service_app(name: str, resources: Resources) -> web.Application:
     return create_operations_app(resources, name)
 
 
-def _listener(name: str, settings: Settings, default_port: int | None = None) -> Listener:
+def _listener(name: str, settings: CommonSettings, default_port: int | None = None) -> Listener:
     port = settings.port
     if default_port is not None and "port" not in settings.model_fields_set:
         port = default_port
@@ -211,14 +213,14 @@ def _listener(name: str, settings: Settings, default_port: int | None = None) ->
 
 
 async def _serve_until(
-    app: web.Application, listener: Listener, settings: Settings, stop: asyncio.Event
+    app: web.Application, listener: Listener, settings: CommonSettings, stop: asyncio.Event
 ) -> None:
     async with serving(app, listener, settings.shutdown_grace_seconds):
         await stop.wait()
         log.info("stopping")
 
 
-async def _serve_sn_fitter(settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_sn_fitter(settings: CommonSettings, stop: asyncio.Event) -> None:
     """The SN fitter is standalone (HTTP only, no database): port 6802 unless SKYHOOK_PORT."""
     from sn_fitter.app import DEFAULT_PORT, FitterSettings, create_app
 
@@ -226,7 +228,7 @@ async def _serve_sn_fitter(settings: Settings, stop: asyncio.Event) -> None:
     await _serve_until(app, _listener("SN fitter", settings, DEFAULT_PORT), settings, stop)
 
 
-async def _serve_summarizer(settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_summarizer(settings: LLMSettings, stop: asyncio.Event) -> None:
     """The LLM summarizer is standalone (HTTP only, no database): port 7003 unless SKYHOOK_PORT."""
     from summary_service.summarizer import DEFAULT_PORT, SummarizerConfig, create_summarizer_app
 
@@ -234,17 +236,31 @@ async def _serve_summarizer(settings: Settings, stop: asyncio.Event) -> None:
     await _serve_until(app, _listener("summarizer", settings, DEFAULT_PORT), settings, stop)
 
 
-async def run_service(name: str, settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """One service in this process until ``stop`` is set (or the task is cancelled)."""
+async def run_service(
+    name: str,
+    settings: CommonSettings,
+    stop: asyncio.Event | None = None,
+    *,
+    reuse_port: bool = False,
+) -> None:
+    """One service in this process until ``stop`` is set (or the task is cancelled).
+
+    ``settings`` is the service's own model (``shared.settings.SERVICE_SETTINGS``); the full
+    ``Settings`` serves every service. ``reuse_port``: this process is one of several workers
+    sharing the port."""
     stop = stop or asyncio.Event()
     if name == "sn-fitter":
         await _serve_sn_fitter(settings, stop)
         return
     if name == "summarizer":
+        if not isinstance(settings, LLMSettings):
+            raise TypeError("the summarizer runs on SummarizerSettings (or the full Settings)")
         await _serve_summarizer(settings, stop)
         return
     if name not in {"gateway", "webhook-receiver", "dispatcher", "summary-service"}:
         raise SystemExit(f"skyhook: the {name} service is not available yet")
+    if not isinstance(settings, Settings):
+        raise TypeError(f"the {name} runs on the platform's Settings")
     async with open_resources(settings) as resources, AsyncExitStack() as stack:
         dispatcher = None
         if name == "dispatcher":  # subscribed before the relay publishes
@@ -258,9 +274,9 @@ async def run_service(name: str, settings: Settings, stop: asyncio.Event | None 
             await declare_trigger_queue(resources.bus)
             await stack.enter_async_context(outbox_relay(resources))
         listener = _listener(name, settings)
-        await stack.enter_async_context(
-            serving(_service_app(name, resources), listener, settings.shutdown_grace_seconds)
-        )
+        grace = settings.shutdown_grace_seconds
+        app = _service_app(name, resources)
+        await stack.enter_async_context(serving(app, listener, grace, reuse_port=reuse_port))
         await stop.wait()
         log.info("stopping")
         if dispatcher is not None:

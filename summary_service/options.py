@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.settings import Settings
+from shared.settings import LLMSettings
 from summary_service.keys import SUMMARY_KEY_PARAMETER
 
 OVERRIDABLE = ("model", "temperature", "max_tokens", "prompt", "system_prompt")
@@ -35,7 +35,7 @@ class SummaryOptions:
     system_prompt: str
 
 
-def site_summary_parameters(settings: Settings) -> dict[str, Any]:
+def site_summary_parameters(settings: LLMSettings) -> dict[str, Any]:
     """SkyPortal's ``summary_parameters`` object from the site settings (no key).
 
     The dispatcher sends it to every summary service: SkyPortal's own summarizer requires it
@@ -50,7 +50,7 @@ def site_summary_parameters(settings: Settings) -> dict[str, Any]:
     }
 
 
-def site_options(settings: Settings) -> SummaryOptions:
+def site_options(settings: LLMSettings) -> SummaryOptions:
     return SummaryOptions(
         model=settings.llm_model,
         temperature=settings.llm_temperature,
@@ -105,7 +105,7 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def request_options(settings: Settings, parameters: dict[str, Any]) -> SummaryOptions:
+def request_options(settings: LLMSettings, parameters: dict[str, Any]) -> SummaryOptions:
     options = site_options(settings)
     nested = parameters.get("summary_parameters")
     if nested is not None and not isinstance(nested, dict):
@@ -114,7 +114,7 @@ def request_options(settings: Settings, parameters: dict[str, Any]) -> SummaryOp
     return replace(options, **_overrides(parameters))
 
 
-def request_api_key(settings: Settings, parameters: dict[str, Any]) -> str | None:
+def request_api_key(settings: LLMSettings, parameters: dict[str, Any]) -> str | None:
     key = parameters.get(SUMMARY_KEY_PARAMETER)
     if isinstance(key, str) and key.strip():
         return key.strip()

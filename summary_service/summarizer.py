@@ -36,7 +36,7 @@ from shared.service_protocol import (
     redact_callback_url,
     refused,
 )
-from shared.settings import Settings
+from shared.settings import LLMSettings
 from summary_service.options import (
     OptionsError,
     SummaryOptions,
@@ -66,7 +66,7 @@ NO_KEY_MESSAGE = (
 
 @dataclass(frozen=True)
 class SummarizerConfig:
-    settings: Settings
+    settings: LLMSettings
     callback_retry_delays_seconds: tuple[float, ...] = CALLBACK_RETRY_DELAYS_SECONDS
     callback_timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS
     concurrency: int = 8
@@ -193,7 +193,7 @@ class Summarizer:
 SUMMARIZER = web.AppKey("summarizer", Summarizer)
 
 
-def build_job(settings: Settings, payload: dict[str, Any]) -> SummaryJob:
+def build_job(settings: LLMSettings, payload: dict[str, Any]) -> SummaryJob:
     """A job from a request; raises InputsError/OptionsError with a message for a 400."""
     parameters = request_parameters(payload)
     return SummaryJob(

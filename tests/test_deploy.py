@@ -40,7 +40,14 @@ from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.events import AnalysisCompleted, AnalysisRequested, SourceSaved
 from shared.resources import Resources
-from shared.settings import Settings, load_settings
+from shared.settings import (
+    SERVICE_SETTINGS,
+    CommonSettings,
+    Settings,
+    SNFitterSettings,
+    SummarizerSettings,
+    load_settings,
+)
 from skyhook.cli import SERVICES
 from skyhook.composition import _service_app
 from sn_fitter.app import ROUTES as sn_fitter_routes
@@ -192,8 +199,14 @@ def test_compose_scales_the_dispatcher_and_publishes_only_the_public_ports(
     }
 
 
-def test_compose_settings_reach_every_skyhook_service(compose: dict[str, Any]) -> None:
+# What the standalone services must never receive: they have no use for them.
+PLATFORM_ONLY = ("SKYHOOK_DATABASE_URL", "SKYHOOK_AMQP_URL", "SKYHOOK_SECRET_KEY")
+
+
+def test_compose_settings_reach_every_platform_service(compose: dict[str, Any]) -> None:
     for name, service in _skyhook_services(compose).items():
+        if name in STANDALONE:
+            continue
         env = service["environment"]
         assert env["SKYHOOK_DATABASE_URL"] == (
             "postgresql+asyncpg://skyhook:pg-test-password@postgres:5432/skyhook"
@@ -209,24 +222,51 @@ def test_compose_settings_reach_every_skyhook_service(compose: dict[str, Any]) -
     assert backends["rabbitmq"]["environment"]["RABBITMQ_PASSWORD"] == "mq-test-password"
 
 
-def _accepted_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None]) -> Settings:
-    """What the service would load from ``env`` (its SKYHOOK_* variables only)."""
+def test_compose_gives_the_standalone_services_no_database_bus_or_secret_key(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name in STANDALONE:
+        env = services[name]["environment"]
+        assert not set(PLATFORM_ONLY) & set(env), name
+        assert not any("secret" in key.lower() or "database" in key.lower() for key in env), name
+        assert env["SKYHOOK_PORT"] == str(PORTS[name])
+    assert "SKYHOOK_LLM_API_KEY" in services["summarizer"]["environment"]
+    assert "SKYHOOK_LLM_API_KEY" not in services["sn-fitter"]["environment"]
+    workers = {n: s["environment"].get("SKYHOOK_WORKERS") for n, s in services.items()}
+    assert {n: w for n, w in workers.items() if w is not None} == {
+        "gateway": "1",
+        "webhook-receiver": "1",
+    }
+
+
+def _accepted_settings(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None], service: str = "gateway"
+) -> CommonSettings:
+    """What ``service`` would load from ``env`` (its SKYHOOK_* variables only)."""
     for name in [k for k in os.environ if k.startswith("SKYHOOK_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         if value is not None:  # null: passed on from the caller's environment only when set
             monkeypatch.setenv(name, value)
-    return load_settings(None)
+    return load_settings(None, model=SERVICE_SETTINGS.get(service, Settings))
 
 
 def test_compose_environment_is_accepted_by_every_service(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, service in _skyhook_services(compose).items():
-        settings = _accepted_settings(monkeypatch, service["environment"])
-        assert settings.amqp_url.startswith("amqp://") and not settings.uses_sqlite
+        settings = _accepted_settings(monkeypatch, service["environment"], name)
         assert settings.host == "0.0.0.0"
         assert settings.port == PORTS.get(name, 5000)
+        if name in STANDALONE:
+            assert type(settings) is (
+                SNFitterSettings if name == "sn-fitter" else SummarizerSettings
+            )
+            continue
+        assert isinstance(settings, Settings)
+        assert settings.amqp_url.startswith("amqp://") and not settings.uses_sqlite
+        assert not settings.uses_dev_secret_key
 
 
 def test_compose_refuses_to_start_without_the_secret_key(tmp_path: Path) -> None:
@@ -496,15 +536,51 @@ def _container_env(docs: list[dict], deployment: dict) -> dict[str, str | None]:
     return env
 
 
+def _command(deployment: dict) -> str:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return str(container["args"][0])
+
+
 def test_helm_environment_is_accepted_by_every_service(
     rendered: list[dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for deployment in _by_kind(rendered, "Deployment").values():
-        settings = _accepted_settings(monkeypatch, _container_env(rendered, deployment))
+        name = _command(deployment)
+        env = _container_env(rendered, deployment)
+        settings = _accepted_settings(monkeypatch, env, name)
+        assert settings.port == PORTS[name]
+        if name in STANDALONE:
+            assert type(settings) is (
+                SNFitterSettings if name == "sn-fitter" else SummarizerSettings
+            )
+            continue
+        assert isinstance(settings, Settings)
         assert settings.secret_key.get_secret_value() == "helm-test-secret-key"
         assert settings.database_url == HELM_VALUES["database"]["url"]
         assert settings.public_url == "https://skyhook.example.org"
         assert settings.llm_api_key is None
+
+
+def test_helm_gives_the_standalone_services_no_database_bus_or_secret_key(
+    rendered: list[dict],
+) -> None:
+    deployments = _by_kind(rendered, "Deployment")
+    for name in STANDALONE:
+        deployment = deployments[f"sky-skyhook-{name}"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = _container_env(rendered, deployment)
+        assert not set(PLATFORM_ONLY) & set(env), name
+        secrets = {
+            variable["valueFrom"]["secretKeyRef"]["key"]
+            for variable in container["env"]
+            if "valueFrom" in variable
+        }
+        assert secrets == ({"SKYHOOK_LLM_API_KEY"} if name == "summarizer" else set()), name
+    for name in [n for n in SERVICES if n not in STANDALONE]:
+        env = _container_env(rendered, deployments[f"sky-skyhook-{name}"])
+        assert set(PLATFORM_ONLY) <= set(env), name
+        expected = "1" if name in {"gateway", "webhook-receiver"} else None
+        assert env.get("SKYHOOK_WORKERS") == expected, name
 
 
 def test_helm_llm_key_goes_to_the_secret_and_extra_settings_to_the_configmap(
@@ -513,11 +589,18 @@ def test_helm_llm_key_goes_to_the_secret_and_extra_settings_to_the_configmap(
     config = {"SKYHOOK_LLM_MODEL": "small-model", "SKYHOOK_DISPATCH_TIMEOUT_SECONDS": 12}
     docs = _render(helm, tmp_path, {"llmApiKey": "sk-test-llm-key", "config": config})
     assert "sk-test-llm-key" not in json.dumps(_by_kind(docs, "ConfigMap"))
-    summarizer = _by_kind(docs, "Deployment")["sky-skyhook-summarizer"]
-    settings = _accepted_settings(monkeypatch, _container_env(docs, summarizer))
+    deployments = _by_kind(docs, "Deployment")
+    summarizer = deployments["sky-skyhook-summarizer"]
+    settings = _accepted_settings(monkeypatch, _container_env(docs, summarizer), "summarizer")
+    assert isinstance(settings, SummarizerSettings)
     assert settings.llm_api_key is not None
     assert settings.llm_api_key.get_secret_value() == "sk-test-llm-key"
-    assert (settings.llm_model, settings.dispatch_timeout_seconds) == ("small-model", 12.0)
+    assert settings.llm_model == "small-model"
+    dispatcher = deployments["sky-skyhook-dispatcher"]
+    platform = _accepted_settings(monkeypatch, _container_env(docs, dispatcher), "dispatcher")
+    assert isinstance(platform, Settings)
+    assert platform.llm_api_key is not None
+    assert (platform.llm_model, platform.dispatch_timeout_seconds) == ("small-model", 12.0)
 
 
 def test_helm_migration_job_is_a_pre_install_and_pre_upgrade_hook(rendered: list[dict]) -> None:

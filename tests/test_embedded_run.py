@@ -256,11 +256,13 @@ async def test_two_demo_instances_coexist_on_their_own_ports(tmp_path: Path) -> 
 
 
 async def _run_to_exit(workdir: Path, *argv: str) -> tuple[int, str]:
+    # A service run alone refuses the development key; `skyhook run` uses it.
+    settings = {} if argv[0] == "run" else {"SKYHOOK_SECRET_KEY": "a-key-of-our-own"}
     process = await asyncio.create_subprocess_exec(
         str(SKYHOOK),
         *argv,
         cwd=workdir,
-        env=skyhook_env(),
+        env=skyhook_env(**settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -275,6 +277,7 @@ async def _run_to_exit(workdir: Path, *argv: str) -> tuple[int, str]:
         (("run", "--demo"), 1, "--fitter-port"),
         (("run", "--demo"), 2, "--summarizer-port"),
         (("gateway",), 0, "--port or SKYHOOK_PORT"),
+        (("gateway", "--workers", "2"), 0, "--port or SKYHOOK_PORT"),
     ],
 )
 async def test_a_busy_port_is_one_line_naming_the_option(
@@ -300,6 +303,7 @@ _WHAT = {
     ("--demo", 1): "the demo SN fitter",
     ("--demo", 2): "the demo summarizer",
     ("gateway", 0): "the gateway",
+    ("2", 0): "the gateway",  # gateway --workers 2: its supervisor checks the port first
 }
 
 

@@ -86,7 +86,10 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment shared by every skyhook container: ConfigMap plus the secret settings. */}}
+{{/* The secret settings of the platform services (gateway, dispatcher, webhook receiver,
+summary service), beside the ConfigMap every container gets. The standalone sn-fitter and
+summarizer never receive the database URL, the AMQP URL or the secret key: see
+skyhook.serviceEnv. */}}
 {{- define "skyhook.env" -}}
 - name: SKYHOOK_DATABASE_URL
   valueFrom:
@@ -109,12 +112,26 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
       name: {{ include "skyhook.secretName" . }}
       key: {{ .Values.existingSecretKeys.previousSecretKeys }}
       optional: true
+{{ include "skyhook.llmEnv" . }}
+{{- end -}}
+
+{{/* The LLM API key (summarizer, and the platform's summary embeddings), if the Secret has one. */}}
+{{- define "skyhook.llmEnv" -}}
 - name: SKYHOOK_LLM_API_KEY
   valueFrom:
     secretKeyRef:
       name: {{ include "skyhook.secretName" . }}
       key: {{ .Values.existingSecretKeys.llmApiKey }}
       optional: true
+{{- end -}}
+
+{{/* The secret settings one service's container gets. Call with (dict "root" $ "command" "gateway"). */}}
+{{- define "skyhook.serviceEnv" -}}
+{{- if eq .command "summarizer" -}}
+{{ include "skyhook.llmEnv" .root }}
+{{- else if ne .command "sn-fitter" -}}
+{{ include "skyhook.env" .root }}
+{{- end -}}
 {{- end -}}
 
 {{- define "skyhook.podSecurity" -}}
