@@ -30,6 +30,8 @@ JSON = "application/json"
 BATCH_CONTENT_TYPE = "application/vnd.skyhook.batch+json"
 UNDECODABLE_HEADER = "x-skyhook-undecodable"
 BROKER_DELIVERY_COUNT = "x-delivery-count"
+# One encoder for every item: json.dumps with separators would build a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode_item(envelope: Envelope, *, with_route: bool = False) -> bytes:
@@ -40,7 +42,7 @@ def encode_item(envelope: Envelope, *, with_route: bool = False) -> bytes:
         item["routing_key"] = envelope.routing_key
     if envelope.delivery_count:
         item["delivery_count"] = envelope.delivery_count
-    return json.dumps(item, separators=(",", ":")).encode()
+    return _ENCODER.encode(item).encode()
 
 
 def pack(items: Iterable[bytes], max_events: int, max_bytes: int) -> Iterator[bytes]:
