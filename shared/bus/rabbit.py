@@ -540,7 +540,7 @@ def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
 
 def _replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
     """The original message, as first published: same body and id, no death headers."""
-    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+    headers = _own_headers(dict(message.headers or {}))
     return aio_pika.Message(
         message.body,
         content_type=message.content_type,
