@@ -8,6 +8,7 @@ most three times, then dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ from shared.bus import Bus, BusUnavailable, create_bus
 from shared.bus.base import DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Envelope
 from shared.bus.memory import MemoryBus, topic_matches
 from shared.bus.rabbit import RabbitBus
+from shared.bus.wire import BATCH_CONTENT_TYPE
 from tests.conftest import AMQP_URL
+from tests.support.amqp_tap import AmqpTap, publish_single_event
 from tests.support.buses import (
     Inbox,
     envelopes,
@@ -203,6 +206,78 @@ async def test_publish_returns_after_the_whole_batch_is_confirmed(buses: Buses) 
     assert inbox.handled_ids() == [e.message_id for e in batch]
 
 
+async def test_five_hundred_events_in_one_publish_arrive_once_each(bus: Bus) -> None:
+    """The outbox relay publishes up to 500 events per call: each reaches the work queue once,
+    with its id, and each listener hears it; on RabbitMQ they travel as a few batch messages."""
+    workers, heard = Inbox(), Inbox()
+    await bus.subscribe("bulk", ["analysis.requested"], workers, prefetch=32)
+    await bus.listen(["analysis.*"], heard)
+    sent = envelopes("analysis.requested", 500)
+
+    async with _tap(bus, "analysis.requested") as tap:
+        await bus.publish(sent)
+        await workers.wait_handled(500)
+        await heard.wait_handled(500)
+        if tap is not None:
+            await tap.wait_events(500)
+            assert len(tap.messages) == 5  # 100 events per message
+            assert {m.content_type for m in tap.messages} == {BATCH_CONTENT_TYPE}
+
+    assert sorted(workers.handled_ids()) == sorted(e.message_id for e in sent)
+    assert {(e.routing_key, e.delivery_count) for e in workers.handled} == {
+        ("analysis.requested", 0)
+    }
+    assert {e.message_id: e.payload for e in workers.handled} == {
+        e.message_id: e.payload for e in sent
+    }
+    assert sorted(heard.handled_ids()) == sorted(e.message_id for e in sent)
+    await bus.close()
+    assert len(workers.deliveries) == 500
+    # Every batch was acknowledged: nothing is left to come again.
+    assert await _depth(await _reopened(bus), "bulk") == 0
+
+
+async def test_poison_event_of_a_batch_is_dead_lettered_alone(buses: Buses) -> None:
+    """One event whose handler always fails: the others are handled once, it alone is retried,
+    dead-lettered with the usual headers after the delivery limit, and replayed."""
+    worker = await buses.open()
+    inbox = Inbox()
+    await worker.subscribe("mixed", ["analysis.completed"], inbox, prefetch=8)
+    batch = envelopes("analysis.completed", 50)
+    poison = batch[17]
+    inbox.always_fail.add(poison.message_id)
+
+    await worker.publish(batch)
+
+    await inbox.wait_handled(49)
+    [dead] = await _wait_for_dead_letters(worker, 1)
+    await worker.close()  # lets the last batch be acknowledged; nothing more can arrive
+    healthy = [e.message_id for e in batch if e is not poison]
+    assert sorted(inbox.handled_ids()) == sorted(healthy)
+    tries = [d.delivery_count for d in inbox.deliveries if d.message_id == poison.message_id]
+    assert tries == list(range(LIMIT + 1))
+    assert len(inbox.deliveries) == 49 + LIMIT + 1
+    assert (dead.message_id, dead.routing_key, dead.payload) == (
+        poison.message_id,
+        "analysis.completed",
+        poison.payload,
+    )
+    assert dead.headers[DEATH_REASON_HEADER] == "delivery_limit"
+    assert str(dead.headers[DEATH_QUEUE_HEADER]).endswith("mixed")
+
+    again = await buses.open()
+    assert await _depth(again, "mixed") == 0
+    inbox.always_fail.clear()
+    await again.subscribe("mixed", ["analysis.completed"], inbox, prefetch=8)
+    assert await again.replay_dead_letters([poison.message_id]) == 1
+    await inbox.wait_handled(50)
+    assert (inbox.handled[-1].message_id, inbox.handled[-1].delivery_count) == (
+        poison.message_id,
+        0,
+    )
+    assert await again.list_dead_letters() == []
+
+
 async def test_messages_published_before_subscribe_are_not_lost(buses: Buses) -> None:
     gateway = await buses.open()
     await gateway.declare("late", ["analysis.requested"])
@@ -259,6 +334,40 @@ async def test_rabbit_consumers_resume_after_the_broker_drops_the_connection() -
         await _publish_when_reconnected(bus, after)
         await inbox.wait_handled(2)
         assert inbox.handled_ids() == [before.message_id, after.message_id]
+
+
+async def test_rabbit_single_event_messages_are_still_consumed() -> None:
+    """Messages in the one-event format (older publishers, operators) are handled as before:
+    a good one once, a failing one retried and dead-lettered by the broker, then replayed."""
+    async with isolated_rabbit(AMQP_URL) as make:
+        bus = make()
+        await bus.start()
+        inbox = Inbox()
+        await bus.subscribe("legacy", ["analysis.requested"], inbox)
+        inbox.always_fail.add("old-poison")
+
+        for message_id in ("old-1", "old-poison"):
+            await publish_single_event(
+                AMQP_URL, bus.exchange, "analysis.requested", message_id, {"analysis_id": 3}
+            )
+
+        await inbox.wait_handled(1)
+        [dead] = await _wait_for_dead_letters(bus, 1)
+        assert (inbox.handled[0].message_id, inbox.handled[0].payload) == (
+            "old-1",
+            {"analysis_id": 3},
+        )
+        assert inbox.handled[0].routing_key == "analysis.requested"
+        tries = [d.delivery_count for d in inbox.deliveries if d.message_id == "old-poison"]
+        assert tries == list(range(LIMIT + 1))
+        assert (dead.message_id, dead.routing_key) == ("old-poison", "analysis.requested")
+        assert dead.headers[DEATH_REASON_HEADER] == "delivery_limit"
+        assert str(dead.headers[DEATH_QUEUE_HEADER]).endswith("legacy")
+
+        inbox.always_fail.clear()
+        assert await bus.replay_dead_letters() == 1
+        await inbox.wait_handled(2)
+        assert inbox.handled[-1].message_id == "old-poison"
 
 
 async def test_rabbit_topology_reads_well_in_the_console() -> None:
@@ -321,6 +430,26 @@ def test_create_bus_picks_the_implementation_from_the_url() -> None:
 )
 def test_memory_topic_matching_follows_amqp(pattern: str, key: str, matches: bool) -> None:
     assert topic_matches(pattern, key) is matches
+
+
+def _tap(bus: Bus, routing_key: str) -> contextlib.AbstractAsyncContextManager[AmqpTap | None]:
+    """A raw consumer of what RabbitBus puts on the wire; nothing for the memory bus."""
+    if isinstance(bus, RabbitBus):
+        return AmqpTap.bound(AMQP_URL, bus.exchange, routing_key)
+    return contextlib.nullcontext()
+
+
+async def _reopened(bus: Bus) -> Bus:
+    await bus.start()
+    return bus
+
+
+async def _depth(bus: Bus, queue: str) -> int:
+    """Messages ready in ``queue`` (declared first: a new RabbitBus reports only its own)."""
+    await bus.declare(queue, [])
+    depths = await bus.queue_depths()
+    [depth] = [n for name, n in depths.items() if name == queue or name.endswith(f".{queue}")]
+    return depth
 
 
 async def _wait_for_dead_letters(bus: Bus, count: int) -> list[Envelope]:

@@ -8,6 +8,11 @@ Messages are routed by topic: a queue bound to ``analysis.*`` receives ``analysi
 ``#`` matches any number of words. A message that no queue is bound to is not dropped: it goes
 to the dead letters as well, so declare every queue (``declare`` or ``subscribe``) before
 publishing to it.
+
+``publish`` may carry many envelopes in one broker message (RabbitMQ does, per routing key), but
+each envelope is still handled, retried and dead-lettered on its own. No order is promised
+between messages, except that a consumer with ``prefetch=1`` that never fails gets those of one
+routing key in the order they were published.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ class Bus(Protocol):
         """Declare a durable queue bound to ``routing_keys`` without consuming it."""
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Publish durably; returns once the broker has confirmed every message.
+        """Publish durably; returns once the broker has confirmed every message (on RabbitMQ
+        the envelopes travel in batch messages, see ``shared.bus.rabbit``).
 
         Raises ``BusUnavailable`` (a ``ConnectionError``) when the broker is unreachable or
         refuses a message; then some messages of the batch may have been delivered.
@@ -73,8 +79,9 @@ class Bus(Protocol):
     ) -> None:
         """Consume ``queue`` (declared, bound to ``routing_keys``) until closed.
 
-        At most ``prefetch`` messages are handled at once. Success acknowledges the message;
-        an exception hands it back for redelivery, up to the delivery limit.
+        At most ``prefetch`` messages are handled at once (counted per envelope, whatever the
+        batches they travelled in). Success acknowledges the message; an exception hands it
+        back for redelivery, up to the delivery limit.
         """
 
     async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:

@@ -13,10 +13,21 @@ Topology, for a ``prefix`` of ``skyhook`` (as seen in the management console):
   classic queue of the same name. Classic on purpose: listing dead letters takes them and puts
   them back, which a quorum queue would count as failed deliveries.
 
-Publishing uses a channel in confirm mode: a batch is written at once and ``publish`` returns
-when the broker has confirmed every message (persistent, JSON, with ``message_id``). Each
-subscription has its own channel with ``basic_qos(prefetch)``. ``connect_robust`` reconnects
-after a broker restart and restores the channels, queues, bindings and consumers.
+Publishing uses a channel in confirm mode: ``publish`` groups the envelopes by routing key into
+batch messages of up to ``max_batch_events`` events and ``max_batch_bytes`` (the wire format is
+in ``wire.py``), writes them at once and returns when the broker has confirmed every message.
+Each subscription has its own channel with ``basic_qos(prefetch)``; ``connect_robust``
+reconnects after a broker restart and restores the channels, queues, bindings and consumers.
+
+A consumer splits a batch and hands its events to the handler concurrently, at most
+``prefetch`` events of the subscription at once (so with ``prefetch=1`` one by one, in order),
+then acknowledges the batch once. The broker only sees the batch, so the events that failed are
+counted by the consumer: before the ack they are sent, after the redelivery delay, straight back
+to the same queue as a smaller batch with ``delivery_count`` + 1, or, past ``delivery_limit``,
+each alone to the dead-letter exchange with the death headers the broker would set. If that
+fails the whole batch goes back to the queue (its handled events come again: handlers are
+idempotent). Single-event messages (older publishers, operators) are handled as before: the
+broker counts their failures and dead-letters them.
 """
 
 from __future__ import annotations
@@ -26,8 +37,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -41,12 +52,30 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from shared.bus.base import BusUnavailable, Envelope, MessageHandler, redelivery_delay
+from shared.bus.base import (
+    DEATH_QUEUE_HEADER,
+    DEATH_REASON_HEADER,
+    DELIVERY_LIMIT_REASON,
+    BusUnavailable,
+    Envelope,
+    MessageHandler,
+    redelivery_delay,
+)
+from shared.bus.wire import (
+    BATCH_CONTENT_TYPE,
+    JSON,
+    UNDECODABLE_HEADER,
+    batch_bodies,
+    dead_letter_envelopes,
+    encode_item,
+    envelope_of,
+    envelopes_of,
+    is_batch,
+    original_routing_key,
+    pack,
+)
 
 log = logging.getLogger("skyhook.bus.rabbit")
-
-JSON = "application/json"
-UNDECODABLE_HEADER = "x-skyhook-undecodable"
 
 
 @dataclass(frozen=True)
@@ -54,6 +83,14 @@ class _Subscription:
     channel: AbstractChannel
     queue: AbstractQueue
     consumer_tag: str
+
+
+@dataclass(frozen=True)
+class _Consumer:
+    queue: str
+    handler: MessageHandler
+    # Events of this subscription being handled at once, across the batches it holds.
+    slots: asyncio.Semaphore
 
 
 class RabbitBus:
@@ -71,6 +108,8 @@ class RabbitBus:
         close_timeout: float = 10.0,
         reconnect_interval: float = 2.0,
         connection_name: str | None = None,
+        max_batch_events: int = 100,
+        max_batch_bytes: int = 256 * 1024,
     ) -> None:
         self._url = amqp_url
         self.prefix = prefix
@@ -84,9 +123,12 @@ class RabbitBus:
         self.close_timeout = close_timeout
         self.reconnect_interval = reconnect_interval
         self.connection_name = connection_name or f"{prefix} pid {os.getpid()}"
+        self.max_batch_events = max(1, max_batch_events)
+        self.max_batch_bytes = max_batch_bytes
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._dead_letters: AbstractExchange | None = None
         self._subscriptions: list[_Subscription] = []
         self._in_flight: set[asyncio.Task[Any]] = set()
         self.declared_queues: set[str] = set()
@@ -130,7 +172,7 @@ class RabbitBus:
         except BaseException:
             await connection.close()
             raise
-        self._connection, self._channel = connection, channel
+        self._connection, self._channel, self._dead_letters = connection, channel, dead_letters
         log.info("connected to RabbitMQ as %r", self.connection_name)
 
     async def close(self) -> None:
@@ -142,7 +184,7 @@ class RabbitBus:
                 await subscription.queue.cancel(subscription.consumer_tag)
         self._subscriptions.clear()
         await self._finish_in_flight()
-        self._channel = self._exchange = None
+        self._channel = self._exchange = self._dead_letters = None
         await connection.close()
 
     async def _finish_in_flight(self) -> None:
@@ -171,17 +213,30 @@ class RabbitBus:
         if not envelopes:
             return
         exchange = self._require_exchange()
+        bodies = batch_bodies(envelopes, self.max_batch_events, self.max_batch_bytes)
         results = await asyncio.gather(
-            *(self._publish_one(exchange, e) for e in envelopes), return_exceptions=True
+            *(self._send(exchange, self._batch_message(body), key) for key, body in bodies),
+            return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise BusUnavailable(
-                f"{len(failures)} of {len(envelopes)} messages not confirmed: {failures[0]!r}"
+                f"{len(failures)} of {len(bodies)} messages ({len(envelopes)} events) not "
+                f"confirmed: {failures[0]!r}"
             ) from failures[0]
 
-    async def _publish_one(self, exchange: AbstractExchange, envelope: Envelope) -> None:
-        message = aio_pika.Message(
+    def _batch_message(self, body: bytes) -> aio_pika.Message:
+        return aio_pika.Message(
+            body,
+            content_type=BATCH_CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=datetime.now(UTC),
+            app_id=self.prefix,
+        )
+
+    def _single_message(self, envelope: Envelope) -> aio_pika.Message:
+        return aio_pika.Message(
             json.dumps(envelope.payload, separators=(",", ":")).encode(),
             content_type=JSON,
             content_encoding="utf-8",
@@ -191,7 +246,6 @@ class RabbitBus:
             timestamp=datetime.now(UTC),
             app_id=self.prefix,
         )
-        await self._send(exchange, message, envelope.routing_key)
 
     async def _send(
         self, exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
@@ -211,7 +265,8 @@ class RabbitBus:
         channel = await connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=max(1, prefetch))
         declared = await self._declare(channel, queue, routing_keys)
-        tag = await declared.consume(partial(self._deliver, handler))
+        consumer = _Consumer(declared.name, handler, asyncio.Semaphore(max(1, prefetch)))
+        tag = await declared.consume(partial(self._deliver, consumer))
         self._subscriptions.append(_Subscription(channel, declared, tag))
 
     async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
@@ -226,78 +281,180 @@ class RabbitBus:
 
     async def _notify(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
         try:
-            await handler(envelope_of(message))
-        except Exception:
-            log.exception("listener failed for %s", message.routing_key)
+            events = envelopes_of(message)
+        except ValueError as exc:
+            log.error("listener got an undecodable message on %s: %s", message.routing_key, exc)
+            return
+        for envelope in events:
+            try:
+                await handler(envelope)
+            except Exception:
+                log.exception("listener failed for %s", envelope.routing_key)
 
-    async def _deliver(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
+    async def _deliver(self, consumer: _Consumer, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         try:
-            await self._handle(handler, message)
+            if is_batch(message):
+                await self._handle_batch(consumer, message)
+            else:
+                await self._handle(consumer, message)
         finally:
             self._in_flight.discard(task)  # type: ignore[arg-type]
 
-    async def _handle(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, consumer: _Consumer, message: AbstractIncomingMessage) -> None:
+        """A single-event message: the broker counts its failures and dead-letters it."""
         try:
             envelope = envelope_of(message)
         except ValueError as exc:
             log.error("rejecting undecodable message %s: %s", message.message_id, exc)
             await _settle(message.reject(requeue=False))
             return
-        try:
-            await handler(envelope)
-        except Exception:
-            log.exception("handler failed for %s %s", envelope.routing_key, envelope.message_id)
-            await asyncio.sleep(
-                redelivery_delay(
-                    envelope.delivery_count, self.redelivery_delay, self.max_redelivery_delay
-                )
-            )
-            await _settle(message.nack(requeue=True))
+        if await self._run(consumer, envelope):
+            await _settle(message.ack())
             return
+        await asyncio.sleep(self._delay(envelope.delivery_count))
+        await _settle(message.nack(requeue=True))
+
+    async def _handle_batch(self, consumer: _Consumer, message: AbstractIncomingMessage) -> None:
+        try:
+            events = envelopes_of(message)
+        except ValueError as exc:
+            log.error("rejecting undecodable batch on %s: %s", message.routing_key, exc)
+            await _settle(message.reject(requeue=False))
+            return
+        handled = await asyncio.gather(*(self._run(consumer, e) for e in events))
+        failed = [e for e, ok in zip(events, handled, strict=True) if not ok]
+        if failed:
+            try:
+                await self._retry_or_bury(consumer.queue, failed)
+            except Exception as exc:
+                log.warning(
+                    "could not hand back %d failed events (%r); the whole batch of %d comes back",
+                    len(failed),
+                    exc,
+                    len(events),
+                )
+                await _settle(message.nack(requeue=True))
+                return
         await _settle(message.ack())
 
-    async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
-        async with self._dead_letter_channel() as queue:
-            held = await _take(queue, max(0, limit))
+    async def _run(self, consumer: _Consumer, envelope: Envelope) -> bool:
+        """Handle one event; False if the handler raised."""
+        async with consumer.slots:
             try:
-                return [dead_letter_envelope(m) for m in held]
+                await consumer.handler(envelope)
+            except Exception:
+                log.exception("handler failed for %s %s", envelope.routing_key, envelope.message_id)
+                return False
+        return True
+
+    def _delay(self, delivery_count: int) -> float:
+        return redelivery_delay(delivery_count, self.redelivery_delay, self.max_redelivery_delay)
+
+    async def _retry_or_bury(self, queue: str, failed: Sequence[Envelope]) -> None:
+        """Failed events of a batch: back to ``queue`` with one more failure counted, or past the
+        delivery limit each alone to the dead letters."""
+        bury = [e for e in failed if e.delivery_count >= self.delivery_limit]
+        retry = [e for e in failed if e.delivery_count < self.delivery_limit]
+        counts = sorted({e.delivery_count for e in retry})
+        await _all(
+            *(self._bury(queue, e) for e in bury),
+            *(self._retry(queue, [e for e in retry if e.delivery_count == n], n) for n in counts),
+        )
+
+    async def _retry(self, queue: str, events: Sequence[Envelope], count: int) -> None:
+        await asyncio.sleep(self._delay(count))
+        again = (
+            replace(e, headers=_own_headers(e.headers), delivery_count=count + 1) for e in events
+        )
+        items = (encode_item(e, with_route=True) for e in again)
+        # Straight to the queue (default exchange): the other queues bound to the key are done.
+        exchange = self._require_channel().default_exchange
+        await _all(
+            *(
+                self._send(exchange, self._batch_message(body), queue)
+                for body in pack(items, self.max_batch_events, self.max_batch_bytes)
+            )
+        )
+
+    async def _bury(self, queue: str, envelope: Envelope) -> None:
+        deliveries = envelope.delivery_count + 1
+        log.error("dead-lettering %s after %d deliveries", envelope.message_id, deliveries)
+        headers = {
+            **_own_headers(envelope.headers),
+            DEATH_QUEUE_HEADER: queue,
+            DEATH_REASON_HEADER: DELIVERY_LIMIT_REASON,
+        }
+        message = self._single_message(replace(envelope, headers=headers))
+        await self._send(self._require_dead_letters(), message, envelope.routing_key)
+
+    async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
+        listed: list[Envelope] = []
+        async with self._dead_letter_channel() as queue:
+            held: list[AbstractIncomingMessage] = []
+            try:
+                while len(listed) < limit:
+                    taken = await _take(queue, 1)
+                    if not taken:
+                        break
+                    held.extend(taken)
+                    listed.extend(dead_letter_envelopes(taken[0]))
             finally:
                 for message in held:
                     await message.nack(requeue=True)
+        return listed[: max(0, limit)]
 
     async def replay_dead_letters(self, message_ids: Sequence[str] | None = None) -> int:
+        """A dead-lettered batch is replayed event by event: the chosen events go back to their
+        routing keys, the others back to the dead letters (at the end of the queue)."""
         wanted = None if message_ids is None else set(message_ids)
-        exchange = self._require_exchange()
         async with self._dead_letter_channel() as queue:
             # Only what is there now: a replayed message that dies again is not replayed twice.
             held = await _take(queue, queue.declaration_result.message_count or 0)
-            chosen = [m for m in held if wanted is None or m.message_id in wanted]
-            chosen_tags = {m.delivery_tag for m in chosen}
+            plans: list[tuple[AbstractIncomingMessage, list[Envelope], list[Envelope]]] = []
             for message in held:
-                if message.delivery_tag not in chosen_tags:
+                events = dead_letter_envelopes(message)
+                chosen = [e for e in events if wanted is None or e.message_id in wanted]
+                kept = [e for e in events if wanted is not None and e.message_id not in wanted]
+                if chosen:
+                    plans.append((message, chosen, kept))
+                else:
                     await message.nack(requeue=True)
             results = await asyncio.gather(
-                *(
-                    self._send(exchange, _replay_message(m), _original_routing_key(m))
-                    for m in chosen
-                ),
-                return_exceptions=True,
+                *(self._replay(*plan) for plan in plans), return_exceptions=True
             )
-            for message, result in zip(chosen, results, strict=True):
-                settle = (
-                    message.nack(requeue=True)
-                    if isinstance(result, BaseException)
-                    else message.ack()
-                )
-                await _settle(settle)
+            for (message, _, _), result in zip(plans, results, strict=True):
+                failed = isinstance(result, BaseException)
+                await _settle(message.nack(requeue=True) if failed else message.ack())
         failures = [r for r in results if isinstance(r, BaseException)]
-        log.info("replayed %d dead letters", len(chosen) - len(failures))
+        replayed = sum(len(chosen) for _, chosen, _ in plans)
+        log.info("replayed %d dead letters", replayed)
         if failures:
             raise BusUnavailable(f"{len(failures)} dead letters not replayed: {failures[0]!r}")
-        return len(chosen)
+        return replayed
+
+    async def _replay(
+        self, message: AbstractIncomingMessage, chosen: list[Envelope], kept: list[Envelope]
+    ) -> None:
+        exchange = self._require_exchange()
+        if not is_batch(message) or UNDECODABLE_HEADER in chosen[0].headers:
+            await self._send(exchange, _replay_message(message), original_routing_key(message))
+            return
+        fresh = [replace(e, headers=_own_headers(e.headers)) for e in chosen]
+        sends: list[Awaitable[None]] = [
+            self._send(exchange, self._batch_message(body), key)
+            for key, body in batch_bodies(fresh, self.max_batch_events, self.max_batch_bytes)
+        ]
+        dead_letters = self._require_dead_letters()
+        sends += [
+            self._send(dead_letters, self._batch_message(body), key)
+            for key, body in batch_bodies(
+                kept, self.max_batch_events, self.max_batch_bytes, with_route=True
+            )
+        ]
+        await _all(*sends)
 
     @property
     def is_connected(self) -> bool:
@@ -343,6 +500,11 @@ class RabbitBus:
         assert self._exchange is not None
         return self._exchange
 
+    def _require_dead_letters(self) -> AbstractExchange:
+        self._require_connection()
+        assert self._dead_letters is not None
+        return self._dead_letters
+
 
 async def _settle(settling: Any) -> None:
     """Ack/nack/reject; if the channel is gone the broker redelivers, so only log it."""
@@ -363,48 +525,22 @@ async def _take(queue: AbstractQueue, limit: int) -> list[AbstractIncomingMessag
     return held
 
 
-def envelope_of(message: AbstractIncomingMessage) -> Envelope:
-    try:
-        payload = json.loads(message.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"body is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise ValueError("body is not a JSON object")
-    headers = {str(k): _plain(v) for k, v in (message.headers or {}).items()}
-    count = headers.get("x-delivery-count")
-    return Envelope(
-        message_id=message.message_id or "",
-        routing_key=message.routing_key or "",
-        payload=payload,
-        headers=headers,
-        delivery_count=count if isinstance(count, int) else 0,
-    )
+async def _all(*awaitables: Awaitable[None]) -> None:
+    """Await them all; then raise the first failure, if any (none is left running)."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
-def dead_letter_envelope(message: AbstractIncomingMessage) -> Envelope:
-    """As ``envelope_of``, with the routing key the message had before it died."""
-    headers = {str(k): _plain(v) for k, v in (message.headers or {}).items()}
-    try:
-        payload = envelope_of(message).payload
-    except ValueError as exc:
-        payload, headers = {}, {**headers, UNDECODABLE_HEADER: str(exc)}
-    return Envelope(message.message_id or "", _original_routing_key(message), payload, headers)
-
-
-def _original_routing_key(message: AbstractIncomingMessage) -> str:
-    # x-death lists the most recent death first; a message the alternate exchange caught
-    # (no queue was bound) has no x-death and keeps its routing key.
-    deaths = (message.headers or {}).get("x-death")
-    if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], dict):
-        keys = deaths[0].get("routing-keys")
-        if isinstance(keys, list | tuple) and keys:
-            return str(_plain(keys[0]))
-    return message.routing_key or ""
+def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """The publisher's headers, without those the broker or this bus added (``x-…``)."""
+    return {k: v for k, v in headers.items() if not k.startswith("x-")}
 
 
 def _replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
     """The original message, as first published: same body and id, no death headers."""
-    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+    headers = _own_headers(dict(message.headers or {}))
     return aio_pika.Message(
         message.body,
         content_type=message.content_type,
@@ -415,16 +551,3 @@ def _replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
         timestamp=message.timestamp,
         app_id=message.app_id,
     )
-
-
-def _plain(value: Any) -> Any:
-    """AMQP header values as JSON-friendly Python (x-death holds timestamps and byte strings)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
-    return value
