@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from shared.artifacts import NewArtifact, write_artifacts
 from shared.db.models import AnalysisArtifact, ArtifactBlob, ObjAnalysis
 from shared.resources import Resources
 
@@ -54,3 +55,26 @@ async def stored_bytes(resources: Resources, ref: dict[str, Any]) -> bytes:
     data = await resources.artifacts.read(ref)
     assert (len(data), hashlib.sha256(data).hexdigest()) == (ref["size"], ref["sha256"])
     return data
+
+
+async def put_artifact(
+    resources: Resources, analysis_id: int, name: str, data: bytes, media_type: str
+) -> dict[str, Any]:
+    """Store bytes as an artifact of an existing analysis (not in its manifest); its ref."""
+    async with resources.sessions.begin() as session:
+        unique_id = await session.scalar(
+            select(ObjAnalysis.unique_id).where(ObjAnalysis.id == analysis_id)
+        )
+        assert unique_id is not None
+        file = NewArtifact(name, data, media_type)
+        await write_artifacts(session, analysis_id, [file], replace=True)
+    return file.ref(unique_id).to_dict()
+
+
+async def overwrite_blob(resources: Resources, ref: dict[str, Any], data: bytes) -> None:
+    """Ruin the stored bytes in place (the sha256 no longer matches): for tests that prove
+    the bytes are not read again."""
+    async with resources.sessions.begin() as session:
+        await session.execute(
+            update(ArtifactBlob).where(ArtifactBlob.sha256 == ref["sha256"]).values(data=data)
+        )
