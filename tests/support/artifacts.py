@@ -78,3 +78,16 @@ async def overwrite_blob(resources: Resources, ref: dict[str, Any], data: bytes)
         await session.execute(
             update(ArtifactBlob).where(ArtifactBlob.sha256 == ref["sha256"]).values(data=data)
         )
+
+
+async def stored_artifacts(resources: Resources) -> tuple[set[str], set[str]]:
+    """(unique_ids of the analyses that have artifacts, sha256 of every blob)."""
+    with_links = (
+        select(ObjAnalysis.unique_id)
+        .join(AnalysisArtifact, AnalysisArtifact.analysis_id == ObjAnalysis.id)
+        .distinct()
+    )
+    async with resources.sessions() as session:
+        analyses = set(await session.scalars(with_links))
+        blobs = set(await session.scalars(select(ArtifactBlob.sha256)))
+    return analyses, blobs
