@@ -398,3 +398,24 @@ def test_0005_imports_the_artifact_files_into_the_database(
 
     downgrade(fresh_url, "0004")
     assert {"artifact_blobs", "analysis_artifacts"}.isdisjoint(tables(fresh_url))
+
+
+def test_0005_stops_when_the_artifact_folder_is_not_there(
+    fresh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files to import and no folder at all (a volume not mounted): nothing changes, so the
+    import can still happen; an existing (here empty) folder lets the upgrade go on."""
+    upgrade(fresh_url, "0004")
+    unique_id = str(uuid.uuid4())
+    ref = _file_ref(unique_id, "results.json", b"{}", "application/json")
+    _seed_0004_analyses(fresh_url, {unique_id: {"results": ref}})
+    monkeypatch.setenv("SKYHOOK_ARTIFACT_DIR", str(tmp_path / "not-mounted"))
+    with pytest.raises(RuntimeError, match=r"artifact folder .* does not exist"):
+        upgrade(fresh_url)
+    assert current_revision(fresh_url) == "0004"
+    assert {"artifact_blobs", "analysis_artifacts"}.isdisjoint(tables(fresh_url))
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SKYHOOK_ARTIFACT_DIR", str(tmp_path / "empty"))
+    upgrade(fresh_url)
+    assert current_revision(fresh_url) == head_revision(fresh_url)

@@ -12,6 +12,9 @@ folder (``SKYHOOK_ARTIFACT_DIR`` from the environment or the config file, defaul
 of that artifact answer as before: the file is missing). A file whose bytes no longer match the
 ref's sha256 is imported as it is and the ref's sha256 and size are corrected. The files are
 left where they are; once the upgrade has run they are no longer read and may be removed.
+When analyses name files but the folder itself does not exist (a volume not mounted where the
+migration runs), the upgrade stops before changing anything; point ``SKYHOOK_ARTIFACT_DIR`` at
+the folder (or at an empty one, to go on without the files) and run it again.
 
 The downgrade drops both tables: the artifacts are not written back to files.
 """
@@ -58,6 +61,17 @@ _LINKS = sa.table(
 
 
 def upgrade() -> None:
+    connection = op.get_bind()
+    root = _artifact_dir().resolve()
+    manifests = _manifests(connection)
+    if manifests and not root.is_dir():
+        # Not a missing file but a missing folder: most likely the volume is not mounted here.
+        # Stopping (before any change) keeps the import possible; an empty folder lets it go on.
+        raise RuntimeError(
+            f"{len(manifests)} analyses have artifact files to import, but the artifact folder "
+            f"{root} does not exist: set SKYHOOK_ARTIFACT_DIR to the folder (volume) the former "
+            "storage used and run the upgrade again"
+        )
     op.create_table(
         "artifact_blobs",
         sa.Column("sha256", sa.String(length=64), nullable=False),
@@ -90,7 +104,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("analysis_artifacts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_analysis_artifacts_sha256"), ["sha256"], unique=False)
-    _import_files(op.get_bind(), _artifact_dir())
+    _import_files(connection, root, manifests)
 
 
 def downgrade() -> None:
@@ -127,14 +141,21 @@ def _file_of(root: Path, ref: dict[str, Any]) -> Path | None:
     return path if root in path.parents else None
 
 
-def _import_files(connection: sa.Connection, folder: Path) -> None:
-    root = folder.resolve()
-    rows = connection.execute(sa.select(_ANALYSES.c.id, _ANALYSES.c.artifacts))
-    imported = missing = 0
-    for analysis_id, stored in rows.all():
+def _manifests(connection: sa.Connection) -> list[tuple[int, dict[str, Any]]]:
+    rows = connection.execute(sa.select(_ANALYSES.c.id, _ANALYSES.c.artifacts)).all()
+    found = []
+    for analysis_id, stored in rows:
         manifest = json.loads(stored) if isinstance(stored, str) else stored
-        if not isinstance(manifest, dict):
-            continue
+        if isinstance(manifest, dict) and any(True for _ in _refs(manifest)):
+            found.append((analysis_id, manifest))
+    return found
+
+
+def _import_files(
+    connection: sa.Connection, root: Path, manifests: list[tuple[int, dict[str, Any]]]
+) -> None:
+    imported = missing = 0
+    for analysis_id, manifest in manifests:
         linked: set[str] = set()
         corrected = False
         for key, ref in _refs(manifest):
