@@ -172,19 +172,12 @@ async def write_artifacts(
     names = {f.name: f for f in files}
     replaced: list[str] = []
     if replace:
-        current = await executor.execute(
-            select(LINKS.c.name, LINKS.c.sha256)
+        gone = await executor.execute(
+            delete(LINKS)
             .where(LINKS.c.analysis_id == analysis_id, LINKS.c.name.in_(sorted(names)))
-            .with_for_update()
+            .returning(LINKS.c.sha256)
         )
-        old = {name: sha for name, sha in current}
-        replaced = [sha for name, sha in old.items() if sha != names[name].sha256]
-        if old:
-            await executor.execute(
-                delete(LINKS).where(
-                    LINKS.c.analysis_id == analysis_id, LINKS.c.name.in_(sorted(old))
-                )
-            )
+        replaced = [sha for (sha,) in gone]
     await executor.execute(
         insert(LINKS),
         [
@@ -197,7 +190,7 @@ async def write_artifacts(
             for f in names.values()
         ],
     )
-    await collect_garbage(executor, replaced)
+    await collect_garbage(executor, replaced)  # a blob the new links share again stays
 
 
 def _array(name: str, values: list[Any], item_type: Any) -> Any:
