@@ -22,7 +22,7 @@ from sqlalchemy.orm import joinedload, lazyload
 from shared.access import principal_for
 from shared.analysis_lifecycle import naive_utc_text
 from shared.analysis_parameters import SECRET_PARAMETERS
-from shared.artifacts import ArtifactStore
+from shared.artifacts import ArtifactMissing, ArtifactStore, NewArtifact, write_artifacts
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
 from shared.redaction import REDACTED
@@ -79,11 +79,14 @@ def callback_url(resources: Resources, token: str) -> str:
     return f"{resources.settings.public_url}/api/webhook/obj_analysis/{token}"
 
 
-async def request_parameters(artifacts: ArtifactStore, analysis: ObjAnalysis) -> dict[str, Any]:
-    """The full parameters: the ``request_parameters`` artifact (file contents) if any."""
+async def request_parameters(
+    artifacts: ArtifactStore, analysis: ObjAnalysis, session: AsyncSession | None = None
+) -> dict[str, Any]:
+    """The full parameters: the ``request_parameters`` artifact (file contents) if any
+    (read in ``session``'s transaction when given)."""
     ref = (analysis.artifacts or {}).get(REQUEST_PARAMETERS_ARTIFACT)
     if ref:
-        stored = json.loads(await artifacts.read(ref))
+        stored = json.loads(await artifacts.read(ref, session))
         if isinstance(stored, dict):
             return stored
     return dict(analysis.analysis_parameters or {})
@@ -138,26 +141,29 @@ def _encode(payload: dict[str, Any]) -> bytes:
 async def stored_payload(
     resources: Resources, session: AsyncSession, context: DispatchContext
 ) -> StoredPayload:
-    """The stored payload of an earlier attempt, or a new one (built, then stored)."""
+    """The stored payload of an earlier attempt, or a new one (built, then stored in
+    ``session``'s transaction: the claim's, so it is kept only if the claim commits)."""
     analysis = context.analysis
     parameters, secrets = split_secret_parameters(
-        await request_parameters(resources.artifacts, analysis)
+        await request_parameters(resources.artifacts, analysis, session)
     )
     manifest = dict(analysis.artifacts or {})
     ref = manifest.get(INPUTS_ARTIFACT)
     if ref:
         try:
-            return StoredPayload(await resources.artifacts.read(ref), None, secrets)
-        except OSError:
-            pass  # the file is gone: build and store it again
+            return StoredPayload(await resources.artifacts.read(ref, session), None, secrets)
+        except ArtifactMissing:
+            pass  # not stored (its file was gone at the import): build and store it again
     payload = await build_payload(resources, session, context, parameters)
-    body = await asyncio.to_thread(_encode, payload)
-    stored = await resources.artifacts.put(
-        analysis.unique_id, INPUTS_FILE, body, "application/json"
-    )
-    manifest[INPUTS_ARTIFACT] = stored.to_dict()
-    provenance = {"artifacts": manifest, "input_hash": stored.sha256}
-    return StoredPayload(body, provenance, secrets)
+    file = await asyncio.to_thread(_inputs_file, payload)
+    await write_artifacts(session, analysis.id, [file], replace=True)
+    manifest[INPUTS_ARTIFACT] = file.ref(analysis.unique_id).to_dict()
+    provenance = {"artifacts": manifest, "input_hash": file.sha256}
+    return StoredPayload(file.data, provenance, secrets)
+
+
+def _inputs_file(payload: dict[str, Any]) -> NewArtifact:
+    return NewArtifact(INPUTS_FILE, _encode(payload), "application/json")
 
 
 def body_to_send(body: bytes, callback: str, secrets: dict[str, Any]) -> bytes:

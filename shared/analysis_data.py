@@ -2,12 +2,13 @@
 
 A service posts ``{"status", "message", "analysis": {...}}`` (reference §4.2). The ``analysis``
 object is validated completely, and every base64 blob decoded and checked, before anything is
-written; then each part becomes an artifact (``shared.artifacts``) with its size and sha256.
+written; then each part becomes an artifact (``shared.artifacts``) with its size and sha256,
+stored in the database by the transaction that records the result.
 SkyPortal stored the object verbatim in one joblib file; :func:`load_analysis_data` rebuilds
 that shape from the artifacts for clients that read ``includeAnalysisData=true``.
 
-Artifact file names carry a random per-request prefix, so two concurrent posts for the same
-analysis never write the same file and the loser can delete exactly what it wrote.
+Only the request whose transition wins stores its artifacts (in that transaction), so two
+concurrent posts for the same analysis never both write, and a loser has nothing to remove.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import base64
 import binascii
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import JSON, ColumnElement, cast, func, literal
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.artifacts import ArtifactRef, ArtifactStore
+from shared.artifacts import ArtifactStore, NewArtifact
 from shared.db.models import ObjAnalysis
 from shared.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
 from shared.web import parse_json_object, parse_json_text
@@ -153,9 +153,10 @@ class DecodedPayload:
 
 @dataclass
 class StoredPayload:
-    artifacts: dict[str, Any]
+    artifacts: dict[str, Any]  # manifest entries
     data_summary: dict[str, Any]
     annotations: list[AnnotationIn]
+    files: list[NewArtifact] = field(default_factory=list)  # the bytes the entries describe
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifacts": self.artifacts, "data_summary": self.data_summary}
@@ -352,65 +353,34 @@ async def decode_analysis_payload(analysis: Any) -> DecodedPayload:
     return await asyncio.to_thread(decode_payload_sync, analysis)
 
 
-async def write_payload(
-    store: ArtifactStore, analysis_unique_id: str, decoded: DecodedPayload
-) -> StoredPayload:
-    """Write every decoded part; on failure, delete what this call wrote and re-raise."""
-    prefix = uuid.uuid4().hex[:10]
+def payload_files(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
+    """The manifest entries and the files to store (hashing: CPU work, call it in a thread
+    for big payloads). Nothing is written here: the files go into the database in the
+    transaction that makes them the analysis' (``shared.artifacts.write_artifacts``)."""
     manifest: dict[str, Any] = {}
-    written: list[ArtifactRef] = []
-    try:
-        for part in decoded.artifacts:
-            ref = await store.put(
-                analysis_unique_id, f"{prefix}-{part.stem}", part.data, part.media_type
-            )
-            written.append(ref)
-            entry = {**ref.to_dict(), **part.extra}
-            if part.listed:
-                manifest.setdefault(part.key, []).append(entry)
-            else:
-                manifest[part.key] = entry
-    except BaseException:
-        await discard_artifacts(store, {"written": [r.to_dict() for r in written]})
-        raise
-    return StoredPayload(manifest, dict(decoded.data_summary), decoded.annotations)
+    files: list[NewArtifact] = []
+    for part in decoded.artifacts:
+        file = NewArtifact(part.stem, part.data, part.media_type)
+        files.append(file)
+        entry = {**file.ref(analysis_unique_id).to_dict(), **part.extra}
+        if part.listed:
+            manifest.setdefault(part.key, []).append(entry)
+        else:
+            manifest[part.key] = entry
+    return StoredPayload(manifest, dict(decoded.data_summary), decoded.annotations, files)
 
 
-async def store_analysis_payload(
-    store: ArtifactStore, analysis_unique_id: str, analysis_obj: Any
-) -> dict[str, Any]:
-    """Validate, decode and store an ``analysis`` object.
+async def prepare_payload(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
+    return await asyncio.to_thread(payload_files, analysis_unique_id, decoded)
 
-    Returns ``{"artifacts": {manifest entries}, "data_summary": {model_name, n_detections}}``.
-    Raises :class:`PayloadError` (nothing written) when the object is malformed.
+
+async def store_analysis_payload(analysis_unique_id: str, analysis_obj: Any) -> StoredPayload:
+    """Validate and decode an ``analysis`` object, and describe what to store.
+
+    Raises :class:`PayloadError` when the object is malformed.
     """
     decoded = await decode_analysis_payload(analysis_obj)
-    stored = await write_payload(store, analysis_unique_id, decoded)
-    return stored.to_dict()
-
-
-def _refs_in(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    refs: list[dict[str, Any]] = []
-    for entry in manifest.values():
-        items = entry if isinstance(entry, list) else [entry]
-        refs.extend(i for i in items if isinstance(i, dict) and "path" in i)
-    return refs
-
-
-async def discard_artifacts(store: ArtifactStore, manifest: dict[str, Any]) -> None:
-    """Delete the files named by manifest entries (those a losing request wrote)."""
-    paths = []
-    for ref in _refs_in(manifest):
-        try:
-            paths.append(store.path_of(ref))
-        except ValueError:
-            continue
-
-    def unlink_all() -> None:
-        for path in paths:
-            path.unlink(missing_ok=True)
-
-    await asyncio.to_thread(unlink_all)
+    return await prepare_payload(analysis_unique_id, decoded)
 
 
 async def _read_b64(store: ArtifactStore, ref: dict[str, Any]) -> str:
@@ -438,8 +408,8 @@ async def load_analysis_data(store: ArtifactStore, analysis: ObjAnalysis) -> dic
             entry = manifest[ORIGINAL_RESULTS]  # as the service sent it
         try:
             value = await _load_part(store, key, entry)
-        except FileNotFoundError:
-            log.warning("analysis %s: the %s artifact file is missing", analysis.id, key)
+        except FileNotFoundError:  # ArtifactMissing
+            log.warning("analysis %s: the %s artifact is missing", analysis.id, key)
             continue
         if key == "extra":
             data.update({k: v for k, v in value.items() if k not in data})

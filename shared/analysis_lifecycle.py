@@ -9,7 +9,6 @@ which are the ones that may still complete; failed, timed-out and cancelled ones
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections import defaultdict
@@ -18,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, event, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
 from shared.access import Principal, visible
+from shared.artifacts import NewArtifact, delete_artifacts, write_artifacts
 from shared.db.dialect import (
     name_of,
     seconds_since,
@@ -77,6 +76,7 @@ class NewAnalysis:
     status_message: str | None = None
     handled_by_url: str = "api/webhook/obj_analysis"
     artifacts: dict[str, Any] = field(default_factory=dict)
+    files: list[NewArtifact] = field(default_factory=list)  # the bytes ``artifacts`` describes
     data_summary: dict[str, Any] = field(default_factory=dict)
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     default_analysis_id: int | None = None  # set when a default analysis started it
@@ -161,16 +161,16 @@ def _new_row(resources: Resources, new: NewAnalysis) -> dict[str, Any]:
     }
 
 
-async def _store_request_parameters(resources: Resources, new: NewAnalysis) -> None:
+def _store_request_parameters(new: NewAnalysis) -> None:
     """The service must receive file contents the row does not keep (contract: the
-    dispatcher sends ``artifacts["request_parameters"]`` instead of the column)."""
+    dispatcher sends ``artifacts["request_parameters"]`` instead of the column). Stored with
+    the row, in the creating transaction."""
     if new.parameters == new.display_parameters:
         return
     data = json.dumps(new.parameters).encode()
-    ref = await resources.artifacts.put(
-        new.unique_id, REQUEST_PARAMETERS_FILE, data, "application/json"
-    )
-    new.artifacts["request_parameters"] = ref.to_dict()
+    file = NewArtifact(REQUEST_PARAMETERS_FILE, data, "application/json")
+    new.files.append(file)
+    new.artifacts["request_parameters"] = file.ref(new.unique_id).to_dict()
 
 
 async def create_analysis(
@@ -179,33 +179,29 @@ async def create_analysis(
     """Insert the row and its outbox message in one transaction; returns the analysis id.
 
     Raises :class:`ObjNotVisible` or :class:`CapReached` (or what ``guard`` raises) with
-    nothing written. Artifacts already stored under ``new.unique_id`` are removed when the
-    analysis is not created.
+    nothing written. The artifacts (``new.files``, and the request parameters) are stored in
+    the same transaction.
     """
-    try:
-        await _store_request_parameters(resources, new)
-        async with resources.sessions.begin() as session:
-            if guard is not None:
-                await guard.check(session)
-            await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
-            readable, counted = await visible_and_capped(session, new.obj_id, new.author)
-            if not readable:
-                raise ObjNotVisible(new.obj_id)
-            if counted >= cap:
-                raise CapReached(new.obj_id)
-            inserted = insert(ObjAnalysis.__table__).values(**_new_row(resources, new))
-            analysis_id = (await session.execute(inserted.returning(ObjAnalysis.id))).scalar_one()
-            if new.group_ids:
-                links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
-                await session.execute(insert(obj_analysis_groups), links)
-            message = outbox_values(_message_for(analysis_id, new))
-            await session.execute(insert(OutboxMessage.__table__).values(**message))
-            if guard is not None:
-                await guard.record(session, analysis_id)
-    except BaseException:
-        if new.artifacts:
-            await asyncio.shield(resources.artifacts.delete_all(new.unique_id))
-        raise
+    _store_request_parameters(new)
+    async with resources.sessions.begin() as session:
+        if guard is not None:
+            await guard.check(session)
+        await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
+        readable, counted = await visible_and_capped(session, new.obj_id, new.author)
+        if not readable:
+            raise ObjNotVisible(new.obj_id)
+        if counted >= cap:
+            raise CapReached(new.obj_id)
+        inserted = insert(ObjAnalysis.__table__).values(**_new_row(resources, new))
+        analysis_id = (await session.execute(inserted.returning(ObjAnalysis.id))).scalar_one()
+        if new.group_ids:
+            links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
+            await session.execute(insert(obj_analysis_groups), links)
+        await write_artifacts(session, analysis_id, new.files)
+        message = outbox_values(_message_for(analysis_id, new))
+        await session.execute(insert(OutboxMessage.__table__).values(**message))
+        if guard is not None:
+            await guard.record(session, analysis_id)
     resources.outbox.nudge()
     return analysis_id
 
@@ -606,25 +602,20 @@ async def _forget_summaries(
 
 
 async def delete_analysis(session: AsyncSession, analysis: ObjAnalysis) -> str:
-    """Delete the row (and, for summary services, its summary-history entries) in the
-    caller's transaction. Returns the unique_id whose artifacts the caller removes with
-    :func:`delete_artifact_folders` after commit."""
+    """Delete the row, its artifacts (and any blob no other analysis shares) and, for summary
+    services, its summary-history entries, all in the caller's transaction. Returns the
+    analysis' unique_id."""
     if analysis.service.is_summary:
         await _forget_summaries(session, analysis.obj_id, [analysis.id])
+    await delete_artifacts(session, [analysis.id])
     await session.execute(delete(ObjAnalysis).where(ObjAnalysis.id == analysis.id))
     return analysis.unique_id
 
 
-async def delete_analyses_of_service(
-    resources: Resources, session: AsyncSession, service_id: int
-) -> list[str]:
-    """Delete every analysis of a service in the caller's transaction, before the service row
-    itself is deleted (the database cascade would otherwise remove the rows first and leave
-    their artifacts and summary entries behind).
-
-    Artifacts are removed after the transaction commits (nothing is removed if it rolls
-    back); the unique_ids are returned so a caller may also ``await delete_artifact_folders`` itself
-    when it needs them gone before answering.
+async def delete_analyses_of_service(session: AsyncSession, service_id: int) -> list[str]:
+    """Delete every analysis of a service, with its artifacts, in the caller's transaction,
+    before the service row itself is deleted (the database cascade would otherwise remove the
+    rows first and leave their blobs and summary entries behind). Returns their unique_ids.
     """
     rows = (
         await session.execute(
@@ -640,40 +631,12 @@ async def delete_analyses_of_service(
             by_obj[row.obj_id].append(row.id)
         for obj_id, analysis_ids in sorted(by_obj.items()):
             await _forget_summaries(session, obj_id, analysis_ids)
-    await session.execute(delete(ObjAnalysis).where(ObjAnalysis.analysis_service_id == service_id))
-    unique_ids = [row.unique_id for row in rows]
-    discard_after_commit(resources, session, unique_ids)
-    return unique_ids
+    await delete_analyses_where(session, ObjAnalysis.analysis_service_id == service_id)
+    return [row.unique_id for row in rows]
 
 
-async def delete_artifact_folders(resources: Resources, unique_ids: Iterable[str]) -> None:
-    for unique_id in unique_ids:
-        await resources.artifacts.delete_all(unique_id)
-
-
-_DISCARD_KEY = "skyhook.delete_artifact_folders"
-_background: set[asyncio.Task[None]] = set()
-
-
-def discard_after_commit(
-    resources: Resources, session: AsyncSession, unique_ids: list[str]
-) -> None:
-    """Remove these analyses' artifacts once (and only if) the session's transaction commits."""
-    _, pending = session.info.setdefault(_DISCARD_KEY, (resources, []))
-    pending.extend(unique_ids)
-
-
-@event.listens_for(Session, "after_commit")
-def _discard_committed(session: Session) -> None:
-    scheduled = session.info.pop(_DISCARD_KEY, None)
-    if not scheduled or not scheduled[1]:
-        return
-    resources, unique_ids = scheduled
-    task = asyncio.get_running_loop().create_task(delete_artifact_folders(resources, unique_ids))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-@event.listens_for(Session, "after_rollback")
-def _keep_on_rollback(session: Session) -> None:
-    session.info.pop(_DISCARD_KEY, None)
+async def delete_analyses_where(session: AsyncSession, condition: ColumnElement[bool]) -> None:
+    """Delete the analyses matching ``condition`` and their artifacts (blobs no other analysis
+    shares go too) in the caller's transaction. Summary-history entries are the caller's."""
+    await delete_artifacts(session, select(ObjAnalysis.id).where(condition))
+    await session.execute(delete(ObjAnalysis).where(condition))

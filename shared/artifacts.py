@@ -1,29 +1,75 @@
-"""Artifact storage: files under ``SKYHOOK_ARTIFACT_DIR/<analysis unique_id>/``.
+"""Artifact storage in the database, content-addressed and deduplicated.
 
-Every stored artifact is described by an :class:`ArtifactRef` (name, relative path, size,
-sha256, media type) that goes into ``ObjAnalysis.artifacts``; absolute paths never leave the
-server. Writes are atomic (temp file + rename) and run in a thread, off the event loop.
+Two tables (``shared.db.models``): ``artifact_blobs`` holds every distinct content once, keyed
+by its SHA-256; ``analysis_artifacts`` links an analysis and a name to a blob. Two analyses
+(or two names) with the same bytes share one blob. Every stored artifact is also described by
+an :class:`ArtifactRef` (name, path, size, sha256, media type) in ``ObjAnalysis.artifacts``;
+its ``path`` is ``<analysis unique_id>/<name>``, a name rather than a place on a disk, and
+reads find the bytes by the ref's sha256.
+
+Writes never have a transaction of their own: :func:`write_artifacts` (or, on PostgreSQL, the
+statements of :func:`artifact_ctes`) runs in the transaction of the change that makes the
+artifacts part of an analysis, so an analysis that is not created, a webhook that loses or a
+claim that rolls back leaves nothing behind. Deletes (:func:`delete_artifacts`) remove the
+links and, in the same transaction, every blob no longer referenced.
+
+Concurrency (PostgreSQL): a blob is upserted with a no-op ``DO UPDATE``, which locks its row
+until the writer commits, and the garbage collection skips locked blobs
+(``FOR UPDATE SKIP LOCKED``): a writer that shares an existing blob is never left with a link
+to a blob a concurrent delete removed. SQLite has a single writer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import re
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    Insert,
+    LargeBinary,
+    Select,
+    String,
+    bindparam,
+    cast,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from shared.db.models import AnalysisArtifact, ArtifactBlob
+
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+BLOBS = ArtifactBlob.__table__
+LINKS = AnalysisArtifact.__table__
+# Reads of a bigger blob are sent in chunks of this size, one short query each.
+CHUNK_BYTES = 1024 * 1024
+# Candidates per garbage-collection statement (bound parameters are limited per statement).
+_GC_BATCH = 500
+
+Executor = AsyncSession | AsyncConnection
+
+
+class ArtifactMissing(FileNotFoundError):
+    """No blob with the ref's sha256 (e.g. a file that was already gone when it was imported)."""
 
 
 @dataclass(frozen=True)
 class ArtifactRef:
     name: str
-    path: str  # relative to the artifact root
+    path: str  # "<analysis unique_id>/<name>": a name, never a server path
     size: int
     sha256: str
     media_type: str
@@ -36,54 +82,245 @@ class ArtifactRef:
         return cls(**{k: data[k] for k in ("name", "path", "size", "sha256", "media_type")})
 
 
-class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+@dataclass(frozen=True)
+class NewArtifact:
+    """Bytes to store under ``name``; hashing is CPU work (build big ones in a thread)."""
 
-    def _folder(self, analysis_uid: str) -> Path:
+    name: str
+    data: bytes
+    media_type: str
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _SAFE.match(self.name) or len(self.name) > 255:
+            raise ValueError(f"unsafe artifact name {self.name!r}")
+        object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def ref(self, analysis_uid: str) -> ArtifactRef:
         if not _SAFE.match(analysis_uid):
             raise ValueError(f"unsafe analysis id {analysis_uid!r}")
-        return self.root / analysis_uid
-
-    def _write(self, analysis_uid: str, name: str, data: bytes, media_type: str) -> ArtifactRef:
-        if not _SAFE.match(name):
-            raise ValueError(f"unsafe artifact name {name!r}")
-        folder = self._folder(analysis_uid)
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, folder / name)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
         return ArtifactRef(
-            name=name,
-            path=f"{analysis_uid}/{name}",
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            media_type=media_type,
+            name=self.name,
+            path=f"{analysis_uid}/{self.name}",
+            size=self.size,
+            sha256=self.sha256,
+            media_type=self.media_type,
         )
 
-    async def put(self, analysis_uid: str, name: str, data: bytes, media_type: str) -> ArtifactRef:
-        return await asyncio.to_thread(self._write, analysis_uid, name, data, media_type)
 
-    def _resolve(self, ref: ArtifactRef | dict[str, Any]) -> Path:
-        relative = ref.path if isinstance(ref, ArtifactRef) else str(ref["path"])
-        path = (self.root / relative).resolve()
-        if self.root not in path.parents:
-            raise ValueError("artifact path escapes the artifact root")
-        return path
+def _dialect(executor: Executor) -> str:
+    if isinstance(executor, AsyncSession):
+        assert executor.bind is not None
+        return executor.bind.dialect.name
+    return executor.dialect.name
 
-    async def read(self, ref: ArtifactRef | dict[str, Any]) -> bytes:
-        return await asyncio.to_thread(self._resolve(ref).read_bytes)
 
-    def path_of(self, ref: ArtifactRef | dict[str, Any]) -> Path:
-        """For streaming responses only; never put this path in a response body."""
-        return self._resolve(ref)
+def _sha256_of(ref: ArtifactRef | dict[str, Any]) -> str:
+    return ref.sha256 if isinstance(ref, ArtifactRef) else str(ref["sha256"])
 
-    async def delete_all(self, analysis_uid: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self._folder(analysis_uid), True)
+
+def _distinct_blobs(files: Iterable[NewArtifact]) -> list[NewArtifact]:
+    """One per content, in sha256 order (writers lock blob rows in the same order)."""
+    unique = {f.sha256: f for f in files}
+    return [unique[sha] for sha in sorted(unique)]
+
+
+def blob_insert(dialect: str, rows: Select[Any] | None = None) -> Insert:
+    """``INSERT INTO artifact_blobs`` (values, or ``rows``) that keeps an existing blob.
+
+    PostgreSQL: ``ON CONFLICT DO UPDATE`` with no real change, so the existing row is locked
+    until commit (see the module docstring); SQLite: ``ON CONFLICT DO NOTHING``.
+    (The one dialect-specific statement here; it belongs with the other dialect helpers.)
+    """
+    if dialect == "postgresql":
+        pg = pg_insert(BLOBS)
+        if rows is not None:
+            pg = pg.from_select(["sha256", "size", "data"], rows)
+        # size is a function of sha256: the "update" changes nothing but takes the row lock
+        return pg.on_conflict_do_update(
+            index_elements=[BLOBS.c.sha256], set_={"size": pg.excluded.size}
+        )
+    lite = sqlite_insert(BLOBS)
+    if rows is not None:
+        lite = lite.from_select(["sha256", "size", "data"], rows)
+    return lite.on_conflict_do_nothing(index_elements=[BLOBS.c.sha256])
+
+
+async def write_artifacts(
+    executor: Executor,
+    analysis_id: int,
+    files: Sequence[NewArtifact],
+    *,
+    replace: bool = False,
+) -> None:
+    """Store ``files`` as artifacts of the analysis, in the caller's transaction.
+
+    ``replace``: a name the analysis already has now points to the new bytes, and the old
+    blob goes if nothing else refers to it. Without it, an existing name is an error.
+    """
+    if not files:
+        return
+    blobs = _distinct_blobs(files)
+    await executor.execute(
+        blob_insert(_dialect(executor)),
+        [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in blobs],
+    )
+    names = {f.name: f for f in files}
+    replaced: list[str] = []
+    if replace:
+        gone = await executor.execute(
+            delete(LINKS)
+            .where(LINKS.c.analysis_id == analysis_id, LINKS.c.name.in_(sorted(names)))
+            .returning(LINKS.c.sha256)
+        )
+        replaced = [sha for (sha,) in gone]
+    await executor.execute(
+        insert(LINKS),
+        [
+            {
+                "analysis_id": analysis_id,
+                "name": f.name,
+                "sha256": f.sha256,
+                "media_type": f.media_type,
+            }
+            for f in names.values()
+        ],
+    )
+    await collect_garbage(executor, replaced)  # a blob the new links share again stays
+
+
+def _array(name: str, values: list[Any], item_type: Any) -> Any:
+    return cast(bindparam(name, values, type_=ARRAY(item_type)), ARRAY(item_type))
+
+
+def artifact_ctes(won: CTE, files: Sequence[NewArtifact]) -> list[CTE]:
+    """PostgreSQL: the blob and link INSERTs as data-modifying CTEs of one statement, that
+    write rows only when ``won`` (a CTE with an ``id`` column: the analysis, when the
+    statement's conditional UPDATE succeeded) returns a row. Arrays are bound whole (``unnest``),
+    so the statement's text does not depend on the number of files."""
+    if not files:
+        return []
+    blobs = _distinct_blobs(files)
+    blob_rows = (
+        func.unnest(
+            _array("artifact_blob_sha256", [f.sha256 for f in blobs], String),
+            _array("artifact_blob_size", [f.size for f in blobs], BigInteger),
+            _array("artifact_blob_data", [f.data for f in blobs], LargeBinary),
+        )
+        .table_valued(
+            column("sha256", String), column("size", BigInteger), column("data", LargeBinary)
+        )
+        .render_derived(name="blob_rows")
+    )
+    stored = blob_insert(
+        "postgresql",
+        select(blob_rows.c.sha256, blob_rows.c.size, blob_rows.c.data).where(
+            exists(select(won.c.id))
+        ),
+    )
+    named = list({f.name: f for f in files}.values())
+    link_rows = (
+        func.unnest(
+            _array("artifact_link_name", [f.name for f in named], String),
+            _array("artifact_link_sha256", [f.sha256 for f in named], String),
+            _array("artifact_link_media_type", [f.media_type for f in named], String),
+        )
+        .table_valued(
+            column("name", String), column("sha256", String), column("media_type", String)
+        )
+        .render_derived(name="link_rows")
+    )
+    linked = insert(LINKS).from_select(
+        ["analysis_id", "name", "sha256", "media_type"],
+        select(won.c.id, link_rows.c.name, link_rows.c.sha256, link_rows.c.media_type).select_from(
+            won.join(link_rows, true())
+        ),
+    )
+    return [stored.cte("artifact_blobs_stored"), linked.cte("artifact_links_stored")]
+
+
+async def collect_garbage(executor: Executor, candidates: Iterable[str]) -> None:
+    """Delete those of these blobs that no link refers to (any more), in the caller's
+    transaction; a blob locked by a concurrent writer is left to that writer."""
+    pending = sorted(set(candidates))
+    for start in range(0, len(pending), _GC_BATCH):
+        batch = pending[start : start + _GC_BATCH]
+        unreferenced = (
+            select(BLOBS.c.sha256)
+            .where(
+                BLOBS.c.sha256.in_(batch),
+                ~exists().where(LINKS.c.sha256 == BLOBS.c.sha256),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        await executor.execute(delete(BLOBS).where(BLOBS.c.sha256.in_(unreferenced)))
+
+
+async def delete_artifacts(executor: Executor, analysis_ids: Select[Any] | Sequence[int]) -> None:
+    """Delete the artifacts of these analyses (ids, or a SELECT of ids) and every blob left
+    unreferenced, in the caller's transaction."""
+    gone = await executor.execute(
+        delete(LINKS).where(LINKS.c.analysis_id.in_(analysis_ids)).returning(LINKS.c.sha256)
+    )
+    await collect_garbage(executor, (sha for (sha,) in gone))
+
+
+class ArtifactStore:
+    """Reads of artifact bytes (by the ref's sha256).
+
+    Pass ``executor`` to read inside a transaction already open (the dispatcher's claim) rather
+    than on a connection of its own.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def _scalar(self, statement: Select[Any], executor: Executor | None) -> Any:
+        if executor is not None:
+            return (await executor.execute(statement)).scalar()
+        async with self.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return (await connection.execute(statement)).scalar()
+
+    async def read(
+        self, ref: ArtifactRef | dict[str, Any], executor: Executor | None = None
+    ) -> bytes:
+        sha256 = _sha256_of(ref)
+        query = select(BLOBS.c.data).where(BLOBS.c.sha256 == sha256)
+        data = await self._scalar(query, executor)
+        if data is None:
+            raise ArtifactMissing(f"no artifact blob {sha256}")
+        return bytes(data)
+
+    async def size(self, ref: ArtifactRef | dict[str, Any]) -> int:
+        """The stored size in bytes; :class:`ArtifactMissing` when there is no such blob."""
+        sha256 = _sha256_of(ref)
+        size = await self._scalar(select(BLOBS.c.size).where(BLOBS.c.sha256 == sha256), None)
+        if size is None:
+            raise ArtifactMissing(f"no artifact blob {sha256}")
+        return int(size)
+
+    async def chunks(
+        self,
+        ref: ArtifactRef | dict[str, Any],
+        total: int | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> AsyncIterator[bytes]:
+        """The bytes in slices (``substr``), one short query each, so a big artifact is never
+        held in memory whole (``total``: its size, when already read). Raises
+        :class:`ArtifactMissing` if the blob is not there or goes meanwhile."""
+        sha256 = _sha256_of(ref)
+        if total is None:
+            total = await self.size(ref)
+        offset = 0
+        while offset < total:
+            piece = func.substr(BLOBS.c.data, offset + 1, chunk_bytes, type_=LargeBinary)
+            part = await self._scalar(select(piece).where(BLOBS.c.sha256 == sha256), None)
+            if not part:
+                raise ArtifactMissing(f"no artifact blob {sha256}")
+            offset += len(part)
+            yield bytes(part)

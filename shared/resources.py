@@ -68,7 +68,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             ),
             callback_tokens=CallbackTokens(secret),
             url_policy=url_policy_from(settings),
-            artifacts=ArtifactStore(settings.artifact_dir),
+            artifacts=ArtifactStore(engine),
             bus=bus,
             outbox=OutboxRelay(sessions, bus),
         )

@@ -107,6 +107,7 @@ class Settings(LLMSettings):
     # several deployments or test runs can share one broker.
     bus_prefix: str = Field("skyhook", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     public_url: str = "http://127.0.0.1:5000"
+    # Only where migration 0005 finds the files of the former artifact storage to import.
     artifact_dir: Path = Path("./var/artifacts")
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
     # Older keys still accepted for decryption, so SKYHOOK_SECRET_KEY can be rotated.

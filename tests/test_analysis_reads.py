@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from shared.analysis_lifecycle import delete_analyses_of_service
+from shared.artifacts import delete_artifacts
 from shared.db.models import DispatchAttempt, Obj, ObjAnalysis
 from shared.db.types import utcnow
 from shared.resources import Resources
@@ -25,6 +26,12 @@ from tests.support.analyses import (
     make_service,
 )
 from tests.support.api import Accounts, ApiClient, Reply, TestUser
+from tests.support.artifacts import (
+    artifact_names,
+    links_of,
+    put_artifact,
+    unreferenced_blobs,
+)
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -83,7 +90,6 @@ def _no_secrets(resources: Resources, reply: Reply, *analyses: ObjAnalysis) -> N
         assert callback_token(resources, analysis) not in text
         assert analysis.token_hash not in text
         assert analysis.unique_id not in text
-    assert str(resources.artifacts.root) not in text
 
 
 async def test_group_members_and_admins_read_an_analysis_others_cannot(
@@ -269,7 +275,14 @@ async def test_per_object_lists_carry_the_model_light_curves(
 
     row = await load_analysis(resources, analysis_id)
     assert row is not None
-    await resources.artifacts.delete_all(row.unique_id)  # a lost file does not break the list
+    async with resources.sessions.begin() as session:  # lost bytes do not break the list
+        await delete_artifacts(session, [row.id])
+        lost = {**row.artifacts["model_lightcurve"], "sha256": "0" * 64}
+        await session.execute(
+            update(ObjAnalysis)
+            .where(ObjAnalysis.id == row.id)
+            .values(artifacts={**row.artifacts, "model_lightcurve": lost})
+        )
     listed = await api.get(path, team.author)
     assert listed.status == 200
     item = next(a for a in listed.data if a["id"] == analysis_id)
@@ -370,19 +383,21 @@ async def test_delete_removes_the_row_and_its_files(
     analysis_id = await team.upload(api)
     row = await load_analysis(resources, analysis_id)
     assert row is not None
-    folder = resources.artifacts.root / row.unique_id
-    assert any(folder.iterdir())
+    stored = await artifact_names(resources, row.unique_id)
+    assert stored
     path = f"/api/obj/analysis/{analysis_id}"
     colleague = await api.delete(path, team.colleague)
     assert (colleague.status, colleague.message) == (403, "Cannot delete this Analysis.")
     outsider = await api.delete(path, team.outsider)
     assert (outsider.status, outsider.message) == (403, "Cannot access this Analysis.")
-    assert folder.exists()
+    assert await artifact_names(resources, row.unique_id) == stored
 
     deleted = await api.delete(path, team.author)
     assert deleted.status == 200, deleted.body
     assert await load_analysis(resources, analysis_id) is None
-    assert not folder.exists()
+    # No link rows, and no blob left that nothing refers to (in the same transaction).
+    assert await links_of(resources, [analysis_id]) == 0
+    assert await unreferenced_blobs(resources) == []
     gone = await api.get(path, team.author)
     assert (gone.status, gone.message) == (403, "Cannot access this Analysis.")
     again = await api.delete(path, team.author)
@@ -438,18 +453,20 @@ async def test_deleting_a_services_analyses_cleans_files_and_summaries(
     second = await team.analysis(service_id=summarizer.id)
     kept = await team.analysis()
     await _summaries(resources, team.obj_id, [("manual", None), ("a", first.id), ("b", second.id)])
-    for analysis in (first, second, kept):
-        await resources.artifacts.put(analysis.unique_id, "x.json", b"{}", "application/json")
+    shared = {}
+    for analysis in (first, second, kept):  # the same bytes: one blob, three links
+        shared = await put_artifact(resources, analysis.id, "x.json", b"{}", "application/json")
+        await put_artifact(
+            resources, analysis.id, "own.json", analysis.unique_id.encode(), "application/json"
+        )
 
     async with resources.sessions.begin() as session:
-        removed = await delete_analyses_of_service(resources, session, summarizer.id)
+        removed = await delete_analyses_of_service(session, summarizer.id)
     assert sorted(removed) == sorted([first.unique_id, second.unique_id])
-    for _ in range(100):  # files go right after the commit, in the background
-        if not any((resources.artifacts.root / u).exists() for u in removed):
-            break
-        await asyncio.sleep(0.02)
-    assert not any((resources.artifacts.root / u).exists() for u in removed)
-    assert (resources.artifacts.root / kept.unique_id).exists()
+    assert await links_of(resources, [first.id, second.id]) == 0
+    assert await unreferenced_blobs(resources) == []
+    assert await artifact_names(resources, kept.unique_id) == ["own.json", "x.json"]
+    assert await resources.artifacts.read(shared) == b"{}"  # still referenced by `kept`
     assert await load_analysis(resources, first.id) is None
     assert await load_analysis(resources, kept.id) is not None
     obj = await _obj(resources, team.obj_id)
@@ -460,13 +477,13 @@ async def test_a_rolled_back_service_deletion_keeps_everything(
     resources: Resources, team: Team
 ) -> None:
     analysis = await team.analysis()
-    await resources.artifacts.put(analysis.unique_id, "x.json", b"{}", "application/json")
+    ref = await put_artifact(resources, analysis.id, "x.json", b"{}", "application/json")
     with pytest.raises(RuntimeError):
         async with resources.sessions.begin() as session:
-            await delete_analyses_of_service(resources, session, team.service.id)
+            await delete_analyses_of_service(session, team.service.id)
             raise RuntimeError("abort")
-    await asyncio.sleep(0.1)
-    assert (resources.artifacts.root / analysis.unique_id).exists()
+    assert await artifact_names(resources, analysis.unique_id) == ["x.json"]
+    assert await resources.artifacts.read(ref) == b"{}"
     assert await load_analysis(resources, analysis.id) is not None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -20,6 +21,13 @@ from shared.security import hash_token
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
 from shared.settings import load_settings
 from tests.support.api import Accounts, ApiClient, Reply, TestUser, api_client, unique
+from tests.support.artifacts import (
+    artifact_names,
+    blob_exists,
+    links_of,
+    put_artifact,
+    unreferenced_blobs,
+)
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -924,8 +932,11 @@ async def test_delete_removes_analyses_artifacts_and_their_summaries(
             {"summary": "old", "analysis_id": kept.id},
         ]
         doomed_id, doomed_uid, kept_uid = doomed.id, doomed.unique_id, kept.unique_id
-    await resources.artifacts.put(doomed_uid, "results.json", b"{}", "application/json")
-    await resources.artifacts.put(kept_uid, "results.json", b"{}", "application/json")
+        kept_id = kept.id
+    doomed_only = f"doomed {doomed_uid}".encode()
+    await put_artifact(resources, doomed_id, "results.json", b"{}", "application/json")
+    await put_artifact(resources, doomed_id, "own.json", doomed_only, "application/json")
+    shared = await put_artifact(resources, kept_id, "results.json", b"{}", "application/json")
 
     assert (await api.delete(f"{PATH}/{service_id}", world.manager)).status == 200
     async with resources.sessions() as session:
@@ -935,8 +946,11 @@ async def test_delete_removes_analyses_artifacts_and_their_summaries(
         obj = await session.get(Obj, obj_id)
         assert obj is not None
         assert obj.summary == "old" and [e["summary"] for e in obj.summary_history] == ["old"]
-    assert not (resources.artifacts.root / doomed_uid).exists()
-    assert (resources.artifacts.root / kept_uid / "results.json").exists()
+    assert await links_of(resources, [doomed_id]) == 0
+    assert await unreferenced_blobs(resources) == []
+    assert not await blob_exists(resources, hashlib.sha256(doomed_only).hexdigest())
+    assert await artifact_names(resources, kept_uid) == ["results.json"]
+    assert await resources.artifacts.read(shared) == b"{}"
 
 
 def _analysis(obj_id: str, author_id: int, service_id: int) -> ObjAnalysis:

@@ -23,6 +23,7 @@ from tests.support.analyses import (
     published,
 )
 from tests.support.api import Accounts, ApiClient, TestUser
+from tests.support.artifacts import artifact_names, stored_artifacts
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -378,6 +379,7 @@ async def test_file_parameters_are_stored_by_name_and_sent_in_full(
     assert row.analysis_parameters == {**VALID, "template": "template.csv"}
     ref = row.artifacts["request_parameters"]
     assert json.loads(await resources.artifacts.read(ref)) == parameters
+    assert await artifact_names(resources, row.unique_id) == ["request_parameters.json"]
     shown = await api.get(f"/api/obj/analysis/{row.id}", world.user)
     assert shown.status == 200 and "base64" not in json.dumps(shown.body)
     assert "path" not in shown.data["artifacts"]["request_parameters"]
@@ -389,7 +391,7 @@ async def test_without_file_parameters_no_request_artifact_is_written(
     reply = await api.post(world.path(), world.user, {"analysis_parameters": VALID})
     row = await load_analysis(resources, reply.data["id"])
     assert row is not None and row.artifacts == {}
-    assert not (resources.artifacts.root / row.unique_id).exists()
+    assert await artifact_names(resources, row.unique_id) == []
 
 
 async def test_secret_parameters_are_refused_even_when_declared(
@@ -526,10 +528,9 @@ async def test_a_refused_start_leaves_no_request_parameters_behind(
     await insert_analysis(
         resources, obj_id=world.obj_id, service_id=world.service.id, author_id=world.user.id
     )
-    root = resources.artifacts.root
-    before = set(root.iterdir()) if root.exists() else set()
+    before = await stored_artifacts(resources)
     template = data_url(b"flux\n1.0\n", "template.csv", "text/csv")
     body = {"analysis_parameters": {**VALID, "template": template}}
     reply = await api.post(world.path(), world.user, body)
     assert reply.status == 403
-    assert (set(root.iterdir()) if root.exists() else set()) == before
+    assert await stored_artifacts(resources) == before

@@ -20,6 +20,7 @@ from tests.support.analyses import (
     published,
 )
 from tests.support.api import Accounts, ApiClient, Reply
+from tests.support.artifacts import artifact_names, stored_artifacts, unreferenced_blobs
 from tests.test_webhook_receiver import HOSTILE_BODIES
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -47,9 +48,9 @@ class Setup:
         service = self.service.id if service_id is None else service_id
         return f"/api/obj/{obj_id or self.obj_id}/analysis_upload/{service}"
 
-    def folders(self) -> set[str]:
-        root = self.resources.artifacts.root
-        return {p.name for p in root.iterdir()} if root.exists() else set()
+    async def folders(self) -> tuple[set[str], set[str]]:
+        """(analyses with stored artifacts, blobs): what an upload may add to the database."""
+        return await stored_artifacts(self.resources)
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ async def setup(resources: Resources, accounts: Accounts) -> Setup:
 
 def _no_server_path(resources: Resources, reply: Reply) -> None:
     text = json.dumps(reply.body)
-    assert str(resources.artifacts.root) not in text
+    assert str(resources.settings.artifact_dir) not in text
     assert ".joblib" not in text and "/" not in reply.data.get("message", "")
 
 
@@ -107,7 +108,7 @@ async def test_an_empty_upload_is_recorded_with_a_note(
     row = await load_analysis(resources, reply.data["id"])
     assert row is not None and row.status == "completed" and row.artifacts == {}
     assert (row.show_parameters, row.show_plots) == (True, False)
-    assert not (resources.artifacts.root / row.unique_id).exists()
+    assert await artifact_names(resources, row.unique_id) == []
 
 
 async def test_summary_uploads_announce_a_summary(
@@ -138,11 +139,11 @@ async def test_a_bad_analysis_object_stores_nothing(
     # A valid plot first, so a half-written payload would be noticed.
     if isinstance(analysis, dict) and "plots" not in analysis:
         analysis = {**analysis, "plots": [{"format": "png", "data": PNG_B64}]}
-    before, folders = await count_analyses(resources), setup.folders()
+    before, folders = await count_analyses(resources), await setup.folders()
     reply = await api.post(setup.path(), setup.user, {"analysis": analysis})
     assert reply.status == 400 and message in reply.message, reply.body
     assert await count_analyses(resources) == before
-    assert setup.folders() == folders
+    assert await setup.folders() == folders
 
 
 async def test_upload_refusals_follow_skyportal(
@@ -169,7 +170,7 @@ async def test_upload_refusals_follow_skyportal(
         (setup.path(service_id="x"), setup.user, body, 400, "Invalid analysis_service_id: x"),
         (setup.path(), viewer, body, 401, "This endpoint requires the ACL"),
     ]  # fmt: skip
-    before, folders = await count_analyses(resources), setup.folders()
+    before, folders = await count_analyses(resources), await setup.folders()
     for path, user, payload, status, message in cases:
         reply = await api.post(path, user, payload)
         assert reply.status == status and reply.message.startswith(message), (path, reply.body)
@@ -182,7 +183,7 @@ async def test_upload_refusals_follow_skyportal(
     )
     assert candidate.status in (404, 405)
     assert await count_analyses(resources) == before
-    assert setup.folders() == folders
+    assert await setup.folders() == folders
 
 
 async def test_uploads_respect_the_cap_even_when_concurrent(
@@ -196,7 +197,7 @@ async def test_uploads_respect_the_cap_even_when_concurrent(
         author_id=setup.user.id,
         status="completed",
     )
-    folders = setup.folders()
+    folders = await setup.folders()
     replies = await asyncio.gather(
         *(api.post(setup.path(), setup.user, {"analysis": PAYLOAD}) for _ in range(8))
     )
@@ -215,7 +216,8 @@ async def test_uploads_respect_the_cap_even_when_concurrent(
         row = await load_analysis(resources, analysis_id)
         assert row is not None
         kept.add(row.unique_id)
-    assert setup.folders() - folders == kept
+    assert (await setup.folders())[0] - folders[0] == kept
+    assert await unreferenced_blobs(resources) == []
     messages = await outbox_payloads(resources, "analysis.completed")
     assert {m["analysis_id"] for m in messages} >= set(ids)
 
@@ -226,9 +228,9 @@ async def test_hostile_results_are_refused_before_anything_is_stored(
 ) -> None:
     """Fails on main: each of these is accepted and stored, to be decoded on every read."""
     analysis, expected = HOSTILE_BODIES[case]
-    before, folders = await count_analyses(resources), setup.folders()
+    before, folders = await count_analyses(resources), await setup.folders()
     body = {"analysis": {"plots": [{"format": "png", "data": PNG_B64}], **analysis}}
     reply = await api.post(setup.path(), setup.user, body)
     assert (reply.status, reply.message.startswith(expected)) == (400, True), reply.body
     assert await count_analyses(resources) == before
-    assert setup.folders() == folders
+    assert await setup.folders() == folders

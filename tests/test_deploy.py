@@ -214,7 +214,7 @@ def test_compose_settings_reach_every_platform_service(compose: dict[str, Any]) 
         assert env["SKYHOOK_AMQP_URL"] == "amqp://skyhook:mq-test-password@rabbitmq:5672/"
         assert env["SKYHOOK_SECRET_KEY"] == "compose-test-secret-key"
         assert env["SKYHOOK_PUBLIC_URL"] == "http://webhook-receiver:5001"
-        assert env["SKYHOOK_ARTIFACT_DIR"] == "/var/lib/skyhook/artifacts"
+        assert "SKYHOOK_ARTIFACT_DIR" not in env  # artifacts are in the database
         assert json.loads(env["SKYHOOK_ALLOWED_URL_HOSTS"]) == ["sn-fitter", "summarizer"]
         assert env.get("SKYHOOK_PORT") == (str(PORTS[name]) if name in PORTS else None)
     backends = compose["services"]
@@ -276,16 +276,16 @@ def test_compose_refuses_to_start_without_the_secret_key(tmp_path: Path) -> None
     assert "set SKYHOOK_SECRET_KEY to a long random string" in result.stderr
 
 
-def test_compose_volumes_share_artifacts_between_gateway_and_webhook_receiver(
-    compose: dict[str, Any],
-) -> None:
-    assert set(compose["volumes"]) == {"pg-data", "rabbitmq-data", "artifacts"}
+def test_compose_has_no_artifact_volume(compose: dict[str, Any]) -> None:
+    """Artifacts are stored in PostgreSQL: only the two backends keep a volume."""
+    assert set(compose["volumes"]) == {"pg-data", "rabbitmq-data"}
     mounts = {
         name: {m["source"] if isinstance(m, dict) else m.split(":")[0] for m in s["volumes"]}
         for name, s in compose["services"].items()
         if s.get("volumes")
     }
-    assert mounts["gateway"] == mounts["webhook-receiver"] == {"artifacts"}
+    assert set(mounts) == {"postgres", "rabbitmq"}
+    assert not any(s.get("volumes") for s in _skyhook_services(compose).values())
     assert mounts["postgres"] == {"pg-data"}
     assert "rabbitmq-data" in mounts["rabbitmq"]
     assert {Path(m).name for m in mounts["rabbitmq"] - {"rabbitmq-data"}} == {
@@ -461,7 +461,7 @@ def test_helm_manifests_are_valid_kubernetes(rendered: list[dict]) -> None:
     _validate(rendered)
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == sorted(
-        ["ConfigMap", "Secret", "Secret", "PersistentVolumeClaim", "Job"]
+        ["ConfigMap", "Secret", "Secret", "Job"]
         + ["Deployment"] * len(SERVICES)
         + ["Service"] * len(EXPOSED)
         + ["HorizontalPodAutoscaler"]
@@ -499,7 +499,7 @@ def test_helm_services_expose_the_services_others_call(rendered: list[dict]) -> 
 def test_helm_settings_split_into_configmap_and_secret(rendered: list[dict]) -> None:
     config = _by_kind(rendered, "ConfigMap")["sky-skyhook-config"]["data"]
     assert config["SKYHOOK_PUBLIC_URL"] == "https://skyhook.example.org"
-    assert config["SKYHOOK_ARTIFACT_DIR"] == "/var/lib/skyhook/artifacts"
+    assert "SKYHOOK_ARTIFACT_DIR" not in config
     assert json.loads(config["SKYHOOK_ALLOWED_URL_HOSTS"]) == [
         "sky-skyhook-sn-fitter",
         "sky-skyhook-summarizer",
@@ -631,20 +631,62 @@ def test_helm_autoscales_the_dispatcher(rendered: list[dict]) -> None:
     assert deployments["sky-skyhook-gateway"]["spec"]["replicas"] == 2
 
 
-def test_helm_artifact_volume_is_shared_by_gateway_and_webhook_receiver(
-    rendered: list[dict],
-) -> None:
-    (claim,) = _by_kind(rendered, "PersistentVolumeClaim").values()
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    claimed_by = set()
-    for name, deployment in _by_kind(rendered, "Deployment").items():
-        for volume in deployment["spec"]["template"]["spec"]["volumes"]:
-            if (
-                volume.get("persistentVolumeClaim", {}).get("claimName")
-                == claim["metadata"]["name"]
-            ):
-                claimed_by.add(name)
-    assert claimed_by == {"sky-skyhook-gateway", "sky-skyhook-webhook-receiver"}
+POD_SCRATCH = {"tmp": "/tmp", "home": "/home/skyhook"}
+
+
+def _pod_storage(pod: dict[str, Any]) -> tuple[dict[str, dict], dict[str, str]]:
+    """(volumes by name, mount paths by volume name) of a pod's single container."""
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    return volumes, mounts
+
+
+def test_helm_renders_no_artifact_volume(rendered: list[dict]) -> None:
+    """Artifacts are stored in the database: no claim, and every pod (services and the
+    migration job) has only its scratch space, on a read-only root file system."""
+    assert _by_kind(rendered, "PersistentVolumeClaim") == {}
+    pods = {
+        name: d["spec"]["template"]["spec"] for name, d in _by_kind(rendered, "Deployment").items()
+    }
+    pods.update(
+        {name: j["spec"]["template"]["spec"] for name, j in _by_kind(rendered, "Job").items()}
+    )
+    for name, pod in pods.items():
+        volumes, mounts = _pod_storage(pod)
+        assert mounts == POD_SCRATCH, name
+        assert {n: v.get("emptyDir") for n, v in volumes.items()} == {"tmp": {}, "home": {}}, name
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        assert "SKYHOOK_ARTIFACT_DIR" not in {e["name"] for e in container.get("env", [])}, name
+    for deployment in _by_kind(rendered, "Deployment").values():
+        assert "SKYHOOK_ARTIFACT_DIR" not in _container_env(rendered, deployment)
+
+
+def test_helm_migration_job_can_import_a_former_artifact_claim(helm: str, tmp_path: Path) -> None:
+    """Upgrading a release that had the artifact volume: the migration job alone mounts the
+    kept claim, read-only, where SKYHOOK_ARTIFACT_DIR points."""
+    docs = _render(
+        helm,
+        tmp_path,
+        {"migrations": {"importArtifactsFrom": {"existingClaim": "sky-skyhook-artifacts"}}},
+    )
+    _validate(docs)
+    assert _by_kind(docs, "PersistentVolumeClaim") == {}
+    job = _by_kind(docs, "Job")["sky-skyhook-migrate"]["spec"]["template"]["spec"]
+    volumes, mounts = _pod_storage(job)
+    assert volumes["former-artifacts"]["persistentVolumeClaim"] == {
+        "claimName": "sky-skyhook-artifacts",
+        "readOnly": True,
+    }
+    (container,) = job["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "former-artifacts"]
+    assert mount["readOnly"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SKYHOOK_ARTIFACT_DIR"] == mounts["former-artifacts"]
+    for deployment in _by_kind(docs, "Deployment").values():
+        _, service_mounts = _pod_storage(deployment["spec"]["template"]["spec"])
+        assert service_mounts == POD_SCRATCH
 
 
 def test_helm_with_existing_secret_and_ingress(helm: str, tmp_path: Path) -> None:

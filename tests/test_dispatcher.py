@@ -45,6 +45,7 @@ from summary_service.keys import LLM_KEY, set_user_secret
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Author
+from tests.support.artifacts import artifact_names, put_artifact
 from tests.support.buses import isolated_rabbit
 from tests.support.pipeline import (
     FakeService,
@@ -332,10 +333,14 @@ async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_input
             [scene.group],
             analysis_parameters={"model": "salt2", "spectrum": "spec.txt"},
         )
-        ref = await resources.artifacts.put(
-            row.unique_id, "request_parameters.json", json.dumps(full).encode(), "application/json"
+        ref = await put_artifact(
+            resources,
+            row.id,
+            "request_parameters.json",
+            json.dumps(full).encode(),
+            "application/json",
         )
-        await set_row(resources, row.id, artifacts={"request_parameters": ref.to_dict()})
+        await set_row(resources, row.id, artifacts={"request_parameters": ref})
         await announce(resources, row.id)
         done = await wait_for_status(resources, row.id, ["pending", "failure"])
 
@@ -347,7 +352,11 @@ async def test_full_parameters_are_sent_and_secrets_stay_out_of_the_stored_input
     assert "openai_api_key" not in stored["analysis_parameters"]
     assert "openai_api_key" not in stored["inputs"]["analysis_parameters"]
     assert stored["inputs"]["analysis_parameters"]["spectrum"] == full["spectrum"]
-    assert done.artifacts["request_parameters"] == ref.to_dict()  # the manifest kept it
+    assert done.artifacts["request_parameters"] == ref  # the manifest kept it
+    assert await artifact_names(resources, row.unique_id) == [
+        "inputs.json",
+        "request_parameters.json",
+    ]
 
 
 async def test_only_data_the_author_may_read_is_sent(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,12 +19,25 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
+from shared.analysis_data import load_analysis_data
+from shared.artifacts import ArtifactMissing
 from shared.db.migrate import alembic_config, downgrade, upgrade, upgrade_async
-from shared.db.models import Base
+from shared.db.models import (
+    AnalysisArtifact,
+    AnalysisService,
+    ArtifactBlob,
+    Base,
+    Obj,
+    ObjAnalysis,
+    User,
+)
 from shared.db.session import create_engine
+from shared.db.types import utcnow
+from shared.resources import open_resources
+from shared.settings import load_settings
 from tests.conftest import _dsn, _pg_admin
 
 MODEL_TABLES = set(Base.metadata.tables)
@@ -244,3 +261,161 @@ def test_the_in_process_upgrade_also_keeps_referencing_rows(fresh_sqlite_url: st
     assert "AUTOINCREMENT" in _table_sql(url)["users"]
     assert len(_run_sql(url, "SELECT * FROM group_users")) == 3
     assert _run_sql(url, "PRAGMA foreign_keys") == [(1,)]
+
+
+# --- 0005: artifacts move into the database ----------------------------------------------------
+
+
+def _file_ref(unique_id: str, name: str, data: bytes, media_type: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "path": f"{unique_id}/{name}",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "media_type": media_type,
+    }
+
+
+def _seed_0004_analyses(url: str, manifests: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """A user, a source, a service and one completed analysis per manifest (by unique_id)."""
+
+    def seed(connection: Connection) -> dict[str, int]:
+        user_id = connection.execute(
+            insert(User.__table__).values(username="migrated").returning(User.__table__.c.id)
+        ).scalar_one()
+        connection.execute(insert(Obj.__table__).values(id="ZTF20migrate", ra=1.0, dec=2.0))
+        service_id = connection.execute(
+            insert(AnalysisService.__table__)
+            .values(
+                name="old-fitter",
+                display_name="Old fitter",
+                url="http://127.0.0.1:9/fit",
+                authentication_type="none",
+                analysis_type="lightcurve_fitting",
+            )
+            .returning(AnalysisService.__table__.c.id)
+        ).scalar_one()
+        ids = {}
+        for unique_id, manifest in manifests.items():
+            ids[unique_id] = connection.execute(
+                insert(ObjAnalysis.__table__)
+                .values(
+                    unique_id=unique_id,
+                    obj_id="ZTF20migrate",
+                    author_id=user_id,
+                    analysis_service_id=service_id,
+                    token_hash=hashlib.sha256(unique_id.encode()).hexdigest(),
+                    status="completed",
+                    invalid_after=utcnow(),
+                    artifacts=manifest,
+                    data_summary={"model_name": "salt3"},
+                )
+                .returning(ObjAnalysis.__table__.c.id)
+            ).scalar_one()
+        connection.commit()
+        return ids
+
+    return dict(_on_connection(url, seed))
+
+
+def test_0005_imports_the_artifact_files_into_the_database(
+    fresh_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upgrade(fresh_url, "0004")
+    folder = tmp_path / "old-artifacts"
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(3000)
+    results = b'{"summary":"a type Ia supernova"}'
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for unique_id in (first, second):  # the same plot twice: one blob after the import
+        (folder / unique_id).mkdir(parents=True)
+        (folder / unique_id / "ab12-plot_0.png").write_bytes(png)
+    (folder / first / "ab12-results.json").write_bytes(results)
+    edited = _file_ref(first, "ab12-extra.json", b'{"a":1}', "application/json")
+    (folder / first / "ab12-extra.json").write_bytes(b'{"a":2}')  # changed after it was stored
+    plot = {**_file_ref(first, "ab12-plot_0.png", png, "image/png"), "format": "png"}
+    manifests = {
+        first: {
+            "plots": [plot],
+            "results": {**_file_ref(first, "ab12-results.json", results, "application/json")},
+            "extra": edited,
+            "posterior_samples": _file_ref(first, "gone.json", b"[]", "application/json"),
+            "corner": {"refused": "Cannot draw a corner plot", "status": 422},
+        },
+        second: {"plots": [{**plot, "path": f"{second}/ab12-plot_0.png"}]},
+    }
+    ids = _seed_0004_analyses(fresh_url, manifests)
+
+    monkeypatch.setenv("SKYHOOK_ARTIFACT_DIR", str(folder))
+    caplog.set_level(logging.INFO, logger="skyhook.migrations")
+    upgrade(fresh_url)
+    assert current_revision(fresh_url) == head_revision(fresh_url)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("posterior_samples (" in w and "not found" in w for w in warnings), warnings
+    assert any("extra changed on disk" in w for w in warnings), warnings
+
+    async def read_back() -> None:
+        settings = load_settings(
+            None, database_url=fresh_url, amqp_url="memory://", secret_key="test-secret-key"
+        )
+        async with open_resources(settings) as resources:
+            async with resources.sessions() as session:
+                rows = {row.unique_id: row for row in await session.scalars(select(ObjAnalysis))}
+                links = (
+                    await session.execute(
+                        select(AnalysisArtifact.analysis_id, AnalysisArtifact.name)
+                    )
+                ).all()
+                blobs = list(await session.scalars(select(ArtifactBlob.sha256)))
+            store = resources.artifacts
+            manifest = rows[first].artifacts
+            assert await store.read(manifest["plots"][0]) == png
+            assert await store.read(rows[second].artifacts["plots"][0]) == png
+            assert await store.read(manifest["results"]) == results
+            # The file as it was on disk; its ref now says so.
+            assert await store.read(manifest["extra"]) == b'{"a":2}'
+            assert manifest["extra"]["sha256"] == hashlib.sha256(b'{"a":2}').hexdigest()
+            with pytest.raises(ArtifactMissing):
+                await store.read(manifest["posterior_samples"])
+            assert sorted(links) == sorted(
+                [
+                    (ids[first], "ab12-plot_0.png"),
+                    (ids[first], "ab12-results.json"),
+                    (ids[first], "ab12-extra.json"),
+                    (ids[second], "ab12-plot_0.png"),
+                ]
+            )
+            assert len(blobs) == 3  # plot (shared), results, extra
+            # What readers rebuild (includeAnalysisData) skips only the missing file.
+            data = await load_analysis_data(store, rows[first])
+            assert data["plots"] == [{"format": "png", "data": base64.b64encode(png).decode()}]
+            assert data["results"] == {"format": "json", "data": json.loads(results)}
+            assert "posterior_samples" not in data and data["a"] == 2
+
+    asyncio.run(read_back())
+
+    downgrade(fresh_url, "0004")
+    assert {"artifact_blobs", "analysis_artifacts"}.isdisjoint(tables(fresh_url))
+
+
+def test_0005_stops_when_the_artifact_folder_is_not_there(
+    fresh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files to import and no folder at all (a volume not mounted): nothing changes, so the
+    import can still happen; an existing (here empty) folder lets the upgrade go on."""
+    upgrade(fresh_url, "0004")
+    unique_id = str(uuid.uuid4())
+    ref = _file_ref(unique_id, "results.json", b"{}", "application/json")
+    _seed_0004_analyses(fresh_url, {unique_id: {"results": ref}})
+    monkeypatch.setenv("SKYHOOK_ARTIFACT_DIR", str(tmp_path / "not-mounted"))
+    with pytest.raises(RuntimeError, match=r"artifact folder .* does not exist"):
+        upgrade(fresh_url)
+    assert current_revision(fresh_url) == "0004"
+    assert {"artifact_blobs", "analysis_artifacts"}.isdisjoint(tables(fresh_url))
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SKYHOOK_ARTIFACT_DIR", str(tmp_path / "empty"))
+    upgrade(fresh_url)
+    assert current_revision(fresh_url) == head_revision(fresh_url)

@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 from multidict import CIMultiDictProxy
+from sqlalchemy import func, select
 
-from shared.db.models import ObjAnalysis
+from shared.artifacts import CHUNK_BYTES
+from shared.db.models import ArtifactBlob, ObjAnalysis
 from shared.resources import Resources
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as ApiUser
+from tests.support.artifacts import overwrite_blob, put_artifact
 from tests.support.hostile import big_integer, hdf5_fill_value_bomb
 from tests.test_webhook_receiver import (
     SN_RESULT,
@@ -104,6 +107,75 @@ async def test_plots_are_served_with_their_content_type(
         assert (missing.status, missing.message) == (404, message)
     bad = await fetch(api, f"{base(made)}/plots/two", user)
     assert (bad.status, bad.message) == (400, "plot_number must be an integer. Got: two")
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_big_plot_is_streamed_from_the_database_with_its_length(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    """Bigger than one read slice: sent in chunks, with Content-Length and Content-Type."""
+    big = PNG_MAGIC + os.urandom(2 * CHUNK_BYTES + 12345)
+    made = await completed(
+        api, accounts, resources, {"plots": [{"format": "png", "data": b64(big)}]}
+    )
+    reply = await fetch(api, f"{base(made)}/plots/0", made.author, made.token)
+    assert (reply.status, reply.headers["Content-Type"]) == (200, "image/png")
+    assert int(reply.headers["Content-Length"]) == len(big)
+    assert reply.body == big
+    chunks = [
+        part
+        async for part in resources.artifacts.chunks(
+            (await load_row(resources, made.id)).artifacts["plots"][0]
+        )
+    ]
+    assert [len(c) for c in chunks] == [CHUNK_BYTES, CHUNK_BYTES, 8 + 12345]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_equal_artifacts_are_stored_once(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    png = PNG_MAGIC + os.urandom(5000)
+    plots = {"plots": [{"format": "png", "data": b64(png)}, {"format": "png", "data": b64(png)}]}
+    first = await completed(api, accounts, resources, plots)
+    second = await completed(api, accounts, resources, plots)
+    refs = [
+        ref
+        for made in (first, second)
+        for ref in (await load_row(resources, made.id)).artifacts["plots"]
+    ]
+    assert {r["sha256"] for r in refs} == {hashlib.sha256(png).hexdigest()}
+    assert len({r["path"] for r in refs}) == 4  # four artifacts, one blob
+    async with resources.sessions() as session:
+        blobs = await session.scalar(
+            select(func.count()).where(ArtifactBlob.sha256 == refs[0]["sha256"])
+        )
+    assert blobs == 1
+    for made in (first, second):
+        reply = await fetch(api, f"{base(made)}/plots/1", made.author)
+        assert (reply.status, reply.body) == (200, png)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_plot_whose_bytes_are_missing_is_a_404(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    """E.g. a file that was already gone when migration 0005 imported the artifact folder."""
+    made = await completed(api, accounts, resources, {"model_name": "m"})
+    gone = {
+        "name": "plot_0.png",
+        "path": f"{made.unique_id}/plot_0.png",
+        "size": 10,
+        "sha256": "f" * 64,
+        "media_type": "image/png",
+        "format": "png",
+    }
+    async with resources.sessions.begin() as session:
+        row = await session.get(ObjAnalysis, made.id)
+        assert row is not None
+        row.artifacts = {**row.artifacts, "plots": [gone]}
+    reply = await fetch(api, f"{base(made)}/plots", made.author)
+    assert (reply.status, reply.message) == (404, "The plot file of this Analysis is missing.")
 
 
 @pytest.mark.usefixtures("backend")
@@ -195,11 +267,11 @@ async def legacy_artifact(
     resources: Resources, made: MadeAnalysis, key: str, name: str, data: bytes, fmt: str
 ) -> None:
     """An artifact as stored before results and inference data were checked at ingest."""
-    ref = await resources.artifacts.put(made.unique_id, name, data, "application/octet-stream")
+    ref = await put_artifact(resources, made.id, name, data, "application/octet-stream")
     async with resources.sessions.begin() as session:
         row = await session.get(ObjAnalysis, made.id)
         assert row is not None
-        row.artifacts = {**row.artifacts, key: {**ref.to_dict(), "format": fmt}}
+        row.artifacts = {**row.artifacts, key: {**ref, "format": fmt}}
 
 
 @pytest.mark.usefixtures("backend")
@@ -217,7 +289,7 @@ async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     assert manifest["results"]["format"] == "json"
     assert manifest["results_original"]["sha256"] == hashlib.sha256(data).hexdigest()
     # The pickle is never read again: ruin it, the answer is the same.
-    (resources.settings.artifact_dir / manifest["results_original"]["path"]).write_bytes(b"x")
+    await overwrite_blob(resources, manifest["results_original"], b"x")
     second = await fetch(api, f"{base(made)}/results", made.author)
     assert (second.status, second.json["data"]) == (200, first.json["data"])
 
@@ -230,7 +302,7 @@ async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     )
     # The refusal is remembered: a valid file in its place is not decoded either.
     ref = (await load_row(resources, hostile.id)).artifacts["results"]
-    (resources.settings.artifact_dir / ref["path"]).write_bytes(data)
+    await overwrite_blob(resources, ref, data)
     again = await fetch(api, f"{base(hostile)}/results", hostile.author)
     assert (again.status, again.message) == (422, refused.message)
 
@@ -252,8 +324,7 @@ async def test_a_corner_plot_refusal_is_cached_and_the_file_not_parsed_again(
     )
     row = await load_row(resources, made.id)
     assert row.artifacts["corner"] == {"refused": first.message, "status": 422}
-    source = resources.settings.artifact_dir / row.artifacts["inference_data"]["path"]
-    source.write_bytes(netcdf_posterior(tmp_path))
+    await overwrite_blob(resources, row.artifacts["inference_data"], netcdf_posterior(tmp_path))
     second = await fetch(api, f"{base(made)}/corner", made.author)
     assert (second.status, second.message) == (422, first.message)
 
@@ -273,8 +344,7 @@ async def test_the_corner_plot_is_drawn_from_the_netcdf_posterior_and_cached(
     cached = row.artifacts["corner"]
     assert cached["sha256"] == hashlib.sha256(first.body).hexdigest()
     # Ruin the source: the second answer must come from the cached artifact.
-    source = resources.settings.artifact_dir / row.artifacts["inference_data"]["path"]
-    source.write_bytes(b"not netcdf any more")
+    await overwrite_blob(resources, row.artifacts["inference_data"], b"not netcdf any more")
     second = await fetch(api, f"{base(made)}/corner", made.author)
     assert (second.status, second.body) == (200, first.body)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from shared.db.types import utcnow
 from shared.resources import Resources
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as Caller
+from tests.support.artifacts import blob_exists, links_of, put_artifact, unreferenced_blobs
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -322,7 +324,9 @@ async def test_only_admins_delete_sources_and_deletion_cascades(
     assert posted.status == 200, posted.body
     comment = await api.post(f"/api/sources/{obj_id}/comments", user, {"text": "nice"})
     assert comment.status == 200, comment.body
-    await _analysis(resources, obj_id, user, group)
+    analysis_id = await _analysis(resources, obj_id, user, group)
+    own = f"only {obj_id} has these bytes".encode()
+    await put_artifact(resources, analysis_id, "results.json", own, "application/json")
 
     refused = await api.delete(f"/api/sources/{obj_id}", user)
     assert refused.status == 401
@@ -337,6 +341,10 @@ async def test_only_admins_delete_sources_and_deletion_cascades(
                 select(func.count()).select_from(model).where(model.obj_id == obj_id)
             )
             assert left == 0, model.__tablename__
+    # The analyses' artifacts went in the same transaction: no links, no orphaned blob.
+    assert await links_of(resources, [analysis_id]) == 0
+    assert await unreferenced_blobs(resources) == []
+    assert not await blob_exists(resources, hashlib.sha256(own).hexdigest())
     again = await api.delete(f"/api/sources/{obj_id}", admin)
     assert (again.status, again.message) == (404, f"Source {obj_id} not found")
 

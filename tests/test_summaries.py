@@ -28,6 +28,7 @@ from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
 from gateway.app import create_gateway_app
 from shared.analysis_data import store_analysis_payload
+from shared.artifacts import NewArtifact, write_artifacts
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.db.models import Group, Obj, ObjAnalysis, SourceEmbedding, User
@@ -152,18 +153,19 @@ async def finished_analysis(
         resources, scene.obj_id, service_id or scene.service_id, scene.author.id, [scene.group]
     )
     artifacts: dict[str, Any] = {}
+    files: list[NewArtifact] = []
     if results is not None:
         data = joblib_b64(results) if fmt == "joblib" else results
         payload = {"results": {"format": fmt, "data": data}}
-        artifacts = (await store_analysis_payload(resources.artifacts, row.unique_id, payload))[
-            "artifacts"
-        ]
+        stored = await store_analysis_payload(row.unique_id, payload)
+        artifacts, files = stored.artifacts, stored.files
     async with resources.sessions.begin() as session:
         await session.execute(
             update(ObjAnalysis)
             .where(ObjAnalysis.id == row.id)
             .values(status="completed", artifacts=artifacts)
         )
+        await write_artifacts(session, row.id, files)
     return await load_analysis(resources, row.id)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import io
 import json
 import logging
@@ -39,6 +38,7 @@ from shared.security import hash_token
 from shared.settings import Settings
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser
+from tests.support.artifacts import artifact_names, stored_bytes, unreferenced_blobs
 from tests.support.hostile import HOSTILE_JOBLIB, HOSTILE_NETCDF
 from webhook_receiver.access_log import RedactingAccessLogger, redact_path
 from webhook_receiver.app import create_webhook_app
@@ -185,6 +185,11 @@ async def make_analysis(
         return MadeAnalysis(row.id, uid, token, obj.id, service.name, author, group)
 
 
+def _json_parts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = ("posterior_samples", "posteriors", "model_lightcurve", "model_lightcurves")
+    return [manifest[k] for k in (*keys, "annotations", "extra") if k in manifest]
+
+
 async def load_row(resources: Resources, analysis_id: int) -> ObjAnalysis:
     async with resources.sessions() as session:
         row = await session.get(ObjAnalysis, analysis_id)
@@ -206,9 +211,9 @@ async def outbox_for(resources: Resources, analysis_id: int) -> list[dict[str, A
     return [r.payload for r in mine]
 
 
-def files_of(resources: Resources, uid: str) -> list[str]:
-    folder = resources.settings.artifact_dir / uid
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+async def files_of(resources: Resources, uid: str) -> list[str]:
+    """The artifact names stored in the database for the analysis."""
+    return await artifact_names(resources, uid)
 
 
 @dataclass
@@ -276,16 +281,13 @@ async def test_a_full_result_is_stored_and_the_analysis_completed(
     assert manifest["inference_data"]["media_type"] == "application/x-netcdf"
     entries = [*manifest["plots"], manifest["results"], manifest["results_original"]]
     for entry in [*entries, manifest["inference_data"]]:
-        stored = (resources.settings.artifact_dir / entry["path"]).read_bytes()
-        assert (len(stored), hashlib.sha256(stored).hexdigest()) == (
-            entry["size"],
-            entry["sha256"],
-        )
-    original = resources.settings.artifact_dir / manifest["results_original"]["path"]
-    assert b64(original.read_bytes()) == analysis["results"]["data"]
-    decoded = json.loads(
-        (resources.settings.artifact_dir / manifest["results"]["path"]).read_text()
+        await stored_bytes(resources, entry)  # size and sha256 as the manifest says
+    assert sorted(await files_of(resources, made.unique_id)) == sorted(
+        e["name"] for e in [*entries, manifest["inference_data"], *_json_parts(manifest)]
     )
+    original = await stored_bytes(resources, manifest["results_original"])
+    assert b64(original) == analysis["results"]["data"]
+    decoded = json.loads(await stored_bytes(resources, manifest["results"]))
     assert decoded["param_names"] == ["z", "t0", "amplitude"] and decoded["chisq"] == 12.5
 
     # SkyPortal's stored-data shape comes back from the artifacts.
@@ -319,7 +321,7 @@ async def test_a_replay_is_refused_and_changes_nothing(
     made = await make_analysis(resources, accounts)
     first = {"status": "success", "message": "done", "analysis": {"model_name": "a"}}
     assert (await post_webhook(api, made, first)).status == 200
-    before = files_of(resources, made.unique_id)
+    before = await files_of(resources, made.unique_id)
 
     replay = {"status": "success", "message": "again", "analysis": full_analysis(tmp_path)}
     reply = await post_webhook(api, made, replay)
@@ -331,7 +333,7 @@ async def test_a_replay_is_refused_and_changes_nothing(
         "done",
         "a",
     )
-    assert files_of(resources, made.unique_id) == before
+    assert await files_of(resources, made.unique_id) == before
     assert len(await outbox_for(resources, made.id)) == 1
 
 
@@ -369,7 +371,7 @@ async def test_a_late_webhook_times_the_analysis_out(
         r"Analysis timed out before webhook call at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}",
         row.status_message,
     )
-    assert files_of(resources, made.unique_id) == []
+    assert await files_of(resources, made.unique_id) == []
     assert await outbox_for(resources, made.id) == []
     again = await post_webhook(api, made, body)
     assert (again.status, again.message) == (400, "Token has expired")
@@ -503,7 +505,7 @@ async def test_malformed_bodies_are_refused_and_change_nothing(
         assert (reply.status, expected in reply.message) == (400, True), (case, reply.text)
         row = await load_row(resources, made.id)
         assert (row.status, row.artifacts, row.data_summary) == ("pending", {}, {}), case
-        assert files_of(resources, made.unique_id) == [], case
+        assert await files_of(resources, made.unique_id) == [], case
     assert await outbox_for(resources, made.id) == []
     # The token still works for a valid body afterwards.
     assert (await post_webhook(api, made, {"status": "success", "analysis": {}})).status == 200
@@ -541,7 +543,7 @@ async def test_hostile_results_are_refused_before_anything_is_stored(
     assert (reply.status, reply.message.startswith(expected)) == (400, True), reply.text
     row = await load_row(resources, made.id)
     assert (row.status, row.artifacts) == ("pending", {})
-    assert files_of(resources, made.unique_id) == []
+    assert await files_of(resources, made.unique_id) == []
     assert await outbox_for(resources, made.id) == []
 
 
@@ -564,7 +566,7 @@ async def test_an_oversized_body_gets_413_and_changes_nothing(
     assert streamed.status == 413
     row = await load_row(resources, made.id)
     assert (row.status, row.artifacts) == ("pending", {})
-    assert files_of(resources, made.unique_id) == []
+    assert await files_of(resources, made.unique_id) == []
 
 
 @pytest.mark.usefixtures("backend")
@@ -694,5 +696,7 @@ async def test_exactly_one_of_many_concurrent_posts_wins(
     winner = next(n for n, r in enumerate(replies) if r.status == 200)
     assert (row.status_message, row.data_summary["model_name"]) == (f"run {winner}", f"m{winner}")
     assert len(await outbox_for(resources, made.id)) == 1
-    # Only the winner's files remain, and they are the ones the manifest names.
-    assert files_of(resources, made.unique_id) == [row.artifacts["plots"][0]["name"]]
+    # Only the winner stored artifacts, and they are the ones the manifest names.
+    assert await files_of(resources, made.unique_id) == [row.artifacts["plots"][0]["name"]]
+    await stored_bytes(resources, row.artifacts["plots"][0])
+    assert await unreferenced_blobs(resources) == []

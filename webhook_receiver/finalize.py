@@ -2,11 +2,13 @@
 
 Exactly one valid POST per token wins: ``status IN (queued, dispatching, pending) AND
 invalid_after >= now`` is checked by the UPDATE itself, never by a read before it. The winner's
-transaction also upserts the annotations and writes the ``analysis.completed`` outbox row.
+transaction also stores the artifacts, upserts the annotations and writes the
+``analysis.completed`` outbox row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared import analysis_lifecycle as lifecycle
 from shared.analysis_data import AnnotationIn, merged_json
+from shared.artifacts import NewArtifact, artifact_ctes, write_artifacts
 from shared.db.models import (
     AnalysisService,
     Annotation,
@@ -139,12 +142,19 @@ def _completed_message(analysis: Callee, outcome: Outcome) -> AnalysisEnded:
     )
 
 
-async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) -> bool:
-    """The winning transition, with its annotations and outbox message. False = lost."""
+async def finalize(
+    session: AsyncSession,
+    analysis: Callee,
+    outcome: Outcome,
+    files: Sequence[NewArtifact] = (),
+) -> bool:
+    """The winning transition, with its artifacts (the bytes ``outcome.artifacts`` describes),
+    annotations and outbox message. False = lost (nothing written)."""
     now = utcnow()
     statement = _winning_update(analysis, outcome, now, session.bind.dialect.name)
     if (await session.execute(statement)).first() is None:
         return False
+    await write_artifacts(session, analysis.id, files)
     if outcome.status == AnalysisStatus.COMPLETED:
         await upsert_annotations(session, analysis, outcome.annotations)
     enqueue(session, _completed_message(analysis, outcome))
@@ -152,11 +162,15 @@ async def finalize(session: AsyncSession, analysis: Callee, outcome: Outcome) ->
 
 
 async def finalize_in_one_statement(
-    connection: AsyncConnection, analysis: Callee, outcome: Outcome
+    connection: AsyncConnection,
+    analysis: Callee,
+    outcome: Outcome,
+    files: Sequence[NewArtifact] = (),
 ) -> bool:
-    """PostgreSQL, no annotations to store: the winning UPDATE and the outbox INSERT as one
-    statement (data-modifying CTEs: the INSERT writes a row only if the UPDATE won), run on an
-    autocommit connection: one round trip instead of BEGIN, two statements and COMMIT."""
+    """PostgreSQL, no annotations to store: the winning UPDATE, the artifacts' blob and link
+    INSERTs and the outbox INSERT as one statement (data-modifying CTEs: the INSERTs write
+    rows only if the UPDATE won), run on an autocommit connection: one round trip instead of
+    BEGIN, several statements and COMMIT."""
     now = utcnow()
     won = _winning_update(analysis, outcome, now, "postgresql").cte("won")
     outbox = OutboxMessage.__table__
@@ -167,7 +181,7 @@ async def finalize_in_one_statement(
             won
         ),
     )
-    statement = select(won.c.id).add_cte(queued.cte("queued"))
+    statement = select(won.c.id).add_cte(queued.cte("queued"), *artifact_ctes(won, files))
     return (await connection.execute(statement)).first() is not None
 
 

@@ -1,27 +1,27 @@
 """``POST /api/webhook/{resource_type}_analysis/{token}``: a service reports its results.
 
 Order of checks: resource type, token, the row's state and expiry (nothing read yet), the body
-(size → 413, then JSON, schema and every blob decoded in a thread → 400), artifacts written,
-then the single conditional UPDATE. A request that loses deletes the files it wrote. The token
-is never logged: log lines name the analysis id.
+(size → 413, then JSON, schema and every blob decoded in a thread → 400), then the single
+conditional UPDATE, which stores the artifacts in its own transaction: a request that loses
+writes nothing. The token is never logged: log lines name the analysis id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from sqlalchemy import ColumnElement
 
 from shared.analysis_data import (
     PayloadError,
-    StoredPayload,
     decode_analysis_payload,
-    discard_artifacts,
     parse_webhook_body,
-    write_payload,
+    prepare_payload,
 )
+from shared.artifacts import NewArtifact
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
@@ -131,7 +131,7 @@ async def _receive_for(
         log.info("analysis %s: malformed webhook body refused", analysis.id)
         raise bad_request(str(exc)) from None
     message = await redacted_message(resources, analysis, token, body.message or "")
-    stored = await write_payload(resources.artifacts, analysis.unique_id, decoded)
+    stored = await prepare_payload(analysis.unique_id, decoded)
     status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
     outcome = Outcome(
         status=status,
@@ -140,10 +140,10 @@ async def _receive_for(
         data_summary={**stored.data_summary, "message": message},
         annotations=stored.annotations,
     )
-    if not await _commit(resources, analysis, outcome, stored):
+    if not await _finalize(resources, analysis, outcome, stored.files):
         log.info(
             "analysis %s: lost to a concurrent change (another webhook POST, cancel or expiry); "
-            "this request's files were removed",
+            "nothing of this request was stored",
             analysis.id,
         )
         if utcnow() > analysis.invalid_after:
@@ -155,24 +155,15 @@ async def _receive_for(
     return success({"status": "success"})
 
 
-async def _commit(
-    resources: Resources, analysis: Callee, outcome: Outcome, stored: StoredPayload
+async def _finalize(
+    resources: Resources, analysis: Callee, outcome: Outcome, files: Sequence[NewArtifact]
 ) -> bool:
-    won = False
-    try:
-        won = await _finalize(resources, analysis, outcome)  # True only once committed
-    finally:
-        if not won:
-            await asyncio.shield(discard_artifacts(resources.artifacts, stored.artifacts))
-    return won
-
-
-async def _finalize(resources: Resources, analysis: Callee, outcome: Outcome) -> bool:
+    """The winning transition with its artifacts, in one transaction; True once committed."""
     with_annotations = outcome.status == AnalysisStatus.COMPLETED and outcome.annotations
     if resources.engine.dialect.name == "postgresql" and not with_annotations:
         async with resources.engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return await finalize_in_one_statement(connection, analysis, outcome)
+            return await finalize_in_one_statement(connection, analysis, outcome, files)
     async with resources.sessions.begin() as session:
-        updated = await finalize(session, analysis, outcome)
+        updated = await finalize(session, analysis, outcome, files)
     return updated

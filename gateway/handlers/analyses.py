@@ -28,7 +28,6 @@ from shared.analysis_lifecycle import (
     cancel_analysis,
     create_analysis,
     delete_analysis,
-    delete_artifact_folders,
     obj_visible,
 )
 from shared.analysis_parameters import (
@@ -362,8 +361,7 @@ async def delete_analysis_handler(request: web.Request) -> web.Response:
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
         analysis = await _own_analysis(session, me, analysis_id, CANNOT_DELETE)
-        unique_id = await delete_analysis(session, analysis)
-    await delete_artifact_folders(resources, [unique_id])
+        await delete_analysis(session, analysis)
     log.info("analysis %d deleted by user %d", analysis_id, me.user_id)
     return success()
 

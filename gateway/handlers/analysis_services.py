@@ -21,7 +21,7 @@ from gateway.auth import principal
 from gateway.serialize import groups_brief
 from shared import service_registry as registry
 from shared.access import Principal, groups_not_found, resolve_group_ids, visible
-from shared.analysis_lifecycle import delete_analyses_of_service, delete_artifact_folders
+from shared.analysis_lifecycle import delete_analyses_of_service
 from shared.db.models import AnalysisService, Group, analysis_service_groups
 from shared.enums import ACL, AuthenticationType
 from shared.resources import RESOURCES, Resources
@@ -321,10 +321,8 @@ async def delete_analysis_service(request: web.Request) -> web.Response:
         service = await _visible_service(session, me, service_id)
         if service is None:
             raise forbidden(CANNOT_DELETE)
-        unique_ids = await delete_analyses_of_service(resources, session, service_id)
+        unique_ids = await delete_analyses_of_service(session, service_id)
         await session.delete(service)
-    # Gone before we answer (the after-commit hook would also remove them, later).
-    await delete_artifact_folders(resources, unique_ids)
     log.info(
         "analysis service %d deleted by user %d (%d analyses)",
         service_id,

@@ -93,14 +93,15 @@ async def _check_and_prepare(
     )
 
 
-async def _store(resources: Resources, new: NewAnalysis, analysis: dict[str, Any]) -> None:
+async def _store(new: NewAnalysis, analysis: dict[str, Any]) -> None:
+    """Decode the payload; its files are stored with the row, in the creating transaction."""
     try:
-        stored = await store_analysis_payload(resources.artifacts, new.unique_id, analysis)
+        stored = await store_analysis_payload(new.unique_id, analysis)
     except PayloadError as exc:
-        await resources.artifacts.delete_all(new.unique_id)
         raise bad_request(str(exc)) from None
-    new.artifacts = stored["artifacts"]
-    new.data_summary = stored["data_summary"]
+    new.artifacts = stored.artifacts
+    new.files = stored.files
+    new.data_summary = stored.data_summary
 
 
 async def post_analysis_upload(request: web.Request) -> web.Response:
@@ -111,7 +112,7 @@ async def post_analysis_upload(request: web.Request) -> web.Response:
     new = await _check_and_prepare(request, resources, body)
     analysis = _analysis_object(body)
     if analysis:
-        await _store(resources, new, analysis)
+        await _store(new, analysis)
     try:
         cap = resources.settings.max_analyses_per_obj_per_user
         analysis_id = await create_analysis(resources, new, cap=cap)

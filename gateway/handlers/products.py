@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from shared.analysis_data import (
     json_results_artifact,
     merged_json,
 )
+from shared.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
 from shared.corner import (
     CornerError,
     posterior_from_netcdf,
@@ -84,12 +86,42 @@ def _plot_number(request: web.Request) -> int:
         raise bad_request(f"plot_number must be an integer. Got: {value}") from None
 
 
-async def _file_response(resources: Resources, ref: dict[str, Any], what: str) -> web.FileResponse:
-    path = resources.artifacts.path_of(ref)
-    if not await asyncio.to_thread(path.is_file):
-        raise not_found(f"The {what} file of this Analysis is missing.")
-    headers = {"Content-Type": str(ref.get("media_type", "application/octet-stream"))}
-    return web.FileResponse(path, headers={**headers, **IMAGE_HEADERS})
+async def _blob_response(request: web.Request, ref: dict[str, Any]) -> web.StreamResponse:
+    """The artifact's bytes from the database with its media type and length: one read for a
+    small one, slices of ``CHUNK_BYTES`` for a big one. :class:`ArtifactMissing` when the
+    blob is not there (raised before anything is sent)."""
+    store = request.app[RESOURCES].artifacts
+    headers = {
+        "Content-Type": str(ref.get("media_type", "application/octet-stream")),
+        **IMAGE_HEADERS,
+    }
+    size = ref.get("size")
+    if not isinstance(size, int) or size <= CHUNK_BYTES:
+        return web.Response(body=await store.read(ref), headers=headers)
+    total = await store.size(ref)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = total
+    await response.prepare(request)
+    try:
+        async for part in store.chunks(ref, total):
+            await response.write(part)
+    except ArtifactMissing:
+        # deleted while being sent: the client sees a short body on a closed connection
+        log.warning("an artifact was deleted while it was being sent")
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _file_response(
+    request: web.Request, ref: dict[str, Any], what: str
+) -> web.StreamResponse:
+    try:
+        return await _blob_response(request, ref)
+    except ArtifactMissing:
+        raise not_found(f"The {what} file of this Analysis is missing.") from None
 
 
 async def get_plot(request: web.Request) -> web.StreamResponse:
@@ -102,7 +134,7 @@ async def get_plot(request: web.Request) -> web.StreamResponse:
         raise not_found(
             f"Invalid plot number. There is/are {len(plots)} plot(s) available for this analysis"
         )
-    return await _file_response(request.app[RESOURCES], plots[number], "plot")
+    return await _file_response(request, plots[number], "plot")
 
 
 async def _results_value(resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any]) -> Any:
@@ -130,11 +162,9 @@ async def _convert_legacy_results(
         message = f"Refusing to decode the joblib results: {exc}"
         await _merge_manifest(resources, analysis, {"results": {**ref, "refused": message}})
         raise ApiError(422, message) from None
-    stored = await resources.artifacts.put(
-        analysis.unique_id, f"legacy-{part.stem}", part.data, part.media_type
-    )
-    entry = {"results": {**stored.to_dict(), **part.extra}, ORIGINAL_RESULTS: ref}
-    await _merge_manifest(resources, analysis, entry)
+    file = NewArtifact(f"legacy-{part.stem}", part.data, part.media_type)
+    entry = {"results": {**file.ref(analysis.unique_id).to_dict(), **part.extra}}
+    await _merge_manifest(resources, analysis, {**entry, ORIGINAL_RESULTS: ref}, [file])
     log.info("analysis %s: joblib results converted to JSON", analysis.id)
     return value
 
@@ -181,9 +211,13 @@ def _render(kind: str, raw: bytes) -> bytes:
 
 
 async def _merge_manifest(
-    resources: Resources, analysis: ObjAnalysis, entry: dict[str, Any]
+    resources: Resources,
+    analysis: ObjAnalysis,
+    entry: dict[str, Any],
+    files: Sequence[NewArtifact] = (),
 ) -> bool:
-    """Set manifest keys; False when the analysis went away meanwhile."""
+    """Set manifest keys and store the files they describe, in one transaction; False (and
+    nothing written) when the analysis went away meanwhile."""
     async with resources.sessions.begin() as session:
         dialect = session.bind.dialect.name
         result = await session.execute(
@@ -192,15 +226,17 @@ async def _merge_manifest(
             .values(artifacts=merged_json(ObjAnalysis.artifacts, entry, dialect))
             .returning(ObjAnalysis.id)
         )
-        return result.first() is not None
+        if result.first() is None:
+            return False
+        # A name stored before (a corner drawn twice at once) now points to these bytes.
+        await write_artifacts(session, analysis.id, files, replace=True)
+        return True
 
 
 async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes) -> None:
-    ref = await resources.artifacts.put(analysis.unique_id, "corner.png", png, "image/png")
-    entry = {"corner": {**ref.to_dict(), "format": "png"}}
-    if not await _merge_manifest(resources, analysis, entry):
-        # the analysis went away while drawing: leave no orphan file
-        await asyncio.to_thread(resources.artifacts.path_of(ref).unlink, True)
+    file = NewArtifact("corner.png", png, "image/png")
+    entry = {"corner": {**file.ref(analysis.unique_id).to_dict(), "format": "png"}}
+    await _merge_manifest(resources, analysis, entry, [file])
 
 
 async def _draw_corner(kind: str, raw: bytes) -> bytes:
@@ -221,8 +257,11 @@ async def get_corner(request: web.Request) -> web.StreamResponse:
     cached = analysis.artifacts.get("corner")
     if cached and "refused" in cached:  # drawing failed before: the file is not parsed again
         raise ApiError(int(cached["status"]), str(cached["refused"]))
-    if cached and await asyncio.to_thread(resources.artifacts.path_of(cached).is_file):
-        return await _file_response(resources, cached, "corner plot")
+    if cached:
+        try:
+            return await _blob_response(request, cached)
+        except ArtifactMissing:
+            pass  # drawn again below
     kind, raw = await _posterior_source(resources, analysis)
     try:
         png = await _draw_corner(kind, raw)

@@ -25,6 +25,7 @@ from gateway.handlers.source_access import (
 )
 from gateway.serialize import source_dict
 from shared.access import Principal, visible
+from shared.analysis_lifecycle import delete_analyses_where
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
 from shared.enums import ACL
 from shared.events import SourceSaved
@@ -195,13 +196,10 @@ async def delete_source(request: web.Request) -> web.Response:
     async with resources.sessions.begin() as session:
         if await session.scalar(select(Obj.id).where(Obj.id == obj_id)) is None:
             raise source_not_found(obj_id)
-        analysis_uids = list(
-            await session.scalars(select(ObjAnalysis.unique_id).where(ObjAnalysis.obj_id == obj_id))
-        )
-        # The database cascades to the source's data, links and analyses.
+        # The analyses with their artifacts first (the cascade would leave their blobs); the
+        # database cascades to the source's other data and links.
+        await delete_analyses_where(session, ObjAnalysis.obj_id == obj_id)
         await session.execute(delete(Obj).where(Obj.id == obj_id))
-    for uid in analysis_uids:
-        await resources.artifacts.delete_all(uid)
     return success()
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -441,6 +442,33 @@ class PendingPhotometryTrigger(Base):
     )
     event_id: Mapped[str] = mapped_column(String(64))
     due_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ArtifactBlob(Base):
+    """The bytes of an artifact, stored once per distinct content (its SHA-256 is the key).
+
+    A blob lives as long as a link refers to it: whatever deletes links deletes in the same
+    transaction the blobs they leave unreferenced (``shared.artifacts``).
+    """
+
+    __tablename__ = "artifact_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AnalysisArtifact(Base):
+    """An analysis' artifact ``name`` (the file name of its ``ArtifactRef``) and its bytes."""
+
+    __tablename__ = "analysis_artifacts"
+
+    analysis_id: Mapped[int] = mapped_column(
+        ForeignKey("obj_analyses.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("artifact_blobs.sha256"), index=True)
+    media_type: Mapped[str] = mapped_column(String(255))
 
 
 class DispatchAttempt(Base):

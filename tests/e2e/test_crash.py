@@ -19,6 +19,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exists, func, select
+
+from shared.db.models import AnalysisArtifact, ArtifactBlob, ObjAnalysis
+from shared.db.session import create_engine
 from shared.settings import Settings
 from tests.e2e.conftest import MANAGE_SERVICES, RUN_ANALYSES, UPLOAD_DATA
 from tests.e2e.harness import (
@@ -43,7 +47,6 @@ def dispatcher_environment(settings: Settings) -> dict[str, str]:
         "AMQP_URL": settings.amqp_url,
         "BUS_PREFIX": settings.bus_prefix,
         "PUBLIC_URL": settings.public_url,
-        "ARTIFACT_DIR": str(settings.artifact_dir),
         "SECRET_KEY": settings.secret_key.get_secret_value(),
         "ALLOW_LOOPBACK_URLS": "true",
         "ALLOW_PRIVATE_URLS": "true",
@@ -143,6 +146,39 @@ async def test_a_dispatcher_killed_mid_batch_completes_every_analysis_exactly_on
     duplicates = len(service.received) - BATCH
     assert 0 <= duplicates <= CONCURRENCY
     _check_attempts(ids, attempts)
+    await _check_stored_inputs(pipeline.settings.database_url, ids)
+
+
+async def _check_stored_inputs(database_url: str, ids: list[int]) -> None:
+    """The inputs are stored by the claiming transaction: a claim the kill cut short stored
+    nothing, so every analysis holds exactly one ``inputs.json``, the one its hash names (beside
+    its results), and no blob is left that nothing refers to."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(ObjAnalysis.id, ObjAnalysis.input_hash, AnalysisArtifact.name)
+                    .join(AnalysisArtifact, AnalysisArtifact.analysis_id == ObjAnalysis.id)
+                    .where(
+                        ObjAnalysis.id.in_(ids), AnalysisArtifact.sha256 == ObjAnalysis.input_hash
+                    )
+                )
+            ).all()
+            links = await connection.scalar(
+                select(func.count()).where(
+                    AnalysisArtifact.analysis_id.in_(ids), AnalysisArtifact.name == "inputs.json"
+                )
+            )
+            orphans = await connection.scalar(
+                select(func.count())
+                .select_from(ArtifactBlob)
+                .where(~exists().where(AnalysisArtifact.sha256 == ArtifactBlob.sha256))
+            )
+    finally:
+        await engine.dispose()
+    assert sorted((row.id, row.name) for row in rows) == [(i, "inputs.json") for i in sorted(ids)]
+    assert (links, orphans) == (len(ids), 0)
 
 
 def _check_attempts(ids: list[int], attempts: dict[int, list[dict[str, Any]]]) -> None:

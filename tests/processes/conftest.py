@@ -143,7 +143,6 @@ class Deployment:
             "AMQP_URL": AMQP_URL,
             "BUS_PREFIX": self.prefix,
             "PUBLIC_URL": f"http://127.0.0.1:{self.webhook_port}",
-            "ARTIFACT_DIR": str(self.workdir / "artifacts"),
             "SECRET_KEY": self.secret_key,
             "ALLOW_LOOPBACK_URLS": "true",
             "HOST": "127.0.0.1",

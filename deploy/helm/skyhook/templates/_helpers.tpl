@@ -57,14 +57,6 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{- define "skyhook.artifactClaimName" -}}
-{{- if .Values.artifacts.persistence.existingClaim -}}
-{{- .Values.artifacts.persistence.existingClaim -}}
-{{- else -}}
-{{- include "skyhook.componentName" (dict "root" . "component" "artifacts") -}}
-{{- end -}}
-{{- end -}}
-
 {{/* Fails rendering with a clear message when a required setting is missing. */}}
 {{- define "skyhook.validate" -}}
 {{- if not .Values.publicUrl -}}
