@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from gateway.auth import auth_middleware
+from gateway.handlers.analyses import START_BATCHER
 from gateway.live import setup_live
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
+from shared.analysis_lifecycle import start_batcher
 from shared.observability import metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
@@ -22,4 +26,13 @@ def create_gateway_app(resources: Resources) -> web.Application:
     add_routes(app, gateway_routes())
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()
+    app.cleanup_ctx.append(_start_batcher)
     return app
+
+
+async def _start_batcher(app: web.Application) -> AsyncIterator[None]:
+    """Concurrent start requests are created together; on shutdown the last batch finishes."""
+    batcher = start_batcher(app[RESOURCES])
+    app[START_BATCHER] = batcher
+    yield
+    await batcher.drain()

@@ -27,6 +27,7 @@ from shared.db.dialect import (
     seconds_since,
     skip_locked,
     take_write_lock,
+    take_write_locks,
     upsert,
     write_together,
 )
@@ -42,6 +43,7 @@ from shared.db.models import (
 from shared.db.types import utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
+from shared.group_commit import GroupCommit
 from shared.outbox import enqueue, outbox_values
 from shared.resources import Resources
 from shared.security import hash_token
@@ -204,6 +206,108 @@ async def create_analysis(
             await guard.record(session, analysis_id)
     resources.outbox.nudge()
     return analysis_id
+
+
+async def _readable_and_counted(
+    session: AsyncSession, batch: Sequence[NewAnalysis]
+) -> tuple[set[tuple[int, str]], dict[tuple[int, str], int]]:
+    """For every (author, object) of the batch: may the author read the object, and how many
+    of their analyses on it count toward the cap. Two queries per distinct author."""
+    readable: set[tuple[int, str]] = set()
+    counted: dict[tuple[int, str], int] = {}
+    by_author: dict[int, tuple[Principal, set[str]]] = {}
+    for new in batch:
+        by_author.setdefault(new.author.user_id, (new.author, set()))[1].add(new.obj_id)
+    for author_id, (author, obj_ids) in by_author.items():
+        found = select(Obj.id).where(Obj.id.in_(obj_ids), visible(obj_groups, Obj.id, author))
+        readable.update((author_id, obj_id) for obj_id in await session.scalars(found))
+        counts = (
+            select(ObjAnalysis.obj_id, func.count(ObjAnalysis.id))
+            .where(
+                ObjAnalysis.obj_id.in_(obj_ids),
+                ObjAnalysis.author_id == author_id,
+                ObjAnalysis.status.in_(CAPPED_STATUSES),
+            )
+            .group_by(ObjAnalysis.obj_id)
+        )
+        counted.update(((author_id, obj_id), n) for obj_id, n in await session.execute(counts))
+    return readable, counted
+
+
+def _admitted(
+    batch: Sequence[NewAnalysis],
+    readable: set[tuple[int, str]],
+    counted: dict[tuple[int, str], int],
+    cap: int,
+) -> list[NewAnalysis | Exception]:
+    """Each item, or why it is refused; earlier items of the batch count toward the cap."""
+    admitted: list[NewAnalysis | Exception] = []
+    for new in batch:
+        pair = (new.author.user_id, new.obj_id)
+        if pair not in readable:
+            admitted.append(ObjNotVisible(new.obj_id))
+        elif counted.get(pair, 0) >= cap:
+            admitted.append(CapReached(new.obj_id))
+        else:
+            counted[pair] = counted.get(pair, 0) + 1
+            admitted.append(new)
+    return admitted
+
+
+async def _insert_analyses(
+    resources: Resources, session: AsyncSession, rows: list[NewAnalysis]
+) -> list[int]:
+    """The rows, their group links, artifacts and outbox messages: one statement each."""
+    inserted = insert(ObjAnalysis.__table__).returning(ObjAnalysis.id, sort_by_parameter_order=True)
+    result = await session.execute(inserted, [_new_row(resources, new) for new in rows])
+    ids = list(result.scalars())
+    links = [
+        {"obj_analysis_id": analysis_id, "group_id": group_id}
+        for analysis_id, new in zip(ids, rows, strict=True)
+        for group_id in new.group_ids
+    ]
+    if links:
+        await session.execute(insert(obj_analysis_groups), links)
+    for analysis_id, new in zip(ids, rows, strict=True):
+        await write_artifacts(session, analysis_id, new.files)  # rare: file parameters only
+    messages = [
+        outbox_values(_message_for(analysis_id, new))
+        for analysis_id, new in zip(ids, rows, strict=True)
+    ]
+    await session.execute(insert(OutboxMessage.__table__), messages)
+    return ids
+
+
+async def create_analyses(
+    resources: Resources, batch: list[NewAnalysis], *, cap: int
+) -> list[int | Exception]:
+    """Many starts in one transaction, as :func:`create_analysis` does one: each item gets its
+    analysis id, or :class:`ObjNotVisible` / :class:`CapReached` with nothing written for it.
+
+    The (object, author) pairs are locked in one statement, in a fixed order, so concurrent
+    batches cannot overshoot a cap nor deadlock."""
+    for new in batch:
+        _store_request_parameters(new)
+    async with resources.sessions.begin() as session:
+        keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
+        await take_write_locks(session, keys)
+        readable, counted = await _readable_and_counted(session, batch)
+        admitted = _admitted(batch, readable, counted, cap)
+        rows = [item for item in admitted if isinstance(item, NewAnalysis)]
+        ids = iter(await _insert_analyses(resources, session, rows) if rows else [])
+    if rows:
+        resources.outbox.nudge()
+    return [item if isinstance(item, Exception) else next(ids) for item in admitted]
+
+
+def start_batcher(resources: Resources) -> GroupCommit[NewAnalysis, int]:
+    """Starts from concurrent requests, created together (see :func:`create_analyses`)."""
+
+    async def run(batch: list[NewAnalysis]) -> list[int | Exception]:
+        cap = resources.settings.max_analyses_per_obj_per_user
+        return await create_analyses(resources, batch, cap=cap)
+
+    return GroupCommit(run)
 
 
 async def cancel_analysis(session: AsyncSession, analysis_id: int, username: str) -> bool:

@@ -178,7 +178,7 @@ async def test_adding_a_classification_writes_its_event_in_the_same_transaction(
         rows = await session.scalars(
             select(OutboxMessage).where(OutboxMessage.routing_key == "classification.added")
         )
-        payloads = [r.payload for r in rows]
+        payloads = [r.payload for r in rows if r.payload["obj_id"] == obj_id]
     assert payloads == [
         {
             "classification_id": reply.data["classification_id"],

@@ -26,7 +26,6 @@ from shared.analysis_lifecycle import (
     NewAnalysis,
     ObjNotVisible,
     cancel_analysis,
-    create_analysis,
     delete_analysis,
     obj_visible,
 )
@@ -48,6 +47,7 @@ from shared.db.models import (
 )
 from shared.db.session import read_session
 from shared.enums import ACL
+from shared.group_commit import GroupCommit
 from shared.resources import RESOURCES
 from shared.web import (
     Page,
@@ -65,6 +65,9 @@ from shared.web import (
 )
 
 log = logging.getLogger("skyhook.gateway.analyses")
+
+# Concurrent starts of this process, created together (one transaction per batch).
+START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
 
 CANNOT_ACCESS = "Cannot access this Analysis."
 CANNOT_DELETE = "Cannot delete this Analysis."
@@ -173,8 +176,7 @@ async def post_analysis(request: web.Request) -> web.Response:
         show_corner=flag(body, "show_corner", False),
     )
     try:
-        cap = resources.settings.max_analyses_per_obj_per_user
-        analysis_id = await create_analysis(resources, new, cap=cap)
+        analysis_id = await request.app[START_BATCHER].submit(new)
     except ObjNotVisible:
         raise not_found(f"Error posting analysis: Obj {obj_id} not found") from None
     except CapReached:

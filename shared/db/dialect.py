@@ -173,3 +173,19 @@ def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[flo
         naive = now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
         elapsed = (func.julianday(naive) - func.julianday(column)) * 86400.0
     return func.max(elapsed, 0.0) if dialect != POSTGRESQL else func.greatest(elapsed, 0.0)
+
+
+async def take_write_locks(session: AsyncSession | AsyncConnection, keys: Sequence[str]) -> None:
+    """:func:`take_write_lock` for every key, in one statement. Keys are taken in sorted
+    order, so two transactions locking overlapping sets cannot deadlock."""
+    if not keys:
+        return
+    if is_postgresql(session):
+        ordered = sorted(set(keys))
+        statement = text(
+            "SELECT count(pg_advisory_xact_lock(hashtext(k))) "
+            "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"
+        )
+        await session.execute(statement, {"keys": ordered})
+    else:
+        await session.execute(text("UPDATE objs SET id = id WHERE 0"))
