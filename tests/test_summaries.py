@@ -28,6 +28,7 @@ from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
 from gateway.app import create_gateway_app
 from shared.analysis_data import store_analysis_payload
+from shared.analysis_lifecycle import delete_analyses_where
 from shared.artifacts import NewArtifact, write_artifacts
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
@@ -265,7 +266,7 @@ async def test_analysis_deleted_before_its_event_is_not_applied(
 ) -> None:
     row = await finished_analysis(resources, scene, {"summary": "Too late."})
     async with resources.sessions.begin() as session:
-        await session.execute(text("DELETE FROM obj_analyses WHERE id = :id"), {"id": row.id})
+        await delete_analyses_where(session, ObjAnalysis.id == row.id)
     await SummaryService(resources).handle_message(completed(row))
     assert (await load_obj(resources, scene.obj_id)).summary_history == []
 
