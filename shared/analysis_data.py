@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import JSON, ColumnElement, cast, func, literal
-from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.artifacts import ArtifactStore, NewArtifact
 from shared.db.models import ObjAnalysis
@@ -293,8 +291,7 @@ def _json_results_value(data: Any) -> dict[str, Any]:
                 value = parse_json_text(data)
             except ValueError as exc:
                 raise PayloadError(
-                    "Invalid analysis.results.data: a string must hold JSON or base64 JSON "
-                    f"({exc})"
+                    f"Invalid analysis.results.data: a string must hold JSON or base64 JSON ({exc})"
                 ) from None
     if not isinstance(value, dict):
         raise PayloadError("Invalid analysis.results.data: must be a JSON object")
@@ -442,15 +439,3 @@ def has_payload(analysis: ObjAnalysis) -> bool:
     manifest = analysis.artifacts or {}
     summary = analysis.data_summary or {}
     return any(k in manifest for k in PAYLOAD_KEYS) or any(k in summary for k in SUMMARY_KEYS)
-
-
-def merged_json(column: Any, new: dict[str, Any], dialect: str) -> ColumnElement[Any]:
-    """SQL for ``column`` with ``new``'s top-level keys set, computed by the database so that
-    a concurrent writer of other keys (e.g. the dispatcher's ``inputs``) is never lost."""
-    if dialect == "postgresql":
-        current = func.coalesce(column, cast("{}", JSONB))
-        return current.op("||")(cast(literal(json.dumps(new, allow_nan=False)), JSONB))
-    arguments: list[Any] = [func.coalesce(column, "{}")]
-    for key, value in new.items():
-        arguments += [f'$."{key}"', func.json(json.dumps(value, allow_nan=False))]
-    return func.json_set(*arguments, type_=JSON) if new else column

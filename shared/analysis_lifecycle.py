@@ -21,8 +21,11 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, t
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.access import Principal, visible
-from shared.artifacts import NewArtifact, delete_artifacts, write_artifacts
+from shared.analysis_data import AnnotationIn
+from shared.artifacts import NewArtifact, artifact_rows, delete_artifacts, write_artifacts
 from shared.db.dialect import (
+    GuardedRows,
+    merged_json,
     name_of,
     seconds_since,
     skip_locked,
@@ -33,7 +36,9 @@ from shared.db.dialect import (
 )
 from shared.db.models import (
     AnalysisService,
+    Annotation,
     DispatchAttempt,
+    Group,
     Obj,
     ObjAnalysis,
     OutboxMessage,
@@ -331,6 +336,145 @@ async def cancel_analysis(session: AsyncSession, analysis_id: int, username: str
     return bool(rows)
 
 
+# --- results: the webhook's completion -----------------------------------------------------
+#
+# Exactly one valid POST per token wins: ``status IN (queued, dispatching, pending) AND
+# invalid_after >= now`` is checked by the UPDATE itself, never by a read before it. The
+# winner's write also stores the artifacts, upserts the annotations and outboxes the event.
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the service reported, ready to be written."""
+
+    status: AnalysisStatus
+    message: str
+    artifacts: dict[str, Any]
+    data_summary: dict[str, Any]
+    annotations: list[AnnotationIn]
+    files: Sequence[NewArtifact] = ()  # the bytes ``artifacts`` describes
+
+
+@dataclass(frozen=True)
+class Callee:
+    """The analysis a token names, as a plain row (the columns the webhook uses)."""
+
+    id: int
+    unique_id: str
+    obj_id: str
+    author_id: int
+    analysis_service_id: int
+    status: str
+    status_message: str | None
+    invalid_after: datetime
+    last_activity: datetime
+    service_name: str
+    is_summary: bool
+
+
+def _seconds_since(start: datetime, now: datetime) -> float:
+    return max((now - start).total_seconds(), 0.0)
+
+
+def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: str) -> Any:
+    return (
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == analysis.id,
+            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            ObjAnalysis.invalid_after >= now,
+        )
+        .values(
+            status=outcome.status,
+            status_message=outcome.message,
+            last_activity=now,
+            duration=_seconds_since(analysis.last_activity, now),
+            artifacts=merged_json(ObjAnalysis.artifacts, outcome.artifacts, dialect),
+            data_summary=merged_json(ObjAnalysis.data_summary, outcome.data_summary, dialect),
+            modified=now,
+        )
+        .returning(ObjAnalysis.id)
+    )
+
+
+def _ended_message(analysis: Callee, outcome: Outcome) -> Message:
+    return analysis_ended(
+        outcome.status,
+        analysis.id,
+        analysis.obj_id,
+        analysis.analysis_service_id,
+        analysis.is_summary,
+    )
+
+
+async def complete(resources: Resources, analysis: Callee, outcome: Outcome) -> bool:
+    """The webhook's transition: active → completed or failure, with the results' artifacts,
+    the annotations and the ended event. False when it lost (nothing written).
+
+    Without annotations to store, one :func:`write_together` (one round trip on PostgreSQL);
+    with them, a transaction, since annotations are matched against the author's own."""
+    now = utcnow()
+    won = _winning_update(analysis, outcome, now, name_of(resources.engine))
+    if outcome.status == AnalysisStatus.COMPLETED and outcome.annotations:
+        async with resources.sessions.begin() as session:
+            if (await session.execute(won)).first() is None:
+                return False
+            await write_artifacts(session, analysis.id, outcome.files)
+            await upsert_annotations(session, analysis, outcome.annotations)
+            enqueue(session, _ended_message(analysis, outcome))
+        return True
+    event = {**outbox_values(_ended_message(analysis, outcome)), "created_at": now}
+    rows = await write_together(
+        resources.engine,
+        won,
+        if_guarded=[GuardedRows(OutboxMessage.__table__, [event]), *artifact_rows(outcome.files)],
+    )
+    return bool(rows)
+
+
+async def upsert_annotations(
+    session: AsyncSession, analysis: Callee, items: list[AnnotationIn]
+) -> None:
+    """Update the author's own annotation with this origin when it is shared with exactly the
+    analysis' groups; otherwise add a new one. Other annotations are never touched."""
+    if not items:
+        return
+    groups = list(
+        await session.scalars(
+            select(Group)
+            .join(obj_analysis_groups, obj_analysis_groups.c.group_id == Group.id)
+            .where(obj_analysis_groups.c.obj_analysis_id == analysis.id)
+        )
+    )
+    group_ids = {g.id for g in groups}
+    for item in items:
+        origin = item.origin or analysis.service_name
+        mine = await session.scalars(
+            select(Annotation)
+            .where(
+                Annotation.obj_id == analysis.obj_id,
+                Annotation.origin == origin,
+                Annotation.owner_id == analysis.author_id,
+            )
+            .order_by(Annotation.id.desc())
+        )
+        same_groups = [a for a in mine if {g.id for g in a.groups} == group_ids]
+        if same_groups:
+            same_groups[0].data = dict(item.data)
+            same_groups[0].modified = utcnow()
+        else:
+            session.add(
+                Annotation(
+                    obj_id=analysis.obj_id,
+                    owner_id=analysis.author_id,
+                    origin=origin,
+                    data=dict(item.data),
+                    groups=list(groups),
+                )
+            )
+    await session.flush()
+
+
 # --- dispatching: claim, send, accept / retry / fail, reap ----------------------------------
 #
 # A claim increments ``dispatch_attempts_count`` and returns it: that number is the attempt's
@@ -511,7 +655,7 @@ async def finish_attempt(
         engine,
         moved,
         always=[recorded.returning(DispatchAttempt.id)],
-        if_guarded=[(OutboxMessage.__table__, outbox)],
+        if_guarded=[GuardedRows(OutboxMessage.__table__, outbox)],
     )
     return bool(rows)
 

@@ -7,8 +7,8 @@ an :class:`ArtifactRef` (name, path, size, sha256, media type) in ``ObjAnalysis.
 its ``path`` is ``<analysis unique_id>/<name>``, a name rather than a place on a disk, and
 reads find the bytes by the ref's sha256.
 
-Writes never have a transaction of their own: :func:`write_artifacts` (or, on PostgreSQL, the
-statements of :func:`artifact_ctes`) runs in the transaction of the change that makes the
+Writes never have a transaction of their own: :func:`write_artifacts` (or the guarded rows of
+:func:`artifact_rows`) runs in the transaction of the change that makes the
 artifacts part of an analysis, so an analysis that is not created, a webhook that loses or a
 claim that rolls back leaves nothing behind. Deletes (:func:`delete_artifacts`) remove the
 links and, in the same transaction, every blob no longer referenced.
@@ -28,27 +28,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    CTE,
-    BigInteger,
-    Insert,
     LargeBinary,
     Select,
-    String,
-    bindparam,
-    cast,
-    column,
     delete,
     exists,
     func,
     insert,
     select,
-    true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from shared.db.dialect import GuardedRows, insert_keeping, name_of
 from shared.db.models import AnalysisArtifact, ArtifactBlob
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -113,10 +103,7 @@ class NewArtifact:
 
 
 def _dialect(executor: Executor) -> str:
-    if isinstance(executor, AsyncSession):
-        assert executor.bind is not None
-        return executor.bind.dialect.name
-    return executor.dialect.name
+    return name_of(executor)
 
 
 def _sha256_of(ref: ArtifactRef | dict[str, Any]) -> str:
@@ -127,27 +114,6 @@ def _distinct_blobs(files: Iterable[NewArtifact]) -> list[NewArtifact]:
     """One per content, in sha256 order (writers lock blob rows in the same order)."""
     unique = {f.sha256: f for f in files}
     return [unique[sha] for sha in sorted(unique)]
-
-
-def blob_insert(dialect: str, rows: Select[Any] | None = None) -> Insert:
-    """``INSERT INTO artifact_blobs`` (values, or ``rows``) that keeps an existing blob.
-
-    PostgreSQL: ``ON CONFLICT DO UPDATE`` with no real change, so the existing row is locked
-    until commit (see the module docstring); SQLite: ``ON CONFLICT DO NOTHING``.
-    (The one dialect-specific statement here; it belongs with the other dialect helpers.)
-    """
-    if dialect == "postgresql":
-        pg = pg_insert(BLOBS)
-        if rows is not None:
-            pg = pg.from_select(["sha256", "size", "data"], rows)
-        # size is a function of sha256: the "update" changes nothing but takes the row lock
-        return pg.on_conflict_do_update(
-            index_elements=[BLOBS.c.sha256], set_={"size": pg.excluded.size}
-        )
-    lite = sqlite_insert(BLOBS)
-    if rows is not None:
-        lite = lite.from_select(["sha256", "size", "data"], rows)
-    return lite.on_conflict_do_nothing(index_elements=[BLOBS.c.sha256])
 
 
 async def write_artifacts(
@@ -166,7 +132,7 @@ async def write_artifacts(
         return
     blobs = _distinct_blobs(files)
     await executor.execute(
-        blob_insert(_dialect(executor)),
+        insert_keeping(_dialect(executor), BLOBS, ["sha256"]),
         [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in blobs],
     )
     names = {f.name: f for f in files}
@@ -193,54 +159,18 @@ async def write_artifacts(
     await collect_garbage(executor, replaced)  # a blob the new links share again stays
 
 
-def _array(name: str, values: list[Any], item_type: Any) -> Any:
-    return cast(bindparam(name, values, type_=ARRAY(item_type)), ARRAY(item_type))
-
-
-def artifact_ctes(won: CTE, files: Sequence[NewArtifact]) -> list[CTE]:
-    """PostgreSQL: the blob and link INSERTs as data-modifying CTEs of one statement, that
-    write rows only when ``won`` (a CTE with an ``id`` column: the analysis, when the
-    statement's conditional UPDATE succeeded) returns a row. Arrays are bound whole (``unnest``),
-    so the statement's text does not depend on the number of files."""
+def artifact_rows(files: Sequence[NewArtifact]) -> list[GuardedRows]:
+    """The blob and link rows of ``files`` for a :func:`write_together` whose guard returns
+    the analysis id: blobs already stored are kept (and locked), links name the analysis."""
     if not files:
         return []
-    blobs = _distinct_blobs(files)
-    blob_rows = (
-        func.unnest(
-            _array("artifact_blob_sha256", [f.sha256 for f in blobs], String),
-            _array("artifact_blob_size", [f.size for f in blobs], BigInteger),
-            _array("artifact_blob_data", [f.data for f in blobs], LargeBinary),
-        )
-        .table_valued(
-            column("sha256", String), column("size", BigInteger), column("data", LargeBinary)
-        )
-        .render_derived(name="blob_rows")
-    )
-    stored = blob_insert(
-        "postgresql",
-        select(blob_rows.c.sha256, blob_rows.c.size, blob_rows.c.data).where(
-            exists(select(won.c.id))
-        ),
-    )
-    named = list({f.name: f for f in files}.values())
-    link_rows = (
-        func.unnest(
-            _array("artifact_link_name", [f.name for f in named], String),
-            _array("artifact_link_sha256", [f.sha256 for f in named], String),
-            _array("artifact_link_media_type", [f.media_type for f in named], String),
-        )
-        .table_valued(
-            column("name", String), column("sha256", String), column("media_type", String)
-        )
-        .render_derived(name="link_rows")
-    )
-    linked = insert(LINKS).from_select(
-        ["analysis_id", "name", "sha256", "media_type"],
-        select(won.c.id, link_rows.c.name, link_rows.c.sha256, link_rows.c.media_type).select_from(
-            won.join(link_rows, true())
-        ),
-    )
-    return [stored.cte("artifact_blobs_stored"), linked.cte("artifact_links_stored")]
+    blobs = [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in _distinct_blobs(files)]
+    named = {f.name: f for f in files}.values()
+    links = [{"name": f.name, "sha256": f.sha256, "media_type": f.media_type} for f in named]
+    return [
+        GuardedRows(BLOBS, blobs, keep_existing=["sha256"]),
+        GuardedRows(LINKS, links, guard_id="analysis_id"),
+    ]
 
 
 async def collect_garbage(executor: Executor, candidates: Iterable[str]) -> None:

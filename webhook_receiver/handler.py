@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 from aiohttp import web
 from sqlalchemy import ColumnElement
 
+from shared import analysis_lifecycle as lifecycle
 from shared.analysis_data import (
     PayloadError,
     decode_analysis_payload,
     parse_webhook_body,
     prepare_payload,
 )
-from shared.artifacts import NewArtifact
+from shared.analysis_lifecycle import Callee, Outcome
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
@@ -29,16 +29,7 @@ from shared.observability import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.resources import RESOURCES, Resources
 from shared.security import hash_token
 from shared.web import ApiError, bad_request, forbidden, success, unexpected_error
-from webhook_receiver.finalize import (
-    TOKEN_EXPIRED,
-    Callee,
-    Outcome,
-    expire,
-    finalize,
-    finalize_in_one_statement,
-    find_callee,
-    refusal,
-)
+from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, refusal
 from webhook_receiver.redaction import redacted_message
 
 log = logging.getLogger("skyhook.webhook")
@@ -139,8 +130,9 @@ async def _receive_for(
         artifacts=stored.artifacts,
         data_summary={**stored.data_summary, "message": message},
         annotations=stored.annotations,
+        files=stored.files,
     )
-    if not await _finalize(resources, analysis, outcome, stored.files):
+    if not await lifecycle.complete(resources, analysis, outcome):
         log.info(
             "analysis %s: lost to a concurrent change (another webhook POST, cancel or expiry); "
             "nothing of this request was stored",
@@ -153,17 +145,3 @@ async def _receive_for(
     resources.outbox.nudge()
     log.info("analysis %s: webhook accepted, status %s", analysis.id, status)
     return success({"status": "success"})
-
-
-async def _finalize(
-    resources: Resources, analysis: Callee, outcome: Outcome, files: Sequence[NewArtifact]
-) -> bool:
-    """The winning transition with its artifacts, in one transaction; True once committed."""
-    with_annotations = outcome.status == AnalysisStatus.COMPLETED and outcome.annotations
-    if resources.engine.dialect.name == "postgresql" and not with_annotations:
-        async with resources.engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return await finalize_in_one_statement(connection, analysis, outcome, files)
-    async with resources.sessions.begin() as session:
-        updated = await finalize(session, analysis, outcome, files)
-    return updated

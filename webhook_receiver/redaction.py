@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from shared.analysis_lifecycle import Callee
 from shared.db.models import AnalysisService, User
 from shared.redaction import redact, request_secrets
 from shared.resources import Resources
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
 from summary_service.keys import user_llm_key
-from webhook_receiver.finalize import Callee
 
 log = logging.getLogger("skyhook.webhook")
 

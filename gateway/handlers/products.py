@@ -26,7 +26,6 @@ from shared.analysis_data import (
     PayloadError,
     has_payload,
     json_results_artifact,
-    merged_json,
 )
 from shared.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
 from shared.corner import (
@@ -35,6 +34,7 @@ from shared.corner import (
     posterior_from_samples,
     render_corner_png,
 )
+from shared.db.dialect import merged_json, name_of
 from shared.db.models import ObjAnalysis, obj_analysis_groups, obj_groups
 from shared.resources import RESOURCES, Resources
 from shared.safe_decode import SafeDecodeError, joblib_to_json
@@ -219,7 +219,7 @@ async def _merge_manifest(
     """Set manifest keys and store the files they describe, in one transaction; False (and
     nothing written) when the analysis went away meanwhile."""
     async with resources.sessions.begin() as session:
-        dialect = session.bind.dialect.name
+        dialect = name_of(session)
         result = await session.execute(
             update(ObjAnalysis)
             .where(ObjAnalysis.id == analysis.id)

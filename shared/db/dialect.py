@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +19,15 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     Table,
+    bindparam,
     cast,
+    column,
+    exists,
     func,
     literal,
     select,
     text,
-    union_all,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -109,57 +113,106 @@ async def lock_rows_first(session: AsyncSession, key: str) -> None:
         await take_write_lock(session, key)
 
 
+@dataclass(frozen=True)
+class GuardedRows:
+    """Rows to insert only if a :func:`write_together` guard matched.
+
+    ``guard_id``: the column that receives the id the guard returned (e.g. an analysis id).
+    ``keep_existing``: the unique columns on which a conflicting row is kept as it is (and, on
+    PostgreSQL, locked until commit by a no-op update of another of its columns)."""
+
+    table: Table
+    rows: Sequence[Mapping[str, Any]]
+    guard_id: str | None = None
+    keep_existing: Sequence[str] = ()
+
+
 async def write_together(
     engine: AsyncEngine,
     guard: Any,
     *,
     always: Sequence[Any] = (),
-    if_guarded: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]] = (),
+    if_guarded: Sequence[GuardedRows] = (),
 ) -> list[Any]:
-    """One atomic write: ``guard`` (a conditional UPDATE … RETURNING), the ``always`` statements
-    whatever it matched, and the ``if_guarded`` rows inserted only when it matched a row.
-    Returns the guard's rows (empty when it matched none).
+    """One atomic write: ``guard`` (a conditional UPDATE … RETURNING, its first column an id),
+    the ``always`` statements whatever it matched, and the ``if_guarded`` rows inserted only
+    when it matched a row. Returns the guard's rows (empty when it matched none).
 
     PostgreSQL: a single autocommit statement of data-modifying CTEs (one round trip instead of
-    BEGIN, several statements and COMMIT). SQLite: the same writes in one transaction.
+    BEGIN, several statements and COMMIT); the rows travel as bound arrays, so the statement's
+    text depends only on which tables are written. SQLite: the same writes in one transaction.
     """
     if is_postgresql(engine):
         return await _write_together_in_one_statement(engine, guard, always, if_guarded)
     async with engine.begin() as connection:
-        rows = list(await connection.execute(guard))
+        matched = list(await connection.execute(guard))
         for statement in always:
             await connection.execute(statement)
-        if rows:
-            for table, values in if_guarded:
-                if values:
-                    await connection.execute(table.insert(), [dict(v) for v in values])
-    return rows
+        if matched:
+            for rows in if_guarded:
+                await _insert_guarded(connection, rows, matched[0][0])
+    return matched
+
+
+async def _insert_guarded(connection: AsyncConnection, rows: GuardedRows, guard_id: Any) -> None:
+    if not rows.rows:
+        return
+    values = [{**row, **({rows.guard_id: guard_id} if rows.guard_id else {})} for row in rows.rows]
+    statement = sqlite.insert(rows.table)
+    if rows.keep_existing:
+        statement = statement.on_conflict_do_nothing(index_elements=list(rows.keep_existing))
+    await connection.execute(statement, values)
+
+
+def _array(name: str, values: list[Any], item_type: Any) -> Any:
+    kind = postgresql.ARRAY(item_type)
+    return cast(bindparam(name, values, type_=kind), kind)
+
+
+def _unnested(rows: GuardedRows, index: int) -> Any:
+    """The rows as ``unnest(array, array, …)`` of one bound array per column."""
+    columns = [c for c in rows.rows[0] if c != rows.guard_id]
+    arrays = [
+        _array(f"guarded_{index}_{c}", [row[c] for row in rows.rows], rows.table.c[c].type)
+        for c in columns
+    ]
+    typed = [column(c, rows.table.c[c].type) for c in columns]
+    return func.unnest(*arrays).table_valued(*typed).render_derived(name=f"rows_{index}")
+
+
+def _guarded_insert(guarded: Any, rows: GuardedRows, index: int) -> Any:
+    source = _unnested(rows, index)
+    names = [c.name for c in source.c]
+    picked = [source.c[n] for n in names]
+    if rows.guard_id:
+        names = [rows.guard_id, *names]
+        query = select(guarded.c[guarded.c.keys()[0]], *picked).select_from(
+            guarded.join(source, true())
+        )
+    else:
+        query = select(*picked).where(exists(select(guarded)))
+    statement = postgresql.insert(rows.table).from_select(names, query)
+    if rows.keep_existing:
+        lock = next(c for c in rows.rows[0] if c not in rows.keep_existing)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(rows.keep_existing), set_={lock: statement.excluded[lock]}
+        )
+    return statement.cte(f"guarded_{index}")
 
 
 async def _write_together_in_one_statement(
     engine: AsyncEngine,
     guard: Any,
     always: Sequence[Any],
-    if_guarded: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+    if_guarded: Sequence[GuardedRows],
 ) -> list[Any]:
     guarded = guard.cte("guarded")
     statement = select(guarded)
     for index, extra in enumerate(always):
         statement = statement.add_cte(extra.cte(f"always_{index}"))
-    for index, (table, values) in enumerate(if_guarded):
-        if not values:
-            continue
-        columns = list(values[0])
-        selects = [
-            select(*(literal(row[c], table.c[c].type) for c in columns))
-            .select_from(guarded)
-            .limit(1)
-            for row in values
-        ]
-        source = selects[0] if len(selects) == 1 else union_all(*selects)
-        statement = statement.add_cte(
-            table.insert().from_select(columns, source).cte(f"if_{index}")
-        )
+    for index, rows in enumerate(if_guarded):
+        if rows.rows:
+            statement = statement.add_cte(_guarded_insert(guarded, rows, index))
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         return list(await connection.execute(statement))
@@ -189,3 +242,18 @@ async def take_write_locks(session: AsyncSession | AsyncConnection, keys: Sequen
         await session.execute(statement, {"keys": ordered})
     else:
         await session.execute(text("UPDATE objs SET id = id WHERE 0"))
+
+
+def insert_keeping(dialect: str, table: Table, keys: Sequence[str]) -> Any:
+    """INSERT that keeps a row already there on a conflict over the unique ``keys``.
+
+    PostgreSQL: ``ON CONFLICT DO UPDATE`` that changes nothing, so the existing row is locked
+    until this transaction commits (a concurrent delete of it waits or skips it); SQLite:
+    ``ON CONFLICT DO NOTHING`` (one writer at a time: nothing to lock)."""
+    if dialect == POSTGRESQL:
+        statement = postgresql.insert(table)
+        lock = next(c.name for c in table.c if c.name not in keys)
+        return statement.on_conflict_do_update(
+            index_elements=list(keys), set_={lock: statement.excluded[lock]}
+        )
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))

@@ -437,9 +437,7 @@ class PendingPhotometryTrigger(Base):
     default_analysis_id: Mapped[int] = mapped_column(
         ForeignKey("default_analyses.id", ondelete="CASCADE"), primary_key=True
     )
-    obj_id: Mapped[str] = mapped_column(
-        ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True
-    )
+    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64))
     due_at: Mapped[datetime] = mapped_column(index=True)
 

@@ -1,0 +1,42 @@
+"""Rules of the code's layout that a reader relies on."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("shared", "gateway", "dispatcher", "webhook_receiver", "summary_service", "skyhook")
+DIALECT_LAYER = ROOT / "shared" / "db"
+
+
+def _modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def _dialect_branches(path: Path) -> list[str]:
+    """Where a module looks at which database it talks to: ``….dialect.name`` or an import
+    of a dialect-specific SQLAlchemy module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "name":
+            inner = node.value
+            if isinstance(inner, ast.Attribute) and inner.attr == "dialect":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .dialect.name")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "sqlalchemy.dialects"
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} import {node.module}")
+    return found
+
+
+def test_no_module_outside_the_dialect_layer_branches_on_the_database() -> None:
+    outside = [p for p in _modules() if DIALECT_LAYER not in p.parents]
+    assert outside, "no modules found"
+    branches = [branch for path in outside for branch in _dialect_branches(path)]
+    assert branches == []
+
+
+def test_the_rule_sees_a_branch_where_there_is_one(tmp_path: Path) -> None:
+    sample = ROOT / "shared" / "db" / "dialect.py"
+    assert _dialect_branches(sample), "the dialect layer itself must be seen to branch"
