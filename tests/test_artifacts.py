@@ -115,13 +115,12 @@ async def test_bytes_come_back_in_slices(resources: Resources, accounts: Account
     assert await resources.artifacts.size(ref) == len(data)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite: one writer
 async def test_a_delete_never_takes_a_blob_a_concurrent_writer_is_sharing(
-    resources: Resources, accounts: Accounts, backend: str
+    resources: Resources, accounts: Accounts
 ) -> None:
     """PostgreSQL: the writer's upsert locks the existing blob; the delete's garbage
     collection skips it instead of removing bytes the writer is about to link."""
-    if backend != "postgresql":
-        pytest.skip("SQLite has a single writer")
     doomed, writer = await _analyses(resources, accounts, 2)
     file = NewArtifact("results.json", os.urandom(48), "application/json")
     await _write(resources, doomed, file)
