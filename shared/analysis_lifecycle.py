@@ -85,6 +85,7 @@ class NewAnalysis:
     artifacts: dict[str, Any] = field(default_factory=dict)
     files: list[NewArtifact] = field(default_factory=list)  # the bytes ``artifacts`` describes
     data_summary: dict[str, Any] = field(default_factory=dict)
+    annotations: list[AnnotationIn] = field(default_factory=list)  # of an upload's results
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     default_analysis_id: int | None = None  # set when a default analysis started it
     trigger: str | None = None  # what made the default start, in words
@@ -205,6 +206,11 @@ async def create_analysis(
             links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
             await session.execute(insert(obj_analysis_groups), links)
         await write_artifacts(session, analysis_id, new.files)
+        if new.status == AnalysisStatus.COMPLETED and new.annotations:
+            target = AnnotatedAnalysis(
+                analysis_id, new.obj_id, new.author.user_id, new.service.name
+            )
+            await upsert_annotations(session, target, new.annotations)
         message = outbox_values(_message_for(analysis_id, new))
         await session.execute(insert(OutboxMessage.__table__).values(**message))
         if guard is not None:
@@ -432,8 +438,29 @@ async def complete(resources: Resources, analysis: Callee, outcome: Outcome) -> 
     return bool(rows)
 
 
+class Annotated(Protocol):
+    """The analysis whose results carry annotations: whose, on what, from which service."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def obj_id(self) -> str: ...
+    @property
+    def author_id(self) -> int: ...
+    @property
+    def service_name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class AnnotatedAnalysis:
+    id: int
+    obj_id: str
+    author_id: int
+    service_name: str
+
+
 async def upsert_annotations(
-    session: AsyncSession, analysis: Callee, items: list[AnnotationIn]
+    session: AsyncSession, analysis: Annotated, items: list[AnnotationIn]
 ) -> None:
     """Update the author's own annotation with this origin when it is shared with exactly the
     analysis' groups; otherwise add a new one. Other annotations are never touched."""

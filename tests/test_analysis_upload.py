@@ -96,6 +96,23 @@ async def test_upload_stores_a_completed_analysis_and_announces_it(
     assert results.data["data"]["results"] == {"format": "json", "data": {"period": 0.52}}
 
 
+async def test_an_uploads_annotations_are_stored_on_the_source_like_a_webhooks(
+    api: ApiClient, setup: Setup
+) -> None:
+    def annotations(body: dict[str, Any]) -> dict[str, Any]:
+        return {**PAYLOAD, "annotations": body}
+
+    first = annotations([{"data": {"period": 0.52}}, {"data": {"amp": 0.8}, "origin": "fit"}])
+    assert (await api.post(setup.path(), setup.user, {"analysis": first})).status == 200
+    again = annotations([{"data": {"period": 0.55}}])  # the same origin: updated, not added
+    assert (await api.post(setup.path(), setup.user, {"analysis": again})).status == 200
+
+    listed = await api.get(f"/api/sources/{setup.obj_id}/annotations", setup.user)
+    assert listed.status == 200, listed.body
+    stored = sorted((a["origin"], a["data"]) for a in listed.data)
+    assert stored == [("fit", {"amp": 0.8}), (setup.service.name, {"period": 0.55})]
+
+
 async def test_an_empty_upload_is_recorded_with_a_note(
     api: ApiClient, resources: Resources, setup: Setup
 ) -> None:

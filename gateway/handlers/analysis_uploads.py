@@ -102,6 +102,7 @@ async def _store(new: NewAnalysis, analysis: dict[str, Any]) -> None:
     new.artifacts = stored.artifacts
     new.files = stored.files
     new.data_summary = stored.data_summary
+    new.annotations = stored.annotations
 
 
 async def post_analysis_upload(request: web.Request) -> web.Response:
