@@ -16,7 +16,7 @@ from dispatcher.request import (
     body_to_send,
     callback_token,
     callback_url,
-    load_context,
+    load_contexts,
     stored_payload,
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
@@ -58,33 +58,54 @@ class AttemptRunner:
         self.settings = resources.settings
         self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
 
-    async def claim(self, analysis_id: int) -> ClaimedAttempt | None:
-        """One transaction: claim the row (``queued → dispatching``), load the row, service and
-        author, build (first attempt: assemble and store) the request, and mark the attempt as
-        sending. None when the row is not ours to send (or vanished)."""
+    async def claim_many(self, analysis_ids: list[int]) -> list[ClaimedAttempt | None]:
+        """One transaction for many messages: claim the due rows (``queued → dispatching``),
+        load them with their services and authors, build (first attempt: assemble and store)
+        each request, and mark the attempts as sending. For each id in turn, its claimed
+        attempt, or None when the row is not ours to send (not due, vanished, or an earlier
+        duplicate of the same id in the batch took it)."""
         started_at = utcnow()
+        claimed: dict[int, ClaimedAttempt] = {}
         async with self.resources.sessions.begin() as session:
-            attempt_number = await lifecycle.claim(session, analysis_id, started_at)
-            if attempt_number is None:
-                return None
-            context = await load_context(session, analysis_id)
-            if context is None:
-                return None
-            subject = lifecycle.Subject(
-                analysis_id,
-                context.analysis.obj_id,
-                context.service.id,
-                bool(context.service.is_summary),
-            )
-            try:
-                outbound, provenance = await self._prepare(session, context)
-            except PreparationError as exc:
-                refused = SendResult(Verdict.FAILED, str(exc), str(exc))
-                return ClaimedAttempt(subject, attempt_number, started_at, None, refused)
-            await lifecycle.mark_sending(
-                session, analysis_id, attempt_number, utcnow(), started_at, provenance
-            )
-        return ClaimedAttempt(subject, attempt_number, started_at, outbound)
+            numbers = await lifecycle.claim_many(session, analysis_ids, started_at)
+            contexts = await load_contexts(session, list(numbers))
+            sending: list[lifecycle.Sending] = []
+            for analysis_id, attempt_number in sorted(numbers.items()):
+                context = contexts.get(analysis_id)
+                if context is None:
+                    continue
+                attempt, provenance = await self._prepared(
+                    session, context, attempt_number, started_at
+                )
+                claimed[analysis_id] = attempt
+                ready = attempt.refused is None
+                if ready:
+                    sending.append(lifecycle.Sending(analysis_id, attempt_number, provenance))
+            await lifecycle.mark_sending_many(session, sending, utcnow(), started_at)
+        return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
+
+    async def claim(self, analysis_id: int) -> ClaimedAttempt | None:
+        """:meth:`claim_many` of one message."""
+        return (await self.claim_many([analysis_id]))[0]
+
+    async def _prepared(
+        self,
+        session: AsyncSession,
+        context: DispatchContext,
+        attempt_number: int,
+        started_at: datetime,
+    ) -> tuple[ClaimedAttempt, dict[str, Any] | None]:
+        """The claimed attempt with its request (or why it fails unsent), and provenance."""
+        service = context.service
+        subject = lifecycle.Subject(
+            context.analysis.id, context.analysis.obj_id, service.id, bool(service.is_summary)
+        )
+        try:
+            outbound, provenance = await self._prepare(session, context)
+        except PreparationError as exc:
+            refused = SendResult(Verdict.FAILED, str(exc), str(exc))
+            return ClaimedAttempt(subject, attempt_number, started_at, None, refused), None
+        return ClaimedAttempt(subject, attempt_number, started_at, outbound), provenance
 
     async def run(self, attempt: ClaimedAttempt) -> None:
         with bind_analysis(attempt.analysis_id):

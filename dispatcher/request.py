@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -51,8 +52,10 @@ class StoredPayload:
     secret_parameters: dict[str, Any]
 
 
-async def load_context(session: AsyncSession, analysis_id: int) -> DispatchContext | None:
-    """The row, its service and its author with their memberships: one query."""
+async def load_contexts(
+    session: AsyncSession, analysis_ids: Sequence[int]
+) -> dict[int, DispatchContext]:
+    """The rows, their services and their authors with their memberships: one query."""
     query = (
         select(ObjAnalysis, User)
         .join(User, User.id == ObjAnalysis.author_id)
@@ -61,13 +64,13 @@ async def load_context(session: AsyncSession, analysis_id: int) -> DispatchConte
             joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
             joinedload(User.memberships),
         )
-        .where(ObjAnalysis.id == analysis_id)
+        .where(ObjAnalysis.id.in_(analysis_ids))
     )
-    found = (await session.execute(query)).unique().first()
-    if found is None:
-        return None
-    analysis, author = found
-    return DispatchContext(analysis, analysis.service, author)
+    found = (await session.execute(query)).unique().all()
+    return {
+        analysis.id: DispatchContext(analysis, analysis.service, author)
+        for analysis, author in found
+    }
 
 
 def callback_token(resources: Resources, analysis: ObjAnalysis) -> str:

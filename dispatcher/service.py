@@ -24,6 +24,7 @@ from shared.bus.base import Envelope
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.events import AnalysisRequested
+from shared.group_commit import GroupCommit
 from shared.resources import Resources
 
 log = logging.getLogger("skyhook.dispatcher")
@@ -46,6 +47,7 @@ class Dispatcher:
         self._claiming: set[asyncio.Task[ClaimedAttempt | None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._runner: AttemptRunner | None = None
+        self._claims: GroupCommit[int, ClaimedAttempt | None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
@@ -56,6 +58,10 @@ class Dispatcher:
             )
             self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
         self._runner = AttemptRunner(self.resources, self._http)
+        # Messages that arrive together are claimed together (one transaction per batch).
+        self._claims = GroupCommit(
+            self._runner.claim_many, max_items=self.settings.dispatch_prefetch
+        )
         self._stopping = False
         await self.resources.bus.subscribe(
             QUEUE,
@@ -105,14 +111,14 @@ class Dispatcher:
     # --- consuming ---------------------------------------------------------------------------
 
     async def handle_message(self, envelope: Envelope) -> None:
-        if self._stopping or self._runner is None:
+        if self._stopping or self._claims is None:
             raise DispatcherStopping("dispatcher is stopping")
         message = AnalysisRequested.model_validate(envelope.payload)
         await self._slots.acquire()
         if self._stopping:  # stopped while waiting for a slot: hand the message back
             self._slots.release()
             raise DispatcherStopping("dispatcher is stopping")
-        claiming = asyncio.ensure_future(self._runner.claim(message.analysis_id))
+        claiming = asyncio.ensure_future(self._claims.submit(message.analysis_id))
         self._claiming.add(claiming)
         try:
             claimed = await claiming

@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.access import Principal, visible
@@ -546,26 +557,90 @@ def _fenced(analysis_id: int, attempt_number: int) -> ColumnElement[bool]:
     )
 
 
-async def claim(session: AsyncSession, analysis_id: int, now: datetime) -> int | None:
-    """``queued → dispatching`` if the row is due; returns the attempt number, or None."""
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        ObjAnalysis.status == AnalysisStatus.QUEUED,
+        or_(ObjAnalysis.next_attempt_at.is_(None), ObjAnalysis.next_attempt_at <= now),
+        ObjAnalysis.invalid_after > now,
+    )
+
+
+async def claim_many(
+    session: AsyncSession, analysis_ids: Sequence[int], now: datetime
+) -> dict[int, int]:
+    """``queued → dispatching`` for those of the rows that are due, in one statement; returns
+    each claimed row's attempt number by id."""
     statement = (
         update(ObjAnalysis)
-        .where(
-            ObjAnalysis.id == analysis_id,
-            ObjAnalysis.status == AnalysisStatus.QUEUED,
-            or_(ObjAnalysis.next_attempt_at.is_(None), ObjAnalysis.next_attempt_at <= now),
-            ObjAnalysis.invalid_after > now,
-        )
+        .where(ObjAnalysis.id.in_(sorted(set(analysis_ids))), _due(now))
         .values(
             status=AnalysisStatus.DISPATCHING,
             dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
             next_attempt_at=None,
             last_activity=now,
         )
-        .returning(ObjAnalysis.dispatch_attempts_count)
+        .returning(ObjAnalysis.id, ObjAnalysis.dispatch_attempts_count)
         .execution_options(synchronize_session=False)
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return {row.id: row.dispatch_attempts_count for row in await session.execute(statement)}
+
+
+async def claim(session: AsyncSession, analysis_id: int, now: datetime) -> int | None:
+    """:func:`claim_many` of one row: its attempt number, or None."""
+    return (await claim_many(session, [analysis_id], now)).get(analysis_id)
+
+
+@dataclass(frozen=True)
+class Sending:
+    """A claimed attempt about to be sent, and on its first attempt the inputs' provenance."""
+
+    analysis_id: int
+    attempt_number: int
+    provenance: dict[str, Any] | None = None
+
+
+async def mark_sending_many(
+    session: AsyncSession, attempts: Sequence[Sending], now: datetime, started_at: datetime
+) -> None:
+    """:func:`mark_sending` for attempts claimed in this same transaction (so still theirs):
+    one UPDATE for the rows without provenance, one for those with it, one INSERT of the
+    attempt rows."""
+    if not attempts:
+        return
+    rows = ObjAnalysis.__table__
+    plain = [a.analysis_id for a in attempts if not a.provenance]
+    if plain:
+        await session.execute(rows.update().where(rows.c.id.in_(plain)).values(last_activity=now))
+    first = [a for a in attempts if a.provenance]
+    if first:
+        by_id = rows.update().where(rows.c.id == bindparam("analysis_id"))
+        await session.execute(
+            by_id.values(
+                last_activity=now,
+                artifacts=bindparam("manifest"),
+                input_hash=bindparam("hash"),
+            ),
+            [
+                {
+                    "analysis_id": a.analysis_id,
+                    "manifest": (a.provenance or {})["artifacts"],
+                    "hash": (a.provenance or {})["input_hash"],
+                }
+                for a in first
+            ],
+        )
+    await session.execute(
+        insert(DispatchAttempt.__table__),
+        [
+            {
+                "analysis_id": a.analysis_id,
+                "attempt_number": a.attempt_number,
+                "started_at": started_at,
+                "outcome": SENDING,
+            }
+            for a in attempts
+        ],
+    )
 
 
 async def mark_sending(
