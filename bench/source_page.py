@@ -31,6 +31,7 @@ from sqlalchemy import insert
 from gateway.app import create_gateway_app
 from shared.accounts import add_member, ensure_user, get_or_create_group, issue_token
 from shared.analysis_data import store_analysis_payload
+from shared.artifacts import write_artifacts
 from shared.db.migrate import upgrade_async
 from shared.db.models import (
     AnalysisService,
@@ -112,11 +113,9 @@ async def fill(resources: Resources, points: int, analyses: int) -> tuple[str, s
             status = STATUSES[n % 3]
             unique_id = str(uuid.uuid4())
             stored = (
-                await store_analysis_payload(
-                    resources.artifacts, unique_id, {"model_lightcurve": model_curve()}
-                )
+                await store_analysis_payload(unique_id, {"model_lightcurve": model_curve()})
                 if status == AnalysisStatus.COMPLETED
-                else {"artifacts": {}, "data_summary": {}}
+                else None
             )
             analysis = ObjAnalysis(
                 unique_id=unique_id,
@@ -130,11 +129,13 @@ async def fill(resources: Resources, points: int, analyses: int) -> tuple[str, s
                 invalid_after=now + timedelta(days=1),
                 last_activity=now,
                 token_hash=uuid.uuid4().hex,
-                artifacts=stored["artifacts"],
-                data_summary=stored["data_summary"],
+                artifacts=stored.artifacts if stored else {},
+                data_summary=stored.data_summary if stored else {},
             )
             session.add(analysis)
             await session.flush()
+            if stored:
+                await write_artifacts(session, analysis.id, stored.files)
             await session.execute(
                 insert(obj_analysis_groups),
                 [{"obj_analysis_id": analysis.id, "group_id": group.id}],
@@ -170,7 +171,6 @@ async def main(args: argparse.Namespace) -> None:
         None,
         database_url=database_url,
         amqp_url="memory://",
-        artifact_dir=workdir / "artifacts",
         secret_key="bench-secret-key",
     )
     async with open_resources(settings) as resources:
