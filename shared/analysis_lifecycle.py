@@ -387,6 +387,10 @@ class Callee:
     last_activity: datetime
     service_name: str
     is_summary: bool
+    # What redacting the callback's message needs, read with the row (no second query).
+    authinfo_ciphertext: str | None = None
+    signing_secret_ciphertext: str | None = None
+    author_secrets_ciphertext: str | None = None
 
 
 def _seconds_since(start: datetime, now: datetime) -> float:

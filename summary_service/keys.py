@@ -11,7 +11,7 @@ parameter name is SkyPortal's ``openai_api_key``, so SkyPortal's summarizer read
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from shared.db.models import AnalysisService, User
 from shared.security import SecretBox
@@ -26,7 +26,16 @@ def _associated_data(user_id: int) -> bytes:
     return f"users/{user_id}/secrets".encode()
 
 
-def user_secrets(box: SecretBox, user: User) -> dict[str, Any]:
+class UserSecrets(Protocol):
+    """What decrypting a user's secrets needs from a ``User`` row."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def secrets_ciphertext(self) -> str | None: ...
+
+
+def user_secrets(box: SecretBox, user: UserSecrets) -> dict[str, Any]:
     """The user's stored secrets; raises ValueError when they cannot be decrypted."""
     if not user.secrets_ciphertext:
         return {}
@@ -50,7 +59,7 @@ def set_user_secret(box: SecretBox, user: User, name: str, value: str | None) ->
     )
 
 
-def user_llm_key(box: SecretBox, user: User) -> str | None:
+def user_llm_key(box: SecretBox, user: UserSecrets) -> str | None:
     try:
         key = user_secrets(box, user).get(LLM_KEY)
     except ValueError:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared import analysis_lifecycle as lifecycle
 from shared.analysis_lifecycle import Callee
-from shared.db.models import AnalysisService, ObjAnalysis
+from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.web import ApiError, bad_request, forbidden
 
@@ -29,6 +29,9 @@ _CALLEE_COLUMNS = (
     ObjAnalysis.last_activity,
     AnalysisService.name,
     AnalysisService.is_summary,
+    AnalysisService.authinfo_ciphertext,
+    AnalysisService.signing_secret_ciphertext,
+    User.secrets_ciphertext,
 )
 
 
@@ -49,6 +52,7 @@ async def find_callee(connection: AsyncConnection, condition: ColumnElement[bool
     query = (
         select(*_CALLEE_COLUMNS)
         .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
+        .join(User, User.id == ObjAnalysis.author_id)
         .where(condition)
     )
     row = (await connection.execute(query)).first()

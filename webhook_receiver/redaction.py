@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from shared.analysis_lifecycle import Callee
-from shared.db.models import AnalysisService, User
 from shared.redaction import redact, request_secrets
 from shared.resources import Resources
 from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
@@ -14,24 +14,39 @@ from summary_service.keys import user_llm_key
 log = logging.getLogger("skyhook.webhook")
 
 
-async def sent_secrets(resources: Resources, analysis: Callee, token: str) -> frozenset[str]:
+@dataclass(frozen=True)
+class _ServiceSecrets:
+    id: int
+    authinfo_ciphertext: str | None
+    signing_secret_ciphertext: str | None
+
+
+@dataclass(frozen=True)
+class _AuthorSecrets:
+    id: int
+    secrets_ciphertext: str | None
+
+
+def sent_secrets(resources: Resources, analysis: Callee, token: str) -> frozenset[str]:
     """What the dispatcher sent with this analysis' request: the service's credentials and
-    signing secret, the callback token, the author's and the site's LLM keys."""
+    signing secret, the callback token, the author's and the site's LLM keys (decrypted from
+    the ciphertexts read with the row)."""
     site_key = resources.settings.llm_api_key
     others = [site_key.get_secret_value()] if site_key else []
+    author = _AuthorSecrets(analysis.author_id, analysis.author_secrets_ciphertext)
+    others.append(user_llm_key(resources.secret_box, author) or "")
+    service = _ServiceSecrets(
+        analysis.analysis_service_id,
+        analysis.authinfo_ciphertext,
+        analysis.signing_secret_ciphertext,
+    )
     authinfo: dict[str, object] = {}
     signing_secret = None
-    async with resources.sessions() as session:
-        service = await session.get(AnalysisService, analysis.analysis_service_id)
-        author = await session.get(User, analysis.author_id)
-        if author is not None:
-            others.append(user_llm_key(resources.secret_box, author) or "")
-        if service is not None:
-            try:
-                authinfo = decrypt_authinfo(resources.secret_box, service)
-                signing_secret = decrypt_signing_secret(resources.secret_box, service)
-            except ValueError:
-                log.warning("analysis %s: the service's secrets cannot be decrypted", analysis.id)
+    try:
+        authinfo = decrypt_authinfo(resources.secret_box, service)
+        signing_secret = decrypt_signing_secret(resources.secret_box, service)
+    except ValueError:
+        log.warning("analysis %s: the service's secrets cannot be decrypted", analysis.id)
     return request_secrets(
         authinfo, signing_secret=signing_secret, callback_token=token, others=others
     )
@@ -41,4 +56,4 @@ async def redacted_message(resources: Resources, analysis: Callee, token: str, m
     """The callback's message with every secret of its request replaced by ``[redacted]``."""
     if not message:
         return message
-    return redact(message, await sent_secrets(resources, analysis, token))
+    return redact(message, sent_secrets(resources, analysis, token))
