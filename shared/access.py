@@ -130,8 +130,3 @@ async def resolve_group_ids(
     if allowed != wanted:
         raise ApiError(status, groups_not_found(ids if group_ids is not None else sorted(wanted)))
     return list(groups)
-
-
-async def user_memberships(session: AsyncSession, user_id: int) -> list[GroupUser]:
-    rows = await session.execute(select(GroupUser).where(GroupUser.user_id == user_id))
-    return list(rows.scalars())

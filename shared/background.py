@@ -1,8 +1,8 @@
 """Long-running background tasks (outbox relay, consumers, sweepers) that restart on a crash.
 
 ``run_forever`` keeps a coroutine running and restarts it with a growing delay when it raises;
-``background`` runs it as a task for the duration of an ``async with``; ``background_ctx`` does
-the same as an aiohttp ``cleanup_ctx`` entry. Cancelling stops the task cleanly.
+``background`` runs it as a task for the duration of an ``async with``. Cancelling stops the
+task cleanly.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-
-from aiohttp import web
 
 log = logging.getLogger("skyhook.background")
 
@@ -79,15 +77,3 @@ async def background(
         yield task
     finally:
         await stop(task)
-
-
-def background_ctx(
-    name: str, coro_factory: Callable[[web.Application], Awaitable[None]]
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp ``cleanup_ctx`` entry: ``app.cleanup_ctx.append(background_ctx(...))``."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        async with background(name, lambda: coro_factory(app)):
-            yield
-
-    return context

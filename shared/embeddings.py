@@ -120,10 +120,6 @@ async def store_embedding(
     await session.execute(statement)
 
 
-async def delete_embedding(session: AsyncSession, obj_id: str) -> None:
-    await session.execute(delete(SourceEmbedding).where(SourceEmbedding.obj_id == obj_id))
-
-
 async def delete_unsummarized(session: AsyncSession) -> int:
     """Remove the embeddings of sources that no longer have a summary."""
     unsummarized = select(Obj.id).where(Obj.summary.is_(None))

@@ -6,7 +6,7 @@ to its ``ROUTING_KEY``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -110,20 +110,3 @@ class PhotometryAdded(Message):
     ROUTING_KEY: ClassVar[str] = "photometry.added"
     obj_id: str
     count: int
-
-
-MESSAGE_TYPES: dict[str, type[Message]] = {
-    m.ROUTING_KEY: m
-    for m in (
-        AnalysisRequested,
-        AnalysisAccepted,
-        *ENDED_EVENTS.values(),
-        ClassificationAdded,
-        SourceSaved,
-        PhotometryAdded,
-    )
-}
-
-
-def parse_message(routing_key: str, payload: dict[str, Any]) -> Message:
-    return MESSAGE_TYPES[routing_key].model_validate(payload)

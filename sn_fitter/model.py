@@ -10,7 +10,6 @@ zero point, with ``theta`` columns in ``param_names`` order.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -286,7 +285,3 @@ def build_model(
 
 def amplitude_index(param_names: list[str]) -> int:
     return param_names.index("x0") if "x0" in param_names else param_names.index("amplitude")
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

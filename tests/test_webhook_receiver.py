@@ -40,7 +40,6 @@ from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser
 from tests.support.artifacts import artifact_names, stored_bytes, unreferenced_blobs
 from tests.support.hostile import HOSTILE_JOBLIB, HOSTILE_NETCDF
-from webhook_receiver.access_log import RedactingAccessLogger, redact_path
 from webhook_receiver.app import create_webhook_app
 
 MAX_BODY = 1024 * 1024
@@ -622,7 +621,7 @@ async def test_the_token_is_never_logged(
     caplog.set_level(logging.DEBUG)
     made = await make_analysis(resources, accounts)
     server = TestServer(create_gateway_app(resources))
-    await server.start_server(access_log_class=RedactingAccessLogger)
+    await server.start_server(access_log=None)  # as the services run: no access log
     client = TestClient(server)
     try:
         path = f"/api/webhook/obj_analysis/{made.token}"
@@ -634,17 +633,7 @@ async def test_the_token_is_never_logged(
         await client.close()
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"analysis {made.id}: webhook accepted" in m for m in messages)
-    access = [m for m in messages if "/api/webhook/obj_analysis/<token>" in m]
-    assert len(access) == 3, messages
     assert made.token not in caplog.text
-
-
-def test_access_log_paths_are_redacted() -> None:
-    token = "20a68c2f-9d88-4c92-8b32-c610e4663b1a"
-    assert redact_path(f"/api/webhook/obj_analysis/{token}?x=1") == (
-        "/api/webhook/obj_analysis/<token>?x=1"
-    )
-    assert redact_path("/api/obj/analysis/3/plots") == "/api/obj/analysis/3/plots"
 
 
 @pytest.mark.usefixtures("backend")
