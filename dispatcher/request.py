@@ -1,4 +1,4 @@
-"""The request payload sent to a service (DESIGN.md "Wire formats"), and its provenance.
+"""The request payload sent to a service, and its provenance.
 
 The payload is built once per analysis, on the first attempt, and stored as the artifact
 ``inputs.json`` (its sha256 in ``input_hash``); retries send the stored bytes again, so what

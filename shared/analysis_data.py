@@ -1,6 +1,6 @@
 """The ``analysis`` object of a webhook (or upload) body: schema, safe decoding and storage.
 
-A service posts ``{"status", "message", "analysis": {...}}`` (reference §4.2). The ``analysis``
+A service posts ``{"status", "message", "analysis": {...}}``. The ``analysis``
 object is validated completely, and every base64 blob decoded and checked, before anything is
 written; then each part becomes an artifact (``shared.artifacts``) with its size and sha256,
 stored in the database by the transaction that records the result.

@@ -2,7 +2,7 @@
 summary-history entries it wrote.
 
 Creating: the per-(object, author) cap is counted and the row inserted in one transaction under
-a lock taken for that pair, so concurrent starts cannot overshoot the cap (reference §8 R7).
+a lock taken for that pair, so concurrent starts cannot overshoot the cap.
 The cap counts completed analyses and the ones still in flight (queued, dispatching, pending),
 which are the ones that may still complete; failed, timed-out and cancelled ones do not count.
 """

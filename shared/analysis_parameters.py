@@ -26,7 +26,7 @@ from typing import Any
 from shared.web import MAX_ID
 
 RESERVED_PARAMETERS = frozenset({"correct_extinction"})
-# Never accepted from clients: secrets are never stored with an analysis (reference §8 S4).
+# Never accepted from clients: secrets are never stored with an analysis.
 SECRET_PARAMETERS = frozenset({"openai_api_key"})
 PARAMETER_TYPES = frozenset({"number", "integer", "string", "boolean", "file"})
 
@@ -242,7 +242,7 @@ def file_name_of(value: str) -> str | None:
 def display_parameters(params: dict[str, Any]) -> dict[str, Any]:
     """The copy stored on the row: file data replaced by its filename, secrets dropped.
 
-    As in SkyPortal (reference §3.1 step 2), a string holding both ``data:`` and ``;name=``
+    As in SkyPortal, a string holding both ``data:`` and ``;name=``
     is a file; when no filename can be found the key is left out.
     """
     shown: dict[str, Any] = {}

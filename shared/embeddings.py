@@ -11,7 +11,7 @@ embedding is computed.
 Search: the caller's readable sources are selected in SQL first (with the redshift and
 classification filters), then cosine similarity is computed with numpy over those candidates
 only, and the best ``k`` are kept. So every result is readable, and ``k`` results come back
-whenever ``k`` readable sources match (reference §8 S11). The cost grows linearly with the
+whenever ``k`` readable sources match. The cost grows linearly with the
 number of readable summarized sources, which is fine for catalogues of tens of thousands.
 """
 

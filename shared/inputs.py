@@ -1,7 +1,7 @@
 """The data sent to an analysis service: what the analysis author may read, in SkyPortal's shape.
 
 For each of the service's ``input_data_types`` we collect records with SkyPortal's exact
-columns (reference §3.1), only from rows shared with a group the author belongs to, then
+columns, only from rows shared with a group the author belongs to, then
 write them either as CSV strings (SkyPortal's format, ``inputs_format == "csv"``) or as typed
 JSON records (``inputs_format == "json"``).
 

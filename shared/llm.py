@@ -19,8 +19,8 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-# Reasoning models refuse ``max_tokens`` and ``temperature`` on chat completions (reference
-# §5.2: SkyPortal's default o4-mini failed this way); they take ``max_completion_tokens``.
+# Reasoning models refuse ``max_tokens`` and ``temperature`` on chat completions (SkyPortal's
+# default o4-mini failed this way); they take ``max_completion_tokens``.
 _REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)", re.IGNORECASE)
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_*.\-]{3,})")
 MAX_DETAIL = 500

@@ -18,7 +18,7 @@ PHOT_SYS = "ab"
 LIMIT_NSIGMA = 5.0
 _MAG_PER_LN = 2.5 / math.log(10)
 
-# SkyPortal's photometry columns as analysis services receive them (reference §3.1).
+# SkyPortal's photometry columns as analysis services receive them.
 PHOTOMETRY_CSV_COLUMNS = (
     "mjd",
     "flux",

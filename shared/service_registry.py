@@ -1,6 +1,6 @@
 """Rules for registering analysis services, and access to their stored secrets.
 
-Validation follows SkyPortal's order and messages (reference §1.2): first the connection
+Validation follows SkyPortal's order and messages: first the connection
 fields (``url``, ``optional_analysis_parameters``, ``authentication_type``, ``_authinfo``),
 then, after the caller's groups are checked, every other attribute, reported together as
 ``Invalid/missing parameters: {field: [messages]}``. POST and PATCH use the same rules; a

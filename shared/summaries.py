@@ -1,6 +1,6 @@
 """Source summaries: ``objs.summary`` is always the newest entry of ``objs.summary_history``.
 
-Privacy (reference §8 S9): a summary is part of the source, so everyone who can read the source
+Privacy: a summary is part of the source, so everyone who can read the source
 reads its summary and history, even when the summary was written from comments or
 classifications shared with fewer groups. A summarizer only ever receives what the analysis
 author can read, but what it writes is then visible to every reader of the source.

@@ -93,7 +93,7 @@ async def apply_analysis_summary(
 ) -> str | None:
     """Apply a summary analysis' result; returns the source id when its summary changed.
 
-    As in SkyPortal (reference §4.4), the summary is applied whenever the results carry one,
+    As in SkyPortal, the summary is applied whenever the results carry one,
     whatever status the service reported.
     """
     async with sessions() as session:

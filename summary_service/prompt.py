@@ -1,7 +1,7 @@
 """The summarizer's prompt, from a request's comments, classifications and redshift.
 
 Inputs arrive as SkyPortal's CSV strings or as skyhook's typed JSON records. Unlike SkyPortal's
-summarizer (reference §8 R16): the prompt is never discarded when a redshift exists (the line
+summarizer: the prompt is never discarded when a redshift exists (the line
 is appended), comments keep their order (newest first, each with its date) instead of going
 through a ``set``, and nothing in the model's answer is filtered out afterwards.
 """

@@ -153,7 +153,7 @@ async def test_dedup_per_mjd_filter_and_instrument_keeps_the_smallest_error(
     await add_photometry(resources, obj_id, first, [mine], mjd=10.0, flux=101.0, fluxerr=2.0)
     await add_photometry(resources, obj_id, first, [mine], mjd=10.0, flux=None, fluxerr=0.5)
     # Same time and filter on another instrument: a different measurement, kept (SkyPortal
-    # merged it away, reference §8 R12).
+    # merged it away).
     await add_photometry(resources, obj_id, second, [mine], mjd=10.0, flux=90.0, fluxerr=9.0)
     await add_photometry(resources, obj_id, first, [mine], mjd=10.0, filter="ztfr", fluxerr=3.0)
 

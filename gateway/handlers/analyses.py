@@ -1,6 +1,6 @@
 """Analyses of a source: start, list, read, dispatch attempts, cancel, delete.
 
-SkyPortal's paths, envelopes and messages (reference §1.6 to §1.8), with its weaknesses fixed:
+SkyPortal's paths, envelopes and messages, with its weaknesses fixed:
 parameter values are checked, disabled services refuse to run, the cap is atomic, ``objID``
 matches exactly, lists are bounded, nothing secret or server-side (paths) is returned.
 """

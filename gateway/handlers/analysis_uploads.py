@@ -1,8 +1,8 @@
-"""Upload-only analyses: results posted directly by a user (reference §1.10).
+"""Upload-only analyses: results posted directly by a user.
 
 The row is created ``completed`` and, unlike SkyPortal, an ``analysis.completed`` event is
 emitted, so summary services and other consumers treat uploads like webhook results. The
-response never names a server path (reference §8 S7).
+response never names a server path.
 """
 
 from __future__ import annotations

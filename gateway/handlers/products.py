@@ -1,4 +1,4 @@
-"""Analysis products: plots, results and the corner plot (reference §1.9).
+"""Analysis products: plots, results and the corner plot.
 
 Readable by whoever can read the analysis: a member of one of its groups who can also read
 its source (system admins: all). Differences from SkyPortal: ``/plots`` without a number is

@@ -2,7 +2,7 @@
 (``POST /api/summary_query``) and the caller's own LLM key (``/api/internal/profile/llm_key``).
 
 Summary search only ever returns sources the caller can read: the readable sources are
-selected first, then ranked (reference §8 S11). A user's LLM key is stored encrypted and never
+selected first, then ranked. A user's LLM key is stored encrypted and never
 returned; it reaches a summary service only when the dispatcher sends that user's analysis.
 """
 
