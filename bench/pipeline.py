@@ -7,11 +7,12 @@
 What runs where. skyhook runs as ``skyhook run`` does, every service composed in ONE process
 (gateway, webhook receiver, dispatcher, summary service, outbox relay), by default on RabbitMQ
 and PostgreSQL (a database created for the run and dropped after it, RabbitMQ names under a
-unique prefix deleted after it). This script is the outside world, in its own process: the
-users starting analyses and a SkyPortal-style analysis service that answers each request and
-posts its results back at once. The raw stack is measured afterwards with the same client:
-an aiohttp hello-world server (also its own process), aio-pika publish+consume, single-row
-INSERTs.
+unique prefix deleted after it); with ``--split``, the gateway, dispatcher, webhook receiver
+and summary service run as four processes, as a deployment runs them. This script is the
+outside world, in its own process: the users starting analyses and a SkyPortal-style analysis
+service that answers each request and posts its results back at once. The raw stack is
+measured afterwards with the same client: an aiohttp hello-world server (also its own
+process), aio-pika publish+consume, single-row INSERTs.
 
 Latency is start request → completed: the time this script sent the POST that started the
 analysis, to the time the webhook receiver stamped on the row when it completed it
@@ -228,7 +229,8 @@ async def running_skyhook(
     args: argparse.Namespace, env: Environment
 ) -> AsyncIterator[tuple[int, dict[str, int]]]:
     """(gateway port, process id by name): ``skyhook run``, or with ``--split`` one process per
-    service (dispatcher first: its queue must exist before the gateway publishes)."""
+    service, the summary service consuming too (dispatcher and summary service first: their
+    queues must exist before the gateway and the webhook receiver publish)."""
     async with contextlib.AsyncExitStack() as stack:
         if not args.split:
             port = free_port()
@@ -238,7 +240,8 @@ async def running_skyhook(
             process = await stack.enter_async_context(child(command, settings_env, port, log))
             yield port, {"skyhook": process.pid}
             return
-        ports = {name: free_port() for name in ("dispatcher", "webhook-receiver", "gateway")}
+        services = ("dispatcher", "summary-service", "webhook-receiver", "gateway")
+        ports = {name: free_port() for name in services}
         pids = {}
         for name, port in ports.items():
             settings_env = env.settings_env(port, ports["webhook-receiver"], args.log_level)
@@ -793,7 +796,7 @@ def print_raw(args: argparse.Namespace, completed: float, rates: dict[str, float
 
 async def run(args: argparse.Namespace) -> None:
     print(
-        f"skyhook {'split in 3 processes' if args.split else 'run (one process)'} on "
+        f"skyhook {'split in 4 processes' if args.split else 'run (one process)'} on "
         f"bus={args.bus} db={args.db}; {args.count} analyses, "
         f"{args.concurrency} concurrent clients, {args.sources} sources"
     )
@@ -828,7 +831,7 @@ def main() -> None:
     parser.add_argument(
         "--split",
         action="store_true",
-        help="gateway, webhook receiver and dispatcher as three processes (RabbitMQ only)",
+        help="gateway, dispatcher, webhook receiver, summary service: four processes (RabbitMQ)",
     )
     parser.add_argument(
         "--profile",
