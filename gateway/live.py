@@ -130,7 +130,8 @@ async def _next_ids(queue: asyncio.Queue[int], wait: float) -> set[int] | None:
     an empty set on timeout, None when the server is closing."""
     ids: set[int] = set()
     with contextlib.suppress(TimeoutError):
-        ids.add(await asyncio.wait_for(queue.get(), wait))
+        async with asyncio.timeout(wait):  # not wait_for: see shared.background.wait_event
+            ids.add(await queue.get())
     while not queue.empty():
         ids.add(queue.get_nowait())
     return None if _CLOSED in ids else ids

@@ -43,9 +43,28 @@ async def run_forever(
         await asyncio.sleep(delay)
 
 
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set (True) or ``seconds`` pass (False).
+
+    ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11, ``wait_for`` can
+    swallow a cancellation that arrives as the event is set, and a loop built on it then never
+    stops."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it, without swallowing a cancellation of the caller."""
-    task.cancel()
+    """Cancel ``task`` and wait for it, without swallowing a cancellation of the caller.
+
+    A task that absorbs a cancellation (a library catching it) is cancelled again until it
+    ends, so that stopping a service always finishes."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
     try:
         await task
     except asyncio.CancelledError:

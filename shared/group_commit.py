@@ -18,6 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from shared.background import wait_event
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -57,10 +59,7 @@ class GroupCommit(Generic[Item, Result]):
         while self._waiting:
             if len(self._waiting) < self._max_items:
                 self._full.clear()
-                try:
-                    await asyncio.wait_for(self._full.wait(), self._max_wait)
-                except TimeoutError:
-                    pass
+                await wait_event(self._full, self._max_wait)
             await self._slots.acquire()
             batch = self._waiting[: self._max_items]
             del self._waiting[: self._max_items]

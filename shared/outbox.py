@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.background import wait_event
 from shared.bus.base import Bus, Envelope
 from shared.db.dialect import name_of, skip_locked
 from shared.db.models import OutboxMessage
@@ -128,10 +129,7 @@ class OutboxRelay:
             if failures:
                 log.info("outbox relay recovered after %d failed attempts", failures)
                 failures = 0
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._poll_interval)
 
     @staticmethod
     def _log_failure(exc: Exception, failures: int, delay: float) -> None:
