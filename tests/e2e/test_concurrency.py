@@ -49,12 +49,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus import Envelope
 from shared.bus.wire import BATCH_CONTENT_TYPE
+from shared.db.migrate import upgrade_async
 from shared.db.models import DispatchAttempt, ObjAnalysis, OutboxMessage
 from shared.db.session import create_engine
 from shared.resources import Resources
 from shared.security import hash_token
 from shared.settings import load_settings
 from skyhook import composition
+from tests.conftest import _dsn, _pg_admin
 from tests.e2e.conftest import MANAGE_SERVICES, RUN_ANALYSES, UPLOAD_DATA
 from tests.e2e.harness import (
     AMQP_URL,
@@ -484,9 +486,24 @@ async def run_and_check(
 # --- the two deployments -------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def own_pg_database_url() -> AsyncIterator[str]:
+    """A database of this test's own: its 1,000 analyses must not crowd the database the API
+    tests share (an admin's unpaginated list is bounded)."""
+    name = f"skyhook_test_{uuid.uuid4().hex[:10]}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    url = _dsn(name).replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        await upgrade_async(url)
+        yield url
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def test_split_postgresql_rabbitmq_completes_each_of_1000_exactly_once(
-    pg_database_url: str, tmp_path: Path, bus_prefix: str, products: Products
+    own_pg_database_url: str, tmp_path: Path, bus_prefix: str, products: Products
 ) -> None:
+    pg_database_url = own_pg_database_url
     # Pools kept small (the server is shared); the dispatch timeout is the production default,
     # not the harness's 5 s for retry tests: this test is about concurrency, not slow answers.
     settings: dict[str, Any] = {
