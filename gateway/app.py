@@ -26,13 +26,12 @@ def create_gateway_app(resources: Resources) -> web.Application:
     add_routes(app, gateway_routes())
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()
-    app.cleanup_ctx.append(_start_batcher)
+    app[START_BATCHER] = start_batcher(resources)
+    app.cleanup_ctx.append(_drain_start_batcher)
     return app
 
 
-async def _start_batcher(app: web.Application) -> AsyncIterator[None]:
+async def _drain_start_batcher(app: web.Application) -> AsyncIterator[None]:
     """Concurrent start requests are created together; on shutdown the last batch finishes."""
-    batcher = start_batcher(app[RESOURCES])
-    app[START_BATCHER] = batcher
     yield
-    await batcher.drain()
+    await app[START_BATCHER].drain()

@@ -19,7 +19,7 @@ from shared.db.models import ArtifactBlob, ObjAnalysis
 from shared.resources import Resources
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as ApiUser
-from tests.support.artifacts import overwrite_blob, put_artifact
+from tests.support.artifacts import put_artifact, ruined_blob
 from tests.support.hostile import big_integer, hdf5_fill_value_bomb
 from tests.test_webhook_receiver import (
     SN_RESULT,
@@ -289,8 +289,8 @@ async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     assert manifest["results"]["format"] == "json"
     assert manifest["results_original"]["sha256"] == hashlib.sha256(data).hexdigest()
     # The pickle is never read again: ruin it, the answer is the same.
-    await overwrite_blob(resources, manifest["results_original"], b"x")
-    second = await fetch(api, f"{base(made)}/results", made.author)
+    async with ruined_blob(resources, manifest["results_original"], b"x"):
+        second = await fetch(api, f"{base(made)}/results", made.author)
     assert (second.status, second.json["data"]) == (200, first.json["data"])
 
     hostile = await make_analysis(resources, accounts)
@@ -302,8 +302,8 @@ async def test_joblib_results_stored_before_the_upgrade_are_converted_once(
     )
     # The refusal is remembered: a valid file in its place is not decoded either.
     ref = (await load_row(resources, hostile.id)).artifacts["results"]
-    await overwrite_blob(resources, ref, data)
-    again = await fetch(api, f"{base(hostile)}/results", hostile.author)
+    async with ruined_blob(resources, ref, data):
+        again = await fetch(api, f"{base(hostile)}/results", hostile.author)
     assert (again.status, again.message) == (422, refused.message)
 
 
@@ -324,8 +324,8 @@ async def test_a_corner_plot_refusal_is_cached_and_the_file_not_parsed_again(
     )
     row = await load_row(resources, made.id)
     assert row.artifacts["corner"] == {"refused": first.message, "status": 422}
-    await overwrite_blob(resources, row.artifacts["inference_data"], netcdf_posterior(tmp_path))
-    second = await fetch(api, f"{base(made)}/corner", made.author)
+    async with ruined_blob(resources, row.artifacts["inference_data"], netcdf_posterior(tmp_path)):
+        second = await fetch(api, f"{base(made)}/corner", made.author)
     assert (second.status, second.message) == (422, first.message)
 
 
@@ -344,8 +344,8 @@ async def test_the_corner_plot_is_drawn_from_the_netcdf_posterior_and_cached(
     cached = row.artifacts["corner"]
     assert cached["sha256"] == hashlib.sha256(first.body).hexdigest()
     # Ruin the source: the second answer must come from the cached artifact.
-    await overwrite_blob(resources, row.artifacts["inference_data"], b"not netcdf any more")
-    second = await fetch(api, f"{base(made)}/corner", made.author)
+    async with ruined_blob(resources, row.artifacts["inference_data"], b"not netcdf any more"):
+        second = await fetch(api, f"{base(made)}/corner", made.author)
     assert (second.status, second.body) == (200, first.body)
 
 

@@ -4,6 +4,8 @@ link refers to (there must never be any)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -71,13 +73,25 @@ async def put_artifact(
     return file.ref(unique_id).to_dict()
 
 
-async def overwrite_blob(resources: Resources, ref: dict[str, Any], data: bytes) -> None:
-    """Ruin the stored bytes in place (the sha256 no longer matches): for tests that prove
-    the bytes are not read again."""
-    async with resources.sessions.begin() as session:
-        await session.execute(
-            update(ArtifactBlob).where(ArtifactBlob.sha256 == ref["sha256"]).values(data=data)
-        )
+@asynccontextmanager
+async def ruined_blob(
+    resources: Resources, ref: dict[str, Any], data: bytes
+) -> AsyncIterator[None]:
+    """Within the block, the stored bytes are ``data`` (the sha256 no longer matches): for
+    tests that prove the bytes are not read again. Blobs are shared by content across the
+    session's tests, so the original bytes are put back afterwards."""
+
+    async def store(content: bytes) -> None:
+        async with resources.sessions.begin() as session:
+            blob = update(ArtifactBlob).where(ArtifactBlob.sha256 == ref["sha256"])
+            await session.execute(blob.values(data=content))
+
+    original = await resources.artifacts.read(ref)
+    await store(data)
+    try:
+        yield
+    finally:
+        await store(original)
 
 
 async def stored_artifacts(resources: Resources) -> tuple[set[str], set[str]]:
