@@ -78,15 +78,10 @@ class AttemptRunner:
                     session, context, attempt_number, started_at
                 )
                 claimed[analysis_id] = attempt
-                ready = attempt.refused is None
-                if ready:
+                if attempt.refused is None:
                     sending.append(lifecycle.Sending(analysis_id, attempt_number, provenance))
             await lifecycle.mark_sending_many(session, sending, utcnow(), started_at)
         return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
-
-    async def claim(self, analysis_id: int) -> ClaimedAttempt | None:
-        """:meth:`claim_many` of one message."""
-        return (await self.claim_many([analysis_id]))[0]
 
     async def _prepared(
         self,

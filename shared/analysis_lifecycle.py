@@ -589,11 +589,6 @@ async def claim_many(
     return {row.id: row.dispatch_attempts_count for row in await session.execute(statement)}
 
 
-async def claim(session: AsyncSession, analysis_id: int, now: datetime) -> int | None:
-    """:func:`claim_many` of one row: its attempt number, or None."""
-    return (await claim_many(session, [analysis_id], now)).get(analysis_id)
-
-
 @dataclass(frozen=True)
 class Sending:
     """A claimed attempt about to be sent, and on its first attempt the inputs' provenance."""

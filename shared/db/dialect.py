@@ -158,10 +158,7 @@ async def _insert_guarded(connection: AsyncConnection, rows: GuardedRows, guard_
     if not rows.rows:
         return
     values = [{**row, **({rows.guard_id: guard_id} if rows.guard_id else {})} for row in rows.rows]
-    statement = sqlite.insert(rows.table)
-    if rows.keep_existing:
-        statement = statement.on_conflict_do_nothing(index_elements=list(rows.keep_existing))
-    await connection.execute(statement, values)
+    await connection.execute(_insert(rows, "sqlite"), values)
 
 
 def _array(name: str, values: list[Any], item_type: Any) -> Any:
@@ -191,13 +188,13 @@ def _guarded_insert(guarded: Any, rows: GuardedRows, index: int) -> Any:
         )
     else:
         query = select(*picked).where(exists(select(guarded)))
-    statement = postgresql.insert(rows.table).from_select(names, query)
+    return _insert(rows, POSTGRESQL).from_select(names, query).cte(f"guarded_{index}")
+
+
+def _insert(rows: GuardedRows, dialect: str) -> Any:
     if rows.keep_existing:
-        lock = next(c for c in rows.rows[0] if c not in rows.keep_existing)
-        statement = statement.on_conflict_do_update(
-            index_elements=list(rows.keep_existing), set_={lock: statement.excluded[lock]}
-        )
-    return statement.cte(f"guarded_{index}")
+        return insert_keeping(dialect, rows.table, rows.keep_existing)
+    return rows.table.insert()
 
 
 async def _write_together_in_one_statement(
