@@ -121,7 +121,7 @@ async def _receive_for(
     except PayloadError as exc:
         log.info("analysis %s: malformed webhook body refused", analysis.id)
         raise bad_request(str(exc)) from None
-    message = await redacted_message(resources, analysis, token, body.message or "")
+    message = redacted_message(resources, analysis, token, body.message or "")
     stored = await prepare_payload(analysis.unique_id, decoded)
     status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
     outcome = Outcome(

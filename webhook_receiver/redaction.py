@@ -52,7 +52,7 @@ def sent_secrets(resources: Resources, analysis: Callee, token: str) -> frozense
     )
 
 
-async def redacted_message(resources: Resources, analysis: Callee, token: str, message: str) -> str:
+def redacted_message(resources: Resources, analysis: Callee, token: str, message: str) -> str:
     """The callback's message with every secret of its request replaced by ``[redacted]``."""
     if not message:
         return message
