@@ -211,19 +211,7 @@ async def create_analysis(
             raise ObjNotVisible(new.obj_id)
         if counted >= cap:
             raise CapReached(new.obj_id)
-        inserted = insert(ObjAnalysis.__table__).values(**_new_row(resources, new))
-        analysis_id = (await session.execute(inserted.returning(ObjAnalysis.id))).scalar_one()
-        if new.group_ids:
-            links = [{"obj_analysis_id": analysis_id, "group_id": g} for g in new.group_ids]
-            await session.execute(insert(obj_analysis_groups), links)
-        await write_artifacts(session, analysis_id, new.files)
-        if new.status == AnalysisStatus.COMPLETED and new.annotations:
-            target = AnnotatedAnalysis(
-                analysis_id, new.obj_id, new.author.user_id, new.service.name
-            )
-            await upsert_annotations(session, target, new.annotations)
-        message = outbox_values(_message_for(analysis_id, new))
-        await session.execute(insert(OutboxMessage.__table__).values(**message))
+        (analysis_id,) = await _insert_analyses(resources, session, [new])
         if guard is not None:
             await guard.record(session, analysis_id)
     resources.outbox.nudge()
@@ -279,7 +267,8 @@ def _admitted(
 async def _insert_analyses(
     resources: Resources, session: AsyncSession, rows: list[NewAnalysis]
 ) -> list[int]:
-    """The rows, their group links, artifacts and outbox messages: one statement each."""
+    """The rows, their group links and outbox messages (one statement each), their artifacts
+    and, for uploaded results, their annotations."""
     inserted = insert(ObjAnalysis.__table__).returning(ObjAnalysis.id, sort_by_parameter_order=True)
     result = await session.execute(inserted, [_new_row(resources, new) for new in rows])
     ids = list(result.scalars())
@@ -291,7 +280,12 @@ async def _insert_analyses(
     if links:
         await session.execute(insert(obj_analysis_groups), links)
     for analysis_id, new in zip(ids, rows, strict=True):
-        await write_artifacts(session, analysis_id, new.files)  # rare: file parameters only
+        await write_artifacts(session, analysis_id, new.files)  # starts: file parameters only
+        if new.status == AnalysisStatus.COMPLETED and new.annotations:
+            target = AnnotatedAnalysis(
+                analysis_id, new.obj_id, new.author.user_id, new.service.name
+            )
+            await upsert_annotations(session, target, new.annotations)
     messages = [
         outbox_values(_message_for(analysis_id, new))
         for analysis_id, new in zip(ids, rows, strict=True)
