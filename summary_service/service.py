@@ -10,7 +10,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from shared.background import background
 from shared.bus.base import Bus, Envelope
 from shared.embeddings import embeddings_config
-from shared.events import AnalysisCompleted, AnalysisEnded, AnalysisFailed
+from shared.events import (
+    AnalysisAccepted,
+    AnalysisCancelled,
+    AnalysisCompleted,
+    AnalysisEnded,
+    AnalysisFailed,
+    AnalysisTimedOut,
+)
 from shared.resources import Resources
 from summary_service.apply import apply_analysis_summary
 from summary_service.embedder import SummaryEmbedder
@@ -20,7 +27,15 @@ log = logging.getLogger("skyhook.summary_service")
 QUEUE = "summaries"  # skyhook.summaries with the default SKYHOOK_BUS_PREFIX
 PREFETCH = 16
 # A summary is applied whenever the results carry one, whatever status the service reported.
-ROUTING_KEYS = [AnalysisCompleted.ROUTING_KEY, AnalysisFailed.ROUTING_KEY]
+APPLIED = frozenset({AnalysisCompleted.ROUTING_KEY, AnalysisFailed.ROUTING_KEY})
+# Bound to every analysis event, so that none is unroutable (dead-lettered) while no gateway
+# listens; the others are acknowledged and ignored.
+ROUTING_KEYS = [
+    AnalysisAccepted.ROUTING_KEY,
+    *sorted(APPLIED),
+    AnalysisTimedOut.ROUTING_KEY,
+    AnalysisCancelled.ROUTING_KEY,
+]
 
 
 async def declare_summary_queue(bus: Bus) -> None:
@@ -45,6 +60,8 @@ class SummaryService:
         )
 
     async def handle_message(self, envelope: Envelope) -> None:
+        if envelope.routing_key not in APPLIED:
+            return
         event = AnalysisEnded.model_validate(envelope.payload)
         if not event.is_summary:
             return
