@@ -23,6 +23,7 @@ from dispatcher.sender import Outbound, Sender, SendResult, Verdict
 from shared import analysis_lifecycle as lifecycle
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
+from shared.group_commit import GroupCommit
 from shared.inputs import InputsError
 from shared.observability import DISPATCH_ATTEMPTS, bind_analysis
 from shared.redaction import request_secrets
@@ -57,6 +58,10 @@ class AttemptRunner:
         self.resources = resources
         self.settings = resources.settings
         self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
+        # Attempts that end together are recorded together (one statement per batch).
+        self._finishes: GroupCommit[lifecycle.FinishedAttempt, bool] = GroupCommit(
+            self._finish_many, max_items=self.settings.dispatch_prefetch
+        )
 
     async def claim_many(self, analysis_ids: list[int]) -> list[ClaimedAttempt | None]:
         """One transaction for many messages: claim the due rows (``queued → dispatching``),
@@ -184,11 +189,8 @@ class AttemptRunner:
             http_status=result.http_status,
             error=result.error,
         )
-        moved = await lifecycle.finish_attempt(
-            self.resources.engine, subject, record, status, message, now, next_at
-        )
-        if moved:
-            self.resources.outbox.nudge()
+        finished = lifecycle.FinishedAttempt(subject, record, status, message, next_at)
+        moved = await self._finishes.submit(finished)
         DISPATCH_ATTEMPTS.labels(outcome).inc()
         log.info(
             "analysis %d attempt %d: %s (HTTP %s)%s",
@@ -198,6 +200,12 @@ class AttemptRunner:
             result.http_status,
             f" → {status}" if moved else "; row already moved on, left as it is",
         )
+
+    async def _finish_many(self, attempts: list[lifecycle.FinishedAttempt]) -> list[bool]:
+        moved = await lifecycle.finish_attempts(self.resources.engine, attempts, utcnow())
+        if any(moved):
+            self.resources.outbox.nudge()
+        return moved
 
     def _decide(
         self, attempt_number: int, result: SendResult, now: datetime

@@ -24,6 +24,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -33,16 +34,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.access import Principal, visible
 from shared.analysis_data import AnnotationIn
-from shared.artifacts import NewArtifact, artifact_rows, delete_artifacts, write_artifacts
+from shared.artifacts import (
+    NewArtifact,
+    artifact_writes,
+    delete_artifacts,
+    write_artifacts,
+)
 from shared.db.dialect import (
-    GuardedRows,
     merged_json,
     name_of,
+    row_set,
     seconds_since,
     skip_locked,
     take_write_lock,
     take_write_locks,
     upsert,
+    upsert_selected,
     write_together,
 )
 from shared.db.models import (
@@ -56,7 +63,7 @@ from shared.db.models import (
     obj_analysis_groups,
     obj_groups,
 )
-from shared.db.types import utcnow
+from shared.db.types import UTCDateTime, utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
 from shared.group_commit import GroupCommit
@@ -391,14 +398,115 @@ def _seconds_since(start: datetime, now: datetime) -> float:
     return max((now - start).total_seconds(), 0.0)
 
 
-def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: str) -> Any:
-    return (
+def _ended_message(analysis: Callee, outcome: Outcome) -> Message:
+    return analysis_ended(
+        outcome.status,
+        analysis.id,
+        analysis.obj_id,
+        analysis.analysis_service_id,
+        analysis.is_summary,
+    )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A service's callback for an analysis: what it reported."""
+
+    analysis: Callee
+    outcome: Outcome
+
+    @property
+    def annotated(self) -> bool:
+        return self.outcome.status == AnalysisStatus.COMPLETED and bool(self.outcome.annotations)
+
+
+def _won(now: datetime) -> ColumnElement[bool]:
+    return and_(ObjAnalysis.status.in_(ACTIVE_STATUSES), ObjAnalysis.invalid_after >= now)
+
+
+def _completion_columns() -> dict[str, Any]:
+    rows, outbox = ObjAnalysis.__table__.c, OutboxMessage.__table__.c
+    names = ("id", "status", "status_message", "duration", "artifacts", "data_summary")
+    return {
+        **{name: rows[name].type for name in names},
+        **{name: outbox[name].type for name in ("message_id", "routing_key", "payload")},
+    }
+
+
+_COMPLETION_COLUMNS = _completion_columns()
+
+
+def _completion_row(completion: Completion, now: datetime) -> dict[str, Any]:
+    analysis, outcome = completion.analysis, completion.outcome
+    return {
+        "id": analysis.id,
+        "status": outcome.status.value,
+        "status_message": outcome.message,
+        "duration": _seconds_since(analysis.last_activity, now),
+        "artifacts": outcome.artifacts,
+        "data_summary": outcome.data_summary,
+        **outbox_values(_ended_message(analysis, outcome)),
+    }
+
+
+async def complete_many(resources: Resources, completions: Sequence[Completion]) -> list[bool]:
+    """The webhook's transition for many callbacks at once: active → completed or failure,
+    with the results' artifacts, the annotations and the ended event. For each in turn,
+    whether it won (a loser wrote nothing; of two callbacks for one analysis in the same
+    batch, the second loses).
+
+    Callbacks without annotations: one set-based write for them all (one round trip on
+    PostgreSQL). With annotations: a transaction each, since they are matched against the
+    author's own."""
+    now = utcnow()
+    firsts = {c.analysis.id: c for c in reversed(completions)}
+    plain = [c for c in firsts.values() if not c.annotated]
+    won = await _complete_plain(resources.engine, plain, now) if plain else set()
+    for completion in firsts.values():
+        if completion.annotated and await _complete_annotated(resources, completion, now):
+            won.add(completion.analysis.id)
+    return [c.analysis.id in won and firsts[c.analysis.id] is c for c in completions]
+
+
+async def _complete_plain(
+    engine: AsyncEngine, completions: Sequence[Completion], now: datetime
+) -> set[int]:
+    dialect = name_of(engine)
+    rows = [_completion_row(c, now) for c in completions]
+    completed = row_set("completed", _COMPLETION_COLUMNS, rows, dialect)
+    won = (
         update(ObjAnalysis)
-        .where(
-            ObjAnalysis.id == analysis.id,
-            ObjAnalysis.status.in_(ACTIVE_STATUSES),
-            ObjAnalysis.invalid_after >= now,
+        .where(ObjAnalysis.id == completed.c.id, _won(now))
+        .values(
+            status=completed.c.status,
+            status_message=completed.c.status_message,
+            last_activity=now,
+            duration=completed.c.duration,
+            artifacts=merged_json(ObjAnalysis.artifacts, completed.c.artifacts, dialect),
+            data_summary=merged_json(ObjAnalysis.data_summary, completed.c.data_summary, dialect),
+            modified=now,
         )
+        .returning(ObjAnalysis.id)
+    )
+
+    def announced(won_ids: Any) -> Any:
+        events = select(completed.c.message_id, completed.c.routing_key, completed.c.payload)
+        return insert(OutboxMessage).from_select(
+            ["message_id", "routing_key", "payload", "created_at"],
+            events.add_columns(literal(now, UTCDateTime())).where(completed.c.id.in_(won_ids)),
+        )
+
+    files = {c.analysis.id: c.outcome.files for c in completions}
+    then = [announced, *artifact_writes(files, dialect)]
+    return {row[0] for row in await write_together(engine, won, then=then)}
+
+
+async def _complete_annotated(resources: Resources, completion: Completion, now: datetime) -> bool:
+    analysis, outcome = completion.analysis, completion.outcome
+    dialect = name_of(resources.engine)
+    won = (
+        update(ObjAnalysis)
+        .where(ObjAnalysis.id == analysis.id, _won(now))
         .values(
             status=outcome.status,
             status_message=outcome.message,
@@ -410,41 +518,13 @@ def _winning_update(analysis: Callee, outcome: Outcome, now: datetime, dialect: 
         )
         .returning(ObjAnalysis.id)
     )
-
-
-def _ended_message(analysis: Callee, outcome: Outcome) -> Message:
-    return analysis_ended(
-        outcome.status,
-        analysis.id,
-        analysis.obj_id,
-        analysis.analysis_service_id,
-        analysis.is_summary,
-    )
-
-
-async def complete(resources: Resources, analysis: Callee, outcome: Outcome) -> bool:
-    """The webhook's transition: active → completed or failure, with the results' artifacts,
-    the annotations and the ended event. False when it lost (nothing written).
-
-    Without annotations to store, one :func:`write_together` (one round trip on PostgreSQL);
-    with them, a transaction, since annotations are matched against the author's own."""
-    now = utcnow()
-    won = _winning_update(analysis, outcome, now, name_of(resources.engine))
-    if outcome.status == AnalysisStatus.COMPLETED and outcome.annotations:
-        async with resources.sessions.begin() as session:
-            if (await session.execute(won)).first() is None:
-                return False
-            await write_artifacts(session, analysis.id, outcome.files)
-            await upsert_annotations(session, analysis, outcome.annotations)
-            enqueue(session, _ended_message(analysis, outcome))
-        return True
-    event = {**outbox_values(_ended_message(analysis, outcome)), "created_at": now}
-    rows = await write_together(
-        resources.engine,
-        won,
-        if_guarded=[GuardedRows(OutboxMessage.__table__, [event]), *artifact_rows(outcome.files)],
-    )
-    return bool(rows)
+    async with resources.sessions.begin() as session:
+        if (await session.execute(won)).first() is None:
+            return False
+        await write_artifacts(session, analysis.id, outcome.files)
+        await upsert_annotations(session, analysis, outcome.annotations)
+        enqueue(session, _ended_message(analysis, outcome))
+    return True
 
 
 class Annotated(Protocol):
@@ -689,27 +769,6 @@ async def record_attempt(session: AsyncSession, analysis_id: int, record: Attemp
     await session.execute(_attempt_upsert(name_of(session), analysis_id, record))
 
 
-def _finish_update(
-    analysis_id: int,
-    record: AttemptRecord,
-    new_status: AnalysisStatus,
-    status_message: str | None,
-    now: datetime,
-    next_attempt_at: datetime | None,
-) -> Any:
-    return (
-        update(ObjAnalysis)
-        .where(_fenced(analysis_id, record.attempt_number))
-        .values(
-            status=new_status,
-            status_message=truncate(status_message) if status_message is not None else None,
-            last_activity=now,
-            next_attempt_at=next_attempt_at,
-        )
-        .returning(ObjAnalysis.id)
-    )
-
-
 @dataclass(frozen=True)
 class Subject:
     """What the events about an analysis name besides its id."""
@@ -730,29 +789,123 @@ class Subject:
         )
 
 
-async def finish_attempt(
-    engine: AsyncEngine,
-    subject: Subject,
-    record: AttemptRecord,
-    new_status: AnalysisStatus,
-    status_message: str | None,
-    now: datetime,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record the attempt and move the row on (only if the attempt still owns it), with the
-    move's event, in one atomic write."""
-    analysis_id = subject.analysis_id
-    moved = _finish_update(analysis_id, record, new_status, status_message, now, next_attempt_at)
-    recorded = _attempt_upsert(name_of(engine), analysis_id, record)
-    event = subject.event_for(new_status)
-    outbox = [] if event is None else [{**outbox_values(event), "created_at": now}]
-    rows = await write_together(
-        engine,
-        moved,
-        always=[recorded.returning(DispatchAttempt.id)],
-        if_guarded=[GuardedRows(OutboxMessage.__table__, outbox)],
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """An attempt's end: its record, and where it moves the analysis (only if the attempt
+    still owns the row)."""
+
+    subject: Subject
+    record: AttemptRecord
+    new_status: AnalysisStatus
+    status_message: str | None
+    next_attempt_at: datetime | None = None
+
+
+def _finished_columns() -> dict[str, Any]:
+    rows, attempts, outbox = (
+        ObjAnalysis.__table__.c,
+        DispatchAttempt.__table__.c,
+        OutboxMessage.__table__.c,
     )
-    return bool(rows)
+    return {
+        "analysis_id": rows.id.type,
+        "attempt_number": attempts.attempt_number.type,
+        "status": rows.status.type,
+        "status_message": rows.status_message.type,
+        "next_attempt_at": rows.next_attempt_at.type,
+        "started_at": attempts.started_at.type,
+        "latency_ms": attempts.latency_ms.type,
+        "http_status": attempts.http_status.type,
+        "outcome": attempts.outcome.type,
+        "error": attempts.error.type,
+        "message_id": outbox.message_id.type,
+        "routing_key": outbox.routing_key.type,
+        "payload": outbox.payload.type,
+    }
+
+
+_FINISHED_COLUMNS = _finished_columns()
+_RECORD_COLUMNS = ("started_at", "latency_ms", "http_status", "outcome", "error")
+
+
+def _finished_row(finished: FinishedAttempt, now: datetime) -> dict[str, Any]:
+    record = finished.record
+    event = finished.subject.event_for(finished.new_status)
+    message = finished.status_message
+    return {
+        "analysis_id": finished.subject.analysis_id,
+        "attempt_number": record.attempt_number,
+        "status": finished.new_status.value,
+        "status_message": truncate(message) if message is not None else None,
+        "next_attempt_at": finished.next_attempt_at,
+        "started_at": record.started_at,
+        "latency_ms": record.latency_ms,
+        "http_status": record.http_status,
+        "outcome": record.outcome,
+        "error": truncate(record.error) if record.error else None,
+        **(
+            {"message_id": None, "routing_key": None, "payload": None}
+            if event is None
+            else outbox_values(event)
+        ),
+    }
+
+
+async def finish_attempts(
+    engine: AsyncEngine, attempts: Sequence[FinishedAttempt], now: datetime
+) -> list[bool]:
+    """Record each attempt (replacing its ``sending`` row; a final outcome the reaper already
+    wrote wins) and move each row on if the attempt still owns it, with the move's event: one
+    set-based atomic write for them all. For each attempt in turn, whether its row moved."""
+    firsts = {(a.subject.analysis_id, a.record.attempt_number): a for a in reversed(attempts)}
+    dialect = name_of(engine)
+    finished = row_set(
+        "finished", _FINISHED_COLUMNS, [_finished_row(a, now) for a in firsts.values()], dialect
+    )
+    moved = (
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == finished.c.analysis_id,
+            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+            ObjAnalysis.dispatch_attempts_count == finished.c.attempt_number,
+        )
+        .values(
+            status=finished.c.status,
+            status_message=finished.c.status_message,
+            last_activity=now,
+            next_attempt_at=finished.c.next_attempt_at,
+        )
+        .returning(ObjAnalysis.id)
+    )
+    recorded = upsert_selected(
+        dialect,
+        DispatchAttempt.__table__,
+        ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
+        select(finished.c.analysis_id, finished.c.attempt_number).add_columns(
+            *(finished.c[c] for c in _RECORD_COLUMNS)
+        ),
+        ["analysis_id", "attempt_number"],
+        where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
+    )
+
+    def announced(moved_ids: Any) -> Any:
+        events = select(
+            finished.c.message_id, finished.c.routing_key, finished.c.payload
+        ).add_columns(literal(now, UTCDateTime()))
+        return insert(OutboxMessage).from_select(
+            ["message_id", "routing_key", "payload", "created_at"],
+            events.where(
+                finished.c.analysis_id.in_(moved_ids), finished.c.routing_key.is_not(None)
+            ),
+        )
+
+    rows = await write_together(engine, moved, always=[recorded], then=[announced])
+    moved_ids = {row[0] for row in rows}
+    return [
+        a.subject.analysis_id in moved_ids
+        and firsts[(a.subject.analysis_id, a.record.attempt_number)] is a
+        for a in attempts
+    ]
 
 
 async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta) -> list[int]:

@@ -7,8 +7,8 @@ an :class:`ArtifactRef` (name, path, size, sha256, media type) in ``ObjAnalysis.
 its ``path`` is ``<analysis unique_id>/<name>``, a name rather than a place on a disk, and
 reads find the bytes by the ref's sha256.
 
-Writes never have a transaction of their own: :func:`write_artifacts` (or the guarded rows of
-:func:`artifact_rows`) runs in the transaction of the change that makes the
+Writes never have a transaction of their own: :func:`write_artifacts` (or the inserts of
+:func:`artifact_writes`) runs in the transaction of the change that makes the
 artifacts part of an analysis, so an analysis that is not created, a webhook that loses or a
 claim that rolls back leaves nothing behind. Deletes (:func:`delete_artifacts`) remove the
 links and, in the same transaction, every blob no longer referenced.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from shared.db.dialect import GuardedRows, insert_keeping, name_of
+from shared.db.dialect import insert_keeping, name_of, row_set
 from shared.db.models import AnalysisArtifact, ArtifactBlob
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -159,18 +159,37 @@ async def write_artifacts(
     await collect_garbage(executor, replaced)  # a blob the new links share again stays
 
 
-def artifact_rows(files: Sequence[NewArtifact]) -> list[GuardedRows]:
-    """The blob and link rows of ``files`` for a :func:`write_together` whose guard returns
-    the analysis id: blobs already stored are kept (and locked), links name the analysis."""
-    if not files:
-        return []
-    blobs = [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in _distinct_blobs(files)]
-    named = {f.name: f for f in files}.values()
-    links = [{"name": f.name, "sha256": f.sha256, "media_type": f.media_type} for f in named]
-    return [
-        GuardedRows(BLOBS, blobs, keep_existing=["sha256"]),
-        GuardedRows(LINKS, links, guard_id="analysis_id"),
+def artifact_writes(
+    files_of: Mapping[int, Sequence[NewArtifact]], dialect: str
+) -> list[Callable[[Any], Any]]:
+    """The blob and link inserts of many analyses' ``files`` for a
+    :func:`~shared.db.dialect.write_set_together`, each run only for the analyses its guard
+    matched: a blob goes in when one of those analyses links to it (one kept already is kept,
+    and locked), the links name their analysis."""
+    links = [
+        {"analysis_id": analysis_id, "name": f.name, "sha256": f.sha256, "media_type": f.media_type}
+        for analysis_id, files in files_of.items()
+        for f in {f.name: f for f in files}.values()
     ]
+    if not links:
+        return []
+    everything = [f for files in files_of.values() for f in files]
+    blobs = [
+        {"sha256": f.sha256, "size": f.size, "data": f.data} for f in _distinct_blobs(everything)
+    ]
+    link_set = row_set("new_links", {c: LINKS.c[c].type for c in links[0]}, links, dialect)
+    blob_set = row_set("new_blobs", {c: BLOBS.c[c].type for c in blobs[0]}, blobs, dialect)
+
+    def blobs_linked(moved_ids: Any) -> Any:
+        linked = select(link_set.c.sha256).where(link_set.c.analysis_id.in_(moved_ids))
+        rows = select(blob_set).where(blob_set.c.sha256.in_(linked))
+        return insert_keeping(dialect, BLOBS, ["sha256"]).from_select(list(blobs[0]), rows)
+
+    def links_of(moved_ids: Any) -> Any:
+        rows = select(link_set).where(link_set.c.analysis_id.in_(moved_ids))
+        return insert(LINKS).from_select(list(links[0]), rows)
+
+    return [blobs_linked, links_of]
 
 
 async def collect_garbage(executor: Executor, candidates: Iterable[str]) -> None:

@@ -975,6 +975,60 @@ async def test_an_attempt_cut_short_is_listed_even_when_the_callback_completes_t
 
 
 @pytest.mark.usefixtures("backend")
+async def test_attempts_that_end_together_are_recorded_together_each_on_its_own_terms(
+    resources: Resources, scene: Scene
+) -> None:
+    """One set-based write for a batch of attempt ends: each row moves only if its attempt
+    still owns it, each move emits its own event, a duplicate end changes nothing twice."""
+    service_id = await make_service(resources, "http://127.0.0.1:9/")
+    rows = [
+        await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status="dispatching",
+            dispatch_attempts_count=1,
+        )
+        for _ in range(4)
+    ]
+    accepted, retried, failed, overtaken = rows
+    await set_row(resources, overtaken.id, status="completed")  # its callback came first
+    started = utcnow() - timedelta(seconds=1)
+
+    def ended(row: ObjAnalysis, status: AnalysisStatus, outcome: str) -> Any:
+        subject = lifecycle.Subject(row.id, scene.obj_id, service_id, False)
+        record = lifecycle.AttemptRecord(1, started, outcome, latency_ms=3.0, http_status=202)
+        next_at = utcnow() + timedelta(seconds=30) if status == AnalysisStatus.QUEUED else None
+        return lifecycle.FinishedAttempt(subject, record, status, f"{outcome}!", next_at)
+
+    batch = [
+        ended(accepted, AnalysisStatus.PENDING, "accepted"),
+        ended(retried, AnalysisStatus.QUEUED, "retry"),
+        ended(failed, AnalysisStatus.FAILURE, "failed"),
+        ended(overtaken, AnalysisStatus.PENDING, "accepted"),
+        ended(accepted, AnalysisStatus.FAILURE, "failed"),  # a duplicate of the first attempt
+    ]
+    moved = await lifecycle.finish_attempts(resources.engine, batch, utcnow())
+
+    assert moved == [True, True, True, False, False]
+    statuses = [(await load_analysis(resources, row.id)).status for row in rows]
+    assert statuses == ["pending", "queued", "failure", "completed"]
+    assert (await load_analysis(resources, retried.id)).next_attempt_at is not None
+    outcomes = [[a.outcome for a in await load_attempts(resources, row.id)] for row in rows]
+    assert outcomes == [["accepted"], ["retry"], ["failed"], ["accepted"]]
+    async with resources.sessions() as session:
+        events = (await session.scalars(select(OutboxMessage))).all()
+    mine = {row.id for row in rows}
+    announced = sorted(
+        (e.payload["analysis_id"], e.routing_key)
+        for e in events
+        if e.payload.get("analysis_id") in mine
+    )
+    assert announced == [(accepted.id, "analysis.accepted"), (failed.id, "analysis.failed")]
+
+
+@pytest.mark.usefixtures("backend")
 async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     resources: Resources, scene: Scene
 ) -> None:
@@ -995,9 +1049,8 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     assert await lifecycle.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
     record = lifecycle.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
     subject = lifecycle.Subject(row.id, scene.obj_id, service_id, False)
-    moved = await lifecycle.finish_attempt(
-        resources.engine, subject, record, AnalysisStatus.PENDING, "ok", utcnow()
-    )
+    finished = lifecycle.FinishedAttempt(subject, record, AnalysisStatus.PENDING, "ok")
+    (moved,) = await lifecycle.finish_attempts(resources.engine, [finished], utcnow())
     reaped_record = lifecycle.AttemptRecord(1, started, "retry", error="interrupted")
     async with sessions.begin() as session:  # a final outcome is never overwritten
         await lifecycle.record_attempt(session, row.id, reaped_record)

@@ -9,8 +9,7 @@ helper; none of it commits.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,14 +19,15 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    case,
     cast,
     column,
-    exists,
     func,
     literal,
     select,
     text,
     true,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -75,9 +75,61 @@ def upsert(
     )
 
 
-def merged_json(column: Any, new: dict[str, Any], dialect: str) -> ColumnElement[Any]:
-    """SQL for ``column`` with ``new``'s top-level keys set, computed by the database so that
-    a concurrent writer of other keys (e.g. the dispatcher's ``inputs``) is never lost."""
+def upsert_selected(
+    dialect: str,
+    table: Table,
+    names: Sequence[str],
+    rows: Select[Any],
+    keys: Sequence[str],
+    *,
+    where: ColumnElement[bool] | None = None,
+) -> Any:
+    """INSERT the ``rows`` a query selects into the ``names`` columns; on a conflict over the
+    unique ``keys``, set every other named column to the new values, only where ``where``
+    holds. A query with no WHERE gets ``WHERE true``: SQLite cannot otherwise tell its
+    ``ON CONFLICT`` from a join's ``ON``."""
+    insert = postgresql.insert if dialect == POSTGRESQL else sqlite.insert
+    statement = insert(table).from_select(list(names), rows.where(true()))
+    return statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={k: statement.excluded[k] for k in names if k not in keys},
+        where=where,
+    )
+
+
+def row_set(
+    name: str, columns: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], dialect: str
+) -> Any:
+    """Many rows as one table (``name``, with the typed ``columns``) to join in a set-based
+    statement. PostgreSQL: ``unnest`` of one bound array per column, so the statement's text
+    is the same whatever the number of rows (prepared once). SQLite: a ``UNION ALL`` of one
+    SELECT of bound values per row (at most 500 rows: SQLite's limit on compound selects)."""
+    if dialect == POSTGRESQL:
+        arrays = [
+            _array(f"{name}_{c}", [row[c] for row in rows], kind) for c, kind in columns.items()
+        ]
+        typed = [column(c, kind) for c, kind in columns.items()]
+        return func.unnest(*arrays).table_valued(*typed).render_derived(name=name)
+    selects = [
+        select(*(literal(row[c], kind).label(c) for c, kind in columns.items())) for row in rows
+    ]
+    return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery(name)
+
+
+def in_set(column: Any, values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN values`` whose SQL text does not depend on how many values there are
+    (PostgreSQL: ``= ANY`` of one bound array, so the statement is prepared once)."""
+    if dialect == POSTGRESQL:
+        return column == func.any(_array(f"{column.key}_set", list(values), column.type))
+    return column.in_(list(values))
+
+
+def merged_json(column: Any, new: dict[str, Any] | Any, dialect: str) -> ColumnElement[Any]:
+    """SQL for ``column`` with the top-level keys of ``new`` (a dict, or a JSON column of a
+    :func:`row_set`) set, computed by the database so that a concurrent writer of other keys
+    (e.g. the dispatcher's ``inputs``) is never lost."""
+    if not isinstance(new, dict):
+        return _merged_json_column(column, new, dialect)
     if dialect == POSTGRESQL:
         current = func.coalesce(column, cast("{}", postgresql.JSONB))
         return current.op("||")(cast(literal(json.dumps(new, allow_nan=False)), postgresql.JSONB))
@@ -85,6 +137,30 @@ def merged_json(column: Any, new: dict[str, Any], dialect: str) -> ColumnElement
     for key, value in new.items():
         arguments += [f'$."{key}"', func.json(json.dumps(value, allow_nan=False))]
     return func.json_set(*arguments, type_=JSON) if new else column
+
+
+def _merged_json_column(column: Any, new: Any, dialect: str) -> ColumnElement[Any]:
+    if dialect == POSTGRESQL:
+        return func.coalesce(column, cast("{}", postgresql.JSONB)).op("||")(new)
+    # SQLite has no top-level merge (json_patch recurses and drops nulls): rebuild the object
+    # from the old members that ``new`` does not name, then ``new``'s members.
+    old_items = func.json_each(func.coalesce(column, "{}")).table_valued("key", "value", "type")
+    new_keys = func.json_each(new).table_valued("key")
+    new_items = func.json_each(new).table_valued("key", "value", "type")
+    kept = select(old_items.c.key, old_items.c.value, old_items.c.type).where(
+        old_items.c.key.not_in(select(new_keys.c.key))
+    )
+    items = union_all(kept, select(new_items.c.key, new_items.c.value, new_items.c.type))
+    merged = items.subquery("merged_items")
+    kind = merged.c.type
+    value = case(  # json_each gives true/false/null as 1/0/NULL and members as text
+        (kind == "true", func.json("true")),
+        (kind == "false", func.json("false")),
+        (kind == "null", func.json("null")),
+        (kind.in_(("object", "array")), func.json(merged.c.value)),
+        else_=merged.c.value,
+    )
+    return select(func.json_group_object(merged.c.key, value)).scalar_subquery()
 
 
 def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:
@@ -113,106 +189,46 @@ async def lock_rows_first(session: AsyncSession, key: str) -> None:
         await take_write_lock(session, key)
 
 
-@dataclass(frozen=True)
-class GuardedRows:
-    """Rows to insert only if a :func:`write_together` guard matched.
-
-    ``guard_id``: the column that receives the id the guard returned (e.g. an analysis id).
-    ``keep_existing``: the unique columns on which a conflicting row is kept as it is (and, on
-    PostgreSQL, locked until commit by a no-op update of another of its columns)."""
-
-    table: Table
-    rows: Sequence[Mapping[str, Any]]
-    guard_id: str | None = None
-    keep_existing: Sequence[str] = ()
-
-
 async def write_together(
     engine: AsyncEngine,
     guard: Any,
     *,
     always: Sequence[Any] = (),
-    if_guarded: Sequence[GuardedRows] = (),
+    then: Sequence[Callable[[Any], Any]] = (),
 ) -> list[Any]:
-    """One atomic write: ``guard`` (a conditional UPDATE … RETURNING, its first column an id),
-    the ``always`` statements whatever it matched, and the ``if_guarded`` rows inserted only
-    when it matched a row. Returns the guard's rows (empty when it matched none).
+    """One atomic write over a set of rows: ``guard``, a conditional UPDATE … RETURNING (its
+    first column an id, typically joined to a :func:`row_set`); the ``always`` statements,
+    whatever it matched; and the statements each of ``then`` builds from the matched ids
+    (something ``column.in_()`` takes), which therefore write only for the rows it matched.
+    Returns the guard's rows (empty when it matched none).
 
-    PostgreSQL: a single autocommit statement of data-modifying CTEs (one round trip instead of
-    BEGIN, several statements and COMMIT); the rows travel as bound arrays, so the statement's
-    text depends only on which tables are written. SQLite: the same writes in one transaction.
-    """
+    PostgreSQL: a single autocommit statement of data-modifying CTEs (one round trip instead
+    of BEGIN, several statements and COMMIT); with :func:`row_set`'s arrays its text depends
+    only on which tables are written, so it is prepared once. SQLite: one transaction."""
     if is_postgresql(engine):
-        return await _write_together_in_one_statement(engine, guard, always, if_guarded)
+        guarded = guard.cte("guarded")
+        statement = select(guarded)
+        for index, extra in enumerate(always):
+            statement = statement.add_cte(extra.cte(f"always_{index}"))
+        matched_ids = select(guarded.c[guarded.c.keys()[0]])
+        for index, follow in enumerate(then):
+            statement = statement.add_cte(follow(matched_ids).cte(f"then_{index}"))
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return list(await connection.execute(statement))
     async with engine.begin() as connection:
         matched = list(await connection.execute(guard))
         for statement in always:
             await connection.execute(statement)
         if matched:
-            for rows in if_guarded:
-                await _insert_guarded(connection, rows, matched[0][0])
+            for follow in then:
+                await connection.execute(follow([row[0] for row in matched]))
     return matched
-
-
-async def _insert_guarded(connection: AsyncConnection, rows: GuardedRows, guard_id: Any) -> None:
-    if not rows.rows:
-        return
-    values = [{**row, **({rows.guard_id: guard_id} if rows.guard_id else {})} for row in rows.rows]
-    await connection.execute(_insert(rows, "sqlite"), values)
 
 
 def _array(name: str, values: list[Any], item_type: Any) -> Any:
     kind = postgresql.ARRAY(item_type)
     return cast(bindparam(name, values, type_=kind), kind)
-
-
-def _unnested(rows: GuardedRows, index: int) -> Any:
-    """The rows as ``unnest(array, array, …)`` of one bound array per column."""
-    columns = [c for c in rows.rows[0] if c != rows.guard_id]
-    arrays = [
-        _array(f"guarded_{index}_{c}", [row[c] for row in rows.rows], rows.table.c[c].type)
-        for c in columns
-    ]
-    typed = [column(c, rows.table.c[c].type) for c in columns]
-    return func.unnest(*arrays).table_valued(*typed).render_derived(name=f"rows_{index}")
-
-
-def _guarded_insert(guarded: Any, rows: GuardedRows, index: int) -> Any:
-    source = _unnested(rows, index)
-    names = [c.name for c in source.c]
-    picked = [source.c[n] for n in names]
-    if rows.guard_id:
-        names = [rows.guard_id, *names]
-        query = select(guarded.c[guarded.c.keys()[0]], *picked).select_from(
-            guarded.join(source, true())
-        )
-    else:
-        query = select(*picked).where(exists(select(guarded)))
-    return _insert(rows, POSTGRESQL).from_select(names, query).cte(f"guarded_{index}")
-
-
-def _insert(rows: GuardedRows, dialect: str) -> Any:
-    if rows.keep_existing:
-        return insert_keeping(dialect, rows.table, rows.keep_existing)
-    return rows.table.insert()
-
-
-async def _write_together_in_one_statement(
-    engine: AsyncEngine,
-    guard: Any,
-    always: Sequence[Any],
-    if_guarded: Sequence[GuardedRows],
-) -> list[Any]:
-    guarded = guard.cte("guarded")
-    statement = select(guarded)
-    for index, extra in enumerate(always):
-        statement = statement.add_cte(extra.cte(f"always_{index}"))
-    for index, rows in enumerate(if_guarded):
-        if rows.rows:
-            statement = statement.add_cte(_guarded_insert(guarded, rows, index))
-    async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return list(await connection.execute(statement))
 
 
 def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[float]:
