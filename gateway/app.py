@@ -15,6 +15,7 @@ from shared.analysis_lifecycle import start_batcher
 from shared.observability import metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
+from webhook_receiver.handler import setup_webhook
 
 
 def create_gateway_app(resources: Resources) -> web.Application:
@@ -28,6 +29,7 @@ def create_gateway_app(resources: Resources) -> web.Application:
     app[ONE_TIME_LINKS] = OneTimeLinks()
     app[START_BATCHER] = start_batcher(resources)
     app.cleanup_ctx.append(_drain_start_batcher)
+    setup_webhook(app, resources)  # the gateway mounts the webhook route too
     return app
 
 

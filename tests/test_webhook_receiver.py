@@ -655,6 +655,44 @@ async def test_the_standalone_webhook_app_serves_the_same_route(
     assert (await load_row(resources, made.id)).status == "completed"
 
 
+@pytest.mark.usefixtures("backend")
+async def test_callbacks_arriving_together_are_each_written_on_their_own_terms(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    """Concurrent callbacks are written in one batch: each analysis gets its own message,
+    summary and event, keeps the manifest members it had (JSON true, false and null
+    included), shares one stored copy of a common plot; an expired one writes nothing."""
+    earlier = {"inputs": {"sent": True, "signed": False, "note": None, "list": [1, {"a": None}]}}
+    made = [await make_analysis(resources, accounts, artifacts=earlier) for _ in range(4)]
+    expired = await make_analysis(resources, accounts, expires_in=-1.0)
+    png = figure_bytes("png")
+
+    def body(n: int) -> dict[str, Any]:
+        analysis = {"plots": [{"format": "png", "data": b64(png)}], "n_detections": n}
+        return {"status": "success", "message": f"fit {n}", "analysis": analysis}
+
+    replies = await asyncio.gather(
+        *(post_webhook(api, m, body(n)) for n, m in enumerate([*made, expired]))
+    )
+
+    assert [r.status for r in replies] == [200, 200, 200, 200, 400]
+    rows = [await load_row(resources, m.id) for m in made]
+    assert [(r.status, r.status_message) for r in rows] == [
+        ("completed", f"fit {n}") for n in range(4)
+    ]
+    assert [r.data_summary["n_detections"] for r in rows] == [0, 1, 2, 3]
+    assert all(r.artifacts["inputs"] == earlier["inputs"] for r in rows)
+    assert all(r.duration is not None and r.duration >= 2.0 for r in rows)
+    assert [len(await outbox_for(resources, m.id)) for m in made] == [1, 1, 1, 1]
+    shas = {r.artifacts["plots"][0]["sha256"] for r in rows}
+    assert len(shas) == 1
+    assert [await stored_bytes(resources, r.artifacts["plots"][0]) for r in rows] == [png] * 4
+    gone = await load_row(resources, expired.id)
+    assert gone.status == "timed_out"
+    assert await files_of(resources, expired.unique_id) == []
+    assert await outbox_for(resources, expired.id) == []
+
+
 # ---------------------------------------------------------------- PostgreSQL only
 
 

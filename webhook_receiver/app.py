@@ -7,6 +7,7 @@ from aiohttp import web
 from shared.observability import OBSERVABILITY_ROUTES, metrics_middleware
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
+from webhook_receiver.handler import setup_webhook
 from webhook_receiver.routes import WEBHOOK_ROUTES
 
 
@@ -17,4 +18,5 @@ def create_webhook_app(resources: Resources) -> web.Application:
     )
     app[RESOURCES] = resources
     add_routes(app, [*WEBHOOK_ROUTES, *OBSERVABILITY_ROUTES])
+    setup_webhook(app, resources)
     return app

@@ -1,15 +1,17 @@
 """The webhook's reads and refusals: which analysis a token names, and why a callback for it is
-refused now. The winning transition itself is ``shared.analysis_lifecycle.complete``."""
+refused now. The winning transition itself is ``shared.analysis_lifecycle.complete_many``."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared import analysis_lifecycle as lifecycle
 from shared.analysis_lifecycle import Callee
+from shared.db.dialect import in_set, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.web import ApiError, bad_request, forbidden
@@ -47,16 +49,30 @@ def refusal(analysis: Callee) -> ApiError | None:
     return None
 
 
-async def find_callee(connection: AsyncConnection, condition: ColumnElement[bool]) -> Callee | None:
-    """One query, plain columns: no ORM session, no relationships."""
-    query = (
+def _callees(condition: ColumnElement[bool]) -> Select[Any]:
+    return (
         select(*_CALLEE_COLUMNS)
         .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
         .join(User, User.id == ObjAnalysis.author_id)
         .where(condition)
     )
-    row = (await connection.execute(query)).first()
+
+
+async def find_callee(connection: AsyncConnection, condition: ColumnElement[bool]) -> Callee | None:
+    """One query, plain columns: no ORM session, no relationships."""
+    row = (await connection.execute(_callees(condition))).first()
     return None if row is None else Callee(*row)
+
+
+async def find_callees(engine: AsyncEngine, token_hashes: list[str]) -> list[Callee | None]:
+    """The analyses these tokens name (None for a token that names none), in one read on an
+    autocommit connection: one round trip, no transaction around it."""
+    condition = in_set(ObjAnalysis.token_hash, sorted(set(token_hashes)), name_of(engine))
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        rows = await connection.execute(_callees(condition).add_columns(ObjAnalysis.token_hash))
+    found = {row[-1]: Callee(*row[:-1]) for row in rows}
+    return [found.get(token_hash) for token_hash in token_hashes]
 
 
 async def expire(session: AsyncSession, analysis: Callee, now: datetime) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy import ColumnElement
@@ -21,18 +22,45 @@ from shared.analysis_data import (
     parse_webhook_body,
     prepare_payload,
 )
-from shared.analysis_lifecycle import Callee, Outcome
+from shared.analysis_lifecycle import Callee, Completion, Outcome
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
+from shared.group_commit import GroupCommit
 from shared.observability import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.resources import RESOURCES, Resources
 from shared.security import hash_token
 from shared.web import ApiError, bad_request, forbidden, success, unexpected_error
-from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, refusal
+from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_callees, refusal
 from webhook_receiver.redaction import redacted_message
 
 log = logging.getLogger("skyhook.webhook")
+
+# Callbacks that arrive together are looked up together and written together (one
+# statement per batch each).
+CALLEES = web.AppKey("callees", GroupCommit[str, Callee | None])
+COMPLETIONS = web.AppKey("completions", GroupCommit[Completion, bool])
+
+
+def setup_webhook(app: web.Application, resources: Resources) -> None:
+    """Give an application that mounts the webhook route its batchers."""
+
+    async def look_up(token_hashes: list[str]) -> list[Callee | None]:
+        return await find_callees(resources.engine, token_hashes)
+
+    async def complete(batch: list[Completion]) -> list[bool]:
+        return await lifecycle.complete_many(resources, batch)
+
+    app[CALLEES] = GroupCommit(look_up)
+    app[COMPLETIONS] = GroupCommit(complete)
+    app.cleanup_ctx.append(_drain_batchers)
+
+
+async def _drain_batchers(app: web.Application) -> AsyncIterator[None]:
+    """On shutdown the last batches are done before the database closes."""
+    yield
+    await app[CALLEES].drain()
+    await app[COMPLETIONS].drain()
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -68,10 +96,10 @@ async def _lookup(resources: Resources, condition: ColumnElement[bool]) -> Calle
         return await find_callee(connection, condition)
 
 
-async def _active_analysis(resources: Resources, token: str) -> Callee:
+async def _active_analysis(request: web.Request, resources: Resources, token: str) -> Callee:
     analysis = None
     if token:
-        analysis = await _lookup(resources, ObjAnalysis.token_hash == hash_token(token))
+        analysis = await request.app[CALLEES].submit(hash_token(token))
     if analysis is None:
         raise forbidden("Invalid token")
     problem = refusal(analysis)
@@ -105,7 +133,7 @@ async def _refuse_by_current_state(resources: Resources, analysis: Callee) -> No
 
 
 async def receive(request: web.Request, resources: Resources, token: str) -> web.Response:
-    analysis = await _active_analysis(resources, token)
+    analysis = await _active_analysis(request, resources, token)
     with bind_analysis(analysis.id):
         return await _receive_for(request, resources, analysis, token)
 
@@ -132,7 +160,7 @@ async def _receive_for(
         annotations=stored.annotations,
         files=stored.files,
     )
-    if not await lifecycle.complete(resources, analysis, outcome):
+    if not await request.app[COMPLETIONS].submit(Completion(analysis, outcome)):
         log.info(
             "analysis %s: lost to a concurrent change (another webhook POST, cancel or expiry); "
             "nothing of this request was stored",

@@ -253,7 +253,8 @@ async def test_a_callback_before_the_services_answer_is_never_overwritten(
         await pipeline.wait_final(scene.astro, analysis_id)
 
         async def answer_recorded() -> bool:
-            return bool(await pipeline.attempts(scene.astro, analysis_id))
+            attempts = await pipeline.attempts(scene.astro, analysis_id)
+            return bool(attempts) and attempts[-1]["outcome"] != "sending"
 
         await eventually(answer_recorded, "the dispatcher recorded the service's answer")
     attempts = await pipeline.attempts(scene.astro, analysis_id)
