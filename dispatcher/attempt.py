@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
+    InputsMemo,
+    StoredPayload,
     body_to_send,
     callback_token,
     callback_url,
@@ -21,6 +22,7 @@ from dispatcher.request import (
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
 from shared import analysis_lifecycle as lifecycle
+from shared.artifacts import NewArtifact, write_artifacts_of
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.group_commit import GroupCommit
@@ -71,20 +73,26 @@ class AttemptRunner:
         duplicate of the same id in the batch took it)."""
         started_at = utcnow()
         claimed: dict[int, ClaimedAttempt] = {}
+        memo: InputsMemo = {}
         async with self.resources.sessions.begin() as session:
             numbers = await lifecycle.claim_many(session, analysis_ids, started_at)
             contexts = await load_contexts(session, list(numbers))
             sending: list[lifecycle.Sending] = []
+            new_inputs: dict[int, list[NewArtifact]] = {}
             for analysis_id, attempt_number in sorted(numbers.items()):
                 context = contexts.get(analysis_id)
                 if context is None:
                     continue
-                attempt, provenance = await self._prepared(
-                    session, context, attempt_number, started_at
+                attempt, payload = await self._prepared(
+                    session, context, attempt_number, started_at, memo
                 )
                 claimed[analysis_id] = attempt
-                if attempt.refused is None:
-                    sending.append(lifecycle.Sending(analysis_id, attempt_number, provenance))
+                if payload is None:
+                    continue
+                if payload.new_file is not None:
+                    new_inputs[analysis_id] = [payload.new_file]
+                sending.append(lifecycle.Sending(analysis_id, attempt_number, payload.provenance))
+            await write_artifacts_of(session, new_inputs, replace=True)
             await lifecycle.mark_sending_many(session, sending, utcnow(), started_at)
         return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
 
@@ -94,18 +102,19 @@ class AttemptRunner:
         context: DispatchContext,
         attempt_number: int,
         started_at: datetime,
-    ) -> tuple[ClaimedAttempt, dict[str, Any] | None]:
-        """The claimed attempt with its request (or why it fails unsent), and provenance."""
+        memo: InputsMemo,
+    ) -> tuple[ClaimedAttempt, StoredPayload | None]:
+        """The claimed attempt with its request and payload, or why it fails unsent."""
         service = context.service
         subject = lifecycle.Subject(
             context.analysis.id, context.analysis.obj_id, service.id, bool(service.is_summary)
         )
         try:
-            outbound, provenance = await self._prepare(session, context)
+            outbound, payload = await self._prepare(session, context, memo)
         except PreparationError as exc:
             refused = SendResult(Verdict.FAILED, str(exc), str(exc))
             return ClaimedAttempt(subject, attempt_number, started_at, None, refused), None
-        return ClaimedAttempt(subject, attempt_number, started_at, outbound), provenance
+        return ClaimedAttempt(subject, attempt_number, started_at, outbound), payload
 
     async def run(self, attempt: ClaimedAttempt) -> None:
         with bind_analysis(attempt.analysis_id):
@@ -117,9 +126,9 @@ class AttemptRunner:
             await self._finish(attempt.subject, attempt.attempt_number, attempt.started_at, result)
 
     async def _prepare(
-        self, session: AsyncSession, context: DispatchContext
-    ) -> tuple[Outbound, dict[str, Any] | None]:
-        """The request to send, and the provenance columns to set (first attempt)."""
+        self, session: AsyncSession, context: DispatchContext, memo: InputsMemo
+    ) -> tuple[Outbound, StoredPayload]:
+        """The request to send, and the payload it was built from."""
         service = context.service
         if not service.enabled:
             raise PreparationError(
@@ -134,7 +143,7 @@ class AttemptRunner:
                 "(was SKYHOOK_SECRET_KEY changed without listing the old key?)"
             ) from None
         try:
-            payload = await stored_payload(self.resources, session, context)
+            payload = await stored_payload(self.resources, session, context, memo)
         except InputsError as exc:
             raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
         except ValueError as exc:
@@ -169,7 +178,7 @@ class AttemptRunner:
                 ],
             ),
         )
-        return outbound, payload.provenance
+        return outbound, payload
 
     async def _finish(
         self,

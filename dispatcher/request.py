@@ -23,7 +23,8 @@ from sqlalchemy.orm import joinedload, lazyload
 from shared.access import principal_for
 from shared.analysis_lifecycle import naive_utc_text
 from shared.analysis_parameters import SECRET_PARAMETERS
-from shared.artifacts import ArtifactMissing, ArtifactStore, NewArtifact, write_artifacts
+from shared.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
+from shared.db.dialect import in_set, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
 from shared.redaction import REDACTED
@@ -44,12 +45,19 @@ class DispatchContext:
 
 @dataclass(frozen=True)
 class StoredPayload:
-    """The payload bytes as stored, the columns to set when they were just stored, and the
-    secret parameters (never stored with the inputs) to put back into the body when sending."""
+    """The payload bytes, and the secret parameters (never stored with the inputs) to put back
+    into the body when sending. On the first attempt also the ``inputs.json`` file to store
+    and the provenance columns to set (the caller writes both in the claim's transaction)."""
 
     body: bytes
-    provenance: dict[str, Any] | None
     secret_parameters: dict[str, Any]
+    new_file: NewArtifact | None = None
+    provenance: dict[str, Any] | None = None
+
+
+InputsMemo = dict[tuple[Any, ...], dict[str, Any]]
+"""Inputs assembled earlier in the same claim, by (source, reader, selection): analyses
+claimed together that read the same data share one assembly."""
 
 
 async def load_contexts(
@@ -64,7 +72,7 @@ async def load_contexts(
             joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
             joinedload(User.memberships),
         )
-        .where(ObjAnalysis.id.in_(analysis_ids))
+        .where(in_set(ObjAnalysis.id, analysis_ids, name_of(session)))
     )
     found = (await session.execute(query)).unique().all()
     return {
@@ -102,11 +110,37 @@ def split_secret_parameters(parameters: dict[str, Any]) -> tuple[dict[str, Any],
     return public, secret
 
 
+async def _inputs_data(
+    session: AsyncSession, context: DispatchContext, memo: InputsMemo
+) -> dict[str, Any]:
+    analysis, service = context.analysis, context.service
+    principal = principal_for(context.author)
+    types = list(service.input_data_types or [])
+    key = (
+        analysis.obj_id,
+        principal,
+        tuple(types),
+        json.dumps(analysis.input_filters, sort_keys=True, default=str),
+        service.inputs_format,
+    )
+    if key not in memo:
+        memo[key] = await assemble_inputs(
+            session,
+            analysis.obj_id,
+            principal,
+            types,
+            analysis.input_filters,
+            service.inputs_format,
+        )
+    return memo[key]
+
+
 async def build_payload(
     resources: Resources,
     session: AsyncSession,
     context: DispatchContext,
     parameters: dict[str, Any],
+    memo: InputsMemo | None = None,
 ) -> dict[str, Any]:
     analysis, service = context.analysis, context.service
     if service.is_summary and "summary_parameters" not in parameters:
@@ -114,14 +148,7 @@ async def build_payload(
             "summary_parameters": site_summary_parameters(resources.settings),
             **parameters,
         }
-    data = await assemble_inputs(
-        session,
-        analysis.obj_id,
-        principal_for(context.author),
-        service.input_data_types or [],
-        analysis.input_filters,
-        service.inputs_format,
-    )
+    data = await _inputs_data(session, context, {} if memo is None else memo)
     payload: dict[str, Any] = {
         "callback_url": callback_url(resources, REDACTED),
         "inputs": {"analysis_parameters": parameters, **data},
@@ -142,10 +169,12 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 async def stored_payload(
-    resources: Resources, session: AsyncSession, context: DispatchContext
+    resources: Resources,
+    session: AsyncSession,
+    context: DispatchContext,
+    memo: InputsMemo | None = None,
 ) -> StoredPayload:
-    """The stored payload of an earlier attempt, or a new one (built, then stored in
-    ``session``'s transaction: the claim's, so it is kept only if the claim commits)."""
+    """The stored payload of an earlier attempt, or a new one with the file to store."""
     analysis = context.analysis
     parameters, secrets = split_secret_parameters(
         await request_parameters(resources.artifacts, analysis, session)
@@ -154,15 +183,14 @@ async def stored_payload(
     ref = manifest.get(INPUTS_ARTIFACT)
     if ref:
         try:
-            return StoredPayload(await resources.artifacts.read(ref, session), None, secrets)
+            return StoredPayload(await resources.artifacts.read(ref, session), secrets)
         except ArtifactMissing:
             pass  # not stored (its file was gone at the import): build and store it again
-    payload = await build_payload(resources, session, context, parameters)
+    payload = await build_payload(resources, session, context, parameters, memo)
     file = await asyncio.to_thread(_inputs_file, payload)
-    await write_artifacts(session, analysis.id, [file], replace=True)
     manifest[INPUTS_ARTIFACT] = file.ref(analysis.unique_id).to_dict()
     provenance = {"artifacts": manifest, "input_hash": file.sha256}
-    return StoredPayload(file.data, provenance, secrets)
+    return StoredPayload(file.data, secrets, file, provenance)
 
 
 def _inputs_file(payload: dict[str, Any]) -> NewArtifact:

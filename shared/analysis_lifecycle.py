@@ -41,6 +41,7 @@ from shared.artifacts import (
     write_artifacts,
 )
 from shared.db.dialect import (
+    in_set,
     merged_json,
     name_of,
     row_set,
@@ -650,7 +651,7 @@ async def claim_many(
     each claimed row's attempt number by id."""
     statement = (
         update(ObjAnalysis)
-        .where(ObjAnalysis.id.in_(sorted(set(analysis_ids))), _due(now))
+        .where(in_set(ObjAnalysis.id, sorted(set(analysis_ids)), name_of(session)), _due(now))
         .values(
             status=AnalysisStatus.DISPATCHING,
             dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
@@ -683,7 +684,8 @@ async def mark_sending_many(
     rows = ObjAnalysis.__table__
     plain = [a.analysis_id for a in attempts if not a.provenance]
     if plain:
-        await session.execute(rows.update().where(rows.c.id.in_(plain)).values(last_activity=now))
+        in_plain = in_set(rows.c.id, plain, name_of(session))
+        await session.execute(rows.update().where(in_plain).values(last_activity=now))
     first = [a for a in attempts if a.provenance]
     if first:
         by_id = rows.update().where(rows.c.id == bindparam("analysis_id"))

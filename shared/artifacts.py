@@ -30,10 +30,12 @@ from typing import Any
 from sqlalchemy import (
     LargeBinary,
     Select,
+    and_,
     delete,
     exists,
     func,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -123,37 +125,46 @@ async def write_artifacts(
     *,
     replace: bool = False,
 ) -> None:
-    """Store ``files`` as artifacts of the analysis, in the caller's transaction.
+    """Store ``files`` as artifacts of the analysis (see :func:`write_artifacts_of`)."""
+    await write_artifacts_of(executor, {analysis_id: files}, replace=replace)
 
-    ``replace``: a name the analysis already has now points to the new bytes, and the old
+
+async def write_artifacts_of(
+    executor: Executor,
+    files_of: Mapping[int, Sequence[NewArtifact]],
+    *,
+    replace: bool = False,
+) -> None:
+    """Store each analysis' ``files`` as its artifacts, in the caller's transaction, with one
+    statement per table whatever the number of analyses.
+
+    ``replace``: a name an analysis already has now points to the new bytes, and the old
     blob goes if nothing else refers to it. Without it, an existing name is an error.
     """
-    if not files:
+    named = {a: {f.name: f for f in files} for a, files in files_of.items() if files}
+    if not named:
         return
-    blobs = _distinct_blobs(files)
+    blobs = _distinct_blobs(f for files in named.values() for f in files.values())
     await executor.execute(
         insert_keeping(_dialect(executor), BLOBS, ["sha256"]),
         [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in blobs],
     )
-    names = {f.name: f for f in files}
     replaced: list[str] = []
     if replace:
-        gone = await executor.execute(
-            delete(LINKS)
-            .where(LINKS.c.analysis_id == analysis_id, LINKS.c.name.in_(sorted(names)))
-            .returning(LINKS.c.sha256)
+        same_names = or_(
+            *(
+                and_(LINKS.c.analysis_id == a, LINKS.c.name.in_(sorted(files)))
+                for a, files in named.items()
+            )
         )
+        gone = await executor.execute(delete(LINKS).where(same_names).returning(LINKS.c.sha256))
         replaced = [sha for (sha,) in gone]
     await executor.execute(
         insert(LINKS),
         [
-            {
-                "analysis_id": analysis_id,
-                "name": f.name,
-                "sha256": f.sha256,
-                "media_type": f.media_type,
-            }
-            for f in names.values()
+            {"analysis_id": a, "name": f.name, "sha256": f.sha256, "media_type": f.media_type}
+            for a, files in named.items()
+            for f in files.values()
         ],
     )
     await collect_garbage(executor, replaced)  # a blob the new links share again stays

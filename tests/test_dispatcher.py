@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, text, update
 
 from dispatcher import Dispatcher
+from dispatcher.attempt import AttemptRunner
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
@@ -372,6 +373,37 @@ async def test_only_data_the_author_may_read_is_sent(
     photometry = service.received[0].json()["inputs"]["photometry"]
     assert "59999.0" not in photometry
     assert len(photometry.splitlines()) == 2  # header + the author's own point
+
+
+@pytest.mark.usefixtures("backend")
+async def test_analyses_claimed_together_each_get_what_their_own_author_may_read(
+    resources: Resources, scene: Scene, accounts: Accounts
+) -> None:
+    """One claim batch: two analyses of one author may share an assembly of the inputs,
+    another author's analysis of the same source gets its own; each stores its inputs.json."""
+    hidden = await accounts.group()
+    await add_photometry(resources, scene.obj_id, scene.instrument_id, [hidden], mjd=59999.0)
+    insider = await accounts.user(acls=("Run Analyses",), groups=(scene.group, hidden))
+    service_id = await make_service(resources, "http://127.0.0.1:9/", [scene.group, hidden])
+    rows = [
+        await make_analysis(resources, scene.obj_id, service_id, author.id, [scene.group])
+        for author in (scene.author, insider, scene.author)
+    ]
+    async with ClientSession() as http:
+        claimed = await AttemptRunner(resources, http).claim_many([row.id for row in rows])
+
+    def photometry_mjds(attempt: Any) -> list[str]:
+        csv = json.loads(attempt.outbound.body)["inputs"]["photometry"]
+        return [line.split(",")[0] for line in csv.splitlines()[1:]]
+
+    assert [photometry_mjds(a) for a in claimed] == [
+        ["59000.5"],
+        ["59000.5", "59999.0"],
+        ["59000.5"],
+    ]
+    stored = [await load_analysis(resources, row.id) for row in rows]
+    assert len({a.input_hash for a in stored} - {None}) == 3  # each its own invalid_after
+    assert [await artifact_names(resources, a.unique_id) for a in stored] == [["inputs.json"]] * 3
 
 
 async def test_json_inputs_format_sends_typed_records_with_a_schema_version(
