@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.auth import auth_middleware
+from gateway.auth import auth_middleware, setup_auth
 from gateway.handlers.analyses import START_BATCHER
 from gateway.live import setup_live
 from gateway.routes import gateway_routes
@@ -24,6 +24,7 @@ def create_gateway_app(resources: Resources) -> web.Application:
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
     app[RESOURCES] = resources
+    setup_auth(app, resources.engine)
     add_routes(app, gateway_routes())
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()

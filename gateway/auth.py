@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.web_session import SESSION_PATH, principal_from_cookie
-from shared.access import Principal, principal_from_token
+from shared.access import Principal, principals_from_token_hashes
 from shared.db.session import read_session
-from shared.resources import RESOURCES
+from shared.group_commit import GroupCommit
+from shared.security import hash_token
 from shared.web import ApiError, Handler
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+# Requests that arrive together are authenticated together (one query per batch).
+PRINCIPALS = web.AppKey("principals", GroupCommit[str, Principal | None])
 PUBLIC_PREFIXES = ("/api/webhook/", "/api/openapi.json", SESSION_PATH)
+
+
+def setup_auth(app: web.Application, engine: AsyncEngine) -> None:
+    """Give the application its batcher of token lookups (drained on shutdown)."""
+
+    async def look_up(token_hashes: list[str]) -> list[Principal | None]:
+        async with read_session(engine) as session:
+            return await principals_from_token_hashes(session, token_hashes)
+
+    app[PRINCIPALS] = GroupCommit(look_up)
+    app.cleanup_ctx.append(_drain_principals)
+
+
+async def _drain_principals(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[PRINCIPALS].drain()
 
 
 def principal(request: web.Request) -> Principal:
@@ -36,9 +58,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
         request[PRINCIPAL] = found
         return await handler(request)
-    token = _token_from(header)
-    async with read_session(request.app[RESOURCES].engine) as session:
-        found = await principal_from_token(session, token)
+    found = await request.app[PRINCIPALS].submit(hash_token(_token_from(header)))
     if found is None:
         raise ApiError(401, "Invalid token")
     request[PRINCIPAL] = found

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.dialect import in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
 from shared.enums import ACL
 from shared.security import hash_token
@@ -54,11 +57,20 @@ def principal_for(user: User) -> Principal:
 
 
 async def principal_from_token(session: AsyncSession, token: str) -> Principal | None:
-    """The caller of every authenticated request: one query (user and memberships), plain
-    rows rather than ORM objects, since it runs before every handler."""
+    """The caller of an authenticated request (see :func:`principals_from_token_hashes`)."""
+    (found,) = await principals_from_token_hashes(session, [hash_token(token)])
+    return found
+
+
+async def principals_from_token_hashes(
+    session: AsyncSession, token_hashes: Sequence[str]
+) -> list[Principal | None]:
+    """The callers these token hashes name (None where none), in one query (users and
+    memberships), plain rows rather than ORM objects, since it runs before every handler."""
     rows = (
         await session.execute(
             select(
+                Token.token_hash,
                 User.id,
                 User.username,
                 User.is_admin,
@@ -68,11 +80,17 @@ async def principal_from_token(session: AsyncSession, token: str) -> Principal |
             )
             .join(Token, Token.user_id == User.id)
             .outerjoin(GroupUser, GroupUser.user_id == User.id)
-            .where(Token.token_hash == hash_token(token))
+            .where(in_set(Token.token_hash, sorted(set(token_hashes)), name_of(session)))
         )
     ).all()
-    if not rows:
-        return None
+    by_hash: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_hash[row.token_hash].append(row)
+    return [_principal(by_hash[h]) if h in by_hash else None for h in token_hashes]
+
+
+def _principal(rows: Sequence[Any]) -> Principal:
+    """A user's rows, one per membership (or one with no group)."""
     user = rows[0]
     memberships = [r for r in rows if r.group_id is not None]
     return Principal(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select
 
@@ -19,6 +21,28 @@ async def test_requests_without_a_valid_token_are_refused(api: ApiClient) -> Non
     assert (reply.status, reply.message) == (401, "Invalid token")
     reply = await api.get("/api/internal/profile", None, headers={"Authorization": "Bearer x"})
     assert reply.status == 401 and "expected form" in reply.message
+
+
+async def test_requests_arriving_together_each_act_as_their_own_caller(
+    api: ApiClient, accounts: Accounts
+) -> None:
+    """Tokens are looked up in batches: concurrent callers never get each other's identity."""
+    astro, other = await accounts.group(), await accounts.group()
+    alice = await accounts.user(acls=("Run Analyses",), groups=(astro,))
+    bob = await accounts.user(groups=(astro, other), group_admin_of=(other,))
+    nobody = await accounts.user()
+    callers = [alice, bob, nobody, None] * 8
+    bad = {"headers": {"Authorization": "token not-a-token"}}
+    replies = await asyncio.gather(
+        *(api.get("/api/internal/profile", user, **({} if user else bad)) for user in callers)
+    )
+    seen = [(r.status, r.data["username"] if r.status == 200 else r.message) for r in replies]
+    expected = [(200, u.username) if u else (401, "Invalid token") for u in callers]
+    assert seen == expected
+    groups = {r.data["username"]: r.data["groups"] for r in replies if r.status == 200}
+    assert groups[alice.username] == [{"id": astro.id, "admin": False}]
+    assert sorted(g["id"] for g in groups[bob.username]) == sorted([astro.id, other.id])
+    assert groups[nobody.username] == []
 
 
 async def test_admin_creates_user_group_membership_and_token(
