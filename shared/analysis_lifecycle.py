@@ -461,7 +461,7 @@ async def complete_many(resources: Resources, completions: Sequence[Completion])
     author's own."""
     now = utcnow()
     firsts = {c.analysis.id: c for c in reversed(completions)}
-    plain = [c for c in firsts.values() if not c.annotated]
+    plain = [firsts[i] for i in sorted(firsts) if not firsts[i].annotated]  # locked by id
     won = await _complete_plain(resources.engine, plain, now) if plain else set()
     for completion in firsts.values():
         if completion.annotated and await _complete_annotated(resources, completion, now):
@@ -861,9 +861,8 @@ async def finish_attempts(
     set-based atomic write for them all. For each attempt in turn, whether its row moved."""
     firsts = {(a.subject.analysis_id, a.record.attempt_number): a for a in reversed(attempts)}
     dialect = name_of(engine)
-    finished = row_set(
-        "finished", _FINISHED_COLUMNS, [_finished_row(a, now) for a in firsts.values()], dialect
-    )
+    rows = [_finished_row(firsts[key], now) for key in sorted(firsts)]  # rows locked by id
+    finished = row_set("finished", _FINISHED_COLUMNS, rows, dialect)
     moved = (
         update(ObjAnalysis)
         .where(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
 
@@ -213,9 +214,7 @@ async def write_together(
         matched_ids = select(guarded.c[guarded.c.keys()[0]])
         for index, follow in enumerate(then):
             statement = statement.add_cte(follow(matched_ids).cte(f"then_{index}"))
-        async with engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            return list(await connection.execute(statement))
+        return await _execute_retrying_deadlocks(engine, statement)
     async with engine.begin() as connection:
         matched = list(await connection.execute(guard))
         for statement in always:
@@ -229,6 +228,27 @@ async def write_together(
 def _array(name: str, values: list[Any], item_type: Any) -> Any:
     kind = postgresql.ARRAY(item_type)
     return cast(bindparam(name, values, type_=kind), kind)
+
+
+DEADLOCK_RETRIES = 5
+_DEADLOCK_DETECTED = "40P01"
+
+
+async def _execute_retrying_deadlocks(engine: AsyncEngine, statement: Any) -> list[Any]:
+    """One autocommit statement, run again when PostgreSQL aborted it to break a deadlock:
+    set-based writers (a batch of callbacks, a batch of attempt ends) may lock the same rows
+    in different orders. An aborted statement wrote nothing, so running it again is the
+    same write."""
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return list(await connection.execute(statement))
+        except DBAPIError as exc:
+            deadlocked = getattr(exc.orig, "sqlstate", None) == _DEADLOCK_DETECTED
+            if not deadlocked or attempt == DEADLOCK_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[float]:

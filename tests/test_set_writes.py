@@ -1,0 +1,98 @@
+"""Set-based writes (one statement for a batch of rows) against concurrent writers on
+PostgreSQL: a deadlock PostgreSQL breaks by aborting the batch's statement is retried, so the
+batch still lands, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+
+from shared import analysis_lifecycle as lifecycle
+from shared.db.types import utcnow
+from shared.enums import AnalysisStatus
+from shared.resources import Resources
+from tests.conftest import _dsn
+from tests.support.api import Accounts
+from tests.support.pipeline import (
+    load_analysis,
+    load_attempts,
+    make_analysis,
+    make_obj,
+    make_service,
+)
+
+
+async def test_a_batch_aborted_to_break_a_deadlock_is_written_again(
+    resources: Resources, accounts: Accounts
+) -> None:
+    group = await accounts.group()
+    author = await accounts.user(acls=("Run Analyses",), groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    service_id = await make_service(resources, "http://127.0.0.1:9/", [group])
+    first, second = [
+        await make_analysis(
+            resources,
+            obj_id,
+            service_id,
+            author.id,
+            [group],
+            status="dispatching",
+            dispatch_attempts_count=1,
+        )
+        for _ in range(2)
+    ]
+    started = utcnow() - timedelta(seconds=1)
+    batch = [
+        lifecycle.FinishedAttempt(
+            lifecycle.Subject(row.id, obj_id, service_id, False),
+            lifecycle.AttemptRecord(1, started, "accepted", http_status=202),
+            AnalysisStatus.PENDING,
+            "accepted",
+        )
+        for row in (first, second)
+    ]
+    database = resources.engine.url.database
+    assert database is not None
+    other = await asyncpg.connect(_dsn(database))
+    try:
+        # Another writer holds the second row and will want the first: whichever order the
+        # batch takes them in, the two wait for each other. This writer waits longer before
+        # checking for a deadlock, so PostgreSQL aborts the batch's statement.
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SET LOCAL deadlock_timeout = '20s'")
+        await other.execute("SELECT 1 FROM obj_analyses WHERE id = $1 FOR UPDATE", second.id)
+        batch_done = asyncio.ensure_future(
+            lifecycle.finish_attempts(resources.engine, batch, utcnow())
+        )
+        await _until_the_batch_waits_for_a_lock(other)
+        await other.execute(
+            "UPDATE obj_analyses SET status_message = 'other writer' WHERE id = $1", first.id
+        )
+        await transaction.commit()
+        moved = await batch_done
+    finally:
+        await other.close()
+
+    assert moved == [True, True]
+    assert [(await load_analysis(resources, r.id)).status for r in (first, second)] == [
+        "pending",
+        "pending",
+    ]
+    for row in (first, second):
+        assert [a.outcome for a in await load_attempts(resources, row.id)] == ["accepted"]
+
+
+async def _until_the_batch_waits_for_a_lock(connection: asyncpg.Connection) -> None:
+    """Until another session of this database waits for a row lock (polling its state)."""
+    for _ in range(2000):
+        waiting = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batch never waited for the other writer's lock")
