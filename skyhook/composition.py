@@ -113,11 +113,27 @@ async def recover_embedded_work(resources: Resources) -> int:
     """At the start of ``skyhook run`` nothing else can be working on this database: messages of
     the in-process bus died with the previous process, and so did its sends. Rows it left
     ``queued`` are announced again at once, and rows it left ``dispatching`` are requeued (or
-    failed when no retry is left), instead of waiting for the lost-message poller or reaper."""
+    failed when no retry is left), instead of waiting for the lost-message poller or reaper.
+
+    Every such row, however many: the reaper and the announcement take at most
+    ``lifecycle.BATCH_LIMIT`` rows at a time, so each is repeated until a batch comes back
+    short (rows it moved are not taken again: they were touched at ``now``)."""
     from dispatcher.service import Dispatcher
 
-    released = await Dispatcher(resources).reap_stuck(window=0.0)
-    announced = await lifecycle.announce_due(resources.sessions, utcnow(), timedelta(0))
+    dispatcher = Dispatcher(resources)
+    now = utcnow()
+    released = 0
+    while True:
+        batch = await dispatcher.reap_stuck(now, window=0.0)
+        released += batch
+        if batch < lifecycle.BATCH_LIMIT:
+            break
+    announced: list[int] = []
+    while True:
+        ids = await lifecycle.announce_due(resources.sessions, now, timedelta(0))
+        announced += ids
+        if len(ids) < lifecycle.BATCH_LIMIT:
+            break
     if released or announced:
         log.info(
             "sending again %d analyses left unsent by the previous run",
