@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.auth import auth_middleware, setup_auth
-from gateway.handlers.analyses import START_BATCHER
+from gateway.handlers.analyses import SERVICES, START_BATCHER, services_batcher
 from gateway.live import setup_live
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
@@ -29,12 +29,15 @@ def create_gateway_app(resources: Resources) -> web.Application:
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()
     app[START_BATCHER] = start_batcher(resources)
+    app[SERVICES] = services_batcher(resources.engine)
     app.cleanup_ctx.append(_drain_start_batcher)
     setup_webhook(app, resources)  # the gateway mounts the webhook route too
     return app
 
 
 async def _drain_start_batcher(app: web.Application) -> AsyncIterator[None]:
-    """Concurrent start requests are created together; on shutdown the last batch finishes."""
+    """Concurrent start requests are read and created together; on shutdown the last batches
+    finish."""
     yield
+    await app[SERVICES].drain()
     await app[START_BATCHER].drain()

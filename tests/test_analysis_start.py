@@ -118,6 +118,41 @@ async def test_group_ids_default_to_all_of_the_callers_groups(
     )
 
 
+async def test_starts_arriving_together_each_see_only_the_services_shared_with_them(
+    api: ApiClient, resources: Resources, world: World
+) -> None:
+    """Services are read in batches: concurrent starts of several callers each get the answer
+    their own groups give (the service, or SkyPortal's 403), never a neighbour's."""
+    elsewhere = await world.accounts.group()
+    stranger = await world.accounts.user(acls=RUN, groups=(elsewhere,))
+    admin = await world.accounts.user(admin=True, groups=(world.group,))
+    theirs = await make_service(resources, [elsewhere])
+    public_obj = await make_obj(resources, [world.group, elsewhere])
+    ok = {"analysis_parameters": VALID}
+    attempts = [
+        (world.user, world.service.id, ok, 200),
+        (stranger, world.service.id, ok, 403),
+        (admin, world.service.id, ok, 200),
+        (stranger, theirs.id, {}, 200),
+        (world.user, theirs.id, {}, 403),
+    ] * 3
+    replies = await asyncio.gather(
+        *(
+            api.post(world.path(public_obj, service_id), user, body)
+            for user, service_id, body, _ in attempts
+        )
+    )
+    assert [r.status for r in replies] == [status for *_, status in attempts], [
+        r.body for r in replies
+    ]
+    for (_, service_id, _, status), reply in zip(attempts, replies, strict=True):
+        if status == 403:
+            assert reply.message == f"Could not access Analysis Service ID: {service_id}."
+        else:
+            row = await load_analysis(resources, reply.data["id"])
+            assert row is not None and row.analysis_service_id == service_id
+
+
 async def _refused(
     api: ApiClient, path: str, user: TestUser, body: Any, status: int, message: str, **kw: Any
 ) -> None:

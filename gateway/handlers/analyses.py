@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import raiseload
 
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
@@ -37,6 +39,7 @@ from shared.analysis_parameters import (
     validate_analysis_parameters,
 )
 from shared.artifacts import ArtifactStore
+from shared.db.dialect import in_set, name_of
 from shared.db.models import (
     AnalysisService,
     DispatchAttempt,
@@ -50,6 +53,7 @@ from shared.enums import ACL
 from shared.group_commit import GroupCommit
 from shared.resources import RESOURCES
 from shared.web import (
+    ApiError,
     Page,
     Route,
     bad_request,
@@ -68,6 +72,7 @@ log = logging.getLogger("skyhook.gateway.analyses")
 
 # Concurrent starts of this process, created together (one transaction per batch).
 START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
+SERVICES = web.AppKey("services", GroupCommit[tuple[Principal, int], AnalysisService])
 
 CANNOT_ACCESS = "Cannot access this Analysis."
 CANNOT_DELETE = "Cannot delete this Analysis."
@@ -86,18 +91,49 @@ MODEL_LIGHTCURVE_KEYS = ("model_lightcurve", "model_lightcurves")
 
 async def usable_service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
     """The service if it is shared with one of the caller's groups, else SkyPortal's 403."""
+    (found,) = await usable_services(session, [(me, service_id)])
+    if isinstance(found, ApiError):
+        raise found
+    return found
+
+
+async def usable_services(
+    session: AsyncSession, wanted: Sequence[tuple[Principal, int]]
+) -> list[AnalysisService | ApiError]:
+    """For each (caller, service id): the service if it is shared with one of the caller's
+    groups (any service for a system admin), else SkyPortal's 403. Two queries in all."""
+    dialect = name_of(session)
+    ids = sorted({service_id for _, service_id in wanted})
     query = (
         select(AnalysisService)
-        .where(
-            AnalysisService.id == service_id,
-            visible(analysis_service_groups, AnalysisService.id, me),
-        )
-        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer per start
+        .where(in_set(AnalysisService.id, ids, dialect))
+        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
     )
-    service = (await session.scalars(query)).one_or_none()
-    if service is None:
-        raise forbidden(f"Could not access Analysis Service ID: {service_id}.")
-    return service
+    services = {service.id: service for service in await session.scalars(query)}
+    links = analysis_service_groups.c
+    shared_with: dict[int, set[int]] = defaultdict(set)
+    for service_id, group_id in await session.execute(
+        select(links.analysis_service_id, links.group_id).where(
+            in_set(links.analysis_service_id, ids, dialect)
+        )
+    ):
+        shared_with[service_id].add(group_id)
+    return [
+        services[service_id]
+        if service_id in services and (me.is_admin or shared_with[service_id] & me.group_ids)
+        else forbidden(f"Could not access Analysis Service ID: {service_id}.")
+        for me, service_id in wanted
+    ]
+
+
+def services_batcher(engine: AsyncEngine) -> GroupCommit[tuple[Principal, int], AnalysisService]:
+    """The services of concurrent start requests, read together."""
+
+    async def read(wanted: list[tuple[Principal, int]]) -> list[AnalysisService | ApiError]:
+        async with read_session(engine) as session:
+            return await usable_services(session, wanted)
+
+    return GroupCommit(read)
 
 
 def refuse_if_disabled(service: AnalysisService) -> None:
@@ -153,16 +189,18 @@ async def post_analysis(request: web.Request) -> web.Response:
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
     resources = request.app[RESOURCES]
-    async with read_session(resources.engine) as session:
-        service = await usable_service(session, me, service_id)
-        if service.upload_only:
-            raise forbidden(
-                f"Analysis Service ID: {service_id} is of type upload_only. "
-                "Please use the analysis_upload endpoint."
-            )
-        refuse_if_disabled(service)
-        parameters = _checked_parameters(service, body)
-        group_ids = await request_group_ids(session, me, body)
+    service = await request.app[SERVICES].submit((me, service_id))
+    if service.upload_only:
+        raise forbidden(
+            f"Analysis Service ID: {service_id} is of type upload_only. "
+            "Please use the analysis_upload endpoint."
+        )
+    refuse_if_disabled(service)
+    parameters = _checked_parameters(service, body)
+    group_ids = sorted(me.group_ids)  # none named: the caller's, already known (no query)
+    if body.get("group_ids"):
+        async with read_session(resources.engine) as session:
+            group_ids = await request_group_ids(session, me, body)
     new = NewAnalysis(
         obj_id=obj_id,
         service=service,
