@@ -31,8 +31,8 @@ from sn_fitter.model import (
 )
 from sn_fitter.options import FitOptions
 from sn_fitter.priors import RedshiftPrior, redshift_prior
-from sn_fitter.quality import Diagnostics, diagnose
-from sn_fitter.sampler import Chains, SamplerSettings, sample_posterior
+from sn_fitter.quality import Diagnostics, bound_piles
+from sn_fitter.sampler import Box, Chains, SamplerSettings, sample_posterior
 
 # Sources sncosmo would download; the ones with an offline stand-in shipped by sncosmo.
 OFFLINE_SUBSTITUTES = {"hsiao": "hsiao-subsampled"}
@@ -148,9 +148,9 @@ class Posterior:
         return self.z_prior.log_density(theta[:, self.z_index])
 
     def log_jacobian(self, u: np.ndarray) -> np.ndarray:
-        logit_u = u[:, self.logit]
+        logit_u = u[..., self.logit]
         terms = np.log(self.width) + log_expit(logit_u) + log_expit(-logit_u)
-        return u[:, self.amp] + terms.sum(axis=1)
+        return u[..., self.amp] + terms.sum(axis=-1)
 
     def natural_log_posterior(self, theta: np.ndarray) -> np.ndarray:
         """Log posterior density in the natural parameters (no Jacobian), unnormalised."""
@@ -231,7 +231,7 @@ def _starting_points(
     t_peak = lc.time[detected][np.argmax(common_zp_flux[detected])]
     t_lo, t_hi = posterior.bounds[names.index("t0")]
     cheap = posterior.likelihood.model.kind != "direct"
-    t0s = np.clip(t_peak + np.arange(-15.0, 10.5, 1.0 if cheap else 3.0), t_lo, t_hi)
+    t0s = np.clip(t_peak + np.arange(-15.0, 10.5, 2.0 if cheap else 3.0), t_lo, t_hi)
     axes: dict[str, np.ndarray] = {"t0": np.unique(t0s)}
     if "z" in names:
         z_lo, z_hi = posterior.bounds[names.index("z")]
@@ -344,14 +344,17 @@ def _fit(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
         _fd_steps(posterior, names, starts),
         settings,
         np.random.default_rng(seed),
+        Box(posterior.logit, posterior.low, posterior.width),
+        posterior.to_natural,
     )
     chains.seed = seed
     samples = posterior.to_natural(chains.draws)
     flat = samples.reshape(-1, len(names))
-    log_like = posterior.likelihood(flat)
+    # the sampler's log density less the Jacobian is log likelihood + log prior
+    log_density = chains.log_density - posterior.log_jacobian(chains.draws)
+    log_like = log_density.ravel() - posterior.log_prior(flat)
     best = flat[np.argmax(log_like)]
     chi2 = posterior.likelihood.chi2(best)
-    log_density = (log_like + posterior.log_prior(flat)).reshape(samples.shape[:2])
     return FitResult(
         source=source.name,
         source_version=None if source.version is None else str(source.version),
@@ -367,11 +370,26 @@ def _fit(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
         z_fixed=z_fixed,
         z_range=z_range,
         elapsed=time.perf_counter() - started,
-        diagnostics=diagnose(samples, names, bounds),
+        diagnostics=_named_diagnostics(chains, names, posterior, bounds),
         bounds=bounds,
         z_prior=prior,
         notes=notes,
     )
+
+
+def _named_diagnostics(
+    chains: Chains, names: list[str], posterior: Posterior, bounds: np.ndarray
+) -> Diagnostics:
+    """The sampler's last diagnostics (computed on the natural parameters) under the
+    parameters' names, with the bound check of the samples."""
+    found = chains.diagnostics or chains.diagnose(posterior.to_natural)
+    flat = posterior.to_natural(chains.draws).reshape(-1, len(names))
+
+    def named(values: dict[str, float]) -> dict[str, float]:
+        return {name: values[str(i)] for i, name in enumerate(names)}
+
+    piles = bound_piles(flat, names, bounds)
+    return Diagnostics(named(found.rhat), named(found.ess_bulk), named(found.ess_tail), piles)
 
 
 def chi2_per_dof(result: FitResult) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sn_fitter.inputs import InputError, parse_photometry, parse_redshift
 from sn_fitter.model import Points, build_model, load_source, zp_normalisation
 from sn_fitter.options import OptionsError, parse_options
 from sn_fitter.quality import az, bound_piles, diagnose
-from sn_fitter.sampler import StudentMixture, independence_mh, stretch_sampler
+from sn_fitter.sampler import StudentMixture, de_mcmc, fit_mixture, independence_mh
 
 
 def _points(times: np.ndarray, bands: list[str], zp: float = 23.9, magsys: str = "ab"):
@@ -272,12 +273,54 @@ def test_samplers_recover_a_correlated_gaussian():
     target = _gaussian_target(mean, cov)
     rng = np.random.default_rng(1)
     # a deliberately poor proposal: MH must still converge to the target
-    imh = independence_mh(target, StudentMixture(mean + 0.3, np.eye(3) * 2.0), 4, 4000, rng)
-    stretch = stretch_sampler(target, mean + 0.1 * rng.standard_normal((32, 3)), 3000, 500, 5, rng)
-    for chains in (imh, stretch):
+    poor = StudentMixture.around(mean + 0.3, np.eye(3) * 2.0)
+    imh = independence_mh(target, poor, 4, 4000, rng)
+    walkers = de_mcmc(target, mean + 0.1 * rng.standard_normal((32, 3)), 2000, 5, rng)
+    walkers.draws = walkers.draws[:, 100:]  # the first 500 steps are warm-up
+    for chains in (imh, walkers):
         flat = chains.draws.reshape(-1, 3)
         assert np.allclose(flat.mean(axis=0), mean, atol=0.08)
         assert np.allclose(np.cov(flat.T), cov, atol=0.12)
+
+
+def test_walkers_past_their_deadline_stop_and_say_so():
+    """A DE-MCMC run whose budget is already spent ends after one step with the state it
+    reached (so the fit can report unconverged chains instead of running on)."""
+    target = _gaussian_target(np.zeros(2), np.eye(2))
+    rng = np.random.default_rng(3)
+    start = rng.standard_normal((16, 2))
+    stopped = de_mcmc(target, start, 10_000, 5, rng, deadline=time.perf_counter() - 1.0)
+    assert stopped.out_of_time and stopped.draws.shape == (16, 1, 2)
+    assert stopped.evaluations == 16
+    finished = de_mcmc(target, start, 20, 5, rng)
+    assert not finished.out_of_time and finished.draws.shape == (16, 4, 2)
+
+
+def _two_modes(x: np.ndarray) -> np.ndarray:
+    """0.3 N(-2, 0.5^2) + 0.7 N(2, 1) in x[0], N(0, 1) in x[1]."""
+    x = np.atleast_2d(x)
+    left = np.log(0.3 / 0.5) - 0.5 * ((x[:, 0] + 2.0) / 0.5) ** 2
+    right = np.log(0.7) - 0.5 * (x[:, 0] - 2.0) ** 2
+    return np.logaddexp(left, right) - 0.5 * x[:, 1] ** 2
+
+
+def test_a_mixture_fitted_to_pilot_draws_samples_two_modes_in_proportion():
+    """One Student-t cannot propose both modes well; the EM mixture can, and the chains hold
+    each mode in its true share."""
+    rng = np.random.default_rng(5)
+    left = rng.random(3000) < 0.3
+    pilot = np.column_stack(
+        [
+            np.where(left, rng.normal(-2.0, 0.5, 3000), rng.normal(2.0, 1.0, 3000)),
+            rng.standard_normal(3000),
+        ]
+    )
+    proposal = fit_mixture(pilot, 6, rng)
+    chains = independence_mh(_two_modes, proposal, 4, 5000, rng)
+    flat = chains.draws.reshape(-1, 2)
+    assert chains.acceptance > 0.6
+    assert abs(np.mean(flat[:, 0] < 0) - 0.3) < 0.03
+    assert abs(flat[:, 1].std() - 1.0) < 0.05
 
 
 def test_optional_parameters_describe_every_accepted_parameter():
