@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from shared.db.dialect import in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
@@ -104,7 +105,7 @@ def _principal(rows: Sequence[Any]) -> Principal:
 
 
 def visible(
-    link: Table, row_id: ColumnElement[object], principal: Principal
+    link: Table, row_id: ColumnElement[Any] | QueryableAttribute[Any], principal: Principal
 ) -> ColumnElement[bool]:
     """SQL condition: the row (linked via ``link`` on ``row_id``) shares a group with the caller."""
     if principal.is_admin:

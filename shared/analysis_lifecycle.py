@@ -63,6 +63,7 @@ from shared.db.models import (
     OutboxMessage,
     obj_analysis_groups,
     obj_groups,
+    table_of,
 )
 from shared.db.types import UTCDateTime, utcnow
 from shared.enums import ACTIVE_STATUSES, AnalysisStatus
@@ -277,7 +278,7 @@ async def _insert_analyses(
 ) -> list[int]:
     """The rows, their group links and outbox messages (one statement each), their artifacts
     and, for uploaded results, their annotations."""
-    inserted = insert(ObjAnalysis.__table__).returning(ObjAnalysis.id, sort_by_parameter_order=True)
+    inserted = insert(table_of(ObjAnalysis)).returning(ObjAnalysis.id, sort_by_parameter_order=True)
     result = await session.execute(inserted, [_new_row(resources, new) for new in rows])
     ids = list(result.scalars())
     links = [
@@ -298,7 +299,7 @@ async def _insert_analyses(
         outbox_values(_message_for(analysis_id, new))
         for analysis_id, new in zip(ids, rows, strict=True)
     ]
-    await session.execute(insert(OutboxMessage.__table__), messages)
+    await session.execute(insert(table_of(OutboxMessage)), messages)
     return ids
 
 
@@ -426,7 +427,7 @@ def _won(now: datetime) -> ColumnElement[bool]:
 
 
 def _completion_columns() -> dict[str, Any]:
-    rows, outbox = ObjAnalysis.__table__.c, OutboxMessage.__table__.c
+    rows, outbox = table_of(ObjAnalysis).c, table_of(OutboxMessage).c
     names = ("id", "status", "status_message", "duration", "artifacts", "data_summary")
     return {
         **{name: rows[name].type for name in names},
@@ -681,7 +682,7 @@ async def mark_sending_many(
     attempt rows."""
     if not attempts:
         return
-    rows = ObjAnalysis.__table__
+    rows = table_of(ObjAnalysis)
     plain = [a.analysis_id for a in attempts if not a.provenance]
     if plain:
         in_plain = in_set(rows.c.id, plain, name_of(session))
@@ -705,7 +706,7 @@ async def mark_sending_many(
             ],
         )
     await session.execute(
-        insert(DispatchAttempt.__table__),
+        insert(table_of(DispatchAttempt)),
         [
             {
                 "analysis_id": a.analysis_id,
@@ -805,9 +806,9 @@ class FinishedAttempt:
 
 def _finished_columns() -> dict[str, Any]:
     rows, attempts, outbox = (
-        ObjAnalysis.__table__.c,
-        DispatchAttempt.__table__.c,
-        OutboxMessage.__table__.c,
+        table_of(ObjAnalysis).c,
+        table_of(DispatchAttempt).c,
+        table_of(OutboxMessage).c,
     )
     return {
         "analysis_id": rows.id.type,
@@ -880,7 +881,7 @@ async def finish_attempts(
     )
     recorded = upsert_selected(
         dialect,
-        DispatchAttempt.__table__,
+        table_of(DispatchAttempt),
         ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
         select(finished.c.analysis_id, finished.c.attempt_number).add_columns(
             *(finished.c[c] for c in _RECORD_COLUMNS)
@@ -900,8 +901,8 @@ async def finish_attempts(
             ),
         )
 
-    rows = await write_together(engine, moved, always=[recorded], then=[announced])
-    moved_ids = {row[0] for row in rows}
+    moved_rows = await write_together(engine, moved, always=[recorded], then=[announced])
+    moved_ids = {row[0] for row in moved_rows}
     return [
         a.subject.analysis_id in moved_ids
         and firsts[(a.subject.analysis_id, a.record.attempt_number)] is a

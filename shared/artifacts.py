@@ -41,11 +41,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from shared.db.dialect import insert_keeping, name_of, row_set
-from shared.db.models import AnalysisArtifact, ArtifactBlob
+from shared.db.models import AnalysisArtifact, ArtifactBlob, table_of
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-BLOBS = ArtifactBlob.__table__
-LINKS = AnalysisArtifact.__table__
+BLOBS = table_of(ArtifactBlob)
+LINKS = table_of(AnalysisArtifact)
 # Reads of a bigger blob are sent in chunks of this size, one short query each.
 CHUNK_BYTES = 1024 * 1024
 # Candidates per garbage-collection statement (bound parameters are limited per statement).

@@ -49,7 +49,7 @@ def refusal(analysis: Callee) -> ApiError | None:
     return None
 
 
-def _callees(condition: ColumnElement[bool]) -> Select[Any]:
+def _callees(condition: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
     return (
         select(*_CALLEE_COLUMNS)
         .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)

@@ -253,6 +253,7 @@ async def _execute_retrying_deadlocks(engine: AsyncEngine, statement: Any) -> li
 
 def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[float]:
     """SQL for the seconds from ``column`` (a timestamp) to ``now``, never negative."""
+    elapsed: ColumnElement[Any]
     if dialect == POSTGRESQL:
         elapsed = func.extract("epoch", literal(now, UTCDateTime()) - column)
     else:

@@ -42,6 +42,13 @@ NAMING_CONVENTION = {
 MONOTONIC_IDS: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """A mapped class's table, typed as a ``Table`` (``__table__`` is typed as any FROM)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDoc, list[Any]: JSONDoc}
