@@ -14,6 +14,7 @@ from dispatcher.request import (
     DispatchContext,
     InputsMemo,
     StoredPayload,
+    assemble_claimed_inputs,
     body_to_send,
     callback_token,
     callback_url,
@@ -77,6 +78,7 @@ class AttemptRunner:
         async with self.resources.sessions.begin() as session:
             numbers = await lifecycle.claim_many(session, analysis_ids, started_at)
             contexts = await load_contexts(session, list(numbers))
+            await assemble_claimed_inputs(session, contexts.values(), memo)
             sending: list[lifecycle.Sending] = []
             new_inputs: dict[int, list[NewArtifact]] = {}
             for analysis_id, attempt_number in sorted(numbers.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -26,7 +26,13 @@ from shared.analysis_parameters import SECRET_PARAMETERS
 from shared.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.db.dialect import in_set, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.inputs import INPUTS_SCHEMA_VERSION, JSON_FORMAT, assemble_inputs
+from shared.inputs import (
+    INPUTS_SCHEMA_VERSION,
+    JSON_FORMAT,
+    InputsError,
+    InputsRequest,
+    assemble_inputs_many,
+)
 from shared.redaction import REDACTED
 from shared.resources import Resources
 from summary_service.options import site_summary_parameters
@@ -55,9 +61,9 @@ class StoredPayload:
     provenance: dict[str, Any] | None = None
 
 
-InputsMemo = dict[tuple[Any, ...], dict[str, Any]]
-"""Inputs assembled earlier in the same claim, by (source, reader, selection): analyses
-claimed together that read the same data share one assembly."""
+InputsMemo = dict[tuple[Any, ...], dict[str, Any] | InputsError]
+"""Inputs assembled for a claim, by (source, reader, selection): analyses claimed together
+that read the same data share one assembly."""
 
 
 async def load_contexts(
@@ -110,29 +116,45 @@ def split_secret_parameters(parameters: dict[str, Any]) -> tuple[dict[str, Any],
     return public, secret
 
 
+def _inputs_request(context: DispatchContext) -> InputsRequest:
+    analysis, service = context.analysis, context.service
+    return InputsRequest(
+        analysis.obj_id,
+        principal_for(context.author),
+        tuple(service.input_data_types or ()),
+        analysis.input_filters,
+        service.inputs_format,
+    )
+
+
+def _memo_key(request: InputsRequest) -> tuple[Any, ...]:
+    return (request.obj_id, *request.reading)
+
+
+async def assemble_claimed_inputs(
+    session: AsyncSession, contexts: Iterable[DispatchContext], memo: InputsMemo
+) -> None:
+    """Assemble, together, the inputs of every claimed analysis that has none stored yet (a
+    first attempt): a few queries for the whole claim instead of a few per analysis."""
+    requests = [
+        _inputs_request(c) for c in contexts if INPUTS_ARTIFACT not in (c.analysis.artifacts or {})
+    ]
+    assembled = await assemble_inputs_many(session, requests)
+    for request, data in zip(requests, assembled, strict=True):
+        memo[_memo_key(request)] = data
+
+
 async def _inputs_data(
     session: AsyncSession, context: DispatchContext, memo: InputsMemo
 ) -> dict[str, Any]:
-    analysis, service = context.analysis, context.service
-    principal = principal_for(context.author)
-    types = list(service.input_data_types or [])
-    key = (
-        analysis.obj_id,
-        principal,
-        tuple(types),
-        json.dumps(analysis.input_filters, sort_keys=True, default=str),
-        service.inputs_format,
-    )
+    request = _inputs_request(context)
+    key = _memo_key(request)
     if key not in memo:
-        memo[key] = await assemble_inputs(
-            session,
-            analysis.obj_id,
-            principal,
-            types,
-            analysis.input_filters,
-            service.inputs_format,
-        )
-    return memo[key]
+        (memo[key],) = await assemble_inputs_many(session, [request])
+    found = memo[key]
+    if isinstance(found, InputsError):
+        raise found
+    return found
 
 
 async def build_payload(

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
 from shared.access import Principal, visible
+from shared.db.dialect import in_set, name_of
 from shared.db.models import (
     Annotation,
     Classification,
@@ -132,17 +133,34 @@ async def load_visible_obj(session: AsyncSession, obj_id: str, principal: Princi
     return obj
 
 
+async def load_visible_objs(
+    session: AsyncSession, obj_ids: Sequence[str], principal: Principal
+) -> dict[str, Obj]:
+    """Those of the sources the principal may read, by id: one query."""
+    found = await session.scalars(
+        select(Obj)
+        .where(in_set(Obj.id, sorted(set(obj_ids)), name_of(session)))
+        .where(visible(obj_groups, Obj.id, principal))
+        .options(lazyload(Obj.groups))
+    )
+    return {obj.id: obj for obj in found}
+
+
 async def collect_records(
     session: AsyncSession,
     obj: Obj,
     principal: Principal,
     input_types: Iterable[str],
     input_filters: Mapping[str, Any] | None = None,
+    photometry: list[Record] | None = None,
 ) -> dict[str, list[Record]]:
-    """Records per input type, each with exactly the columns in ``COLUMNS``."""
+    """Records per input type, each with exactly the columns in ``COLUMNS`` (``photometry``:
+    the source's photometry records when they were read already)."""
     records: dict[str, list[Record]] = {}
     for input_type in input_types:
-        if input_type == InputDataType.PHOTOMETRY:
+        if input_type == InputDataType.PHOTOMETRY and photometry is not None:
+            records[input_type] = photometry
+        elif input_type == InputDataType.PHOTOMETRY:
             selection = PhotometrySelection.from_input_filters(input_filters)
             records[input_type] = await photometry_records(session, obj.id, principal, selection)
         elif input_type in _ROW_TABLES:
@@ -157,17 +175,35 @@ async def collect_records(
 async def photometry_records(
     session: AsyncSession, obj_id: str, principal: Principal, selection: PhotometrySelection
 ) -> list[Record]:
+    return (await photometry_records_of(session, [obj_id], principal, selection))[obj_id]
+
+
+async def photometry_records_of(
+    session: AsyncSession,
+    obj_ids: Sequence[str],
+    principal: Principal,
+    selection: PhotometrySelection,
+) -> dict[str, list[Record]]:
+    """Each source's photometry records the principal may read: one query for them all."""
     query = (
         select(Photometry)
         .options(lazyload(Photometry.groups))
-        .where(Photometry.obj_id == obj_id, visible(photometry_groups, Photometry.id, principal))
+        .where(
+            in_set(Photometry.obj_id, sorted(set(obj_ids)), name_of(session)),
+            visible(photometry_groups, Photometry.id, principal),
+        )
     )
     if selection.filters is not None:
         query = query.where(Photometry.filter.in_(selection.filters))
     if selection.instruments is not None:
         query = query.where(Photometry.instrument_id.in_(selection.instruments))
-    points = list(await session.scalars(query))
-    return [_photometry_record(p) for p in deduplicate_photometry(points)]
+    points: dict[str, list[Photometry]] = {obj_id: [] for obj_id in obj_ids}
+    for point in await session.scalars(query):
+        points[point.obj_id].append(point)
+    return {
+        obj_id: [_photometry_record(p) for p in deduplicate_photometry(mine)]
+        for obj_id, mine in points.items()
+    }
 
 
 def _photometry_record(point: Photometry) -> Record:
@@ -288,6 +324,23 @@ def format_inputs(records: Mapping[str, list[Record]], inputs_format: str) -> di
     return {name: writer(COLUMNS[name], rows) for name, rows in records.items()}
 
 
+@dataclass(frozen=True)
+class InputsRequest:
+    """Which inputs to assemble: of which source, as whom, of which types, selected how."""
+
+    obj_id: str
+    principal: Principal
+    input_types: tuple[str, ...]
+    input_filters: Mapping[str, Any] | None = None
+    inputs_format: str = CSV_FORMAT
+
+    @property
+    def reading(self) -> tuple[Any, ...]:
+        """What requests that can share their queries have in common."""
+        filters = json.dumps(self.input_filters, sort_keys=True, default=str)
+        return (self.principal, self.input_types, filters, self.inputs_format)
+
+
 async def assemble_inputs(
     session: AsyncSession,
     obj_id: str,
@@ -297,7 +350,71 @@ async def assemble_inputs(
     inputs_format: str = CSV_FORMAT,
 ) -> dict[str, Any]:
     """The data part of ``inputs`` (without ``analysis_parameters``), as the author sees it."""
-    obj = await load_visible_obj(session, obj_id, principal)
-    records = await collect_records(session, obj, principal, input_types, input_filters)
+    request = InputsRequest(obj_id, principal, tuple(input_types), input_filters, inputs_format)
+    (assembled,) = await assemble_inputs_many(session, [request])
+    if isinstance(assembled, InputsError):
+        raise assembled
+    return assembled
+
+
+async def assemble_inputs_many(
+    session: AsyncSession, requests: Sequence[InputsRequest]
+) -> list[dict[str, Any] | InputsError]:
+    """:func:`assemble_inputs` for many requests: those that read the same way (same reader,
+    types and selection) share one query for their sources and one for their photometry."""
+    records: list[dict[str, list[Record]] | InputsError | None] = [None] * len(requests)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.reading, []).append(index)
+    for indexes in groups.values():
+        found = await _records_of(session, [requests[i] for i in indexes])
+        for index, one in zip(indexes, found, strict=True):
+            records[index] = one
     # Writing many rows is CPU work: keep it off the event loop.
-    return await asyncio.to_thread(format_inputs, records, inputs_format)
+    return await asyncio.to_thread(_formatted, records, requests)
+
+
+async def _records_of(
+    session: AsyncSession, requests: Sequence[InputsRequest]
+) -> list[dict[str, list[Record]] | InputsError]:
+    """The records of requests that read the same way, in their order."""
+    first = requests[0]
+    objs = await load_visible_objs(session, [r.obj_id for r in requests], first.principal)
+    photometry: dict[str, list[Record]] = {}
+    if InputDataType.PHOTOMETRY in first.input_types and objs:
+        selection = PhotometrySelection.from_input_filters(first.input_filters)
+        photometry = await photometry_records_of(session, list(objs), first.principal, selection)
+    found: list[dict[str, list[Record]] | InputsError] = []
+    for request in requests:
+        obj = objs.get(request.obj_id)
+        if obj is None:
+            found.append(InputsError(f"Obj {request.obj_id} not found"))
+            continue
+        try:
+            found.append(
+                await collect_records(
+                    session,
+                    obj,
+                    request.principal,
+                    request.input_types,
+                    request.input_filters,
+                    photometry.get(obj.id),
+                )
+            )
+        except InputsError as exc:
+            found.append(exc)
+    return found
+
+
+def _formatted(
+    records: Sequence[dict[str, list[Record]] | InputsError | None],
+    requests: Sequence[InputsRequest],
+) -> list[dict[str, Any] | InputsError]:
+    formatted: list[dict[str, Any] | InputsError] = []
+    for found, request in zip(records, requests, strict=True):
+        assert found is not None  # every request belongs to a group
+        if isinstance(found, InputsError):
+            formatted.append(found)
+        else:
+            formatted.append(format_inputs(found, request.inputs_format))
+    return formatted

@@ -24,7 +24,9 @@ from shared.inputs import (
     REDSHIFT_COLUMNS,
     SPECTRA_COLUMNS,
     InputsError,
+    InputsRequest,
     assemble_inputs,
+    assemble_inputs_many,
 )
 from shared.resources import Resources
 from tests.support.api import Accounts
@@ -104,6 +106,40 @@ async def test_photometry_csv_has_skyportal_columns_and_only_points_the_author_m
     assert detection["predicted_mag"] == ""
     assert limit["flux"] == "" and limit["mag"] == "" and limit["magerr"] == ""
     assert float(limit["limiting_mag"]) == pytest.approx(-2.5 * math.log10(5 * 2.0) + 23.9)
+
+
+async def test_many_requests_are_assembled_together_each_with_its_own_sources_data(
+    resources: Resources, accounts: Accounts
+) -> None:
+    """Requests that read the same way share their queries, yet each gets its own source's
+    points as its own reader may see them; an unreadable source fails only its request."""
+    author, mine, other = await author_and_groups(resources, accounts)
+    outsider = await principal_of(resources, (await accounts.user(groups=(other,))).id)
+    first, second = await make_obj(resources, [mine, other]), await make_obj(resources, [mine])
+    hidden = await make_obj(resources, [other])
+    instrument = await make_instrument(resources, name=f"ZTF-{first}")
+    await add_photometry(resources, first, instrument, [mine], mjd=59000.5)
+    await add_photometry(resources, first, instrument, [other], mjd=59003.0)
+    await add_photometry(resources, second, instrument, [mine], mjd=59001.5)
+    await add_photometry(resources, second, instrument, [mine], mjd=59002.5)
+    requests = [
+        InputsRequest(first, author, ("photometry",)),
+        InputsRequest(hidden, author, ("photometry",)),
+        InputsRequest(second, author, ("photometry", "redshift")),
+        InputsRequest(first, outsider, ("photometry",)),
+        InputsRequest(second, author, ("photometry",), inputs_format="json"),
+    ]
+    async with resources.sessions() as session:
+        assembled = await assemble_inputs_many(session, requests)
+
+    def mjds(found: Any) -> list[str]:
+        return [r["mjd"] for r in rows_of(found["photometry"])[1]]
+
+    assert mjds(assembled[0]) == ["59000.5"]
+    assert isinstance(assembled[1], InputsError) and hidden in str(assembled[1])
+    assert mjds(assembled[2]) == ["59001.5", "59002.5"] and "redshift" in assembled[2]
+    assert mjds(assembled[3]) == ["59003.0"]
+    assert [r["mjd"] for r in assembled[4]["photometry"]] == [59001.5, 59002.5]
 
 
 async def test_no_visible_photometry_gives_the_header_only(
