@@ -470,10 +470,9 @@ async def complete_many(resources: Resources, completions: Sequence[Completion])
     return [c.analysis.id in won and firsts[c.analysis.id] is c for c in completions]
 
 
-async def _complete_plain(
-    engine: AsyncEngine, completions: Sequence[Completion], now: datetime
-) -> set[int]:
-    dialect = name_of(engine)
+def _winning_updates(completions: Sequence[Completion], now: datetime, dialect: str) -> Any:
+    """The callbacks as a row set, and the conditional UPDATE that lets each of them win
+    (its analysis still active and not expired) with its status, message and results."""
     rows = [_completion_row(c, now) for c in completions]
     completed = row_set("completed", _COMPLETION_COLUMNS, rows, dialect)
     won = (
@@ -490,6 +489,14 @@ async def _complete_plain(
         )
         .returning(ObjAnalysis.id)
     )
+    return completed, won
+
+
+async def _complete_plain(
+    engine: AsyncEngine, completions: Sequence[Completion], now: datetime
+) -> set[int]:
+    dialect = name_of(engine)
+    completed, won = _winning_updates(completions, now, dialect)
 
     def announced(won_ids: Any) -> Any:
         events = select(completed.c.message_id, completed.c.routing_key, completed.c.payload)
@@ -505,21 +512,7 @@ async def _complete_plain(
 
 async def _complete_annotated(resources: Resources, completion: Completion, now: datetime) -> bool:
     analysis, outcome = completion.analysis, completion.outcome
-    dialect = name_of(resources.engine)
-    won = (
-        update(ObjAnalysis)
-        .where(ObjAnalysis.id == analysis.id, _won(now))
-        .values(
-            status=outcome.status,
-            status_message=outcome.message,
-            last_activity=now,
-            duration=_seconds_since(analysis.last_activity, now),
-            artifacts=merged_json(ObjAnalysis.artifacts, outcome.artifacts, dialect),
-            data_summary=merged_json(ObjAnalysis.data_summary, outcome.data_summary, dialect),
-            modified=now,
-        )
-        .returning(ObjAnalysis.id)
-    )
+    _, won = _winning_updates([completion], now, name_of(resources.engine))
     async with resources.sessions.begin() as session:
         if (await session.execute(won)).first() is None:
             return False
