@@ -172,7 +172,7 @@ def _format_axis(axis: Any, name: str) -> str:
     axis.set_major_locator(locator)
     axis.set_major_formatter(formatter)
     locs = locator()
-    formatter.set_locs(locs)  # picks the offset; the same limits give the same one when drawn
+    formatter.set_locs(list(locs))  # picks the offset; the same limits give the same one when drawn
     offset = float(formatter.offset)
     exponent = _tick_exponent(axis, locs, offset)
     if exponent:

@@ -50,6 +50,7 @@ from shared.db.models import (
     PendingPhotometryTrigger,
     classification_groups,
     obj_groups,
+    table_of,
 )
 from shared.db.types import utcnow
 from shared.enums import ACL
@@ -247,7 +248,7 @@ class DailyLimitGuard:
             "analysis_id": analysis_id,
             "created_at": utcnow(),
         }
-        await session.execute(insert(DefaultAnalysisRun.__table__).values(**run))
+        await session.execute(insert(table_of(DefaultAnalysisRun)).values(**run))
 
 
 async def runs_since(session: AsyncSession, default_id: int, since: datetime) -> int:
@@ -386,7 +387,7 @@ async def on_photometry_added(resources: Resources, event_id: str, obj_id: str) 
                 "event_id": event_id,
                 "due_at": utcnow() + quiet,
             }
-            await session.execute(insert(PendingPhotometryTrigger.__table__).values(**pending))
+            await session.execute(insert(table_of(PendingPhotometryTrigger)).values(**pending))
     return len(defaults)
 
 

@@ -164,7 +164,7 @@ async def current_vector(session: AsyncSession, obj_id: str, model: str) -> list
 
 def _candidate_query(
     principal: Principal, model: str, dimensions: int, filters: SearchFilters
-) -> Select[Any]:
+) -> Select[str, bytes]:
     query = (
         select(SourceEmbedding.obj_id, SourceEmbedding.vector)
         .join(Obj, Obj.id == SourceEmbedding.obj_id)

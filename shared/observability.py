@@ -179,8 +179,8 @@ async def _refresh_gauges(resources: Resources) -> None:
         # Every status, 0 when none: another worker may have reported it last.
         for status in AnalysisStatus:
             ANALYSES.labels(status.value).set(by_status.pop(status.value, 0))
-        for status, count in by_status.items():
-            ANALYSES.labels(status).set(count)
+        for unknown, count in by_status.items():
+            ANALYSES.labels(unknown).set(count)
         pending, oldest = (
             await session.execute(select(func.count(), func.min(OutboxMessage.created_at)))
         ).one()

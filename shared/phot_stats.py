@@ -201,8 +201,8 @@ def _rates(detections: list[Detection]) -> dict[str, float | None]:
 
 
 def _non_detections(points: list[PointRow], first_mjd: float | None) -> dict[str, Any]:
-    limits = [(p, _limit(p)) for p in points if not is_detection(p.flux, p.fluxerr)]
-    limits = [(p, lim) for p, lim in limits if lim is not None and math.isfinite(lim)]
+    undetected = [(p, _limit(p)) for p in points if not is_detection(p.flux, p.fluxerr)]
+    limits = [(p, lim) for p, lim in undetected if lim is not None and math.isfinite(lim)]
     before = sorted(p.mjd for p, _ in limits if first_mjd is None or p.mjd < first_mjd)
     last_before = before[-1] if before else None
     per_filter: dict[str, float] = {}

@@ -45,7 +45,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -158,7 +158,8 @@ _NUMERIC_DTYPE = re.compile(r"^(b1|[iu][1248]|f[248]|c(8|16))$")
 _TEXT_DTYPE = re.compile(r"^([SU])([1-9][0-9]{0,6})$")
 _TIME_DTYPE = re.compile(r"^[Mm]8$")
 _TIME_UNITS = frozenset({"Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as"})
-_BYTE_ORDERS = frozenset({"<", ">", "=", "|"})
+_ByteOrder = Literal["<", ">", "=", "|"]
+_BYTE_ORDERS: dict[str, _ByteOrder] = {"<": "<", ">": ">", "=": "=", "|": "|"}  # typed set
 MAX_TEXT_ITEM_BYTES = 1024 * 1024
 
 
@@ -191,7 +192,7 @@ class _DtypeSpec:
         dtype = np.dtype(text)
         return dtype.newbyteorder(order) if order in "<>" else dtype
 
-    def _checked_state(self) -> tuple[str, str]:
+    def _checked_state(self) -> tuple[_ByteOrder, str]:
         """Byte order and datetime unit from the recorded state; anything else is refused."""
         state = self.state
         if state is None:
@@ -203,7 +204,7 @@ class _DtypeSpec:
             raise UnsafePickleError("a numpy dtype has an invalid byte order")
         if subarray is not None or names is not None or fields is not None:
             raise UnsafePickleError("structured and sub-array numpy dtypes are not allowed")
-        return str(order), _time_unit(state[8]) if len(state) == 9 else ""
+        return _BYTE_ORDERS[order], _time_unit(state[8]) if len(state) == 9 else ""
 
 
 def _time_unit(metadata: Any) -> str:
@@ -398,15 +399,44 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     **{(m, "object"): OBJECT for m in ("builtins", "__builtin__")},
     **{(m, n): v for m in ("builtins", "__builtin__") for n, v in _BUILTIN_CALLABLES.items()},
 }
-_BUDGETED = frozenset(
-    (*_NUMPY_CALLABLES.values(), *_BUILTIN_CALLABLES.values(), _plain_dict, _latin1_encode)
+_BUDGETED: frozenset[Callable[..., Any]] = frozenset(
+    (_plain_dict, _latin1_encode, *_NUMPY_CALLABLES.values(), *_BUILTIN_CALLABLES.values())
 )
+
+
+class _OpcodeTable(Protocol):
+    def __getitem__(self, opcode: int, /) -> Callable[..., None]: ...
+
+
+if TYPE_CHECKING:
+
+    class _PurePythonUnpickler:
+        """``pickle._Unpickler`` as this module uses it: typeshed declares its public methods
+        only, not the opcode table, stack and helpers the pure-Python unpickler works with."""
+
+        dispatch: _OpcodeTable  # read as ``self.dispatch``: an instance may shadow the table
+        stack: list[Any]
+
+        def __init__(self, file: io.BytesIO) -> None: ...
+        def load(self) -> Any: ...
+        def find_class(self, module: str, name: str) -> Any: ...
+        def persistent_load(self, pid: Any) -> Any: ...
+        def read(self, size: int, /) -> bytes: ...
+        def readline(self) -> bytes: ...
+        def append(self, value: Any, /) -> None: ...
+        def pop_mark(self) -> list[Any]: ...
+        def load_get(self) -> None: ...
+        def load_binget(self) -> None: ...
+        def load_long_binget(self) -> None: ...
+
+else:
+    _PurePythonUnpickler = pickle._Unpickler
 
 
 class _MeteredDispatch:
     """The unpickler's opcode table, charging one operation per opcode read."""
 
-    def __init__(self, table: dict[int, Callable[..., None]], budget: _Budget) -> None:
+    def __init__(self, table: _OpcodeTable, budget: _Budget) -> None:
         self.table = table
         self.budget = budget
 
@@ -418,7 +448,7 @@ class _MeteredDispatch:
             raise CorruptPayloadError(f"invalid pickle opcode {opcode:#04x}") from None
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class RestrictedUnpickler(_PurePythonUnpickler):
     """joblib-aware unpickler that resolves only allow-listed globals, within a budget.
 
     Built on the pure-Python unpickler (as joblib's NumpyUnpickler is) so that every opcode
@@ -426,13 +456,14 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     wrapper.
     """
 
-    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+    # pickle's opcode table, some of its handlers replaced by the methods below
+    opcodes: ClassVar[dict[int, Callable[[Any], None]]] = pickle._Unpickler.dispatch.copy()
 
     def __init__(self, stream: io.BytesIO, budget: _Budget) -> None:
         super().__init__(stream)
         self._stream = stream
         self._budget = budget
-        self.dispatch = _MeteredDispatch(type(self).dispatch, budget)
+        self.dispatch = _MeteredDispatch(type(self).opcodes, budget)
         self._globals = {key: self._bind(value) for key, value in ALLOWED_GLOBALS.items()}
         self._dict_factory = self._globals[("builtins", "dict")]
 
@@ -625,24 +656,24 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             raise UnsafePickleError(f"only a {kind.__name__} can be filled this way")
         return target
 
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.GET[0]] = load_get
-    dispatch[pickle.BINGET[0]] = load_binget
-    dispatch[pickle.LONG_BINGET[0]] = load_long_binget
-    dispatch[pickle.INT[0]] = load_int
-    dispatch[pickle.LONG[0]] = load_long
-    dispatch[pickle.LONG1[0]] = load_long1
-    dispatch[pickle.LONG4[0]] = load_long4
-    dispatch[pickle.SETITEM[0]] = load_setitem
-    dispatch[pickle.SETITEMS[0]] = load_setitems
-    dispatch[pickle.DICT[0]] = load_dict
-    dispatch[pickle.ADDITEMS[0]] = load_additems
-    dispatch[pickle.FROZENSET[0]] = load_frozenset
-    dispatch[pickle.APPENDS[0]] = load_appends
-    dispatch[pickle.APPEND[0]] = load_append
+    opcodes[pickle.NEWOBJ[0]] = load_newobj
+    opcodes[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    opcodes[pickle.REDUCE[0]] = load_reduce
+    opcodes[pickle.BUILD[0]] = load_build
+    opcodes[pickle.GET[0]] = load_get
+    opcodes[pickle.BINGET[0]] = load_binget
+    opcodes[pickle.LONG_BINGET[0]] = load_long_binget
+    opcodes[pickle.INT[0]] = load_int
+    opcodes[pickle.LONG[0]] = load_long
+    opcodes[pickle.LONG1[0]] = load_long1
+    opcodes[pickle.LONG4[0]] = load_long4
+    opcodes[pickle.SETITEM[0]] = load_setitem
+    opcodes[pickle.SETITEMS[0]] = load_setitems
+    opcodes[pickle.DICT[0]] = load_dict
+    opcodes[pickle.ADDITEMS[0]] = load_additems
+    opcodes[pickle.FROZENSET[0]] = load_frozenset
+    opcodes[pickle.APPENDS[0]] = load_appends
+    opcodes[pickle.APPEND[0]] = load_append
 
 
 # ---------------------------------------------------------------- decompression

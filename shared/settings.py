@@ -305,13 +305,13 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 @overload
-def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings: ...
-
-
-@overload
 def load_settings(
     config_file: str | Path | None = None, *, model: type[S], **overrides: Any
 ) -> S: ...
+
+
+@overload
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings: ...
 
 
 def load_settings(

@@ -126,10 +126,10 @@ def supervise(argv: list[str], workers: int) -> int:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            child = children.get(pid)
-            if child is None:
+            exited = children.get(pid)
+            if exited is None:
                 continue
-            child.returncode = code = os.waitstatus_to_exitcode(status)
+            exited.returncode = code = os.waitstatus_to_exitcode(status)
             multiprocess.mark_process_dead(pid, metrics_dir)
             if not state["stopping"]:
                 log.error("worker %d exited with status %d: stopping the others", pid, code)

@@ -52,9 +52,9 @@ def sncosmo_band_name(filter_name: str, instrument: str | None = None) -> str:
         if norm.startswith(key) and len(norm) == len(key) + 1 and norm[-1] in letters:
             return f"{prefix}{norm[-1]}"
     if len(norm) == 1:
-        key = _instrument_key(instrument)
-        if key is not None and norm in INSTRUMENT_BANDS[key][1]:
-            return f"{INSTRUMENT_BANDS[key][0]}{norm}"
+        known = _instrument_key(instrument)
+        if known is not None and norm in INSTRUMENT_BANDS[known][1]:
+            return f"{INSTRUMENT_BANDS[known][0]}{norm}"
         if norm in "ugriz":
             return f"sdss{norm}"  # a bare lowercase ugriz letter: the SDSS system
     if norm.startswith("bessell") and norm[7:] in {"u", "ux", "b", "v", "r", "i"}:

@@ -19,6 +19,7 @@ from sn_fitter.inputs import LightCurve, Redshift
 from sn_fitter.model import (
     C_RANGE,
     X1_RANGE,
+    DirectModel,
     LightCurveModel,
     ModelError,
     Points,
@@ -239,7 +240,7 @@ def _starting_points(
         z_axis = z_lo + (z_hi - z_lo) * (np.arange(count) + 0.5) / count
         prior = posterior.z_prior
         if prior is not None and prior.kind == "gaussian":
-            z_axis = np.append(z_axis, np.clip(prior.mean, z_lo, z_hi))
+            z_axis = np.append(z_axis, np.clip(prior.normal()[0], z_lo, z_hi))
         axes["z"] = z_axis
     if cheap and "x1" in names:
         axes["x1"], axes["c"] = np.array([-1.5, 0.0, 1.5]), np.array([-0.1, 0.15, 0.5])
@@ -265,9 +266,15 @@ def _starting_points(
     return starts
 
 
+def _fresh_seed() -> int:
+    entropy = np.random.SeedSequence().entropy
+    assert isinstance(entropy, int)  # without arguments, SeedSequence draws a 128-bit int
+    return entropy % 2**32
+
+
 def _defaults(posterior: Posterior) -> list[float]:
     model = posterior.likelihood.model
-    if model.kind == "direct":
+    if isinstance(model, DirectModel):  # the only model of kind "direct"
         values = dict(zip(model.model.param_names, model.model.parameters, strict=True))
         return [float(values[n]) for n in model.param_names]
     return [0.0] * len(model.param_names)
@@ -331,9 +338,7 @@ def _fit(lc: LightCurve, redshift: Redshift, options: FitOptions) -> FitResult:
     z_index = names.index("z") if "z" in names else None
     posterior = Posterior(Likelihood(model, lc), bounds, amp, prior, z_index)
     starts = _starting_points(posterior, lc, names)
-    seed = (
-        options.seed if options.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
-    )
+    seed = options.seed if options.seed is not None else _fresh_seed()
     settings = SamplerSettings(
         options.num_chains, options.num_samples, options.num_warmup, options.max_seconds
     )

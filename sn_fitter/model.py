@@ -134,6 +134,7 @@ class GridModel:
         if self.kind != "salt":
             return columns["amplitude"][:, None]
         x0, x1, c = columns["x0"], columns["x1"], columns["c"]
+        assert table.color is not None  # SALT tables carry their colour expansion
         cheb = table.color.basis(c)
         comps = np.stack([x0, x0 * x1], axis=1)
         return (comps[:, :, None] * cheb[:, None, :]).reshape(len(c), -1)
@@ -150,6 +151,7 @@ def _table_flux(
     """Band flux (photons/s/cm^2) for rows (z, t0, basis) at times: (n_rows, n_times)."""
     z_index, z_weight = table.zgrid.weights(z)
     if color is not None:  # the colour law's band-centre term, exact per redshift node
+        assert table.color is not None  # only SALT models have a "c" column
         z_weight = z_weight * 10.0 ** (-0.4 * color[:, None] * table.color.cl_bar[z_index])
     phase = (times[None, :] - t0[:, None]) / (1.0 + z[:, None])
     nodes = table.phase_nodes
@@ -270,7 +272,7 @@ def build_model(
     kind = source_kind(source)
     if kind == "direct":
         return DirectModel(source, points, magsys, zp, z_fixed)
-    zgrid = ZGrid.single(z_fixed) if z_fixed is not None else ZGrid.covering(*z_range)
+    zgrid = _zgrid(z_range, z_fixed)
     tables = {}
     for name in band_names:
         band = load_band(name)
@@ -281,6 +283,13 @@ def build_model(
         else:
             tables[name] = _cached_table(ident, lambda b=band: sampled_table(source, b, zgrid))
     return GridModel(source, kind, tables, points, z_fixed)
+
+
+def _zgrid(z_range: tuple[float, float] | None, z_fixed: float | None) -> ZGrid:
+    if z_fixed is not None:
+        return ZGrid.single(z_fixed)
+    assert z_range is not None  # a free redshift always comes with its range
+    return ZGrid.covering(*z_range)
 
 
 def amplitude_index(param_names: list[str]) -> int:

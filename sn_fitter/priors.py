@@ -36,11 +36,17 @@ class RedshiftPrior:
     def log_density(self, z: np.ndarray) -> np.ndarray:
         """Unnormalised log prior (the truncation to the bounds is the sampler's support)."""
         if self.kind == "gaussian":
-            return -0.5 * ((z - self.mean) / self.sigma) ** 2
+            mean, sigma = self.normal()
+            return -0.5 * ((z - mean) / sigma) ** 2
         if self.kind == "survey":
             (low, high), (below, above) = SURVEY_Z, SURVEY_SHOULDERS
             return _shoulders(z, low, high, below, above)
         return np.zeros_like(z)
+
+    def normal(self) -> tuple[float, float]:
+        """Mean and sigma of a Gaussian prior (``redshift_prior`` always sets both)."""
+        assert self.mean is not None and self.sigma is not None, "not a Gaussian prior"
+        return self.mean, self.sigma
 
     def describe(self) -> dict[str, Any]:
         if self.kind == "gaussian":

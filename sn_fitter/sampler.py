@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -231,7 +232,8 @@ def find_mode(
     fun: LogDensity, starts: np.ndarray, bounds: np.ndarray, steps: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """Best L-BFGS-B optimum of ``fun``; later starts only when they look competitive."""
-    best_x, best_value = None, -np.inf
+    best_x: np.ndarray | None = None
+    best_value = -np.inf
     inner = bounds.copy()
     inner[:, 0] += steps
     inner[:, 1] -= steps
@@ -240,16 +242,18 @@ def find_mode(
         if best_x is not None and start_value < best_value - MODE_RESTART_GAP:
             continue
         result = minimize(
-            lambda x: _gradient(fun, x, steps),
+            partial(_gradient, fun, steps=steps),
             np.clip(start, inner[:, 0], inner[:, 1]),
             jac=True,
             method="L-BFGS-B",
-            bounds=list(map(tuple, inner)),
+            bounds=[(low, high) for low, high in inner],
             options={"maxiter": 200, "ftol": 1e-8, "gtol": 1e-4},
         )
         value = float(fun(result.x[None])[0])
         if value > best_value:
             best_x, best_value = result.x, value
+    if best_x is None:
+        raise ValueError("every optimisation ended at a log density of -inf or NaN")
     return best_x, best_value
 
 
@@ -520,6 +524,7 @@ def _extension(chains: Chains, min_acceptance: float) -> int:
     """Draws per chain to add for the ESS targets (with a margin), or 0 when the chains
     disagree, accept too rarely or are already as long as allowed."""
     diagnostics, length = chains.diagnostics, chains.draws.shape[1]
+    assert diagnostics is not None  # the caller diagnosed the chains first
     rhats = list(diagnostics.rhat.values())
     esses = list(diagnostics.ess_bulk.values()) + list(diagnostics.ess_tail.values())
     usable = all(math.isfinite(v) for v in rhats + esses) and min(esses) > 0

@@ -14,7 +14,7 @@ from summary_service.keys import user_llm_key
 log = logging.getLogger("skyhook.webhook")
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: service_registry.StoredSecrets declares settable attributes
 class _ServiceSecrets:
     id: int
     authinfo_ciphertext: str | None

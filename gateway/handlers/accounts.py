@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
@@ -46,8 +47,8 @@ async def post_user(request: web.Request) -> web.Response:
     if not isinstance(group_ids, list) or not all(is_id(g) for g in group_ids):
         raise bad_request("Invalid group_ids: must be a list of integer group IDs")
     async with request.app[RESOURCES].sessions.begin() as session:
-        groups = (await session.execute(select(Group).where(Group.id.in_(group_ids)))).scalars()
-        groups = list(groups)
+        found = await session.execute(select(Group).where(Group.id.in_(group_ids)))
+        groups = list(found.scalars())
         if len(groups) != len(set(group_ids)):
             raise bad_request(groups_not_found(group_ids))
         user = User(username=username, is_admin=is_admin, acls=acls)
@@ -62,7 +63,7 @@ async def post_user(request: web.Request) -> web.Response:
     return success({"id": user_id})
 
 
-async def _load_user(session, user_id: int) -> User:  # type: ignore[no-untyped-def]
+async def _load_user(session: AsyncSession, user_id: int) -> User:
     user = await session.get(User, user_id, options=[selectinload(User.memberships)])
     if user is None:
         raise not_found(f"User {user_id} not found")
@@ -83,7 +84,7 @@ async def list_users(request: web.Request) -> web.Response:
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     async with request.app[RESOURCES].sessions() as session:
-        total = await session.scalar(select(func.count(User.id)))
+        total = (await session.execute(select(func.count(User.id)))).scalar_one()
         users = await session.scalars(
             select(User).order_by(User.id).offset(page.offset).limit(page.size)
         )

@@ -257,7 +257,8 @@ async def list_analysis_services(request: web.Request) -> web.Response:
     async with resources.sessions() as session:
         if not paged:
             return success([listed_service_dict(s) for s in await session.scalars(query)])
-        total = await session.scalar(select(func.count(AnalysisService.id)).where(condition))
+        counted = await session.execute(select(func.count(AnalysisService.id)).where(condition))
+        total = counted.scalar_one()
         rows = await session.scalars(query.offset(page.offset).limit(page.size))
         items = [listed_service_dict(s) for s in rows]
     return success(page.answer(total, analysis_services=items))

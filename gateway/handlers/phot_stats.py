@@ -162,13 +162,18 @@ def aggregate_query(request: web.Request, me: Principal) -> AggregateQuery:
     )
 
 
+# A candidate source: id, ra, dec, redshift and its stored statistics (None: the outer join
+# found no row).
+_CandidateRow = tuple[str, float, float, float | None, PhotStat]
+
+
 def _readable_classifications(me: Principal) -> Select[Any]:
     return select(Classification).where(
         visible(classification_groups, Classification.id, me), Classification.ml.is_(False)
     )
 
 
-def _candidates(me: Principal, query: AggregateQuery) -> Select[Any]:
+def _candidates(me: Principal, query: AggregateQuery) -> Select[*_CandidateRow]:
     """The readable sources the filters keep, by id, with their stored row if any."""
     statement = (
         select(Obj.id, Obj.ra, Obj.dec, Obj.redshift, PhotStat)
@@ -193,7 +198,9 @@ def _candidates(me: Principal, query: AggregateQuery) -> Select[Any]:
     return statement
 
 
-async def _partly_hidden(session: AsyncSession, me: Principal, candidates: Select[Any]) -> set[str]:
+async def _partly_hidden(
+    session: AsyncSession, me: Principal, candidates: Select[*_CandidateRow]
+) -> set[str]:
     """Candidate sources holding points the caller may not read."""
     if me.is_admin:
         return set()

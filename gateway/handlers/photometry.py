@@ -72,11 +72,11 @@ def _columns(body: dict[str, Any]) -> tuple[dict[str, list[Any]], int]:
         raise bad_request("No photometry points given (the lists are empty)")
     if count > MAX_POINTS:
         raise bad_request(f"Too many points in one request: {count} (at most {MAX_POINTS})")
-    columns = {
-        k: body.get(k) if isinstance(body.get(k), list) else [body.get(k)] * count
-        for k in COLUMN_FIELDS
-    }
-    return columns, count
+    return {k: _broadcast(body.get(k), count) for k in COLUMN_FIELDS}, count
+
+
+def _broadcast(value: Any, count: int) -> list[Any]:
+    return value if isinstance(value, list) else [value] * count
 
 
 def _space(body: dict[str, Any]) -> str:

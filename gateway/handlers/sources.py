@@ -145,7 +145,8 @@ async def list_sources(request: web.Request) -> web.Response:
     async with request.app[RESOURCES].sessions() as session:
         if bounds:
             condition = and_(condition, await phot_stats.source_list_condition(session, me, bounds))
-        total = await session.scalar(select(func.count()).select_from(Obj).where(condition))
+        counted = await session.execute(select(func.count()).select_from(Obj).where(condition))
+        total = counted.scalar_one()
         objs = await session.scalars(
             select(Obj)
             .where(condition)
@@ -186,7 +187,11 @@ async def _with_usernames(
         return history
     rows = await session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
     names: dict[int, str] = {user_id: name for user_id, name in rows}
-    return [{**e, "set_by_username": names.get(e.get("set_by_user_id"))} for e in history]
+    return [{**e, "set_by_username": _username(names, e.get("set_by_user_id"))} for e in history]
+
+
+def _username(names: dict[int, str], user_id: int | None) -> str | None:
+    return None if user_id is None else names.get(user_id)
 
 
 async def delete_source(request: web.Request) -> web.Response:
