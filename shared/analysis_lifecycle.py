@@ -335,13 +335,19 @@ def start_batcher(resources: Resources) -> GroupCommit[NewAnalysis, int]:
     return GroupCommit(run)
 
 
-async def cancel_analysis(session: AsyncSession, analysis_id: int, username: str) -> bool:
-    """Active → cancelled in one conditional UPDATE, with its ``analysis.cancelled`` event;
-    False when it was already final. The caller nudges the outbox after the commit."""
+async def cancel_analyses(
+    session: AsyncSession, analysis_ids: Sequence[int], username: str
+) -> list[int]:
+    """Active → cancelled in one conditional UPDATE, each with its ``analysis.cancelled``
+    event; returns the ids cancelled (not those already final). The caller nudges the outbox
+    after the commit."""
     now = utcnow()
     result = await session.execute(
         update(ObjAnalysis)
-        .where(ObjAnalysis.id == analysis_id, ObjAnalysis.status.in_(ACTIVE_STATUSES))
+        .where(
+            in_set(ObjAnalysis.id, sorted(set(analysis_ids)), name_of(session)),
+            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+        )
         .values(
             status=AnalysisStatus.CANCELLED,
             status_message=f"Cancelled by {username}",
@@ -353,7 +359,7 @@ async def cancel_analysis(session: AsyncSession, analysis_id: int, username: str
     rows = list(result)
     if rows:
         await enqueue_ended(session, rows, AnalysisStatus.CANCELLED)
-    return bool(rows)
+    return [row.id for row in rows]
 
 
 # --- results: the webhook's completion -----------------------------------------------------

@@ -686,7 +686,7 @@ async def test_each_move_the_dispatcher_makes_is_announced_by_the_event_that_nam
         refused = await start(resources, scene, service_id)
         await events.wait_for(("analysis.failed", refused.id, "failure"))
         async with resources.sessions.begin() as session:
-            assert await lifecycle.cancel_analysis(session, accepted.id, "ada")
+            assert await lifecycle.cancel_analyses(session, [accepted.id], "ada") == [accepted.id]
         resources.outbox.nudge()
         await events.wait_for(("analysis.cancelled", accepted.id, "cancelled"))
 

@@ -1,6 +1,6 @@
-"""Set-based writes (one statement for a batch of rows) against concurrent writers on
-PostgreSQL: a deadlock PostgreSQL breaks by aborting the batch's statement is retried, so the
-batch still lands, exactly once."""
+"""Set-based transitions: a cancel over a set of analyses moves only the active ones; against
+concurrent writers on PostgreSQL, a deadlock PostgreSQL breaks by aborting a batch's statement
+is retried, so the batch still lands, exactly once."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import asyncio
 from datetime import timedelta
 
 import asyncpg
+import pytest
+from sqlalchemy import select
 
 from shared import analysis_lifecycle as lifecycle
+from shared.db.models import OutboxMessage
 from shared.db.types import utcnow
 from shared.enums import AnalysisStatus
 from shared.resources import Resources
@@ -22,6 +25,37 @@ from tests.support.pipeline import (
     make_obj,
     make_service,
 )
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_cancel_over_a_set_moves_only_the_active_analyses_each_once(
+    resources: Resources, accounts: Accounts
+) -> None:
+    group = await accounts.group()
+    author = await accounts.user(acls=("Run Analyses",), groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    service_id = await make_service(resources, "http://127.0.0.1:9/", [group])
+    queued, pending, completed = [
+        await make_analysis(resources, obj_id, service_id, author.id, [group], status=status)
+        for status in ("queued", "pending", "completed")
+    ]
+    ids = [queued.id, pending.id, completed.id, queued.id]
+    async with resources.sessions.begin() as session:
+        cancelled = await lifecycle.cancel_analyses(session, ids, "ada")
+
+    assert sorted(cancelled) == sorted([queued.id, pending.id])
+    rows = [await load_analysis(resources, r.id) for r in (queued, pending, completed)]
+    assert [(r.status, r.status_message) for r in rows] == [
+        ("cancelled", "Cancelled by ada"),
+        ("cancelled", "Cancelled by ada"),
+        ("completed", None),
+    ]
+    async with resources.sessions() as session:
+        events = await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.routing_key == "analysis.cancelled")
+        )
+        announced = sorted(e.payload["analysis_id"] for e in events)
+    assert [i for i in announced if i in ids] == sorted([queued.id, pending.id])
 
 
 async def test_a_batch_aborted_to_break_a_deadlock_is_written_again(

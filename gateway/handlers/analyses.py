@@ -27,7 +27,7 @@ from shared.analysis_lifecycle import (
     CapReached,
     NewAnalysis,
     ObjNotVisible,
-    cancel_analysis,
+    cancel_analyses,
     delete_analysis,
     obj_visible,
 )
@@ -384,7 +384,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     async with request.app[RESOURCES].sessions.begin() as session:
         await _own_analysis(session, me, analysis_id, CANNOT_CANCEL)
-        if not await cancel_analysis(session, analysis_id, me.username):
+        if not await cancel_analyses(session, [analysis_id], me.username):
             status = await session.scalar(
                 select(ObjAnalysis.status).where(ObjAnalysis.id == analysis_id)
             )
