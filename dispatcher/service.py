@@ -174,8 +174,8 @@ class Dispatcher:
     async def reap_stuck(self, now: datetime | None = None, *, window: float | None = None) -> int:
         """Rows ``dispatching`` for longer than the timeout plus a margin (or ``window``
         seconds): the dispatcher that claimed them died. Requeue them (due now), or fail them if
-        no retry is left. Attempts left ``sending`` by a dead dispatcher on rows that moved on
-        become ``interrupted``."""
+        no retry is left, in one set-based write. Attempts left ``sending`` by a dead
+        dispatcher on rows that moved on become ``interrupted``."""
         now = now or utcnow()
         if window is None:
             window = (
@@ -183,49 +183,47 @@ class Dispatcher:
             )
         cutoff = now - timedelta(seconds=window)
         sessions = self.resources.sessions
+        stuck = await lifecycle.stuck_rows(sessions, cutoff)
         released = 0
-        for row in await lifecycle.stuck_rows(sessions, cutoff):
-            released += await self._release(row, cutoff, now)
+        if stuck:
+            attempts = [self._given_up(row, now) for row in stuck]
+            moved = await lifecycle.finish_attempts(
+                self.resources.engine, attempts, now, idle_before=cutoff
+            )
+            for attempt, was_moved in zip(attempts, moved, strict=True):
+                if was_moved:
+                    log.warning(
+                        "analysis %d: %s; now %s",
+                        attempt.subject.analysis_id,
+                        attempt.record.error,
+                        attempt.new_status,
+                        extra={"analysis_id": attempt.subject.analysis_id},
+                    )
+            released = sum(moved)
+            if released:
+                self.resources.outbox.nudge()
         orphans = await lifecycle.mark_orphaned_attempts(sessions, cutoff)
         if orphans:
             log.warning("%d attempts interrupted by a stopped dispatcher marked so", orphans)
         return released
 
-    async def _release(self, row: lifecycle.StuckRow, cutoff: datetime, now: datetime) -> bool:
-        analysis_id, attempt_number = row.analysis_id, row.attempt_number
+    def _given_up(self, row: lifecycle.StuckRow, now: datetime) -> lifecycle.FinishedAttempt:
+        """A stuck attempt's end: back to ``queued`` (due now) while retries are left."""
+        attempt_number = row.attempt_number
         error = f"attempt {attempt_number} was interrupted (the dispatcher stopped during it)"
         retries_left = attempt_number < len(self.settings.dispatch_retry_delays_seconds) + 1
-        if retries_left:
-            status, message = AnalysisStatus.QUEUED, f"Dispatch {error}; retrying"
-        else:
-            status = AnalysisStatus.FAILURE
-            message = f"Service unreachable after {attempt_number} attempts: {error}"
         record = lifecycle.AttemptRecord(
             attempt_number=attempt_number,
             started_at=row.last_activity,
             outcome="retry" if retries_left else "failed",
             error=error,
         )
-        released = await lifecycle.release_stuck(
-            self.resources.sessions,
-            analysis_id,
-            attempt_number,
-            cutoff,
-            record,
-            status,
-            message,
-            now,
-        )
-        if released:
-            self.resources.outbox.nudge()
-            log.warning(
-                "analysis %d: %s; now %s",
-                analysis_id,
-                error,
-                status,
-                extra={"analysis_id": analysis_id},
+        if retries_left:
+            return lifecycle.FinishedAttempt(
+                row.subject, record, AnalysisStatus.QUEUED, f"Dispatch {error}; retrying", now
             )
-        return released
+        message = f"Service unreachable after {attempt_number} attempts: {error}"
+        return lifecycle.FinishedAttempt(row.subject, record, AnalysisStatus.FAILURE, message)
 
     async def sweep_expired(self, now: datetime | None = None) -> int:
         """Active rows past ``invalid_after`` → ``timed_out``."""

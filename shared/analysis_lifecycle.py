@@ -854,11 +854,20 @@ def _finished_row(finished: FinishedAttempt, now: datetime) -> dict[str, Any]:
 
 
 async def finish_attempts(
-    engine: AsyncEngine, attempts: Sequence[FinishedAttempt], now: datetime
+    engine: AsyncEngine,
+    attempts: Sequence[FinishedAttempt],
+    now: datetime,
+    *,
+    idle_before: datetime | None = None,
 ) -> list[bool]:
     """Record each attempt (replacing its ``sending`` row; a final outcome the reaper already
     wrote wins) and move each row on if the attempt still owns it, with the move's event: one
-    set-based atomic write for them all. For each attempt in turn, whether its row moved."""
+    set-based atomic write for them all. For each attempt in turn, whether its row moved.
+
+    ``idle_before`` (the reaper giving up attempts whose dispatcher died): only rows with no
+    activity since then move, and only the attempts of rows that moved are recorded (an
+    attempt whose row another writer moved on keeps its ``sending`` row, for its own
+    dispatcher or the orphan marking to end)."""
     firsts = {(a.subject.analysis_id, a.record.attempt_number): a for a in reversed(attempts)}
     dialect = name_of(engine)
     rows = [_finished_row(firsts[key], now) for key in sorted(firsts)]  # rows locked by id
@@ -869,25 +878,30 @@ async def finish_attempts(
             ObjAnalysis.id == finished.c.analysis_id,
             ObjAnalysis.status == AnalysisStatus.DISPATCHING,
             ObjAnalysis.dispatch_attempts_count == finished.c.attempt_number,
+            true() if idle_before is None else ObjAnalysis.last_activity < idle_before,
         )
         .values(
             status=finished.c.status,
             status_message=finished.c.status_message,
             last_activity=now,
             next_attempt_at=finished.c.next_attempt_at,
+            modified=now,  # set here: an UPDATE inside a CTE gets no Python-side onupdate
         )
         .returning(ObjAnalysis.id)
     )
-    recorded = upsert_selected(
-        dialect,
-        table_of(DispatchAttempt),
-        ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
-        select(finished.c.analysis_id, finished.c.attempt_number).add_columns(
-            *(finished.c[c] for c in _RECORD_COLUMNS)
-        ),
-        ["analysis_id", "attempt_number"],
-        where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
+    records = select(finished.c.analysis_id, finished.c.attempt_number).add_columns(
+        *(finished.c[c] for c in _RECORD_COLUMNS)
     )
+
+    def recorded(moved_ids: Any = None) -> Any:
+        return upsert_selected(
+            dialect,
+            table_of(DispatchAttempt),
+            ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
+            records if moved_ids is None else records.where(finished.c.analysis_id.in_(moved_ids)),
+            ["analysis_id", "attempt_number"],
+            where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
+        )
 
     def announced(moved_ids: Any) -> Any:
         events = select(
@@ -900,7 +914,10 @@ async def finish_attempts(
             ),
         )
 
-    moved_rows = await write_together(engine, moved, always=[recorded], then=[announced])
+    if idle_before is None:
+        moved_rows = await write_together(engine, moved, always=[recorded()], then=[announced])
+    else:
+        moved_rows = await write_together(engine, moved, then=[recorded, announced])
     moved_ids = {row[0] for row in moved_rows}
     return [
         a.subject.analysis_id in moved_ids
@@ -950,55 +967,39 @@ async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta)
 
 @dataclass(frozen=True)
 class StuckRow:
-    analysis_id: int
+    subject: Subject
     attempt_number: int
     last_activity: datetime
 
 
 async def stuck_rows(sessions: Sessions, cutoff: datetime) -> list[StuckRow]:
-    """Rows ``dispatching`` with no activity since ``cutoff``."""
+    """Rows ``dispatching`` with no activity since ``cutoff`` (at most ``BATCH_LIMIT``)."""
     async with sessions() as session:
         rows = await session.execute(
-            select(ObjAnalysis.id, ObjAnalysis.dispatch_attempts_count, ObjAnalysis.last_activity)
+            select(
+                ObjAnalysis.id,
+                ObjAnalysis.obj_id,
+                ObjAnalysis.analysis_service_id,
+                AnalysisService.is_summary,
+                ObjAnalysis.dispatch_attempts_count,
+                ObjAnalysis.last_activity,
+            )
+            .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
             .where(
                 ObjAnalysis.status == AnalysisStatus.DISPATCHING,
                 ObjAnalysis.last_activity < cutoff,
             )
+            .order_by(ObjAnalysis.id)
             .limit(BATCH_LIMIT)
         )
-        return [StuckRow(r.id, r.dispatch_attempts_count, r.last_activity) for r in rows]
-
-
-async def release_stuck(
-    sessions: Sessions,
-    analysis_id: int,
-    attempt_number: int,
-    cutoff: datetime,
-    record: AttemptRecord,
-    new_status: AnalysisStatus,
-    status_message: str,
-    now: datetime,
-) -> bool:
-    """Give a stuck attempt up: back to ``queued`` (due now) or to ``failure``."""
-    statement = (
-        update(ObjAnalysis)
-        .where(_fenced(analysis_id, attempt_number), ObjAnalysis.last_activity < cutoff)
-        .values(
-            status=new_status,
-            status_message=truncate(status_message),
-            last_activity=now,
-            next_attempt_at=now if new_status == AnalysisStatus.QUEUED else None,
-        )
-        .returning(*_ENDED_COLUMNS)
-        .execution_options(synchronize_session=False)
-    )
-    async with sessions.begin() as session:
-        released = list(await session.execute(statement))
-        if released:
-            await record_attempt(session, analysis_id, record)
-            if new_status != AnalysisStatus.QUEUED:
-                await enqueue_ended(session, released, new_status)
-        return bool(released)
+        return [
+            StuckRow(
+                Subject(r.id, r.obj_id, r.analysis_service_id, bool(r.is_summary)),
+                r.dispatch_attempts_count,
+                r.last_activity,
+            )
+            for r in rows
+        ]
 
 
 async def mark_orphaned_attempts(sessions: Sessions, cutoff: datetime) -> int:
