@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,9 @@ import aio_pika
 import aiohttp
 import asyncpg
 from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -62,6 +64,7 @@ from shared.db.models import ObjAnalysis
 from shared.db.session import create_engine, create_session_factory
 from shared.settings import load_settings
 from skyhook.provision import create_token
+from tests.support.ports import free_port
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 PG_ADMIN = os.environ.get("SKYHOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -72,12 +75,6 @@ RESULTS = {
     "message": "fit done",
     "analysis": {"results": {"format": "json", "data": {"chi2": 1.02, "t0": 59015.2}}},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:

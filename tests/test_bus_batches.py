@@ -4,7 +4,6 @@ in ``test_bus_contract.py``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from shared.bus.wire import BATCH_CONTENT_TYPE, UNDECODABLE_HEADER, pack
 from tests.conftest import AMQP_URL
 from tests.support.amqp_tap import AmqpTap
 from tests.support.buses import Inbox, envelopes, isolated_rabbit
+from tests.support.polling import eventually
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 
@@ -140,12 +140,7 @@ async def test_dead_letter_commands_work_on_an_event_from_a_batch() -> None:
 
 
 async def _wait_for_one_dead_letter(bus: RabbitBus) -> list[Envelope]:
-    for _ in range(300):
-        dead = await bus.list_dead_letters()
-        if dead:
-            return dead
-        await asyncio.sleep(0.05)
-    raise AssertionError("no dead letter")
+    return await eventually(bus.list_dead_letters, "a dead letter", within=15, every=0.05)
 
 
 def _cli(prefix: str, *args: str) -> subprocess.CompletedProcess[str]:

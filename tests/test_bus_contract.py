@@ -28,6 +28,7 @@ from tests.support.buses import (
     isolated_rabbit,
     rabbitmqctl,
 )
+from tests.support.polling import eventually
 
 LIMIT = 2
 
@@ -111,6 +112,10 @@ async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) ->
     keys = ["analysis.requested", "analysis.completed", "analysis.x.y", "obj.done", "obj.a.b.done"]
 
     await bus.publish([Envelope(f"id-{key}", key, {}) for key in keys])
+    # Then one last message for each queue. A queue delivers in order to its one consumer, so a
+    # wrongly routed message would have been handled before the queue's last one.
+    last = {"analysis.requested": "last-analysis", "obj.done": "last-obj"}
+    await bus.publish([Envelope(message_id, key, {}) for key, message_id in last.items()])
 
     expected = {
         "exact": {"analysis.requested"},
@@ -118,12 +123,19 @@ async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) ->
         "any-depth": {"obj.done", "obj.a.b.done"},
         "two-keys": {"analysis.completed", "obj.done"},
     }
+    last_of = {"exact": "last-analysis", "one-word": "last-analysis"}
+    last_of |= {"any-depth": "last-obj", "two-keys": "last-obj"}
+    for name, inbox in inboxes.items():
+        await inbox.wait_until(lambda inbox=inbox, name=name: last_of[name] in inbox.handled_ids())
     for name, routing_keys in expected.items():
-        await inboxes[name].wait_handled(len(routing_keys))
-    await asyncio.sleep(0.3)  # room for a wrongly routed message to show up
-    for name, routing_keys in expected.items():
-        assert {e.routing_key for e in inboxes[name].handled} == routing_keys, name
-        assert len(inboxes[name].handled) == len(routing_keys), name
+        handled = inboxes[name].handled
+        assert handled[-1].message_id == last_of[name], name
+        assert sorted(e.message_id for e in handled if e.message_id.startswith("last-")) == [
+            last_of[name]
+        ], name
+        routed = [e for e in handled if not e.message_id.startswith("last-")]
+        assert {e.routing_key for e in routed} == routing_keys, name
+        assert len(routed) == len(routing_keys), name
     # "analysis.x.y" matched no queue: kept among the dead letters, not dropped.
     assert [e.routing_key for e in await bus.list_dead_letters()] == ["analysis.x.y"]
 
@@ -453,19 +465,19 @@ async def _depth(bus: Bus, queue: str) -> int:
 
 
 async def _wait_for_dead_letters(bus: Bus, count: int) -> list[Envelope]:
-    for _ in range(300):
+    async def dead_letters() -> list[Envelope] | None:
         dead = await bus.list_dead_letters()
-        if len(dead) >= count:
-            return dead
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {count} dead letters, found {len(dead)}")
+        return dead if len(dead) >= count else None
+
+    return await eventually(dead_letters, f"{count} dead letters", within=15, every=0.05)
 
 
 async def _publish_when_reconnected(bus: Bus, envelope: Envelope) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                await bus.publish([envelope])
-                return
-            except ConnectionError:
-                await asyncio.sleep(0.1)
+    async def published() -> bool:
+        try:
+            await bus.publish([envelope])
+        except ConnectionError:
+            return False
+        return True
+
+    await eventually(published, "a publish once the bus reconnected", within=30, every=0.1)

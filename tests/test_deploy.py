@@ -55,6 +55,8 @@ from summary_service.service import QUEUE as SUMMARIES_QUEUE
 from summary_service.service import ROUTING_KEYS as SUMMARY_ROUTING_KEYS
 from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 from tests.conftest import AMQP_URL
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -295,25 +297,42 @@ def test_compose_has_no_artifact_volume(compose: dict[str, Any]) -> None:
     }
 
 
-def test_compose_health_checks(compose: dict[str, Any]) -> None:
+def _run_compose_check(test: list[str], **env: str) -> int:
+    """Runs a compose health check (``["CMD", *argv]``) here, with ``env`` added."""
+    assert test[0] == "CMD", test
+    return _run(test[1:], env={**os.environ, **env}).returncode
+
+
+def test_compose_backend_health_checks_pass_on_running_backends(compose: dict[str, Any]) -> None:
+    """The backends' checks, run against the local PostgreSQL and RabbitMQ (what the
+    containers run against their own server): healthy while the server answers, not when
+    nothing listens."""
     services = compose["services"]
-    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
-    assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
-    for name in SERVICES:
-        test = services[name]["healthcheck"]["test"]
-        assert test[:3] == ["CMD", "python", "-c"], name
-        assert f'+ "{LIVENESS_PATH}", timeout=3)' in test[3], name
+    postgres = services["postgres"]["healthcheck"]["test"]
+    assert _run_compose_check(postgres, PGHOST="127.0.0.1", PGPORT="5432") == 0
+    assert _run_compose_check(postgres, PGHOST="127.0.0.1", PGPORT=str(free_port())) != 0
+    assert _run_compose_check(services["rabbitmq"]["healthcheck"]["test"]) == 0
     assert "healthcheck" not in services["migrate"]
 
 
-async def _healthcheck_exit_code(code: str, status: int) -> int:
-    """Runs the compose health check command against a local server answering ``status``."""
+def _python_health_check(test: list[str]) -> str:
+    assert test[:3] == ["CMD", "python", "-c"], test
+    return test[3]
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok" if status < 400 else "down"}, status=status)
+
+async def _healthcheck_exit_code(code: str, status: int | None, path: str = LIVENESS_PATH) -> int:
+    """Runs the compose health check command against a local server that answers ``status``
+    on ``path`` (404 elsewhere), or never answers (``status`` None)."""
+    hung = asyncio.Event()
+
+    async def probed(request: web.Request) -> web.Response:
+        if status is None:
+            await hung.wait()  # until the check gave up
+        answer = status or 500
+        return web.json_response({"status": "ok" if answer < 400 else "down"}, status=answer)
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get(path, probed)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -329,15 +348,23 @@ async def _healthcheck_exit_code(code: str, status: int) -> int:
         )
         return await asyncio.wait_for(process.wait(), 30)
     finally:
+        hung.set()
         await runner.cleanup()
 
 
-async def test_compose_http_health_check_passes_on_200_and_fails_on_503(
+async def test_every_compose_health_check_probes_the_liveness_path(
     compose: dict[str, Any],
 ) -> None:
-    code = compose["services"]["gateway"]["healthcheck"]["test"][3]
-    assert await _healthcheck_exit_code(code, 200) == 0
-    assert await _healthcheck_exit_code(code, 503) != 0
+    """Each service's check, run against a server on its SKYHOOK_PORT: healthy only when the
+    liveness path answers 200; unhealthy when it answers 503, when only another path answers
+    (404 on the liveness path), and when the service never answers (the check gives up)."""
+    services = compose["services"]
+    for name in SERVICES:
+        code = _python_health_check(services[name]["healthcheck"]["test"])
+        assert await _healthcheck_exit_code(code, 200) == 0, name
+        assert await _healthcheck_exit_code(code, 503) != 0, name
+        assert await _healthcheck_exit_code(code, 200, path="/elsewhere") != 0, name
+        assert await _healthcheck_exit_code(code, None) != 0, name
 
 
 async def _status(app: web.Application, path: str) -> int:
@@ -912,15 +939,14 @@ async def _ready_messages(url: str, queue: str) -> int:
         await connection.close()
 
 
-async def _applied_policy(management: Management, vhost: str, queue: str) -> str | None:
+async def _applied_policy(management: Management, vhost: str, queue: str) -> str:
     """The policy the broker applied to ``queue`` (the API shows it with the next stats
     emission, about 5 s later for quorum queues)."""
-    for _ in range(80):
-        policy = (await management.call("GET", f"queues/{vhost}/{queue}")).get("policy")
-        if policy:
-            return str(policy)
-        await asyncio.sleep(0.25)
-    return None
+
+    async def policy() -> str | None:
+        return (await management.call("GET", f"queues/{vhost}/{queue}")).get("policy")
+
+    return str(await eventually(policy, f"a policy applied to {queue}", within=20, every=0.25))
 
 
 async def test_definitions_import_and_agree_with_what_the_services_declare(
@@ -973,14 +999,84 @@ async def test_imported_topology_routes_events_and_keeps_unroutable_ones(
     assert counts == {**dict.fromkeys(work, 1), bus.dead_letter_queue: 1}
 
 
-def test_rabbitmq_conf_loads_the_merged_definitions_and_the_console() -> None:
-    settings = dict(
-        line.split(" = ", 1)
-        for line in (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text().splitlines()
-        if line and not line.startswith("#")
+# Stands in for the RabbitMQ image's entry point: what the broker would load from its
+# configuration (every /etc/rabbitmq/conf.d/*.conf, as the image reads them).
+BROKER_STAND_IN = """#!/bin/sh
+set -eu
+for conf in /etc/rabbitmq/conf.d/*.conf; do
+  definitions=$(sed -n 's/^load_definitions = //p' "$conf")
+  console=$(sed -n 's/^management.tcp.port = //p' "$conf")
+done
+echo "command: $*"
+echo "console port: $console"
+cat "$definitions"
+"""
+
+# Mounts every file compose mounts into the broker (bind mounts in a private mount namespace,
+# over an empty /etc/rabbitmq: nothing of this machine's broker is touched), then runs the
+# broker's entry point and command as compose does.
+BROKER_BOOT = """set -eu
+mount --bind "$ETC_RABBITMQ" /etc/rabbitmq
+while [ "$1" != "--" ]; do
+  mkdir -p "$(dirname "$2")"
+  touch "$2"
+  mount --bind "$1" "$2"
+  shift 2
+done
+shift
+exec "$@"
+"""
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of the service's bind-mounted files."""
+    mounts = []
+    for volume in service["volumes"]:
+        if isinstance(volume, dict):
+            source, target = volume["source"], volume["target"]
+        else:
+            source, target = volume.split(":")[:2]
+        if source.startswith("/"):
+            mounts.append((source, target))
+    return mounts
+
+
+def test_compose_broker_boots_on_the_merged_definitions_with_the_console(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The broker as compose starts it (its mounts, environment, entry point and command):
+    the configuration it reads points it at the topology with the application user merged
+    in, and its console listens on the port compose publishes."""
+    broker = compose["services"]["rabbitmq"]
+    mounts = _bind_mounts(broker)
+    assert all(target.startswith("/etc/rabbitmq/") for _, target in mounts), mounts
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker-entrypoint.sh").write_text(BROKER_STAND_IN)
+    (bin_dir / "docker-entrypoint.sh").chmod(0o755)
+    (tmp_path / "etc-rabbitmq").mkdir()
+    env = {
+        **{k: str(v) for k, v in broker["environment"].items() if v is not None},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ETC_RABBITMQ": str(tmp_path / "etc-rabbitmq"),
+    }
+    flat_mounts = [part for mount in mounts for part in mount]
+    command = [*broker["entrypoint"], *broker["command"]]
+    boot = ["unshare", "--mount", "--propagation", "private", "sh", "-c", BROKER_BOOT, "boot"]
+    result = _run([*boot, *flat_mounts, "--", *command], env=env)
+    assert result.returncode == 0, (
+        f"the broker's start needs root and unshare (a private mount namespace): {result.stderr}"
     )
-    assert settings["load_definitions"] == "/etc/rabbitmq/skyhook-definitions.json"
-    assert settings["management.tcp.port"] == "15672"
-    script = START_RABBITMQ.read_text()
-    assert "${SKYHOOK_BOOT_DEFINITIONS_FILE:-/etc/rabbitmq/skyhook-definitions.json}" in script
-    assert "${SKYHOOK_TOPOLOGY_FILE:-/etc/rabbitmq/skyhook/definitions.json}" in script
+    started, console, definitions = result.stdout.split("\n", 2)
+    assert started == f"command: {' '.join(broker['command'])}"
+    (published,) = broker["ports"]
+    if isinstance(published, dict):
+        container_port = int(published["target"])
+    else:
+        container_port = int(str(published).split("/")[0].rsplit(":", 1)[1])
+    assert console == f"console port: {container_port}"
+    merged = json.loads(definitions)
+    assert merged["users"] == [
+        {"name": "skyhook", "password": "mq-test-password", "tags": ["administrator"]}
+    ]
+    assert {k: v for k, v in merged.items() if k not in {"users", "permissions"}} == _definitions()

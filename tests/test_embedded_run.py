@@ -12,75 +12,32 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from tests.support.api import ApiClient, TokenUser
 from tests.support.embedded import (
     SKYHOOK,
     EmbeddedRun,
     command_line,
     create_token,
     descendants,
-    eventually,
-    free_port,
-    free_ports_in_a_row,
     process_alive,
     skyhook_env,
 )
+from tests.support.fake_service import FakeService
+from tests.support.polling import eventually
+from tests.support.ports import free_port, free_ports_in_a_row
 
 CONCURRENT_STARTS = 300
 
 
-class CallingBackService:
-    """A real analysis service on 127.0.0.1 that accepts and calls back at once."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received = 0
-        self.callbacks: list[int] = []
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/analysis"
-
-    async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/analysis", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.received += 1
-        task = asyncio.create_task(self._call_back(body["callback_url"]))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return web.json_response({"status": "pending", "message": "started"})
-
-    async def _call_back(self, url: str) -> None:
-        assert self._http is not None
-        result = {"status": "success", "message": "done", "analysis": {"results": {"x": 1}}}
-        async with self._http.post(url, json=result) as response:
-            self.callbacks.append(response.status)
+CALLBACK = {"status": "success", "message": "done", "analysis": {"results": {"x": 1}}}
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[CallingBackService]:
-    running = CallingBackService()
-    await running.start()
-    yield running
-    await running.stop()
+async def service() -> AsyncIterator[FakeService]:
+    """An analysis service that accepts and calls back at once."""
+    async with FakeService(lambda call: CALLBACK, callback_delay=0.0) as running:
+        yield running
 
 
 @pytest.fixture
@@ -99,22 +56,13 @@ async def embedded(tmp_path: Path) -> AsyncIterator[EmbeddedRun]:
         run.kill()
 
 
-async def _api(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> Any:
-    async with http.request(method, url, json=body) as response:
-        reply = await response.json()
-        assert response.status == 200, reply
-        return reply["data"]
-
-
 async def test_concurrent_starts_are_all_dispatched_without_the_poller(
-    embedded: EmbeddedRun, service: CallingBackService
+    embedded: EmbeddedRun, service: FakeService
 ) -> None:
-    token = await create_token(embedded)
-    api = f"{embedded.url}/api"
-    headers = {"Authorization": f"token {token}"}
+    user = TokenUser(await create_token(embedded))
     connector = aiohttp.TCPConnector(limit=CONCURRENT_STARTS)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
-        await _api(http, "POST", f"{api}/sources", {"id": "ZTFload1", "ra": 10.0, "dec": 5.0})
+    async with ApiClient.at(embedded.url, user, connector=connector) as api:
+        await api.ok("POST", "/api/sources", json={"id": "ZTFload1", "ra": 10.0, "dec": 5.0})
         registration = {
             "name": "calls_back",
             "display_name": "Calls back at once",
@@ -123,26 +71,26 @@ async def test_concurrent_starts_are_all_dispatched_without_the_poller(
             "input_data_types": [],
             "authentication_type": "none",
         }
-        service_id = (await _api(http, "POST", f"{api}/analysis_service", registration))["id"]
-        start = f"{api}/obj/ZTFload1/analysis/{service_id}"
+        service_id = (await api.ok("POST", "/api/analysis_service", json=registration))["id"]
+        start = f"/api/obj/ZTFload1/analysis/{service_id}"
         started = await asyncio.gather(
-            *(_api(http, "POST", start, {}) for _ in range(CONCURRENT_STARTS))
+            *(api.ok("POST", start, json={}) for _ in range(CONCURRENT_STARTS))
         )
         ids = {item["id"] for item in started}
         assert len(ids) == CONCURRENT_STARTS
 
         async def all_dispatched() -> list[dict[str, Any]] | None:
-            listed = [a for a in await _api(http, "GET", f"{api}/obj/analysis") if a["id"] in ids]
+            listed = [a for a in await api.ok("GET", "/api/obj/analysis") if a["id"] in ids]
             waiting = [a for a in listed if a["status"] in ("queued", "dispatching")]
             return None if waiting or len(listed) < len(ids) else listed
 
         listed = await eventually(all_dispatched, "every analysis to be dispatched", within=300)
         assert {a["status"] for a in listed} <= {"pending", "completed"}
         attempts = await asyncio.gather(
-            *(_api(http, "GET", f"{api}/obj/analysis/{i}/attempts") for i in sorted(ids))
+            *(api.ok("GET", f"/api/obj/analysis/{i}/attempts") for i in sorted(ids))
         )
     assert all(len(found) >= 1 for found in attempts)
-    assert service.received == CONCURRENT_STARTS
+    assert len(service.received) == CONCURRENT_STARTS
 
 
 # --- stopping -----------------------------------------------------------------------------------
@@ -187,16 +135,13 @@ async def test_sigterm_stops_everything_and_loses_no_analysis(tmp_path: Path) ->
         children = descendants(run.pid)
         # The fitter's worker process (and multiprocessing's resource tracker) run already.
         assert any("multiprocessing" in command_line(pid) for pid in children), children
-        headers = {"Authorization": f"token {token}"}
-        api = f"{run.url}/api"
-        async with aiohttp.ClientSession(headers=headers) as http:
-            services = {
-                s["name"]: s["id"] for s in await _api(http, "GET", f"{api}/analysis_service")
-            }
+        user = TokenUser(token)
+        async with ApiClient.at(run.url, user) as api:
+            services = {s["name"]: s["id"] for s in await api.ok("GET", "/api/analysis_service")}
             body = {"analysis_parameters": {"source": "salt3", "fix_z": "False"}}
-            start = f"{api}/obj/ZTF24demo001/analysis/{services['sn_fitter']}"
-            analysis_id = (await _api(http, "POST", start, body))["id"]
-            in_flight = await _api(http, "GET", f"{api}/obj/analysis/{analysis_id}")
+            start = f"/api/obj/ZTF24demo001/analysis/{services['sn_fitter']}"
+            analysis_id = (await api.ok("POST", start, json=body))["id"]
+            in_flight = await api.ok("GET", f"/api/obj/analysis/{analysis_id}")
         assert in_flight["status"] not in FINAL
 
         run.signal(signal.SIGTERM)
@@ -207,10 +152,10 @@ async def test_sigterm_stops_everything_and_loses_no_analysis(tmp_path: Path) ->
         # Started again, the analysis completes (it finished during the grace period, or the
         # new run sends it again).
         await _start_demo(run)
-        async with aiohttp.ClientSession(headers=headers) as http:
+        async with ApiClient.at(run.url, user) as api:
 
             async def finished() -> dict[str, Any] | None:
-                analysis = await _api(http, "GET", f"{api}/obj/analysis/{analysis_id}")
+                analysis = await api.ok("GET", f"/api/obj/analysis/{analysis_id}")
                 return analysis if analysis["status"] in FINAL else None
 
             done = await eventually(finished, f"analysis {analysis_id} to finish", within=300)
@@ -237,11 +182,8 @@ async def test_two_demo_instances_coexist_on_their_own_ports(tmp_path: Path) -> 
             await run.wait_ready(url=f"http://127.0.0.1:{run.port + 1}")  # its SN fitter
             await run.wait_ready(url=f"http://127.0.0.1:{run.port + 2}", path="/")  # summarizer
             token = (run.workdir / "var" / "demo-token").read_text().strip()
-            async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as http:
-                urls = {
-                    s["name"]: s["url"]
-                    for s in await _api(http, "GET", f"{run.url}/api/analysis_service")
-                }
+            async with ApiClient.at(run.url, TokenUser(token)) as api:
+                urls = {s["name"]: s["url"] for s in await api.ok("GET", "/api/analysis_service")}
             assert urls == {
                 "sn_fitter": f"http://127.0.0.1:{run.port + 1}/analysis/sn_fit",
                 "skyhook_summarizer": f"http://127.0.0.1:{run.port + 2}/summarize",

@@ -30,6 +30,7 @@ from tests.support.pipeline import (
     make_obj,
     make_service,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -230,11 +231,7 @@ async def gateway_on(database_url: str, tmp_path: Path) -> AsyncIterator[ApiClie
 
 
 def closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # nothing listens once the probe is closed
+    return free_port()  # nothing listens on it
 
 
 async def _dropped_database() -> str:

@@ -7,8 +7,7 @@ ConnectionError, as RabbitBus does when the broker is unreachable.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -26,6 +25,7 @@ from shared.resources import Resources
 from skyhook.composition import outbox_relay
 from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit
+from tests.support.polling import eventually
 
 
 class SwitchableBus:
@@ -98,15 +98,6 @@ async def _pending(sessions: async_sessionmaker[AsyncSession]) -> int:
         return int(await session.scalar(select(func.count()).select_from(OutboxMessage)) or 0)
 
 
-async def _eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            outcome = check()
-            if await outcome if inspect.isawaitable(outcome) else outcome:
-                return
-            await asyncio.sleep(0.02)
-
-
 async def _nothing_pending(sessions: async_sessionmaker[AsyncSession]) -> bool:
     return await _pending(sessions) == 0
 
@@ -171,13 +162,13 @@ async def test_messages_wait_while_the_bus_is_down_and_go_out_after_recovery(
     async with background("outbox-relay", relay.run):
         await _enqueue(sessions, range(5))
         relay.nudge()
-        await _eventually(lambda: bus.refused >= 3)
+        await eventually(lambda: bus.refused >= 3, "three refused publishes")
         assert await _pending(sessions) == 5
         assert bus.published == []
 
         bus.down = False
-        await _eventually(lambda: bus.published != [])
-        await _eventually(lambda: _nothing_pending(sessions))
+        await eventually(lambda: bus.published != [], "a publish")
+        await eventually(lambda: _nothing_pending(sessions), "an empty outbox")
 
     assert bus.analysis_ids() == [0, 1, 2, 3, 4]
 
@@ -188,11 +179,21 @@ async def test_nudge_publishes_without_waiting_for_the_poll(
 ) -> None:
     bus = SwitchableBus()
     relay = OutboxRelay(sessions, bus, poll_interval=60)
+    passes = []
+    publish_all = relay.publish_all
+
+    async def counted() -> int:
+        published = await publish_all()
+        passes.append(published)
+        return published
+
+    relay.publish_all = counted  # type: ignore[method-assign]
     async with background("outbox-relay", relay.run):
-        await asyncio.sleep(0.05)  # the relay found nothing and now sleeps for a minute
+        # The relay found nothing and now sleeps for a minute.
+        await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
         await _enqueue(sessions, [41, 42])
         relay.nudge()
-        await _eventually(lambda: len(bus.published) == 2, within=3)
+        await eventually(lambda: len(bus.published) == 2, "the nudged publish", within=3)
     assert bus.analysis_ids() == [41, 42]
 
 
@@ -241,7 +242,7 @@ async def test_composition_relays_what_a_service_enqueues(
             enqueue(session, AnalysisRequested(analysis_id=77))
         resources.outbox.nudge()
         await inbox.wait_handled(1, within=5)
-        await _eventually(lambda: _nothing_pending(sessions), within=5)
+        await eventually(lambda: _nothing_pending(sessions), "an empty outbox", within=5)
     assert inbox.handled[0].payload == {"analysis_id": 77}
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from shared.service_protocol import post_callback
-from tests.support.pipeline import free_port
+from tests.support.ports import free_port
 
 TOKEN = "one-time-token-5f0c2a9e"
 BODY = b'{"status": "success", "message": "done", "analysis": {}}'

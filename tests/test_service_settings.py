@@ -30,7 +30,9 @@ from shared.settings import (
     load_settings,
 )
 from skyhook.processes import event_loop_factory
-from tests.support.embedded import EmbeddedRun, eventually, free_port, skyhook_env
+from tests.support.embedded import EmbeddedRun, skyhook_env
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 PLATFORM = ("gateway", "dispatcher", "webhook-receiver", "summary-service")
 # Settings only the platform may hold.
@@ -215,7 +217,7 @@ async def test_skyhook_run_keeps_the_development_key(tmp_path: Path) -> None:
                 async with http.get(f"{run.url}/healthz") as response:
                     return response.status == 200
 
-        await eventually(answers, "skyhook run to answer")
+        await eventually(answers, "skyhook run to answer", within=120, every=0.1)
         run.signal(signal.SIGTERM)
         assert await run.wait_exit() == 0, run.log()[-4000:]
     finally:

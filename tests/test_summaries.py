@@ -11,7 +11,7 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -46,13 +46,14 @@ from tests.support.api import TestUser as ApiUser
 from tests.support.buses import isolated_rabbit
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.pipeline import (
-    free_port,
     load_analysis,
     make_analysis,
     make_obj,
     make_service,
     wait_for_status,
 )
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 SITE_KEY = "sk-site-valid-key-0001"
 USER_KEY = "sk-user-own-key-9f8e7d6c5b4a"
@@ -66,14 +67,19 @@ FAST = {
 }
 
 
-async def eventually(condition: Callable[[], Any], within: float = 10.0) -> Any:
-    """Poll an async condition until it returns something truthy."""
-    for _ in range(int(within / 0.02)):
-        value = await condition()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+@pytest.fixture
+def applied(monkeypatch: pytest.MonkeyPatch) -> list[Envelope]:
+    """Every delivery a summary service of this test handled without an error, in order (the
+    service must start after this fixture: it wraps the handler it subscribes)."""
+    handled: list[Envelope] = []
+    original = SummaryService.handle_message
+
+    async def counted(self: SummaryService, envelope: Envelope) -> None:
+        await original(self, envelope)
+        handled.append(envelope)
+
+    monkeypatch.setattr(SummaryService, "handle_message", counted)
+    return handled
 
 
 @pytest.fixture
@@ -218,14 +224,15 @@ async def test_redelivered_event_changes_nothing(resources: Resources, scene: Sc
 
 
 async def test_redelivery_through_the_bus_changes_nothing(
-    resources: Resources, scene: Scene
+    resources: Resources, scene: Scene, applied: list[Envelope]
 ) -> None:
     row = await finished_analysis(resources, scene, {"summary": "Delivered twice."})
     async with running_summary_service(resources):
         envelope = completed(row)
         await resources.bus.publish([envelope, envelope, completed(row)])
-        await eventually(lambda: _history_length(resources, scene.obj_id, 1))
-        await asyncio.sleep(0.2)  # the duplicates are consumed meanwhile
+        await eventually(lambda: _history_length(resources, scene.obj_id, 1), "one summary")
+        # The duplicates are consumed too: the service handled all three deliveries.
+        await eventually(lambda: len(applied) == 3, "the summary service to handle 3 deliveries")
     obj = await load_obj(resources, scene.obj_id)
     assert [e["summary"] for e in obj.summary_history] == ["Delivered twice."]
     assert await resources.bus.list_dead_letters() == []
@@ -328,7 +335,7 @@ async def test_uploaded_summary_results_are_applied(
             f"/api/obj/{scene.obj_id}/analysis_upload/{service_id}", scene.author, body
         )
         assert reply.status == 200, reply.body
-        await eventually(lambda: _history_length(resources, scene.obj_id, 1))
+        await eventually(lambda: _history_length(resources, scene.obj_id, 1), "one summary")
     obj = await load_obj(resources, scene.obj_id)
     assert obj.summary == "Uploaded."
     assert obj.summary_history[0]["analysis_id"] == reply.data["id"]
@@ -571,7 +578,7 @@ async def test_comment_summary_search_delete(
             source = (await run.api.get(f"/api/sources/{scene.obj_id}", scene.reader)).data
             return source if len(source["summary_history"]) == 2 else None
 
-        source = await eventually(summarized)
+        source = await eventually(summarized, "the second summary")
         assert "helium lines near a dwarf host" in source["summary"]
         newest = source["summary_history"][0]
         assert (newest["is_bot"], newest["analysis_id"]) == (True, analysis_id)
@@ -585,7 +592,7 @@ async def test_comment_summary_search_delete(
             hits = await query(run, scene.reader, q="helium transient dwarf host", k=3)
             return [h for h in hits if h["id"] == scene.obj_id]
 
-        (hit,) = await eventually(found)
+        (hit,) = await eventually(found, "the summary found by the query")
         assert hit["metadata"]["summary"] == source["summary"]
         assert 0 < hit["score"] <= 1.0
 
@@ -682,7 +689,7 @@ async def test_invalid_user_key_fails_with_actionable_message(
 
 
 async def test_skyhook_summary_service_process_over_rabbitmq(
-    resources: Resources, scene: Scene
+    resources: Resources, scene: Scene, applied: list[Envelope]
 ) -> None:
     """``skyhook summary-service`` as the composition root runs it, consuming from RabbitMQ:
     an event published twice is applied once."""
@@ -709,11 +716,14 @@ async def test_skyhook_summary_service_process_over_rabbitmq(
                     except aiohttp.ClientConnectionError:
                         return False
 
-                await eventually(healthy, within=15)
+                await eventually(healthy, "the summary service to be healthy", within=15)
             envelope = completed(row)
             await publisher.publish([envelope, envelope])
-            await eventually(lambda: _history_length(resources, scene.obj_id, 1), within=15)
-            await asyncio.sleep(0.3)
+            await eventually(
+                lambda: _history_length(resources, scene.obj_id, 1), "one summary", within=15
+            )
+            # The duplicate is consumed too: the service handled both deliveries.
+            await eventually(lambda: len(applied) == 2, "the service to handle 2 deliveries")
         finally:
             process.cancel()
             await asyncio.gather(process, return_exceptions=True)

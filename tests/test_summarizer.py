@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,9 @@ from skyhook.composition import run_service
 from summary_service.prompt import build_prompt, read_facts
 from summary_service.summarizer import NO_KEY_MESSAGE, SummarizerConfig, create_summarizer_app
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.pipeline import FakeService, Reply, free_port
+from tests.support.fake_service import FakeService, Reply
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 SITE_KEY = "sk-site-valid-key-0001"
 USER_KEY = "sk-user-own-key-abcdef123456"
@@ -132,14 +134,6 @@ async def summarize(
         }
         (received,) = await callbacks.wait_received(1)
     return received.json()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 # --- the prompt -------------------------------------------------------------------------------
@@ -428,8 +422,8 @@ async def test_refused_callback_is_not_retried_and_is_logged_without_token(
     async with summarizer(summarizer_settings(llm)) as client:
         assert (await client.post("/summarize", json=payload(callbacks.url))).status == 200
         await callbacks.wait_received(1)
-        await eventually(lambda: "refused the results" in caplog.text)
-        await asyncio.sleep(0.2)  # longer than the retry delays: no second attempt comes
+        # Logged as post_callback gives up: its retry loop has ended, no second attempt comes.
+        await eventually(lambda: "refused the results" in caplog.text, "the refusal logged")
     assert "refused the results (HTTP 403: Analysis already updated); not retrying" in caplog.text
     assert len(callbacks.received) == 1
     # The callback URL's last segment is its one-time token: never logged.
@@ -454,10 +448,7 @@ async def test_skyhook_summarizer_command_serves_the_app(
                 except aiohttp.ClientConnectionError:
                     return False
 
-            for _ in range(500):
-                if await active():
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(active, "the summarizer to answer", within=5, every=0.01)
             url = f"http://127.0.0.1:{port}/summarize"
             async with http.post(url, json=payload(callbacks.url)) as response:
                 assert response.status == 200

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.embedded import EmbeddedRun, descendants, eventually, process_alive
+from tests.support.embedded import EmbeddedRun, descendants, process_alive
+from tests.support.polling import eventually
 
 REQUEST_LIMIT = 400  # two workers answer long before this many connections
 
@@ -63,7 +64,7 @@ async def _workers(run: EmbeddedRun, count: int) -> set[int]:
         found = {pid for pid in descendants(run.pid) if "--worker-of" in _cmdline(pid)}
         return found if len(found) == count else set()
 
-    return set(await eventually(started, f"{count} worker processes"))
+    return set(await eventually(started, f"{count} worker processes", within=120, every=0.1))
 
 
 def _cmdline(pid: int) -> str:

@@ -12,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 from aio_pika.exceptions import ChannelClosed
 
 from shared.settings import Settings, load_settings
 from skyhook.composition import run_service
 from skyhook.provision import create_token
-from tests.e2e.services import free_port
-from tests.support.api import Reply
+from tests.support.api import ApiClient, ok
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 AMQP_URL = os.environ.get("SKYHOOK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET_KEY = "e2e-secret-key"
@@ -94,88 +93,46 @@ async def delete_rabbit_names(queues: Iterable[str], exchanges: Iterable[str]) -
 
 async def wait_for_queue(name: str, within: float = 20.0) -> None:
     """Until the queue exists (its consumer declared it)."""
-    deadline = time.monotonic() + within
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        while True:
+
+        async def declared() -> bool:
             channel = await connection.channel()
             try:
                 await channel.declare_queue(name, passive=True)
-                await channel.close()
-                return
             except ChannelClosed:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"queue {name} was never declared") from None
-            await asyncio.sleep(0.05)
+                return False
+            await channel.close()
+            return True
+
+        await eventually(declared, f"queue {name} to be declared", within)
     finally:
         await connection.close()
 
 
 async def wait_listening(port: int, task: asyncio.Task[None] | None, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while True:
+    async def listening() -> bool:
         if task is not None and task.done():
             task.result()  # raises what stopped the service
             raise AssertionError(f"the service for port {port} stopped")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port}") from None
-            await asyncio.sleep(0.05)
-            continue
+            return False
         writer.close()
         await writer.wait_closed()
-        return
+        return True
+
+    await eventually(listening, f"something to listen on port {port}", within)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 20) -> None:
-    """Until ``check()`` is true; fails naming ``what`` after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.05)
-
-
-# --- an HTTP client, as a user would use the API -----------------------------------------------
+# --- a user of the HTTP API -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class User:
     name: str
     token: str
-
-
-class Http:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.session = aiohttp.ClientSession()
-
-    async def close(self) -> None:
-        await self.session.close()
-
-    async def call(
-        self, method: str, path: str, user: User | None, json: Any = None, **kwargs: Any
-    ) -> Reply:
-        headers = {"Authorization": f"token {user.token}"} if user else {}
-        async with self.session.request(
-            method, self.base_url + path, json=json, headers=headers, **kwargs
-        ) as response:
-            if response.content_type == "application/json":
-                return Reply(response.status, await response.json())
-            return Reply(response.status, await response.read())
-
-    async def get(self, path: str, user: User | None, **kwargs: Any) -> Reply:
-        return await self.call("GET", path, user, **kwargs)
-
-    async def post(self, path: str, user: User | None, json: Any = None, **kw: Any) -> Reply:
-        return await self.call("POST", path, user, json, **kw)
-
-
-def ok(reply: Reply) -> Any:
-    assert reply.status == 200, f"HTTP {reply.status}: {reply.body!r}"
-    return reply.data
 
 
 @dataclass(frozen=True)
@@ -192,7 +149,7 @@ class Pipeline:
     def __init__(self, settings: Settings, gateway_url: str) -> None:
         self.settings = settings
         self.gateway_url = gateway_url
-        self.http = Http(gateway_url)
+        self.http = ApiClient.at(gateway_url)
         self.prefix = settings.bus_prefix
 
     # --- accounts (the operator's `skyhook token create`) ---
@@ -270,17 +227,20 @@ class Pipeline:
         self, user: User, analysis_id: int, within: float = 20.0
     ) -> dict[str, Any]:
         """Poll GET /api/obj/analysis/<id> until the analysis is final."""
-        deadline = time.monotonic() + within
-        while True:
-            analysis = await self.analysis(user, analysis_id)
-            if analysis["status"] in FINAL:
-                return analysis
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"analysis {analysis_id} still {analysis['status']!r} after {within} s: "
-                    f"{analysis['status_message']!r}"
-                )
-            await asyncio.sleep(0.05)
+        seen: list[dict[str, Any]] = []
+
+        async def final() -> dict[str, Any] | None:
+            seen.append(await self.analysis(user, analysis_id))
+            return seen[-1] if seen[-1]["status"] in FINAL else None
+
+        try:
+            return await eventually(final, f"analysis {analysis_id} to be final", within)
+        except AssertionError:
+            last = seen[-1]
+            raise AssertionError(
+                f"analysis {analysis_id} still {last['status']!r} after {within} s: "
+                f"{last['status_message']!r}"
+            ) from None
 
 
 @contextlib.asynccontextmanager

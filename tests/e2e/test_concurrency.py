@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import aiohttp
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
@@ -67,8 +66,11 @@ from tests.e2e.harness import (
     running_pipeline,
     wait_listening,
 )
-from tests.e2e.services import Call, LocalService, Products, WebhookBody, b64
-from tests.support.embedded import eventually, free_port
+from tests.e2e.services import Products, b64
+from tests.support.api import ApiClient
+from tests.support.fake_service import Call, FakeService, WebhookBody
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -271,12 +273,10 @@ async def by_clients(user: User, requests: list[tuple[str, str]]) -> list[tuple[
     jobs = iter(enumerate(requests))  # one iterator shared by all clients
 
     async def client() -> None:
-        headers = {"Authorization": f"token {user.token}"}
-        async with aiohttp.ClientSession(headers=headers) as http:
+        async with ApiClient.at("", user) as api:  # the requests name whole URLs
             for index, (method, url) in jobs:
-                body = {} if method == "POST" else None
-                async with http.request(method, url, json=body) as response:
-                    replies[index] = (response.status, await response.json(content_type=None))
+                reply = await api.call(method, url, json={} if method == "POST" else None)
+                replies[index] = (reply.status, reply.body)
 
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
     return [replies[i] for i in range(len(requests))]
@@ -355,7 +355,7 @@ async def run_and_check(
     deployment: str,
 ) -> None:
     astro, group, sources = await users_and_sources(pipeline)
-    async with LocalService(answer(b64(products.png)), callback_before_answer=True) as service:
+    async with FakeService(answer(b64(products.png)), callback_before_answer=True) as service:
         service_id = await pipeline.register(astro, group, service.url)
         began = time.monotonic()
         started = await start_concurrently(pipeline.gateway_url, astro, service_id, sources)
@@ -368,7 +368,9 @@ async def run_and_check(
             return rows if sum(r.status in FINAL for r in rows) >= ANALYSES else None
 
         try:
-            rows = await eventually(all_final, "all 1,000 analyses final", within=ALL_FINAL_WITHIN)
+            rows = await eventually(
+                all_final, "all 1,000 analyses final", ALL_FINAL_WITHIN, every=0.1
+            )
         except AssertionError:
             statuses = Counter(r.status for r in await rows_of(engine, service_id))
             callbacks = Counter(c.status for c in service.sent)
@@ -383,24 +385,28 @@ async def run_and_check(
             done = all(found.get(i) and found[i][-1][0] != "sending" for i in ids)
             return found if done else None
 
-        attempts = await eventually(attempts_recorded, "every send's answer recorded", within=60)
+        attempts = await eventually(
+            attempts_recorded, "every send's answer recorded", 60, every=0.1
+        )
 
         async def all_ended_seen() -> bool:
             return ids <= log.ended
 
-        await eventually(all_ended_seen, "an event saying each analysis ended", EVENTS_WITHIN)
+        await eventually(
+            all_ended_seen, "an event saying each analysis ended", EVENTS_WITHIN, every=0.1
+        )
 
         async def outbox_drained() -> bool:
             return await outbox_holds(engine, ids) == 0
 
-        await eventually(outbox_drained, "the outbox relayed every analysis event", 60)
+        await eventually(outbox_drained, "the outbox relayed every analysis event", 60, every=0.1)
         barrier = uuid.uuid4().hex
         await publish_barrier(barrier)
 
         async def barrier_seen() -> bool:
             return barrier in log.barriers
 
-        await eventually(barrier_seen, "the barrier behind every event", EVENTS_WITHIN)
+        await eventually(barrier_seen, "the barrier behind every event", EVENTS_WITHIN, every=0.1)
         received, sent = list(service.received), list(service.sent)
     events = log.distinct(ids)
     print(

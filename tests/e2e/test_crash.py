@@ -10,6 +10,7 @@ analysis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -32,7 +33,10 @@ from tests.e2e.harness import (
     running_pipeline,
     wait_for_queue,
 )
-from tests.e2e.services import LocalService, free_port, simple_success
+from tests.e2e.services import simple_success
+from tests.support.fake_service import FakeService
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 BATCH = 60
 CONCURRENCY = 4  # sends in flight at once: the most a kill can interrupt
@@ -99,20 +103,24 @@ async def _statuses(pipeline: Pipeline, user: Any, obj_id: str) -> dict[int, str
 async def _wait_all_final(
     pipeline: Pipeline, user: Any, obj_id: str, ids: list[int], within: float
 ) -> dict[int, str]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        statuses = await _statuses(pipeline, user, obj_id)
-        active = [i for i in ids if statuses.get(i) in {"queued", "dispatching", "pending"}]
-        if not active or loop.time() > deadline:
-            return statuses
-        await asyncio.sleep(0.1)
+    """The statuses once no analysis of ``ids`` is active, or after ``within`` seconds
+    (the caller's assertions say what is still active)."""
+    statuses: dict[int, str] = {}
+
+    async def none_active() -> bool:
+        statuses.clear()
+        statuses.update(await _statuses(pipeline, user, obj_id))
+        return not [i for i in ids if statuses.get(i) in {"queued", "dispatching", "pending"}]
+
+    with contextlib.suppress(AssertionError):
+        await eventually(none_active, "no active analysis", within, every=0.1)
+    return statuses
 
 
 async def test_a_dispatcher_killed_mid_batch_completes_every_analysis_exactly_once(
     pg_database_url: str, tmp_path: Path, bus_prefix: str
 ) -> None:
-    service = LocalService(
+    service = FakeService(
         lambda call: simple_success("fitted"),
         callback_delay=lambda: random.uniform(0.05, 0.4),
         answer_delay=lambda: random.uniform(0.1, 0.25),
@@ -197,7 +205,7 @@ def _check_attempts(ids: list[int], attempts: dict[int, list[dict[str, Any]]]) -
 
 
 async def _run_batch(
-    pipeline: Pipeline, service: LocalService, dispatcher: DispatcherProcess
+    pipeline: Pipeline, service: FakeService, dispatcher: DispatcherProcess
 ) -> tuple[list[int], dict[int, str], int, dict[int, list[dict[str, Any]]]]:
     group, other = f"e2e-{uuid.uuid4().hex[:8]}", f"e2e-other-{uuid.uuid4().hex[:8]}"
     astro = await pipeline.user([RUN_ANALYSES, UPLOAD_DATA, MANAGE_SERVICES], [group])
@@ -215,7 +223,9 @@ async def _run_batch(
     await dispatcher.start()
     statuses = await _wait_all_final(pipeline, astro, source.obj_id, ids, within=45)
     await dispatcher.stop(signal.SIGTERM)
-    await asyncio.sleep(0.5)  # late duplicate callbacks, if any, land before we count
+    # No dispatcher sends any more: once the service has answered every request and every
+    # callback it posts has been answered (retries included), late duplicates have landed.
+    await service.wait_idle()
     attempts: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for analysis_id in ids:
         attempts[analysis_id] = await pipeline.attempts(astro, analysis_id)

@@ -25,12 +25,14 @@ from tests.e2e.harness import (
     SECRET_KEY,
     Pipeline,
     User,
-    eventually,
     ok,
     running_pipeline,
     wait_listening,
 )
-from tests.e2e.services import LocalService, free_port, simple_success
+from tests.e2e.services import simple_success
+from tests.support.fake_service import FakeService
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 TRIGGER_SETTINGS: dict[str, Any] = {
     "default_analysis_quiet_seconds": 1.0,
@@ -131,7 +133,7 @@ async def test_a_classification_over_the_threshold_starts_the_default_and_it_com
     stack: Pipeline,
 ) -> None:
     scene = await _scene(stack)
-    async with LocalService(lambda call: simple_success("fitted")) as service:
+    async with FakeService(lambda call: simple_success("fitted")) as service:
         service_id = await stack.register(scene.astro, scene.group, service.url)
         witness_service = await stack.register(scene.astro, scene.group, service.url)
         default_id = await scene.default(
@@ -155,7 +157,7 @@ async def test_saving_a_source_to_a_group_starts_the_default(stack: Pipeline) ->
     second = f"defaults-2-{uuid.uuid4().hex[:8]}"
     other = await stack.user([UPLOAD_DATA], [scene.group, second])
     (second_id,) = await stack.group_ids(other, [second])
-    async with LocalService(lambda call: simple_success()) as service:
+    async with FakeService(lambda call: simple_success()) as service:
         service_id = await stack.register(scene.astro, scene.group, service.url)
         default_id = await scene.default(service_id, {"group_id": second_id})
         obj_id = await scene.source()
@@ -171,7 +173,7 @@ async def test_new_photometry_starts_the_default_once_after_a_quiet_period(
     scene = await _scene(stack)
     instrument = {"name": f"ZTF-{uuid.uuid4().hex[:6]}", "filters": ["ztfg", "ztfr"]}
     instrument_id = ok(await stack.http.post("/api/instrument", scene.astro, instrument))["id"]
-    async with LocalService(lambda call: simple_success()) as service:
+    async with FakeService(lambda call: simple_success()) as service:
         service_id = await stack.register(scene.astro, scene.group, service.url)
         default_id = await scene.default(service_id, {"on_new_photometry": True})
         obj_id = await scene.source()
@@ -199,7 +201,7 @@ async def test_an_author_who_cannot_read_the_source_starts_nothing(stack: Pipeli
     outsider = await stack.user([UPLOAD_DATA], [elsewhere])
     (elsewhere_id,) = await stack.group_ids(outsider, [elsewhere])
     before = await _trigger_count(stack, "skipped", ".*")
-    async with LocalService(lambda call: simple_success()) as service:
+    async with FakeService(lambda call: simple_success()) as service:
         service_id = await stack.register(scene.astro, scene.group, service.url)
         default_id = await scene.default(service_id, {"classifications": [{"name": "Ia"}]})
         obj_id = await scene.source([elsewhere_id], owner=outsider)
@@ -243,7 +245,7 @@ async def test_a_storm_of_classifications_starts_exactly_the_daily_limit(
     ) as stack:
         scene = await _scene(stack)
         handled_before = await _trigger_count(stack, "limited", "daily_limit")
-        async with LocalService(lambda call: simple_success()) as service:
+        async with FakeService(lambda call: simple_success()) as service:
             service_id = await stack.register(scene.astro, scene.group, service.url)
             default_id = await scene.default(
                 service_id, {"classifications": [{"name": "Ia"}]}, daily_limit=7

@@ -10,32 +10,37 @@ import csv
 import hashlib
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import joblib
 import pytest
 
+from dispatcher import Dispatcher
 from shared.inputs import PHOTOMETRY_COLUMNS
 from shared.signing import SignatureError, verify
 from tests.e2e.conftest import Scene
-from tests.e2e.harness import Pipeline, eventually, ok
+from tests.e2e.harness import Pipeline, ok
 from tests.e2e.services import (
-    Call,
-    DigestGate,
-    Gate,
-    LocalService,
     Products,
-    api_key_gate,
     b64,
-    basic_gate,
     failure_body,
-    free_port,
-    header_token_gate,
     malicious_joblib,
     simple_success,
     success_body,
 )
+from tests.support.fake_service import (
+    Call,
+    DigestGate,
+    FakeService,
+    Gate,
+    api_key_gate,
+    basic_gate,
+    header_token_gate,
+)
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAYLOAD_KEYS = {
@@ -104,7 +109,7 @@ async def test_a_successful_fit_completes_and_serves_its_products(
     def answer(call: Call) -> dict[str, Any]:
         return success_body(products, call.payload["analysis_parameters"]["results_format"])
 
-    async with LocalService(answer) as service:
+    async with FakeService(answer) as service:
         service_id = await pipeline.register(
             scene.astro,
             scene.group,
@@ -163,7 +168,7 @@ async def test_a_service_reporting_failure_ends_in_failure_with_its_message(
     pipeline: Pipeline, scene: Scene
 ) -> None:
     message = "fit did not converge: too few detections"
-    async with LocalService(lambda call: failure_body(message)) as service:
+    async with FakeService(lambda call: failure_body(message)) as service:
         service_id = await pipeline.register(scene.astro, scene.group, service.url)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
         analysis = await pipeline.wait_final(scene.astro, analysis_id)
@@ -177,7 +182,7 @@ async def test_a_service_reporting_failure_ends_in_failure_with_its_message(
 async def test_a_service_that_is_down_at_first_is_retried_until_it_accepts(
     pipeline: Pipeline, scene: Scene
 ) -> None:
-    service = LocalService(lambda call: simple_success("late but done"), port=free_port())
+    service = FakeService(lambda call: simple_success("late but done"), port=free_port())
     service_id = await pipeline.register(scene.astro, scene.group, service.url)
     analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
 
@@ -205,7 +210,7 @@ async def test_a_service_that_is_down_at_first_is_retried_until_it_accepts(
 async def test_a_service_that_never_calls_back_is_timed_out_by_the_sweeper(
     pipeline: Pipeline, scene: Scene
 ) -> None:
-    async with LocalService(lambda call: None) as service:
+    async with FakeService(lambda call: None) as service:
         service_id = await pipeline.register(scene.astro, scene.group, service.url, timeout=2.0)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
         analysis = await pipeline.wait_final(scene.astro, analysis_id, within=15)
@@ -228,7 +233,7 @@ async def test_a_second_callback_is_refused_and_changes_nothing(
         "message": "second result",
         "analysis": {"results": {"format": "json", "data": {"answer": 0}}},
     }
-    async with LocalService(lambda call: [first, second]) as service:
+    async with FakeService(lambda call: [first, second]) as service:
         service_id = await pipeline.register(scene.astro, scene.group, service.url)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
         await pipeline.wait_final(scene.astro, analysis_id)
@@ -243,10 +248,35 @@ async def test_a_second_callback_is_refused_and_changes_nothing(
     assert results.data == {"answer": 42}
 
 
+# The dispatcher's periodic jobs: what could still move an analysis nobody touches any more.
+PERIODIC_JOBS = ("announce_due", "reap_stuck", "sweep_expired")
+
+
+@pytest.fixture
+def periodic_passes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How many passes of each periodic job the dispatcher finished (it must start after this
+    fixture: tests name it in ``usefixtures``, which come before the pipeline)."""
+    passes: Counter[str] = Counter()
+    for name in PERIODIC_JOBS:
+        original = getattr(Dispatcher, name)
+
+        async def counted(
+            self: Dispatcher, *args: Any, _job: str = name, _run: Any = original, **kwargs: Any
+        ) -> Any:
+            try:
+                return await _run(self, *args, **kwargs)
+            finally:
+                passes[_job] += 1
+
+        monkeypatch.setattr(Dispatcher, name, counted)
+    return passes
+
+
+@pytest.mark.usefixtures("periodic_passes")
 async def test_a_callback_before_the_services_answer_is_never_overwritten(
-    pipeline: Pipeline, scene: Scene
+    pipeline: Pipeline, scene: Scene, periodic_passes: Counter[str]
 ) -> None:
-    service = LocalService(lambda call: simple_success("fast"), callback_before_answer=True)
+    service = FakeService(lambda call: simple_success("fast"), callback_before_answer=True)
     async with service:
         service_id = await pipeline.register(scene.astro, scene.group, service.url)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
@@ -257,10 +287,19 @@ async def test_a_callback_before_the_services_answer_is_never_overwritten(
             return bool(attempts) and attempts[-1]["outcome"] != "sending"
 
         await eventually(answer_recorded, "the dispatcher recorded the service's answer")
+        await service.wait_idle()  # the service has nothing more to post
     attempts = await pipeline.attempts(scene.astro, analysis_id)
     assert [c.status for c in service.sent] == [200]
     assert [(a["outcome"], a["http_status"]) for a in attempts] == [("accepted", 200)]
-    await asyncio.sleep(0.3)  # nothing may move it afterwards either
+    # Nothing may move it afterwards either: each of the dispatcher's periodic jobs runs a
+    # whole pass that starts after the answer was recorded.
+    seen = Counter(periodic_passes)
+
+    def every_job_ran_again() -> bool:
+        return all(periodic_passes[job] >= seen[job] + 2 for job in PERIODIC_JOBS)
+
+    await eventually(every_job_ran_again, "a full pass of each periodic dispatcher job")
+    assert [c.status for c in service.sent] == [200]
     analysis = await pipeline.analysis(scene.astro, analysis_id)
     assert (analysis["status"], analysis["status_message"]) == ("completed", "fast")
 
@@ -279,7 +318,7 @@ async def test_a_malicious_pickle_is_never_unpickled(
         "message": "results attached",
         "analysis": {"results": {"format": "joblib", "data": b64(payload)}},
     }
-    async with LocalService(lambda call: body) as service:
+    async with FakeService(lambda call: body) as service:
         service_id = await pipeline.register(scene.astro, scene.group, service.url)
         analysis_id = await pipeline.start(scene.astro, scene.source.obj_id, service_id)
         await service.wait_until(lambda: len(service.sent) == 1)
@@ -331,7 +370,7 @@ async def test_authentication_right_credentials_complete_wrong_ones_fail(
 ) -> None:
     make_gate, right, wrong, refusal = AUTH_CASES[auth_type]
     gate: Gate = make_gate()
-    async with LocalService(lambda call: simple_success("authenticated"), gate=gate) as service:
+    async with FakeService(lambda call: simple_success("authenticated"), gate=gate) as service:
         ids = {}
         for label, authinfo in (("right", right), ("wrong", wrong)):
             service_id = await pipeline.register(
@@ -355,7 +394,7 @@ async def test_a_signed_service_receives_standard_webhooks_headers_that_verify(
     pipeline: Pipeline, scene: Scene
 ) -> None:
     secret = "whsec_" + base64.b64encode(b"e2e-signing-key-32-bytes-long!!!").decode()
-    async with LocalService(lambda call: simple_success()) as service:
+    async with FakeService(lambda call: simple_success()) as service:
         service_id = await pipeline.register(
             scene.astro, scene.group, service.url, signing_secret=secret
         )

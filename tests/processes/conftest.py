@@ -14,11 +14,9 @@ import contextlib
 import ctypes
 import json
 import os
-import random
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +24,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +33,12 @@ import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from tests.conftest import AMQP_URL, PG_ADMIN_URL
-from tests.support.api import Reply
+from tests.support.api import ApiClient, TokenUser
+from tests.support.fake_service import FakeService
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 SERVICES = ("gateway", "webhook-receiver", "dispatcher-1", "dispatcher-2", "summary-service")
@@ -54,12 +54,6 @@ RABBITMQCTL_FIX = (
     "a user who can read the broker's Erlang cookie: root, or copy "
     "/var/lib/rabbitmq/.erlang.cookie to ~/.erlang.cookie (mode 400)."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _die_with_test_run() -> None:
@@ -189,9 +183,9 @@ class Deployment:
     async def wait_ready(self, names: Iterable[str] | None = None, within: float = 30) -> None:
         """Until every named process answers 200 on /readyz (database and bus connected)."""
         pending = set(self.processes if names is None else names)
-        deadline = time.monotonic() + within
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while pending:
+
+            async def all_ready() -> bool:
                 for name in sorted(pending):
                     process = self.processes[name]
                     if process.popen.poll() is not None:
@@ -202,11 +196,14 @@ class Deployment:
                         async with http.get(f"{process.url}/readyz") as response:
                             if response.status == 200:
                                 pending.discard(name)
-                if pending and time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"not ready after {within} s: {sorted(pending)}\n{self.log_tails()}"
-                    )
-                await asyncio.sleep(0.1)
+                return not pending
+
+            try:
+                await eventually(all_ready, "every process ready", within, every=0.1)
+            except AssertionError:
+                raise AssertionError(
+                    f"not ready after {within} s: {sorted(pending)}\n{self.log_tails()}"
+                ) from None
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
@@ -374,30 +371,7 @@ def pytest_runtest_makereport(
 # --- a user's view: the HTTP API ----------------------------------------------------------------
 
 
-class Api:
-    def __init__(self, base_url: str, token: str) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"token {token}"}
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
-        async with self.http.request(
-            method, self.base_url + path, json=body, headers=self.headers, **kwargs
-        ) as response:
-            if response.content_type == "application/json":
-                return Reply(response.status, await response.json())
-            return Reply(response.status, await response.read())
-
-    async def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        reply = await self.call(method, path, body, **kwargs)
-        assert reply.status == 200, f"{method} {path}: HTTP {reply.status}: {reply.body!r}"
-        return reply.data
-
-
-async def user_api(deployment: Deployment, group: str) -> Api:
+async def user_api(deployment: Deployment, group: str) -> ApiClient:
     """An astronomer provisioned by the operator's ``skyhook token create``."""
     token = (
         await deployment.cli(
@@ -416,16 +390,15 @@ async def user_api(deployment: Deployment, group: str) -> Api:
         )
     ).strip()
     deployment.api_tokens.append(token)
-    return Api(deployment.url("gateway"), token)
+    return ApiClient.at(deployment.url("gateway"), TokenUser(token), timeout=30)
 
 
-async def source_with_photometry(api: Api, group_id: int, points: int = 4) -> str:
+async def source_with_photometry(api: ApiClient, group_id: int, points: int = 4) -> str:
     instrument = {"name": f"ZTF-{uuid.uuid4().hex[:6]}", "filters": ["ztfg", "ztfr"]}
-    instrument_id = (await api.ok("POST", "/api/instrument", instrument))["id"]
+    instrument_id = (await api.ok("POST", "/api/instrument", json=instrument))["id"]
     obj_id = f"ZTF25{uuid.uuid4().hex[:8]}"
-    await api.ok(
-        "POST", "/api/sources", {"id": obj_id, "ra": 150.1, "dec": 2.2, "group_ids": [group_id]}
-    )
+    source = {"id": obj_id, "ra": 150.1, "dec": 2.2, "group_ids": [group_id]}
+    await api.ok("POST", "/api/sources", json=source)
     photometry = {
         "obj_id": obj_id,
         "instrument_id": instrument_id,
@@ -437,7 +410,7 @@ async def source_with_photometry(api: Api, group_id: int, points: int = 4) -> st
         "magsys": "ab",
         "group_ids": [group_id],
     }
-    await api.ok("POST", "/api/photometry", photometry)
+    await api.ok("POST", "/api/photometry", json=photometry)
     return obj_id
 
 
@@ -460,101 +433,9 @@ def tiny_png() -> bytes:
     )
 
 
-def callback_token(payload: dict[str, Any]) -> str:
-    return str(payload["callback_url"]).rsplit("/", 1)[1]
-
-
-@dataclass
-class AnalysisService:
-    """Answers 200 after a short random delay and calls back after another; counts per
-    callback token how many callbacks skyhook accepted (200) and what else it answered.
-
-    ``hold()`` keeps new requests waiting before they are answered until ``release()``. A
-    request whose caller hung up meanwhile (its dispatcher was killed, or gave up) is
-    abandoned: no answer, no callback, as a service that lost its caller would do.
-    """
-
-    webhook: Callable[[dict[str, Any]], dict[str, Any]]
-    answer_delay: tuple[float, float] = (0.02, 0.15)
-    callback_delay: tuple[float, float] = (0.05, 0.5)
-    port: int = field(default_factory=free_port)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    accepted: Counter[str] = field(default_factory=Counter)
-    refusals: list[tuple[int, str]] = field(default_factory=list)
-    abandoned: list[str] = field(default_factory=list)
-    held: int = 0
-
-    def __post_init__(self) -> None:
-        self._open = asyncio.Event()
-        self._open.set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/analysis"
-
-    async def __aenter__(self) -> AnalysisService:
-        self._http = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/analysis", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._http is not None:
-            await self._http.close()
-
-    def hold(self) -> None:
-        self._open.clear()
-
-    def release(self) -> None:
-        self._open.set()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        payload = await request.json()
-        self.requests.append(payload)
-        self.held += 1
-        try:
-            await self._open.wait()
-        finally:
-            self.held -= 1
-        if request.transport is None or request.transport.is_closing():
-            self.abandoned.append(callback_token(payload))
-            return web.Response(status=503)
-        task = asyncio.create_task(self._call_back(payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        await asyncio.sleep(random.uniform(*self.answer_delay))
-        return web.json_response({"status": "pending", "message": "analysis started"})
-
-    async def _call_back(self, payload: dict[str, Any]) -> None:
-        assert self._http is not None
-        await asyncio.sleep(random.uniform(*self.callback_delay))
-        async with self._http.post(payload["callback_url"], json=self.webhook(payload)) as reply:
-            body = await reply.json(content_type=None)
-        if reply.status == 200:
-            self.accepted[callback_token(payload)] += 1
-        else:
-            self.refusals.append((reply.status, str(body.get("message"))))
-
-    def tokens(self) -> set[str]:
-        return {callback_token(p) for p in self.requests}
-
-    async def wait_until(self, condition: Callable[[], bool], within: float, what: str) -> None:
-        deadline = time.monotonic() + within
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{what}: not reached in {within} s ({len(self.requests)} requests, "
-                    f"{self.held} held, {sum(self.accepted.values())} callbacks accepted)"
-                )
-            await asyncio.sleep(0.02)
+def analysis_service(webhook: Callable[[dict[str, Any]], dict[str, Any]]) -> FakeService:
+    """The test's analysis service: answers 200 after a short random delay and calls back with
+    ``webhook(request payload)`` after another (see ``tests.support.fake_service``)."""
+    return FakeService(
+        lambda call: webhook(call.payload), answer_delay=(0.02, 0.15), callback_delay=(0.05, 0.5)
+    )

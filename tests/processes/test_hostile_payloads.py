@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from tests.processes.conftest import (
-    AnalysisService,
-    Api,
     Deployment,
-    callback_token,
+    analysis_service,
     source_with_photometry,
     user_api,
 )
 from tests.processes.test_multiprocess import group_id, register
+from tests.support.api import ApiClient
+from tests.support.fake_service import callback_token
 from tests.support.hostile import HOSTILE_JOBLIB, HOSTILE_NETCDF
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -54,10 +54,11 @@ class HostileService:
         return {"status": "success", "message": "done", "analysis": HOSTILE[case]}
 
 
-async def still_answering(api: Api, deployment: Deployment) -> None:
+async def still_answering(api: ApiClient, deployment: Deployment) -> None:
     for name, process in deployment.processes.items():
         assert process.popen.poll() is None, f"{name} died:\n{process.log_tail()}"
     for name in ("gateway", "webhook-receiver"):
+        assert api.http is not None
         async with api.http.get(f"{deployment.url(name)}/readyz") as response:
             assert response.status == 200, name
     await api.ok("GET", "/api/groups")
@@ -67,7 +68,7 @@ async def test_the_server_still_answers_after_every_hostile_payload(
     deployment: Deployment,
 ) -> None:
     hostile = HostileService()
-    async with AnalysisService(hostile) as service:
+    async with analysis_service(hostile) as service:
         name = f"hostile-{uuid.uuid4().hex[:8]}"
         api = await user_api(deployment, name)
         try:
@@ -75,11 +76,11 @@ async def test_the_server_still_answers_after_every_hostile_payload(
             obj_id = await source_with_photometry(api, group)
             service_id = await register(api, group, service.url)
             path = f"/api/obj/{obj_id}/analysis/{service_id}"
-            ids = [int((await api.ok("POST", path, {}))["id"]) for _ in HOSTILE]
+            ids = [int((await api.ok("POST", path, json={}))["id"]) for _ in HOSTILE]
             await service.wait_until(
                 lambda: len(service.refusals) + service.accepted.total() == len(HOSTILE),
-                60,
                 "every callback answered",
+                within=60,
             )
             for analysis_id in ids:  # whatever was stored, reading it must be harmless
                 for product in ("results", "corner"):
@@ -97,7 +98,7 @@ async def test_the_server_still_answers_after_every_hostile_payload(
             upload_id = await register_upload_only(api, group)
             for case, analysis in HOSTILE.items():
                 upload = f"/api/obj/{obj_id}/analysis_upload/{upload_id}"
-                reply = await api.call("POST", upload, {"analysis": analysis})
+                reply = await api.call("POST", upload, json={"analysis": analysis})
                 assert reply.status == 400, (case, reply.body)
                 assert reply.message.startswith("Invalid analysis."), (case, reply.message)
             await still_answering(api, deployment)
@@ -105,7 +106,7 @@ async def test_the_server_still_answers_after_every_hostile_payload(
             await api.close()
 
 
-async def register_upload_only(api: Api, group: int) -> int:
+async def register_upload_only(api: ApiClient, group: int) -> int:
     body = {
         "name": f"upload-{uuid.uuid4().hex[:8]}",
         "display_name": "Uploads",
@@ -116,4 +117,4 @@ async def register_upload_only(api: Api, group: int) -> int:
         "upload_only": True,
         "group_ids": [group],
     }
-    return int((await api.ok("POST", "/api/analysis_service", body))["id"])
+    return int((await api.ok("POST", "/api/analysis_service", json=body))["id"])

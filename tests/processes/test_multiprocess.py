@@ -13,9 +13,9 @@ import base64
 import csv
 import io
 import re
-import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -25,13 +25,15 @@ from tests.processes.conftest import (
     DISPATCH_CONCURRENCY,
     DISPATCHERS,
     FINAL,
-    AnalysisService,
-    Api,
     Deployment,
+    analysis_service,
     source_with_photometry,
     tiny_png,
     user_api,
 )
+from tests.support.api import ApiClient
+from tests.support.fake_service import FakeService
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -50,12 +52,12 @@ def fit_result(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def group_id(api: Api, name: str) -> int:
+async def group_id(api: ApiClient, name: str) -> int:
     groups = (await api.ok("GET", "/api/groups"))["user_groups"]
     return next(int(g["id"]) for g in groups if g["name"] == name)
 
 
-async def register(api: Api, group: int, url: str) -> int:
+async def register(api: ApiClient, group: int, url: str) -> int:
     body = {
         "name": f"fitter-{uuid.uuid4().hex[:8]}",
         "display_name": "Local fitter",
@@ -66,10 +68,10 @@ async def register(api: Api, group: int, url: str) -> int:
         "timeout": 300.0,
         "group_ids": [group],
     }
-    return int((await api.ok("POST", "/api/analysis_service", body))["id"])
+    return int((await api.ok("POST", "/api/analysis_service", json=body))["id"])
 
 
-async def setup_source(deployment: Deployment, service: AnalysisService) -> tuple[Api, str, int]:
+async def setup_source(deployment: Deployment, service: FakeService) -> tuple[ApiClient, str, int]:
     name = f"ops-{uuid.uuid4().hex[:8]}"
     api = await user_api(deployment, name)
     group = await group_id(api, name)
@@ -77,35 +79,35 @@ async def setup_source(deployment: Deployment, service: AnalysisService) -> tupl
     return api, obj_id, await register(api, group, service.url)
 
 
-async def start_many(api: Api, obj_id: str, service_id: int, count: int) -> list[int]:
+async def start_many(api: ApiClient, obj_id: str, service_id: int, count: int) -> list[int]:
     path = f"/api/obj/{obj_id}/analysis/{service_id}"
     limit = asyncio.Semaphore(8)
 
     async def start_one() -> int:
         async with limit:
-            return int((await api.ok("POST", path, {}))["id"])
+            return int((await api.ok("POST", path, json={}))["id"])
 
     return list(await asyncio.gather(*(start_one() for _ in range(count))))
 
 
-async def wait_final(api: Api, obj_id: str, ids: list[int], within: float) -> dict[int, str]:
-    deadline = time.monotonic() + within
-    while True:
+async def wait_final(api: ApiClient, obj_id: str, ids: list[int], within: float) -> dict[int, str]:
+    statuses: dict[int, str] = {}
+
+    async def all_final() -> bool:
         analyses = await api.ok("GET", f"/api/obj/{obj_id}/analysis")
-        statuses = {a["id"]: a["status"] for a in analyses if a["id"] in ids}
-        if all(statuses.get(i) in FINAL for i in ids):
-            return statuses
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not final after {within} s: {Counter(statuses.values())}")
-        await asyncio.sleep(0.2)
+        statuses.clear()
+        statuses.update({a["id"]: a["status"] for a in analyses if a["id"] in ids})
+        return all(statuses.get(i) in FINAL for i in ids)
+
+    try:
+        await eventually(all_final, "every analysis final", within, every=0.2)
+    except AssertionError:
+        raise AssertionError(f"not final after {within} s: {Counter(statuses.values())}") from None
+    return statuses
 
 
-async def eventually_zero(what: str, probe: Any, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while (value := await probe()) != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value} after {within} s")
-        await asyncio.sleep(0.2)
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -113,7 +115,8 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def metrics_of(api: Api, deployment: Deployment, name: str) -> str:
+async def metrics_of(api: ApiClient, deployment: Deployment, name: str) -> str:
+    assert api.http is not None
     async with api.http.get(f"{deployment.url(name)}/metrics") as response:
         assert response.status == 200
         return await response.text()
@@ -128,11 +131,11 @@ def assert_no_secret_in_logs(deployment: Deployment, secrets: set[str]) -> None:
 
 
 async def test_one_analysis_runs_end_to_end_and_is_observable(deployment: Deployment) -> None:
-    async with AnalysisService(fit_result) as service:
+    async with analysis_service(fit_result) as service:
         api, obj_id, service_id = await setup_source(deployment, service)
         try:
             path = f"/api/obj/{obj_id}/analysis/{service_id}"
-            analysis_id = int((await api.ok("POST", path, {}))["id"])
+            analysis_id = int((await api.ok("POST", path, json={}))["id"])
             statuses = await wait_final(api, obj_id, [analysis_id], within=30)
             assert statuses == {analysis_id: "completed"}
             await _check_products_and_attempts(api, analysis_id)
@@ -141,13 +144,13 @@ async def test_one_analysis_runs_end_to_end_and_is_observable(deployment: Deploy
             await api.close()
     (token,) = service.tokens()
     assert service.accepted == {token: 1}
-    assert service.requests[0]["resource_id"] == obj_id
+    assert service.received[0].payload["resource_id"] == obj_id
     dispatcher_lines = [e for d in DISPATCHERS for e in deployment.log_entries(d)]
     assert any(e.get("analysis_id") == analysis_id for e in dispatcher_lines)
     assert_no_secret_in_logs(deployment, {token, *deployment.api_tokens, deployment.secret_key})
 
 
-async def _check_products_and_attempts(api: Api, analysis_id: int) -> None:
+async def _check_products_and_attempts(api: ApiClient, analysis_id: int) -> None:
     analysis = await api.ok("GET", f"/api/obj/analysis/{analysis_id}")
     assert analysis["status_message"] == "fit converged"
     plot = await api.call("GET", f"/api/obj/analysis/{analysis_id}/plots")
@@ -160,7 +163,7 @@ async def _check_products_and_attempts(api: Api, analysis_id: int) -> None:
     ]
 
 
-async def _check_metrics(api: Api, deployment: Deployment) -> None:
+async def _check_metrics(api: ApiClient, deployment: Deployment) -> None:
     dispatched = [await metrics_of(api, deployment, d) for d in DISPATCHERS]
     accepted = 'skyhook_dispatch_attempts_total{outcome="accepted"}'
     assert sum(metric(text, accepted) for text in dispatched) >= 1
@@ -184,7 +187,7 @@ def quick_result(payload: dict[str, Any]) -> dict[str, Any]:
 async def test_a_killed_dispatcher_and_a_broker_cut_lose_nothing_and_repeat_nothing(
     deployment: Deployment,
 ) -> None:
-    async with AnalysisService(quick_result) as service:
+    async with analysis_service(quick_result) as service:
         api, obj_id, service_id = await setup_source(deployment, service)
         try:
             ids, killed = await _kill_a_dispatcher_mid_batch(
@@ -192,7 +195,9 @@ async def test_a_killed_dispatcher_and_a_broker_cut_lose_nothing_and_repeat_noth
             )
             ids += await _cut_the_broker_mid_batch(deployment, api, obj_id, service_id, service)
             statuses = await wait_final(api, obj_id, ids, within=60)
-            await asyncio.sleep(0.5)  # late duplicate callbacks, if any, land before counting
+            # Every analysis is final, so nothing sends any more: once the service has answered
+            # every request and every callback it posts was answered, late duplicates landed.
+            await service.wait_idle()
             interrupted = await _interrupted_attempts(api, ids)
         finally:
             await api.close()
@@ -219,33 +224,38 @@ async def test_a_killed_dispatcher_and_a_broker_cut_lose_nothing_and_repeat_noth
 
 
 async def _kill_a_dispatcher_mid_batch(
-    deployment: Deployment, api: Api, obj_id: str, service_id: int, service: AnalysisService
+    deployment: Deployment, api: ApiClient, obj_id: str, service_id: int, service: FakeService
 ) -> tuple[list[int], list[str]]:
     """SIGKILL a dispatcher while each dispatcher has its sends in flight (held by the
     service), then restart it. Returns the analysis ids and the tokens the kill cut short."""
     service.hold()
     ids = await start_many(api, obj_id, service_id, WAVE_BEFORE_KILL)
     both_busy = 2 * DISPATCH_CONCURRENCY
-    await service.wait_until(lambda: service.held >= both_busy, 30, "both dispatchers sending")
+    await service.wait_until(lambda: service.held >= both_busy, "both dispatchers sending", 30)
     deployment.kill("dispatcher-1")
-    await asyncio.sleep(0.3)  # the kernel has closed the killed process's connections
+    # The killed dispatcher's sends (as many as it may have in flight) have lost their caller.
+    await eventually(
+        lambda: service.held_without_caller() >= DISPATCH_CONCURRENCY,
+        "the killed dispatcher's held requests to lose their caller",
+        within=30,
+    )
     abandoned_before = len(service.abandoned)
     service.release()
-    await service.wait_until(lambda: service.held == 0, 10, "held requests answered")
+    await service.wait_until(lambda: service.held == 0, "held requests answered", 10)
     killed = service.abandoned[abandoned_before:]
     await deployment.restart("dispatcher-1")
     return ids, killed
 
 
 async def _cut_the_broker_mid_batch(
-    deployment: Deployment, api: Api, obj_id: str, service_id: int, service: AnalysisService
+    deployment: Deployment, api: ApiClient, obj_id: str, service_id: int, service: FakeService
 ) -> list[int]:
     """With sends in flight and messages prefetched, the broker drops every connection of the
     deployment; analyses started right after wait in the outbox until the gateway is back."""
     service.hold()
     ids = await start_many(api, obj_id, service_id, WAVE_BEFORE_CUT)
     both_busy = 2 * DISPATCH_CONCURRENCY
-    await service.wait_until(lambda: service.held >= both_busy, 30, "both dispatchers sending")
+    await service.wait_until(lambda: service.held >= both_busy, "both dispatchers sending", 30)
     cut = await deployment.cut_broker_connections()
     service.release()
     assert cut == deployment.pids(), "every service process had its connection cut"
@@ -254,7 +264,7 @@ async def _cut_the_broker_mid_batch(
     return ids
 
 
-async def _interrupted_attempts(api: Api, ids: list[int]) -> list[int]:
+async def _interrupted_attempts(api: ApiClient, ids: list[int]) -> list[int]:
     interrupted = []
     for analysis_id in ids:
         attempts = await api.ok("GET", f"/api/obj/analysis/{analysis_id}/attempts")
@@ -272,9 +282,18 @@ async def _check_nothing_left(deployment: Deployment) -> None:
     assert (
         await deployment.count(f"SELECT count(*) FROM obj_analyses WHERE status IN ({active})") == 0
     )
-    await eventually_zero("outbox rows", lambda: deployment.count("SELECT count(*) FROM outbox"))
+
+    async def outbox_empty() -> bool:
+        return await deployment.count("SELECT count(*) FROM outbox") == 0
+
+    await eventually(outbox_empty, "no outbox rows", within=20, every=0.2)
     for queue in ("dispatcher", "summaries"):
-        await eventually_zero(f"messages in {queue}", lambda q=queue: deployment.queue_depth(q))
+        await eventually(
+            lambda q=queue: _is_zero(deployment.queue_depth(q)),
+            f"no messages in {queue}",
+            within=20,
+            every=0.2,
+        )
     listing = await deployment.cli("dead-letters", "list")
     assert listing.strip() == "", f"dead letters:\n{listing}"
     assert await deployment.queue_depth("dead-letter") == 0

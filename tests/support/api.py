@@ -1,4 +1,5 @@
-"""A thin client for the gateway under test, and quick account setup straight in the database."""
+"""The tests' one client of the HTTP API (for the gateway app in this process or a real server
+at a URL), and quick account setup straight in the database."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_gateway_app
@@ -43,35 +45,102 @@ class TestUser:
     token: str
 
 
+class HasToken(Protocol):
+    @property
+    def token(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """Whoever holds an API token (e.g. one made with ``skyhook token create``)."""
+
+    token: str
+
+
+def ok(reply: Reply) -> Any:
+    """The reply's ``data``, asserting HTTP 200."""
+    assert reply.status == 200, f"HTTP {reply.status}: {reply.body!r}"
+    return reply.data
+
+
 class ApiClient:
-    def __init__(self, client: TestClient) -> None:
+    """Calls the API as ``user`` (anyone with a ``token``; None: no Authorization header, or
+    the client's own ``user`` when it has one).
+
+    ``ApiClient(test_client)`` talks to an app served by aiohttp's TestClient;
+    ``ApiClient.at(base_url)`` to a real server (close it with ``close()``)."""
+
+    def __init__(self, client: TestClient | None = None, *, user: HasToken | None = None) -> None:
         self.client = client
+        self.user = user
+        self.base_url = ""
+        self.http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def at(
+        cls, base_url: str, user: HasToken | None = None, timeout: float = 300, **session: Any
+    ) -> ApiClient:
+        """A client of the server at ``base_url`` (``session``: aiohttp.ClientSession options,
+        e.g. a connector allowing more concurrent connections)."""
+        api = cls(user=user)
+        api.base_url = base_url
+        api.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), **session)
+        return api
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def call(
-        self, method: str, path: str, user: TestUser | None, json: Any = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        user: HasToken | None = None,
+        json: Any = None,
+        **kwargs: Any,
     ) -> Reply:
         headers = dict(kwargs.pop("headers", {}))
+        user = user or self.user
         if user is not None:
             headers["Authorization"] = f"token {user.token}"
         if json is not None:
             kwargs["json"] = json
-        async with self.client.request(method, path, headers=headers, **kwargs) as response:
+        if self.client is not None:
+            request = self.client.request(method, path, headers=headers, **kwargs)
+        else:
+            assert self.http is not None, "ApiClient needs a TestClient or a base URL"
+            request = self.http.request(method, self.base_url + path, headers=headers, **kwargs)
+        async with request as response:
             if response.content_type == "application/json":
                 body = await response.json()
             else:
                 body = await response.read()
             return Reply(response.status, body)
 
-    async def get(self, path: str, user: TestUser | None, **kwargs: Any) -> Reply:
+    async def ok(
+        self, method: str, path: str, user: HasToken | None = None, json: Any = None, **kw: Any
+    ) -> Any:
+        """The reply's ``data``, asserting HTTP 200 (the message names the request)."""
+        reply = await self.call(method, path, user, json, **kw)
+        assert reply.status == 200, f"{method} {path}: HTTP {reply.status}: {reply.body!r}"
+        return reply.data
+
+    async def get(self, path: str, user: HasToken | None, **kwargs: Any) -> Reply:
         return await self.call("GET", path, user, **kwargs)
 
-    async def post(self, path: str, user: TestUser | None, json: Any = None, **kw: Any) -> Reply:
+    async def post(self, path: str, user: HasToken | None, json: Any = None, **kw: Any) -> Reply:
         return await self.call("POST", path, user, json, **kw)
 
-    async def patch(self, path: str, user: TestUser | None, json: Any = None, **kw: Any) -> Reply:
+    async def patch(self, path: str, user: HasToken | None, json: Any = None, **kw: Any) -> Reply:
         return await self.call("PATCH", path, user, json, **kw)
 
-    async def delete(self, path: str, user: TestUser | None, **kwargs: Any) -> Reply:
+    async def delete(self, path: str, user: HasToken | None, **kwargs: Any) -> Reply:
         return await self.call("DELETE", path, user, **kwargs)
 
 

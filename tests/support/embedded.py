@@ -10,45 +10,20 @@ import asyncio
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
+from tests.support.polling import eventually
+from tests.support.ports import free_port, free_ports_in_a_row
+
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def free_ports_in_a_row(count: int) -> int:
-    """A port N such that N … N+count-1 are all free now."""
-    while True:
-        base = free_port()
-        if base + count > 65535:
-            continue
-        probes = []
-        try:
-            for port in range(base, base + count):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
+# The shared helpers, importable from here too (tests/test_sn_fitter_startup.py does).
+__all__ = ["eventually", "free_port", "free_ports_in_a_row"]
 
 
 def _die_with_test_run() -> None:
@@ -62,21 +37,6 @@ def skyhook_env(**settings: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(settings)
     return env
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], what: str, within: float = 120.0, every: float = 0.1
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``within``
-    seconds (a generous bound on a condition, not a sleep)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(every)
 
 
 def _parent_of(pid: int) -> int | None:

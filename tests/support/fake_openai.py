@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.pipeline import free_port
+from tests.support.ports import free_port
 
 CHAT_MODELS = frozenset({"gpt-4o-mini", "fake-chat", "o4-mini"})
 EMBEDDING_MODELS = frozenset({"text-embedding-3-small", "fake-embed"})

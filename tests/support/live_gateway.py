@@ -15,7 +15,7 @@ from gateway.app import create_gateway_app
 from shared.resources import open_resources
 from shared.settings import Settings
 from tests.support.api import Accounts
-from tests.support.pipeline import free_port
+from tests.support.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,16 @@
-"""Test helpers for the analysis pipeline: rows inserted straight into the database, and a real
-local HTTP analysis service whose answers a test scripts."""
+"""Test helpers for the analysis pipeline: rows inserted straight into the database.
+
+``FakeService`` (with ``Reply``, ``Received``, ``Gate``) and ``free_port`` live in
+``tests.support.fake_service`` and ``tests.support.ports``; they are re-exported here for the
+tests that import them from this module."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import socket
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import Table, insert, select
 
 from shared.db.models import (
@@ -43,6 +40,9 @@ from shared.resources import Resources
 from shared.security import hash_token
 from shared.service_registry import encrypt_authinfo, encrypt_signing_secret
 from tests.support.api import unique
+from tests.support.fake_service import FakeService, Gate, Received, Reply
+from tests.support.polling import eventually
+from tests.support.ports import free_port
 
 # --- rows -------------------------------------------------------------------------------------
 
@@ -204,97 +204,19 @@ async def load_attempts(resources: Resources, analysis_id: int) -> list[Dispatch
 async def wait_for_status(
     resources: Resources, analysis_id: int, statuses: Sequence[str], within: float = 10.0
 ) -> ObjAnalysis:
-    deadline = time.monotonic() + within
-    while True:
+    seen: list[str] = []
+
+    async def reached() -> ObjAnalysis | None:
         row = await load_analysis(resources, analysis_id)
-        if row.status in statuses:
-            return row
-        if time.monotonic() > deadline:
-            raise AssertionError(f"analysis {analysis_id} is {row.status!r}, not in {statuses}")
-        await asyncio.sleep(0.02)
+        seen.append(row.status)
+        return row if row.status in statuses else None
+
+    try:
+        return await eventually(reached, f"analysis {analysis_id} in {statuses}", within)
+    except AssertionError:
+        raise AssertionError(f"analysis {analysis_id} is {seen[-1]!r}, not in {statuses}") from None
 
 
-# --- a scripted analysis service --------------------------------------------------------------
+# --- the analysis service and the port helper, kept importable from here --------------------
 
-
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    text: str = '{"status": "pending", "message": "analysis started"}'
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    hold: asyncio.Event | None = None  # answer only once this is set
-
-
-@dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    at: float  # time.monotonic()
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-Gate = Callable[[web.Request, bytes], Awaitable[web.Response | None]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class FakeService:
-    """A real HTTP analysis service on 127.0.0.1. ``replies`` are used in order, then
-    ``default``; a ``gate`` (e.g. an auth check) may answer first."""
-
-    def __init__(self, *, gate: Gate | None = None, port: int | None = None) -> None:
-        self.replies: list[Reply] = []
-        self.default = Reply()
-        self.gate = gate
-        self.received: list[Received] = []
-        self.refused: list[Received] = []
-        self.port = port or free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/analysis"
-
-    async def start(self) -> FakeService:
-        app = web.Application()
-        app.router.add_post("/analysis", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        seen = Received(dict(request.headers), body, time.monotonic())
-        if self.gate is not None:
-            refusal = await self.gate(request, body)
-            if refusal is not None:
-                self.refused.append(seen)
-                return refusal
-        self.received.append(seen)
-        reply = self.replies.pop(0) if self.replies else self.default
-        if reply.hold is not None:
-            await reply.hold.wait()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
-
-    async def wait_received(self, count: int, within: float = 10.0) -> list[Received]:
-        deadline = time.monotonic() + within
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"service got {len(self.received)} requests, not {count}")
-            await asyncio.sleep(0.01)
-        return self.received
+__all__ = ["FakeService", "Gate", "Received", "Reply", "free_port"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
@@ -23,17 +22,17 @@ from shared.db.models import Group, Photometry, photometry_groups
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
 from skyhook.composition import outbox_relay
-from tests.support.api import Accounts, TestUser, unique
+from tests.support.api import Accounts, ApiClient, TestUser, unique
+from tests.support.fake_service import FakeService
 from tests.support.pipeline import (
-    FakeService,
     add_annotation,
     add_classification,
     add_comment,
-    free_port,
     make_instrument,
     make_obj,
     make_service,
 )
+from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # How long an expectation waits for the page to get there (the machine is shared and busy).
@@ -192,18 +191,11 @@ async def scene(webapp: WebApp) -> AsyncIterator[Scene]:
 async def post_callback(service: FakeService, index: int, body: dict[str, Any]) -> None:
     """Answer the index-th request the service received, as a real service would."""
     received = await service.wait_received(index + 1)
-    url = received[index].json()["callback_url"]
-    async with aiohttp.ClientSession() as client, client.post(url, json=body) as response:
-        assert response.status == 200, await response.text()
+    callback = await service.post_callback(received[index].callback_url, body)
+    assert callback.status == 200, callback.reply
 
 
 async def call(webapp: WebApp, user: TestUser, method: str, path: str, body: Any = None) -> Any:
     """The API's `data` for a request made with the user's token (which must succeed)."""
-    headers = {"Authorization": f"token {user.token}"}
-    async with (
-        aiohttp.ClientSession() as client,
-        client.request(method, f"{webapp.url}{path}", json=body, headers=headers) as response,
-    ):
-        payload = await response.json()
-        assert response.status == 200, payload
-        return payload["data"]
+    async with ApiClient.at(webapp.url, user) as api:
+        return await api.ok(method, path, json=body)

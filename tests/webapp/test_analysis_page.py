@@ -7,26 +7,24 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiohttp
 from playwright.async_api import Browser, expect
 
 from tests.e2e.services import make_products, success_body
-from tests.support.pipeline import Reply
+from tests.support.api import ApiClient
+from tests.support.fake_service import Reply
 from tests.webapp.conftest import PHONE, Scene, WebApp, post_callback, sign_in
 
 
 async def start_by_api(webapp: WebApp, scene: Scene) -> int:
-    headers = {"Authorization": f"token {scene.runner.token}"}
     body = {
         "analysis_parameters": {"label": "api run", "source": "salt3", "fix_z": "False"},
         "input_filters": {"photometry": {"filters": ["ztfr"]}},
         "show_plots": True,
         "show_corner": True,
     }
-    url = f"{webapp.url}/api/obj/{scene.obj_id}/analysis/{scene.service_id}"
-    async with aiohttp.ClientSession(headers=headers) as client, client.post(url, json=body) as r:
-        assert r.status == 200, await r.text()
-        return int((await r.json())["data"]["id"])
+    path = f"/api/obj/{scene.obj_id}/analysis/{scene.service_id}"
+    async with ApiClient.at(webapp.url, scene.runner) as api:
+        return int((await api.ok("POST", path, json=body))["id"])
 
 
 async def test_the_analysis_page_shows_attempts_results_plots_and_corner(
