@@ -16,7 +16,7 @@ from gateway.handlers import (
     summaries,
 )
 from gateway.openapi import openapi_handler
-from shared.observability import OBSERVABILITY_ROUTES
+from shared.operations import OBSERVABILITY_ROUTES
 from shared.web import Route
 from webapp import pages
 from webhook_receiver.routes import WEBHOOK_ROUTES

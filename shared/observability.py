@@ -1,8 +1,10 @@
 """Health, readiness, Prometheus metrics and structured logs for every skyhook service.
 
-Each service process mounts ``/healthz`` (the process answers), ``/readyz`` (its database and
-bus answer) and ``/metrics`` (Prometheus text format). Logs are JSON lines carrying the
-analysis id when one is bound (``bind_analysis``).
+Each service process mounts ``/healthz`` (the process answers), ``/readyz`` and ``/metrics``
+(Prometheus text format): the platform services with :mod:`shared.operations` (readiness: the
+database and the bus answer), the standalone analysis services with the routes below, which
+need neither. Logs are JSON lines carrying the analysis id when one is bound
+(``bind_analysis``).
 
 With several worker processes (``skyhook gateway --workers N``) every worker writes its metrics
 to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` reports the sum over the workers:
@@ -33,12 +35,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select, text
 
-from shared.db.models import ObjAnalysis, OutboxMessage
-from shared.enums import AnalysisStatus
-from shared.resources import RESOURCES, Resources
-from shared.web import Handler, Route, add_routes
+from shared.web import Handler
 
 HTTP_LATENCY = Histogram(
     "skyhook_http_request_duration_seconds",
@@ -157,57 +155,8 @@ def metrics_middleware(service: str) -> Any:
     return record_latency
 
 
-async def _database_ready(resources: Resources) -> str | None:
-    try:
-        async with resources.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        return f"database: {type(exc).__name__}"
-    return None
-
-
-def _bus_ready(resources: Resources) -> str | None:
-    return None if resources.bus.is_connected else "bus: not connected"
-
-
-async def _refresh_gauges(resources: Resources) -> None:
-    async with resources.sessions() as session:
-        counts = await session.execute(
-            select(ObjAnalysis.status, func.count()).group_by(ObjAnalysis.status)
-        )
-        by_status = {str(status): count for status, count in counts}
-        # Every status, 0 when none: another worker may have reported it last.
-        for status in AnalysisStatus:
-            ANALYSES.labels(status.value).set(by_status.pop(status.value, 0))
-        for unknown, count in by_status.items():
-            ANALYSES.labels(unknown).set(count)
-        pending, oldest = (
-            await session.execute(select(func.count(), func.min(OutboxMessage.created_at)))
-        ).one()
-    OUTBOX_BACKLOG.set(pending)
-    OUTBOX_LAG.set(0 if oldest is None else (datetime.now(UTC) - _aware(oldest)).total_seconds())
-    try:
-        depths = await resources.bus.queue_depths()
-    except ConnectionError:
-        return
-    for queue, depth in depths.items():
-        QUEUE_DEPTH.labels(queue).set(depth)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    resources = request.app[RESOURCES]
-    problems = [p for p in (await _database_ready(resources), _bus_ready(resources)) if p]
-    if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
 
 
 def _metrics_text() -> bytes:
@@ -219,26 +168,10 @@ def _metrics_text() -> bytes:
     return generate_latest(registry)
 
 
-def _prometheus_text() -> web.Response:
+def prometheus_response() -> web.Response:
     response = web.Response(body=_metrics_text())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
-
-
-async def metrics(request: web.Request) -> web.Response:
-    try:
-        await _refresh_gauges(request.app[RESOURCES])
-    except Exception:
-        logging.getLogger("skyhook.metrics").warning("could not refresh gauges", exc_info=True)
-    return _prometheus_text()
-
-
-_TAG = "operations"
-OBSERVABILITY_ROUTES = [
-    Route("GET", "/healthz", healthz, "Liveness: the process answers", _TAG, auth=False),
-    Route("GET", "/readyz", readyz, "Readiness: database and bus answer", _TAG, auth=False),
-    Route("GET", "/metrics", metrics, "Prometheus metrics", _TAG, auth=False),
-]
 
 
 async def standalone_ready(request: web.Request) -> web.Response:
@@ -247,7 +180,7 @@ async def standalone_ready(request: web.Request) -> web.Response:
 
 
 async def standalone_metrics(request: web.Request) -> web.Response:
-    return _prometheus_text()
+    return prometheus_response()
 
 
 # For the standalone analysis services (sn-fitter, summarizer): no database or bus to check.
@@ -256,11 +189,3 @@ STANDALONE_OPERATIONS_ROUTES = [
     web.get("/readyz", standalone_ready),
     web.get("/metrics", standalone_metrics),
 ]
-
-
-def create_operations_app(resources: Resources, service: str) -> web.Application:
-    """A small app with only the operational routes (for services without their own API)."""
-    app = web.Application(middlewares=[metrics_middleware(service)])
-    app[RESOURCES] = resources
-    add_routes(app, OBSERVABILITY_ROUTES)
-    return app

@@ -26,7 +26,7 @@ from shared import analysis_lifecycle as lifecycle
 from shared.background import background
 from shared.db.migrate import upgrade_async
 from shared.db.types import utcnow
-from shared.observability import create_operations_app
+from shared.operations import create_operations_app
 from shared.resources import Resources, open_resources
 from shared.settings import CommonSettings, LLMSettings, Settings
 from summary_service import declare_summary_queue, running_summary_service

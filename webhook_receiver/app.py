@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.observability import OBSERVABILITY_ROUTES, metrics_middleware
+from shared.observability import metrics_middleware
+from shared.operations import OBSERVABILITY_ROUTES
 from shared.resources import RESOURCES, Resources
 from shared.web import add_routes, error_middleware
 from webhook_receiver.handler import setup_webhook
