@@ -121,18 +121,6 @@ def _instrument_id(value: Any) -> int | None:
 # --- collecting records ---------------------------------------------------------------------
 
 
-async def load_visible_obj(session: AsyncSession, obj_id: str, principal: Principal) -> Obj:
-    """The source, if the principal may read it; else InputsError("Obj … not found")."""
-    obj = await session.scalar(
-        select(Obj)
-        .where(Obj.id == obj_id, visible(obj_groups, Obj.id, principal))
-        .options(lazyload(Obj.groups))
-    )
-    if obj is None:
-        raise InputsError(f"Obj {obj_id} not found")
-    return obj
-
-
 async def load_visible_objs(
     session: AsyncSession, obj_ids: Sequence[str], principal: Principal
 ) -> dict[str, Obj]:
@@ -151,18 +139,14 @@ async def collect_records(
     obj: Obj,
     principal: Principal,
     input_types: Iterable[str],
-    input_filters: Mapping[str, Any] | None = None,
-    photometry: list[Record] | None = None,
+    photometry: list[Record],
 ) -> dict[str, list[Record]]:
     """Records per input type, each with exactly the columns in ``COLUMNS`` (``photometry``:
-    the source's photometry records when they were read already)."""
+    the source's photometry records, read for all the sources of a batch at once)."""
     records: dict[str, list[Record]] = {}
     for input_type in input_types:
-        if input_type == InputDataType.PHOTOMETRY and photometry is not None:
+        if input_type == InputDataType.PHOTOMETRY:
             records[input_type] = photometry
-        elif input_type == InputDataType.PHOTOMETRY:
-            selection = PhotometrySelection.from_input_filters(input_filters)
-            records[input_type] = await photometry_records(session, obj.id, principal, selection)
         elif input_type in _ROW_TABLES:
             records[input_type] = await _visible_records(session, input_type, obj.id, principal)
         elif input_type == InputDataType.REDSHIFT:
@@ -170,12 +154,6 @@ async def collect_records(
         else:
             raise InputsError(f"Unknown input data type: {input_type}")
     return records
-
-
-async def photometry_records(
-    session: AsyncSession, obj_id: str, principal: Principal, selection: PhotometrySelection
-) -> list[Record]:
-    return (await photometry_records_of(session, [obj_id], principal, selection))[obj_id]
 
 
 async def photometry_records_of(
@@ -393,12 +371,7 @@ async def _records_of(
         try:
             found.append(
                 await collect_records(
-                    session,
-                    obj,
-                    request.principal,
-                    request.input_types,
-                    request.input_filters,
-                    photometry.get(obj.id),
+                    session, obj, request.principal, request.input_types, photometry.get(obj.id, [])
                 )
             )
         except InputsError as exc:
