@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.db.migrate import upgrade_async
 from shared.db.models import ObjAnalysis
 from shared.db.session import create_engine, create_session_factory
-from shared.settings import load_settings
+from shared.runtime.settings import load_settings
 from skyhook.provision import create_token
 from tests.support.ports import free_port
 

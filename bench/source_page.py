@@ -29,9 +29,6 @@ from playwright.async_api import async_playwright
 from sqlalchemy import insert
 
 from gateway.app import create_gateway_app
-from shared.accounts import add_member, ensure_user, get_or_create_group, issue_token
-from shared.analysis_data import store_analysis_payload
-from shared.artifacts import write_artifacts
 from shared.db.migrate import upgrade_async
 from shared.db.models import (
     AnalysisService,
@@ -45,9 +42,12 @@ from shared.db.models import (
     photometry_groups,
 )
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.resources import Resources, open_resources
-from shared.settings import load_settings
+from shared.domain.accounts import add_member, ensure_user, get_or_create_group, issue_token
+from shared.domain.analysis_data import store_analysis_payload
+from shared.domain.artifacts import write_artifacts
+from shared.domain.enums import AnalysisStatus
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import load_settings
 
 CHROMIUM = "/usr/bin/chromium"
 DETAIL = """() => [

@@ -1,4 +1,4 @@
-"""Summary search latency (``shared.embeddings.search``) against ranking the same vectors in
+"""Summary search latency (``shared.domain.embeddings.search``) against ranking the same vectors in
 memory with numpy, i.e. what loading the readable candidates from the database costs.
 
     .venv/bin/python bench/summary_query.py [--database-url postgresql+asyncpg://...]
@@ -20,12 +20,12 @@ import asyncpg
 import numpy as np
 from sqlalchemy import delete, insert
 
-from shared.access import Principal
 from shared.db.migrate import upgrade_async
 from shared.db.models import Group, Obj, SourceEmbedding, obj_groups
 from shared.db.session import create_engine, create_session_factory
 from shared.db.types import utcnow
-from shared.embeddings import SearchFilters, rank, search, to_bytes
+from shared.domain.access import Principal
+from shared.domain.embeddings import SearchFilters, rank, search, to_bytes
 
 MODEL = "bench-embed"
 

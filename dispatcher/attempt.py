@@ -22,17 +22,17 @@ from dispatcher.request import (
     stored_payload,
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
-from shared import analysis_lifecycle as lifecycle
-from shared.artifacts import NewArtifact, write_artifacts_of
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.group_commit import GroupCommit
-from shared.inputs import InputsError
-from shared.observability import DISPATCH_ATTEMPTS, bind_analysis
-from shared.redaction import request_secrets
-from shared.resources import Resources
-from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
-from summary_service.keys import summary_secrets_for
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.artifacts import NewArtifact, write_artifacts_of
+from shared.domain.enums import AnalysisStatus
+from shared.domain.inputs import InputsError
+from shared.domain.llm_keys import summary_secrets_for
+from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
+from shared.observability.metrics import DISPATCH_ATTEMPTS, bind_analysis
+from shared.runtime.group_commit import GroupCommit
+from shared.runtime.resources import Resources
+from shared.security.redaction import request_secrets
 
 log = logging.getLogger("skyhook.dispatcher")
 

@@ -20,21 +20,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, lazyload
 
-from shared.access import principal_for
-from shared.analysis_lifecycle import naive_utc_text
-from shared.analysis_parameters import SECRET_PARAMETERS
-from shared.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.db.dialect import in_set, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.inputs import (
+from shared.domain.access import principal_for
+from shared.domain.analysis_lifecycle import naive_utc_text
+from shared.domain.analysis_parameters import SECRET_PARAMETERS
+from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
+from shared.domain.inputs import (
     INPUTS_SCHEMA_VERSION,
     JSON_FORMAT,
     InputsError,
     InputsRequest,
     assemble_inputs_many,
 )
-from shared.redaction import REDACTED
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.security.redaction import REDACTED
 from summary_service.options import site_summary_parameters
 
 INPUTS_ARTIFACT = "inputs"

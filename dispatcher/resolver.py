@@ -15,7 +15,7 @@ import socket
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from shared.urlpolicy import URLPolicy
+from shared.security.urlpolicy import URLPolicy
 
 
 class PolicyResolver(AbstractResolver):

@@ -4,7 +4,7 @@ Any 2xx is acceptance. Connection errors, timeouts, 408, 429 and 5xx are worth r
 so are a host name that does not resolve or resolves only to addresses the URL policy refuses
 (DNS answers change); every other answer is final. Redirects are not followed (a redirect
 could lead anywhere, around the URL policy). Secrets never enter an error message: every
-message is passed through ``shared.redaction.redact`` with the secrets of the request (an
+message is passed through ``shared.security.redaction.redact`` with the secrets of the request (an
 echoing service cannot make skyhook store its credentials).
 """
 
@@ -25,11 +25,11 @@ from aiohttp import ClientSession, ClientTimeout, DigestAuthMiddleware
 
 from dispatcher.backoff import parse_retry_after
 from dispatcher.request import with_body_secret
-from shared.analysis_lifecycle import truncate
-from shared.enums import AuthenticationType
-from shared.redaction import redact
-from shared.signing import signature_headers
-from shared.urlpolicy import URLPolicy, URLPolicyError
+from shared.domain.analysis_lifecycle import truncate
+from shared.domain.enums import AuthenticationType
+from shared.security.redaction import redact
+from shared.security.signing import signature_headers
+from shared.security.urlpolicy import URLPolicy, URLPolicyError
 
 USER_AGENT = "skyhook-dispatcher/0.1"
 RESPONSE_PREFIX_BYTES = 8192

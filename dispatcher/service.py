@@ -19,13 +19,13 @@ import aiohttp
 
 from dispatcher.attempt import AttemptRunner, ClaimedAttempt
 from dispatcher.resolver import PolicyResolver
-from shared import analysis_lifecycle as lifecycle
 from shared.bus.base import Envelope
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.events import AnalysisRequested
-from shared.group_commit import GroupCommit
-from shared.resources import Resources
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.enums import AnalysisStatus
+from shared.domain.events import AnalysisRequested
+from shared.runtime.group_commit import GroupCommit
+from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.dispatcher")
 

@@ -14,11 +14,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from shared import default_analyses
-from shared.background import background
 from shared.bus.base import Bus, Envelope
-from shared.events import ClassificationAdded, PhotometryAdded, SourceSaved
-from shared.resources import Resources
+from shared.domain import default_analyses
+from shared.domain.events import ClassificationAdded, PhotometryAdded, SourceSaved
+from shared.runtime.background import background
+from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.default_analyses")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.serialize import groups_brief
-from shared.access import Principal
 from shared.db.models import DispatchAttempt, ObjAnalysis
+from shared.domain.access import Principal
 
 _FIELDS = (
     "id",

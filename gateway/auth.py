@@ -8,11 +8,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.web_session import SESSION_PATH, principal_from_cookie
-from shared.access import Principal, principals_from_token_hashes
+from http_edge.web import ApiError, Handler
 from shared.db.session import read_session
-from shared.group_commit import GroupCommit
-from shared.security import hash_token
-from shared.web import ApiError, Handler
+from shared.domain.access import Principal, principals_from_token_hashes
+from shared.runtime.group_commit import GroupCommit
+from shared.security.secrets import hash_token
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 # Requests that arrive together are authenticated together (one query per batch).

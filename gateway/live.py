@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from gateway.auth import principal
 from gateway.handlers.analyses import readable_conditions
-from shared.access import Principal
+from http_edge.web import Route, dumps, query_id
 from shared.bus import Envelope
 from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
-from shared.enums import ACTIVE_STATUSES
-from shared.resources import RESOURCES
-from shared.web import Route, dumps, query_id
+from shared.domain.access import Principal
+from shared.domain.enums import ACTIVE_STATUSES
+from shared.runtime.resources import RESOURCES
 
 RECHECK_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0
@@ -130,7 +130,7 @@ async def _next_ids(queue: asyncio.Queue[int], wait: float) -> set[int] | None:
     an empty set on timeout, None when the server is closing."""
     ids: set[int] = set()
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait):  # not wait_for: see shared.background.wait_event
+        async with asyncio.timeout(wait):  # not wait_for: see shared.runtime.background.wait_event
             ids.add(await queue.get())
     while not queue.empty():
         ids.add(queue.get_nowait())

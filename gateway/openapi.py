@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from http_edge.web import MAX_ID, Route
 from shared import __version__
-from shared.web import MAX_ID, Route
 
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _STRING_PARAMETERS = frozenset({"obj_id", "token"})

@@ -16,8 +16,8 @@ from gateway.handlers import (
     summaries,
 )
 from gateway.openapi import openapi_handler
-from shared.operations import OBSERVABILITY_ROUTES
-from shared.web import Route
+from http_edge.operations import OBSERVABILITY_ROUTES
+from http_edge.web import Route
 from webapp import pages
 from webhook_receiver.routes import WEBHOOK_ROUTES
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.access import Principal
 from shared.db.models import (
     Annotation,
     Classification,
@@ -17,7 +16,8 @@ from shared.db.models import (
     Token,
     User,
 )
-from shared.photometry import export_point
+from shared.domain.access import Principal
+from shared.science.photometry import export_point
 
 
 def group_brief(group: Group) -> dict[str, Any]:

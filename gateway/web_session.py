@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from shared.access import Principal, principal_from_token
+from http_edge.web import ApiError, Route, bad_request, json_body, success
 from shared.db.session import read_session
-from shared.resources import RESOURCES
-from shared.security import SecretBox
-from shared.web import ApiError, Route, bad_request, json_body, success
+from shared.domain.access import Principal, principal_from_token
+from shared.runtime.resources import RESOURCES
+from shared.security.secrets import SecretBox
 
 SESSION_COOKIE = "skyhook_session"
 CSRF_COOKIE = "skyhook_csrf"

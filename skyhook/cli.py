@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from shared.settings import (
+from shared.runtime.settings import (
     SERVICE_SETTINGS,
     CommonSettings,
     Settings,
@@ -76,7 +76,7 @@ def _cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _cmd_phot_stats_recompute(args: argparse.Namespace) -> int:
-    from shared.phot_stats import recompute_database
+    from shared.science.phot_stats import recompute_database
 
     count = asyncio.run(recompute_database(_settings(args).database_url))
     print(f"photometry statistics recomputed for {count} sources", file=sys.stderr)
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.observability import configure_logging
+    from shared.observability.metrics import configure_logging
 
     args = build_parser().parse_args(argv)
     service = args.command if args.command in SERVICES else "skyhook"

@@ -22,13 +22,13 @@ from dispatcher import running_dispatcher
 from dispatcher.triggers import declare_trigger_queue, running_triggers
 from gateway.app import create_gateway_app
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
-from shared import analysis_lifecycle as lifecycle
-from shared.background import background
+from http_edge.operations import create_operations_app
 from shared.db.migrate import upgrade_async
 from shared.db.types import utcnow
-from shared.operations import create_operations_app
-from shared.resources import Resources, open_resources
-from shared.settings import CommonSettings, LLMSettings, Settings
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.runtime.background import background
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import CommonSettings, LLMSettings, Settings
 from summary_service import declare_summary_queue, running_summary_service
 from webhook_receiver.app import create_webhook_app
 
@@ -261,7 +261,7 @@ async def run_service(
 ) -> None:
     """One service in this process until ``stop`` is set (or the task is cancelled).
 
-    ``settings`` is the service's own model (``shared.settings.SERVICE_SETTINGS``); the full
+    ``settings`` is the service's own model (``shared.runtime.settings.SERVICE_SETTINGS``); the full
     ``Settings`` serves every service. ``reuse_port``: this process is one of several workers
     sharing the port."""
     stop = stop or asyncio.Event()

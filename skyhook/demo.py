@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from shared.accounts import ensure_user, get_or_create_group, issue_token
-from shared.enums import ACL
-from shared.resources import Resources
+from shared.domain.accounts import ensure_user, get_or_create_group, issue_token
+from shared.domain.enums import ACL
+from shared.runtime.resources import Resources
 
 DEMO_SOURCE_ID = "ZTF24demo001"
 DEMO_GROUP = "demo"

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from shared.bus.base import DEATH_QUEUE_HEADER, DEATH_REASON_HEADER
-from shared.resources import bus_from
-from shared.settings import Settings
+from shared.runtime.resources import bus_from
+from shared.runtime.settings import Settings
 
 
 def _check_broker(settings: Settings) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.accounts import AccountError, ensure_user, issue_token
 from shared.db.migrate import upgrade_async
-from shared.resources import open_resources
-from shared.settings import Settings
+from shared.domain.accounts import AccountError, ensure_user, issue_token
+from shared.runtime.resources import open_resources
+from shared.runtime.settings import Settings
 
 
 async def create_token(

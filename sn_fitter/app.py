@@ -6,7 +6,7 @@ POSTs the webhook body to ``callback_url``. ``GET /`` is the health check.
 
 This is the example of how to write an analysis service: the protocol's parts every service
 shares (checking the request, the health check, calling back with retries) come from
-``shared/service_protocol.py``; the work is in ``job.py`` and the callback body in
+``service_kit/protocol.py``; the work is in ``job.py`` and the callback body in
 ``products.py``.
 """
 
@@ -25,8 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shared.observability import STANDALONE_OPERATIONS_ROUTES
-from shared.service_protocol import (
+from service_kit.protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
     RequestError,
@@ -37,6 +36,7 @@ from shared.service_protocol import (
     redact_callback_url,
     refused,
 )
+from shared.observability.metrics import STANDALONE_OPERATIONS_ROUTES
 from sn_fitter.inputs import InputError
 from sn_fitter.job import FitJob, build_job, encode, run_job, warm_up
 from sn_fitter.products import failure_body

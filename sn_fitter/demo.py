@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import sn_fitter  # noqa: F401  (sets SNCOSMO_DATA_DIR before sncosmo loads files)
-from shared.photometry import PHOTOMETRY_CSV_COLUMNS
+from shared.science.photometry import PHOTOMETRY_CSV_COLUMNS
 
 ZP = 23.9
 DETECTION_SNR = 5.0

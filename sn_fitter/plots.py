@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sncosmo
 
-from shared.corner import corner_figure, quantile_text
+from shared.science.corner import corner_figure, quantile_text
 from sn_fitter.fit import FitResult, chi2_per_dof
 from sn_fitter.inputs import LightCurve
 

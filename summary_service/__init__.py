@@ -8,7 +8,7 @@
 - ``keys.summary_secrets_for`` is what the dispatcher adds to a summary request at send time.
 """
 
-from summary_service.keys import summary_secrets_for
+from shared.domain.llm_keys import summary_secrets_for
 from summary_service.service import (
     QUEUE,
     SummaryService,

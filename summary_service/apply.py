@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.artifacts import ArtifactStore
 from shared.db.models import ObjAnalysis
-from shared.summaries import has_entry_for, lock_obj, prepend_summary
+from shared.domain.artifacts import ArtifactStore
+from shared.domain.summaries import has_entry_for, lock_obj, prepend_summary
 
 log = logging.getLogger("skyhook.summary_service")
 

@@ -4,8 +4,8 @@ After the summary service applies a summary it embeds it at once. Summaries also
 elsewhere (a manual ``PATCH /api/sources/{id}``, the deletion of a summary analysis, a source
 deleted): a periodic pass embeds every summarized source whose stored embedding is missing or
 stale and deletes the embeddings of sources without a summary. Until then a stale embedding is
-simply never searched (``shared.embeddings``). An unreachable embeddings API only delays this;
-nothing is lost.
+simply never searched (``shared.domain.embeddings``). An unreachable embeddings API only delays
+this; nothing is lost.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.embeddings import (
+from shared.domain.embeddings import (
     EmbeddingsConfig,
     delete_unsummarized,
     sources_to_embed,
     store_embedding,
 )
-from shared.llm import LLMClient, LLMError
+from shared.llm.client import LLMClient, LLMError
 
 log = logging.getLogger("skyhook.summary_service.embeddings")
 

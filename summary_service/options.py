@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.settings import LLMSettings
-from summary_service.keys import SUMMARY_KEY_PARAMETER
+from shared.domain.llm_keys import SUMMARY_KEY_PARAMETER
+from shared.runtime.settings import LLMSettings
 
 OVERRIDABLE = ("model", "temperature", "max_tokens", "prompt", "system_prompt")
 MAX_TEXT = 20_000

@@ -7,10 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from shared.background import background
 from shared.bus.base import Bus, Envelope
-from shared.embeddings import embeddings_config
-from shared.events import (
+from shared.domain.embeddings import embeddings_config
+from shared.domain.events import (
     AnalysisAccepted,
     AnalysisCancelled,
     AnalysisCompleted,
@@ -18,7 +17,8 @@ from shared.events import (
     AnalysisFailed,
     AnalysisTimedOut,
 )
-from shared.resources import Resources
+from shared.runtime.background import background
+from shared.runtime.resources import Resources
 from summary_service.apply import apply_analysis_summary
 from summary_service.embedder import SummaryEmbedder
 

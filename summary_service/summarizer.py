@@ -23,9 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shared.llm import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
-from shared.observability import STANDALONE_OPERATIONS_ROUTES
-from shared.service_protocol import (
+from service_kit.protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
     RequestError,
@@ -36,7 +34,9 @@ from shared.service_protocol import (
     redact_callback_url,
     refused,
 )
-from shared.settings import LLMSettings
+from shared.llm.client import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
+from shared.observability.metrics import STANDALONE_OPERATIONS_ROUTES
+from shared.runtime.settings import LLMSettings
 from summary_service.options import (
     OptionsError,
     SummaryOptions,

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from shared.db.migrate import upgrade
-from shared.resources import Resources, open_resources
-from shared.settings import Settings, load_settings
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import Settings, load_settings
 from tests.support.api import Accounts, ApiClient, api_client
 
 PG_ADMIN_URL = os.environ.get(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.db.models import Group
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Caller
 from tests.test_sources import _analysis, new_instrument, new_source, table_counts

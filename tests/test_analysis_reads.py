@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
-from shared.analysis_lifecycle import delete_analyses_of_service
-from shared.artifacts import delete_artifacts
 from shared.db.models import DispatchAttempt, Obj, ObjAnalysis
 from shared.db.types import utcnow
-from shared.resources import Resources
-from shared.summaries import prepend_summary
+from shared.domain.analysis_lifecycle import delete_analyses_of_service
+from shared.domain.artifacts import delete_artifacts
+from shared.domain.summaries import prepend_summary
+from shared.runtime.resources import Resources
 from tests.support.analyses import (
     PNG_B64,
     callback_token,

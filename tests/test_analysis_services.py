@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis
 from shared.db.types import utcnow
-from shared.resources import Resources, open_resources
-from shared.security import hash_token
-from shared.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
-from shared.settings import load_settings
+from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import load_settings
+from shared.security.secrets import hash_token
 from tests.support.api import Accounts, ApiClient, Reply, TestUser, api_client, unique
 from tests.support.artifacts import (
     artifact_names,

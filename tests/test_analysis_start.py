@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from shared.db.types import utcnow
-from shared.resources import Resources
-from shared.security import hash_token
+from shared.runtime.resources import Resources
+from shared.security.secrets import hash_token
 from tests.support.analyses import (
     count_analyses,
     data_url,

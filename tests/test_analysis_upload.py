@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support.analyses import (
     PNG_B64,
     count_analyses,

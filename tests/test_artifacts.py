@@ -10,9 +10,9 @@ import os
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from shared.artifacts import ArtifactMissing, NewArtifact, delete_artifacts, write_artifacts
 from shared.db.models import ObjAnalysis
-from shared.resources import Resources
+from shared.domain.artifacts import ArtifactMissing, NewArtifact, delete_artifacts, write_artifacts
+from shared.runtime.resources import Resources
 from tests.support.analyses import insert_analysis, make_obj, make_service
 from tests.support.api import Accounts
 from tests.support.artifacts import artifact_names, blob_exists, links_of, unreferenced_blobs

@@ -13,7 +13,7 @@ from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from shared.corner import (
+from shared.science.corner import (
     MAX_PARAMETERS,
     CornerError,
     corner_figure,

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from dispatcher.triggers import DefaultAnalysisTriggers
-from shared import default_analyses
 from shared.bus.base import Envelope
 from shared.db.models import (
     DefaultAnalysis,
@@ -21,8 +20,9 @@ from shared.db.models import (
     OutboxMessage,
     PendingPhotometryTrigger,
 )
-from shared.events import ClassificationAdded
-from shared.resources import Resources
+from shared.domain import default_analyses
+from shared.domain.events import ClassificationAdded
+from shared.runtime.resources import Resources
 from tests.support.analyses import ids, make_obj, make_service
 from tests.support.api import Accounts, ApiClient, TestUser
 from tests.support.pipeline import add_classification

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_gateway_app
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from skyhook.demo import DEMO_SOURCE_ID, load_demo, welcome
 from tests.support.api import ApiClient, TestUser
 

@@ -38,9 +38,9 @@ from dispatcher.triggers import ROUTING_KEYS as TRIGGER_ROUTING_KEYS
 from shared.bus import create_bus
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
-from shared.events import AnalysisCompleted, AnalysisRequested, SourceSaved
-from shared.resources import Resources
-from shared.settings import (
+from shared.domain.events import AnalysisCompleted, AnalysisRequested, SourceSaved
+from shared.runtime.resources import Resources
+from shared.runtime.settings import (
     SERVICE_SETTINGS,
     CommonSettings,
     Settings,
@@ -772,7 +772,7 @@ def _definitions() -> dict[str, Any]:
 
 
 def _code_bus(url: str = AMQP_URL) -> RabbitBus:
-    bus = create_bus(url)  # exactly as the services build it (shared.resources)
+    bus = create_bus(url)  # exactly as the services build it (shared.runtime.resources)
     assert isinstance(bus, RabbitBus)
     return bus
 

@@ -29,20 +29,20 @@ from dispatcher.attempt import AttemptRunner
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
-from shared import analysis_lifecycle as lifecycle
-from shared.artifacts import ArtifactRef
 from shared.bus.base import Envelope
+from shared.bus.outbox import OutboxRelay, enqueue
 from shared.db.models import Group, ObjAnalysis, OutboxMessage, User
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.events import AnalysisRequested
-from shared.inputs import PHOTOMETRY_COLUMNS
-from shared.outbox import OutboxRelay, enqueue
-from shared.resources import Resources
-from shared.settings import Settings
-from shared.signing import verify
-from shared.urlpolicy import URLPolicy
-from summary_service.keys import LLM_KEY, set_user_secret
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.artifacts import ArtifactRef
+from shared.domain.enums import AnalysisStatus
+from shared.domain.events import AnalysisRequested
+from shared.domain.inputs import PHOTOMETRY_COLUMNS
+from shared.domain.llm_keys import LLM_KEY, set_user_secret
+from shared.runtime.resources import Resources
+from shared.runtime.settings import Settings
+from shared.security.signing import verify
+from shared.security.urlpolicy import URLPolicy
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Author

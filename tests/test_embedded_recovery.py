@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from shared import analysis_lifecycle as lifecycle
 from shared.db.migrate import upgrade
 from shared.db.models import OutboxMessage
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.events import AnalysisRequested
-from shared.resources import Resources
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.enums import AnalysisStatus
+from shared.domain.events import AnalysisRequested
+from shared.runtime.resources import Resources
 from skyhook.composition import recover_embedded_work
 from tests.support.api import Accounts
 from tests.support.pipeline import load_analysis, make_analysis, make_obj, make_service

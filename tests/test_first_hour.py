@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.resources import open_resources
-from shared.settings import Settings, SettingsError, load_settings
+from shared.runtime.resources import open_resources
+from shared.runtime.settings import Settings, SettingsError, load_settings
 from tests.test_deploy import COMPOSE_SECRETS, STANDALONE, _compose_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""shared.group_commit: concurrent callers share batches and each gets its own outcome."""
+"""shared.runtime.group_commit: concurrent callers share batches and each gets its own outcome."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.group_commit import GroupCommit
+from shared.runtime.group_commit import GroupCommit
 
 
 class Doubler:

@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from gateway.routes import gateway_routes
-from shared.resources import Resources, open_resources
-from shared.service_protocol import RequestError, read_request, refused
-from shared.settings import Settings, load_settings
+from service_kit.protocol import RequestError, read_request, refused
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import Settings, load_settings
 from tests.conftest import PG_ADMIN_URL
 from tests.support.api import Accounts, ApiClient, TestUser, api_client, unique
 from tests.support.pipeline import (

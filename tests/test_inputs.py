@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from shared.access import Principal, principal_for
 from shared.db.models import Group, User
-from shared.inputs import (
+from shared.domain.access import Principal, principal_for
+from shared.domain.inputs import (
     ANNOTATIONS_COLUMNS,
     CLASSIFICATIONS_COLUMNS,
     COMMENTS_COLUMNS,
@@ -28,7 +28,7 @@ from shared.inputs import (
     assemble_inputs,
     assemble_inputs_many,
 )
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support.api import Accounts
 from tests.support.pipeline import (
     add_annotation,

@@ -6,7 +6,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("shared", "gateway", "dispatcher", "webhook_receiver", "summary_service", "skyhook")
+PACKAGES = (
+    "shared",
+    "http_edge",
+    "service_kit",
+    "gateway",
+    "dispatcher",
+    "webhook_receiver",
+    "summary_service",
+    "skyhook",
+)
 DIALECT_LAYER = ROOT / "shared" / "db"
 
 

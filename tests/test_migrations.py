@@ -22,8 +22,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
-from shared.analysis_data import load_analysis_data
-from shared.artifacts import ArtifactMissing
 from shared.db.migrate import alembic_config, downgrade, upgrade, upgrade_async
 from shared.db.models import (
     AnalysisArtifact,
@@ -36,8 +34,10 @@ from shared.db.models import (
 )
 from shared.db.session import create_engine
 from shared.db.types import utcnow
-from shared.resources import open_resources
-from shared.settings import load_settings
+from shared.domain.analysis_data import load_analysis_data
+from shared.domain.artifacts import ArtifactMissing
+from shared.runtime.resources import open_resources
+from shared.runtime.settings import load_settings
 from tests.conftest import _dsn, _pg_admin
 
 MODEL_TABLES = set(Base.metadata.tables)

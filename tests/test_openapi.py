@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_gateway_app
 from gateway.openapi import openapi_path
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 
 PACKAGES = ("gateway", "webhook_receiver", "summary_service", "dispatcher", "sn_fitter")
 OPENAPI = "/api/openapi.json"

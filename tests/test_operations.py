@@ -15,8 +15,8 @@ import pytest
 
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
-from shared.observability import JSONLogFormatter, bind_analysis
-from shared.resources import Resources
+from shared.observability.metrics import JSONLogFormatter, bind_analysis
+from shared.runtime.resources import Resources
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts, ApiClient
 

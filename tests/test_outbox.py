@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.background import background, run_forever
 from shared.bus import BusUnavailable
 from shared.bus.base import Envelope, MessageHandler
 from shared.bus.memory import MemoryBus
+from shared.bus.outbox import OutboxRelay, enqueue
 from shared.db.models import OutboxMessage
 from shared.db.session import create_engine, create_session_factory
-from shared.events import AnalysisCompleted, AnalysisRequested
-from shared.outbox import OutboxRelay, enqueue
-from shared.resources import Resources
+from shared.domain.events import AnalysisCompleted, AnalysisRequested
+from shared.runtime.background import background, run_forever
+from shared.runtime.resources import Resources
 from skyhook.composition import outbox_relay
 from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit

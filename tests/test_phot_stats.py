@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from shared import phot_stats
 from shared.db.models import Instrument, Obj, Photometry, PhotStat
 from shared.db.session import create_engine, create_session_factory
-from shared.phot_stats import PointRow, compute
-from shared.photometry import fluxerr_to_limit, limit_to_fluxerr, mag_to_flux
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.science import phot_stats
+from shared.science.phot_stats import PointRow, compute
+from shared.science.photometry import fluxerr_to_limit, limit_to_fluxerr, mag_to_flux
 from skyhook import cli
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as Caller

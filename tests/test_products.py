@@ -14,9 +14,9 @@ import pytest
 from multidict import CIMultiDictProxy
 from sqlalchemy import func, select
 
-from shared.artifacts import CHUNK_BYTES
 from shared.db.models import ArtifactBlob, ObjAnalysis
-from shared.resources import Resources
+from shared.domain.artifacts import CHUNK_BYTES
+from shared.runtime.resources import Resources
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as ApiUser
 from tests.support.artifacts import put_artifact, ruined_blob

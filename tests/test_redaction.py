@@ -25,13 +25,13 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from dispatcher import Dispatcher
+from shared.bus.outbox import enqueue
 from shared.db.models import AnalysisService, User
-from shared.events import AnalysisRequested
-from shared.outbox import enqueue
-from shared.redaction import REDACTED, redact, request_secrets, secret_forms
-from shared.resources import Resources
-from shared.settings import Settings
-from summary_service.keys import LLM_KEY, set_user_secret
+from shared.domain.events import AnalysisRequested
+from shared.domain.llm_keys import LLM_KEY, set_user_secret
+from shared.runtime.resources import Resources
+from shared.runtime.settings import Settings
+from shared.security.redaction import REDACTED, redact, request_secrets, secret_forms
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.pipeline import (
     FakeService,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.safe_decode import (
+from shared.security.safe_decode import (
     BudgetExceededError,
     CorruptPayloadError,
     DecodeLimits,

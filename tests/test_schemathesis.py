@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.support.live_gateway import live_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("backend")]

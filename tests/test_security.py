@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from shared.security import CallbackTokens, SecretBox, hash_token, new_api_token
+from shared.security.secrets import CallbackTokens, SecretBox, hash_token, new_api_token
 
 # SkyPortal's webhook route only accepts lowercase UUIDv4 tokens.
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -1,4 +1,4 @@
-"""shared.service_protocol against real local HTTP servers: the callback's retry and stop rules,
+"""service_kit.protocol against real local HTTP servers: the callback's retry and stop rules,
 redirects, and a token that never reaches the log."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from shared.service_protocol import post_callback
+from service_kit.protocol import post_callback
 from tests.support.ports import free_port
 
 TOKEN = "one-time-token-5f0c2a9e"

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.settings import (
+from shared.runtime.settings import (
     DEV_SECRET_KEY,
     OWN_SECRET_KEY_MESSAGE,
     SERVICE_SETTINGS,

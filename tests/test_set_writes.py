@@ -11,11 +11,11 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from shared import analysis_lifecycle as lifecycle
 from shared.db.models import OutboxMessage
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.resources import Resources
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.enums import AnalysisStatus
+from shared.runtime.resources import Resources
 from tests.conftest import _dsn
 from tests.support.api import Accounts
 from tests.support.pipeline import (

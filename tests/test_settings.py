@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import DEV_SECRET_KEY, SettingsError, load_settings
+from shared.runtime.settings import DEV_SECRET_KEY, SettingsError, load_settings
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.signing import (
+from shared.security.signing import (
     ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

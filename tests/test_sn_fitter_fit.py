@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sncosmo
 
-from shared.corner import corner_figure
+from shared.science.corner import corner_figure
 from sn_fitter.demo import demo_lightcurve, simulate_ztf_lightcurve
 from sn_fitter.fit import FitFailure, fit_lightcurve
 from sn_fitter.inputs import Redshift, parse_photometry

@@ -23,10 +23,10 @@ import pytest_asyncio
 import xarray as xr
 from aiohttp import web
 
-from shared.analysis_data import decode_payload_sync, parse_webhook_body
-from shared.inputs import PHOTOMETRY_COLUMNS, REDSHIFT_COLUMNS, records_to_csv
-from shared.photometry import PHOT_SYS, PHOT_ZP, flux_to_mag, fluxerr_to_magerr
-from shared.safe_decode import load_joblib_safely
+from shared.domain.analysis_data import decode_payload_sync, parse_webhook_body
+from shared.domain.inputs import PHOTOMETRY_COLUMNS, REDSHIFT_COLUMNS, records_to_csv
+from shared.science.photometry import PHOT_SYS, PHOT_ZP, flux_to_mag, fluxerr_to_magerr
+from shared.security.safe_decode import load_joblib_safely
 from sn_fitter.app import FitterSettings, create_app
 from sn_fitter.demo import demo_lightcurve
 from sn_fitter.quality import az

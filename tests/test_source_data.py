@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared import photometry as units
-from shared.resources import Resources
+from shared.runtime.resources import Resources
+from shared.science import photometry as units
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Caller
 from tests.test_sources import new_instrument, new_source, table_counts

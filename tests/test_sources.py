@@ -24,7 +24,7 @@ from shared.db.models import (
     obj_groups,
 )
 from shared.db.types import utcnow
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as Caller
 from tests.support.artifacts import blob_exists, links_of, put_artifact, unreferenced_blobs

@@ -27,15 +27,15 @@ from sqlalchemy import text, update
 from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
 from gateway.app import create_gateway_app
-from shared.analysis_data import store_analysis_payload
-from shared.analysis_lifecycle import delete_analyses_where
-from shared.artifacts import NewArtifact, write_artifacts
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.db.models import Group, Obj, ObjAnalysis, SourceEmbedding, User
-from shared.events import AnalysisCompleted
-from shared.resources import Resources
-from shared.settings import Settings
+from shared.domain.analysis_data import store_analysis_payload
+from shared.domain.analysis_lifecycle import delete_analyses_where
+from shared.domain.artifacts import NewArtifact, write_artifacts
+from shared.domain.events import AnalysisCompleted
+from shared.runtime.resources import Resources
+from shared.runtime.settings import Settings
 from skyhook.composition import outbox_relay, run_service
 from summary_service import SummaryService, declare_summary_queue, running_summary_service
 from summary_service.demo import summarizer_registration

@@ -15,14 +15,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from shared.inputs import (
+from shared.domain.inputs import (
     CLASSIFICATIONS_COLUMNS,
     COMMENTS_COLUMNS,
     REDSHIFT_COLUMNS,
     records_to_csv,
     records_to_json,
 )
-from shared.settings import Settings, load_settings
+from shared.runtime.settings import Settings, load_settings
 from skyhook.composition import run_service
 from summary_service.prompt import build_prompt, read_facts
 from summary_service.summarizer import NO_KEY_MESSAGE, SummarizerConfig, create_summarizer_app

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from gateway.handlers.summaries import SEARCH_NOT_CONFIGURED
 from shared.db.models import Group
-from shared.embeddings import embeddings_config, rank
-from shared.resources import Resources
-from shared.settings import Settings
+from shared.domain.embeddings import embeddings_config, rank
+from shared.runtime.resources import Resources
+from shared.runtime.settings import Settings
 from summary_service.embedder import SummaryEmbedder
 from tests.support.api import Accounts, ApiClient, api_client
 from tests.support.api import TestUser as ApiUser

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from dispatcher.resolver import PolicyResolver
-from shared.urlpolicy import URLPolicy, URLPolicyError
+from shared.security.urlpolicy import URLPolicy, URLPolicyError
 
 STRICT = URLPolicy()
 LOOPBACK_ONLY = URLPolicy(allow_loopback=True)

@@ -23,7 +23,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from gateway.app import create_gateway_app
-from shared.analysis_data import load_analysis_data
 from shared.db.models import (
     AnalysisService,
     Annotation,
@@ -33,9 +32,10 @@ from shared.db.models import (
     OutboxMessage,
 )
 from shared.db.types import utcnow
-from shared.resources import Resources
-from shared.security import hash_token
-from shared.settings import Settings
+from shared.domain.analysis_data import load_analysis_data
+from shared.runtime.resources import Resources
+from shared.runtime.settings import Settings
+from shared.security.secrets import hash_token
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser
 from tests.support.artifacts import artifact_names, stored_bytes, unreferenced_blobs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shared.web import Route, not_found, path_int
+from http_edge.web import Route, not_found, path_int
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"

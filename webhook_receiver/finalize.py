@@ -1,5 +1,5 @@
 """The webhook's reads and refusals: which analysis a token names, and why a callback for it is
-refused now. The winning transition itself is ``shared.analysis_lifecycle.complete_many``."""
+refused now. The winning transition itself is ``shared.domain.analysis_lifecycle.complete_many``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from shared import analysis_lifecycle as lifecycle
-from shared.analysis_lifecycle import Callee
+from http_edge.web import ApiError, bad_request, forbidden
 from shared.db.dialect import in_set, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.enums import ACTIVE_STATUSES, AnalysisStatus
-from shared.web import ApiError, bad_request, forbidden
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.analysis_lifecycle import Callee
+from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
 
 TOKEN_EXPIRED = "Token has expired"
 

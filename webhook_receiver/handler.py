@@ -15,22 +15,22 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import ColumnElement
 
-from shared import analysis_lifecycle as lifecycle
-from shared.analysis_data import (
+from http_edge.web import ApiError, bad_request, forbidden, success, unexpected_error
+from shared.db.models import ObjAnalysis
+from shared.db.types import utcnow
+from shared.domain import analysis_lifecycle as lifecycle
+from shared.domain.analysis_data import (
     PayloadError,
     decode_analysis_payload,
     parse_webhook_body,
     prepare_payload,
 )
-from shared.analysis_lifecycle import Callee, Completion, Outcome
-from shared.db.models import ObjAnalysis
-from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.group_commit import GroupCommit
-from shared.observability import WEBHOOK_BODY_BYTES, bind_analysis
-from shared.resources import RESOURCES, Resources
-from shared.security import hash_token
-from shared.web import ApiError, bad_request, forbidden, success, unexpected_error
+from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
+from shared.domain.enums import AnalysisStatus
+from shared.observability.metrics import WEBHOOK_BODY_BYTES, bind_analysis
+from shared.runtime.group_commit import GroupCommit
+from shared.runtime.resources import RESOURCES, Resources
+from shared.security.secrets import hash_token
 from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_callees, refusal
 from webhook_receiver.redaction import redacted_message
 

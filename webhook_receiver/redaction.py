@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from shared.analysis_lifecycle import Callee
-from shared.redaction import redact, request_secrets
-from shared.resources import Resources
-from shared.service_registry import decrypt_authinfo, decrypt_signing_secret
-from summary_service.keys import user_llm_key
+from shared.domain.analysis_lifecycle import Callee
+from shared.domain.llm_keys import user_llm_key
+from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
+from shared.runtime.resources import Resources
+from shared.security.redaction import redact, request_secrets
 
 log = logging.getLogger("skyhook.webhook")
 

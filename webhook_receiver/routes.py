@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.web import Route
+from http_edge.web import Route
 from webhook_receiver.handler import post_webhook
 
 WEBHOOK_BODY = {"status": "str", "message": "str", "analysis": "obj"}

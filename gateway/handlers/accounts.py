@@ -10,11 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
 from gateway.serialize import token_dict, user_dict
-from shared.access import Principal, groups_not_found
-from shared.accounts import AccountError, add_member, check_acls, check_name, issue_token
-from shared.db.models import Group, GroupUser, Token, User
-from shared.resources import RESOURCES
-from shared.web import (
+from http_edge.web import (
     ApiError,
     Route,
     bad_request,
@@ -25,7 +21,11 @@ from shared.web import (
     path_int,
     success,
 )
-from summary_service.keys import user_llm_key
+from shared.db.models import Group, GroupUser, Token, User
+from shared.domain.access import Principal, groups_not_found
+from shared.domain.accounts import AccountError, add_member, check_acls, check_name, issue_token
+from shared.domain.llm_keys import user_llm_key
+from shared.runtime.resources import RESOURCES
 
 
 def _account_error(exc: AccountError) -> ApiError:

@@ -21,38 +21,7 @@ from sqlalchemy.orm import raiseload
 
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
-from shared.access import Principal, resolve_group_ids, visible
-from shared.analysis_data import load_analysis_data
-from shared.analysis_lifecycle import (
-    CapReached,
-    NewAnalysis,
-    ObjNotVisible,
-    cancel_analyses,
-    delete_analysis,
-    obj_visible,
-)
-from shared.analysis_parameters import (
-    ParameterError,
-    display_parameters,
-    normalize_input_filters,
-    parameter_specs,
-    validate_analysis_parameters,
-)
-from shared.artifacts import ArtifactStore
-from shared.db.dialect import in_set, name_of
-from shared.db.models import (
-    AnalysisService,
-    DispatchAttempt,
-    ObjAnalysis,
-    analysis_service_groups,
-    obj_analysis_groups,
-    obj_groups,
-)
-from shared.db.session import read_session
-from shared.enums import ACL
-from shared.group_commit import GroupCommit
-from shared.resources import RESOURCES
-from shared.web import (
+from http_edge.web import (
     ApiError,
     Page,
     Route,
@@ -67,6 +36,37 @@ from shared.web import (
     success,
     success_page,
 )
+from shared.db.dialect import in_set, name_of
+from shared.db.models import (
+    AnalysisService,
+    DispatchAttempt,
+    ObjAnalysis,
+    analysis_service_groups,
+    obj_analysis_groups,
+    obj_groups,
+)
+from shared.db.session import read_session
+from shared.domain.access import Principal, resolve_group_ids, visible
+from shared.domain.analysis_data import load_analysis_data
+from shared.domain.analysis_lifecycle import (
+    CapReached,
+    NewAnalysis,
+    ObjNotVisible,
+    cancel_analyses,
+    delete_analysis,
+    obj_visible,
+)
+from shared.domain.analysis_parameters import (
+    ParameterError,
+    display_parameters,
+    normalize_input_filters,
+    parameter_specs,
+    validate_analysis_parameters,
+)
+from shared.domain.artifacts import ArtifactStore
+from shared.domain.enums import ACL
+from shared.runtime.group_commit import GroupCommit
+from shared.runtime.resources import RESOURCES
 
 log = logging.getLogger("skyhook.gateway.analyses")
 

@@ -19,15 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.serialize import groups_brief
-from shared import service_registry as registry
-from shared.access import Principal, groups_not_found, resolve_group_ids, visible
-from shared.analysis_lifecycle import delete_analyses_of_service
-from shared.db.models import AnalysisService, Group, analysis_service_groups
-from shared.enums import ACL, AuthenticationType
-from shared.resources import RESOURCES, Resources
-from shared.service_registry import PLAIN_FIELDS, Connection, RegistryError
-from shared.urlpolicy import URLPolicyError
-from shared.web import (
+from http_edge.web import (
     ApiError,
     Route,
     bad_request,
@@ -37,6 +29,14 @@ from shared.web import (
     path_int,
     success,
 )
+from shared.db.models import AnalysisService, Group, analysis_service_groups
+from shared.domain import service_registry as registry
+from shared.domain.access import Principal, groups_not_found, resolve_group_ids, visible
+from shared.domain.analysis_lifecycle import delete_analyses_of_service
+from shared.domain.enums import ACL, AuthenticationType
+from shared.domain.service_registry import PLAIN_FIELDS, Connection, RegistryError
+from shared.runtime.resources import RESOURCES, Resources
+from shared.security.urlpolicy import URLPolicyError
 
 log = logging.getLogger("skyhook.gateway.analysis_services")
 

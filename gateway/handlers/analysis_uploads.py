@@ -20,8 +20,9 @@ from gateway.handlers.analyses import (
     request_group_ids,
     usable_service,
 )
-from shared.analysis_data import PayloadError, store_analysis_payload
-from shared.analysis_lifecycle import (
+from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
+from shared.domain.analysis_data import PayloadError, store_analysis_payload
+from shared.domain.analysis_lifecycle import (
     CapReached,
     NewAnalysis,
     ObjNotVisible,
@@ -29,9 +30,8 @@ from shared.analysis_lifecycle import (
     create_analysis,
     obj_visible,
 )
-from shared.enums import ACL, AnalysisStatus
-from shared.resources import RESOURCES, Resources
-from shared.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
+from shared.domain.enums import ACL, AnalysisStatus
+from shared.runtime.resources import RESOURCES, Resources
 
 log = logging.getLogger("skyhook.gateway.analysis_uploads")
 

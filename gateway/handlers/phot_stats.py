@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.auth import principal
 from gateway.handlers import query_params as q
 from gateway.handlers.source_access import visible_obj
-from shared import phot_stats
-from shared.access import Principal, visible
+from http_edge.web import Route, bad_request, query_bool, success
 from shared.db.models import (
     Classification,
     Obj,
@@ -32,8 +31,9 @@ from shared.db.models import (
     obj_groups,
     photometry_groups,
 )
-from shared.resources import RESOURCES
-from shared.web import Route, bad_request, query_bool, success
+from shared.domain.access import Principal, visible
+from shared.runtime.resources import RESOURCES
+from shared.science import phot_stats
 
 DEFAULT_AGGREGATE_POINTS = 20_000
 MAX_AGGREGATE_POINTS = 100_000

@@ -19,15 +19,7 @@ from gateway.handlers.source_access import (
     visible_page,
 )
 from gateway.serialize import photometry_dict
-from shared import phot_stats
-from shared import photometry as units
-from shared.access import Principal, visible
-from shared.db.models import Annotation, Obj, Photometry, annotation_groups, photometry_groups
-from shared.enums import ACL
-from shared.events import PhotometryAdded
-from shared.outbox import enqueue
-from shared.resources import RESOURCES
-from shared.web import (
+from http_edge.web import (
     ApiError,
     Route,
     bad_request,
@@ -39,6 +31,14 @@ from shared.web import (
     query_bool,
     success,
 )
+from shared.bus.outbox import enqueue
+from shared.db.models import Annotation, Obj, Photometry, annotation_groups, photometry_groups
+from shared.domain.access import Principal, visible
+from shared.domain.enums import ACL
+from shared.domain.events import PhotometryAdded
+from shared.runtime.resources import RESOURCES
+from shared.science import phot_stats
+from shared.science import photometry as units
 
 MAX_POINTS = 100_000
 COMMON_FIELDS = ("obj_id", "instrument_id", "mjd", "filter", "magsys")

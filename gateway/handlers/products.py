@@ -20,25 +20,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from gateway.auth import principal
-from shared.access import visible
-from shared.analysis_data import (
-    ORIGINAL_RESULTS,
-    PayloadError,
-    has_payload,
-    json_results_artifact,
-)
-from shared.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
-from shared.corner import (
-    CornerError,
-    posterior_from_netcdf,
-    posterior_from_samples,
-    render_corner_png,
-)
-from shared.db.dialect import merged_json, name_of
-from shared.db.models import ObjAnalysis, obj_analysis_groups, obj_groups
-from shared.resources import RESOURCES, Resources
-from shared.safe_decode import SafeDecodeError, joblib_to_json
-from shared.web import (
+from http_edge.web import (
     ApiError,
     Route,
     bad_request,
@@ -48,6 +30,24 @@ from shared.web import (
     query_bool,
     success,
 )
+from shared.db.dialect import merged_json, name_of
+from shared.db.models import ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.domain.access import visible
+from shared.domain.analysis_data import (
+    ORIGINAL_RESULTS,
+    PayloadError,
+    has_payload,
+    json_results_artifact,
+)
+from shared.domain.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
+from shared.runtime.resources import RESOURCES, Resources
+from shared.science.corner import (
+    CornerError,
+    posterior_from_netcdf,
+    posterior_from_samples,
+    render_corner_png,
+)
+from shared.security.safe_decode import SafeDecodeError, joblib_to_json
 
 log = logging.getLogger("skyhook.products")
 

@@ -6,7 +6,7 @@ import math
 
 from aiohttp import web
 
-from shared.web import MAX_ID, bad_request
+from http_edge.web import MAX_ID, bad_request
 
 
 def text_list(request: web.Request, name: str) -> list[str] | None:

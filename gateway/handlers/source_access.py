@@ -1,6 +1,6 @@
 """Helpers shared by the source and source-data handlers: field checks and visibility.
 
-The bodies they check come from ``shared.web.json_body``, which already refuses NUL characters
+The bodies they check come from ``http_edge.web.json_body``, which already refuses NUL characters
 anywhere in them (PostgreSQL text and JSONB cannot hold one).
 """
 
@@ -13,9 +13,9 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.access import Principal, groups_not_found, resolve_group_ids, visible
+from http_edge.web import MAX_ID, Page, bad_request, finite, not_found
 from shared.db.models import Group, Instrument, Obj, obj_groups
-from shared.web import MAX_ID, Page, bad_request, finite, not_found
+from shared.domain.access import Principal, groups_not_found, resolve_group_ids, visible
 
 OBJ_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
 MAX_NAME = 255

@@ -19,7 +19,8 @@ from gateway.handlers.source_access import (
     visible_obj,
 )
 from gateway.serialize import annotation_dict, classification_dict, comment_dict
-from shared.access import Principal, visible
+from http_edge.web import Route, bad_request, json_body, success
+from shared.bus.outbox import enqueue
 from shared.db.models import (
     Annotation,
     Classification,
@@ -29,11 +30,10 @@ from shared.db.models import (
     classification_groups,
     comment_groups,
 )
-from shared.enums import ACL
-from shared.events import ClassificationAdded
-from shared.outbox import enqueue
-from shared.resources import RESOURCES
-from shared.web import Route, bad_request, json_body, success
+from shared.domain.access import Principal, visible
+from shared.domain.enums import ACL
+from shared.domain.events import ClassificationAdded
+from shared.runtime.resources import RESOURCES
 
 MAX_COMMENT = 65_536
 NoteModel = type[Comment] | type[Classification] | type[Annotation]

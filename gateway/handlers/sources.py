@@ -24,14 +24,14 @@ from gateway.handlers.source_access import (
     visible_obj,
 )
 from gateway.serialize import source_dict
-from shared.access import Principal, visible
-from shared.analysis_lifecycle import delete_analyses_where
+from http_edge.web import Route, bad_request, json_body, page_from_query, query_bool, success
+from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
-from shared.enums import ACL
-from shared.events import SourceSaved
-from shared.outbox import enqueue
-from shared.resources import RESOURCES
-from shared.web import Route, bad_request, json_body, page_from_query, query_bool, success
+from shared.domain.access import Principal, visible
+from shared.domain.analysis_lifecycle import delete_analyses_where
+from shared.domain.enums import ACL
+from shared.domain.events import SourceSaved
+from shared.runtime.resources import RESOURCES
 
 
 def _coordinates(body: dict[str, object]) -> tuple[float, float]:

@@ -24,21 +24,21 @@ from gateway.handlers.source_access import (
     source_not_found,
     visible_obj,
 )
-from shared.access import Principal
+from http_edge.web import ApiError, Route, bad_request, finite, json_body, success
 from shared.db.models import ObjAnalysis, User
-from shared.embeddings import (
+from shared.domain.access import Principal
+from shared.domain.embeddings import (
     EmbeddingsConfig,
     SearchFilters,
     current_vector,
     embeddings_config,
     search,
 )
-from shared.enums import ACL
-from shared.llm import LLMClient, LLMError, LLMErrorKind
-from shared.resources import RESOURCES, Resources
-from shared.summaries import lock_obj, prepend_summary
-from shared.web import ApiError, Route, bad_request, finite, json_body, success
-from summary_service.keys import LLM_KEY, set_user_secret, user_llm_key
+from shared.domain.enums import ACL
+from shared.domain.llm_keys import LLM_KEY, set_user_secret, user_llm_key
+from shared.domain.summaries import lock_obj, prepend_summary
+from shared.llm.client import LLMClient, LLMError, LLMErrorKind
+from shared.runtime.resources import RESOURCES, Resources
 
 MAX_SUMMARY_CHARS = 20_000
 MAX_QUERY_CHARS = 10_000

@@ -253,7 +253,7 @@ class Annotation(OwnedRow, Base):
 
 
 class PhotStat(Timestamped, Base):
-    """A source's photometry statistics over all its points (see shared.phot_stats), kept
+    """A source's photometry statistics over all its points (see shared.science.phot_stats), kept
     current in the transaction of every change to its photometry."""
 
     __tablename__ = "phot_stats"
@@ -350,7 +350,7 @@ class ObjAnalysis(Timestamped, Base):
     """One run of an analysis service on a source.
 
     The webhook token is never stored: it is derived from ``unique_id`` with the secret key
-    (see shared.security.callback_token) and only its SHA-256 is kept for look-up.
+    (see shared.security.secrets.callback_token) and only its SHA-256 is kept for look-up.
     """
 
     __tablename__ = "obj_analyses"
@@ -453,7 +453,7 @@ class ArtifactBlob(Base):
     """The bytes of an artifact, stored once per distinct content (its SHA-256 is the key).
 
     A blob lives as long as a link refers to it: whatever deletes links deletes in the same
-    transaction the blobs they leave unreferenced (``shared.artifacts``).
+    transaction the blobs they leave unreferenced (``shared.domain.artifacts``).
     """
 
     __tablename__ = "artifact_blobs"

@@ -21,7 +21,7 @@ from typing import Any
 import aio_pika
 from aio_pika.exceptions import ChannelClosed
 
-from shared.settings import Settings, load_settings
+from shared.runtime.settings import Settings, load_settings
 from skyhook.composition import run_service
 from skyhook.provision import create_token
 from tests.support.api import ApiClient, ok

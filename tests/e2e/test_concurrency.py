@@ -51,9 +51,9 @@ from shared.bus.wire import BATCH_CONTENT_TYPE
 from shared.db.migrate import upgrade_async
 from shared.db.models import DispatchAttempt, ObjAnalysis, OutboxMessage
 from shared.db.session import create_engine
-from shared.resources import Resources
-from shared.security import hash_token
-from shared.settings import load_settings
+from shared.runtime.resources import Resources
+from shared.runtime.settings import load_settings
+from shared.security.secrets import hash_token
 from skyhook import composition
 from tests.conftest import _dsn, _pg_admin
 from tests.e2e.conftest import MANAGE_SERVICES, RUN_ANALYSES, UPLOAD_DATA

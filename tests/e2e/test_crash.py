@@ -24,7 +24,7 @@ from sqlalchemy import exists, func, select
 
 from shared.db.models import AnalysisArtifact, ArtifactBlob, ObjAnalysis
 from shared.db.session import create_engine
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.e2e.conftest import MANAGE_SERVICES, RUN_ANALYSES, UPLOAD_DATA
 from tests.e2e.harness import (
     DISPATCHER_QUEUE,

@@ -16,7 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from shared.settings import load_settings
+from shared.runtime.settings import load_settings
 from skyhook.composition import run_embedded
 from tests.e2e.conftest import MANAGE_SERVICES, RUN_ANALYSES, UPLOAD_DATA
 from tests.e2e.harness import (

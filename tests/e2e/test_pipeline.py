@@ -18,8 +18,8 @@ import joblib
 import pytest
 
 from dispatcher import Dispatcher
-from shared.inputs import PHOTOMETRY_COLUMNS
-from shared.signing import SignatureError, verify
+from shared.domain.inputs import PHOTOMETRY_COLUMNS
+from shared.security.signing import SignatureError, verify
 from tests.e2e.conftest import Scene
 from tests.e2e.harness import Pipeline, ok
 from tests.e2e.services import (

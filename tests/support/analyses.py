@@ -23,8 +23,8 @@ from shared.db.models import (
     obj_groups,
 )
 from shared.db.types import utcnow
-from shared.resources import Resources
-from shared.security import hash_token
+from shared.runtime.resources import Resources
+from shared.security.secrets import hash_token
 from tests.support.api import unique
 
 # A real 1x1 PNG.

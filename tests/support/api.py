@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_gateway_app
-from shared.accounts import add_member, ensure_user, get_or_create_group, issue_token
 from shared.db.models import Group
-from shared.resources import Resources
+from shared.domain.accounts import add_member, ensure_user, get_or_create_group, issue_token
+from shared.runtime.resources import Resources
 
 
 def unique(prefix: str) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from shared.artifacts import NewArtifact, write_artifacts
 from shared.db.models import AnalysisArtifact, ArtifactBlob, ObjAnalysis
-from shared.resources import Resources
+from shared.domain.artifacts import NewArtifact, write_artifacts
+from shared.runtime.resources import Resources
 
 
 async def artifact_names(resources: Resources, unique_id: str) -> list[str]:

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shared.service_protocol import RETRYABLE_STATUSES
+from service_kit.protocol import RETRYABLE_STATUSES
 from tests.support.ports import free_port
 
 WebhookBody = dict[str, Any]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.app import create_gateway_app
-from shared.resources import open_resources
-from shared.settings import Settings
+from shared.runtime.resources import open_resources
+from shared.runtime.settings import Settings
 from tests.support.api import Accounts
 from tests.support.ports import free_port
 

@@ -35,10 +35,10 @@ from shared.db.models import (
     spectrum_groups,
 )
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
-from shared.resources import Resources
-from shared.security import hash_token
-from shared.service_registry import encrypt_authinfo, encrypt_signing_secret
+from shared.domain.enums import AnalysisStatus
+from shared.domain.service_registry import encrypt_authinfo, encrypt_signing_secret
+from shared.runtime.resources import Resources
+from shared.security.secrets import hash_token
 from tests.support.api import unique
 from tests.support.fake_service import FakeService, Gate, Received, Reply
 from tests.support.polling import eventually

@@ -19,8 +19,8 @@ from sqlalchemy import insert
 from dispatcher import running_dispatcher
 from gateway.app import create_gateway_app
 from shared.db.models import Group, Photometry, photometry_groups
-from shared.resources import Resources, open_resources
-from shared.settings import Settings
+from shared.runtime.resources import Resources, open_resources
+from shared.runtime.settings import Settings
 from skyhook.composition import outbox_relay
 from tests.support.api import Accounts, ApiClient, TestUser, unique
 from tests.support.fake_service import FakeService

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from shared.db.models import AnalysisService, Obj, ObjAnalysis
 from shared.db.types import utcnow
-from shared.enums import AnalysisStatus
+from shared.domain.enums import AnalysisStatus
 from tests.support.pipeline import make_analysis, make_service
 from tests.webapp.conftest import PHONE, Scene, WebApp, sign_in
 

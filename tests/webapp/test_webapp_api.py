@@ -14,7 +14,7 @@ from sqlalchemy import delete, update
 from gateway.web_session import SESSION_COOKIE, WebSession, seal
 from shared.bus import Envelope
 from shared.db.models import ObjAnalysis, Token
-from shared.resources import Resources
+from shared.runtime.resources import Resources
 from tests.support.analyses import insert_analysis, make_obj, make_service
 from tests.support.api import Accounts, ApiClient
 

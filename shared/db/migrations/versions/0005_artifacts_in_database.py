@@ -120,7 +120,7 @@ def _artifact_dir() -> Path:
     if value:
         return Path(value)
     try:
-        from shared.settings import load_settings
+        from shared.runtime.settings import load_settings
 
         return load_settings().artifact_dir
     except Exception:  # settings unreadable here: the documented default

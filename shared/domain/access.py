@@ -11,11 +11,11 @@ from sqlalchemy import ColumnElement, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from http_edge.web import ApiError, is_id
 from shared.db.dialect import in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
-from shared.enums import ACL
-from shared.security import hash_token
-from shared.web import ApiError, is_id
+from shared.domain.enums import ACL
+from shared.security.secrets import hash_token
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The platform services' operational routes: liveness, readiness (the database and the bus
 answer) and Prometheus metrics with the pipeline's gauges (analyses by status, outbox backlog
 and lag, queue depths) refreshed at each scrape. The standalone analysis services have their
-own, in :mod:`shared.observability`, and never import this module (nor the database or bus).
+own, in :mod:`shared.observability.metrics`, and never import this module (nor the database or bus).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy import func, select, text
 
+from http_edge.web import Route, add_routes
 from shared.db.models import ObjAnalysis, OutboxMessage
-from shared.enums import AnalysisStatus
-from shared.observability import (
+from shared.domain.enums import AnalysisStatus
+from shared.observability.metrics import (
     ANALYSES,
     OUTBOX_BACKLOG,
     OUTBOX_LAG,
@@ -23,8 +24,7 @@ from shared.observability import (
     metrics_middleware,
     prometheus_response,
 )
-from shared.resources import RESOURCES, Resources
-from shared.web import Route, add_routes
+from shared.runtime.resources import RESOURCES, Resources
 
 
 async def _database_ready(resources: Resources) -> str | None:

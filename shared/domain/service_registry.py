@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.enums import AnalysisType, AuthenticationType, InputDataType
-from shared.security import SecretBox
-from shared.signing import SECRET_PREFIX, secret_key
-from shared.urlpolicy import URLPolicy, URLPolicyError
+from shared.domain.enums import AnalysisType, AuthenticationType, InputDataType
+from shared.security.secrets import SecretBox
+from shared.security.signing import SECRET_PREFIX, secret_key
+from shared.security.urlpolicy import URLPolicy, URLPolicyError
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 DEFAULT_TIMEOUT_SECONDS = 3600.0

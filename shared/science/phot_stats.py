@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.access import Principal, visible
 from shared.db.models import Obj, Photometry, PhotStat, photometry_groups
 from shared.db.session import create_engine, create_session_factory
 from shared.db.types import utcnow
-from shared.photometry import PHOT_ZP, fluxerr_to_limit
+from shared.domain.access import Principal, visible
+from shared.science.photometry import PHOT_ZP, fluxerr_to_limit
 
 DETECTION_NSIGMA = 3.0
 FORCED_PHOTOMETRY_ORIGINS = frozenset(

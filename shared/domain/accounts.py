@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Group, GroupUser, Token, User
-from shared.enums import ACL
-from shared.security import hash_token, new_api_token
+from shared.domain.enums import ACL
+from shared.security.secrets import hash_token, new_api_token
 
 VALID_ACLS = tuple(a.value for a in ACL)
 

@@ -31,7 +31,6 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from shared.access import Principal, visible
 from shared.db.dialect import in_set, name_of
 from shared.db.models import (
     Annotation,
@@ -47,8 +46,9 @@ from shared.db.models import (
     photometry_groups,
     spectrum_groups,
 )
-from shared.enums import InputDataType
-from shared.photometry import PHOTOMETRY_CSV_COLUMNS, export_point, fluxerr_to_magerr
+from shared.domain.access import Principal, visible
+from shared.domain.enums import InputDataType
+from shared.science.photometry import PHOTOMETRY_CSV_COLUMNS, export_point, fluxerr_to_magerr
 
 INPUTS_SCHEMA_VERSION = 1
 CSV_FORMAT = "csv"

@@ -1,7 +1,7 @@
 """Health, readiness, Prometheus metrics and structured logs for every skyhook service.
 
 Each service process mounts ``/healthz`` (the process answers), ``/readyz`` and ``/metrics``
-(Prometheus text format): the platform services with :mod:`shared.operations` (readiness: the
+(Prometheus text format): the platform services with :mod:`http_edge.operations` (readiness: the
 database and the bus answer), the standalone analysis services with the routes below, which
 need neither. Logs are JSON lines carrying the analysis id when one is bound
 (``bind_analysis``).
@@ -36,7 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from shared.web import Handler
+from http_edge.web import Handler
 
 HTTP_LATENCY = Histogram(
     "skyhook_http_request_duration_seconds",

@@ -27,7 +27,6 @@ import numpy as np
 from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.access import Principal, visible
 from shared.db.dialect import name_of, upsert
 from shared.db.models import (
     Classification,
@@ -37,8 +36,9 @@ from shared.db.models import (
     obj_groups,
 )
 from shared.db.types import utcnow
-from shared.llm import Endpoint
-from shared.settings import Settings
+from shared.domain.access import Principal, visible
+from shared.llm.client import Endpoint
+from shared.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

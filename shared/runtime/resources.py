@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.artifacts import ArtifactStore
 from shared.bus import Bus, create_bus
+from shared.bus.outbox import OutboxRelay
 from shared.db.session import create_engine, create_session_factory
-from shared.outbox import OutboxRelay
-from shared.security import CallbackTokens, SecretBox
-from shared.settings import Settings
-from shared.urlpolicy import URLPolicy
+from shared.domain.artifacts import ArtifactStore
+from shared.runtime.settings import Settings
+from shared.security.secrets import CallbackTokens, SecretBox
+from shared.security.urlpolicy import URLPolicy
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A service posts ``{"status", "message", "analysis": {...}}``. The ``analysis``
 object is validated completely, and every base64 blob decoded and checked, before anything is
-written; then each part becomes an artifact (``shared.artifacts``) with its size and sha256,
+written; then each part becomes an artifact (``shared.domain.artifacts``) with its size and sha256,
 stored in the database by the transaction that records the result.
 SkyPortal stored the object verbatim in one joblib file; :func:`load_analysis_data` rebuilds
 that shape from the artifacts for clients that read ``includeAnalysisData=true``.
@@ -23,10 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.artifacts import ArtifactStore, NewArtifact
+from http_edge.web import parse_json_object, parse_json_text
 from shared.db.models import ObjAnalysis
-from shared.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
-from shared.web import parse_json_object, parse_json_text
+from shared.domain.artifacts import ArtifactStore, NewArtifact
+from shared.security.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
 
 log = logging.getLogger("skyhook.analysis_data")
 
@@ -353,7 +353,7 @@ async def decode_analysis_payload(analysis: Any) -> DecodedPayload:
 def payload_files(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
     """The manifest entries and the files to store (hashing: CPU work, call it in a thread
     for big payloads). Nothing is written here: the files go into the database in the
-    transaction that makes them the analysis' (``shared.artifacts.write_artifacts``)."""
+    transaction that makes them the analysis' (``shared.domain.artifacts.write_artifacts``)."""
     manifest: dict[str, Any] = {}
     files: list[NewArtifact] = []
     for part in decoded.artifacts:

@@ -28,19 +28,6 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.access import Principal, principal_for
-from shared.analysis_lifecycle import (
-    CapReached,
-    NewAnalysis,
-    ObjNotVisible,
-    create_analysis,
-)
-from shared.analysis_parameters import (
-    ParameterError,
-    display_parameters,
-    parameter_specs,
-    validate_analysis_parameters,
-)
 from shared.db.dialect import take_write_lock
 from shared.db.models import (
     AnalysisService,
@@ -53,9 +40,22 @@ from shared.db.models import (
     table_of,
 )
 from shared.db.types import utcnow
-from shared.enums import ACL
-from shared.observability import DEFAULT_ANALYSIS_TRIGGERS
-from shared.resources import Resources
+from shared.domain.access import Principal, principal_for
+from shared.domain.analysis_lifecycle import (
+    CapReached,
+    NewAnalysis,
+    ObjNotVisible,
+    create_analysis,
+)
+from shared.domain.analysis_parameters import (
+    ParameterError,
+    display_parameters,
+    parameter_specs,
+    validate_analysis_parameters,
+)
+from shared.domain.enums import ACL
+from shared.observability.metrics import DEFAULT_ANALYSIS_TRIGGERS
+from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.default_analyses")
 

@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.background import wait_event
 from shared.bus.base import Bus, Envelope
 from shared.db.dialect import name_of, skip_locked
 from shared.db.models import OutboxMessage
-from shared.events import Message
+from shared.domain.events import Message
+from shared.runtime.background import wait_event
 
 log = logging.getLogger("skyhook.outbox")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.safe_decode import (
+from shared.security.safe_decode import (
     NetcdfGroupMissing,
     NetcdfVariable,
     SafeDecodeError,
@@ -53,7 +53,7 @@ class CornerError(ValueError):
 
 def posterior_from_netcdf(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
     """Flattened samples per parameter from the ``posterior`` group (or the root group), read
-    within the memory budget of :func:`shared.safe_decode.read_netcdf_variables`."""
+    within the memory budget of :func:`shared.security.safe_decode.read_netcdf_variables`."""
     for group in ("posterior", None):
         try:
             variables = read_netcdf_variables(data, group)

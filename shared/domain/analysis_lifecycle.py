@@ -32,14 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.access import Principal, visible
-from shared.analysis_data import AnnotationIn
-from shared.artifacts import (
-    NewArtifact,
-    artifact_writes,
-    delete_artifacts,
-    write_artifacts,
-)
+from shared.bus.outbox import enqueue, outbox_values
 from shared.db.dialect import (
     in_set,
     merged_json,
@@ -66,13 +59,20 @@ from shared.db.models import (
     table_of,
 )
 from shared.db.types import UTCDateTime, utcnow
-from shared.enums import ACTIVE_STATUSES, AnalysisStatus
-from shared.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
-from shared.group_commit import GroupCommit
-from shared.outbox import enqueue, outbox_values
-from shared.resources import Resources
-from shared.security import hash_token
-from shared.summaries import forget_analysis, lock_obj
+from shared.domain.access import Principal, visible
+from shared.domain.analysis_data import AnnotationIn
+from shared.domain.artifacts import (
+    NewArtifact,
+    artifact_writes,
+    delete_artifacts,
+    write_artifacts,
+)
+from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
+from shared.domain.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
+from shared.domain.summaries import forget_analysis, lock_obj
+from shared.runtime.group_commit import GroupCommit
+from shared.runtime.resources import Resources
+from shared.security.secrets import hash_token
 
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
 Sessions = async_sessionmaker[AsyncSession]

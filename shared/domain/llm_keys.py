@@ -14,7 +14,7 @@ import logging
 from typing import Any, Protocol
 
 from shared.db.models import AnalysisService, User
-from shared.security import SecretBox
+from shared.security.secrets import SecretBox
 
 log = logging.getLogger("skyhook.summary_service.keys")
 

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from shared.background import wait_event
+from shared.runtime.background import wait_event
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
