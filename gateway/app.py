@@ -11,10 +11,11 @@ from gateway.handlers.analyses import SERVICES, START_BATCHER, services_batcher
 from gateway.live import setup_live
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
+from http_edge.app_keys import RESOURCES
+from http_edge.observability import metrics_middleware
 from http_edge.web import add_routes, error_middleware
 from shared.domain.analysis_lifecycle import start_batcher
-from shared.observability.metrics import metrics_middleware
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 from webhook_receiver.handler import setup_webhook
 
 

@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from gateway.auth import principal
 from gateway.handlers.analyses import readable_conditions
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, dumps, query_id
 from shared.bus import Envelope
 from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
 from shared.domain.access import Principal
 from shared.domain.enums import ACTIVE_STATUSES
-from shared.runtime.resources import RESOURCES
 
 RECHECK_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0

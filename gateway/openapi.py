@@ -7,8 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from http_edge.web import MAX_ID, Route
+from http_edge.web import Route
 from shared import __version__
+from shared.domain.ids import MAX_ID
 
 _PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _STRING_PARAMETERS = frozenset({"obj_id", "token"})

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, Route, bad_request, json_body, success
 from shared.db.session import read_session
 from shared.domain.access import Principal, principal_from_token
-from shared.runtime.resources import RESOURCES
 from shared.security.secrets import SecretBox
 
 SESSION_COOKIE = "skyhook_session"

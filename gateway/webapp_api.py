@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 from gateway.auth import principal
 from gateway.handlers import phot_stats
 from gateway.handlers.analyses import readable_conditions
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, page_from_query, query_id, query_int, success
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
 from shared.domain.access import visible
 from shared.domain.enums import AnalysisStatus
-from shared.runtime.resources import RESOURCES
 
 WINDOWS = {
     "1h": timedelta(hours=1),

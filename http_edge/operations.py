@@ -1,7 +1,7 @@
 """The platform services' operational routes: liveness, readiness (the database and the bus
 answer) and Prometheus metrics with the pipeline's gauges (analyses by status, outbox backlog
 and lag, queue depths) refreshed at each scrape. The standalone analysis services have their
-own, in :mod:`shared.observability.metrics`, and never import this module (nor the database or bus).
+own, in :mod:`service_kit.operations`, and never import this module (nor the database or bus).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from aiohttp import web
 from sqlalchemy import func, select, text
 
+from http_edge.app_keys import RESOURCES
+from http_edge.observability import metrics_middleware
 from http_edge.web import Route, add_routes
+from service_kit.operations import healthz, prometheus_response
 from shared.db.models import ObjAnalysis, OutboxMessage
 from shared.domain.enums import AnalysisStatus
 from shared.observability.metrics import (
@@ -20,11 +23,8 @@ from shared.observability.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_LAG,
     QUEUE_DEPTH,
-    healthz,
-    metrics_middleware,
-    prometheus_response,
 )
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 
 
 async def _database_ready(resources: Resources) -> str | None:

@@ -2,7 +2,8 @@
 
 SkyPortal's envelopes: ``{"status": "success", "data": …, "version": …}`` and
 ``{"status": "error", "message": …, "data": {}, "version": …}``. Handlers raise
-:class:`ApiError`; the middleware turns it (and aiohttp's own HTTP errors) into an envelope.
+:class:`ApiError`, the domain raises a :class:`~shared.domain.errors.DomainError`; the
+middleware turns either (and aiohttp's own HTTP errors) into an envelope.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import exc as sa_exc
 
 from shared import __version__
+from shared.db.availability import database_unavailable
+from shared.domain.errors import (
+    DomainError,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    PermissionMissing,
+)
+from shared.domain.ids import MAX_ID, is_id
+from shared.security.strict_json import parse_json_object, unstorable_text
 
 log = logging.getLogger("skyhook.web")
 
@@ -68,6 +78,22 @@ def error_response(status: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+# SkyPortal answers a missing ACL with 401, not 403.
+DOMAIN_ERROR_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    PermissionMissing: 401,
+    NotPermitted: 403,
+    NotFound: 404,
+}
+
+
+def status_of(error: DomainError) -> int:
+    for kind in type(error).__mro__:
+        if kind in DOMAIN_ERROR_STATUS:
+            return DOMAIN_ERROR_STATUS[kind]
+    return 400
+
+
 DATABASE_RETRY_AFTER_SECONDS = 10
 DATABASE_UNAVAILABLE = "Database unavailable; try again later"
 
@@ -79,6 +105,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.message)
+    except DomainError as exc:
+        return error_response(status_of(exc), exc.message)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, f"Request body too large: {exc.text}")
     except web.HTTPException as exc:
@@ -106,83 +134,14 @@ def unexpected_error(request: web.Request, exc: Exception) -> web.Response:
     return error_response(500, "Internal server error")
 
 
-# SQLSTATE classes and codes that mean "cannot reach or use the database now": connection
-# exceptions (08), insufficient resources (53), operator intervention (57P: shutdown, dropped
-# database), no such database (3D000), refused role or password (28), no CONNECT privilege.
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "3D000", "28")
-_NO_CONNECT_PRIVILEGE = "permission denied for database"
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached (rather than a bug or bad data)."""
-    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return True  # pool exhausted, or a connection lost
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-        sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
-        if sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
-            return True
-        if _NO_CONNECT_PRIVILEGE in str(orig):
-            return True
-        # SQLite: the file cannot be opened, or stays locked past busy_timeout.
-        text = str(orig).lower()
-        return isinstance(exc, sa_exc.OperationalError) and (
-            "unable to open database" in text or "database is locked" in text
-        )
-    # asyncpg raises socket errors (refused, reset, unknown host) as they are.
-    return isinstance(exc, OSError) and _raised_in_database_driver(exc)
-
-
-def _raised_in_database_driver(exc: BaseException) -> bool:
-    trace = exc.__traceback__
-    while trace is not None:
-        module = trace.tb_frame.f_globals.get("__name__", "")
-        if module.startswith(("asyncpg.", "sqlalchemy.pool", "sqlalchemy.engine")):
-            return True
-        trace = trace.tb_next
-    return False
-
-
 def check_request_text(request: web.Request) -> None:
     """Query parameters the databases could not store (NUL, lone surrogates) are refused up
     front, as in JSON bodies. (Path captures are each checked by their handler: an id that
     holds NUL is simply not found.)"""
     for text in [*request.query.keys(), *request.query.values()]:
-        problem = _bad_text(text)
+        problem = unstorable_text(text)
         if problem is not None:
             raise bad_request(f"Invalid query parameters: {problem}")
-
-
-MAX_JSON_DEPTH = 64  # nesting of objects and arrays in a request body
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A request body that must be a JSON object, strictly: no NaN, Infinity or number too large
-    for a float (``1e400``), nesting at most :data:`MAX_JSON_DEPTH` deep, and no NUL character
-    or lone surrogate (``\\ud800``) in any string or key, which the databases refuse.
-    Otherwise ValueError with the message for a 400."""
-    if not raw.strip():
-        raise ValueError("Error parsing JSON: request body is empty")
-    value = parse_json_text(raw)
-    if not isinstance(value, dict):
-        raise ValueError("Error parsing JSON: the body must be a JSON object")
-    return value
-
-
-def parse_json_text(raw: bytes | str) -> Any:
-    """Any strict JSON value (the rules of :func:`parse_json_object`); ValueError otherwise."""
-    try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise ValueError(_too_deep()) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Error parsing JSON: {exc}") from None
-    problem = _json_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
 
 
 async def json_body(request: web.Request, *, optional: bool = True) -> dict[str, Any]:
@@ -194,60 +153,6 @@ async def json_body(request: web.Request, *, optional: bool = True) -> dict[str,
         return parse_json_object(raw)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-
-
-def _too_deep() -> str:
-    return f"Error parsing JSON: nested more than {MAX_JSON_DEPTH} levels deep"
-
-
-def _bad_text(text: str) -> str | None:
-    """What makes a string unstorable, or None."""
-    if "\x00" in text:
-        return "must not contain NUL (\\u0000) characters"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must not contain lone surrogates (\\ud800-\\udfff)"
-    return None
-
-
-def _json_problem(root: Any) -> str | None:
-    """The first problem of a parsed value (too deep, a bad string and where it is), or None.
-    Iterative, so that no depth of nesting can exhaust the stack."""
-    pending: list[tuple[Any, str, int]] = [(root, "", 0)]
-    while pending:
-        value, path, depth = pending.pop()
-        if isinstance(value, str):
-            problem = _bad_text(value)
-            if problem is not None:
-                return f"Invalid {path or 'body'}: {problem}"
-            continue
-        if not isinstance(value, dict | list):
-            continue
-        if depth >= MAX_JSON_DEPTH:
-            return _too_deep()
-        if isinstance(value, list):
-            items = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
-        else:
-            items = []
-            for key, item in value.items():
-                problem = _bad_text(key)
-                if problem is not None:
-                    return f"Invalid {path or 'body'}: a key {problem}"
-                items.append((item, f"{path}.{key}" if path else key))
-        pending.extend((item, where, depth + 1) for item, where in reversed(items))
-    return None
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"the number {text[:40]} is too large (not a finite float)")
-    return number
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
@@ -272,14 +177,6 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
         return int(values[0])
     except ValueError:
         raise bad_request(f"Invalid {name}: {values[0]}") from None
-
-
-MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL
-
-
-def is_id(value: Any) -> bool:
-    """A JSON value usable as a row id (not a bool, within the column's range)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def query_id(request: web.Request, name: str) -> int | None:

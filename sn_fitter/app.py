@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from service_kit.operations import STANDALONE_OPERATIONS_ROUTES
 from service_kit.protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
@@ -36,7 +37,6 @@ from service_kit.protocol import (
     redact_callback_url,
     refused,
 )
-from shared.observability.metrics import STANDALONE_OPERATIONS_ROUTES
 from sn_fitter.inputs import InputError
 from sn_fitter.job import FitJob, build_job, encode, run_job, warm_up
 from sn_fitter.products import failure_body

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from service_kit.operations import STANDALONE_OPERATIONS_ROUTES
 from service_kit.protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
@@ -35,7 +36,6 @@ from service_kit.protocol import (
     refused,
 )
 from shared.llm.client import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
-from shared.observability.metrics import STANDALONE_OPERATIONS_ROUTES
 from shared.runtime.settings import LLMSettings
 from summary_service.options import (
     OptionsError,
@@ -98,9 +98,9 @@ def failure_message(error: LLMError, model: str) -> str:
             "Try again later, or check the key's plan and billing."
         )
     if error.kind == LLMErrorKind.BAD_REQUEST:
-        return f"The LLM API refused the request (HTTP {error.status}): {detail}"
+        return f"The LLM API refused the request (HTTP {error.api_status}): {detail}"
     if error.kind == LLMErrorKind.SERVER:
-        return f"The LLM API failed (HTTP {error.status}): {detail}. Try again later."
+        return f"The LLM API failed (HTTP {error.api_status}): {detail}. Try again later."
     if error.kind == LLMErrorKind.CONNECTION:
         return f"Could not reach the LLM API: {detail}. Try again later."
     return f"The LLM API gave an unusable answer: {detail}"

@@ -49,3 +49,45 @@ def test_no_module_outside_the_dialect_layer_branches_on_the_database() -> None:
 def test_the_rule_sees_a_branch_where_there_is_one(tmp_path: Path) -> None:
     sample = ROOT / "shared" / "db" / "dialect.py"
     assert _dialect_branches(sample), "the dialect layer itself must be seen to branch"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_nothing_under_shared_speaks_http() -> None:
+    """The domain and its infrastructure raise domain errors; only the edges know HTTP."""
+    speaking = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted((ROOT / "shared").rglob("*.py"))
+        for module in _imported_modules(path)
+        if module.split(".")[0] in {"aiohttp", "http_edge", "service_kit"}
+    ]
+    assert speaking == []
+
+
+def _is_http_status(argument: ast.arg) -> bool:
+    """An integer ``status`` (an analysis's status is an enum; a status received from another
+    API is named for that API)."""
+    annotation = ast.unparse(argument.annotation) if argument.annotation else ""
+    return argument.arg == "status" and annotation.split(" | ")[0] == "int"
+
+
+def test_nothing_under_shared_takes_an_http_status() -> None:
+    taking = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
+        for path in sorted((ROOT / "shared").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any(
+            _is_http_status(argument)
+            for argument in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs]
+        )
+    ]
+    assert taking == []

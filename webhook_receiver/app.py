@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from http_edge.app_keys import RESOURCES
+from http_edge.observability import metrics_middleware
 from http_edge.operations import OBSERVABILITY_ROUTES
 from http_edge.web import add_routes, error_middleware
-from shared.observability.metrics import metrics_middleware
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 from webhook_receiver.handler import setup_webhook
 from webhook_receiver.routes import WEBHOOK_ROUTES
 

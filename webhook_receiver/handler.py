@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import ColumnElement
 
+from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, bad_request, forbidden, success, unexpected_error
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
@@ -29,7 +30,7 @@ from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
 from shared.domain.enums import AnalysisStatus
 from shared.observability.metrics import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.runtime.group_commit import GroupCommit
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 from shared.security.secrets import hash_token
 from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_callees, refusal
 from webhook_receiver.redaction import redacted_message

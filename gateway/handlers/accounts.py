@@ -10,11 +10,11 @@ from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
 from gateway.serialize import token_dict, user_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
     Route,
     bad_request,
-    is_id,
     json_body,
     not_found,
     page_from_query,
@@ -24,8 +24,8 @@ from http_edge.web import (
 from shared.db.models import Group, GroupUser, Token, User
 from shared.domain.access import Principal, groups_not_found
 from shared.domain.accounts import AccountError, add_member, check_acls, check_name, issue_token
+from shared.domain.ids import is_id
 from shared.domain.llm_keys import user_llm_key
-from shared.runtime.resources import RESOURCES
 
 
 def _account_error(exc: AccountError) -> ApiError:

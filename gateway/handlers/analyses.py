@@ -21,6 +21,7 @@ from sqlalchemy.orm import raiseload
 
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
+from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
     Page,
@@ -66,7 +67,6 @@ from shared.domain.analysis_parameters import (
 from shared.domain.artifacts import ArtifactStore
 from shared.domain.enums import ACL
 from shared.runtime.group_commit import GroupCommit
-from shared.runtime.resources import RESOURCES
 
 log = logging.getLogger("skyhook.gateway.analyses")
 
@@ -160,7 +160,7 @@ async def request_group_ids(
     group_ids = body.get("group_ids")
     if not group_ids:  # the caller's memberships, already known: no query
         return sorted(me.group_ids)
-    groups = await resolve_group_ids(session, me, group_ids, status=400)
+    groups = await resolve_group_ids(session, me, group_ids)
     return sorted(g.id for g in groups)
 
 

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.serialize import groups_brief
+from http_edge.app_keys import RESOURCES
 from http_edge.web import (
-    ApiError,
     Route,
     bad_request,
     forbidden,
@@ -34,8 +34,9 @@ from shared.domain import service_registry as registry
 from shared.domain.access import Principal, groups_not_found, resolve_group_ids, visible
 from shared.domain.analysis_lifecycle import delete_analyses_of_service
 from shared.domain.enums import ACL, AuthenticationType
-from shared.domain.service_registry import PLAIN_FIELDS, Connection, RegistryError
-from shared.runtime.resources import RESOURCES, Resources
+from shared.domain.errors import NotPermitted
+from shared.domain.service_registry import PLAIN_FIELDS, Connection
+from shared.runtime.resources import Resources
 from shared.security.urlpolicy import URLPolicyError
 
 log = logging.getLogger("skyhook.gateway.analysis_services")
@@ -71,10 +72,6 @@ class Registration:
     groups: list[Group] | None  # None: unchanged (PATCH without group_ids)
 
 
-def _registry_error(exc: RegistryError) -> ApiError:
-    return ApiError(exc.status, exc.message)
-
-
 def _check_url_policy(resources: Resources, url: str) -> None:
     """Syntax and literal addresses only: host names are resolved (and checked) when sent."""
     try:
@@ -93,10 +90,7 @@ async def _validate(
     creating: bool,
 ) -> Registration:
     """SkyPortal's validation order for POST, applied to POST bodies and merged PATCH views."""
-    try:
-        connection = registry.check_connection(merged)
-    except RegistryError as exc:
-        raise _registry_error(exc) from None
+    connection = registry.check_connection(merged)  # a RegistryError is the client's 400
     if url_changed:
         _check_url_policy(resources, connection.url)
     if creating:
@@ -107,10 +101,7 @@ async def _validate(
         groups = await _groups_for_patch(session, me, merged["group_ids"])
     else:
         groups = None
-    try:
-        attributes = registry.check_attributes(merged)
-    except RegistryError as exc:
-        raise _registry_error(exc) from None
+    attributes = registry.check_attributes(merged)
     return Registration(connection, attributes, groups)
 
 
@@ -119,7 +110,7 @@ async def _groups_for_new_service(
 ) -> list[Group]:
     if group_ids == []:
         raise bad_request("Invalid group_ids: an Analysis Service needs at least one group")
-    return await resolve_group_ids(session, me, group_ids, status=403)
+    return await resolve_group_ids(session, me, group_ids, refusal=NotPermitted)
 
 
 async def _groups_for_patch(session: AsyncSession, me: Principal, group_ids: Any) -> list[Group]:

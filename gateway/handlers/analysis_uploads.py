@@ -20,6 +20,7 @@ from gateway.handlers.analyses import (
     request_group_ids,
     usable_service,
 )
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
@@ -31,7 +32,7 @@ from shared.domain.analysis_lifecycle import (
     obj_visible,
 )
 from shared.domain.enums import ACL, AnalysisStatus
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.gateway.analysis_uploads")
 

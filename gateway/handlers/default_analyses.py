@@ -16,13 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.handlers.source_access import groups_named
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
 from shared.domain import default_analyses as defaults
 from shared.domain.access import Principal, visible
 from shared.domain.default_analyses import DefaultAnalysisError
 from shared.domain.enums import ACL
-from shared.runtime.resources import RESOURCES
 
 log = logging.getLogger("skyhook.gateway.default_analyses")
 

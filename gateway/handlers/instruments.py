@@ -9,10 +9,10 @@ from sqlalchemy.exc import IntegrityError
 from gateway.auth import principal
 from gateway.handlers.source_access import optional_text, text_field
 from gateway.serialize import instrument_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
 from shared.db.models import Instrument
 from shared.domain.enums import ACL
-from shared.runtime.resources import RESOURCES
 
 MAX_FILTERS = 200
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.auth import principal
 from gateway.handlers import query_params as q
 from gateway.handlers.source_access import visible_obj
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, query_bool, success
 from shared.db.models import (
     Classification,
@@ -32,7 +33,6 @@ from shared.db.models import (
     photometry_groups,
 )
 from shared.domain.access import Principal, visible
-from shared.runtime.resources import RESOURCES
 from shared.science import phot_stats
 
 DEFAULT_AGGREGATE_POINTS = 20_000

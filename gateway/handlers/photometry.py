@@ -19,6 +19,7 @@ from gateway.handlers.source_access import (
     visible_page,
 )
 from gateway.serialize import photometry_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
     Route,
@@ -36,7 +37,6 @@ from shared.db.models import Annotation, Obj, Photometry, annotation_groups, pho
 from shared.domain.access import Principal, visible
 from shared.domain.enums import ACL
 from shared.domain.events import PhotometryAdded
-from shared.runtime.resources import RESOURCES
 from shared.science import phot_stats
 from shared.science import photometry as units
 

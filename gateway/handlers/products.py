@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from gateway.auth import principal
+from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
     Route,
@@ -40,7 +41,7 @@ from shared.domain.analysis_data import (
     json_results_artifact,
 )
 from shared.domain.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 from shared.science.corner import (
     CornerError,
     posterior_from_netcdf,

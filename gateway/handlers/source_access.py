@@ -13,9 +13,10 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from http_edge.web import MAX_ID, Page, bad_request, finite, not_found
+from http_edge.web import Page, bad_request, finite, not_found
 from shared.db.models import Group, Instrument, Obj, obj_groups
 from shared.domain.access import Principal, groups_not_found, resolve_group_ids, visible
+from shared.domain.ids import MAX_ID
 
 OBJ_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]+")
 MAX_NAME = 255

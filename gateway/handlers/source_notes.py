@@ -19,6 +19,7 @@ from gateway.handlers.source_access import (
     visible_obj,
 )
 from gateway.serialize import annotation_dict, classification_dict, comment_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, json_body, success
 from shared.bus.outbox import enqueue
 from shared.db.models import (
@@ -33,7 +34,6 @@ from shared.db.models import (
 from shared.domain.access import Principal, visible
 from shared.domain.enums import ACL
 from shared.domain.events import ClassificationAdded
-from shared.runtime.resources import RESOURCES
 
 MAX_COMMENT = 65_536
 NoteModel = type[Comment] | type[Classification] | type[Annotation]

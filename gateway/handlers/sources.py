@@ -24,6 +24,7 @@ from gateway.handlers.source_access import (
     visible_obj,
 )
 from gateway.serialize import source_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, json_body, page_from_query, query_bool, success
 from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
@@ -31,7 +32,6 @@ from shared.domain.access import Principal, visible
 from shared.domain.analysis_lifecycle import delete_analyses_where
 from shared.domain.enums import ACL
 from shared.domain.events import SourceSaved
-from shared.runtime.resources import RESOURCES
 
 
 def _coordinates(body: dict[str, object]) -> tuple[float, float]:

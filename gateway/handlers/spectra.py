@@ -19,10 +19,10 @@ from gateway.handlers.source_access import (
     visible_page,
 )
 from gateway.serialize import spectrum_dict
+from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, finite, json_body, page_from_query, success
 from shared.db.models import Spectrum, spectrum_groups
 from shared.domain.enums import ACL
-from shared.runtime.resources import RESOURCES
 
 MAX_SPECTRUM_POINTS = 500_000
 SPECTRUM_TYPES = ("source", "host", "host_center")

@@ -24,6 +24,7 @@ from gateway.handlers.source_access import (
     source_not_found,
     visible_obj,
 )
+from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, Route, bad_request, finite, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
@@ -38,7 +39,7 @@ from shared.domain.enums import ACL
 from shared.domain.llm_keys import LLM_KEY, set_user_secret, user_llm_key
 from shared.domain.summaries import lock_obj, prepend_summary
 from shared.llm.client import LLMClient, LLMError, LLMErrorKind
-from shared.runtime.resources import RESOURCES, Resources
+from shared.runtime.resources import Resources
 
 MAX_SUMMARY_CHARS = 20_000
 MAX_QUERY_CHARS = 10_000

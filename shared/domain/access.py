@@ -11,10 +11,11 @@ from sqlalchemy import ColumnElement, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from http_edge.web import ApiError, is_id
 from shared.db.dialect import in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
 from shared.domain.enums import ACL
+from shared.domain.errors import DomainError, InvalidInput, PermissionMissing
+from shared.domain.ids import is_id
 from shared.security.secrets import hash_token
 
 
@@ -36,11 +37,11 @@ class Principal:
 
     def require(self, acl: ACL) -> None:
         if not self.has_acl(acl):
-            raise ApiError(401, f"This endpoint requires the ACL: {acl}")
+            raise PermissionMissing(f"This endpoint requires the ACL: {acl}")
 
     def require_admin(self) -> None:
         if not self.is_admin:
-            raise ApiError(401, "This endpoint requires a system admin")
+            raise PermissionMissing("This endpoint requires a system admin")
 
     def can_admin_group(self, group_id: int) -> bool:
         return self.is_admin or group_id in self.admin_group_ids
@@ -126,7 +127,11 @@ def groups_not_found(group_ids: Iterable[int]) -> str:
 
 
 async def resolve_group_ids(
-    session: AsyncSession, principal: Principal, group_ids: object, *, status: int = 400
+    session: AsyncSession,
+    principal: Principal,
+    group_ids: object,
+    *,
+    refusal: type[DomainError] = InvalidInput,
 ) -> list[Group]:
     """Groups named by ``group_ids`` that the caller belongs to (all of them, or an error).
 
@@ -138,7 +143,7 @@ async def resolve_group_ids(
         ids: Iterable[int] = principal.group_ids
     else:
         if not isinstance(group_ids, list) or not all(is_id(g) for g in group_ids):
-            raise ApiError(400, "Invalid group_ids: must be a list of integer group IDs")
+            raise InvalidInput("Invalid group_ids: must be a list of integer group IDs")
         ids = group_ids
     wanted = set(ids)
     if not wanted:
@@ -147,5 +152,5 @@ async def resolve_group_ids(
     found = {g.id for g in groups}
     allowed = found if principal.is_admin else found & principal.group_ids
     if allowed != wanted:
-        raise ApiError(status, groups_not_found(ids if group_ids is not None else sorted(wanted)))
+        raise refusal(groups_not_found(ids if group_ids is not None else sorted(wanted)))
     return list(groups)

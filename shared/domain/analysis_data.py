@@ -23,10 +23,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from http_edge.web import parse_json_object, parse_json_text
 from shared.db.models import ObjAnalysis
 from shared.domain.artifacts import ArtifactStore, NewArtifact
 from shared.security.safe_decode import SafeDecodeError, check_netcdf, joblib_to_json
+from shared.security.strict_json import parse_json_object, parse_json_text
 
 log = logging.getLogger("skyhook.analysis_data")
 

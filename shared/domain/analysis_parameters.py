@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from http_edge.web import MAX_ID
+from shared.domain.ids import MAX_ID
 
 RESERVED_PARAMETERS = frozenset({"correct_extinction"})
 # Never accepted from clients: secrets are never stored with an analysis.

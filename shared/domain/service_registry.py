@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.domain.enums import AnalysisType, AuthenticationType, InputDataType
+from shared.domain.errors import InvalidInput
 from shared.security.secrets import SecretBox
 from shared.security.signing import SECRET_PREFIX, secret_key
 from shared.security.urlpolicy import URLPolicy, URLPolicyError
@@ -84,13 +85,8 @@ _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 
 
-class RegistryError(ValueError):
+class RegistryError(InvalidInput):
     """A registration is invalid; ``message`` is meant for the client (never holds secrets)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 # --- optional_analysis_parameters ----------------------------------------------------------

@@ -38,11 +38,11 @@ class LLMErrorKind(StrEnum):
 
 
 class LLMError(Exception):
-    def __init__(self, kind: LLMErrorKind, detail: str, status: int | None = None) -> None:
+    def __init__(self, kind: LLMErrorKind, detail: str, api_status: int | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
-        self.status = status
+        self.api_status = api_status  # the LLM API's HTTP answer, when it gave one
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,16 @@ def _api_message(exc: openai.APIStatusError) -> str:
     return text.strip() or f"HTTP {exc.status_code}"
 
 
-def _status_kind(status: int) -> LLMErrorKind:
-    if status == 401:
+def _kind_of(api_status: int) -> LLMErrorKind:
+    if api_status == 401:
         return LLMErrorKind.AUTHENTICATION
-    if status == 403:
+    if api_status == 403:
         return LLMErrorKind.PERMISSION
-    if status == 404:
+    if api_status == 404:
         return LLMErrorKind.NOT_FOUND
-    if status == 429:
+    if api_status == 429:
         return LLMErrorKind.RATE_LIMIT
-    if status >= 500:
+    if api_status >= 500:
         return LLMErrorKind.SERVER
     return LLMErrorKind.BAD_REQUEST
 
@@ -130,7 +130,7 @@ def _status_kind(status: int) -> LLMErrorKind:
 def translate_error(exc: openai.OpenAIError, endpoint: Endpoint) -> LLMError:
     if isinstance(exc, openai.APIStatusError):
         detail = redact(_api_message(exc), endpoint.api_key)[:MAX_DETAIL]
-        return LLMError(_status_kind(exc.status_code), detail, exc.status_code)
+        return LLMError(_kind_of(exc.status_code), detail, exc.status_code)
     if isinstance(exc, openai.APITimeoutError):
         detail = f"no answer from {endpoint.base_url} within {endpoint.timeout_seconds:g} s"
         return LLMError(LLMErrorKind.CONNECTION, detail)

@@ -19,15 +19,12 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -35,8 +32,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from http_edge.web import Handler
 
 HTTP_LATENCY = Histogram(
     "skyhook_http_request_duration_seconds",
@@ -132,60 +127,10 @@ def configure_logging(service: str, level: str = "INFO", *, json_logs: bool = Tr
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
-def metrics_middleware(service: str) -> Any:
-    @web.middleware
-    async def record_latency(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            HTTP_LATENCY.labels(service, request.method, route, str(status)).observe(
-                time.perf_counter() - started
-            )
-            WORKER_REQUESTS.labels(service, str(os.getpid())).inc()
-
-    return record_latency
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-def _metrics_text() -> bytes:
+def metrics_text() -> bytes:
     """This process's metrics, or with several workers the sum over all of them."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return generate_latest()
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     return generate_latest(registry)
-
-
-def prometheus_response() -> web.Response:
-    response = web.Response(body=_metrics_text())
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
-async def standalone_ready(request: web.Request) -> web.Response:
-    """Readiness of a service without database or bus: it answers, so it can take work."""
-    return web.json_response({"status": "ready"})
-
-
-async def standalone_metrics(request: web.Request) -> web.Response:
-    return prometheus_response()
-
-
-# For the standalone analysis services (sn-fitter, summarizer): no database or bus to check.
-STANDALONE_OPERATIONS_ROUTES = [
-    web.get("/healthz", healthz),
-    web.get("/readyz", standalone_ready),
-    web.get("/metrics", standalone_metrics),
-]

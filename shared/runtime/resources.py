@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import Bus, create_bus
@@ -30,8 +29,6 @@ class Resources:
     bus: Bus
     outbox: OutboxRelay
 
-
-RESOURCES = web.AppKey("resources", Resources)
 
 
 def url_policy_from(settings: Settings) -> URLPolicy:
