@@ -13,12 +13,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from shared.bus.base import Bus, Envelope
 from shared.domain import default_analyses
 from shared.domain.events import ClassificationAdded, PhotometryAdded, SourceSaved
 from shared.runtime.background import background
-from shared.runtime.resources import Resources
+from shared.runtime.resources import Resources, analysis_creator
 
 log = logging.getLogger("skyhook.default_analyses")
 
@@ -38,20 +39,23 @@ async def declare_trigger_queue(bus: Bus) -> None:
 
 class DefaultAnalysisTriggers:
     def __init__(self, resources: Resources) -> None:
-        self.resources = resources
+        self.bus = resources.bus
+        self.creator = analysis_creator(resources)
+        self.quiet = timedelta(seconds=resources.settings.default_analysis_quiet_seconds)
+        self.poll_interval = resources.settings.default_analysis_poll_interval_seconds
 
     async def start(self) -> None:
-        await self.resources.bus.subscribe(
+        await self.bus.subscribe(
             QUEUE, ROUTING_KEYS, self.handle_message, prefetch=PREFETCH
         )
         log.info("default-analysis triggers started (queue %s)", QUEUE)
 
     async def handle_message(self, envelope: Envelope) -> None:
-        resources, event_id = self.resources, envelope.message_id
+        creator, event_id = self.creator, envelope.message_id
         if envelope.routing_key == ClassificationAdded.ROUTING_KEY:
             added = ClassificationAdded.model_validate(envelope.payload)
             await default_analyses.on_classification_added(
-                resources,
+                creator,
                 event_id,
                 added.obj_id,
                 added.classification,
@@ -60,19 +64,18 @@ class DefaultAnalysisTriggers:
             )
         elif envelope.routing_key == SourceSaved.ROUTING_KEY:
             saved = SourceSaved.model_validate(envelope.payload)
-            await default_analyses.on_source_saved(
-                resources, event_id, saved.obj_id, saved.group_id
-            )
+            await default_analyses.on_source_saved(creator, event_id, saved.obj_id, saved.group_id)
         elif envelope.routing_key == PhotometryAdded.ROUTING_KEY:
             photometry = PhotometryAdded.model_validate(envelope.payload)
-            await default_analyses.on_photometry_added(resources, event_id, photometry.obj_id)
+            await default_analyses.on_photometry_added(
+                creator.sessions, self.quiet, event_id, photometry.obj_id
+            )
 
     async def start_due(self) -> None:
         """Forever: start the photometry triggers whose quiet period has passed."""
-        interval = self.resources.settings.default_analysis_poll_interval_seconds
         while True:
-            await default_analyses.start_due_photometry_triggers(self.resources)
-            await asyncio.sleep(interval)
+            await default_analyses.start_due_photometry_triggers(self.creator)
+            await asyncio.sleep(self.poll_interval)
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import auth_middleware, setup_auth
 from gateway.handlers.analyses import SERVICES, START_BATCHER, services_batcher
 from gateway.live import setup_live
@@ -14,8 +15,7 @@ from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from http_edge.app_keys import RESOURCES
 from http_edge.observability import metrics_middleware
 from http_edge.web import add_routes, error_middleware
-from shared.domain.analysis_lifecycle import start_batcher
-from shared.runtime.resources import Resources
+from shared.runtime.resources import Resources, analysis_creator
 from webhook_receiver.handler import setup_webhook
 
 
@@ -29,7 +29,8 @@ def create_gateway_app(resources: Resources) -> web.Application:
     add_routes(app, gateway_routes())
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()
-    app[START_BATCHER] = start_batcher(resources)
+    app[ANALYSIS_CREATOR] = creator = analysis_creator(resources)
+    app[START_BATCHER] = creator.batcher()
     app[SERVICES] = services_batcher(resources.engine)
     app.cleanup_ctx.append(_drain_start_batcher)
     setup_webhook(app, resources)  # the gateway mounts the webhook route too

@@ -22,7 +22,7 @@ from tests.support.analyses import (
     outbox_payloads,
     published,
 )
-from tests.support.api import Accounts, ApiClient, TestUser
+from tests.support.api import Accounts, ApiClient, TestUser, api_client
 from tests.support.artifacts import artifact_names, stored_artifacts
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -500,49 +500,61 @@ async def test_only_obj_resources_have_analyses(api: ApiClient, world: World) ->
 
 
 async def test_the_cap_counts_completed_and_in_flight_analyses_only(
-    api: ApiClient, resources: Resources, world: World
+    resources: Resources, world: World
 ) -> None:
     resources.settings.max_analyses_per_obj_per_user = 3
-    common = {"obj_id": world.obj_id, "service_id": world.service.id, "author_id": world.user.id}
-    for status in ("completed", "pending", "failure", "timed_out", "cancelled"):
-        await insert_analysis(resources, status=status, **common)
-    body = {"analysis_parameters": VALID}
-    first = await api.post(world.path(), world.user, body)
-    assert first.status == 200, first.body
-    refused = await api.post(world.path(), world.user, body)
-    assert refused.status == 403
-    assert refused.message == (
-        "You have reached the maximum number of analyses for this object. "
-        "Please delete some analyses before attempting to start more analyses."
-    )
-    # The cap is per user and per object.
-    colleague = await world.accounts.user(acls=RUN, groups=(world.group,))
-    assert (await api.post(world.path(), colleague, body)).status == 200
-    other_obj = await make_obj(resources, [world.group])
-    assert (await api.post(world.path(obj_id=other_obj), world.user, body)).status == 200
+    async with api_client(resources) as api:  # built with the cap above
+        common = {
+            "obj_id": world.obj_id,
+            "service_id": world.service.id,
+            "author_id": world.user.id,
+        }
+        for status in ("completed", "pending", "failure", "timed_out", "cancelled"):
+            await insert_analysis(resources, status=status, **common)
+        body = {"analysis_parameters": VALID}
+        first = await api.post(world.path(), world.user, body)
+        assert first.status == 200, first.body
+        refused = await api.post(world.path(), world.user, body)
+        assert refused.status == 403
+        assert refused.message == (
+            "You have reached the maximum number of analyses for this object. "
+            "Please delete some analyses before attempting to start more analyses."
+        )
+        # The cap is per user and per object.
+        colleague = await world.accounts.user(acls=RUN, groups=(world.group,))
+        assert (await api.post(world.path(), colleague, body)).status == 200
+        other_obj = await make_obj(resources, [world.group])
+        assert (await api.post(world.path(obj_id=other_obj), world.user, body)).status == 200
 
 
 @pytest.mark.parametrize("already_completed", [1, 3])
 async def test_concurrent_starts_never_exceed_the_cap(
-    api: ApiClient, resources: Resources, world: World, already_completed: int
+    resources: Resources, world: World, already_completed: int
 ) -> None:
     cap = 3
     resources.settings.max_analyses_per_obj_per_user = cap
-    common = {"obj_id": world.obj_id, "service_id": world.service.id, "author_id": world.user.id}
-    for _ in range(already_completed):
-        await insert_analysis(resources, status="completed", **common)
-    outbox_before = len(await outbox_payloads(resources, "analysis.requested"))
+    async with api_client(resources) as api:  # built with the cap above
+        common = {
+            "obj_id": world.obj_id,
+            "service_id": world.service.id,
+            "author_id": world.user.id,
+        }
+        for _ in range(already_completed):
+            await insert_analysis(resources, status="completed", **common)
+        outbox_before = len(await outbox_payloads(resources, "analysis.requested"))
 
-    body = {"analysis_parameters": VALID}
-    replies = await asyncio.gather(*(api.post(world.path(), world.user, body) for _ in range(10)))
+        body = {"analysis_parameters": VALID}
+        replies = await asyncio.gather(
+            *(api.post(world.path(), world.user, body) for _ in range(10))
+        )
 
-    statuses = sorted(r.status for r in replies)
-    allowed = cap - already_completed
-    assert statuses == [200] * allowed + [403] * (10 - allowed), [r.body for r in replies]
-    queued = await count_analyses(resources, obj_id=world.obj_id, status="queued")
-    assert queued == allowed
-    outbox_after = len(await outbox_payloads(resources, "analysis.requested"))
-    assert outbox_after - outbox_before == allowed
+        statuses = sorted(r.status for r in replies)
+        allowed = cap - already_completed
+        assert statuses == [200] * allowed + [403] * (10 - allowed), [r.body for r in replies]
+        queued = await count_analyses(resources, obj_id=world.obj_id, status="queued")
+        assert queued == allowed
+        outbox_after = len(await outbox_payloads(resources, "analysis.requested"))
+        assert outbox_after - outbox_before == allowed
 
 
 async def test_starting_on_a_summary_service_puts_no_key_in_the_parameters(
@@ -557,15 +569,16 @@ async def test_starting_on_a_summary_service_puts_no_key_in_the_parameters(
 
 
 async def test_a_refused_start_leaves_no_request_parameters_behind(
-    api: ApiClient, resources: Resources, world: World
+    resources: Resources, world: World
 ) -> None:
     resources.settings.max_analyses_per_obj_per_user = 1
-    await insert_analysis(
-        resources, obj_id=world.obj_id, service_id=world.service.id, author_id=world.user.id
-    )
-    before = await stored_artifacts(resources)
-    template = data_url(b"flux\n1.0\n", "template.csv", "text/csv")
-    body = {"analysis_parameters": {**VALID, "template": template}}
-    reply = await api.post(world.path(), world.user, body)
-    assert reply.status == 403
-    assert await stored_artifacts(resources) == before
+    async with api_client(resources) as api:  # built with the cap above
+        await insert_analysis(
+            resources, obj_id=world.obj_id, service_id=world.service.id, author_id=world.user.id
+        )
+        before = await stored_artifacts(resources)
+        template = data_url(b"flux\n1.0\n", "template.csv", "text/csv")
+        body = {"analysis_parameters": {**VALID, "template": template}}
+        reply = await api.post(world.path(), world.user, body)
+        assert reply.status == 403
+        assert await stored_artifacts(resources) == before

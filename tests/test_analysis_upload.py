@@ -19,7 +19,7 @@ from tests.support.analyses import (
     outbox_payloads,
     published,
 )
-from tests.support.api import Accounts, ApiClient, Reply
+from tests.support.api import Accounts, ApiClient, Reply, api_client
 from tests.support.artifacts import artifact_names, stored_artifacts, unreferenced_blobs
 from tests.test_webhook_receiver import HOSTILE_BODIES
 
@@ -204,39 +204,40 @@ async def test_upload_refusals_follow_skyportal(
 
 
 async def test_uploads_respect_the_cap_even_when_concurrent(
-    api: ApiClient, resources: Resources, setup: Setup
+    resources: Resources, setup: Setup
 ) -> None:
     resources.settings.max_analyses_per_obj_per_user = 4
-    await insert_analysis(
-        resources,
-        obj_id=setup.obj_id,
-        service_id=setup.service.id,
-        author_id=setup.user.id,
-        status="completed",
-    )
-    folders = await setup.folders()
-    replies = await asyncio.gather(
-        *(api.post(setup.path(), setup.user, {"analysis": PAYLOAD}) for _ in range(8))
-    )
-    assert sorted(r.status for r in replies) == [200] * 3 + [403] * 5
-    refused = next(r for r in replies if r.status == 403)
-    assert refused.message == (
-        "You have reached the maximum number of analyses for this object. "
-        "Please delete some analyses before uploading more."
-    )
-    completed = await count_analyses(resources, obj_id=setup.obj_id, status="completed")
-    assert completed == 4
-    # Refused uploads leave no files behind.
-    ids = [r.data["id"] for r in replies if r.status == 200]
-    kept = set()
-    for analysis_id in ids:
-        row = await load_analysis(resources, analysis_id)
-        assert row is not None
-        kept.add(row.unique_id)
-    assert (await setup.folders())[0] - folders[0] == kept
-    assert await unreferenced_blobs(resources) == []
-    messages = await outbox_payloads(resources, "analysis.completed")
-    assert {m["analysis_id"] for m in messages} >= set(ids)
+    async with api_client(resources) as api:  # built with the cap above
+        await insert_analysis(
+            resources,
+            obj_id=setup.obj_id,
+            service_id=setup.service.id,
+            author_id=setup.user.id,
+            status="completed",
+        )
+        folders = await setup.folders()
+        replies = await asyncio.gather(
+            *(api.post(setup.path(), setup.user, {"analysis": PAYLOAD}) for _ in range(8))
+        )
+        assert sorted(r.status for r in replies) == [200] * 3 + [403] * 5
+        refused = next(r for r in replies if r.status == 403)
+        assert refused.message == (
+            "You have reached the maximum number of analyses for this object. "
+            "Please delete some analyses before uploading more."
+        )
+        completed = await count_analyses(resources, obj_id=setup.obj_id, status="completed")
+        assert completed == 4
+        # Refused uploads leave no files behind.
+        ids = [r.data["id"] for r in replies if r.status == 200]
+        kept = set()
+        for analysis_id in ids:
+            row = await load_analysis(resources, analysis_id)
+            assert row is not None
+            kept.add(row.unique_id)
+        assert (await setup.folders())[0] - folders[0] == kept
+        assert await unreferenced_blobs(resources) == []
+        messages = await outbox_payloads(resources, "analysis.completed")
+        assert {m["analysis_id"] for m in messages} >= set(ids)
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_BODIES), ids=lambda c: c.replace(" ", "-"))

@@ -6,8 +6,8 @@ tests/e2e/test_default_analyses.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -22,7 +22,7 @@ from shared.db.models import (
 )
 from shared.domain import default_analyses
 from shared.domain.events import ClassificationAdded
-from shared.runtime.resources import Resources
+from shared.runtime.resources import Resources, analysis_creator
 from tests.support.analyses import ids, make_obj, make_service
 from tests.support.api import Accounts, ApiClient, TestUser
 from tests.support.pipeline import add_classification
@@ -255,7 +255,11 @@ async def test_the_daily_limit_holds_when_triggers_arrive_at_once(
     outcomes = await asyncio.gather(
         *(
             default_analyses.start_default(
-                resources, default, obj_id, event_id=str(uuid.uuid4()), trigger="test"
+                analysis_creator(resources),
+                default,
+                obj_id,
+                event_id=str(uuid.uuid4()),
+                trigger="test",
             )
             for obj_id in objs
         )
@@ -278,11 +282,12 @@ async def test_an_author_who_cannot_read_the_source_or_the_classification_starts
     elsewhere = await accounts.group()
     hidden_obj = await make_obj(resources, [elsewhere])
     default = await _default(resources, default_id)
+    creator = analysis_creator(resources)
     hidden_source = await default_analyses.start_default(
-        resources, default, hidden_obj, event_id=str(uuid.uuid4()), trigger="t"
+        creator, default, hidden_obj, event_id=str(uuid.uuid4()), trigger="t"
     )
     hidden_classification = await default_analyses.start_default(
-        resources,
+        creator,
         default,
         readable_obj,
         event_id=str(uuid.uuid4()),
@@ -322,20 +327,26 @@ async def test_photometry_starts_once_after_the_quiet_period_when_the_source_qua
 ) -> None:
     source_filter = {"on_new_photometry": True, "classifications": [{"name": "Ia"}]}
     group, _, _, obj_id, default_id = await _scene(accounts, resources, source_filter=source_filter)
-    settings = resources.settings.model_copy(update={"default_analysis_quiet_seconds": 0.0})
-    quick = dataclasses.replace(resources, settings=settings)
+    creator, no_quiet = analysis_creator(resources), timedelta(0)
     # Other tests' defaults may share the database: count only what this default does.
     for _ in range(3):  # three batches in a row: one deadline, pushed back each time
-        assert await default_analyses.on_photometry_added(quick, str(uuid.uuid4()), obj_id) >= 1
+        assert (
+            await default_analyses.on_photometry_added(
+                resources.sessions, no_quiet, str(uuid.uuid4()), obj_id
+            )
+            >= 1
+        )
     assert await _pending(resources, default_id) == 1
-    outcomes = await default_analyses.start_due_photometry_triggers(quick)
+    outcomes = await default_analyses.start_due_photometry_triggers(creator)
     assert "skipped:source_filter_not_met" in outcomes
     assert await _pending(resources, default_id) == 0
     assert await _analyses_of(resources, default_id) == []
 
     await add_classification(resources, obj_id, [group], classification="Ia", probability=0.5)
-    await default_analyses.on_photometry_added(quick, str(uuid.uuid4()), obj_id)
-    await default_analyses.start_due_photometry_triggers(quick)
-    await default_analyses.start_due_photometry_triggers(quick)
+    await default_analyses.on_photometry_added(
+        resources.sessions, no_quiet, str(uuid.uuid4()), obj_id
+    )
+    await default_analyses.start_due_photometry_triggers(creator)
+    await default_analyses.start_due_photometry_triggers(creator)
     (analysis,) = await _analyses_of(resources, default_id)
     assert analysis.trigger == "new photometry"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, bad_request, forbidden, success, unexpected_error
+from shared.bus.outbox import OutboxRelay
 from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
@@ -26,42 +28,61 @@ from shared.domain.analysis_data import (
     parse_webhook_body,
     prepare_payload,
 )
-from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
+from shared.domain.analysis_lifecycle import Callee, Completion, Outcome, Sessions
 from shared.domain.enums import AnalysisStatus
 from shared.observability.metrics import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.runtime.group_commit import GroupCommit
 from shared.runtime.resources import Resources
 from shared.security.secrets import hash_token
 from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_callees, refusal
-from webhook_receiver.redaction import redacted_message
+from webhook_receiver.redaction import Redactor
 
 log = logging.getLogger("skyhook.webhook")
 
-# Callbacks that arrive together are looked up together and written together (one
-# statement per batch each).
-CALLEES = web.AppKey("callees", GroupCommit[str, Callee | None])
-COMPLETIONS = web.AppKey("completions", GroupCommit[Completion, bool])
+@dataclass(frozen=True)
+class Receiver:
+    """What receiving callbacks uses. Callbacks that arrive together are looked up together and
+    written together (``callees``, ``completions``: one statement per batch each)."""
+
+    engine: AsyncEngine
+    sessions: Sessions
+    outbox: OutboxRelay
+    redactor: Redactor
+    max_body_bytes: int
+    callees: GroupCommit[str, Callee | None]
+    completions: GroupCommit[Completion, bool]
+
+
+RECEIVER = web.AppKey("webhook_receiver", Receiver)
 
 
 def setup_webhook(app: web.Application, resources: Resources) -> None:
-    """Give an application that mounts the webhook route its batchers."""
+    """Give an application that mounts the webhook route what the route uses."""
+    engine, sessions = resources.engine, resources.sessions
 
     async def look_up(token_hashes: list[str]) -> list[Callee | None]:
-        return await find_callees(resources.engine, token_hashes)
+        return await find_callees(engine, token_hashes)
 
     async def complete(batch: list[Completion]) -> list[bool]:
-        return await lifecycle.complete_many(resources, batch)
+        return await lifecycle.complete_many(engine, sessions, batch)
 
-    app[CALLEES] = GroupCommit(look_up)
-    app[COMPLETIONS] = GroupCommit(complete)
+    app[RECEIVER] = Receiver(
+        engine=engine,
+        sessions=sessions,
+        outbox=resources.outbox,
+        redactor=Redactor(resources.secret_box, resources.settings.llm_api_key),
+        max_body_bytes=resources.settings.webhook_max_body_bytes,
+        callees=GroupCommit(look_up),
+        completions=GroupCommit(complete),
+    )
     app.cleanup_ctx.append(_drain_batchers)
 
 
 async def _drain_batchers(app: web.Application) -> AsyncIterator[None]:
     """On shutdown the last batches are done before the database closes."""
     yield
-    await app[CALLEES].drain()
-    await app[COMPLETIONS].drain()
+    await app[RECEIVER].callees.drain()
+    await app[RECEIVER].completions.drain()
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
@@ -81,26 +102,25 @@ async def post_webhook(request: web.Request) -> web.StreamResponse:
     if request.match_info.get("resource_type", "").lower() != "obj":
         raise forbidden("Invalid analysis resource type")
     token = request.match_info.get("token", "")
-    resources = request.app[RESOURCES]
     try:
-        return await receive(request, resources, token)
+        return await receive(request, request.app[RECEIVER], token)
     except ApiError:
         raise
     except Exception as exc:
         return unexpected_error(request, exc)  # logs the route template, never the token
 
 
-async def _lookup(resources: Resources, condition: ColumnElement[bool]) -> Callee | None:
+async def _lookup(engine: AsyncEngine, condition: ColumnElement[bool]) -> Callee | None:
     """A single read on an autocommit connection: one round trip, no transaction around it."""
-    async with resources.engine.connect() as connection:
+    async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         return await find_callee(connection, condition)
 
 
-async def _active_analysis(request: web.Request, resources: Resources, token: str) -> Callee:
+async def _active_analysis(receiver: Receiver, token: str) -> Callee:
     analysis = None
     if token:
-        analysis = await request.app[CALLEES].submit(hash_token(token))
+        analysis = await receiver.callees.submit(hash_token(token))
     if analysis is None:
         raise forbidden("Invalid token")
     problem = refusal(analysis)
@@ -108,22 +128,22 @@ async def _active_analysis(request: web.Request, resources: Resources, token: st
         raise problem
     now = utcnow()
     if now > analysis.invalid_after:
-        await _expire(resources, analysis)
+        await _expire(receiver, analysis)
     return analysis
 
 
-async def _expire(resources: Resources, analysis: Callee) -> None:
+async def _expire(receiver: Receiver, analysis: Callee) -> None:
     """Mark the row timed_out (if still active) and refuse: always raises."""
-    async with resources.sessions.begin() as session:
+    async with receiver.sessions.begin() as session:
         await expire(session, analysis, utcnow())
-    resources.outbox.nudge()
+    receiver.outbox.nudge()
     log.info("analysis %s: webhook after invalid_after, marked timed_out", analysis.id)
-    await _refuse_by_current_state(resources, analysis)
+    await _refuse_by_current_state(receiver.engine, analysis)
     raise bad_request(TOKEN_EXPIRED)
 
 
-async def _refuse_by_current_state(resources: Resources, analysis: Callee) -> None:
-    current = await _lookup(resources, ObjAnalysis.id == analysis.id)
+async def _refuse_by_current_state(engine: AsyncEngine, analysis: Callee) -> None:
+    current = await _lookup(engine, ObjAnalysis.id == analysis.id)
     if current is None:
         raise forbidden("Invalid token")
     problem = refusal(current)
@@ -133,16 +153,16 @@ async def _refuse_by_current_state(resources: Resources, analysis: Callee) -> No
         raise bad_request(TOKEN_EXPIRED)
 
 
-async def receive(request: web.Request, resources: Resources, token: str) -> web.Response:
-    analysis = await _active_analysis(request, resources, token)
+async def receive(request: web.Request, receiver: Receiver, token: str) -> web.Response:
+    analysis = await _active_analysis(receiver, token)
     with bind_analysis(analysis.id):
-        return await _receive_for(request, resources, analysis, token)
+        return await _receive_for(request, receiver, analysis, token)
 
 
 async def _receive_for(
-    request: web.Request, resources: Resources, analysis: Callee, token: str
+    request: web.Request, receiver: Receiver, analysis: Callee, token: str
 ) -> web.Response:
-    raw = await read_limited(request, resources.settings.webhook_max_body_bytes)
+    raw = await read_limited(request, receiver.max_body_bytes)
     WEBHOOK_BODY_BYTES.observe(len(raw))
     try:
         body = await asyncio.to_thread(parse_webhook_body, raw)
@@ -150,7 +170,7 @@ async def _receive_for(
     except PayloadError as exc:
         log.info("analysis %s: malformed webhook body refused", analysis.id)
         raise bad_request(str(exc)) from None
-    message = redacted_message(resources, analysis, token, body.message or "")
+    message = receiver.redactor.redacted_message(analysis, token, body.message or "")
     stored = await prepare_payload(analysis.unique_id, decoded)
     status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
     outcome = Outcome(
@@ -161,16 +181,16 @@ async def _receive_for(
         annotations=stored.annotations,
         files=stored.files,
     )
-    if not await request.app[COMPLETIONS].submit(Completion(analysis, outcome)):
+    if not await receiver.completions.submit(Completion(analysis, outcome)):
         log.info(
             "analysis %s: lost to a concurrent change (another webhook POST, cancel or expiry); "
             "nothing of this request was stored",
             analysis.id,
         )
         if utcnow() > analysis.invalid_after:
-            await _expire(resources, analysis)
-        await _refuse_by_current_state(resources, analysis)
+            await _expire(receiver, analysis)
+        await _refuse_by_current_state(receiver.engine, analysis)
         raise forbidden("Analysis was updated concurrently")
-    resources.outbox.nudge()
+    receiver.outbox.nudge()
     log.info("analysis %s: webhook accepted, status %s", analysis.id, status)
     return success({"status": "success"})

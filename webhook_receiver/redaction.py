@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from shared.domain.analysis_lifecycle import Callee
 from shared.domain.llm_keys import user_llm_key
 from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
-from shared.runtime.resources import Resources
 from shared.security.redaction import redact, request_secrets
+from shared.security.secrets import SecretBox
 
 log = logging.getLogger("skyhook.webhook")
 
@@ -27,33 +29,39 @@ class _AuthorSecrets:
     secrets_ciphertext: str | None
 
 
-def sent_secrets(resources: Resources, analysis: Callee, token: str) -> frozenset[str]:
-    """What the dispatcher sent with this analysis' request: the service's credentials and
-    signing secret, the callback token, the author's and the site's LLM keys (decrypted from
-    the ciphertexts read with the row)."""
-    site_key = resources.settings.llm_api_key
-    others = [site_key.get_secret_value()] if site_key else []
-    author = _AuthorSecrets(analysis.author_id, analysis.author_secrets_ciphertext)
-    others.append(user_llm_key(resources.secret_box, author) or "")
-    service = _ServiceSecrets(
-        analysis.analysis_service_id,
-        analysis.authinfo_ciphertext,
-        analysis.signing_secret_ciphertext,
-    )
-    authinfo: dict[str, object] = {}
-    signing_secret = None
-    try:
-        authinfo = decrypt_authinfo(resources.secret_box, service)
-        signing_secret = decrypt_signing_secret(resources.secret_box, service)
-    except ValueError:
-        log.warning("analysis %s: the service's secrets cannot be decrypted", analysis.id)
-    return request_secrets(
-        authinfo, signing_secret=signing_secret, callback_token=token, others=others
-    )
+@dataclass(frozen=True)
+class Redactor:
+    """Decrypts what was sent with a request, to redact it from the callback's message."""
 
+    secret_box: SecretBox
+    site_llm_key: SecretStr | None
 
-def redacted_message(resources: Resources, analysis: Callee, token: str, message: str) -> str:
-    """The callback's message with every secret of its request replaced by ``[redacted]``."""
-    if not message:
-        return message
-    return redact(message, sent_secrets(resources, analysis, token))
+    def sent_secrets(self, analysis: Callee, token: str) -> frozenset[str]:
+        """What the dispatcher sent with this analysis' request: the service's credentials
+        and signing secret, the callback token, the author's and the site's LLM keys
+        (decrypted from the ciphertexts read with the row)."""
+        others = [self.site_llm_key.get_secret_value()] if self.site_llm_key else []
+        author = _AuthorSecrets(analysis.author_id, analysis.author_secrets_ciphertext)
+        others.append(user_llm_key(self.secret_box, author) or "")
+        service = _ServiceSecrets(
+            analysis.analysis_service_id,
+            analysis.authinfo_ciphertext,
+            analysis.signing_secret_ciphertext,
+        )
+        authinfo: dict[str, object] = {}
+        signing_secret = None
+        try:
+            authinfo = decrypt_authinfo(self.secret_box, service)
+            signing_secret = decrypt_signing_secret(self.secret_box, service)
+        except ValueError:
+            log.warning("analysis %s: the service's secrets cannot be decrypted", analysis.id)
+        return request_secrets(
+            authinfo, signing_secret=signing_secret, callback_token=token, others=others
+        )
+
+    def redacted_message(self, analysis: Callee, token: str, message: str) -> str:
+        """The callback's message with every secret of its request replaced by
+        ``[redacted]``."""
+        if not message:
+            return message
+        return redact(message, self.sent_secrets(analysis, token))

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import principal
 from gateway.handlers.analyses import (
     SERVICE_ID_LABEL,
@@ -20,19 +21,17 @@ from gateway.handlers.analyses import (
     request_group_ids,
     usable_service,
 )
-from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
     CapReached,
     NewAnalysis,
     ObjNotVisible,
+    Sessions,
     count_capped,
-    create_analysis,
     obj_visible,
 )
 from shared.domain.enums import ACL, AnalysisStatus
-from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.gateway.analysis_uploads")
 
@@ -61,12 +60,12 @@ def _analysis_object(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _check_and_prepare(
-    request: web.Request, resources: Resources, body: dict[str, Any]
+    request: web.Request, sessions: Sessions, cap: int, body: dict[str, Any]
 ) -> NewAnalysis:
     me = principal(request)
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
-    async with resources.sessions() as session:
+    async with sessions() as session:
         service = await usable_service(session, me, service_id)
         if not service.upload_only:
             raise forbidden(f"Analysis Service ID: {service_id} is not of type upload_only.")
@@ -74,8 +73,7 @@ async def _check_and_prepare(
         group_ids = await request_group_ids(session, me, body)
         if not await obj_visible(session, obj_id, me):
             raise not_found(f"Obj {obj_id} not found")
-        # An early answer before storing anything; create_analysis checks again atomically.
-        cap = resources.settings.max_analyses_per_obj_per_user
+        # An early answer before storing anything; creating checks again atomically.
         if await count_capped(session, obj_id, me.user_id) >= cap:
             raise forbidden(UPLOAD_CAP_MESSAGE)
     return NewAnalysis(
@@ -110,14 +108,13 @@ async def post_analysis_upload(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.RUN_ANALYSES)
     body = await json_body(request)
-    resources = request.app[RESOURCES]
-    new = await _check_and_prepare(request, resources, body)
+    creator = request.app[ANALYSIS_CREATOR]
+    new = await _check_and_prepare(request, creator.sessions, creator.cap, body)
     analysis = _analysis_object(body)
     if analysis:
         await _store(new, analysis)
     try:
-        cap = resources.settings.max_analyses_per_obj_per_user
-        analysis_id = await create_analysis(resources, new, cap=cap)
+        analysis_id = await creator.create(new)
     except ObjNotVisible:
         raise not_found(f"Obj {new.obj_id} not found") from None
     except CapReached:

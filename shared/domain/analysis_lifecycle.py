@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared.bus.outbox import enqueue, outbox_values
+from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
     in_set,
     merged_json,
@@ -71,8 +71,7 @@ from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.domain.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
 from shared.domain.summaries import forget_analysis, lock_obj
 from shared.runtime.group_commit import GroupCommit
-from shared.runtime.resources import Resources
-from shared.security.secrets import hash_token
+from shared.security.secrets import CallbackTokens, hash_token
 
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
 Sessions = async_sessionmaker[AsyncSession]
@@ -161,7 +160,7 @@ def _message_for(analysis_id: int, new: NewAnalysis) -> Message:
     )
 
 
-def _new_row(resources: Resources, new: NewAnalysis) -> dict[str, Any]:
+def _new_row(tokens: CallbackTokens, new: NewAnalysis) -> dict[str, Any]:
     """The new row's columns (for a Core INSERT: no ORM object to build and flush)."""
     now = utcnow()
     active = new.status in ACTIVE_STATUSES
@@ -170,7 +169,7 @@ def _new_row(resources: Resources, new: NewAnalysis) -> dict[str, Any]:
         "obj_id": new.obj_id,
         "author_id": new.author.user_id,
         "analysis_service_id": new.service.id,
-        "token_hash": hash_token(resources.callback_tokens.token_for(new.unique_id)),
+        "token_hash": hash_token(tokens.token_for(new.unique_id)),
         "status": new.status,
         "status_message": new.status_message,
         "analysis_parameters": new.display_parameters,
@@ -199,32 +198,6 @@ def _store_request_parameters(new: NewAnalysis) -> None:
     file = NewArtifact(REQUEST_PARAMETERS_FILE, data, "application/json")
     new.files.append(file)
     new.artifacts["request_parameters"] = file.ref(new.unique_id).to_dict()
-
-
-async def create_analysis(
-    resources: Resources, new: NewAnalysis, *, cap: int, guard: StartGuard | None = None
-) -> int:
-    """Insert the row and its outbox message in one transaction; returns the analysis id.
-
-    Raises :class:`ObjNotVisible` or :class:`CapReached` (or what ``guard`` raises) with
-    nothing written. The artifacts (``new.files``, and the request parameters) are stored in
-    the same transaction.
-    """
-    _store_request_parameters(new)
-    async with resources.sessions.begin() as session:
-        if guard is not None:
-            await guard.check(session)
-        await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
-        readable, counted = await visible_and_capped(session, new.obj_id, new.author)
-        if not readable:
-            raise ObjNotVisible(new.obj_id)
-        if counted >= cap:
-            raise CapReached(new.obj_id)
-        (analysis_id,) = await _insert_analyses(resources, session, [new])
-        if guard is not None:
-            await guard.record(session, analysis_id)
-    resources.outbox.nudge()
-    return analysis_id
 
 
 async def _readable_and_counted(
@@ -274,12 +247,12 @@ def _admitted(
 
 
 async def _insert_analyses(
-    resources: Resources, session: AsyncSession, rows: list[NewAnalysis]
+    tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis]
 ) -> list[int]:
     """The rows, their group links and outbox messages (one statement each), their artifacts
     and, for uploaded results, their annotations."""
     inserted = insert(table_of(ObjAnalysis)).returning(ObjAnalysis.id, sort_by_parameter_order=True)
-    result = await session.execute(inserted, [_new_row(resources, new) for new in rows])
+    result = await session.execute(inserted, [_new_row(tokens, new) for new in rows])
     ids = list(result.scalars())
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
@@ -303,36 +276,61 @@ async def _insert_analyses(
     return ids
 
 
-async def create_analyses(
-    resources: Resources, batch: list[NewAnalysis], *, cap: int
-) -> list[int | Exception]:
-    """Many starts in one transaction, as :func:`create_analysis` does one: each item gets its
-    analysis id, or :class:`ObjNotVisible` / :class:`CapReached` with nothing written for it.
+@dataclass(frozen=True)
+class AnalysisCreator:
+    """Creates analyses: each row with its group links, artifacts and ``analysis.requested``
+    event in one transaction, then wakes the outbox relay. ``cap`` is how many capped
+    analyses one author may have on one object."""
 
-    The (object, author) pairs are locked in one statement, in a fixed order, so concurrent
-    batches cannot overshoot a cap nor deadlock."""
-    for new in batch:
+    sessions: Sessions
+    callback_tokens: CallbackTokens
+    outbox: OutboxRelay
+    cap: int
+
+    async def create(self, new: NewAnalysis, *, guard: StartGuard | None = None) -> int:
+        """Insert the row and its outbox message in one transaction; returns the analysis id.
+
+        Raises :class:`ObjNotVisible` or :class:`CapReached` (or what ``guard`` raises) with
+        nothing written. The artifacts (``new.files``, and the request parameters) are stored
+        in the same transaction.
+        """
         _store_request_parameters(new)
-    async with resources.sessions.begin() as session:
-        keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
-        await take_write_locks(session, keys)
-        readable, counted = await _readable_and_counted(session, batch)
-        admitted = _admitted(batch, readable, counted, cap)
-        rows = [item for item in admitted if isinstance(item, NewAnalysis)]
-        ids = iter(await _insert_analyses(resources, session, rows) if rows else [])
-    if rows:
-        resources.outbox.nudge()
-    return [item if isinstance(item, Exception) else next(ids) for item in admitted]
+        async with self.sessions.begin() as session:
+            if guard is not None:
+                await guard.check(session)
+            await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
+            readable, counted = await visible_and_capped(session, new.obj_id, new.author)
+            if not readable:
+                raise ObjNotVisible(new.obj_id)
+            if counted >= self.cap:
+                raise CapReached(new.obj_id)
+            (analysis_id,) = await _insert_analyses(self.callback_tokens, session, [new])
+            if guard is not None:
+                await guard.record(session, analysis_id)
+        self.outbox.nudge()
+        return analysis_id
 
+    async def create_many(self, batch: list[NewAnalysis]) -> list[int | Exception]:
+        """Many starts in one transaction, as :meth:`create` does one: each item gets its
+        analysis id, or :class:`ObjNotVisible` / :class:`CapReached` with nothing written for
+        it. The (object, author) pairs are locked in one statement, in a fixed order, so
+        concurrent batches can neither overshoot a cap nor deadlock."""
+        for new in batch:
+            _store_request_parameters(new)
+        async with self.sessions.begin() as session:
+            keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
+            await take_write_locks(session, keys)
+            readable, counted = await _readable_and_counted(session, batch)
+            admitted = _admitted(batch, readable, counted, self.cap)
+            rows = [item for item in admitted if isinstance(item, NewAnalysis)]
+            ids = iter(await _insert_analyses(self.callback_tokens, session, rows) if rows else [])
+        if rows:
+            self.outbox.nudge()
+        return [item if isinstance(item, Exception) else next(ids) for item in admitted]
 
-def start_batcher(resources: Resources) -> GroupCommit[NewAnalysis, int]:
-    """Starts from concurrent requests, created together (see :func:`create_analyses`)."""
-
-    async def run(batch: list[NewAnalysis]) -> list[int | Exception]:
-        cap = resources.settings.max_analyses_per_obj_per_user
-        return await create_analyses(resources, batch, cap=cap)
-
-    return GroupCommit(run)
+    def batcher(self) -> GroupCommit[NewAnalysis, int]:
+        """Starts from concurrent requests, created together (see :meth:`create_many`)."""
+        return GroupCommit(self.create_many)
 
 
 async def cancel_analyses(
@@ -457,7 +455,9 @@ def _completion_row(completion: Completion, now: datetime) -> dict[str, Any]:
     }
 
 
-async def complete_many(resources: Resources, completions: Sequence[Completion]) -> list[bool]:
+async def complete_many(
+    engine: AsyncEngine, sessions: Sessions, completions: Sequence[Completion]
+) -> list[bool]:
     """The webhook's transition for many callbacks at once: active → completed or failure,
     with the results' artifacts, the annotations and the ended event. For each in turn,
     whether it won (a loser wrote nothing; of two callbacks for one analysis in the same
@@ -469,9 +469,9 @@ async def complete_many(resources: Resources, completions: Sequence[Completion])
     now = utcnow()
     firsts = {c.analysis.id: c for c in reversed(completions)}
     plain = [firsts[i] for i in sorted(firsts) if not firsts[i].annotated]  # locked by id
-    won = await _complete_plain(resources.engine, plain, now) if plain else set()
+    won = await _complete_plain(engine, plain, now) if plain else set()
     for completion in firsts.values():
-        if completion.annotated and await _complete_annotated(resources, completion, now):
+        if completion.annotated and await _complete_annotated(engine, sessions, completion, now):
             won.add(completion.analysis.id)
     return [c.analysis.id in won and firsts[c.analysis.id] is c for c in completions]
 
@@ -516,10 +516,12 @@ async def _complete_plain(
     return {row[0] for row in await write_together(engine, won, then=then)}
 
 
-async def _complete_annotated(resources: Resources, completion: Completion, now: datetime) -> bool:
+async def _complete_annotated(
+    engine: AsyncEngine, sessions: Sessions, completion: Completion, now: datetime
+) -> bool:
     analysis, outcome = completion.analysis, completion.outcome
-    _, won = _winning_updates([completion], now, name_of(resources.engine))
-    async with resources.sessions.begin() as session:
+    _, won = _winning_updates([completion], now, name_of(engine))
+    async with sessions.begin() as session:
         if (await session.execute(won)).first() is None:
             return False
         await write_artifacts(session, analysis.id, outcome.files)

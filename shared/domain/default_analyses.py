@@ -42,10 +42,11 @@ from shared.db.models import (
 from shared.db.types import utcnow
 from shared.domain.access import Principal, principal_for
 from shared.domain.analysis_lifecycle import (
+    AnalysisCreator,
     CapReached,
     NewAnalysis,
     ObjNotVisible,
-    create_analysis,
+    Sessions,
 )
 from shared.domain.analysis_parameters import (
     ParameterError,
@@ -55,7 +56,6 @@ from shared.domain.analysis_parameters import (
 )
 from shared.domain.enums import ACL
 from shared.observability.metrics import DEFAULT_ANALYSIS_TRIGGERS
-from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.default_analyses")
 
@@ -278,7 +278,7 @@ def _count(outcome: str, reason: str = "") -> str:
 
 
 async def start_default(
-    resources: Resources,
+    creator: AnalysisCreator,
     default: DefaultAnalysis,
     obj_id: str,
     *,
@@ -307,9 +307,8 @@ async def start_default(
         trigger=trigger,
     )
     guard = DailyLimitGuard(default.id, default.daily_limit, event_id, obj_id)
-    cap = resources.settings.max_analyses_per_obj_per_user
     try:
-        analysis_id = await create_analysis(resources, new, cap=cap, guard=guard)
+        analysis_id = await creator.create(new, guard=guard)
     except ObjNotVisible:
         return _count("skipped", "author_cannot_read")
     except CapReached:
@@ -329,14 +328,14 @@ async def start_default(
 
 
 async def on_classification_added(
-    resources: Resources,
+    creator: AnalysisCreator,
     event_id: str,
     obj_id: str,
     name: str,
     probability: float | None,
     group_ids: list[int],
 ) -> list[str]:
-    async with resources.sessions() as session:
+    async with creator.sessions() as session:
         defaults = [
             d
             for d in await active_defaults(session)
@@ -345,31 +344,32 @@ async def on_classification_added(
     trigger = f"classification {name}" + (f" ({probability:g})" if probability is not None else "")
     return [
         await start_default(
-            resources, d, obj_id, event_id=event_id, trigger=trigger, readable_group_ids=group_ids
+            creator, d, obj_id, event_id=event_id, trigger=trigger, readable_group_ids=group_ids
         )
         for d in defaults
     ]
 
 
 async def on_source_saved(
-    resources: Resources, event_id: str, obj_id: str, group_id: int
+    creator: AnalysisCreator, event_id: str, obj_id: str, group_id: int
 ) -> list[str]:
-    async with resources.sessions() as session:
+    async with creator.sessions() as session:
         defaults = [
             d for d in await active_defaults(session) if d.source_filter.get("group_id") == group_id
         ]
     trigger = f"save to group {group_id}"
     return [
-        await start_default(resources, d, obj_id, event_id=event_id, trigger=trigger)
+        await start_default(creator, d, obj_id, event_id=event_id, trigger=trigger)
         for d in defaults
     ]
 
 
-async def on_photometry_added(resources: Resources, event_id: str, obj_id: str) -> int:
+async def on_photometry_added(
+    sessions: Sessions, quiet: timedelta, event_id: str, obj_id: str
+) -> int:
     """Push back (or set) the quiet-period deadline of every default that runs on new
     photometry; returns how many deadlines were set."""
-    quiet = timedelta(seconds=resources.settings.default_analysis_quiet_seconds)
-    async with resources.sessions.begin() as session:
+    async with sessions.begin() as session:
         defaults = [
             d for d in await active_defaults(session) if d.source_filter.get("on_new_photometry")
         ]
@@ -391,10 +391,12 @@ async def on_photometry_added(resources: Resources, event_id: str, obj_id: str) 
     return len(defaults)
 
 
-async def start_due_photometry_triggers(resources: Resources, limit: int = 100) -> list[str]:
+async def start_due_photometry_triggers(
+    creator: AnalysisCreator, limit: int = 100
+) -> list[str]:
     """Start the analyses whose photometry quiet period has passed. A crash between the start
     and the removal of the deadline is harmless: the run is unique per event."""
-    async with resources.sessions() as session:
+    async with creator.sessions() as session:
         due = (
             (
                 await session.execute(
@@ -410,8 +412,8 @@ async def start_due_photometry_triggers(resources: Resources, limit: int = 100) 
         work = [(p.default_analysis_id, p.obj_id, p.event_id) for p in due]
     outcomes = []
     for default_id, obj_id, event_id in work:
-        outcomes.append(await _start_photometry_trigger(resources, default_id, obj_id, event_id))
-        async with resources.sessions.begin() as session:
+        outcomes.append(await _start_photometry_trigger(creator, default_id, obj_id, event_id))
+        async with creator.sessions.begin() as session:
             await session.execute(
                 delete(PendingPhotometryTrigger).where(
                     PendingPhotometryTrigger.default_analysis_id == default_id,
@@ -423,9 +425,9 @@ async def start_due_photometry_triggers(resources: Resources, limit: int = 100) 
 
 
 async def _start_photometry_trigger(
-    resources: Resources, default_id: int, obj_id: str, event_id: str
+    creator: AnalysisCreator, default_id: int, obj_id: str, event_id: str
 ) -> str:
-    async with resources.sessions() as session:
+    async with creator.sessions() as session:
         found = await active_defaults(session, default_id)
         if not found:
             return "gone"
@@ -434,7 +436,7 @@ async def _start_photometry_trigger(
             _count("matched")
             return _count("skipped", "source_filter_not_met")
     return await start_default(
-        resources, default, obj_id, event_id=event_id, trigger="new photometry"
+        creator, default, obj_id, event_id=event_id, trigger="new photometry"
     )
 
 

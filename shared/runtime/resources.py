@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.bus import Bus, create_bus
 from shared.bus.outbox import OutboxRelay
 from shared.db.session import create_engine, create_session_factory
+from shared.domain.analysis_lifecycle import AnalysisCreator
 from shared.domain.artifacts import ArtifactStore
 from shared.runtime.settings import Settings
 from shared.security.secrets import CallbackTokens, SecretBox
@@ -29,6 +30,15 @@ class Resources:
     bus: Bus
     outbox: OutboxRelay
 
+
+
+def analysis_creator(resources: Resources) -> AnalysisCreator:
+    return AnalysisCreator(
+        resources.sessions,
+        resources.callback_tokens,
+        resources.outbox,
+        cap=resources.settings.max_analyses_per_obj_per_user,
+    )
 
 
 def url_policy_from(settings: Settings) -> URLPolicy:
