@@ -13,11 +13,10 @@ from dispatcher.backoff import retry_delay
 from dispatcher.request import (
     DispatchContext,
     InputsMemo,
+    Site,
     StoredPayload,
     assemble_claimed_inputs,
     body_to_send,
-    callback_token,
-    callback_url,
     load_contexts,
     stored_payload,
 )
@@ -33,6 +32,7 @@ from shared.observability.metrics import DISPATCH_ATTEMPTS, bind_analysis
 from shared.runtime.group_commit import GroupCommit
 from shared.runtime.resources import Resources
 from shared.security.redaction import request_secrets
+from summary_service.options import site_summary_parameters
 
 log = logging.getLogger("skyhook.dispatcher")
 
@@ -58,12 +58,17 @@ class ClaimedAttempt:
 
 class AttemptRunner:
     def __init__(self, resources: Resources, http: aiohttp.ClientSession) -> None:
-        self.resources = resources
-        self.settings = resources.settings
-        self.sender = Sender(http, resources.url_policy, self.settings.dispatch_timeout_seconds)
+        settings = resources.settings
+        self.engine, self.sessions = resources.engine, resources.sessions
+        self.secret_box, self.callback_tokens = resources.secret_box, resources.callback_tokens
+        self.artifacts, self.outbox = resources.artifacts, resources.outbox
+        self.site = Site(settings.public_url, site_summary_parameters(settings))
+        self.site_llm_key = settings.llm_api_key
+        self.retry_delays = settings.dispatch_retry_delays_seconds
+        self.sender = Sender(http, resources.url_policy, settings.dispatch_timeout_seconds)
         # Attempts that end together are recorded together (one statement per batch).
         self._finishes: GroupCommit[lifecycle.FinishedAttempt, bool] = GroupCommit(
-            self._finish_many, max_items=self.settings.dispatch_prefetch
+            self._finish_many, max_items=settings.dispatch_prefetch
         )
 
     async def claim_many(self, analysis_ids: list[int]) -> list[ClaimedAttempt | None]:
@@ -75,7 +80,7 @@ class AttemptRunner:
         started_at = utcnow()
         claimed: dict[int, ClaimedAttempt] = {}
         memo: InputsMemo = {}
-        async with self.resources.sessions.begin() as session:
+        async with self.sessions.begin() as session:
             numbers = await lifecycle.claim_many(session, analysis_ids, started_at)
             contexts = await load_contexts(session, list(numbers))
             await assemble_claimed_inputs(session, contexts.values(), memo)
@@ -137,35 +142,35 @@ class AttemptRunner:
                 f"Analysis Service ID: {service.id} was disabled before the analysis was sent."
             )
         try:
-            authinfo = decrypt_authinfo(self.resources.secret_box, service)
-            signing_secret = decrypt_signing_secret(self.resources.secret_box, service)
+            authinfo = decrypt_authinfo(self.secret_box, service)
+            signing_secret = decrypt_signing_secret(self.secret_box, service)
         except ValueError:
             raise PreparationError(
                 "Cannot decrypt the stored credentials of this analysis service "
                 "(was SKYHOOK_SECRET_KEY changed without listing the old key?)"
             ) from None
         try:
-            payload = await stored_payload(self.resources, session, context, memo)
+            payload = await stored_payload(self.artifacts, self.site, session, context, memo)
         except InputsError as exc:
             raise PreparationError(f"Cannot assemble the inputs: {exc}") from None
         except ValueError as exc:
             raise PreparationError(f"Cannot encode the request: {exc}") from None
         # Added to the outbound body only: inputs.json was stored without them. The LLM key
         # (``analysis_parameters.openai_api_key``) is injected here and nowhere else.
-        site_llm_key = self.settings.llm_api_key
+        site_llm_key = self.site_llm_key
         secrets = {
             **payload.secret_parameters,
             **summary_secrets_for(
-                self.resources.secret_box,
+                self.secret_box,
                 context.author,
                 service,
                 site_llm_key.get_secret_value() if site_llm_key else None,
             ),
         }
-        token = callback_token(self.resources, context.analysis)
+        token = self.callback_tokens.token_for(context.analysis.unique_id)
         outbound = Outbound(
             url=service.url,
-            body=body_to_send(payload.body, callback_url(self.resources, token), secrets),
+            body=body_to_send(payload.body, self.site.callback_url(token), secrets),
             message_id=context.analysis.unique_id,
             authentication_type=service.authentication_type,
             authinfo=authinfo,
@@ -213,9 +218,9 @@ class AttemptRunner:
         )
 
     async def _finish_many(self, attempts: list[lifecycle.FinishedAttempt]) -> list[bool]:
-        moved = await lifecycle.finish_attempts(self.resources.engine, attempts, utcnow())
+        moved = await lifecycle.finish_attempts(self.engine, attempts, utcnow())
         if any(moved):
-            self.resources.outbox.nudge()
+            self.outbox.nudge()
         return moved
 
     def _decide(
@@ -226,8 +231,7 @@ class AttemptRunner:
             return AnalysisStatus.PENDING, result.message, None, "accepted"
         if result.verdict == Verdict.FAILED:
             return AnalysisStatus.FAILURE, result.message, None, "failed"
-        delays = self.settings.dispatch_retry_delays_seconds
-        delay = retry_delay(attempt_number, delays, result.retry_after)
+        delay = retry_delay(attempt_number, self.retry_delays, result.retry_after)
         if delay is None:
             message = f"Service unreachable after {attempt_number} attempts: {result.error}"
             return AnalysisStatus.FAILURE, message, None, "failed"

@@ -33,9 +33,7 @@ from shared.domain.inputs import (
     InputsRequest,
     assemble_inputs_many,
 )
-from shared.runtime.resources import Resources
 from shared.security.redaction import REDACTED
-from summary_service.options import site_summary_parameters
 
 INPUTS_ARTIFACT = "inputs"
 INPUTS_FILE = "inputs.json"
@@ -87,13 +85,17 @@ async def load_contexts(
     }
 
 
-def callback_token(resources: Resources, analysis: ObjAnalysis) -> str:
-    return resources.callback_tokens.token_for(analysis.unique_id)
+@dataclass(frozen=True)
+class Site:
+    """What every request built here shares: the platform's public URL (callbacks go there)
+    and the site's summary parameters (sent to summary services)."""
 
+    public_url: str
+    summary_parameters: dict[str, Any]
 
-def callback_url(resources: Resources, token: str) -> str:
-    """The webhook URL for a token (``[redacted]`` in the stored copy of the payload)."""
-    return f"{resources.settings.public_url}/api/webhook/obj_analysis/{token}"
+    def callback_url(self, token: str) -> str:
+        """The webhook URL for a token (``[redacted]`` in the stored copy of the payload)."""
+        return f"{self.public_url}/api/webhook/obj_analysis/{token}"
 
 
 async def request_parameters(
@@ -158,7 +160,7 @@ async def _inputs_data(
 
 
 async def build_payload(
-    resources: Resources,
+    site: Site,
     session: AsyncSession,
     context: DispatchContext,
     parameters: dict[str, Any],
@@ -167,12 +169,12 @@ async def build_payload(
     analysis, service = context.analysis, context.service
     if service.is_summary and "summary_parameters" not in parameters:
         parameters = {
-            "summary_parameters": site_summary_parameters(resources.settings),
+            "summary_parameters": site.summary_parameters,
             **parameters,
         }
     data = await _inputs_data(session, context, {} if memo is None else memo)
     payload: dict[str, Any] = {
-        "callback_url": callback_url(resources, REDACTED),
+        "callback_url": site.callback_url(REDACTED),
         "inputs": {"analysis_parameters": parameters, **data},
         "callback_method": "POST",
         "invalid_after": naive_utc_text(analysis.invalid_after.astimezone(UTC)),
@@ -191,7 +193,8 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 async def stored_payload(
-    resources: Resources,
+    artifacts: ArtifactStore,
+    site: Site,
     session: AsyncSession,
     context: DispatchContext,
     memo: InputsMemo | None = None,
@@ -199,16 +202,16 @@ async def stored_payload(
     """The stored payload of an earlier attempt, or a new one with the file to store."""
     analysis = context.analysis
     parameters, secrets = split_secret_parameters(
-        await request_parameters(resources.artifacts, analysis, session)
+        await request_parameters(artifacts, analysis, session)
     )
     manifest = dict(analysis.artifacts or {})
     ref = manifest.get(INPUTS_ARTIFACT)
     if ref:
         try:
-            return StoredPayload(await resources.artifacts.read(ref, session), secrets)
+            return StoredPayload(await artifacts.read(ref, session), secrets)
         except ArtifactMissing:
             pass  # not stored (its file was gone at the import): build and store it again
-    payload = await build_payload(resources, session, context, parameters, memo)
+    payload = await build_payload(site, session, context, parameters, memo)
     file = await asyncio.to_thread(_inputs_file, payload)
     manifest[INPUTS_ARTIFACT] = file.ref(analysis.unique_id).to_dict()
     provenance = {"artifacts": manifest, "input_hash": file.sha256}
