@@ -1,8 +1,22 @@
-"""Creating, cancelling and deleting analyses: the row, its outbox message, its artifacts and the
-summary-history entries it wrote.
+"""Every state change of an analysis, each one function over a set of rows that writes the
+change and its event (through the outbox) in one statement or transaction::
 
-Creating: the per-(object, author) cap is counted and the row inserted in one transaction under
-a lock taken for that pair, so concurrent starts cannot overshoot the cap.
+    start  ──create──▶ queued ──claim──▶ dispatching ──accepted──▶ pending
+    upload ──create──▶ completed             ├──retry, reap──▶ queued
+                                             └──failed──▶ failure
+    queued | dispatching | pending ──webhook──▶ completed | failure
+    queued | dispatching | pending ──past invalid_after──▶ timed_out
+    queued | dispatching | pending ──cancel──▶ cancelled
+    any ──delete──▶ gone, with its artifacts and the summary entries it wrote
+
+The sections below, in order: creating (:class:`AnalysisCreator`;
+the per-(object, author) cap is counted and the rows inserted under a lock taken for that pair,
+so concurrent starts cannot overshoot it), cancelling, the webhook's completion
+(:func:`complete_many`), dispatching (:func:`claim_many`, :func:`mark_sending_many`,
+:func:`finish_attempts`, :func:`announce_due`, the reaper's :func:`stuck_rows`), expiry
+(:func:`sweep_expired`, :func:`expire`) and deleting. Every transition is conditional on the
+row's current state, so a transition that lost a race writes nothing.
+
 The cap counts completed analyses and the ones still in flight (queued, dispatching, pending),
 which are the ones that may still complete; failed, timed-out and cancelled ones do not count.
 """
@@ -76,6 +90,9 @@ from shared.security.secrets import CallbackTokens, hash_token
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
 Sessions = async_sessionmaker[AsyncSession]
 REQUEST_PARAMETERS_FILE = "request_parameters.json"
+
+
+# --- creating ---------------------------------------------------------------------------
 
 
 class ObjNotVisible(Exception):
@@ -331,6 +348,9 @@ class AnalysisCreator:
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
         """Starts from concurrent requests, created together (see :meth:`create_many`)."""
         return GroupCommit(self.create_many)
+
+
+# --- cancelling -------------------------------------------------------------------------
 
 
 async def cancel_analyses(
@@ -1031,6 +1051,9 @@ async def mark_orphaned_attempts(sessions: Sessions, cutoff: datetime) -> int:
     )
     async with sessions.begin() as session:
         return len(list((await session.execute(statement)).scalars()))
+
+
+# --- expiry: past invalid_after, an active analysis times out ------------------------------
 
 
 def timed_out_message(now: datetime) -> str:
