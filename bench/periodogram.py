@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from astropy.timeseries import LombScargle, LombScargleMultiband
 
-from shared.science import periodogram as pg
+from gateway import periodogram as pg
 from tests.support.lightcurves import light_curve, rr_lyrae
 
 TRUE_PERIOD = 0.61234

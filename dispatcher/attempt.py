@@ -10,6 +10,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatcher.backoff import retry_delay
+from dispatcher.inputs import InputsError
 from dispatcher.request import (
     DispatchContext,
     InputsMemo,
@@ -25,7 +26,6 @@ from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.artifacts import NewArtifact, write_artifacts_of
 from shared.domain.enums import AnalysisStatus
-from shared.domain.inputs import InputsError
 from shared.domain.llm_keys import summary_secrets_for
 from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
 from shared.observability.metrics import DISPATCH_ATTEMPTS, bind_analysis

@@ -20,19 +20,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, lazyload
 
-from shared.db.dialect import in_set, name_of
-from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.domain.access import principal_for
-from shared.domain.analysis_lifecycle import naive_utc_text
-from shared.domain.analysis_parameters import SECRET_PARAMETERS
-from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
-from shared.domain.inputs import (
+from dispatcher.inputs import (
     INPUTS_SCHEMA_VERSION,
     JSON_FORMAT,
     InputsError,
     InputsRequest,
     assemble_inputs_many,
 )
+from shared.db.dialect import in_set, name_of
+from shared.db.models import AnalysisService, ObjAnalysis, User
+from shared.domain.access import principal_for
+from shared.domain.analysis_lifecycle import naive_utc_text
+from shared.domain.analysis_parameters import SECRET_PARAMETERS
+from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.security.redaction import REDACTED
 
 INPUTS_ARTIFACT = "inputs"

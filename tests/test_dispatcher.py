@@ -27,6 +27,7 @@ from sqlalchemy import select, text, update
 from dispatcher import Dispatcher
 from dispatcher.attempt import AttemptRunner
 from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
+from dispatcher.inputs import PHOTOMETRY_COLUMNS
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
 from shared.bus.base import Envelope
@@ -37,7 +38,6 @@ from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.artifacts import ArtifactRef
 from shared.domain.enums import AnalysisStatus
 from shared.domain.events import AnalysisRequested
-from shared.domain.inputs import PHOTOMETRY_COLUMNS
 from shared.domain.llm_keys import LLM_KEY, set_user_secret
 from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings

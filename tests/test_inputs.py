@@ -14,9 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from shared.db.models import Group, User
-from shared.domain.access import Principal, principal_for
-from shared.domain.inputs import (
+from dispatcher.inputs import (
     ANNOTATIONS_COLUMNS,
     CLASSIFICATIONS_COLUMNS,
     COMMENTS_COLUMNS,
@@ -28,6 +26,8 @@ from shared.domain.inputs import (
     assemble_inputs,
     assemble_inputs_many,
 )
+from shared.db.models import Group, User
+from shared.domain.access import Principal, principal_for
 from shared.runtime.resources import Resources
 from tests.support.api import Accounts
 from tests.support.pipeline import (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.timeseries import LombScargleMultiband
 
-from shared.science import periodogram as pg
+from gateway import periodogram as pg
 from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Caller
 from tests.support.lightcurves import light_curve, rr_lyrae, sinusoid

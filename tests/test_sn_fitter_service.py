@@ -23,8 +23,8 @@ import pytest_asyncio
 import xarray as xr
 from aiohttp import web
 
+from dispatcher.inputs import PHOTOMETRY_COLUMNS, REDSHIFT_COLUMNS, records_to_csv
 from shared.domain.analysis_data import decode_payload_sync, parse_webhook_body
-from shared.domain.inputs import PHOTOMETRY_COLUMNS, REDSHIFT_COLUMNS, records_to_csv
 from shared.science.photometry import PHOT_SYS, PHOT_ZP, flux_to_mag, fluxerr_to_magerr
 from shared.security.safe_decode import load_joblib_safely
 from sn_fitter.app import FitterSettings, create_app

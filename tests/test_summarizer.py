@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from shared.domain.inputs import (
+from dispatcher.inputs import (
     CLASSIFICATIONS_COLUMNS,
     COMMENTS_COLUMNS,
     REDSHIFT_COLUMNS,

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from gateway import periodogram as pg
 from gateway.auth import principal
 from gateway.handlers import query_params as q
 from gateway.handlers.source_access import visible_obj
 from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, success
-from shared.science import periodogram as pg
 from shared.science.phot_stats import PointRow, is_detection, readable_points
 from shared.science.photometry import flux_to_mag, fluxerr_to_magerr
 

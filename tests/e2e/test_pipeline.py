@@ -18,7 +18,7 @@ import joblib
 import pytest
 
 from dispatcher import Dispatcher
-from shared.domain.inputs import PHOTOMETRY_COLUMNS
+from dispatcher.inputs import PHOTOMETRY_COLUMNS
 from shared.security.signing import SignatureError, verify
 from tests.e2e.conftest import Scene
 from tests.e2e.harness import Pipeline, ok

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.science.periodogram import LightCurve
+from gateway.periodogram import LightCurve
 
 Shape = Callable[[np.ndarray], np.ndarray]  # phase in [0, 1) -> magnitude offset
 
