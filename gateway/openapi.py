@@ -67,8 +67,9 @@ def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
-def _binary(content: BinaryContent) -> dict[str, Any]:
-    return {media: {"schema": {"type": "string"}} for media in content.media_types}
+def _binary(content: BinaryContent, components: _Components) -> dict[str, Any]:
+    schema = {"type": "string"} if content.items is None else components.ref(content.items)
+    return {media: {"schema": schema} for media in content.media_types}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +97,10 @@ def _models(entries: Iterable[RouteSchemas]) -> Iterable[type[BaseModel]]:
     for entry in entries:
         if entry.request is not None:
             yield entry.request
-        if not isinstance(entry.response, BinaryContent):
+        if isinstance(entry.response, BinaryContent):
+            if entry.response.items is not None:
+                yield entry.response.items
+        else:
             yield entry.response
         yield from entry.statuses.values()
 
@@ -131,10 +135,10 @@ def _error_responses(route: Route, entry: RouteSchemas, components: _Components)
 def _success_response(entry: RouteSchemas, components: _Components) -> dict[str, Any]:
     response = entry.response
     if isinstance(response, BinaryContent):
-        return {"description": response.description, "content": _binary(response)}
+        return {"description": response.description, "content": _binary(response, components)}
     content = _json(components.ref(response))
     if entry.also is not None:
-        content.update(_binary(entry.also))
+        content.update(_binary(entry.also, components))
     return {"description": response.__doc__ or "success", "content": content}
 
 

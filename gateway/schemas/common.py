@@ -3,6 +3,7 @@ empty answer, timestamps and the short group form."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,14 +73,15 @@ class Created(BaseModel):
     id: int
 
 
-class BinaryContent(BaseModel):
-    """Not a model: an answer whose body is bytes of the given media types."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True)
+class BinaryContent:
+    """Not a JSON answer: a body in one of ``media_types``; ``items`` describes each event of
+    a stream (Server-Sent Events)."""
 
     media_types: tuple[str, ...]
     description: str
+    items: type[BaseModel] | None = None
 
 
 def binary(description: str, *media_types: str) -> BinaryContent:
-    return BinaryContent(media_types=media_types, description=description)
+    return BinaryContent(media_types, description)

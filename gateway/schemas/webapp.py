@@ -3,9 +3,11 @@ events and its pages."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Literal
 
-from gateway.schemas.common import Paged, Timestamp, binary
+from pydantic import BaseModel, ConfigDict
+
+from gateway.schemas.common import BinaryContent, Paged, Timestamp, binary
 
 
 class SignIn(BaseModel):
@@ -50,7 +52,22 @@ class AnalysisHealth(BaseModel):
     failures: list[Failure]
 
 
-LIVE_EVENTS = binary("Server-Sent Events (`ready`, then `analysis` events)", "text/event-stream")
+class LiveEvent(BaseModel):
+    """One Server-Sent Event: ``ready`` (``{"watching": n}``), then ``analysis`` events whose
+    data is the analysis' id, obj_id, status, status_message, last_activity, duration and
+    service, as JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event: Literal["ready", "analysis"] | None = None
+    data: str | None = None
+    retry: int | None = None
+    id: str | None = None
+
+
+LIVE_EVENTS = BinaryContent(
+    ("text/event-stream",), "Server-Sent Events (`ready`, then `analysis` events)", LiveEvent
+)
 PAGE = binary("The web app's page", "text/html")
 SCRIPT = binary("A script of the web app", "text/javascript")
 STATIC = binary(
