@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, Field
 
-from gateway.schemas.common import Closed, Paged, Timestamp
+from gateway.schemas.common import MAX_NAME, Closed, Paged, RowId, Timestamp
 
 
 class NewUser(BaseModel):
@@ -30,17 +30,18 @@ class NewGroup(BaseModel):
 class NewMember(BaseModel):
     """``userID`` (or ``user_id``) or ``username`` names the user."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    userID: int | None = None
-    user_id: int | None = None
+    userID: RowId | None = None
+    user_id: RowId | None = None
     username: str | None = None
     admin: bool = False
 
 
 class NewToken(BaseModel):
-    name: str = ""
-    user_id: int | None = None
+    """A token of the caller, or (system admins) of ``user_id``."""
+
+    name: str = Field("", max_length=MAX_NAME)
+    # Absent means the caller; null is refused.
+    user_id: RowId | None = None
 
 
 class Membership(BaseModel):

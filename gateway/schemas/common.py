@@ -8,12 +8,16 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.ids import MAX_ID
+
 DataT = TypeVar("DataT")
 ItemT = TypeVar("ItemT")
 
 # Timestamps are ISO 8601 text; SQLite's carry no offset, so no "date-time" format is claimed.
 Timestamp = Annotated[str, Field(description="ISO 8601 date and time")]
 OpenObject = dict[str, Any]
+RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
+MAX_NAME = 255
 
 
 class Open(BaseModel):
