@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.schemas.validation import validated
+from gateway.schemas.webapp import SignIn
 from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, Route, bad_request, json_body, success
 from shared.db.session import read_session
@@ -131,9 +133,9 @@ def _set_cookies(request: web.Request, response: web.Response, session: WebSessi
 
 
 async def create_session(request: web.Request) -> web.Response:
-    body = await json_body(request, optional=False)
-    token, code = body.get("token"), body.get("code")
-    if isinstance(code, str) and code:
+    sign_in = validated(SignIn, await json_body(request, optional=False))
+    token, code = sign_in.token, sign_in.code
+    if code:
         token = request.app[ONE_TIME_LINKS].redeem(code)
         if token is None:
             raise ApiError(401, "This sign-in link was already used or has expired")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,10 +16,19 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from gateway.app import create_gateway_app
 from gateway.openapi import openapi_path
+from gateway.routes import gateway_routes
+from gateway.schemas import ROUTE_SCHEMAS
+from shared.domain.enums import ACL
+from shared.domain.ids import MAX_ID
 from shared.runtime.resources import Resources
+from tests.support.analyses import make_obj, make_service
+from tests.support.api import Accounts, ApiClient
 
 PACKAGES = ("gateway", "webhook_receiver", "summary_service", "dispatcher", "sn_fitter")
 OPENAPI = "/api/openapi.json"
@@ -110,3 +120,112 @@ async def test_documented_path_parameters_match_the_path(resources: Resources) -
         for method, operation in operations.items():
             declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
             assert declared == in_path, (method, path)
+
+
+# --- the typed bodies ---------------------------------------------------------------------
+
+ERROR_STATUSES = {"400", "403", "404", "405", "503"}
+
+
+def test_every_gateway_route_has_typed_bodies() -> None:
+    """A route added without an entry in gateway.schemas fails here (and the document with it)."""
+    routes = {(r.method.upper(), openapi_path(r.path)) for r in gateway_routes()}
+    assert routes - set(ROUTE_SCHEMAS) == set(), "routes without typed bodies"
+    assert set(ROUTE_SCHEMAS) - routes == set(), "typed bodies of routes that do not exist"
+
+
+async def test_every_operation_documents_its_answers(resources: Resources) -> None:
+    document = await fetch_document(create_gateway_app(resources))
+    schemas = document["components"]["schemas"]
+    error = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            where = (method, path)
+            responses = operation["responses"]
+            assert responses["200"]["content"], where
+            for answer in responses["200"]["content"].values():
+                assert answer["schema"], where
+            expected = set(ERROR_STATUSES)
+            if operation.get("security"):
+                expected.add("401")
+            if "requestBody" in operation:
+                expected.add("413")
+                (body,) = operation["requestBody"]["content"].values()
+                assert body["schema"]["$ref"].split("/")[-1] in schemas, where
+            assert expected <= set(responses), (where, sorted(expected - set(responses)))
+            assert "Allow" in responses["405"]["headers"], where
+            if path != "/readyz":
+                for code in expected:
+                    assert responses[code]["content"]["application/json"]["schema"] == error
+            for parameter in operation["parameters"]:
+                if parameter["in"] == "path" and parameter["name"].endswith("_id"):
+                    if parameter["name"] != "obj_id":
+                        assert parameter["schema"] == {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_ID,
+                        }, where
+    assert "{model}" not in json.dumps(document)
+    assert "$defs" not in json.dumps(document), "every definition sits in components.schemas"
+
+
+def _validator(document: dict[str, Any], method: str, path: str) -> Draft202012Validator:
+    answer = document["paths"][path][method.lower()]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]
+    registry: Registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator({"$ref": "urn:openapi#" + schema["$ref"][1:]}, registry=registry)
+
+
+def assert_documented(document: dict[str, Any], method: str, path: str, body: Any) -> None:
+    errors = [e.message for e in _validator(document, method, path).iter_errors(body)]
+    assert not errors, (method, path, errors, body)
+
+
+def assert_error_documented(document: dict[str, Any], body: Any) -> None:
+    schema = {"$ref": "urn:openapi#/components/schemas/ErrorEnvelope"}
+    registry: Registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    Draft202012Validator(schema, registry=registry).validate(body)
+
+
+async def test_real_answers_validate_against_their_documented_schemas(
+    resources: Resources, api: ApiClient, accounts: Accounts
+) -> None:
+    document = (await api.get(OPENAPI, None)).body
+    group = await accounts.group()
+    user = await accounts.user(acls=(ACL.RUN_ANALYSES,), groups=(group,))
+    service = await make_service(resources, [group])
+    obj_id = await make_obj(resources, [group])
+
+    services = await api.get("/api/analysis_service", user)
+    assert services.status == 200
+    assert_documented(document, "GET", "/api/analysis_service", services.body)
+    paged = await api.get("/api/analysis_service?pageNumber=1", user)
+    assert_documented(document, "GET", "/api/analysis_service", paged.body)
+    one = await api.get(f"/api/analysis_service/{service.id}", user)
+    assert_documented(document, "GET", "/api/analysis_service/{analysis_service_id}", one.body)
+
+    start = "/api/obj/{obj_id}/analysis/{analysis_service_id}"
+    started = await api.post(f"/api/obj/{obj_id}/analysis/{service.id}", user, json={})
+    assert started.status == 200, started.body
+    assert_documented(document, "POST", start, started.body)
+    analysis_id = started.data["id"]
+
+    read = await api.get(f"/api/obj/analysis/{analysis_id}?includeAnalysisData=true", user)
+    assert_documented(document, "GET", "/api/obj/analysis/{analysis_id}", read.body)
+    for path in (f"/api/obj/analysis?objID={obj_id}", "/api/obj/analysis?numPerPage=5"):
+        listed = await api.get(path, user)
+        assert_documented(document, "GET", "/api/obj/analysis", listed.body)
+    of_source = await api.get(f"/api/obj/{obj_id}/analysis", user)
+    assert_documented(document, "GET", "/api/obj/{obj_id}/analysis", of_source.body)
+    source = await api.get(f"/api/sources/{obj_id}?includeAnalyses=true", user)
+    assert_documented(document, "GET", "/api/sources/{obj_id}", source.body)
+    profile = await api.get("/api/internal/profile", user)
+    assert_documented(document, "GET", "/api/internal/profile", profile.body)
+
+    refused = await api.get(f"/api/obj/analysis/{analysis_id + 1000}", user)
+    assert refused.status == 403
+    assert_error_documented(document, refused.body)

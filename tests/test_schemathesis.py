@@ -2,12 +2,22 @@
 
 The gateway runs as a real aiohttp server on each database; schemathesis (its CLI, as an
 operator would run it) generates valid and invalid requests for every documented operation as
-an admin and checks every answer. Two checks are left out, each for a reason of the document,
-not of the server: ``positive_data_acceptance`` (the request-body schemas list the fields but
-not which are required, so schemathesis believes ``{}`` is valid), and
+an admin and checks every answer. The document is generated from the typed models of
+``gateway/schemas/``, so the response checks (``response_schema_conformance``,
+``content_type_conformance``, ``status_code_conformance``) hold each answer to its model.
+
+Two checks are left out, each for a reason of the document, not of the server:
+``positive_data_acceptance`` (the request models say which fields are required and their
+types, but not what only the database knows: that named groups, users, services and sources
+exist and are visible to the caller, that a URL passes the URL policy, that a service accepts
+the parameters; a schema-valid body is still refused with 400 or 404), and
 ``allow_header_conformance`` (``/api/obj/{obj_id}/analysis/{analysis_id}`` (GET) and
 ``…/{analysis_service_id}`` (POST) are one route whose capture SkyPortal names differently per
 method, so each documented path sees the other's method in ``Allow``).
+
+``DELETE /api/tokens/{token_id}`` is not exercised: it would revoke the token the run
+authenticates with (the first token of the database), after which every later request only
+sees 401 and the answers of the other operations go unchecked.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("backend")]
 
 MAX_EXAMPLES_PER_OPERATION = 6
 EXCLUDED_CHECKS = "positive_data_acceptance,allow_header_conformance"
+EXCLUDED_OPERATION = "DELETE /api/tokens/{token_id}"
 
 
 def schemathesis_command(base_url: str, token: str, report: Path) -> list[str]:
@@ -38,6 +49,8 @@ def schemathesis_command(base_url: str, token: str, report: Path) -> list[str]:
         "all",
         "--exclude-checks",
         EXCLUDED_CHECKS,
+        "--exclude-name",
+        EXCLUDED_OPERATION,
         "--max-examples",
         str(MAX_EXAMPLES_PER_OPERATION),
         "--workers",

@@ -354,7 +354,11 @@ async def test_openapi_describes_the_source_routes(api: ApiClient) -> None:
     paths = document["paths"]
     assert set(paths["/api/sources"]) == {"get", "post"}
     source_body = paths["/api/sources"]["post"]["requestBody"]["content"]["application/json"]
-    assert source_body["schema"]["properties"]["ra"] == {"type": "number"}
+    model = source_body["schema"]["$ref"].removeprefix("#/components/schemas/")
+    assert document["components"]["schemas"][model]["properties"]["ra"] == {
+        "title": "Ra",
+        "type": "number",
+    }
     query_names = {p["name"] for p in paths["/api/sources/{obj_id}"]["get"]["parameters"]}
     assert query_names == {"obj_id", "includeAnalyses"}
     for path in (

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
+from gateway.schemas.accounts import NewMember, NewToken
+from gateway.schemas.validation import validated
 from gateway.serialize import token_dict, user_dict
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
@@ -206,11 +208,9 @@ async def post_group_user(request: web.Request) -> web.Response:
     me = principal(request)
     group_id = path_int(request, "group_id", "group_id")
     _admin_group_or_fail(me, group_id)
-    body = await json_body(request, optional=False)
-    user_id, username = body.get("userID", body.get("user_id")), body.get("username")
-    admin = body.get("admin", False)
-    if not isinstance(admin, bool):
-        raise bad_request("Invalid admin: must be a boolean")
+    member = validated(NewMember, await json_body(request, optional=False))
+    user_id = member.userID if "userID" in member.model_fields_set else member.user_id
+    username, admin = member.username, member.admin
     if user_id is None and username is None:
         raise bad_request("Missing userID or username")
     async with request.app[RESOURCES].sessions.begin() as session:
@@ -219,8 +219,6 @@ async def post_group_user(request: web.Request) -> web.Response:
             raise not_found(f"Group {group_id} not found")
         query = select(User)
         if user_id is not None:
-            if not is_id(user_id):
-                raise bad_request(f"Invalid userID: {user_id}")
             query = query.where(User.id == user_id)
         else:
             query = query.where(User.username == username)
@@ -247,13 +245,11 @@ async def delete_group_user(request: web.Request) -> web.Response:
 
 async def post_token(request: web.Request) -> web.Response:
     me = principal(request)
-    body = await json_body(request)
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 255:
-        raise bad_request("Invalid name: must be a string of at most 255 characters")
-    user_id = body.get("user_id", me.user_id)
-    if not is_id(user_id):
-        raise bad_request(f"Invalid user_id: {user_id}")
+    wanted = validated(NewToken, await json_body(request))
+    name = wanted.name
+    user_id = me.user_id if "user_id" not in wanted.model_fields_set else wanted.user_id
+    if user_id is None:
+        raise bad_request("Invalid user_id: must be an integer")
     if user_id != me.user_id and not me.is_admin:
         raise ApiError(403, "Only system admins can create tokens for other users")
     async with request.app[RESOURCES].sessions.begin() as session:

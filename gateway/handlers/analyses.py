@@ -21,6 +21,7 @@ from sqlalchemy.orm import raiseload
 
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
+from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
@@ -144,15 +145,6 @@ def refuse_if_disabled(service: AnalysisService) -> None:
         )
 
 
-def flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_request(f"Invalid {name}: must be true or false")
-    return value
-
-
 async def request_group_ids(
     session: AsyncSession, me: Principal, body: dict[str, Any]
 ) -> list[int]:
@@ -209,9 +201,9 @@ async def post_analysis(request: web.Request) -> web.Response:
         parameters=parameters,
         display_parameters=display_parameters(parameters),
         input_filters=_checked_filters(body),
-        show_parameters=flag(body, "show_parameters", False),
-        show_plots=flag(body, "show_plots", False),
-        show_corner=flag(body, "show_corner", False),
+        show_parameters=bool_field(body, "show_parameters", False, must_be=TRUE_OR_FALSE),
+        show_plots=bool_field(body, "show_plots", False, must_be=TRUE_OR_FALSE),
+        show_corner=bool_field(body, "show_corner", False, must_be=TRUE_OR_FALSE),
     )
     try:
         analysis_id = await request.app[START_BATCHER].submit(new)

@@ -16,11 +16,11 @@ from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import principal
 from gateway.handlers.analyses import (
     SERVICE_ID_LABEL,
-    flag,
     refuse_if_disabled,
     request_group_ids,
     usable_service,
 )
+from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field
 from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
@@ -83,9 +83,9 @@ async def _check_and_prepare(
         group_ids=group_ids,
         parameters={},
         display_parameters={},
-        show_parameters=flag(body, "show_parameters", True),
-        show_plots=flag(body, "show_plots", True),
-        show_corner=flag(body, "show_corner", True),
+        show_parameters=bool_field(body, "show_parameters", True, must_be=TRUE_OR_FALSE),
+        show_plots=bool_field(body, "show_plots", True, must_be=TRUE_OR_FALSE),
+        show_corner=bool_field(body, "show_corner", True, must_be=TRUE_OR_FALSE),
         status=AnalysisStatus.COMPLETED,
         status_message=_message(body),
         handled_by_url="/",

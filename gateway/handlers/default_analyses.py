@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import groups_named
+from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field, groups_named
 from http_edge.app_keys import RESOURCES
 from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
@@ -30,10 +30,8 @@ FLAGS = ("show_parameters", "show_plots", "show_corner")
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise bad_request(f"Invalid {name}: must be true or false")
-    return value
+    """Unlike a start request's flags, a default analysis' flags refuse null."""
+    return bool_field(body, name, default, must_be=TRUE_OR_FALSE, null_is_default=False)
 
 
 async def _service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:

@@ -57,12 +57,25 @@ def optional_number(body: dict[str, Any], name: str) -> float | None:
     return finite(body.get(name), name, allow_none=True)
 
 
-def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
+BOOLEAN = "a boolean"
+TRUE_OR_FALSE = "true or false"
+
+
+def bool_field(
+    body: dict[str, Any],
+    name: str,
+    default: bool,
+    *,
+    must_be: str = BOOLEAN,
+    null_is_default: bool = True,
+) -> bool:
+    """A JSON boolean; absent (or null, unless ``null_is_default`` is off) means ``default``.
+    ``must_be`` words the refusal: callers keep the wording SkyPortal clients already see."""
     value = body.get(name, default)
-    if value is None:
+    if value is None and null_is_default:
         return default
     if not isinstance(value, bool):
-        raise bad_request(f"Invalid {name}: must be a boolean")
+        raise bad_request(f"Invalid {name}: must be {must_be}")
     return value
 
 
