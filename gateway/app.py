@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.analysis_access import SERVICES, START_BATCHER, services_batcher
 from gateway.auth import auth_middleware, setup_auth
-from gateway.handlers.analyses import SERVICES, START_BATCHER, services_batcher
 from gateway.live import setup_live
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers.analyses import readable_conditions
 from http_edge.web import Route, dumps, query_id
 from shared.bus import Envelope
 from shared.db.models import AnalysisService, ObjAnalysis

@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from gateway import source_filters
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers import phot_stats
-from gateway.handlers.analyses import readable_conditions
 from http_edge.web import Route, bad_request, page_from_query, query_id, query_int, success
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
@@ -43,11 +43,11 @@ async def source_overview(request: web.Request) -> web.Response:
     text = request.query.get("q", "").strip()
     if text:
         conditions.append(func.lower(Obj.id).like(_search_pattern(text), escape="\\"))
-    bounds = phot_stats.source_list_bounds(request)
+    bounds = source_filters.source_list_bounds(request)
     columns = (Obj.id, Obj.ra, Obj.dec, Obj.redshift, Obj.summary, Obj.created_at)
     async with resources.sessions() as session:
         if bounds:
-            conditions.append(await phot_stats.source_list_condition(session, me, bounds))
+            conditions.append(await source_filters.source_list_condition(session, me, bounds))
         total = int(await session.scalar(select(func.count(Obj.id)).where(*conditions)) or 0)
         query = (
             select(*columns)
@@ -142,7 +142,7 @@ ROUTES = [
         "lastDetectionBefore, min/maxPeakMagnitude, min/maxLatestMagnitude, "
         "excludeForcedPhotometry)",
         "web app",
-        query=("q", "pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
+        query=("q", "pageNumber", "numPerPage", *source_filters.SOURCE_LIST_FILTERS),
     ),
     Route(
         "GET",

@@ -10,19 +10,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import raiseload
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.analysis_access import (
+    SERVICE_ID_LABEL,
+    SERVICES,
+    START_BATCHER,
+    flag,
+    readable_conditions,
+    refuse_if_disabled,
+    request_group_ids,
+)
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
 from http_edge.web import (
-    ApiError,
     Page,
     Route,
     bad_request,
@@ -36,17 +41,13 @@ from http_edge.web import (
     success,
     success_page,
 )
-from shared.db.dialect import in_set, name_of
 from shared.db.models import (
     AnalysisService,
     DispatchAttempt,
     ObjAnalysis,
-    analysis_service_groups,
-    obj_analysis_groups,
-    obj_groups,
 )
 from shared.db.session import read_session
-from shared.domain.access import Principal, resolve_group_ids, visible
+from shared.domain.access import Principal
 from shared.domain.analysis_data import load_analysis_data
 from shared.domain.analysis_lifecycle import (
     CapReached,
@@ -65,14 +66,9 @@ from shared.domain.analysis_parameters import (
 )
 from shared.domain.artifacts import ArtifactStore
 from shared.domain.enums import ACL
-from shared.runtime.group_commit import GroupCommit
 from shared.runtime.resources import RESOURCES
 
 log = logging.getLogger("skyhook.gateway.analyses")
-
-# Concurrent starts of this process, created together (one transaction per batch).
-START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
-SERVICES = web.AppKey("services", GroupCommit[tuple[Principal, int], AnalysisService])
 
 CANNOT_ACCESS = "Cannot access this Analysis."
 CANNOT_DELETE = "Cannot delete this Analysis."
@@ -81,87 +77,8 @@ START_CAP_MESSAGE = (
     "You have reached the maximum number of analyses for this object. "
     "Please delete some analyses before attempting to start more analyses."
 )
-SERVICE_ID_LABEL = "analysis_service_id"
 ANALYSIS_ID_LABEL = "analysis_id"
 MODEL_LIGHTCURVE_KEYS = ("model_lightcurve", "model_lightcurves")
-
-
-# --- shared with the upload handler -----------------------------------------------------------
-
-
-async def usable_service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
-    """The service if it is shared with one of the caller's groups, else SkyPortal's 403."""
-    (found,) = await usable_services(session, [(me, service_id)])
-    if isinstance(found, ApiError):
-        raise found
-    return found
-
-
-async def usable_services(
-    session: AsyncSession, wanted: Sequence[tuple[Principal, int]]
-) -> list[AnalysisService | ApiError]:
-    """For each (caller, service id): the service if it is shared with one of the caller's
-    groups (any service for a system admin), else SkyPortal's 403. Two queries in all."""
-    dialect = name_of(session)
-    ids = sorted({service_id for _, service_id in wanted})
-    query = (
-        select(AnalysisService)
-        .where(in_set(AnalysisService.id, ids, dialect))
-        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
-    )
-    services = {service.id: service for service in await session.scalars(query)}
-    links = analysis_service_groups.c
-    shared_with: dict[int, set[int]] = defaultdict(set)
-    for service_id, group_id in await session.execute(
-        select(links.analysis_service_id, links.group_id).where(
-            in_set(links.analysis_service_id, ids, dialect)
-        )
-    ):
-        shared_with[service_id].add(group_id)
-    return [
-        services[service_id]
-        if service_id in services and (me.is_admin or shared_with[service_id] & me.group_ids)
-        else forbidden(f"Could not access Analysis Service ID: {service_id}.")
-        for me, service_id in wanted
-    ]
-
-
-def services_batcher(engine: AsyncEngine) -> GroupCommit[tuple[Principal, int], AnalysisService]:
-    """The services of concurrent start requests, read together."""
-
-    async def read(wanted: list[tuple[Principal, int]]) -> list[AnalysisService | ApiError]:
-        async with read_session(engine) as session:
-            return await usable_services(session, wanted)
-
-    return GroupCommit(read)
-
-
-def refuse_if_disabled(service: AnalysisService) -> None:
-    if not service.enabled:
-        raise forbidden(
-            f"Analysis Service ID: {service.id} is disabled; it cannot be used until a "
-            "service manager enables it again."
-        )
-
-
-def flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_request(f"Invalid {name}: must be true or false")
-    return value
-
-
-async def request_group_ids(
-    session: AsyncSession, me: Principal, body: dict[str, Any]
-) -> list[int]:
-    """The groups that may read the new analysis; none given means all of the caller's."""
-    group_ids = body.get("group_ids")
-    if not group_ids:  # the caller's memberships, already known: no query
-        return sorted(me.group_ids)
-    groups = await resolve_group_ids(session, me, group_ids, status=400)
-    return sorted(g.id for g in groups)
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -230,17 +147,6 @@ async def post_analysis(request: web.Request) -> web.Response:
 
 
 # --- reads ------------------------------------------------------------------------------------
-
-
-def readable_conditions(me: Principal) -> list[ColumnElement[bool]]:
-    """An analysis is readable when it shares a group with the caller and the caller can read
-    its object (SkyPortal's rule); system admins read everything."""
-    if me.is_admin:
-        return []
-    return [
-        visible(obj_analysis_groups, ObjAnalysis.id, me),
-        visible(obj_groups, ObjAnalysis.obj_id, me),
-    ]
 
 
 async def readable_analysis(

@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.auth import principal
-from gateway.handlers.analyses import (
+from gateway.analysis_access import (
     SERVICE_ID_LABEL,
     flag,
     refuse_if_disabled,
     request_group_ids,
     usable_service,
 )
+from gateway.auth import principal
 from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import groups_named
+from gateway.source_access import groups_named
 from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
 from shared.domain import default_analyses as defaults

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.auth import principal
-from gateway.handlers.source_access import optional_text, text_field
 from gateway.serialize import instrument_dict
+from gateway.source_access import optional_text, text_field
 from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
 from shared.db.models import Instrument
 from shared.domain.enums import ACL

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from gateway import query_params as q
 from gateway.auth import principal
-from gateway.handlers import query_params as q
-from gateway.handlers.source_access import visible_obj
+from gateway.source_access import visible_obj
 from http_edge.web import Route, bad_request, success
 from shared.runtime.resources import RESOURCES
 from shared.science import periodogram as pg

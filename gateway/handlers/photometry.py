@@ -12,13 +12,13 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import photometry_dict
+from gateway.source_access import (
     data_groups,
     instrument_or_400,
     visible_obj,
     visible_page,
 )
-from gateway.serialize import photometry_dict
 from http_edge.web import (
     ApiError,
     Route,

@@ -8,7 +8,8 @@ from aiohttp import web
 from sqlalchemy import Table, select
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import annotation_dict, classification_dict, comment_dict
+from gateway.source_access import (
     add_data_row,
     bool_field,
     object_field,
@@ -18,7 +19,6 @@ from gateway.handlers.source_access import (
     text_field,
     visible_obj,
 )
-from gateway.serialize import annotation_dict, classification_dict, comment_dict
 from http_edge.web import Route, bad_request, json_body, success
 from shared.bus.outbox import enqueue
 from shared.db.models import (

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_views import analysis_dict
 from gateway.auth import principal
-from gateway.handlers import instruments, phot_stats, photometry, source_notes, spectra
-from gateway.handlers.source_access import (
+from gateway.handlers import instruments, photometry, source_notes, spectra
+from gateway.serialize import source_dict
+from gateway.source_access import (
     check_obj_id,
     groups_named,
     number_field,
@@ -23,7 +24,7 @@ from gateway.handlers.source_access import (
     source_not_found,
     visible_obj,
 )
-from gateway.serialize import source_dict
+from gateway.source_filters import SOURCE_LIST_FILTERS, source_list_bounds, source_list_condition
 from http_edge.web import Route, bad_request, json_body, page_from_query, query_bool, success
 from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
@@ -141,10 +142,10 @@ async def list_sources(request: web.Request) -> web.Response:
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     condition = visible(obj_groups, Obj.id, me)
-    bounds = phot_stats.source_list_bounds(request)
+    bounds = source_list_bounds(request)
     async with request.app[RESOURCES].sessions() as session:
         if bounds:
-            condition = and_(condition, await phot_stats.source_list_condition(session, me, bounds))
+            condition = and_(condition, await source_list_condition(session, me, bounds))
         counted = await session.execute(select(func.count()).select_from(Obj).where(condition))
         total = counted.scalar_one()
         objs = await session.scalars(
@@ -241,7 +242,7 @@ SOURCE_ROUTES = [
         list_sources,
         "Sources the caller can see, newest first; photometry-statistics filters",
         TAG,
-        query=("pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
+        query=("pageNumber", "numPerPage", *SOURCE_LIST_FILTERS),
     ),
     Route(
         "GET",

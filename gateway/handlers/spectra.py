@@ -9,7 +9,8 @@ from typing import Any, cast
 from aiohttp import web
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import spectrum_dict
+from gateway.source_access import (
     add_data_row,
     instrument_or_400,
     object_field,
@@ -18,7 +19,6 @@ from gateway.handlers.source_access import (
     visible_obj,
     visible_page,
 )
-from gateway.serialize import spectrum_dict
 from http_edge.web import Route, bad_request, finite, json_body, page_from_query, success
 from shared.db.models import Spectrum, spectrum_groups
 from shared.domain.enums import ACL

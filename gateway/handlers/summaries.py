@@ -15,9 +15,9 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers.analyses import readable_conditions
-from gateway.handlers.source_access import (
+from gateway.source_access import (
     bool_field,
     int_id,
     optional_text,
