@@ -1,4 +1,5 @@
-"""The OpenAPI document, built from the same route table that registers the routes."""
+"""The OpenAPI document, built from the same route table that registers the routes and says
+who may call each (``security`` follows the access level)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _error_responses(route: Route) -> dict[str, dict[str, str]]:
         "404": "error envelope: not found",
         "503": "error envelope: database unavailable (with Retry-After)",
     }
-    if route.auth:
+    if not route.access.public:
         found["401"] = "error envelope: missing, malformed or invalid token"
     if route.body is not None:
         found["413"] = "error envelope: request body too large"
@@ -75,7 +76,7 @@ def _operation(route: Route) -> dict[str, Any]:
             "400": {"description": "error envelope: invalid input"},
         },
     }
-    if route.auth:
+    if not route.access.public:
         operation["security"] = [{"token": []}]
     if route.body is not None:
         operation["requestBody"] = {
@@ -105,14 +106,8 @@ def build_document(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def openapi_handler(routes: list[Route]) -> Route:
-    document: dict[str, Any] = {}
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 
-    async def get_openapi(request: web.Request) -> web.Response:
-        return web.json_response(document)
 
-    route = Route(
-        "GET", "/api/openapi.json", get_openapi, "This OpenAPI document", "meta", auth=False
-    )
-    document.update(build_document([*routes, route]))
-    return route
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_DOCUMENT])

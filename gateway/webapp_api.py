@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from gateway import source_filters
 from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from http_edge.web import Route, bad_request, page_from_query, query_id, query_int, success
+from http_edge.web import bad_request, page_from_query, query_id, query_int, success
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
 from shared.domain.access import visible
@@ -129,28 +129,3 @@ async def analysis_health(request: web.Request) -> web.Response:
         counts = {str(s): int(n) for s, n in await session.execute(counts_query)}
         failures = [dict(r) for r in (await session.execute(failures_query)).mappings()]
     return success({"window": window, "counts": counts, "failures": failures})
-
-
-ROUTES = [
-    Route(
-        "GET",
-        "/api/sources_overview",
-        source_overview,
-        "Sources the caller can see, newest first, searchable by id (`q`, case-insensitive "
-        "substring), each with a summary preview and its readable analyses counted by status; "
-        "takes the sources list's photometry filters (numberDetections, firstDetectionAfter, "
-        "lastDetectionBefore, min/maxPeakMagnitude, min/maxLatestMagnitude, "
-        "excludeForcedPhotometry)",
-        "web app",
-        query=("q", "pageNumber", "numPerPage", *source_filters.SOURCE_LIST_FILTERS),
-    ),
-    Route(
-        "GET",
-        "/api/analysis_health",
-        analysis_health,
-        "Analyses the caller can read created within `window` (1h, 24h, 7d, 30d): counts by "
-        "status and the newest failures (failure, timed_out) first",
-        "web app",
-        query=("window", "analysisServiceID", "status", "numFailures"),
-    ),
-]

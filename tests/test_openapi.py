@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_gateway_app
 from gateway.openapi import openapi_path
 from shared.runtime.resources import Resources
+from skyhook.composition import platform_gateway_app
 
 PACKAGES = ("gateway", "webhook_receiver", "summary_service", "dispatcher", "sn_fitter")
 OPENAPI = "/api/openapi.json"
@@ -35,9 +35,15 @@ def app_factories() -> Iterator[tuple[str, Callable[[Resources], web.Application
                 continue
             raise
         for name, factory in inspect.getmembers(module, inspect.isfunction):
-            takes_resources = list(inspect.signature(factory).parameters) == ["resources"]
+            takes_resources = _required_parameters(factory) == ["resources"]
             if name.startswith("create_") and name.endswith("app") and takes_resources:
                 yield f"{module_name}.{name}", factory
+
+
+def _required_parameters(factory: Callable[..., object]) -> list[str]:
+    """Parameters without a default (the gateway's factory also takes optional mounts)."""
+    parameters = inspect.signature(factory).parameters.values()
+    return [p.name for p in parameters if p.default is inspect.Parameter.empty]
 
 
 def api_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -78,7 +84,7 @@ def test_the_known_apps_are_discovered() -> None:
 
 
 async def test_gateway_document_matches_gateway_routes(resources: Resources) -> None:
-    app = create_gateway_app(resources)
+    app = platform_gateway_app(resources)
     document = await fetch_document(app)
     assert document["openapi"].startswith("3.")
     routes = api_routes(app)
@@ -98,13 +104,13 @@ async def test_every_app_route_is_documented(
 ) -> None:
     app = factory(resources)
     own = ("GET", OPENAPI) in api_routes(app)
-    document = await fetch_document(app if own else create_gateway_app(resources))
+    document = await fetch_document(app if own else platform_gateway_app(resources))
     missing = api_routes(app) - documented(document)
     assert not missing, f"{name}: routes missing from {OPENAPI}: {sorted(missing)}"
 
 
 async def test_documented_path_parameters_match_the_path(resources: Resources) -> None:
-    document = await fetch_document(create_gateway_app(resources))
+    document = await fetch_document(platform_gateway_app(resources))
     for path, operations in document["paths"].items():
         in_path = set(re.findall(r"\{(\w+)\}", path))
         for method, operation in operations.items():

@@ -29,7 +29,6 @@ from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
 from http_edge.web import (
     Page,
-    Route,
     bad_request,
     forbidden,
     json_body,
@@ -65,7 +64,6 @@ from shared.domain.analysis_parameters import (
     validate_analysis_parameters,
 )
 from shared.domain.artifacts import ArtifactStore
-from shared.domain.enums import ACL
 from shared.runtime.resources import RESOURCES
 
 log = logging.getLogger("skyhook.gateway.analyses")
@@ -101,7 +99,6 @@ def _checked_filters(body: dict[str, Any]) -> dict[str, Any]:
 
 async def post_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     body = await json_body(request)
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
@@ -286,7 +283,6 @@ async def _own_analysis(
 
 async def post_cancel(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     async with request.app[RESOURCES].sessions.begin() as session:
         await _own_analysis(session, me, analysis_id, CANNOT_CANCEL)
@@ -302,7 +298,6 @@ async def post_cancel(request: web.Request) -> web.Response:
 
 async def delete_analysis_handler(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -310,95 +305,3 @@ async def delete_analysis_handler(request: web.Request) -> web.Response:
         await delete_analysis(session, analysis)
     log.info("analysis %d deleted by user %d", analysis_id, me.user_id)
     return success()
-
-
-TAG = "analyses"
-START_BODY: dict[str, Any] = {
-    "analysis_parameters": "obj",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-    "input_filters": {"photometry": {"filters": "[str]", "instruments": "[int]"}},
-    "group_ids": "[int]",
-}
-LIST_QUERY = (
-    "includeAnalysisData",
-    "summaryOnly",
-    "objID",
-    "analysisServiceID",
-    "pageNumber",
-    "numPerPage",
-)
-ROUTES = [
-    Route(
-        "POST",
-        "/api/obj/{obj_id}/analysis/{analysis_service_id}",
-        post_analysis,
-        "Start an analysis of a source; answers with its id at once (status queued)",
-        TAG,
-        body=START_BODY,
-        responses={
-            403: "service not usable, upload-only, disabled, or cap reached",
-            404: "source not found",
-        },
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis",
-        list_analyses,
-        "Analyses the caller can read",
-        TAG,
-        query=LIST_QUERY,
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis/{analysis_id}",
-        get_analysis,
-        "One analysis",
-        TAG,
-        query=("includeAnalysisData", "objID"),
-        responses={403: CANNOT_ACCESS},
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis/{analysis_id}/attempts",
-        list_attempts,
-        "Every attempt to send the analysis to its service",
-        TAG,
-        responses={403: CANNOT_ACCESS},
-    ),
-    Route(
-        "POST",
-        "/api/obj/analysis/{analysis_id}/cancel",
-        post_cancel,
-        "Cancel an analysis still in flight (author or system admin)",
-        TAG,
-        responses={403: CANNOT_CANCEL},
-    ),
-    Route(
-        "DELETE",
-        "/api/obj/analysis/{analysis_id}",
-        delete_analysis_handler,
-        "Delete an analysis, its stored results and the summaries it wrote",
-        TAG,
-        responses={403: CANNOT_DELETE},
-    ),
-    Route(
-        "GET",
-        "/api/obj/{obj_id}/analysis",
-        list_analyses,
-        "Analyses of a source",
-        TAG,
-        query=LIST_QUERY,
-        responses={404: "source not found"},
-    ),
-    Route(
-        "GET",
-        "/api/obj/{obj_id}/analysis/{analysis_id}",
-        get_analysis,
-        "One analysis of a source",
-        TAG,
-        query=("includeAnalysisData",),
-        responses={403: CANNOT_ACCESS, 404: "source not found"},
-    ),
-]

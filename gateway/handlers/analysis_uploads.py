@@ -20,7 +20,7 @@ from gateway.analysis_access import (
     usable_service,
 )
 from gateway.auth import principal
-from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
+from http_edge.web import bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
     CapReached,
@@ -30,7 +30,7 @@ from shared.domain.analysis_lifecycle import (
     create_analysis,
     obj_visible,
 )
-from shared.domain.enums import ACL, AnalysisStatus
+from shared.domain.enums import AnalysisStatus
 from shared.runtime.resources import RESOURCES, Resources
 
 log = logging.getLogger("skyhook.gateway.analysis_uploads")
@@ -107,7 +107,6 @@ async def _store(new: NewAnalysis, analysis: dict[str, Any]) -> None:
 
 async def post_analysis_upload(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     body = await json_body(request)
     resources = request.app[RESOURCES]
     new = await _check_and_prepare(request, resources, body)
@@ -127,26 +126,3 @@ async def post_analysis_upload(request: web.Request) -> web.Response:
     else:
         text = f"Note: empty analysis upload_only results. Message: {new.status_message}"
     return success({"id": analysis_id, "message": text})
-
-
-ROUTES = [
-    Route(
-        "POST",
-        "/api/obj/{obj_id}/analysis_upload/{analysis_service_id}",
-        post_analysis_upload,
-        "Upload results for an upload-only analysis service (stored as completed)",
-        "analyses",
-        body={
-            "analysis": "obj",
-            "message": "str",
-            "show_parameters": "bool",
-            "show_plots": "bool",
-            "show_corner": "bool",
-            "group_ids": "[int]",
-        },
-        responses={
-            403: "service not usable, not upload-only, disabled, or cap reached",
-            404: "source not found",
-        },
-    ),
-]
