@@ -1,5 +1,4 @@
-"""Sources (objs): create, list, read, delete. ``ROUTES`` also carries the routes of the
-instrument and source-data modules, so the gateway registers them all from here."""
+"""Sources (objs): create, list, read, delete."""
 
 from __future__ import annotations
 
