@@ -44,6 +44,8 @@ from webapp import pages
 def gateway_routes() -> list[Route]:
     # The webhook route (/api/webhook/…) is the webhook receiver's: the composition root
     # mounts it beside this table where the gateway serves it (skyhook/composition.py).
+    # Laid out by hand (fmt: skip): an entry's first line is method, path, handler and access;
+    # the lines under it are what the OpenAPI document shows.
     return [
         # Accounts: users (created and changed by system admins), groups, API tokens.
         Route("POST", "/api/user", accounts.post_user, Access.ADMIN,
