@@ -28,7 +28,6 @@ from aiohttp import web
 from playwright.async_api import async_playwright
 from sqlalchemy import insert
 
-from gateway.app import create_gateway_app
 from shared.db.migrate import upgrade_async
 from shared.db.models import (
     AnalysisService,
@@ -48,6 +47,7 @@ from shared.domain.artifacts import write_artifacts
 from shared.domain.enums import AnalysisStatus
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import load_settings
+from skyhook.composition import platform_gateway_app
 
 CHROMIUM = "/usr/bin/chromium"
 DETAIL = """() => [
@@ -175,7 +175,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     async with open_resources(settings) as resources:
         obj_id, token = await fill(resources, args.points, args.analyses)
-        runner = web.AppRunner(create_gateway_app(resources), access_log=None)
+        runner = web.AppRunner(platform_gateway_app(resources), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

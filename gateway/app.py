@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.analysis_access import SERVICES, START_BATCHER, services_batcher
 from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import auth_middleware, setup_auth
-from gateway.handlers.analyses import SERVICES, START_BATCHER, services_batcher
 from gateway.live import setup_live
+from gateway.openapi import OPENAPI_DOCUMENT, build_document
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from http_edge.app_keys import RESOURCES
 from http_edge.observability import metrics_middleware
-from http_edge.web import add_routes, error_middleware
+from http_edge.web import Route, add_routes, error_middleware
 from shared.runtime.resources import Resources, analysis_creator
-from webhook_receiver.handler import setup_webhook
 
 
-def create_gateway_app(resources: Resources) -> web.Application:
+@dataclass(frozen=True)
+class Mount:
+    """Routes of another service the gateway serves beside its own table (the composition
+    root decides which: the gateway never imports another service), and the setup their
+    handlers need."""
+
+    routes: Sequence[Route]
+    setup: Callable[[web.Application, Resources], None]
+
+
+def create_gateway_app(resources: Resources, mounts: Sequence[Mount] = ()) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware("gateway"), error_middleware, auth_middleware],
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
     app[RESOURCES] = resources
-    setup_auth(app, resources.engine)
-    add_routes(app, gateway_routes())
+    routes = [*gateway_routes(), *(route for mount in mounts for route in mount.routes)]
+    setup_auth(app, resources.engine, add_routes(app, routes))
+    app[OPENAPI_DOCUMENT] = build_document(routes)
     setup_live(app)
     app[ONE_TIME_LINKS] = OneTimeLinks()
     app[ANALYSIS_CREATOR] = creator = analysis_creator(resources)
     app[START_BATCHER] = creator.batcher()
     app[SERVICES] = services_batcher(resources.engine)
     app.cleanup_ctx.append(_drain_start_batcher)
-    setup_webhook(app, resources)  # the gateway mounts the webhook route too
+    for mount in mounts:
+        mount.setup(app, resources)
     return app
 
 

@@ -1,4 +1,6 @@
-"""Token authentication: `Authorization: token <token>` on /api routes but the public ones."""
+"""Authentication and authorization, driven by the route table: each route's access level
+(gateway/routes.py) says whether a caller must be authenticated (``Authorization: token …`` or
+the web app's session cookie) and which ACL, or system admin, the whole route requires."""
 
 from __future__ import annotations
 
@@ -7,21 +9,56 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.web_session import SESSION_PATH, principal_from_cookie
-from http_edge.web import ApiError, Handler
+from gateway.web_session import principal_from_cookie
+from http_edge.access import Access
+from http_edge.web import ApiError, Handler, Route
 from shared.db.session import read_session
 from shared.domain.access import Principal, principals_from_token_hashes
+from shared.domain.enums import ACL
 from shared.runtime.group_commit import GroupCommit
 from shared.security.secrets import hash_token
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 # Requests that arrive together are authenticated together (one query per batch).
 PRINCIPALS = web.AppKey("principals", GroupCommit[str, Principal | None])
-PUBLIC_PREFIXES = ("/api/webhook/", "/api/openapi.json", SESSION_PATH)
 
 
-def setup_auth(app: web.Application, engine: AsyncEngine) -> None:
-    """Give the application its batcher of token lookups (drained on shutdown)."""
+class AccessTable:
+    """The access level of every registered route, and of requests no route matches."""
+
+    def __init__(self, registered: dict[web.AbstractRoute, Route]) -> None:
+        self._by_route = {route: entry.access for route, entry in registered.items()}
+        # A request no route matches (404, or 405 with Allow) needs what the routes it came
+        # close to need: no token under the fixed beginning of a public /api route (a webhook
+        # post to a mistyped path is told 404), a token anywhere else under /api/ (unknown
+        # paths reveal nothing before authentication), nothing outside /api/.
+        self._public_api_prefixes = tuple(
+            {
+                entry.path.partition("{")[0]
+                for entry in registered.values()
+                if entry.access.public and entry.path.startswith("/api/")
+            }
+        )
+
+    def of(self, request: web.Request) -> Access:
+        found = self._by_route.get(request.match_info.route)
+        if found is not None:
+            return found
+        path = request.path
+        if not path.startswith("/api/") or path.startswith(self._public_api_prefixes):
+            return Access.PUBLIC
+        return Access.USER
+
+
+ACCESS_TABLE = web.AppKey("access_table", AccessTable)
+
+
+def setup_auth(
+    app: web.Application, engine: AsyncEngine, registered: dict[web.AbstractRoute, Route]
+) -> None:
+    """Give the application the access levels of its ``registered`` routes and its batcher of
+    token lookups (drained on shutdown)."""
+    app[ACCESS_TABLE] = AccessTable(registered)
 
     async def look_up(token_hashes: list[str]) -> list[Principal | None]:
         async with read_session(engine) as session:
@@ -49,17 +86,30 @@ def _token_from(header: str) -> str:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or request.path.startswith(PUBLIC_PREFIXES):
+    access = request.app[ACCESS_TABLE].of(request)
+    if access.public:
         return await handler(request)
+    found = await _authenticate(request)
+    _authorize(found, access)
+    request[PRINCIPAL] = found
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization")
     if not header:
         found = await principal_from_cookie(request)  # the web app's session
         if found is None:
             raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
-        request[PRINCIPAL] = found
-        return await handler(request)
+        return found
     found = await request.app[PRINCIPALS].submit(hash_token(_token_from(header)))
     if found is None:
         raise ApiError(401, "Invalid token")
-    request[PRINCIPAL] = found
-    return await handler(request)
+    return found
+
+
+def _authorize(me: Principal, access: Access) -> None:
+    if access.level == "admin":
+        me.require_admin()
+    elif access.level == "acl" and access.acl is not None:
+        me.require(ACL(access.acl))

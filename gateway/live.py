@@ -17,10 +17,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers.analyses import readable_conditions
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, dumps, query_id
+from http_edge.web import dumps, query_id
 from shared.bus import Envelope
 from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
@@ -181,16 +181,3 @@ def setup_live(app: web.Application) -> None:
     app[LIVE_HUB] = hub
     app.on_startup.append(hub.start)
     app.on_shutdown.append(hub.shutdown)
-
-
-ROUTES = [
-    Route(
-        "GET",
-        "/api/live/analyses",
-        analysis_events,
-        "Server-Sent Events: `analysis` events (id, obj_id, status, status_message, "
-        "last_activity, duration, service) whenever an analysis the caller may read changes",
-        "web app",
-        query=("objID", "analysisServiceID"),
-    ),
-]

@@ -1,6 +1,7 @@
 """The OpenAPI document, built from the route table and the typed bodies of
 ``gateway.schemas``: request bodies from the request models, answers from the response models
-(or the media types of binary answers), every error status with SkyPortal's error envelope."""
+(or the media types of binary answers), every error status with SkyPortal's error envelope;
+``security`` and the 401 answer follow each route's access level."""
 
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def _models(entries: Iterable[RouteSchemas]) -> Iterable[type[BaseModel]]:
 def _error_responses(route: Route, entry: RouteSchemas, components: _Components) -> dict[str, Any]:
     """The error answers any route of its kind may give, each with the error envelope."""
     codes = {400, 403, 404, 405, 503, *route.responses}
-    if route.auth:
+    if not route.access.public:
         codes.add(401)
     if entry.request is not None:
         codes.add(413)
@@ -157,7 +158,7 @@ def _operation(route: Route, components: _Components) -> dict[str, Any]:
             **_error_responses(route, entry, components),
         },
     }
-    if route.auth:
+    if not route.access.public:
         operation["security"] = [{"token": []}]
     if entry.request is not None:
         operation["requestBody"] = {"content": _json(components.ref(entry.request))}
@@ -188,14 +189,8 @@ def build_document(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def openapi_handler(routes: list[Route]) -> Route:
-    document: dict[str, Any] = {}
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict[str, Any])
 
-    async def get_openapi(request: web.Request) -> web.Response:
-        return web.json_response(document)
 
-    route = Route(
-        "GET", "/api/openapi.json", get_openapi, "This OpenAPI document", "meta", auth=False
-    )
-    document.update(build_document([*routes, route]))
-    return route
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI_DOCUMENT])

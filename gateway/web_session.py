@@ -26,7 +26,7 @@ from aiohttp import web
 from gateway.schemas.validation import validated
 from gateway.schemas.webapp import SignIn
 from http_edge.app_keys import RESOURCES
-from http_edge.web import ApiError, Route, bad_request, json_body, success
+from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.session import read_session
 from shared.domain.access import Principal, principal_from_token
 from shared.security.secrets import SecretBox
@@ -157,27 +157,3 @@ async def delete_session(request: web.Request) -> web.Response:
     response.del_cookie(SESSION_COOKIE, path="/")
     response.del_cookie(CSRF_COOKIE, path="/")
     return response
-
-
-SESSION_PATH = "/api/session"
-ROUTES = [
-    Route(
-        "POST",
-        SESSION_PATH,
-        create_session,
-        "Sign in to the web app: exchange an API token (or a one-time sign-in code) for an "
-        "HttpOnly session cookie",
-        "web app",
-        auth=False,
-        body={"token": "str", "code": "str"},
-        responses={401: "invalid token or used sign-in code"},
-    ),
-    Route(
-        "DELETE",
-        SESSION_PATH,
-        delete_session,
-        "Sign out of the web app (clears the session cookies)",
-        "web app",
-        auth=False,
-    ),
-]

@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from gateway import source_filters
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers import phot_stats
-from gateway.handlers.analyses import readable_conditions
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, page_from_query, query_id, query_int, success
+from http_edge.web import bad_request, page_from_query, query_id, query_int, success
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
 from shared.domain.access import visible
@@ -43,11 +43,11 @@ async def source_overview(request: web.Request) -> web.Response:
     text = request.query.get("q", "").strip()
     if text:
         conditions.append(func.lower(Obj.id).like(_search_pattern(text), escape="\\"))
-    bounds = phot_stats.source_list_bounds(request)
+    bounds = source_filters.source_list_bounds(request)
     columns = (Obj.id, Obj.ra, Obj.dec, Obj.redshift, Obj.summary, Obj.created_at)
     async with resources.sessions() as session:
         if bounds:
-            conditions.append(await phot_stats.source_list_condition(session, me, bounds))
+            conditions.append(await source_filters.source_list_condition(session, me, bounds))
         total = int(await session.scalar(select(func.count(Obj.id)).where(*conditions)) or 0)
         query = (
             select(*columns)
@@ -129,28 +129,3 @@ async def analysis_health(request: web.Request) -> web.Response:
         counts = {str(s): int(n) for s, n in await session.execute(counts_query)}
         failures = [dict(r) for r in (await session.execute(failures_query)).mappings()]
     return success({"window": window, "counts": counts, "failures": failures})
-
-
-ROUTES = [
-    Route(
-        "GET",
-        "/api/sources_overview",
-        source_overview,
-        "Sources the caller can see, newest first, searchable by id (`q`, case-insensitive "
-        "substring), each with a summary preview and its readable analyses counted by status; "
-        "takes the sources list's photometry filters (numberDetections, firstDetectionAfter, "
-        "lastDetectionBefore, min/maxPeakMagnitude, min/maxLatestMagnitude, "
-        "excludeForcedPhotometry)",
-        "web app",
-        query=("q", "pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
-    ),
-    Route(
-        "GET",
-        "/api/analysis_health",
-        analysis_health,
-        "Analyses the caller can read created within `window` (1h, 24h, 7d, 30d): counts by "
-        "status and the newest failures (failure, timed_out) first",
-        "web app",
-        query=("window", "analysisServiceID", "status", "numFailures"),
-    ),
-]

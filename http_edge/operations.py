@@ -10,6 +10,7 @@ import logging
 
 from aiohttp import web
 
+from http_edge.access import Access
 from http_edge.app_keys import RESOURCES
 from http_edge.observability import metrics_middleware
 from http_edge.web import Route, add_routes
@@ -37,9 +38,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 _TAG = "operations"
 OBSERVABILITY_ROUTES = [
-    Route("GET", "/healthz", healthz, "Liveness: the process answers", _TAG, auth=False),
-    Route("GET", "/readyz", readyz, "Readiness: database and bus answer", _TAG, auth=False),
-    Route("GET", "/metrics", metrics, "Prometheus metrics", _TAG, auth=False),
+    Route("GET", "/healthz", healthz, Access.PUBLIC, "Liveness: the process answers", _TAG),
+    Route("GET", "/readyz", readyz, Access.PUBLIC, "Readiness: database and bus answer", _TAG),
+    Route("GET", "/metrics", metrics, Access.PUBLIC, "Prometheus metrics", _TAG),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from http_edge.access import Access
 from shared import __version__
 from shared.db.availability import database_unavailable
 from shared.domain.errors import (
@@ -256,19 +257,19 @@ def finite(value: Any, name: str, *, allow_none: bool = False) -> float | None:
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP route with the facts the OpenAPI document needs."""
+    """One HTTP route: who may call it, and the facts the OpenAPI document needs."""
 
     method: str
     path: str
     handler: Handler
+    access: Access
     summary: str
     tag: str
-    auth: bool = True
     body: dict[str, Any] | None = None
     query: tuple[str, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
 
 
-def add_routes(app: web.Application, routes: Iterable[Route]) -> None:
-    for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+def add_routes(app: web.Application, routes: Iterable[Route]) -> dict[web.AbstractRoute, Route]:
+    """Register ``routes``; answers which table entry each registered aiohttp route is."""
+    return {app.router.add_route(r.method, r.path, r.handler): r for r in routes}

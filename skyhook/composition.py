@@ -20,7 +20,7 @@ from aiohttp import web
 
 from dispatcher import running_dispatcher
 from dispatcher.triggers import declare_trigger_queue, running_triggers
-from gateway.app import create_gateway_app
+from gateway.app import Mount, create_gateway_app
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from http_edge.operations import create_operations_app
 from shared.db.migrate import upgrade_async
@@ -31,12 +31,25 @@ from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import CommonSettings, LLMSettings, Settings
 from summary_service import declare_summary_queue, running_summary_service
 from webhook_receiver.app import create_webhook_app
+from webhook_receiver.handler import setup_webhook
+from webhook_receiver.routes import WEBHOOK_ROUTES
 
 log = logging.getLogger("skyhook")
 
 # Services whose handlers write outbox rows; each process of these runs a relay (PostgreSQL's
 # SKIP LOCKED keeps concurrent relays apart).
 OUTBOX_WRITERS = frozenset({"gateway", "dispatcher", "webhook-receiver", "summary-service"})
+
+
+# Analysis services post their results to the public URL, which is the API's own in the
+# embedded default: the gateway serves the webhook receiver's route too.
+WEBHOOK = Mount(WEBHOOK_ROUTES, setup_webhook)
+
+
+def platform_gateway_app(resources: Resources) -> web.Application:
+    """The gateway as skyhook serves it (``skyhook run`` and ``skyhook gateway``): its own
+    route table and the webhook route."""
+    return create_gateway_app(resources, mounts=[WEBHOOK])
 
 
 class PortInUse(Exception):
@@ -171,7 +184,7 @@ async def run_embedded(
         api = Listener(settings.host, settings.port, "the API", "--port")
         # Entered before the demo services, so it is closed after them: callbacks of the fits
         # that finish during the grace period still reach it.
-        gateway = create_gateway_app(resources)
+        gateway = platform_gateway_app(resources)
         await stack.enter_async_context(serving(gateway, api, grace))
         if demo:
             ports = demo_ports or DemoPorts.following(api.port)
@@ -215,7 +228,7 @@ async def _start_demo(
 def _service_app(name: str, resources: Resources) -> web.Application:
     """The HTTP app a service process serves: its API, or just health, readiness and metrics."""
     if name == "gateway":
-        return create_gateway_app(resources)
+        return platform_gateway_app(resources)
     if name == "webhook-receiver":
         return create_webhook_app(resources)
     return create_operations_app(resources, name)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.app import create_gateway_app
 from shared.runtime.resources import Resources
+from skyhook.composition import platform_gateway_app
 from skyhook.demo import DEMO_SOURCE_ID, load_demo, welcome
 from tests.support.api import ApiClient, TestUser
 
@@ -18,7 +18,7 @@ async def test_demo_data_is_loaded_once_and_usable(
     resources: Resources, api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    server = TestServer(create_gateway_app(resources))
+    server = TestServer(platform_gateway_app(resources))
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")
@@ -54,7 +54,7 @@ async def test_walkthrough_runs_from_any_directory_with_this_runs_ids(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(tmp_path / "run")
-    server = TestServer(create_gateway_app(resources))
+    server = TestServer(platform_gateway_app(resources))
     await server.start_server()
     try:
         base = str(server.make_url("")).rstrip("/")

@@ -31,6 +31,7 @@ from tests.support.pipeline import (
     make_service,
 )
 from tests.support.ports import free_port
+from webhook_receiver.routes import WEBHOOK_ROUTES
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -102,7 +103,9 @@ def concrete(path: str, values: dict[str, str]) -> str:
     return path
 
 
-BODY_ROUTES = [r for r in gateway_routes() if r.method in {"POST", "PUT", "PATCH"} and r.body]
+# The routes the gateway serves as skyhook runs it: its table and the mounted webhook route.
+SERVED_ROUTES = [*gateway_routes(), *WEBHOOK_ROUTES]
+BODY_ROUTES = [r for r in SERVED_ROUTES if r.method in {"POST", "PUT", "PATCH"} and r.body]
 
 
 async def assert_still_answering(api: ApiClient, user: TestUser) -> None:
@@ -170,7 +173,7 @@ async def test_an_unsupported_method_is_a_405_that_lists_the_allowed_ones(
         assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
 
 
-PAGED = [r.path for r in gateway_routes() if r.method == "GET" and "pageNumber" in r.query]
+PAGED = [r.path for r in SERVED_ROUTES if r.method == "GET" and "pageNumber" in r.query]
 
 
 async def test_a_page_number_beyond_any_integer_is_a_400(api: ApiClient, scene: Scene) -> None:

@@ -51,14 +51,43 @@ def test_the_rule_sees_a_branch_where_there_is_one(tmp_path: Path) -> None:
     assert _dialect_branches(sample), "the dialect layer itself must be seen to branch"
 
 
-def _imported_modules(path: Path) -> set[str]:
-    found: set[str] = set()
+def _imported_modules(path: Path) -> list[str]:
+    """Every module ``path`` imports, at the top or inside a function; ``from a import b``
+    counts as both ``a`` and ``a.b`` (``b`` may be a module)."""
+    found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+            found += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
     return found
+
+
+def _imports_of(package: Path, prefixes: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted(package.rglob("*.py"))
+        for name in _imported_modules(path)
+        if name.startswith(prefixes)
+    ]
+
+
+def test_handlers_do_not_import_other_handlers() -> None:
+    """What several handlers share lives beside them in gateway/, never in a handler module."""
+    handlers = ROOT / "gateway" / "handlers"
+    assert list(handlers.glob("*.py")), "no handler modules found"
+    assert _imports_of(handlers, ("gateway.handlers",)) == []
+
+
+def test_the_gateway_imports_no_other_service() -> None:
+    """Which other service's routes the gateway serves is the composition root's decision."""
+    others = ("webhook_receiver", "dispatcher", "summary_service", "sn_fitter")
+    assert _imports_of(ROOT / "gateway", others) == []
+
+
+def test_the_import_rules_see_an_import_where_there_is_one() -> None:
+    sample = ROOT / "gateway" / "routes.py"
+    assert "gateway.handlers.accounts" in _imported_modules(sample)
 
 
 def test_nothing_under_shared_speaks_http() -> None:

@@ -26,7 +26,6 @@ from sqlalchemy import text, update
 
 from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
-from gateway.app import create_gateway_app
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.db.models import Group, Obj, ObjAnalysis, SourceEmbedding, User
@@ -36,7 +35,7 @@ from shared.domain.artifacts import NewArtifact, write_artifacts
 from shared.domain.events import AnalysisCompleted
 from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings
-from skyhook.composition import outbox_relay, run_service
+from skyhook.composition import outbox_relay, platform_gateway_app, run_service
 from summary_service import SummaryService, declare_summary_queue, running_summary_service
 from summary_service.demo import summarizer_registration
 from summary_service.summarizer import SummarizerConfig, create_summarizer_app
@@ -513,7 +512,7 @@ class Pipeline:
 async def pipeline(resources: Resources, gateway_port: int) -> AsyncIterator[Pipeline]:
     """Gateway (with the webhook) on the public URL's port, dispatcher, summarizer, summary
     service and outbox relay, all in this process."""
-    gateway = TestClient(TestServer(create_gateway_app(resources), port=gateway_port))
+    gateway = TestClient(TestServer(platform_gateway_app(resources), port=gateway_port))
     config = SummarizerConfig(resources.settings, callback_retry_delays_seconds=(0.1, 0.2))
     summarizer = TestServer(create_summarizer_app(config))
     await gateway.start_server()

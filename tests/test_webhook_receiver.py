@@ -22,7 +22,6 @@ import xarray as xr
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from gateway.app import create_gateway_app
 from shared.db.models import (
     AnalysisService,
     Annotation,
@@ -36,6 +35,7 @@ from shared.domain.analysis_data import load_analysis_data
 from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings
 from shared.security.secrets import hash_token
+from skyhook.composition import platform_gateway_app
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser
 from tests.support.artifacts import artifact_names, stored_bytes, unreferenced_blobs
@@ -620,7 +620,7 @@ async def test_the_token_is_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     made = await make_analysis(resources, accounts)
-    server = TestServer(create_gateway_app(resources))
+    server = TestServer(platform_gateway_app(resources))
     await server.start_server(access_log=None)  # as the services run: no access log
     client = TestClient(server)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from http_edge.web import Route, not_found, path_int
+from http_edge.web import not_found, path_int
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -65,36 +65,3 @@ async def static_file(request: web.Request) -> web.FileResponse:
 async def plotly_js(request: web.Request) -> web.FileResponse:
     headers = {"Content-Type": "text/javascript", "Cache-Control": "public, max-age=86400"}
     return web.FileResponse(plotly_bundle(), headers=headers)
-
-
-PAGES = {
-    "/": "The web app: sources",
-    "/login": "The web app: sign in",
-    "/source/{obj_id}": "The web app: a source",
-    "/source/{obj_id}/periodogram": "The web app: a source's periodogram",
-    "/analysis/{analysis_id}": "The web app: an analysis",
-    "/services": "The web app: analysis services",
-    "/health": "The web app: analyses across sources by status",
-    "/summaries": "The web app: search source summaries",
-    "/source_stats": "The web app: photometry statistics across sources",
-}
-
-ROUTES = [
-    *(Route("GET", path, page, summary, "web app", auth=False) for path, summary in PAGES.items()),
-    Route(
-        "GET",
-        "/static/vendor/plotly.min.js",
-        plotly_js,
-        "plotly.js, from the installed plotly package",
-        "web app",
-        auth=False,
-    ),
-    Route(
-        "GET",
-        "/static/{name}",
-        static_file,
-        "The web app's scripts and styles",
-        "web app",
-        auth=False,
-    ),
-]

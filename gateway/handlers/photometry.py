@@ -12,17 +12,16 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import photometry_dict
+from gateway.source_access import (
     data_groups,
     instrument_or_400,
     visible_obj,
     visible_page,
 )
-from gateway.serialize import photometry_dict
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
-    Route,
     bad_request,
     finite,
     json_body,
@@ -35,7 +34,6 @@ from http_edge.web import (
 from shared.bus.outbox import enqueue
 from shared.db.models import Annotation, Obj, Photometry, annotation_groups, photometry_groups
 from shared.domain.access import Principal, visible
-from shared.domain.enums import ACL
 from shared.domain.events import PhotometryAdded
 from shared.science import phot_stats
 from shared.science import photometry as units
@@ -190,7 +188,6 @@ async def _check_targets(session: AsyncSession, me: Principal, points: list[Poin
 
 async def post_photometry(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     # Up to MAX_POINTS rows of checks and conversions: CPU work, kept off the event loop.
     points = await asyncio.to_thread(parse_points, body)
@@ -269,7 +266,6 @@ async def delete_photometry(request: web.Request) -> web.Response:
     """The owner of a point (or a system admin) deletes it; its source's statistics follow
     in the same transaction."""
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     point_id = path_int(request, "photometry_id")
     missing = not_found(f"Cannot find photometry point with ID: {point_id}")
     async with request.app[RESOURCES].sessions.begin() as session:
@@ -288,47 +284,3 @@ async def delete_photometry(request: web.Request) -> web.Response:
         await session.execute(delete(Photometry).where(Photometry.id == point_id))
         await phot_stats.refresh(session, [obj_id])
     return success()
-
-
-TAG = "photometry"
-ROUTES = [
-    Route(
-        "POST",
-        "/api/photometry",
-        post_photometry,
-        "Upload photometry, columnar: each field a scalar (broadcast) or a list (Upload Data)",
-        TAG,
-        body={
-            "obj_id": "str",
-            "instrument_id": "int",
-            "mjd": "[float]",
-            "filter": "[str]",
-            "flux": "[float]",
-            "fluxerr": "[float]",
-            "zp": "[float]",
-            "mag": "[float]",
-            "magerr": "[float]",
-            "limiting_mag": "[float]",
-            "magsys": "str",
-            "origin": "str",
-            "group_ids": "[int]",
-        },
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/photometry",
-        get_source_photometry,
-        "A source's photometry the caller can see (AB, zp 23.9), ordered by mjd",
-        TAG,
-        query=("pageNumber", "numPerPage", "phaseFoldData"),
-        responses={404: "source not found or not visible"},
-    ),
-    Route(
-        "DELETE",
-        "/api/photometry/{photometry_id}",
-        delete_photometry,
-        "Delete a photometry point (its owner or a system admin; Upload Data)",
-        TAG,
-        responses={404: "point not found or not visible"},
-    ),
-]

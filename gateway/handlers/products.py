@@ -23,7 +23,6 @@ from gateway.auth import principal
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     ApiError,
-    Route,
     bad_request,
     forbidden,
     not_found,
@@ -272,35 +271,3 @@ async def get_corner(request: web.Request) -> web.StreamResponse:
         raise
     await _cache_corner(resources, analysis, png)
     return web.Response(body=png, content_type="image/png", headers=IMAGE_HEADERS)
-
-
-TAG = "analyses"
-_BASE = "/api/obj/analysis/{analysis_id}"
-ROUTES = [
-    Route("GET", f"{_BASE}/plots", get_plot, "The first plot of an analysis (image bytes)", TAG),
-    Route(
-        "GET",
-        f"{_BASE}/plots/{{plot_number}}",
-        get_plot,
-        "Plot number n of an analysis (image bytes)",
-        TAG,
-        responses={404: "no such plot"},
-    ),
-    Route(
-        "GET",
-        f"{_BASE}/results",
-        get_results,
-        "An analysis' results as JSON (joblib decoded safely)",
-        TAG,
-        query=("download",),
-        responses={422: "results refused by the safe decoder"},
-    ),
-    Route(
-        "GET",
-        f"{_BASE}/corner",
-        get_corner,
-        "Corner plot (PNG) of the analysis' posterior",
-        TAG,
-        responses={404: "no posterior", 422: "posterior cannot be drawn"},
-    ),
-]

@@ -8,7 +8,8 @@ from aiohttp import web
 from sqlalchemy import Table, select
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import annotation_dict, classification_dict, comment_dict
+from gateway.source_access import (
     add_data_row,
     bool_field,
     object_field,
@@ -18,9 +19,8 @@ from gateway.handlers.source_access import (
     text_field,
     visible_obj,
 )
-from gateway.serialize import annotation_dict, classification_dict, comment_dict
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, json_body, success
+from http_edge.web import bad_request, json_body, success
 from shared.bus.outbox import enqueue
 from shared.db.models import (
     Annotation,
@@ -97,7 +97,6 @@ def _classification_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 async def post_classification(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     fields = _classification_fields(body)
     resources = request.app[RESOURCES]
@@ -135,7 +134,6 @@ async def get_source_classifications(request: web.Request) -> web.Response:
 
 async def post_source_annotation(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     origin = text_field(body, "origin")
     data = object_field(body, "data")
@@ -162,76 +160,3 @@ async def get_source_annotations(request: web.Request) -> web.Response:
         await visible_obj(session, me, obj_id)
         rows = await session.scalars(_visible_rows(Annotation, annotation_groups, obj_id, me))
         return success([annotation_dict(row, me) for row in rows])
-
-
-NOT_FOUND = {404: "source not found or not visible"}
-COMMENT_BODY = {"text": "str", "origin": "str", "group_ids": "[int]"}
-ROUTES = [
-    Route(
-        "POST",
-        "/api/sources/{obj_id}/comments",
-        post_source_comment,
-        "Comment on a source (Upload Data)",
-        "comments",
-        body=COMMENT_BODY,
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "POST",
-        "/api/comment",
-        post_comment,
-        "Comment on a source named in the body (SkyPortal's older form)",
-        "comments",
-        body={"obj_id": "str", **COMMENT_BODY},
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/comments",
-        get_source_comments,
-        "A source's comments the caller can see",
-        "comments",
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "POST",
-        "/api/classification",
-        post_classification,
-        "Classify a source (Upload Data)",
-        "classifications",
-        body={
-            "obj_id": "str",
-            "classification": "str",
-            "probability": "float",
-            "taxonomy": "str",
-            "ml": "bool",
-            "group_ids": "[int]",
-        },
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/classifications",
-        get_source_classifications,
-        "A source's classifications the caller can see",
-        "classifications",
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "POST",
-        "/api/sources/{obj_id}/annotations",
-        post_source_annotation,
-        "Annotate a source; one annotation per origin (Upload Data)",
-        "annotations",
-        body={"origin": "str", "data": "obj", "group_ids": "[int]"},
-        responses=NOT_FOUND,
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/annotations",
-        get_source_annotations,
-        "A source's annotations the caller can see",
-        "annotations",
-        responses=NOT_FOUND,
-    ),
-]

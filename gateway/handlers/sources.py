@@ -1,5 +1,4 @@
-"""Sources (objs): create, list, read, delete. ``ROUTES`` also carries the routes of the
-instrument and source-data modules, so the gateway registers them all from here."""
+"""Sources (objs): create, list, read, delete."""
 
 from __future__ import annotations
 
@@ -12,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_views import analysis_dict
 from gateway.auth import principal
-from gateway.handlers import instruments, phot_stats, photometry, source_notes, spectra
-from gateway.handlers.source_access import (
+from gateway.serialize import source_dict
+from gateway.source_access import (
     check_obj_id,
     groups_named,
     number_field,
@@ -23,14 +22,13 @@ from gateway.handlers.source_access import (
     source_not_found,
     visible_obj,
 )
-from gateway.serialize import source_dict
+from gateway.source_filters import source_list_bounds, source_list_condition
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, json_body, page_from_query, query_bool, success
+from http_edge.web import bad_request, json_body, page_from_query, query_bool, success
 from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
 from shared.domain.access import Principal, visible
 from shared.domain.analysis_lifecycle import delete_analyses_where
-from shared.domain.enums import ACL
 from shared.domain.events import SourceSaved
 
 
@@ -63,7 +61,6 @@ def _new_obj(body: dict[str, object], me: Principal) -> Obj:
 
 async def post_source(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     obj = _new_obj(body, me)
     # One message whether or not the caller can see the existing source: it reveals nothing.
@@ -101,7 +98,6 @@ async def post_source_groups(request: web.Request) -> web.Response:
     (``unsaveGroupIds``), as SkyPortal's ``/api/source_groups``; each new save is a
     ``source.saved`` event."""
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     obj_id = body.get("objId")
     if not isinstance(obj_id, str):
@@ -141,10 +137,10 @@ async def list_sources(request: web.Request) -> web.Response:
     settings = request.app[RESOURCES].settings
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     condition = visible(obj_groups, Obj.id, me)
-    bounds = phot_stats.source_list_bounds(request)
+    bounds = source_list_bounds(request)
     async with request.app[RESOURCES].sessions() as session:
         if bounds:
-            condition = and_(condition, await phot_stats.source_list_condition(session, me, bounds))
+            condition = and_(condition, await source_list_condition(session, me, bounds))
         counted = await session.execute(select(func.count()).select_from(Obj).where(condition))
         total = counted.scalar_one()
         objs = await session.scalars(
@@ -195,7 +191,6 @@ def _username(names: dict[int, str], user_id: int | None) -> str | None:
 
 
 async def delete_source(request: web.Request) -> web.Response:
-    principal(request).require_admin()
     obj_id = request.match_info["obj_id"]
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -206,66 +201,3 @@ async def delete_source(request: web.Request) -> web.Response:
         await delete_analyses_where(session, ObjAnalysis.obj_id == obj_id)
         await session.execute(delete(Obj).where(Obj.id == obj_id))
     return success()
-
-
-TAG = "sources"
-SOURCE_ROUTES = [
-    Route(
-        "POST",
-        "/api/sources",
-        post_source,
-        "Create a source shared with groups (Upload Data)",
-        TAG,
-        body={
-            "id": "str",
-            "ra": "float",
-            "dec": "float",
-            "redshift": "float",
-            "redshift_error": "float",
-            "redshift_origin": "str",
-            "group_ids": "[int]",
-        },
-    ),
-    Route(
-        "POST",
-        "/api/source_groups",
-        post_source_groups,
-        "Save a source to groups or unsave it from some (Upload Data)",
-        TAG,
-        body={"objId": "str", "inviteGroupIds": "[int]", "unsaveGroupIds": "[int]"},
-        responses={404: "source not found or not visible"},
-    ),
-    Route(
-        "GET",
-        "/api/sources",
-        list_sources,
-        "Sources the caller can see, newest first; photometry-statistics filters",
-        TAG,
-        query=("pageNumber", "numPerPage", *phot_stats.SOURCE_LIST_FILTERS),
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}",
-        get_source,
-        "A source (404 when missing or not shared with the caller)",
-        TAG,
-        query=("includeAnalyses",),
-        responses={404: "source not found or not visible"},
-    ),
-    Route(
-        "DELETE",
-        "/api/sources/{obj_id}",
-        delete_source,
-        "Delete a source and all its data (system admin)",
-        TAG,
-        responses={404: "source not found"},
-    ),
-]
-
-ROUTES = [
-    *instruments.ROUTES,
-    *SOURCE_ROUTES,
-    *photometry.ROUTES,
-    *spectra.ROUTES,
-    *source_notes.ROUTES,
-]

@@ -9,7 +9,8 @@ from typing import Any, cast
 from aiohttp import web
 
 from gateway.auth import principal
-from gateway.handlers.source_access import (
+from gateway.serialize import spectrum_dict
+from gateway.source_access import (
     add_data_row,
     instrument_or_400,
     object_field,
@@ -18,11 +19,9 @@ from gateway.handlers.source_access import (
     visible_obj,
     visible_page,
 )
-from gateway.serialize import spectrum_dict
 from http_edge.app_keys import RESOURCES
-from http_edge.web import Route, bad_request, finite, json_body, page_from_query, success
+from http_edge.web import bad_request, finite, json_body, page_from_query, success
 from shared.db.models import Spectrum, spectrum_groups
-from shared.domain.enums import ACL
 
 MAX_SPECTRUM_POINTS = 500_000
 SPECTRUM_TYPES = ("source", "host", "host_center")
@@ -72,7 +71,6 @@ def _spectrum_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 async def post_spectrum(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     body = await json_body(request, optional=False)
     fields = await asyncio.to_thread(_spectrum_fields, body)  # long arrays: off the loop
     async with request.app[RESOURCES].sessions.begin() as session:
@@ -101,37 +99,3 @@ async def get_source_spectra(request: web.Request) -> web.Response:
         )
         spectra = [spectrum_dict(row, me) for row in rows]
     return success(page.answer(total, obj_id=obj_id, spectra=spectra))
-
-
-TAG = "spectra"
-ROUTES = [
-    Route(
-        "POST",
-        "/api/spectrum",
-        post_spectrum,
-        "Upload a spectrum (Upload Data)",
-        TAG,
-        body={
-            "obj_id": "str",
-            "instrument_id": "int",
-            "observed_at": "str",
-            "wavelengths": "[float]",
-            "fluxes": "[float]",
-            "errors": "[float]",
-            "units": "str",
-            "origin": "str",
-            "type": "str",
-            "altdata": "obj",
-            "group_ids": "[int]",
-        },
-    ),
-    Route(
-        "GET",
-        "/api/sources/{obj_id}/spectra",
-        get_source_spectra,
-        "A source's spectra the caller can see",
-        TAG,
-        query=("pageNumber", "numPerPage"),
-        responses={404: "source not found or not visible"},
-    ),
-]

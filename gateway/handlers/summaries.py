@@ -15,9 +15,9 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from gateway.handlers.analyses import readable_conditions
-from gateway.handlers.source_access import (
+from gateway.source_access import (
     bool_field,
     int_id,
     optional_text,
@@ -25,7 +25,7 @@ from gateway.handlers.source_access import (
     visible_obj,
 )
 from http_edge.app_keys import RESOURCES
-from http_edge.web import ApiError, Route, bad_request, finite, json_body, success
+from http_edge.web import ApiError, bad_request, finite, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
 from shared.domain.embeddings import (
@@ -35,7 +35,6 @@ from shared.domain.embeddings import (
     embeddings_config,
     search,
 )
-from shared.domain.enums import ACL
 from shared.domain.llm_keys import LLM_KEY, set_user_secret, user_llm_key
 from shared.domain.summaries import lock_obj, prepend_summary
 from shared.llm.client import LLMClient, LLMError, LLMErrorKind
@@ -113,7 +112,6 @@ async def _check_analysis_reference(
 
 async def patch_source(request: web.Request) -> web.Response:
     me = principal(request)
-    me.require(ACL.UPLOAD_DATA)
     obj_id = request.match_info["obj_id"]
     body = await json_body(request, optional=False)
     unknown = sorted(body.keys() - SUMMARY_FIELDS - REDSHIFT_FIELDS)
@@ -288,63 +286,3 @@ async def llm_key_set(resources: Resources, user_id: int) -> bool:
 async def get_llm_key(request: web.Request) -> web.Response:
     is_set = await llm_key_set(request.app[RESOURCES], principal(request).user_id)
     return success({"llm_key_set": is_set})
-
-
-TAG = "summaries"
-ROUTES = [
-    Route(
-        "PATCH",
-        "/api/sources/{obj_id}",
-        patch_source,
-        "Set a source's summary (with a history entry) or redshift (Upload Data)",
-        TAG,
-        body={
-            "summary": "str",
-            "summary_origin": "str",
-            "is_bot": "bool",
-            "analysis_id": "int",
-            "redshift": "float",
-            "redshift_error": "float",
-            "redshift_origin": "str",
-        },
-        responses={400: "invalid fields", 404: "source not found or not visible"},
-    ),
-    Route(
-        "POST",
-        "/api/summary_query",
-        summary_query,
-        "Sources whose summaries are nearest to a text or to another source's summary",
-        TAG,
-        body={
-            "q": "str",
-            "objID": "str",
-            "k": "int",
-            "z_min": "float",
-            "z_max": "float",
-            "classificationTypes": "[str]",
-        },
-        responses={400: "invalid query or search not configured", 502: "embeddings API failed"},
-    ),
-    Route(
-        "GET",
-        "/api/internal/profile/llm_key",
-        get_llm_key,
-        "Whether the caller has stored an LLM API key (the key is never returned)",
-        TAG,
-    ),
-    Route(
-        "PUT",
-        "/api/internal/profile/llm_key",
-        put_llm_key,
-        "Store the caller's own LLM API key (encrypted), used for their summary analyses",
-        TAG,
-        body={"api_key": "str"},
-    ),
-    Route(
-        "DELETE",
-        "/api/internal/profile/llm_key",
-        delete_llm_key,
-        "Remove the caller's stored LLM API key",
-        TAG,
-    ),
-]

@@ -12,10 +12,10 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_gateway_app
 from shared.db.models import Group
 from shared.domain.accounts import add_member, ensure_user, get_or_create_group, issue_token
 from shared.runtime.resources import Resources
+from skyhook.composition import platform_gateway_app
 
 
 def unique(prefix: str) -> str:
@@ -146,7 +146,7 @@ class ApiClient:
 
 @asynccontextmanager
 async def api_client(resources: Resources) -> AsyncIterator[ApiClient]:
-    client = TestClient(TestServer(create_gateway_app(resources)))
+    client = TestClient(TestServer(platform_gateway_app(resources)))
     await client.start_server()
     try:
         yield ApiClient(client)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.app import create_gateway_app
 from shared.runtime.resources import open_resources
 from shared.runtime.settings import Settings
+from skyhook.composition import platform_gateway_app
 from tests.support.api import Accounts
 from tests.support.ports import free_port
 
@@ -29,7 +29,7 @@ async def _serve(
 ) -> None:
     async with open_resources(settings) as resources:
         admin = await Accounts(resources).user(admin=True)
-        runner = web.AppRunner(create_gateway_app(resources), access_log=None)
+        runner = web.AppRunner(platform_gateway_app(resources), access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, "127.0.0.1", port).start()

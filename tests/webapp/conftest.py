@@ -17,11 +17,10 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import insert
 
 from dispatcher import running_dispatcher
-from gateway.app import create_gateway_app
 from shared.db.models import Group, Photometry, photometry_groups
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import Settings
-from skyhook.composition import outbox_relay
+from skyhook.composition import outbox_relay, platform_gateway_app
 from tests.support.api import Accounts, ApiClient, TestUser, unique
 from tests.support.fake_service import FakeService
 from tests.support.pipeline import (
@@ -76,7 +75,7 @@ async def webapp(settings: Settings, screenshots: Path) -> AsyncIterator[WebApp]
     )
     async with open_resources(settings) as resources, running_dispatcher(resources):
         async with outbox_relay(resources):
-            app = create_gateway_app(resources)
+            app = platform_gateway_app(resources)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
