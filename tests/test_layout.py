@@ -15,6 +15,8 @@ PACKAGES = (
     "webhook_receiver",
     "summary_service",
     "skyhook",
+    "sn_fitter",
+    "llm_summarizer",
 )
 DIALECT_LAYER = ROOT / "shared" / "db"
 
