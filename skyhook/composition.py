@@ -197,8 +197,9 @@ async def _start_demo(
     )
     fitter_settings = FitterSettings.from_env(stop_grace_seconds=grace)
     await stack.enter_async_context(serving(create_app(fitter_settings), fitter, grace))
+    summarizer_config = SummarizerConfig(settings, stop_grace_seconds=grace)
     await stack.enter_async_context(
-        serving(create_summarizer_app(SummarizerConfig(settings)), summarizer, grace)
+        serving(create_summarizer_app(summarizer_config), summarizer, grace)
     )
     base_url = f"http://{host}:{settings.port}"
     info = await load_demo(
