@@ -28,11 +28,11 @@ from shared.domain.artifacts import NewArtifact, write_artifacts_of
 from shared.domain.enums import AnalysisStatus
 from shared.domain.llm_keys import summary_secrets_for
 from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
+from shared.domain.summary_parameters import site_summary_parameters
 from shared.observability.metrics import DISPATCH_ATTEMPTS, bind_analysis
 from shared.runtime.group_commit import GroupCommit
 from shared.runtime.resources import Resources
 from shared.security.redaction import request_secrets
-from summary_service.options import site_summary_parameters
 
 log = logging.getLogger("skyhook.dispatcher")
 

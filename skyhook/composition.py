@@ -197,9 +197,9 @@ async def run_embedded(
 async def _start_demo(
     stack: AsyncExitStack, resources: Resources, ports: DemoPorts, links: OneTimeLinks
 ) -> None:
+    from llm_summarizer.app import SummarizerConfig, create_summarizer_app
     from skyhook.demo import load_demo, welcome
     from sn_fitter.app import FitterSettings, create_app
-    from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 
     settings = resources.settings
     host, grace = settings.host, settings.shutdown_grace_seconds
@@ -210,8 +210,9 @@ async def _start_demo(
     )
     fitter_settings = FitterSettings.from_env(stop_grace_seconds=grace)
     await stack.enter_async_context(serving(create_app(fitter_settings), fitter, grace))
+    summarizer_config = SummarizerConfig(settings, stop_grace_seconds=grace)
     await stack.enter_async_context(
-        serving(create_summarizer_app(SummarizerConfig(settings)), summarizer, grace)
+        serving(create_summarizer_app(summarizer_config), summarizer, grace)
     )
     base_url = f"http://{host}:{settings.port}"
     info = await load_demo(
@@ -259,9 +260,10 @@ async def _serve_sn_fitter(settings: CommonSettings, stop: asyncio.Event) -> Non
 
 async def _serve_summarizer(settings: LLMSettings, stop: asyncio.Event) -> None:
     """The LLM summarizer is standalone (HTTP only, no database): port 7003 unless SKYHOOK_PORT."""
-    from summary_service.summarizer import DEFAULT_PORT, SummarizerConfig, create_summarizer_app
+    from llm_summarizer.app import DEFAULT_PORT, SummarizerConfig, create_summarizer_app
 
-    app = create_summarizer_app(SummarizerConfig(settings))
+    config = SummarizerConfig(settings, stop_grace_seconds=settings.shutdown_grace_seconds)
+    app = create_summarizer_app(config)
     await _serve_until(app, _listener("summarizer", settings, DEFAULT_PORT), settings, stop)
 
 

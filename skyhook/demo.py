@@ -142,7 +142,7 @@ def sn_fitter_registration(url: str, group_ids: list[int]) -> dict[str, Any]:
 async def load_demo(
     resources: Resources, base_url: str, *, sn_fitter_url: str, summarizer_url: str
 ) -> DemoInfo:
-    from summary_service.demo import summarizer_registration
+    from llm_summarizer.demo import summarizer_registration
 
     token, group_id = await _demo_token(resources)
     headers = {"Authorization": f"token {token}"}

@@ -5,9 +5,9 @@ platform's request, answers ``{"status": "pending"}`` at once, fits in a worker 
 POSTs the webhook body to ``callback_url``. ``GET /`` is the health check.
 
 This is the example of how to write an analysis service: the protocol's parts every service
-shares (checking the request, the health check, calling back with retries) come from
-``service_kit/protocol.py``; the work is in ``job.py`` and the callback body in
-``products.py``.
+shares (checking the request, answering at once, running the job in the background, calling
+back with retries, letting jobs finish on shutdown) are ``service_kit.protocol.JobRunner``;
+the work is in ``job.py`` and the callback body in ``products.py``.
 """
 
 from __future__ import annotations
@@ -17,32 +17,26 @@ import json
 import logging
 import multiprocessing
 import os
+from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from service_kit.operations import STANDALONE_OPERATIONS_ROUTES
 from service_kit.protocol import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
-    RequestError,
-    accepted,
+    JobRunner,
     health,
-    post_callback,
-    read_request,
-    redact_callback_url,
-    refused,
 )
 from sn_fitter.inputs import InputError
 from sn_fitter.job import FitJob, build_job, encode, run_job, warm_up
 from sn_fitter.products import failure_body
 
 log = logging.getLogger("sn_fitter")
-callback_log = logging.getLogger("sn_fitter.callback")
 SERVICE_NAME = "sn_fitter"
 DEFAULT_PORT = 6802
 
@@ -79,43 +73,20 @@ class FitterSettings:
 
 @dataclass
 class Fitter:
-    """Runtime state: the worker pool, the HTTP client for callbacks, running analyses."""
+    """The worker processes that fit, replaced when one of them dies."""
 
     settings: FitterSettings
     executor: ProcessPoolExecutor
-    session: aiohttp.ClientSession
-    tasks: set[asyncio.Task] = field(default_factory=set)
-    callback_urls: dict[asyncio.Task, str] = field(default_factory=dict)
 
-    def start(self, job: FitJob, callback_url: str) -> None:
-        task = asyncio.create_task(self._run(job, callback_url))
-        self.tasks.add(task)
-        self.callback_urls[task] = callback_url
-        task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        self.callback_urls.pop(task, None)
-
-    async def _run(self, job: FitJob, callback_url: str) -> None:
+    async def run(self, job: FitJob) -> bytes:
+        """The webhook body of a fit, computed in a worker process."""
         loop = asyncio.get_running_loop()
         try:
-            body = await loop.run_in_executor(self.executor, run_job, job)
+            return await loop.run_in_executor(self.executor, run_job, job)
         except BrokenProcessPool:
             log.error("a fitting worker died; restarting the pool")
             self.executor = _new_executor(self.settings)
-            body = encode(failure_body("the fitting worker crashed (out of memory?)"))
-        except Exception as exc:
-            log.exception("fit for %s failed", redact_callback_url(callback_url))
-            body = encode(failure_body(f"problem running the model: {exc}"))
-        await post_callback(
-            self.session,
-            callback_url,
-            body,
-            self.settings.callback_retry_delays_seconds,
-            self.settings.callback_timeout_seconds,
-            logger=callback_log,
-        )
+            return encode(failure_body("the fitting worker crashed (out of memory?)"))
 
 
 FITTER = web.AppKey("fitter", Fitter)
@@ -175,30 +146,22 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-async def start_analysis(request: web.Request) -> web.Response:
-    try:
-        payload = await read_request(request)
-        job = await asyncio.to_thread(build_job, payload)
-    except (RequestError, InputError) as exc:
-        return refused(str(exc))
-    request.app[FITTER].start(job, payload["callback_url"])
-    return accepted(SERVICE_NAME)
+def describe(job: FitJob) -> str:
+    return f"fit of {job.title}" if job.title else "fit"
 
 
 ROUTES = [
     web.get("/", health),
     web.get("/readyz", ready),
     *(route for route in STANDALONE_OPERATIONS_ROUTES if route.path != "/readyz"),
-    web.post("/analysis/sn_fit", start_analysis),
-    web.post("/analysis/demo_analysis", start_analysis),
 ]
+ANALYSIS_PATHS = ("/analysis/sn_fit", "/analysis/demo_analysis")
 
 
 def create_app(settings: FitterSettings | None = None) -> web.Application:
     settings = settings or FitterSettings()
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.add_routes(ROUTES)
-
     app[WARMED] = asyncio.Event()
 
     async def warm(app: web.Application) -> None:
@@ -206,40 +169,31 @@ def create_app(settings: FitterSettings | None = None) -> web.Application:
         app[WARMED].set()
         log.info("%d fitting worker(s) started and warmed up (pids %s)", len(pids), sorted(pids))
 
-    async def resources(app: web.Application):
-        executor = _new_executor(settings)
-        session = aiohttp.ClientSession()
-        app[FITTER] = fitter = Fitter(settings, executor, session)
+    async def workers(app: web.Application) -> AsyncIterator[None]:
+        app[FITTER] = fitter = Fitter(settings, _new_executor(settings))
         warming = asyncio.create_task(warm(app))
         yield
         warming.cancel()
         await asyncio.gather(warming, return_exceptions=True)
-        await _finish_fits(fitter, settings.stop_grace_seconds)
-        await session.close()
         await stop_workers(fitter.executor)
 
-    app.cleanup_ctx.append(resources)
-    return app
-
-
-async def _finish_fits(fitter: Fitter, grace_seconds: float) -> None:
-    """Fits under way get ``grace_seconds`` to finish and call back. The rest are stopped and
-    their analyses told so (one attempt), so they end at once with a reason instead of when
-    their timeout expires."""
-    if not fitter.tasks:
-        return
-    log.info("stopping: waiting up to %.0f s for %d fit(s)", grace_seconds, len(fitter.tasks))
-    _, unfinished = await asyncio.wait(set(fitter.tasks), timeout=grace_seconds)
-    urls = [fitter.callback_urls[task] for task in unfinished if task in fitter.callback_urls]
-    for task in unfinished:
-        task.cancel()
-    await asyncio.gather(*unfinished, return_exceptions=True)
-    body = encode(
-        failure_body("the SN fitter was stopped before this fit finished; start it again")
+    # Appended before the runner's, so the workers stop only after the fits under way are done.
+    app.cleanup_ctx.append(workers)
+    runner = JobRunner(
+        SERVICE_NAME,
+        build_job,
+        lambda job: app[FITTER].run(job),
+        refusals=(InputError,),
+        describe=describe,
+        error_message=lambda exc: f"problem running the model: {exc}",
+        stopped_message="the SN fitter was stopped before this fit finished; start it again",
+        callback_retry_delays_seconds=settings.callback_retry_delays_seconds,
+        callback_timeout_seconds=settings.callback_timeout_seconds,
+        stop_grace_seconds=settings.stop_grace_seconds,
+        logger=log,
     )
-    for url in urls:
-        log.warning("stopping: a fit in progress is abandoned (%s)", redact_callback_url(url))
-        await post_callback(fitter.session, url, body, (), 5.0, logger=callback_log)
+    runner.attach(app, *ANALYSIS_PATHS)
+    return app
 
 
 def main() -> None:

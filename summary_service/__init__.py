@@ -1,11 +1,10 @@
-"""summary_service: source summaries and the LLM summarizer.
+"""summary_service: the platform's source summaries (``skyhook summary-service``).
 
-- the summary service (``skyhook summary-service``) consumes ``analysis.completed`` from queue
-  ``skyhook.summaries``, applies summaries to ``obj.summary`` / ``obj.summary_history`` and
-  keeps their embeddings current for summary search;
-- the summarizer (``skyhook summarizer``, port 7003, ``POST /summarize``) is an analysis
-  service that writes a summary with an OpenAI-compatible LLM;
-- ``keys.summary_secrets_for`` is what the dispatcher adds to a summary request at send time.
+It consumes ``analysis.completed`` from queue ``skyhook.summaries``, applies summaries to
+``obj.summary`` / ``obj.summary_history`` and keeps their embeddings current for summary
+search. Summaries are written by summary analysis services such as the LLM summarizer
+(``llm_summarizer/``, a standalone analysis service); ``summary_secrets_for`` is the key the
+dispatcher adds to a summary request at send time.
 """
 
 from shared.domain.llm_keys import summary_secrets_for

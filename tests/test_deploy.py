@@ -35,6 +35,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dispatcher.service import QUEUE as DISPATCHER_QUEUE
 from dispatcher.triggers import QUEUE as TRIGGERS_QUEUE
 from dispatcher.triggers import ROUTING_KEYS as TRIGGER_ROUTING_KEYS
+from llm_summarizer.app import SummarizerConfig, create_summarizer_app
 from shared.bus import create_bus
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
@@ -53,7 +54,6 @@ from skyhook.composition import _service_app
 from sn_fitter.app import ROUTES as sn_fitter_routes
 from summary_service.service import QUEUE as SUMMARIES_QUEUE
 from summary_service.service import ROUTING_KEYS as SUMMARY_ROUTING_KEYS
-from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 from tests.conftest import AMQP_URL
 from tests.support.polling import eventually
 from tests.support.ports import free_port

@@ -1,17 +1,20 @@
 """service_kit.protocol against real local HTTP servers: the callback's retry and stop rules,
-redirects, and a token that never reaches the log."""
+redirects, a token that never reaches the log, and the job runner's request-to-callback cycle."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
-from service_kit.protocol import post_callback
+from service_kit.protocol import JobRunner, RequestError, post_callback
 from tests.support.ports import free_port
 
 TOKEN = "one-time-token-5f0c2a9e"
@@ -92,3 +95,107 @@ async def test_unreachable_platform_fails_after_every_delay_without_the_token(
         assert not await post_callback(session, url, BODY, DELAYS, 5.0)
     assert "failed after 3 attempts; results lost: ClientConnectorError" in caplog.text
     assert TOKEN not in caplog.text
+
+
+# --- the job runner ---------------------------------------------------------------------------
+
+
+class Echo:
+    """A service whose jobs wait for ``go`` and then echo ``inputs.text``."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    @staticmethod
+    def build_job(payload: dict[str, Any]) -> str:
+        text = payload["inputs"].get("text")
+        if text == "too long":
+            raise ValueError("text too long")
+        if not isinstance(text, str):
+            raise RequestError("inputs.text must be a string")
+        return text
+
+    async def run(self, text: str) -> bytes:
+        await self.go.wait()
+        if text == "crash":
+            raise ZeroDivisionError("boom")
+        return json.dumps({"status": "success", "message": text, "analysis": {}}).encode()
+
+
+def echo_app(echo: Echo, **options: Any) -> tuple[web.Application, JobRunner[str]]:
+    app = web.Application()
+    runner = JobRunner(
+        "echo",
+        echo.build_job,
+        echo.run,
+        refusals=(ValueError,),
+        error_message=lambda exc: f"echo broke: {exc}",
+        stopped_message="echo was stopped",
+        callback_retry_delays_seconds=DELAYS,
+        **options,
+    )
+    runner.attach(app, "/analysis/echo")
+    return app, runner
+
+
+def request(base: str, text: Any) -> dict[str, Any]:
+    url = f"{base}/api/webhook/obj_analysis/{TOKEN}"
+    return {"callback_url": url, "callback_method": "POST", "inputs": {"text": text}}
+
+
+async def test_the_runner_answers_at_once_and_calls_back_when_done(platform) -> None:
+    receiver, base = platform
+    echo = Echo()
+    app, runner = echo_app(echo)
+    async with TestClient(TestServer(app)) as client:
+        reply = await client.post("/analysis/echo", json=request(base, "hello"))
+        assert (reply.status, await reply.json()) == (
+            200,
+            {"status": "pending", "message": "echo: analysis started"},
+        )
+        assert len(runner.in_flight) == 1 and receiver.bodies == []
+        echo.go.set()
+        await asyncio.gather(*runner.in_flight)
+    assert [json.loads(body)["message"] for body in receiver.bodies] == ["hello"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": {}}, "missing required key callback_url"),
+        (request("http://x", 3), "inputs.text must be a string"),
+        (request("http://x", "too long"), "text too long"),
+    ],
+)
+async def test_the_runner_refuses_what_build_job_refuses(
+    platform, body: dict[str, Any], message: str
+) -> None:
+    app, runner = echo_app(Echo())
+    async with TestClient(TestServer(app)) as client:
+        reply = await client.post("/analysis/echo", json=body)
+        assert (reply.status, await reply.json()) == (400, {"status": "error", "message": message})
+        assert runner.in_flight == {}
+
+
+async def test_a_job_that_raises_ends_in_failure(platform) -> None:
+    receiver, base = platform
+    echo = Echo()
+    echo.go.set()
+    app, runner = echo_app(echo)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.post("/analysis/echo", json=request(base, "crash"))).status == 200
+        await asyncio.gather(*runner.in_flight)
+    (body,) = receiver.bodies
+    assert json.loads(body) == {"status": "failure", "message": "echo broke: boom", "analysis": {}}
+
+
+async def test_jobs_unfinished_after_the_grace_period_are_reported_stopped(platform) -> None:
+    receiver, base = platform
+    app, runner = echo_app(Echo(), stop_grace_seconds=0.0)  # jobs never get to go
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.post("/analysis/echo", json=request(base, "a"))).status == 200
+        assert (await client.post("/analysis/echo", json=request(base, "b"))).status == 200
+    assert runner.in_flight == {}
+    assert [json.loads(body) for body in receiver.bodies] == [
+        {"status": "failure", "message": "echo was stopped", "analysis": {}}
+    ] * 2

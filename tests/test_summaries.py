@@ -26,6 +26,8 @@ from sqlalchemy import text, update
 
 from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
+from llm_summarizer.app import SummarizerConfig, create_summarizer_app
+from llm_summarizer.demo import summarizer_registration
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
 from shared.db.models import Group, Obj, ObjAnalysis, SourceEmbedding, User
@@ -37,8 +39,6 @@ from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings
 from skyhook.composition import outbox_relay, platform_gateway_app, run_service
 from summary_service import SummaryService, declare_summary_queue, running_summary_service
-from summary_service.demo import summarizer_registration
-from summary_service.summarizer import SummarizerConfig, create_summarizer_app
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts, ApiClient, unique
 from tests.support.api import TestUser as ApiUser

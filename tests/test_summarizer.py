@@ -22,10 +22,10 @@ from dispatcher.inputs import (
     records_to_csv,
     records_to_json,
 )
+from llm_summarizer.app import NO_KEY_MESSAGE, SummarizerConfig, create_summarizer_app
+from llm_summarizer.prompt import build_prompt, read_facts
 from shared.runtime.settings import Settings, load_settings
 from skyhook.composition import run_service
-from summary_service.prompt import build_prompt, read_facts
-from summary_service.summarizer import NO_KEY_MESSAGE, SummarizerConfig, create_summarizer_app
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.fake_service import FakeService, Reply
 from tests.support.polling import eventually

@@ -1,4 +1,5 @@
-"""The LLM summarizer: an analysis service in SkyPortal's protocol (``skyhook summarizer``).
+"""The LLM summarizer: an analysis service in SkyPortal's protocol (``skyhook summarizer`` or
+``python -m llm_summarizer``).
 
 ``POST /summarize`` checks the request, answers 200 ``{"status": "pending"}`` at once, then
 asks an OpenAI-compatible chat API for a summary of the source's comments, classifications and
@@ -16,39 +17,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from service_kit.operations import STANDALONE_OPERATIONS_ROUTES
-from service_kit.protocol import (
-    CALLBACK_RETRY_DELAYS_SECONDS,
-    CALLBACK_TIMEOUT_SECONDS,
-    RequestError,
-    accepted,
-    health,
-    post_callback,
-    read_request,
-    redact_callback_url,
-    refused,
-)
-from shared.llm.client import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
-from shared.runtime.settings import LLMSettings
-from summary_service.options import (
+from llm_summarizer.options import (
     OptionsError,
     SummaryOptions,
     request_api_key,
     request_options,
     request_parameters,
 )
-from summary_service.prompt import InputsError, NothingToSummarize, SourceFacts, build_prompt
-from summary_service.prompt import read_facts as read_source_facts
+from llm_summarizer.prompt import InputsError, NothingToSummarize, SourceFacts, build_prompt
+from llm_summarizer.prompt import read_facts as read_source_facts
+from service_kit.operations import STANDALONE_OPERATIONS_ROUTES
+from service_kit.protocol import (
+    CALLBACK_RETRY_DELAYS_SECONDS,
+    CALLBACK_TIMEOUT_SECONDS,
+    STOP_GRACE_SECONDS,
+    JobRunner,
+    failure_body,
+    health,
+)
+from shared.llm.client import ChatRequest, ChatResult, Endpoint, LLMClient, LLMError, LLMErrorKind
+from shared.runtime.settings import LLMSettings, SummarizerSettings, load_settings
 
 log = logging.getLogger("skyhook.summarizer")
-callback_log = logging.getLogger("skyhook.summarizer.callback")
 
 SERVICE_NAME = "summarizer"
 DEFAULT_PORT = 7003
@@ -62,6 +58,7 @@ NO_KEY_MESSAGE = (
     "PUT /api/internal/profile/llm_key, or ask the operator to set SKYHOOK_LLM_API_KEY "
     "for the summarizer."
 )
+STOPPED_MESSAGE = "The summarizer was stopped before this summary was written; ask for it again."
 
 
 @dataclass(frozen=True)
@@ -71,11 +68,12 @@ class SummarizerConfig:
     callback_timeout_seconds: float = CALLBACK_TIMEOUT_SECONDS
     concurrency: int = 8
     max_body_bytes: int = 16 * 1024 * 1024
+    # On shutdown, summaries under way get this long to finish and call back.
+    stop_grace_seconds: float = STOP_GRACE_SECONDS
 
 
 @dataclass(frozen=True)
 class SummaryJob:
-    callback_url: str = field(repr=False)
     facts: SourceFacts
     options: SummaryOptions
     api_key: str | None = field(repr=False)
@@ -106,10 +104,6 @@ def failure_message(error: LLMError, model: str) -> str:
     return f"The LLM API gave an unusable answer: {detail}"
 
 
-def failure_body(message: str) -> dict[str, Any]:
-    return {"status": "failure", "message": message, "analysis": {}}
-
-
 def success_body(result: ChatResult) -> dict[str, Any]:
     usage = result.usage
     results = {
@@ -129,35 +123,18 @@ def success_body(result: ChatResult) -> dict[str, Any]:
 
 
 class Summarizer:
-    """Runtime state: the callback HTTP client and the summaries in progress."""
+    """Writes summaries, at most ``config.concurrency`` at a time."""
 
-    def __init__(self, config: SummarizerConfig, http: aiohttp.ClientSession) -> None:
+    def __init__(self, config: SummarizerConfig) -> None:
         self.config = config
-        self.http = http
-        self.tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
 
-    def start(self, job: SummaryJob) -> None:
-        task = asyncio.create_task(self._run(job))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _run(self, job: SummaryJob) -> None:
+    async def run(self, job: SummaryJob) -> bytes:
+        """The webhook body for a job, as the callback sends it."""
         async with self._slots:
-            try:
-                body = await self.summarize(job)
-            except Exception:
-                log.exception("summary of %s failed unexpectedly", job.facts.source_id)
-                body = failure_body("The summarizer failed unexpectedly; see its log.")
+            body = await self.summarize(job)
         log.info("summary of %s: %s", job.facts.source_id, body["status"])
-        await post_callback(
-            self.http,
-            job.callback_url,
-            json.dumps(body, allow_nan=False).encode(),
-            self.config.callback_retry_delays_seconds,
-            self.config.callback_timeout_seconds,
-            logger=callback_log,
-        )
+        return json.dumps(body, allow_nan=False).encode()
 
     async def summarize(self, job: SummaryJob) -> dict[str, Any]:
         """The webhook body for a job: its summary, or a failure saying what to do."""
@@ -190,52 +167,48 @@ class Summarizer:
         return success_body(result)
 
 
-SUMMARIZER = web.AppKey("summarizer", Summarizer)
-
-
 def build_job(settings: LLMSettings, payload: dict[str, Any]) -> SummaryJob:
     """A job from a request; raises InputsError/OptionsError with a message for a 400."""
     parameters = request_parameters(payload)
     return SummaryJob(
-        callback_url=payload["callback_url"],
         facts=read_source_facts(payload),
         options=request_options(settings, parameters),
         api_key=request_api_key(settings, parameters),
     )
 
 
-async def summarize(request: web.Request) -> web.Response:
-    summarizer = request.app[SUMMARIZER]
-    try:
-        payload = await read_request(request, url_message=BAD_CALLBACK_URL)
-        job = await asyncio.to_thread(build_job, summarizer.config.settings, payload)
-    except (RequestError, InputsError, OptionsError) as exc:
-        return refused(str(exc))
-    log.info(
-        "summary of %s requested (callback %s)",
-        job.facts.source_id,
-        redact_callback_url(job.callback_url),
-    )
-    summarizer.start(job)
-    return accepted(SERVICE_NAME)
+def describe(job: SummaryJob) -> str:
+    return f"summary of {job.facts.source_id}"
 
 
 def create_summarizer_app(config: SummarizerConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes)
-    app.add_routes(
-        [web.get("/", health), *STANDALONE_OPERATIONS_ROUTES, web.post("/summarize", summarize)]
+    app.add_routes([web.get("/", health), *STANDALONE_OPERATIONS_ROUTES])
+    runner = JobRunner(
+        SERVICE_NAME,
+        partial(build_job, config.settings),
+        Summarizer(config).run,
+        refusals=(InputsError, OptionsError),
+        callback_url_message=BAD_CALLBACK_URL,
+        describe=describe,
+        error_message=lambda exc: "The summarizer failed unexpectedly; see its log.",
+        stopped_message=STOPPED_MESSAGE,
+        callback_retry_delays_seconds=config.callback_retry_delays_seconds,
+        callback_timeout_seconds=config.callback_timeout_seconds,
+        stop_grace_seconds=config.stop_grace_seconds,
+        logger=log,
     )
-
-    async def runtime(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(trust_env=False) as http:
-            app[SUMMARIZER] = Summarizer(config, http)
-            yield
-            tasks = list(app[SUMMARIZER].tasks)
-            if tasks:
-                log.warning("stopping: %d summaries in progress are abandoned", len(tasks))
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    app.cleanup_ctx.append(runtime)
+    runner.attach(app, "/summarize")
     return app
+
+
+def main() -> None:
+    """``python -m llm_summarizer``: serve on SKYHOOK_HOST:SKYHOOK_PORT (default
+    127.0.0.1:7003) with the ``SKYHOOK_LLM_*`` settings."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings(None, model=SummarizerSettings)
+    port = settings.port if "port" in settings.model_fields_set else DEFAULT_PORT
+    config = SummarizerConfig(settings, stop_grace_seconds=settings.shutdown_grace_seconds)
+    web.run_app(create_summarizer_app(config), host=settings.host, port=port, access_log=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from summary_service.summarizer import DEFAULT_PORT
+from llm_summarizer.app import DEFAULT_PORT
 
 SUMMARIZER_URL = f"http://127.0.0.1:{DEFAULT_PORT}/summarize"
 SUMMARIZER_NAME = "skyhook_summarizer"

@@ -3,9 +3,10 @@
 Precedence (later wins): the site settings (``SKYHOOK_LLM_*``) ← SkyPortal's
 ``analysis_parameters.summary_parameters`` object ← the flat analysis parameters ``model``,
 ``temperature``, ``max_tokens``, ``prompt``, ``system_prompt`` (the ones the demo registration
-declares). The key: ``analysis_parameters.openai_api_key`` (the author's own key, added by the
-dispatcher at send time) or else the site key. Unknown keys of ``summary_parameters`` (SkyPortal
-also sends ``top_p``, penalties, …) are ignored.
+declares). The key: ``analysis_parameters.openai_api_key`` (the author's own key, or the
+platform's, added by the dispatcher at send time) or else the summarizer's own site key.
+Unknown keys of ``summary_parameters`` (SkyPortal also sends ``top_p``, penalties, …) are
+ignored.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.domain.llm_keys import SUMMARY_KEY_PARAMETER
 from shared.runtime.settings import LLMSettings
 
+# SkyPortal's name for the key in the analysis parameters; the platform's dispatcher adds it
+# under this name at send time (``SUMMARY_KEY_PARAMETER`` in shared/domain/llm_keys.py).
+KEY_PARAMETER = "openai_api_key"
 OVERRIDABLE = ("model", "temperature", "max_tokens", "prompt", "system_prompt")
 MAX_TEXT = 20_000
 MAX_TOKENS_LIMIT = 100_000
@@ -33,21 +36,6 @@ class SummaryOptions:
     max_tokens: int
     prompt: str
     system_prompt: str
-
-
-def site_summary_parameters(settings: LLMSettings) -> dict[str, Any]:
-    """SkyPortal's ``summary_parameters`` object from the site settings (no key).
-
-    The dispatcher sends it to every summary service: SkyPortal's own summarizer requires it
-    (and raises KeyError without it); ours reads the same values from settings anyway.
-    """
-    options = site_options(settings)
-    return {
-        "model": options.model,
-        "temperature": options.temperature,
-        "max_tokens": options.max_tokens,
-        "prompt": options.prompt,
-    }
 
 
 def site_options(settings: LLMSettings) -> SummaryOptions:
@@ -115,7 +103,7 @@ def request_options(settings: LLMSettings, parameters: dict[str, Any]) -> Summar
 
 
 def request_api_key(settings: LLMSettings, parameters: dict[str, Any]) -> str | None:
-    key = parameters.get(SUMMARY_KEY_PARAMETER)
+    key = parameters.get(KEY_PARAMETER)
     if isinstance(key, str) and key.strip():
         return key.strip()
     return settings.llm_api_key.get_secret_value() if settings.llm_api_key else None

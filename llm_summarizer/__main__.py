@@ -1,0 +1,3 @@
+from llm_summarizer.app import main
+
+main()
