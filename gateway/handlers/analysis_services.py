@@ -35,8 +35,8 @@ from shared.domain.analysis_lifecycle import delete_analyses_of_service
 from shared.domain.enums import ACL, AuthenticationType
 from shared.domain.errors import NotPermitted
 from shared.domain.service_registry import PLAIN_FIELDS, Connection
-from shared.runtime.resources import Resources
-from shared.security.urlpolicy import URLPolicyError
+from shared.security.secrets import SecretBox
+from shared.security.urlpolicy import URLPolicy, URLPolicyError
 
 log = logging.getLogger("skyhook.gateway.analysis_services")
 
@@ -71,16 +71,16 @@ class Registration:
     groups: list[Group] | None  # None: unchanged (PATCH without group_ids)
 
 
-def _check_url_policy(resources: Resources, url: str) -> None:
+def _check_url_policy(policy: URLPolicy, url: str) -> None:
     """Syntax and literal addresses only: host names are resolved (and checked) when sent."""
     try:
-        resources.url_policy.check_url(url)
+        policy.check_url(url)
     except URLPolicyError as exc:
         raise bad_request(registry.url_rejected(str(exc))) from None
 
 
 async def _validate(
-    resources: Resources,
+    policy: URLPolicy,
     session: AsyncSession,
     me: Principal,
     merged: Mapping[str, Any],
@@ -91,7 +91,7 @@ async def _validate(
     """SkyPortal's validation order for POST, applied to POST bodies and merged PATCH views."""
     connection = registry.check_connection(merged)  # a RegistryError is the client's 400
     if url_changed:
-        _check_url_policy(resources, connection.url)
+        _check_url_policy(policy, connection.url)
     if creating:
         groups: list[Group] | None = await _groups_for_new_service(
             session, me, merged.get("group_ids")
@@ -159,11 +159,8 @@ def _apply_fields(service: AnalysisService, registration: Registration) -> None:
         service.groups = registration.groups
 
 
-def _apply_secrets(
-    resources: Resources, service: AnalysisService, registration: Registration
-) -> None:
+def _apply_secrets(box: SecretBox, service: AnalysisService, registration: Registration) -> None:
     """Encrypt the secrets bound to the row's id (so the row must have been flushed)."""
-    box = resources.secret_box
     authinfo = registration.connection.authinfo
     service.authinfo_ciphertext = registry.encrypt_authinfo(box, service.id, authinfo)
     if "signing_secret" in registration.attributes:
@@ -177,7 +174,7 @@ async def post_analysis_service(request: web.Request) -> web.Response:
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
         registration = await _validate(
-            resources, session, me, body, url_changed=True, creating=True
+            resources.url_policy, session, me, body, url_changed=True, creating=True
         )
         name = registration.attributes["name"]
         await _refuse_taken_name(session, me, name)
@@ -185,7 +182,7 @@ async def post_analysis_service(request: web.Request) -> web.Response:
         _apply_fields(service, registration)
         session.add(service)
         await _flush_or_duplicate(session)
-        _apply_secrets(resources, service, registration)
+        _apply_secrets(resources.secret_box, service, registration)
         service_id = service.id
     log.info("analysis service %d (%s) created by user %d", service_id, name, me.user_id)
     return success({"id": service_id})
@@ -257,9 +254,9 @@ def _stored_view(service: AnalysisService) -> dict[str, Any]:
     return {name: getattr(service, name) for name in PLAIN_FIELDS}
 
 
-def _stored_authinfo(resources: Resources, service: AnalysisService) -> dict[str, Any]:
+def _stored_authinfo(box: SecretBox, service: AnalysisService) -> dict[str, Any]:
     try:
-        return registry.decrypt_authinfo(resources.secret_box, service)
+        return registry.decrypt_authinfo(box, service)
     except ValueError:
         raise bad_request(
             "The stored `_authinfo` cannot be decrypted with the current secret keys "
@@ -282,10 +279,10 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
             patch.get("authentication_type", service.authentication_type) != AuthenticationType.NONE
         )
         if needs_stored_authinfo:
-            merged["_authinfo"] = _stored_authinfo(resources, service)
+            merged["_authinfo"] = _stored_authinfo(resources.secret_box, service)
         merged.update(patch)
         registration = await _validate(
-            resources,
+            resources.url_policy,
             session,
             me,
             merged,
@@ -295,7 +292,7 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
         name = registration.attributes["name"]
         await _refuse_taken_name(session, me, name, except_id=service.id)
         _apply_fields(service, registration)
-        _apply_secrets(resources, service, registration)
+        _apply_secrets(resources.secret_box, service, registration)
         await _flush_or_duplicate(session)
     log.info("analysis service %d updated by user %d", service_id, me.user_id)
     return success()

@@ -39,8 +39,14 @@ from shared.domain.analysis_data import (
     has_payload,
     json_results_artifact,
 )
-from shared.domain.artifacts import CHUNK_BYTES, ArtifactMissing, NewArtifact, write_artifacts
-from shared.runtime.resources import Resources
+from shared.domain.analysis_lifecycle import Sessions
+from shared.domain.artifacts import (
+    CHUNK_BYTES,
+    ArtifactMissing,
+    ArtifactStore,
+    NewArtifact,
+    write_artifacts,
+)
 from shared.science.corner import (
     CornerError,
     posterior_from_netcdf,
@@ -137,20 +143,22 @@ async def get_plot(request: web.Request) -> web.StreamResponse:
     return await _file_response(request, plots[number], "plot")
 
 
-async def _results_value(resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any]) -> Any:
+async def _results_value(
+    artifacts: ArtifactStore, sessions: Sessions, analysis: ObjAnalysis, ref: dict[str, Any]
+) -> Any:
     if "refused" in ref:  # legacy joblib results refused before: not decoded again
         raise ApiError(422, str(ref["refused"]))
     try:
-        raw = await resources.artifacts.read(ref)
+        raw = await artifacts.read(ref)
     except FileNotFoundError:
         raise not_found("The results file of this Analysis is missing.") from None
     if ref.get("format") == "joblib":
-        return await _convert_legacy_results(resources, analysis, ref, raw)
+        return await _convert_legacy_results(sessions, analysis, ref, raw)
     return json.loads(raw)
 
 
 async def _convert_legacy_results(
-    resources: Resources, analysis: ObjAnalysis, ref: dict[str, Any], raw: bytes
+    sessions: Sessions, analysis: ObjAnalysis, ref: dict[str, Any], raw: bytes
 ) -> Any:
     """Results stored as joblib before they were decoded at ingest: decoded once (within the
     decoder's budgets), stored as JSON and the manifest switched to it; the file is kept as
@@ -160,11 +168,11 @@ async def _convert_legacy_results(
         part = json_results_artifact(value, decoded_from="joblib")
     except (SafeDecodeError, PayloadError) as exc:
         message = f"Refusing to decode the joblib results: {exc}"
-        await _merge_manifest(resources, analysis, {"results": {**ref, "refused": message}})
+        await _merge_manifest(sessions, analysis, {"results": {**ref, "refused": message}})
         raise ApiError(422, message) from None
     file = NewArtifact(f"legacy-{part.stem}", part.data, part.media_type)
     entry = {"results": {**file.ref(analysis.unique_id).to_dict(), **part.extra}}
-    await _merge_manifest(resources, analysis, {**entry, ORIGINAL_RESULTS: ref}, [file])
+    await _merge_manifest(sessions, analysis, {**entry, ORIGINAL_RESULTS: ref}, [file])
     log.info("analysis %s: joblib results converted to JSON", analysis.id)
     return value
 
@@ -174,7 +182,8 @@ async def get_results(request: web.Request) -> web.Response:
     ref = analysis.artifacts.get("results")
     if not ref:
         raise not_found("No results data found for this Analysis.")
-    value = await _results_value(request.app[RESOURCES], analysis, ref)
+    resources = request.app[RESOURCES]
+    value = await _results_value(resources.artifacts, resources.sessions, analysis, ref)
     if not value:
         raise not_found("No results data found for this Analysis.")
     if query_bool(request, "download"):
@@ -188,12 +197,12 @@ async def get_results(request: web.Request) -> web.Response:
     return success(value)
 
 
-async def _posterior_source(resources: Resources, analysis: ObjAnalysis) -> tuple[str, bytes]:
+async def _posterior_source(artifacts: ArtifactStore, analysis: ObjAnalysis) -> tuple[str, bytes]:
     manifest = analysis.artifacts
     for key in ("inference_data", "posterior_samples", "posteriors"):
         if key in manifest:
             try:
-                return key, await resources.artifacts.read(manifest[key])
+                return key, await artifacts.read(manifest[key])
             except FileNotFoundError:
                 log.warning("analysis %s: the %s file is missing", analysis.id, key)
     raise not_found("No inference data found for this Analysis.")
@@ -211,14 +220,14 @@ def _render(kind: str, raw: bytes) -> bytes:
 
 
 async def _merge_manifest(
-    resources: Resources,
+    sessions: Sessions,
     analysis: ObjAnalysis,
     entry: dict[str, Any],
     files: Sequence[NewArtifact] = (),
 ) -> bool:
     """Set manifest keys and store the files they describe, in one transaction; False (and
     nothing written) when the analysis went away meanwhile."""
-    async with resources.sessions.begin() as session:
+    async with sessions.begin() as session:
         dialect = name_of(session)
         result = await session.execute(
             update(ObjAnalysis)
@@ -233,10 +242,10 @@ async def _merge_manifest(
         return True
 
 
-async def _cache_corner(resources: Resources, analysis: ObjAnalysis, png: bytes) -> None:
+async def _cache_corner(sessions: Sessions, analysis: ObjAnalysis, png: bytes) -> None:
     file = NewArtifact("corner.png", png, "image/png")
     entry = {"corner": {**file.ref(analysis.unique_id).to_dict(), "format": "png"}}
-    await _merge_manifest(resources, analysis, entry, [file])
+    await _merge_manifest(sessions, analysis, entry, [file])
 
 
 async def _draw_corner(kind: str, raw: bytes) -> bytes:
@@ -262,12 +271,12 @@ async def get_corner(request: web.Request) -> web.StreamResponse:
             return await _blob_response(request, cached)
         except ArtifactMissing:
             pass  # drawn again below
-    kind, raw = await _posterior_source(resources, analysis)
+    kind, raw = await _posterior_source(resources.artifacts, analysis)
     try:
         png = await _draw_corner(kind, raw)
     except ApiError as exc:
         refusal = {"refused": exc.message, "status": exc.status}
-        await _merge_manifest(resources, analysis, {"corner": refusal})
+        await _merge_manifest(resources.sessions, analysis, {"corner": refusal})
         raise
-    await _cache_corner(resources, analysis, png)
+    await _cache_corner(resources.sessions, analysis, png)
     return web.Response(body=png, content_type="image/png", headers=IMAGE_HEADERS)

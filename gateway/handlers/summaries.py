@@ -28,6 +28,7 @@ from http_edge.app_keys import RESOURCES
 from http_edge.web import ApiError, bad_request, finite, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
+from shared.domain.analysis_lifecycle import Sessions
 from shared.domain.embeddings import (
     EmbeddingsConfig,
     SearchFilters,
@@ -38,7 +39,7 @@ from shared.domain.embeddings import (
 from shared.domain.llm_keys import LLM_KEY, set_user_secret, user_llm_key
 from shared.domain.summaries import lock_obj, prepend_summary
 from shared.llm.client import LLMClient, LLMError, LLMErrorKind
-from shared.runtime.resources import Resources
+from shared.security.secrets import SecretBox
 
 MAX_SUMMARY_CHARS = 20_000
 MAX_QUERY_CHARS = 10_000
@@ -210,10 +211,10 @@ def _search_failure(error: LLMError) -> ApiError:
 
 
 async def _query_vector(
-    resources: Resources, me: Principal, config: EmbeddingsConfig, query: SummaryQuery
+    sessions: Sessions, me: Principal, config: EmbeddingsConfig, query: SummaryQuery
 ) -> list[float]:
     if query.obj_id is not None:
-        async with resources.sessions() as session:
+        async with sessions() as session:
             await visible_obj(session, me, query.obj_id)
             vector = await current_vector(session, query.obj_id, config.model)
         if vector is None:
@@ -237,7 +238,7 @@ async def summary_query(request: web.Request) -> web.Response:
     if config is None:
         raise bad_request(SEARCH_NOT_CONFIGURED)
     query = _summary_query(await json_body(request))
-    vector = await _query_vector(resources, me, config, query)
+    vector = await _query_vector(resources.sessions, me, config, query)
     async with resources.sessions() as session:
         matches = await search(session, me, vector, config.model, query.k, query.filters)
     return success({"query_results": [m.to_dict() for m in matches]})
@@ -277,12 +278,13 @@ async def delete_llm_key(request: web.Request) -> web.Response:
     return success({"llm_key_set": await _update_llm_key(request, None)})
 
 
-async def llm_key_set(resources: Resources, user_id: int) -> bool:
-    async with resources.sessions() as session:
+async def llm_key_set(sessions: Sessions, box: SecretBox, user_id: int) -> bool:
+    async with sessions() as session:
         user = await session.get(User, user_id)
-        return user is not None and user_llm_key(resources.secret_box, user) is not None
+        return user is not None and user_llm_key(box, user) is not None
 
 
 async def get_llm_key(request: web.Request) -> web.Response:
-    is_set = await llm_key_set(request.app[RESOURCES], principal(request).user_id)
+    resources = request.app[RESOURCES]
+    is_set = await llm_key_set(resources.sessions, resources.secret_box, principal(request).user_id)
     return success({"llm_key_set": is_set})
