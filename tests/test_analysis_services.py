@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis
 from shared.db.types import utcnow
-from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
+from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import load_settings
 from shared.security.secrets import hash_token
@@ -230,14 +230,6 @@ async def test_optional_parameters_round_trip_as_given_and_are_listed_parsed(
     assert (await api.patch(f"{PATH}/{service_id}", world.manager, patch)).status == 200
     single = await api.get(f"{PATH}/{service_id}", world.manager)
     assert single.data["optional_analysis_parameters"] == other
-
-
-def test_required_flags_accept_skyportal_spellings() -> None:
-    assert is_required(["a", "b"]) is False
-    assert is_required({"type": "number", "required": "True"}) is True
-    assert is_required({"type": "number", "required": True}) is True
-    assert is_required({"type": "number", "required": "False"}) is False
-    assert is_required({"type": "number"}) is False
 
 
 BAD_PARAMETERS = [

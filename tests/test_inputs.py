@@ -25,7 +25,6 @@ from shared.domain.inputs import (
     SPECTRA_COLUMNS,
     InputsError,
     InputsRequest,
-    assemble_inputs,
     assemble_inputs_many,
 )
 from shared.runtime.resources import Resources
@@ -76,8 +75,12 @@ async def inputs_for(
     filters: dict[str, Any] | None = None,
     fmt: str = "csv",
 ) -> dict[str, Any]:
+    request = InputsRequest(obj_id, who, tuple(types), filters, fmt)
     async with resources.sessions() as session:
-        return await assemble_inputs(session, obj_id, who, types, filters, fmt)
+        (assembled,) = await assemble_inputs_many(session, [request])
+    if isinstance(assembled, InputsError):
+        raise assembled
+    return assembled
 
 
 async def test_photometry_csv_has_skyportal_columns_and_only_points_the_author_may_read(
