@@ -1,10 +1,10 @@
 """Deployment artifacts: the image, compose file, helm chart and RabbitMQ definitions.
 
 Real tools only: ``docker-compose config`` normalizes the compose file, ``helm lint`` and
-``helm template`` render the chart (helm from ``../shared/tools/get-helm``), every manifest is
-validated against the Kubernetes schemas, and the RabbitMQ definitions are imported into a
-scratch virtual host of the local broker, where the services' own bus code must declare its
-topology over them without a single argument conflict.
+``helm template`` render the chart (helm from the team's installer, ``GET_HELM``), every
+manifest is validated against the Kubernetes schemas, and the RabbitMQ definitions are
+imported into a scratch virtual host of the local broker, where the services' own bus code must
+declare its topology over them without a single argument conflict.
 """
 
 from __future__ import annotations
