@@ -232,7 +232,7 @@ async def test_optional_parameters_round_trip_as_given_and_are_listed_parsed(
     assert single.data["optional_analysis_parameters"] == other
 
 
-BAD_PARAMETERS = [
+BAD_PARAMETERS: list[tuple[Any, str]] = [
     ("{not json", "Could not parse `optional_analysis_parameters` as JSON."),
     ("[1, 2]", "`optional_analysis_parameters` must be a JSON object"),
     (["a"], "`optional_analysis_parameters` must be a JSON object"),
@@ -776,7 +776,7 @@ async def test_secrets_never_in_responses_or_logs(
     replies.append(await api.get(f"{PATH}/{service_id}", world.member))
     replies.append(await api.get(PATH, world.admin))
     replies.append(await api.get(f"{PATH}?pageNumber=1", world.manager))
-    basic = {"authentication_type": "HTTPBasicAuth", "_authinfo": {"username": "u"}}
+    basic: dict[str, Any] = {"authentication_type": "HTTPBasicAuth", "_authinfo": {"username": "u"}}
     basic["_authinfo"]["password"] = password
     replies.append(await api.patch(f"{PATH}/{service_id}", world.manager, basic))
     # Failing requests that carry secrets must not echo them either.

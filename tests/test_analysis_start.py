@@ -330,7 +330,7 @@ async def test_skyportals_first_example_starts_without_a_body(
     )
     path = world.path(service_id=service.id)
     headers = {"Authorization": f"token {world.user.token}"}
-    async with api.client.post(path, headers=headers) as response:
+    async with api.test_client.post(path, headers=headers) as response:
         assert response.status == 200, await response.text()
         analysis_id = (await response.json())["data"]["id"]
     row = await load_analysis(resources, analysis_id)
@@ -503,7 +503,11 @@ async def test_the_cap_counts_completed_and_in_flight_analyses_only(
     api: ApiClient, resources: Resources, world: World
 ) -> None:
     resources.settings.max_analyses_per_obj_per_user = 3
-    common = {"obj_id": world.obj_id, "service_id": world.service.id, "author_id": world.user.id}
+    common: dict[str, Any] = {
+        "obj_id": world.obj_id,
+        "service_id": world.service.id,
+        "author_id": world.user.id,
+    }
     for status in ("completed", "pending", "failure", "timed_out", "cancelled"):
         await insert_analysis(resources, status=status, **common)
     body = {"analysis_parameters": VALID}
@@ -528,7 +532,11 @@ async def test_concurrent_starts_never_exceed_the_cap(
 ) -> None:
     cap = 3
     resources.settings.max_analyses_per_obj_per_user = cap
-    common = {"obj_id": world.obj_id, "service_id": world.service.id, "author_id": world.user.id}
+    common: dict[str, Any] = {
+        "obj_id": world.obj_id,
+        "service_id": world.service.id,
+        "author_id": world.user.id,
+    }
     for _ in range(already_completed):
         await insert_analysis(resources, status="completed", **common)
     outbox_before = len(await outbox_payloads(resources, "analysis.requested"))

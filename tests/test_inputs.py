@@ -140,6 +140,7 @@ async def test_many_requests_are_assembled_together_each_with_its_own_sources_da
 
     assert mjds(assembled[0]) == ["59000.5"]
     assert isinstance(assembled[1], InputsError) and hidden in str(assembled[1])
+    assert isinstance(assembled[2], dict) and isinstance(assembled[4], dict)
     assert mjds(assembled[2]) == ["59001.5", "59002.5"] and "redshift" in assembled[2]
     assert mjds(assembled[3]) == ["59003.0"]
     assert [r["mjd"] for r in assembled[4]["photometry"]] == [59001.5, 59002.5]

@@ -65,6 +65,16 @@ class SwitchableBus:
     ) -> None:
         await self.inner.subscribe(queue, routing_keys, handler, prefetch=prefetch)
 
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+        await self.inner.listen(routing_keys, handler)
+
+    @property
+    def is_connected(self) -> bool:
+        return not self.down and self.inner.is_connected
+
+    async def queue_depths(self) -> dict[str, int]:
+        return await self.inner.queue_depths()
+
     async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
         return await self.inner.list_dead_letters(limit)
 
