@@ -197,7 +197,7 @@ async def test_nudge_publishes_without_waiting_for_the_poll(
         passes.append(published)
         return published
 
-    relay.publish_all = counted  # type: ignore[method-assign]
+    relay.publish_all = counted  # type: ignore[method-assign]  # counts the relay's passes
     async with background("outbox-relay", relay.run):
         # The relay found nothing and now sleeps for a minute.
         await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
