@@ -97,12 +97,14 @@ async def measure(
     elapsed = time.perf_counter() - started
     client = time.process_time() - cpu_before
     broker_after = broker_cpu(pid)
-    broker = None if broker_before is None or broker_after is None else broker_after - broker_before
+    broker_cpu_seconds = (
+        None if broker_before is None or broker_after is None else broker_after - broker_before
+    )
     return Figures(
         count / publish_only,
         count / elapsed,
         1000 * client / count,
-        None if broker is None else 1000 * broker / count,
+        None if broker_cpu_seconds is None else 1000 * broker_cpu_seconds / count,
     )
 
 

@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def detections_only(lc: LightCurve) -> LightCurve:
     return subset(lc, ~lc.is_limit)
 
 
-def ours(lc: LightCurve, fix_z: float | None, seed: int) -> dict[str, float]:
+def ours(lc: LightCurve, fix_z: float | None, seed: int) -> dict[str, Any]:
     options = FitOptions(seed=seed, fix_z=fix_z is not None, z_min=Z_BOUNDS[0], z_max=Z_BOUNDS[1])
     started, cpu = time.perf_counter(), time.process_time()
     result = fit_lightcurve(lc, Redshift(fix_z, None, None), options)
@@ -74,7 +75,7 @@ def ours(lc: LightCurve, fix_z: float | None, seed: int) -> dict[str, float]:
     }
 
 
-def sncosmo_mcmc(simulated: SimulatedLightCurve, lc: LightCurve) -> dict[str, float]:
+def sncosmo_mcmc(simulated: SimulatedLightCurve, lc: LightCurve) -> dict[str, Any]:
     import sncosmo
     from astropy.table import Table
 
@@ -109,7 +110,7 @@ def sncosmo_mcmc(simulated: SimulatedLightCurve, lc: LightCurve) -> dict[str, fl
     }
 
 
-def line(label: str, run: dict[str, float]) -> str:
+def line(label: str, run: dict[str, Any]) -> str:
     rate = run["ess"] / run["seconds"]
     return (
         f"  {label:<34} {run['seconds']:7.3f} s  min ESS {run['ess']:7.0f}  "
@@ -117,7 +118,7 @@ def line(label: str, run: dict[str, float]) -> str:
     )
 
 
-def distribution(label: str, runs: list[dict[str, float]]) -> str:
+def distribution(label: str, runs: list[dict[str, Any]]) -> str:
     cpu = np.array([run["cpu"] for run in runs])
     wall = np.array([run["seconds"] for run in runs])
     passed = sum(bool(run["passed"]) for run in runs)

@@ -19,6 +19,7 @@ import uuid
 import asyncpg
 import numpy as np
 from sqlalchemy import delete, insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.migrate import upgrade_async
 from shared.db.models import Group, Obj, SourceEmbedding, obj_groups
@@ -43,7 +44,9 @@ async def ensure_database(url: str) -> None:
         await connection.close()
 
 
-async def fill(sessions, prefix: str, vectors: np.ndarray) -> int:  # type: ignore[no-untyped-def]
+async def fill(
+    sessions: async_sessionmaker[AsyncSession], prefix: str, vectors: np.ndarray
+) -> int:
     now = utcnow()
     async with sessions.begin() as session:
         group = Group(name=f"{prefix}-group")

@@ -10,11 +10,6 @@ from email.utils import parsedate_to_datetime
 JITTER = 0.2
 
 
-def max_attempts(delays: Sequence[float]) -> int:
-    """The first attempt plus one per configured retry delay."""
-    return len(delays) + 1
-
-
 def retry_delay(
     attempt_number: int,
     delays: Sequence[float],

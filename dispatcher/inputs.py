@@ -319,27 +319,13 @@ class InputsRequest:
         return (self.principal, self.input_types, filters, self.inputs_format)
 
 
-async def assemble_inputs(
-    session: AsyncSession,
-    obj_id: str,
-    principal: Principal,
-    input_types: Iterable[str],
-    input_filters: Mapping[str, Any] | None,
-    inputs_format: str = CSV_FORMAT,
-) -> dict[str, Any]:
-    """The data part of ``inputs`` (without ``analysis_parameters``), as the author sees it."""
-    request = InputsRequest(obj_id, principal, tuple(input_types), input_filters, inputs_format)
-    (assembled,) = await assemble_inputs_many(session, [request])
-    if isinstance(assembled, InputsError):
-        raise assembled
-    return assembled
-
-
 async def assemble_inputs_many(
     session: AsyncSession, requests: Sequence[InputsRequest]
 ) -> list[dict[str, Any] | InputsError]:
-    """:func:`assemble_inputs` for many requests: those that read the same way (same reader,
-    types and selection) share one query for their sources and one for their photometry."""
+    """The data part of each request's ``inputs`` (without ``analysis_parameters``), as its
+    author sees it, or why it cannot be assembled: requests that read the same way (same
+    reader, types and selection) share one query for their sources and one for their
+    photometry."""
     records: list[dict[str, list[Record]] | InputsError | None] = [None] * len(requests)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for index, request in enumerate(requests):

@@ -116,12 +116,6 @@ async def start_workers(executor: ProcessPoolExecutor, workers: int) -> set[int]
     return set(pids)
 
 
-def worker_pids(executor: ProcessPoolExecutor) -> set[int]:
-    """The pids of the pool's live worker processes."""
-    processes = getattr(executor, "_processes", None) or {}
-    return {pid for pid, process in processes.items() if process.is_alive()}
-
-
 async def stop_workers(executor: ProcessPoolExecutor) -> None:
     """Shut the pool down and make sure no worker process outlives it."""
     processes = list((getattr(executor, "_processes", None) or {}).values())

@@ -153,11 +153,6 @@ class Posterior:
         terms = np.log(self.width) + log_expit(logit_u) + log_expit(-logit_u)
         return u[..., self.amp] + terms.sum(axis=-1)
 
-    def natural_log_posterior(self, theta: np.ndarray) -> np.ndarray:
-        """Log posterior density in the natural parameters (no Jacobian), unnormalised."""
-        theta = np.atleast_2d(theta)
-        return self.likelihood(theta) + self.log_prior(theta)
-
     def __call__(self, u: np.ndarray) -> np.ndarray:
         u = np.atleast_2d(u)
         out = np.full(len(u), -np.inf)

@@ -564,15 +564,9 @@ def _regularize(sample_cov: np.ndarray, laplace_cov: np.ndarray) -> np.ndarray:
     return cov
 
 
-def _in_box(chains: Chains, box: Box) -> Chains:
-    """Chains of the sampling space moved to the box's natural coordinates (or back with
-    ``Box.from_box``): the draws and their log densities, with the Jacobian."""
-    draws = box.to_box(chains.draws)
-    log_density = chains.log_density - box.log_jacobian(chains.draws)
-    return Chains(draws, log_density, chains.algorithm, chains.acceptance, chains.evaluations)
-
-
 def _out_of_box(chains: Chains, box: Box) -> Chains:
+    """Chains of the box's natural coordinates moved back to the sampling space
+    (``Box.from_box``): the draws and their log densities, with the Jacobian."""
     draws = box.from_box(chains.draws)
     chains.log_density = chains.log_density + box.log_jacobian(draws)
     chains.draws = draws

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.db.models import Token
+from shared.runtime.resources import Resources
 from tests.support.api import Accounts, ApiClient, unique
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -46,7 +47,7 @@ async def test_requests_arriving_together_each_act_as_their_own_caller(
 
 
 async def test_admin_creates_user_group_membership_and_token(
-    api: ApiClient, accounts: Accounts, resources
+    api: ApiClient, accounts: Accounts, resources: Resources
 ) -> None:
     admin = await accounts.user(admin=True)
     group_reply = await api.post("/api/groups", admin, {"name": unique("astro")})

@@ -36,7 +36,7 @@ from tests.support.artifacts import (
 pytestmark = pytest.mark.usefixtures("backend")
 
 RUN = ("Run Analyses",)
-PAYLOAD = {
+PAYLOAD: dict[str, Any] = {
     "plots": [{"format": "png", "data": PNG_B64}],
     "results": {"format": "json", "data": {"chi2": 1.5, "params": {"t0": 59000.1}}},
     "posterior_samples": {"t0": [59000.0, 59000.2], "x1": [0.1, 0.3]},
@@ -228,7 +228,8 @@ async def test_pagination_and_the_bounded_unpaginated_list(
     assert too_big.status == 400 and "numPerPage" in too_big.message
 
     resources.settings.page_size_max = 3
-    response = await api.client.get(path, headers={"Authorization": f"token {team.author.token}"})
+    headers = {"Authorization": f"token {team.author.token}"}
+    response = await api.test_client.get(path, headers=headers)
     body = await response.json()
     assert [a["id"] for a in body["data"]] == created[:3]
     assert response.headers["X-Total-Matches"] == "5"

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from shared.db.models import AnalysisService, Group, Obj, ObjAnalysis
 from shared.db.types import utcnow
-from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret, is_required
+from shared.domain.service_registry import decrypt_authinfo, decrypt_signing_secret
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import load_settings
 from shared.security.secrets import hash_token
@@ -232,15 +232,7 @@ async def test_optional_parameters_round_trip_as_given_and_are_listed_parsed(
     assert single.data["optional_analysis_parameters"] == other
 
 
-def test_required_flags_accept_skyportal_spellings() -> None:
-    assert is_required(["a", "b"]) is False
-    assert is_required({"type": "number", "required": "True"}) is True
-    assert is_required({"type": "number", "required": True}) is True
-    assert is_required({"type": "number", "required": "False"}) is False
-    assert is_required({"type": "number"}) is False
-
-
-BAD_PARAMETERS = [
+BAD_PARAMETERS: list[tuple[Any, str]] = [
     ("{not json", "Could not parse `optional_analysis_parameters` as JSON."),
     ("[1, 2]", "`optional_analysis_parameters` must be a JSON object"),
     (["a"], "`optional_analysis_parameters` must be a JSON object"),
@@ -784,7 +776,7 @@ async def test_secrets_never_in_responses_or_logs(
     replies.append(await api.get(f"{PATH}/{service_id}", world.member))
     replies.append(await api.get(PATH, world.admin))
     replies.append(await api.get(f"{PATH}?pageNumber=1", world.manager))
-    basic = {"authentication_type": "HTTPBasicAuth", "_authinfo": {"username": "u"}}
+    basic: dict[str, Any] = {"authentication_type": "HTTPBasicAuth", "_authinfo": {"username": "u"}}
     basic["_authinfo"]["password"] = password
     replies.append(await api.patch(f"{PATH}/{service_id}", world.manager, basic))
     # Failing requests that carry secrets must not echo them either.

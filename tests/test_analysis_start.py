@@ -330,7 +330,7 @@ async def test_skyportals_first_example_starts_without_a_body(
     )
     path = world.path(service_id=service.id)
     headers = {"Authorization": f"token {world.user.token}"}
-    async with api.client.post(path, headers=headers) as response:
+    async with api.test_client.post(path, headers=headers) as response:
         assert response.status == 200, await response.text()
         analysis_id = (await response.json())["data"]["id"]
     row = await load_analysis(resources, analysis_id)
@@ -504,7 +504,7 @@ async def test_the_cap_counts_completed_and_in_flight_analyses_only(
 ) -> None:
     resources.settings.max_analyses_per_obj_per_user = 3
     async with api_client(resources) as api:  # built with the cap above
-        common = {
+        common: dict[str, Any] = {
             "obj_id": world.obj_id,
             "service_id": world.service.id,
             "author_id": world.user.id,
@@ -534,7 +534,7 @@ async def test_concurrent_starts_never_exceed_the_cap(
     cap = 3
     resources.settings.max_analyses_per_obj_per_user = cap
     async with api_client(resources) as api:  # built with the cap above
-        common = {
+        common: dict[str, Any] = {
             "obj_id": world.obj_id,
             "service_id": world.service.id,
             "author_id": world.user.id,

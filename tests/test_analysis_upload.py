@@ -99,7 +99,7 @@ async def test_upload_stores_a_completed_analysis_and_announces_it(
 async def test_an_uploads_annotations_are_stored_on_the_source_like_a_webhooks(
     api: ApiClient, setup: Setup
 ) -> None:
-    def annotations(body: dict[str, Any]) -> dict[str, Any]:
+    def annotations(body: list[dict[str, Any]]) -> dict[str, Any]:
         return {**PAYLOAD, "annotations": body}
 
     first = annotations([{"data": {"period": 0.52}}, {"data": {"amp": 0.8}, "origin": "fit"}])

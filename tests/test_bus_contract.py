@@ -126,7 +126,11 @@ async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) ->
     last_of = {"exact": "last-analysis", "one-word": "last-analysis"}
     last_of |= {"any-depth": "last-obj", "two-keys": "last-obj"}
     for name, inbox in inboxes.items():
-        await inbox.wait_until(lambda inbox=inbox, name=name: last_of[name] in inbox.handled_ids())
+
+        def arrived(inbox: Inbox = inbox, name: str = name) -> bool:
+            return last_of[name] in inbox.handled_ids()
+
+        await inbox.wait_until(arrived)
     for name, routing_keys in expected.items():
         handled = inboxes[name].handled
         assert handled[-1].message_id == last_of[name], name

@@ -6,8 +6,13 @@ that ran into each other, and t0 (~60250 +- 0.07) a title "6.025e+04 +0.074 -0.0
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import numpy as np
 import pytest
+from matplotlib.axis import Axis
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.path import Path
 from matplotlib.text import Text
@@ -58,7 +63,7 @@ def awkward_posterior() -> dict[str, np.ndarray]:
     }
 
 
-def tick_labels(axis) -> list[Text]:
+def tick_labels(axis: Axis) -> list[Text]:
     """Labels of the ticks inside the view (the locator also places some outside)."""
     view = sorted(axis.get_view_interval())
     locs = axis.get_majorticklocs()
@@ -70,7 +75,7 @@ def drawn_texts(figure: Figure) -> list[tuple[str, Bbox]]:
     """Every text the PNG shows: titles, axis labels, offset texts and the tick labels of
     ticks inside the view, with their boxes in pixels."""
     figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
+    renderer = cast(FigureCanvasAgg, figure.canvas).get_renderer()  # the Agg backend draws PNGs
     texts: list[Text] = []
     for ax in figure.axes:
         if not ax.axison:
@@ -96,7 +101,7 @@ def diagonal(figure: Figure) -> list:
 
 
 @pytest.mark.parametrize("posterior", [salt3_posterior, awkward_posterior])
-def test_no_two_labels_overlap(posterior) -> None:
+def test_no_two_labels_overlap(posterior: Callable[[], dict[str, np.ndarray]]) -> None:
     texts = drawn_texts(corner_figure(posterior()))
     assert len(texts) > 20
     assert overlapping(texts) == []
@@ -194,7 +199,7 @@ def test_two_dimensional_panels_draw_the_one_and_two_sigma_contours() -> None:
     enclosed = []
     for path in contours.get_paths():
         rings = path.to_polygons()
-        largest = max(rings, key=len)
+        largest = max((np.asarray(ring) for ring in rings), key=len)
         enclosed.append(Path(largest).contains_points(points).mean())
     assert len(enclosed) == 2
     assert sorted(enclosed) == pytest.approx([0.393, 0.865], abs=0.05)

@@ -268,9 +268,9 @@ async def test_the_daily_limit_holds_when_triggers_arrive_at_once(
     assert sorted(outcomes).count("limited:daily_limit") == 8
     assert len(await _analyses_of(resources, default_id)) == 4
     async with resources.sessions() as session:
-        stats = await default_analyses.stats_of(
-            session, await session.get(DefaultAnalysis, default_id)
-        )
+        stored = await session.get(DefaultAnalysis, default_id)
+        assert stored is not None
+        stats = await default_analyses.stats_of(session, stored)
     assert stats["daily_count"] == 4
     assert stats["last_run"] is not None
 

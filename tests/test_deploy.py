@@ -1,10 +1,10 @@
 """Deployment artifacts: the image, compose file, helm chart and RabbitMQ definitions.
 
 Real tools only: ``docker-compose config`` normalizes the compose file, ``helm lint`` and
-``helm template`` render the chart (helm from ``../shared/tools/get-helm``), every manifest is
-validated against the Kubernetes schemas, and the RabbitMQ definitions are imported into a
-scratch virtual host of the local broker, where the services' own bus code must declare its
-topology over them without a single argument conflict.
+``helm template`` render the chart (helm from the team's installer, ``GET_HELM``), every
+manifest is validated against the Kubernetes schemas, and the RabbitMQ definitions are
+imported into a scratch virtual host of the local broker, where the services' own bus code must
+declare its topology over them without a single argument conflict.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -103,7 +103,7 @@ HELM_VALUES: dict[str, Any] = {
 }
 
 
-def _run(command: list[str | Path], **options: Any) -> subprocess.CompletedProcess[str]:
+def _run(command: Sequence[str | Path], **options: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(part) for part in command], capture_output=True, text=True, timeout=300, **options
     )
@@ -132,7 +132,14 @@ def _compose_config(tmp_path: Path, secrets: dict[str, str]) -> subprocess.Compl
     env.update(secrets)
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.write_text("")
-    command = [_docker_compose(), "--env-file", empty_env_file, "-f", COMPOSE_FILE, "config"]
+    command: list[str | Path] = [
+        _docker_compose(),
+        "--env-file",
+        empty_env_file,
+        "-f",
+        COMPOSE_FILE,
+        "config",
+    ]
     return _run(command, env=env)
 
 

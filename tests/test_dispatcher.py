@@ -26,7 +26,7 @@ from sqlalchemy import select, text, update
 
 from dispatcher import Dispatcher
 from dispatcher.attempt import AttemptRunner
-from dispatcher.backoff import max_attempts, parse_retry_after, retry_delay
+from dispatcher.backoff import parse_retry_after, retry_delay
 from dispatcher.inputs import PHOTOMETRY_COLUMNS
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
@@ -48,6 +48,7 @@ from tests.support.api import Accounts, ApiClient
 from tests.support.api import TestUser as Author
 from tests.support.artifacts import artifact_names, put_artifact
 from tests.support.buses import isolated_rabbit
+from tests.support.fake_service import Gate
 from tests.support.pipeline import (
     FakeService,
     Reply,
@@ -236,7 +237,7 @@ USER_KEY = "sk-user-key-for-the-dispatcher-test"
 
 async def _stored_text(resources: Resources) -> str:
     """Every row of the tables the dispatcher writes, as text."""
-    dump = []
+    dump: list[str] = []
     async with resources.sessions() as session:
         for table in ("obj_analyses", "dispatch_attempts", "outbox", "users"):
             rows = await session.execute(text(f"SELECT * FROM {table}"))
@@ -432,7 +433,7 @@ async def test_json_inputs_format_sends_typed_records_with_a_schema_version(
 # --- authentication and signing ------------------------------------------------------------------
 
 
-def _header_gate(name: str, value: str) -> Any:
+def _header_gate(name: str, value: str) -> Gate:
     async def gate(request: web.Request, body: bytes) -> web.Response | None:
         if request.headers.get(name) != value:
             return web.Response(status=401, text="bad header token")
@@ -441,7 +442,7 @@ def _header_gate(name: str, value: str) -> Any:
     return gate
 
 
-def _body_key_gate(name: str, value: str) -> Any:
+def _body_key_gate(name: str, value: str) -> Gate:
     async def gate(request: web.Request, body: bytes) -> web.Response | None:
         if json.loads(body).get(name) != value:
             return web.Response(status=403, text="bad api key")
@@ -450,7 +451,7 @@ def _body_key_gate(name: str, value: str) -> Any:
     return gate
 
 
-def _basic_gate(username: str, password: str) -> Any:
+def _basic_gate(username: str, password: str) -> Gate:
     async def gate(request: web.Request, body: bytes) -> web.Response | None:
         try:
             given = BasicAuth.decode(request.headers.get("Authorization", ""))
@@ -503,7 +504,7 @@ class DigestGate:
         return None
 
 
-AUTH_CASES = {
+AUTH_CASES: dict[str, tuple[Gate, dict[str, Any], dict[str, Any]]] = {
     "header_token": (
         _header_gate("Authorization", "Bearer s3cret"),
         {"header_token": {"Authorization": "Bearer s3cret"}},
@@ -578,6 +579,7 @@ async def test_oauth1_is_refused_with_a_clear_message(resources: Resources, scen
         done = await wait_for_status(resources, row.id, ["failure", "pending"])
 
     assert done.status == "failure"
+    assert done.status_message is not None
     assert done.status_message.startswith("OAuth1 authentication is not supported")
     assert service.received == []
 
@@ -607,6 +609,7 @@ async def test_a_url_refused_by_the_policy_fails_without_a_request(
         done = await wait_for_status(resources, row.id, ["failure", "pending"])
 
     assert done.status == "failure"
+    assert done.status_message is not None
     assert done.status_message.startswith("Service URL refused by the URL policy:")
     assert "metadata" in done.status_message
 
@@ -745,6 +748,7 @@ async def test_retry_after_is_honoured_when_longer_than_the_backoff(
         await wait_for_status(resources, row.id, ["pending", "failure"])
 
     assert queued.status == "queued" and queued.next_attempt_at is not None
+    assert queued.status_message is not None
     assert queued.status_message.startswith("Dispatch attempt 1 failed (HTTP 503: busy)")
     assert service.received[1].at - service.received[0].at >= 0.95
 
@@ -965,10 +969,12 @@ async def test_the_reaper_requeues_a_row_left_dispatching_and_it_is_sent_again(
 
     assert done.status == "pending" and done.dispatch_attempts_count == 2
     interrupted, accepted = await load_attempts(resources, stuck.id)
+    assert interrupted.error is not None
     assert interrupted.outcome == "retry" and "interrupted" in interrupted.error
     assert accepted.outcome == "accepted"
     failed = await load_analysis(resources, last_chance.id)
     assert failed.status == "failure"
+    assert failed.status_message is not None
     assert failed.status_message.startswith("Service unreachable after 3 attempts:")
     assert (await load_analysis(resources, busy.id)).status == "dispatching"
     await set_row(resources, busy.id, status="cancelled")
@@ -1001,6 +1007,7 @@ async def test_an_attempt_cut_short_is_listed_even_when_the_callback_completes_t
     assert (sending.attempt_number, sending.outcome, sending.http_status) == (1, "sending", None)
     assert (left.outcome, recent.outcome) == ("sending", "sending")
     assert (reaped.attempt_number, reaped.outcome) == (1, "interrupted")
+    assert reaped.error is not None
     assert "dispatcher stopped" in reaped.error
     final = await load_analysis(resources, row.id)
     assert (final.status, final.status_message) == ("completed", "fit done")
@@ -1076,7 +1083,7 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     started = utcnow() - timedelta(seconds=60)
     sessions, now = resources.sessions, utcnow()
     async with sessions.begin() as session:
-        assert await lifecycle.mark_sending(session, row.id, 1, now, started)
+        await lifecycle.mark_sending_many(session, [lifecycle.Sending(row.id, 1)], now, started)
     await set_row(resources, row.id, status="completed")  # the callback came first
     assert await lifecycle.mark_orphaned_attempts(sessions, utcnow() - timedelta(seconds=3)) == 1
     record = lifecycle.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
@@ -1084,10 +1091,11 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     finished = lifecycle.FinishedAttempt(subject, record, AnalysisStatus.PENDING, "ok")
     (moved,) = await lifecycle.finish_attempts(resources.engine, [finished], utcnow())
     reaped_record = lifecycle.AttemptRecord(1, started, "retry", error="interrupted")
-    async with sessions.begin() as session:  # a final outcome is never overwritten
-        await lifecycle.record_attempt(session, row.id, reaped_record)
+    reaped = lifecycle.FinishedAttempt(subject, reaped_record, AnalysisStatus.QUEUED, "retry")
+    # a final outcome is never overwritten
+    (moved_again,) = await lifecycle.finish_attempts(resources.engine, [reaped], utcnow())
 
-    assert not moved
+    assert not moved and not moved_again
     (attempt,) = await load_attempts(resources, row.id)
     assert (attempt.outcome, attempt.http_status, attempt.error) == ("accepted", 202, None)
     assert (await load_analysis(resources, row.id)).status == "completed"
@@ -1119,6 +1127,7 @@ async def test_the_sweeper_times_out_expired_active_rows_only_with_their_events(
     for analysis in expired:
         swept = await load_analysis(resources, analysis.id)
         assert swept.status == "timed_out"
+        assert swept.status_message is not None
         assert re.fullmatch(
             r"Analysis timed out before webhook call at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}",
             swept.status_message,
@@ -1134,7 +1143,8 @@ async def test_the_sweeper_times_out_expired_active_rows_only_with_their_events(
     )
     assert events == sorted((a.id, "analysis.timed_out", "timed_out") for a in expired)
     for analysis in expired:  # as long as it waited, like a webhook that came too late
-        assert (await load_analysis(resources, analysis.id)).duration >= 0.0
+        duration = (await load_analysis(resources, analysis.id)).duration
+        assert duration is not None and duration >= 0.0
     await set_row(resources, alive.id, status="cancelled")
 
 
@@ -1149,6 +1159,7 @@ async def test_a_never_called_back_analysis_is_timed_out_by_the_running_sweeper(
         await wait_for_status(resources, row.id, ["pending"])
         done = await wait_for_status(resources, row.id, ["timed_out"], within=5)
 
+    assert done.status_message is not None
     assert done.status_message.startswith("Analysis timed out before webhook call at ")
 
 
@@ -1248,6 +1259,7 @@ async def test_localhost_is_refused_at_send_time_then_retried_like_a_connection_
         done = await _dispatch_with_policy(resources, scene, url, URLPolicy())
 
     assert done.status == "failure"
+    assert done.status_message is not None
     assert done.status_message.startswith(
         "Service unreachable after 3 attempts: Service URL refused by the URL policy: "
         "points to a loopback address"
@@ -1276,9 +1288,10 @@ def test_retry_delays_have_jitter_and_run_out() -> None:
     samples = [retry_delay(2, delays, rng=rng) for _ in range(200)]
     assert all(s is not None and 8.0 <= s <= 12.0 for s in samples)
     assert len({round(s or 0, 6) for s in samples}) > 100  # jittered, not constant
-    assert retry_delay(3, delays) is None and max_attempts(delays) == 3
+    assert retry_delay(3, delays) is None
     assert retry_delay(1, delays, retry_after=30.0) == 30.0  # the service knows better
-    assert retry_delay(2, delays, retry_after=0.5, rng=random.Random(1)) >= 8.0
+    after_retry_after = retry_delay(2, delays, retry_after=0.5, rng=random.Random(1))
+    assert after_retry_after is not None and after_retry_after >= 8.0
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

@@ -6,10 +6,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
+from sqlalchemy.pool import QueuePool
 
 from shared.runtime.resources import open_resources
 from shared.runtime.settings import Settings, SettingsError, load_settings
@@ -76,7 +77,9 @@ def test_pytest_collects_tests_from_the_repository_root() -> None:
         text=True,
     )
     assert collected.returncode == 0, collected.stdout[-2000:]
-    assert int(re.search(r"(\d+) tests? collected", collected.stdout).group(1)) > 500
+    counted = re.search(r"(\d+) tests? collected", collected.stdout)
+    assert counted is not None
+    assert int(counted.group(1)) > 500
 
 
 # --- database connections -----------------------------------------------------------------------
@@ -131,7 +134,7 @@ async def test_the_pool_settings_bound_a_process_connections(
         db_max_overflow=1,
     )
     async with open_resources(settings) as resources:
-        pool = resources.engine.pool
+        pool = cast(QueuePool, resources.engine.pool)  # PostgreSQL: a queue pool
         connections = [await resources.engine.connect() for _ in range(3)]
         try:
             assert (pool.size(), pool.checkedout(), pool.overflow()) == (2, 3, 1)

@@ -168,7 +168,7 @@ async def test_an_unsupported_method_is_a_405_that_lists_the_allowed_ones(
     reply = await api.call("TRACE", "/api/groups", scene.admin)
     assert reply.status == 405 and reply.body["status"] == "error"
     headers = {"Authorization": f"token {scene.admin.token}"}
-    async with api.client.request("PUT", "/api/groups", headers=headers) as response:
+    async with api.test_client.request("PUT", "/api/groups", headers=headers) as response:
         assert response.status == 405
         assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
 
@@ -269,7 +269,7 @@ async def test_an_unreachable_database_answers_503_with_retry_after(
             reply = await client.get("/api/sources", None, headers={"Authorization": "token x"})
             assert reply.status == 503, (url, reply.body)
             assert reply.message == "Database unavailable; try again later"
-            async with client.client.get(
+            async with client.test_client.get(
                 "/api/sources", headers={"Authorization": "token x"}
             ) as response:
                 assert response.headers["Retry-After"] == "10"

@@ -23,7 +23,6 @@ from dispatcher.inputs import (
     SPECTRA_COLUMNS,
     InputsError,
     InputsRequest,
-    assemble_inputs,
     assemble_inputs_many,
 )
 from shared.db.models import Group, User
@@ -76,8 +75,12 @@ async def inputs_for(
     filters: dict[str, Any] | None = None,
     fmt: str = "csv",
 ) -> dict[str, Any]:
+    request = InputsRequest(obj_id, who, tuple(types), filters, fmt)
     async with resources.sessions() as session:
-        return await assemble_inputs(session, obj_id, who, types, filters, fmt)
+        (assembled,) = await assemble_inputs_many(session, [request])
+    if isinstance(assembled, InputsError):
+        raise assembled
+    return assembled
 
 
 async def test_photometry_csv_has_skyportal_columns_and_only_points_the_author_may_read(
@@ -137,6 +140,7 @@ async def test_many_requests_are_assembled_together_each_with_its_own_sources_da
 
     assert mjds(assembled[0]) == ["59000.5"]
     assert isinstance(assembled[1], InputsError) and hidden in str(assembled[1])
+    assert isinstance(assembled[2], dict) and isinstance(assembled[4], dict)
     assert mjds(assembled[2]) == ["59001.5", "59002.5"] and "redshift" in assembled[2]
     assert mjds(assembled[3]) == ["59003.0"]
     assert [r["mjd"] for r in assembled[4]["photometry"]] == [59001.5, 59002.5]

@@ -31,6 +31,7 @@ from shared.db.models import (
     Obj,
     ObjAnalysis,
     User,
+    table_of,
 )
 from shared.db.session import create_engine
 from shared.db.types import utcnow
@@ -281,11 +282,11 @@ def _seed_0004_analyses(url: str, manifests: dict[str, dict[str, Any]]) -> dict[
 
     def seed(connection: Connection) -> dict[str, int]:
         user_id = connection.execute(
-            insert(User.__table__).values(username="migrated").returning(User.__table__.c.id)
+            insert(table_of(User)).values(username="migrated").returning(table_of(User).c.id)
         ).scalar_one()
-        connection.execute(insert(Obj.__table__).values(id="ZTF20migrate", ra=1.0, dec=2.0))
+        connection.execute(insert(table_of(Obj)).values(id="ZTF20migrate", ra=1.0, dec=2.0))
         service_id = connection.execute(
-            insert(AnalysisService.__table__)
+            insert(table_of(AnalysisService))
             .values(
                 name="old-fitter",
                 display_name="Old fitter",
@@ -293,12 +294,12 @@ def _seed_0004_analyses(url: str, manifests: dict[str, dict[str, Any]]) -> dict[
                 authentication_type="none",
                 analysis_type="lightcurve_fitting",
             )
-            .returning(AnalysisService.__table__.c.id)
+            .returning(table_of(AnalysisService).c.id)
         ).scalar_one()
         ids = {}
         for unique_id, manifest in manifests.items():
             ids[unique_id] = connection.execute(
-                insert(ObjAnalysis.__table__)
+                insert(table_of(ObjAnalysis))
                 .values(
                     unique_id=unique_id,
                     obj_id="ZTF20migrate",
@@ -310,7 +311,7 @@ def _seed_0004_analyses(url: str, manifests: dict[str, dict[str, Any]]) -> dict[
                     artifacts=manifest,
                     data_summary={"model_name": "salt3"},
                 )
-                .returning(ObjAnalysis.__table__.c.id)
+                .returning(table_of(ObjAnalysis).c.id)
             ).scalar_one()
         connection.commit()
         return ids
@@ -336,7 +337,7 @@ def test_0005_imports_the_artifact_files_into_the_database(
     edited = _file_ref(first, "ab12-extra.json", b'{"a":1}', "application/json")
     (folder / first / "ab12-extra.json").write_bytes(b'{"a":2}')  # changed after it was stored
     plot = {**_file_ref(first, "ab12-plot_0.png", png, "image/png"), "format": "png"}
-    manifests = {
+    manifests: dict[str, dict[str, Any]] = {
         first: {
             "plots": [plot],
             "results": {**_file_ref(first, "ab12-results.json", results, "application/json")},

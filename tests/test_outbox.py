@@ -65,6 +65,16 @@ class SwitchableBus:
     ) -> None:
         await self.inner.subscribe(queue, routing_keys, handler, prefetch=prefetch)
 
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+        await self.inner.listen(routing_keys, handler)
+
+    @property
+    def is_connected(self) -> bool:
+        return not self.down and self.inner.is_connected
+
+    async def queue_depths(self) -> dict[str, int]:
+        return await self.inner.queue_depths()
+
     async def list_dead_letters(self, limit: int = 100) -> list[Envelope]:
         return await self.inner.list_dead_letters(limit)
 
@@ -187,7 +197,7 @@ async def test_nudge_publishes_without_waiting_for_the_poll(
         passes.append(published)
         return published
 
-    relay.publish_all = counted  # type: ignore[method-assign]
+    relay.publish_all = counted  # type: ignore[method-assign]  # counts the relay's passes
     async with background("outbox-relay", relay.run):
         # The relay found nothing and now sleeps for a minute.
         await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,8 +101,8 @@ def test_no_points_and_only_limits() -> None:
 def test_one_list_of_forced_photometry_origins() -> None:
     for origin in ("fp", "forced phot", "Forced Photometry", "forcedphot", "alert_fp"):
         assert phot_stats.is_forced(origin), origin
-    for origin in (None, "alert", "ztf", "fps"):
-        assert not phot_stats.is_forced(origin), origin
+    for other in (None, "alert", "ztf", "fps"):
+        assert not phot_stats.is_forced(other), other
 
 
 # --- API ------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ async def world(api: ApiClient, accounts: Accounts) -> World:
 
 
 def mags_body(
-    w: World, points: list[tuple[float, float | None, str]], **extra: Any
+    w: World, points: Sequence[tuple[float, float | None, str]], **extra: Any
 ) -> dict[str, Any]:
     """Points as (mjd, mag or None for a limit at 21, filter)."""
     return {

@@ -55,7 +55,7 @@ class Fetched:
 
 async def fetch(api: ApiClient, path: str, user: ApiUser, token: str = "") -> Fetched:
     headers = {"Authorization": f"token {user.token}"}
-    async with api.client.get(path, headers=headers) as response:
+    async with api.test_client.get(path, headers=headers) as response:
         body = await response.read()
         fetched = Fetched(response.status, response.headers, body)
     if token:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_associated_data_must_match() -> None:
     ],
     ids=["version", "no-version", "garbage", "empty", "bad-base64", "truncated"],
 )
-def test_malformed_ciphertexts_raise_value_error(mangle) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_ciphertexts_raise_value_error(mangle: Callable[[str], str]) -> None:
     box = SecretBox("key-one")
     with pytest.raises(ValueError):
         box.decrypt(mangle(box.encrypt(b"x")))

@@ -53,7 +53,7 @@ async def platform() -> AsyncIterator[tuple[Platform, str]]:
         await server.close()
 
 
-async def test_retryable_answers_are_retried_until_accepted(platform) -> None:
+async def test_retryable_answers_are_retried_until_accepted(platform: tuple[Platform, str]) -> None:
     receiver, base = platform
     receiver.statuses = [503, 429]
     async with aiohttp.ClientSession() as session:
@@ -62,7 +62,9 @@ async def test_retryable_answers_are_retried_until_accepted(platform) -> None:
     assert receiver.bodies == [BODY, BODY, BODY]
 
 
-async def test_other_4xx_is_final(platform, caplog: pytest.LogCaptureFixture) -> None:
+async def test_other_4xx_is_final(
+    platform: tuple[Platform, str], caplog: pytest.LogCaptureFixture
+) -> None:
     receiver, base = platform
     receiver.statuses = [403]
     logger = logging.getLogger("tests.service_protocol")
@@ -77,7 +79,7 @@ async def test_other_4xx_is_final(platform, caplog: pytest.LogCaptureFixture) ->
     assert TOKEN not in caplog.text
 
 
-async def test_redirects_are_followed_only_when_asked(platform) -> None:
+async def test_redirects_are_followed_only_when_asked(platform: tuple[Platform, str]) -> None:
     receiver, base = platform
     async with aiohttp.ClientSession() as session:
         url = f"{base}/old/{TOKEN}"

@@ -132,7 +132,7 @@ def test_event_loop_setting() -> None:
     assert event_loop_factory("auto") is uvloop.new_event_loop
     assert event_loop_factory("asyncio") is None
     with pytest.raises(ValueError):
-        Settings(event_loop="trio")  # type: ignore[arg-type]
+        Settings(event_loop="trio")
 
 
 # --- the commands --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def simulate_csv(
     return out.getvalue()
 
 
-def fit_and_report(csv_text: str, **options) -> tuple[dict, str]:
+def fit_and_report(csv_text: str, **options: Any) -> tuple[dict[str, Any], str]:
     lightcurve = parse_photometry(csv_text)
     result = fit_lightcurve(
         lightcurve, parse_redshift(None), FitOptions(max_seconds=MAX_SECONDS, **options)
@@ -68,7 +69,7 @@ def fit_and_report(csv_text: str, **options) -> tuple[dict, str]:
     return body["analysis"]["results"]["data"], body["message"]
 
 
-def assert_converged(data: dict) -> None:
+def assert_converged(data: dict[str, Any]) -> None:
     sampler = data["sampler"]
     assert not sampler["out_of_time"]
     assert max(sampler["rhat"].values()) < RHAT_TARGET, sampler["rhat"]
@@ -78,7 +79,7 @@ def assert_converged(data: dict) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_a_single_band_light_curve_converges(seed):
+def test_a_single_band_light_curve_converges(seed: int) -> None:
     """ZTF r alone: colour is unconstrained, so c spreads over its prior range along a ridge
     with x0 and z. The chains still converge; the message names the bound c piles at instead
     of "Good results"."""
@@ -101,7 +102,9 @@ def test_a_single_band_light_curve_converges(seed):
         (0.01, {"z_prior": "flat", "z_min": 0.03}, "z piles at its lower bound 0.03"),
     ],
 )
-def test_a_bound_limited_posterior_converges_and_names_the_bound(z, options, pile):
+def test_a_bound_limited_posterior_converges_and_names_the_bound(
+    z: float, options: dict[str, Any], pile: str
+) -> None:
     """A source beyond z_max, and one below z_min: the posterior is cut by the bound; the
     chains converge on that cut posterior and the message says where it piles."""
     rng = np.random.default_rng(7)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,13 +15,15 @@ import sn_fitter
 from sn_fitter import OPTIONAL_ANALYSIS_PARAMETERS
 from sn_fitter.bands import sncosmo_band_name
 from sn_fitter.inputs import InputError, parse_photometry, parse_redshift
-from sn_fitter.model import Points, build_model, load_source, zp_normalisation
+from sn_fitter.model import GridModel, Points, build_model, load_source, zp_normalisation
 from sn_fitter.options import OptionsError, parse_options
 from sn_fitter.quality import az, bound_piles, diagnose
 from sn_fitter.sampler import StudentMixture, de_mcmc, fit_mixture, independence_mh
 
 
-def _points(times: np.ndarray, bands: list[str], zp: float = 23.9, magsys: str = "ab"):
+def _points(
+    times: np.ndarray, bands: list[str], zp: float = 23.9, magsys: str = "ab"
+) -> tuple[Points, np.ndarray, np.ndarray]:
     band_arr = np.array(bands, dtype=object)
     zps = np.full(len(times), zp)
     systems = np.full(len(times), magsys, dtype=object)
@@ -30,7 +34,13 @@ def _relative_error(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
 
 
-def _compare(source_name, bands, params_list, z_range=None, z_fixed=None):
+def _compare(
+    source_name: str,
+    bands: list[str],
+    params_list: list[dict[str, float]],
+    z_range: tuple[float, float] | None = None,
+    z_fixed: float | None = None,
+) -> float:
     times = np.linspace(-35.0, 80.0, 4 * len(bands) * 10)  # includes both phase borders
     band_list = [bands[i % len(bands)] for i in range(len(times))]
     points, systems, zps = _points(times, band_list)
@@ -47,7 +57,7 @@ def _compare(source_name, bands, params_list, z_range=None, z_fixed=None):
     return worst
 
 
-def test_salt3_tables_reproduce_sncosmo_exactly_at_fixed_redshift():
+def test_salt3_tables_reproduce_sncosmo_exactly_at_fixed_redshift() -> None:
     rng = np.random.default_rng(3)
     params = [
         {
@@ -62,7 +72,7 @@ def test_salt3_tables_reproduce_sncosmo_exactly_at_fixed_redshift():
     assert _compare("salt3", ["ztfg", "ztfr", "sdssi"], params, z_fixed=0.0734) < 1e-9
 
 
-def test_salt3_tables_track_sncosmo_over_free_redshift():
+def test_salt3_tables_track_sncosmo_over_free_redshift() -> None:
     rng = np.random.default_rng(4)
     params = [
         {
@@ -77,23 +87,24 @@ def test_salt3_tables_track_sncosmo_over_free_redshift():
     assert _compare("salt3", ["ztfg", "ztfr"], params, z_range=(0.001, 0.3)) < 1e-5
 
 
-def test_template_wavelength_border_uses_sncosmo_bilinear_rule():
+def test_template_wavelength_border_uses_sncosmo_bilinear_rule() -> None:
     # sdssz reaches 11160 A; at z=0.0146 its red end falls between salt3's last wavelength
     # nodes, where sncosmo interpolates bilinearly
     times = np.array([0.0])
     points, systems, zps = _points(times, ["sdssz"])
     model = build_model(load_source("salt3"), ["sdssz"], points, systems, zps, None, 0.0146)
+    assert isinstance(model, GridModel)  # salt3 is table-backed
     assert model.tables["sdssz"].has_edge
     params = [{"z": 0.0146, "t0": 1.0, "x0": 1e-3, "x1": 1.0, "c": 0.2}]
     assert _compare("salt3", ["sdssz"], params, z_fixed=0.0146) < 1e-9
 
 
-def test_salt2_and_bessell_bands():
+def test_salt2_and_bessell_bands() -> None:
     params = [{"z": 0.05, "t0": 0.5, "x0": 2e-3, "x1": -1.0, "c": 0.1}]
     assert _compare("salt2", ["bessellb", "bessellv"], params, z_fixed=0.05) < 1e-9
 
 
-def test_amplitude_source_sampled_tables_are_close_to_sncosmo():
+def test_amplitude_source_sampled_tables_are_close_to_sncosmo() -> None:
     params = [
         {"z": 0.03, "t0": 0.0, "amplitude": 1e-10},
         {"z": 0.11, "t0": 3.0, "amplitude": 1e-10},
@@ -101,7 +112,7 @@ def test_amplitude_source_sampled_tables_are_close_to_sncosmo():
     assert _compare("hsiao-subsampled", ["ztfg", "ztfr"], params, z_range=(0.01, 0.15)) < 2e-3
 
 
-def test_model_files_are_found_offline():
+def test_model_files_are_found_offline() -> None:
     assert sn_fitter.sncosmo_data.bundled_data_dir() is not None
     for band in ("ztfg", "ztfr", "sdssg", "sdssr", "sdssi", "sdssz", "bessellb", "bessellux"):
         assert sncosmo.get_bandpass(band).name == band
@@ -125,7 +136,9 @@ def test_model_files_are_found_offline():
         ("desg", None, "desg"),
     ],
 )
-def test_filter_names_map_to_sncosmo_bands(name, instrument, expected):
+def test_filter_names_map_to_sncosmo_bands(
+    name: str, instrument: str | None, expected: str
+) -> None:
     assert sncosmo_band_name(name, instrument) == expected
 
 
@@ -134,7 +147,7 @@ CSV_HEADER = (
 )
 
 
-def test_photometry_csv_detections_and_upper_limits():
+def test_photometry_csv_detections_and_upper_limits() -> None:
     text = CSV_HEADER + (
         "60002.5,120.0,5.0,18.7,0.05,ztfg,ab,20.4,23.9,ZTF,\n"
         "60000.1,,4.0,,,ztfr,ab,20.6,23.9,ZTF,\n"
@@ -152,7 +165,7 @@ def test_photometry_csv_detections_and_upper_limits():
     assert lc.fluxerr[1] == pytest.approx(10 ** (-0.4 * (20.0 - 23.9)) / 5)
 
 
-def test_photometry_as_typed_json_records():
+def test_photometry_as_typed_json_records() -> None:
     records = [
         {
             "mjd": 60000.0,
@@ -179,7 +192,7 @@ def test_photometry_as_typed_json_records():
         ("", "no header"),
     ],
 )
-def test_bad_photometry_is_refused_with_a_message(text, fragment):
+def test_bad_photometry_is_refused_with_a_message(text: str, fragment: str | None) -> None:
     if fragment is None:
         assert len(parse_photometry(text)) == 0
         return
@@ -187,7 +200,7 @@ def test_bad_photometry_is_refused_with_a_message(text, fragment):
         parse_photometry(text)
 
 
-def test_redshift_csv():
+def test_redshift_csv() -> None:
     assert (
         parse_redshift("redshift,redshift_error,redshift_origin\n0.05,0.001,spec\n").value == 0.05
     )
@@ -195,7 +208,7 @@ def test_redshift_csv():
     assert parse_redshift(None).value is None
 
 
-def test_options_accept_skyportal_strings_and_json_values():
+def test_options_accept_skyportal_strings_and_json_values() -> None:
     options = parse_options(
         {"source": "salt2", "fix_z": "True", "z_max": "0.2", "num_samples": "600", "seed": 5}
     )
@@ -225,12 +238,12 @@ def test_options_accept_skyportal_strings_and_json_values():
         ({"max_seconds": 0}, "max_seconds"),
     ],
 )
-def test_bad_options_are_refused(params, fragment):
+def test_bad_options_are_refused(params: dict[str, Any], fragment: str) -> None:
     with pytest.raises(OptionsError, match=fragment):
         parse_options(params)
 
 
-def test_quality_checks_use_arviz_definitions_and_name_what_failed():
+def test_quality_checks_use_arviz_definitions_and_name_what_failed() -> None:
     rng = np.random.default_rng(0)
     iid = rng.standard_normal((4, 2000, 2))
     good = diagnose(iid, ["a", "b"], np.array([[-10.0, 10.0], [-np.inf, np.inf]]))
@@ -246,7 +259,7 @@ def test_quality_checks_use_arviz_definitions_and_name_what_failed():
     assert [f.split(" ")[0:2] for f in short.failures()] == [["bulk", "ESS"], ["tail", "ESS"]]
 
 
-def test_a_posterior_piled_at_a_bound_is_flagged():
+def test_a_posterior_piled_at_a_bound_is_flagged() -> None:
     rng = np.random.default_rng(1)
     z = 0.001 + np.abs(rng.normal(0.0, 0.004, size=(4, 1000)))  # half-normal on z_min
     centred = rng.normal(0.05, 0.004, size=(4, 1000))
@@ -257,7 +270,7 @@ def test_a_posterior_piled_at_a_bound_is_flagged():
     assert "z piles at its lower bound 0.001" in piles[0].describe()
 
 
-def _gaussian_target(mean: np.ndarray, cov: np.ndarray):
+def _gaussian_target(mean: np.ndarray, cov: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     inv = np.linalg.inv(cov)
 
     def log_density(x: np.ndarray) -> np.ndarray:
@@ -267,7 +280,7 @@ def _gaussian_target(mean: np.ndarray, cov: np.ndarray):
     return log_density
 
 
-def test_samplers_recover_a_correlated_gaussian():
+def test_samplers_recover_a_correlated_gaussian() -> None:
     mean = np.array([1.0, -2.0, 0.5])
     cov = np.array([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 0.5]])
     target = _gaussian_target(mean, cov)
@@ -283,7 +296,7 @@ def test_samplers_recover_a_correlated_gaussian():
         assert np.allclose(np.cov(flat.T), cov, atol=0.12)
 
 
-def test_walkers_past_their_deadline_stop_and_say_so():
+def test_walkers_past_their_deadline_stop_and_say_so() -> None:
     """A DE-MCMC run whose budget is already spent ends after one step with the state it
     reached (so the fit can report unconverged chains instead of running on)."""
     target = _gaussian_target(np.zeros(2), np.eye(2))
@@ -304,7 +317,7 @@ def _two_modes(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(left, right) - 0.5 * x[:, 1] ** 2
 
 
-def test_a_mixture_fitted_to_pilot_draws_samples_two_modes_in_proportion():
+def test_a_mixture_fitted_to_pilot_draws_samples_two_modes_in_proportion() -> None:
     """One Student-t cannot propose both modes well; the EM mixture can, and the chains hold
     each mode in its true share."""
     rng = np.random.default_rng(5)
@@ -323,7 +336,7 @@ def test_a_mixture_fitted_to_pilot_draws_samples_two_modes_in_proportion():
     assert abs(flat[:, 1].std() - 1.0) < 0.05
 
 
-def test_optional_parameters_describe_every_accepted_parameter():
+def test_optional_parameters_describe_every_accepted_parameter() -> None:
     assert OPTIONAL_ANALYSIS_PARAMETERS["source"][0] == "salt3"
     assert OPTIONAL_ANALYSIS_PARAMETERS["fix_z"] == ["False", "True"]
     assert {"z_min", "z_max", "num_samples", "num_chains", "seed"} <= set(

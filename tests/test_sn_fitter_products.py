@@ -7,11 +7,14 @@ gives 0), which once showed as a vertical drop to zero at both ends of the plott
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import sncosmo
+from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
+from matplotlib.container import ErrorbarContainer
 from matplotlib.lines import Line2D
 
 from sn_fitter.demo import demo_lightcurve
@@ -21,7 +24,7 @@ from sn_fitter.options import FitOptions
 from sn_fitter.plots import lightcurve_figure
 from sn_fitter.products import ZP_AB, model_curves, model_lightcurve
 
-QUICK = {"num_samples": 300, "num_warmup": 200, "num_chains": 2, "seed": 4}
+QUICK: dict[str, Any] = {"num_samples": 300, "num_warmup": 200, "num_chains": 2, "seed": 4}
 SOURCES = {"salt3": "salt3", "hsiao": "hsiao-subsampled"}  # hsiao: spline tables, clamped
 ROUNDING = 1e-5  # days: model_lightcurve rounds MJDs to 5 decimals
 
@@ -42,7 +45,7 @@ def median_time_range(result: FitResult) -> tuple[float, float]:
     return model.mintime(), model.maxtime()
 
 
-def median_line(figure_axes, source: str) -> Line2D:
+def median_line(figure_axes: Axes, source: str) -> Line2D:
     lines = [line for line in figure_axes.get_lines() if line.get_label() == f"{source} median"]
     assert len(lines) == 1
     return lines[0]
@@ -64,7 +67,7 @@ def test_the_plotted_model_stays_inside_its_time_range_without_a_drop(fitted: Fi
         assert y[-1] > 0.02 * y.max()
         assert np.max(np.abs(np.diff(y))) < 0.1 * y.max()
         (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
-        band_x = np.concatenate([path.vertices[:, 0] for path in band.get_paths()])
+        band_x = np.concatenate([np.asarray(path.vertices)[:, 0] for path in band.get_paths()])
         assert first <= band_x.min() and band_x.max() <= last
 
 
@@ -117,7 +120,7 @@ def test_the_light_curve_shows_error_bars_limits_pulls_and_the_fitted_values(
     lc = fitted.lightcurve
     flux_axes = [ax for ax in figure.axes if ax.get_ylabel().endswith("flux (zp 23.9 AB)")]
     for ax in flux_axes:
-        data, limits = ax.containers[0], ax.containers[1]
+        data, limits = cast(list[ErrorbarContainer], ax.containers[:2])  # errorbar() drew them
         assert data.has_yerr and len(data.lines[2][0].get_segments()) > 5  # one bar per point
         assert limits.lines[1][0].get_marker() in ("v", 7, 11)  # arrow heads pointing down
     (pull_ax,) = [ax for ax in figure.axes if ax.get_ylabel() == "pull"]

@@ -133,7 +133,7 @@ def calibrate(count: int, seed: int = 2024) -> Calibration:
 
 
 @pytest.mark.slow
-def test_default_free_redshift_posteriors_are_calibrated_on_a_ztf_like_population():
+def test_default_free_redshift_posteriors_are_calibrated_on_a_ztf_like_population() -> None:
     result = calibrate(N_CURVES)
     band68, band95 = coverage_band(0.68, 0.05), coverage_band(0.95, 0.03)
     report = {

@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -159,13 +160,15 @@ async def post(url: str, body: dict | bytes, path: str = "/analysis/sn_fit") -> 
             return response.status, await response.json()
 
 
-async def test_health(fitter_url):
+async def test_health(fitter_url: str) -> None:
     async with aiohttp.ClientSession() as session, session.get(fitter_url + "/") as response:
         assert response.status == 200
         assert await response.json() == {"status": "active"}
 
 
-async def test_fit_delivers_plot_posterior_lightcurve_and_results(fitter_url, receiver, tmp_path):
+async def test_fit_delivers_plot_posterior_lightcurve_and_results(
+    fitter_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
     status, reply = await post(fitter_url, request_body(receiver, {"seed": 11}))
     assert status == 200
     assert reply == {"status": "pending", "message": "sn_fitter: analysis started"}
@@ -243,7 +246,9 @@ def _check_model_lightcurve(curves: dict, samples: dict) -> None:
         assert median[-1] < 21.0  # ~45 days after peak it is still bright, not a zero flux
 
 
-async def test_demo_route_with_fixed_redshift_and_portal_filter_names(fitter_url, receiver):
+async def test_demo_route_with_fixed_redshift_and_portal_filter_names(
+    fitter_url: str, receiver: Receiver
+) -> None:
     photometry = photometry_csv(instrument="ZTF", filters={"ztfg": "g", "ztfr": "ZTF_r"})
     body = request_body(
         receiver, {"fix_z": "True", "source": "salt3", "num_samples": "400"}, photometry
@@ -274,8 +279,13 @@ async def test_demo_route_with_fixed_redshift_and_portal_filter_names(fitter_url
     ],
 )
 async def test_fit_problems_are_reported_as_failures(
-    fitter_url, receiver, parameters, photometry_filters, redshift, expected
-):
+    fitter_url: str,
+    receiver: Receiver,
+    parameters: dict[str, Any],
+    photometry_filters: dict[str, str] | None,
+    redshift: float | None,
+    expected: str,
+) -> None:
     body = request_body(receiver, parameters, photometry_csv(filters=photometry_filters))
     body["inputs"]["redshift"] = redshift_csv(redshift)
     status, _ = await post(fitter_url, body)
@@ -321,7 +331,12 @@ async def test_fit_problems_are_reported_as_failures(
         ),
     ],
 )
-async def test_bad_requests_get_400_and_start_nothing(fitter_url, receiver, mutate, message):
+async def test_bad_requests_get_400_and_start_nothing(
+    fitter_url: str,
+    receiver: Receiver,
+    mutate: Callable[[dict[str, Any]], dict[str, Any] | bytes],
+    message: str,
+) -> None:
     status, reply = await post(fitter_url, mutate(request_body(receiver, {})))
     assert status == 400
     assert reply["status"] == "error"
@@ -336,7 +351,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def _wait_for_log(caplog, text: str) -> None:
+async def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> None:
     for _ in range(int(CALLBACK_WAIT * 10)):
         if text in caplog.text:
             return
@@ -344,7 +359,9 @@ async def _wait_for_log(caplog, text: str) -> None:
     pytest.fail(f"no log line containing {text!r}")
 
 
-async def test_callback_down_then_up_is_retried_and_delivered(fitter_url, caplog):
+async def test_callback_down_then_up_is_retried_and_delivered(
+    fitter_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sn_fitter.callback")
     late = Receiver()
     late.port = _free_port()  # nothing listens there yet
@@ -361,7 +378,9 @@ async def test_callback_down_then_up_is_retried_and_delivered(fitter_url, caplog
     assert TOKEN not in caplog.text  # the one-time token is a secret
 
 
-async def test_callback_5xx_is_retried(fitter_url, receiver, caplog):
+async def test_callback_5xx_is_retried(
+    fitter_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sn_fitter.callback")
     receiver.statuses = [503, 502]
     status, _ = await post(fitter_url, request_body(receiver, {"num_samples": "300"}))
@@ -370,7 +389,9 @@ async def test_callback_5xx_is_retried(fitter_url, receiver, caplog):
     assert "HTTP 503" in caplog.text and "HTTP 502" in caplog.text
 
 
-async def test_final_callback_failures_are_logged(fitter_url, receiver, caplog):
+async def test_final_callback_failures_are_logged(
+    fitter_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="sn_fitter.callback")
     receiver.statuses = [503] * 6  # more than the retry schedule allows
     await post(fitter_url, request_body(receiver, {"num_samples": "300"}))

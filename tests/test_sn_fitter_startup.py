@@ -7,14 +7,21 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from sn_fitter.app import FITTER, FitterSettings, create_app, worker_pids
+from sn_fitter.app import FITTER, FitterSettings, create_app
 from tests.support.embedded import eventually, process_alive
 
 WORKERS = 2
+
+
+def worker_pids(executor: ProcessPoolExecutor) -> set[int]:
+    """The pids of the pool's live worker processes."""
+    processes = getattr(executor, "_processes", None) or {}
+    return {pid for pid, process in processes.items() if process.is_alive()}
 
 
 def _worker_state() -> tuple[int, bool]:

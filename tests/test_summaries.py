@@ -610,7 +610,7 @@ async def test_comment_summary_search_delete(
 
 async def _all_text(resources: Resources) -> str:
     """Every row of the tables an LLM key could leak into, as text."""
-    dump = []
+    dump: list[str] = []
     async with resources.sessions() as session:
         for table in ("obj_analyses", "dispatch_attempts", "outbox", "objs", "users"):
             rows = await session.execute(text(f"SELECT * FROM {table}"))

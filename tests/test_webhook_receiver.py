@@ -244,7 +244,7 @@ async def post_webhook(
 ) -> Posted:
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     path = f"/api/webhook/{resource_type}_analysis/{made.token}"
-    return await post_raw(api.client, path, data, made.token)
+    return await post_raw(api.test_client, path, data, made.token)
 
 
 # ---------------------------------------------------------------- tests on both databases
@@ -366,6 +366,7 @@ async def test_a_late_webhook_times_the_analysis_out(
     assert (reply.status, reply.message) == (400, "Token has expired")
     row = await load_row(resources, made.id)
     assert row.status == "timed_out"
+    assert row.status_message is not None
     assert re.fullmatch(
         r"Analysis timed out before webhook call at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}",
         row.status_message,
@@ -400,9 +401,9 @@ async def test_tokens_and_resource_types_are_checked(
     candidate = await post_webhook(api, made, body, resource_type="candidate")
     assert (candidate.status, candidate.message) == (403, "Invalid analysis resource type")
     unknown = "0d4a3c9e-4b7f-4c1e-8d2a-3f6b5e7a9c01"
-    reply = await post_raw(api.client, f"/api/webhook/obj_analysis/{unknown}", body)
+    reply = await post_raw(api.test_client, f"/api/webhook/obj_analysis/{unknown}", body)
     assert (reply.status, reply.message) == (403, "Invalid token")
-    reply = await post_raw(api.client, "/api/webhook/obj_analysis/", body)
+    reply = await post_raw(api.test_client, "/api/webhook/obj_analysis/", body)
     assert (reply.status, reply.message) == (403, "Invalid token")
     assert (await load_row(resources, made.id)).status == "pending"
 
@@ -561,7 +562,7 @@ async def test_an_oversized_body_gets_413_and_changes_nothing(
             yield b"A" * (MAX_BODY // 10)
 
     path = f"/api/webhook/obj_analysis/{made.token}"
-    streamed = await post_raw(api.client, path, chunks(), made.token)
+    streamed = await post_raw(api.test_client, path, chunks(), made.token)
     assert streamed.status == 413
     row = await load_row(resources, made.id)
     assert (row.status, row.artifacts) == ("pending", {})

@@ -301,7 +301,7 @@ class RabbitBus:
             else:
                 await self._handle(consumer, message)
         finally:
-            self._in_flight.discard(task)  # type: ignore[arg-type]
+            self._in_flight.discard(task)
 
     async def _handle(self, consumer: _Consumer, message: AbstractIncomingMessage) -> None:
         """A single-event message: the broker counts its failures and dead-letters it."""

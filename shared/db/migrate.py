@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection
 
 from shared.db.session import create_engine
 
@@ -37,7 +38,7 @@ async def upgrade_async(database_url: str, revision: str = "head") -> None:
         await engine.dispose()
 
 
-def _upgrade_on(connection, database_url: str, revision: str) -> None:  # type: ignore[no-untyped-def]
+def _upgrade_on(connection: Connection, database_url: str, revision: str) -> None:
     config = alembic_config(database_url)
     config.attributes["connection"] = connection
     command.upgrade(config, revision)

@@ -72,7 +72,7 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
         if last is None or time.monotonic() - last < idle_seconds:
             return
         try:
-            dbapi_connection.ping()  # type: ignore[attr-defined]
+            dbapi_connection.ping()
         except Exception as exc:
             # The pool discards this connection and checks out another (or a new one).
             raise DisconnectionError(f"idle connection is gone: {exc}") from exc

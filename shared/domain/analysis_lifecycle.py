@@ -56,7 +56,6 @@ from shared.db.dialect import (
     skip_locked,
     take_write_lock,
     take_write_locks,
-    upsert,
     upsert_selected,
     write_together,
 )
@@ -650,14 +649,6 @@ class AttemptRecord:
     error: str | None = None
 
 
-def _fenced(analysis_id: int, attempt_number: int) -> ColumnElement[bool]:
-    return and_(
-        ObjAnalysis.id == analysis_id,
-        ObjAnalysis.status == AnalysisStatus.DISPATCHING,
-        ObjAnalysis.dispatch_attempts_count == attempt_number,
-    )
-
-
 def _due(now: datetime) -> ColumnElement[bool]:
     return and_(
         ObjAnalysis.status == AnalysisStatus.QUEUED,
@@ -698,9 +689,12 @@ class Sending:
 async def mark_sending_many(
     session: AsyncSession, attempts: Sequence[Sending], now: datetime, started_at: datetime
 ) -> None:
-    """:func:`mark_sending` for attempts claimed in this same transaction (so still theirs):
-    one UPDATE for the rows without provenance, one for those with it, one INSERT of the
-    attempt rows."""
+    """Just before the HTTP calls, for attempts claimed in this same transaction (so still
+    theirs): refreshes ``last_activity`` (the reaper's clock), on a first attempt records the
+    inputs' provenance (artifact manifest, hash), and writes the attempt row (outcome
+    ``sending``), so an attempt cut short by a crash is listed even when the service's callback
+    completes the analysis. One UPDATE for the rows without provenance, one for those with
+    it, one INSERT of the attempt rows."""
     if not attempts:
         return
     rows = table_of(ObjAnalysis)
@@ -738,59 +732,6 @@ async def mark_sending_many(
             for a in attempts
         ],
     )
-
-
-async def mark_sending(
-    session: AsyncSession,
-    analysis_id: int,
-    attempt_number: int,
-    now: datetime,
-    started_at: datetime,
-    provenance: dict[str, Any] | None = None,
-) -> bool:
-    """Just before the HTTP call, in the claiming transaction: refreshes ``last_activity`` (the
-    reaper's clock), on the first attempt records the inputs' provenance (artifact manifest,
-    hash), and writes the attempt row (outcome ``sending``), so an attempt cut short by a
-    crash is listed even when the service's callback completes the analysis."""
-    values: dict[str, Any] = {"last_activity": now, **(provenance or {})}
-    statement = (
-        update(ObjAnalysis)
-        .where(_fenced(analysis_id, attempt_number))
-        .values(**values)
-        .returning(ObjAnalysis.id)
-        .execution_options(synchronize_session=False)
-    )
-    sending = AttemptRecord(attempt_number=attempt_number, started_at=started_at, outcome=SENDING)
-    if (await session.execute(statement)).scalar_one_or_none() is None:
-        return False
-    await record_attempt(session, analysis_id, sending)
-    return True
-
-
-def _attempt_upsert(dialect: str, analysis_id: int, record: AttemptRecord) -> Any:
-    """INSERT of the attempt's row that replaces its ``sending`` (or ``interrupted``) state;
-    a final outcome already written for this attempt (by the reaper) wins."""
-    values = {
-        "analysis_id": analysis_id,
-        "attempt_number": record.attempt_number,
-        "started_at": record.started_at,
-        "latency_ms": record.latency_ms,
-        "http_status": record.http_status,
-        "outcome": record.outcome,
-        "error": truncate(record.error) if record.error else None,
-    }
-    return upsert(
-        dialect,
-        DispatchAttempt,
-        values,
-        ["analysis_id", "attempt_number"],
-        where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
-    )
-
-
-async def record_attempt(session: AsyncSession, analysis_id: int, record: AttemptRecord) -> None:
-    """Write the attempt's row (see ``_attempt_upsert``)."""
-    await session.execute(_attempt_upsert(name_of(session), analysis_id, record))
 
 
 @dataclass(frozen=True)

@@ -144,14 +144,6 @@ def _check_parameter(name: str, spec: Any) -> None:
         raise RegistryError(f"{where} `default` is not a valid {spec['type']}.")
 
 
-def is_required(spec: Any) -> bool:
-    """Whether a declared parameter must be given: only when its spec says ``"required": true``
-    (a list of choices is optional; SkyPortal's API never requires it either)."""
-    if isinstance(spec, dict):
-        return bool(_parse_bool(spec.get("required", False)))
-    return False
-
-
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)

@@ -252,7 +252,6 @@ class Settings(LLMSettings):
         return per_worker - per_worker // 2, per_worker // 2
 
 
-PlatformSettings = Settings
 S = TypeVar("S", bound=CommonSettings)
 
 # The settings model of each service command; every model is a CommonSettings.

@@ -763,11 +763,6 @@ def load_joblib_safely(
     return _load(data, _Budget(_limits(max_bytes, None, limits)))
 
 
-def to_jsonable(value: Any, max_values: int = MAX_JSON_VALUES) -> Any:
-    """Plain JSON values: arrays become lists, NaN and infinities become null."""
-    return _jsonable(value, _Budget(DecodeLimits(max_values=max_values)), 0)
-
-
 def _jsonable(value: Any, budget: _Budget, depth: int) -> Any:
     budget.spend(1)
     if depth > budget.limits.max_depth:

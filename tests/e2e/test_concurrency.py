@@ -373,10 +373,10 @@ async def run_and_check(
             )
         except AssertionError:
             statuses = Counter(r.status for r in await rows_of(engine, service_id))
-            callbacks = Counter(c.status for c in service.sent)
+            callback_statuses = Counter(c.status for c in service.sent)
             raise AssertionError(
                 f"not all final within {ALL_FINAL_WITHIN} s: {dict(statuses)}; service got "
-                f"{len(service.received)} requests, callbacks {dict(callbacks)}"
+                f"{len(service.received)} requests, callbacks {dict(callback_statuses)}"
             ) from None
         final_took = time.monotonic() - began
 

@@ -336,7 +336,7 @@ async def test_a_malicious_pickle_is_never_unpickled(
 
 
 AUTH_CASES: dict[str, tuple[Any, dict[str, Any], dict[str, Any], str]] = {
-    # type: (gate factory, right _authinfo, wrong _authinfo, the service's refusal)
+    # each: (gate factory, right _authinfo, wrong _authinfo, the service's refusal)
     "header_token": (
         lambda: header_token_gate("X-Fitter-Token", "t0ken-abc"),
         {"header_token": {"X-Fitter-Token": "t0ken-abc"}},

@@ -288,8 +288,12 @@ async def _check_nothing_left(deployment: Deployment) -> None:
 
     await eventually(outbox_empty, "no outbox rows", within=20, every=0.2)
     for queue in ("dispatcher", "summaries"):
+
+        def queue_empty(q: str = queue) -> Awaitable[bool]:
+            return _is_zero(deployment.queue_depth(q))
+
         await eventually(
-            lambda q=queue: _is_zero(deployment.queue_depth(q)),
+            queue_empty,
             f"no messages in {queue}",
             within=20,
             every=0.2,

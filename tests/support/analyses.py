@@ -114,7 +114,8 @@ async def load_analysis(resources: Resources, analysis_id: int) -> ObjAnalysis |
 async def count_analyses(resources: Resources, **where: Any) -> int:
     conditions = [getattr(ObjAnalysis, k) == v for k, v in where.items()]
     async with resources.sessions() as session:
-        return int(await session.scalar(select(func.count(ObjAnalysis.id)).where(*conditions)))
+        counted = await session.execute(select(func.count(ObjAnalysis.id)).where(*conditions))
+        return int(counted.scalar_one())
 
 
 async def outbox_payloads(resources: Resources, routing_key: str) -> list[dict[str, Any]]:

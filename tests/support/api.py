@@ -87,6 +87,12 @@ class ApiClient:
         api.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), **session)
         return api
 
+    @property
+    def test_client(self) -> TestClient:
+        """The TestClient this client talks through (for requests ``call`` does not make)."""
+        assert self.client is not None, "this ApiClient talks to a real server, not a TestClient"
+        return self.client
+
     async def close(self) -> None:
         if self.http is not None:
             await self.http.close()

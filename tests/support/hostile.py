@@ -132,7 +132,7 @@ def run_in_child(function: Callable[[bytes], Any], data: bytes) -> ChildOutcome:
         os.close(read_end)
         try:
             function(data)
-            report = {"returned": True}
+            report: dict[str, Any] = {"returned": True}
         except BaseException as exc:
             report = {"raised": type(exc).__name__, "message": str(exc)[:500]}
         with os.fdopen(write_end, "w") as out:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -25,7 +26,7 @@ class LiveGateway:
 
 
 async def _serve(
-    settings: Settings, port: int, ready: threading.Event, stop: asyncio.Event, box: dict
+    settings: Settings, port: int, ready: threading.Event, stop: asyncio.Event, box: dict[str, Any]
 ) -> None:
     async with open_resources(settings) as resources:
         admin = await Accounts(resources).user(admin=True)
@@ -44,7 +45,8 @@ async def _serve(
 def live_gateway(settings: Settings) -> Iterator[LiveGateway]:
     port = free_port()
     loop = asyncio.new_event_loop()
-    ready, box = threading.Event(), {}
+    ready = threading.Event()
+    box: dict[str, Any] = {}  # the admin token, or the error the gateway did not start with
     stop = asyncio.Event()
 
     def run() -> None:

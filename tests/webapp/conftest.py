@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 from sqlalchemy import insert
 
 from dispatcher import running_dispatcher
@@ -36,8 +37,8 @@ from tests.support.ports import free_port
 CHROMIUM = "/usr/bin/chromium"
 # How long an expectation waits for the page to get there (the machine is shared and busy).
 expect.set_options(timeout=20_000)
-LAPTOP = {"width": 1366, "height": 900}
-PHONE = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1366, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @dataclass
@@ -97,18 +98,27 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def new_page(browser: Browser, viewport: dict[str, int] = LAPTOP) -> Page:
-    context = await browser.new_context(viewport=viewport)  # type: ignore[arg-type]
+_JS_ERRORS: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+
+
+def js_errors(page: Page) -> list[str]:
+    """The JavaScript errors the page (made by ``new_page``) has thrown so far."""
+    return _JS_ERRORS[page]
+
+
+async def new_page(browser: Browser, viewport: ViewportSize = LAPTOP) -> Page:
+    context = await browser.new_context(viewport=viewport)
     page = await context.new_page()
-    errors: list[str] = []
+    errors = _JS_ERRORS[page] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.js_errors = errors  # type: ignore[attr-defined]
     return page
 
 
-async def sign_in(browser: Browser, app: WebApp, user: TestUser, **kw: dict[str, int]) -> Page:
+async def sign_in(
+    browser: Browser, app: WebApp, user: TestUser, viewport: ViewportSize = LAPTOP
+) -> Page:
     """A page signed in through the login form, showing the sources list."""
-    page = await new_page(browser, **kw)
+    page = await new_page(browser, viewport)
     await page.goto(f"{app.url}/login")
     await page.fill("#token", user.token)
     await page.click("button[type=submit]")

@@ -4,19 +4,21 @@ daily limit and deletes it; a read-only user sees the defaults without write act
 
 from __future__ import annotations
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 from sqlalchemy import select
 
 from dispatcher.triggers import running_triggers
 from shared.db.models import ObjAnalysis
 from tests.support.api import TestUser
-from tests.webapp.conftest import PHONE, Scene, WebApp, call, sign_in
+from tests.webapp.conftest import LAPTOP, PHONE, Scene, WebApp, call, js_errors, sign_in
 
 FILTER = '{"classifications": [{"name": "Ia", "probability": 0.5}]}'
 
 
-async def services_page(browser: Browser, webapp: WebApp, user: TestUser, **kw: object) -> Page:
-    page = await sign_in(browser, webapp, user, **kw)  # type: ignore[arg-type]
+async def services_page(
+    browser: Browser, webapp: WebApp, user: TestUser, viewport: ViewportSize = LAPTOP
+) -> Page:
+    page = await sign_in(browser, webapp, user, viewport)
     await page.goto(f"{webapp.url}/services")
     await page.wait_for_selector("main[data-ready=true]")
     return page
@@ -99,7 +101,7 @@ async def test_a_manager_creates_edits_and_deletes_a_default_analysis(
     await page.locator("dialog.confirm button.danger").click()
     await expect(panel).to_have_attribute("data-loaded", "0")
     assert await call(webapp, manager, "GET", base) == []
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []
 
 
 async def test_a_read_only_user_sees_defaults_without_write_actions(
@@ -122,4 +124,4 @@ async def test_a_read_only_user_sees_defaults_without_write_actions(
     writes = "button.new-default, button.edit-default, button.delete-default"
     assert await page.locator(writes).count() == 0
     await webapp.shot(page, "services-defaults-phone-readonly")
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []

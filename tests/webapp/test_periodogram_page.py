@@ -5,15 +5,14 @@ saved as an annotation (checked through the API); read-only users cannot save.""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from tests.support.api import TestUser, unique
 from tests.support.pipeline import make_instrument, make_obj
-from tests.webapp.conftest import PHONE, Scene, WebApp, call, sign_in
+from tests.webapp.conftest import LAPTOP, PHONE, Scene, WebApp, call, js_errors, sign_in
 
 PERIOD = 2.3456
 
@@ -47,9 +46,13 @@ async def variable_source(webapp: WebApp, scene: Scene) -> str:
 
 
 async def open_periodogram(
-    browser: Browser, webapp: WebApp, user: TestUser, obj_id: str, **kw: Any
+    browser: Browser,
+    webapp: WebApp,
+    user: TestUser,
+    obj_id: str,
+    viewport: ViewportSize = LAPTOP,
 ) -> Page:
-    page = await sign_in(browser, webapp, user, **kw)
+    page = await sign_in(browser, webapp, user, viewport)
     await page.goto(f"{webapp.url}/source/{obj_id}")
     await page.click("#periodogram-link")
     await page.wait_for_selector("main[data-ready=true]")
@@ -128,7 +131,7 @@ async def test_the_page_finds_the_period_and_saves_it_as_an_annotation(
     )
     assert len(folded_points["photometry"]) == 160
     assert all(0 <= p["phase"] < 1 for p in folded_points["photometry"])
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []
 
 
 async def test_grid_controls_and_bands_reach_the_server_and_read_only_users_cannot_save(
@@ -164,4 +167,4 @@ async def test_grid_controls_and_bands_reach_the_server_and_read_only_users_cann
     await page.fill("#max_period", "4")
     await page.click("#compute")
     await expect(page.locator("#periodogram-status .error")).to_be_visible()
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []

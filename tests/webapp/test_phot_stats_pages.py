@@ -9,7 +9,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.support.api import unique
 from tests.support.pipeline import add_classification, make_instrument, make_obj
-from tests.webapp.conftest import PHONE, Scene, WebApp, call, sign_in
+from tests.webapp.conftest import PHONE, Scene, WebApp, call, js_errors, sign_in
 
 # (mjd, AB magnitude, filter): a transient peaking at 17.0 in r on MJD 60002 (2023-02-27).
 BRIGHT = [
@@ -122,7 +122,7 @@ async def test_the_source_page_shows_statistics_and_the_list_filters_by_them(
     await expect(page.locator("#filter-minPeakMagnitude")).to_have_value("19")
     await expect(page.locator(f"tr[data-source='{faint}']")).to_be_visible()
     assert bright not in await listed(page)
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []
 
 
 async def test_the_statistics_page_plots_one_statistic_against_another_by_classification(
@@ -161,4 +161,4 @@ async def test_the_statistics_page_plots_one_statistic_against_another_by_classi
     names = await page.evaluate("document.getElementById('stats-plot').data.map(t => t.name)")
     assert names == ["II"]
     await expect(page.locator("#stats-count")).to_contain_text("1 sources")
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []

@@ -7,20 +7,23 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 from sqlalchemy import select
 
 from shared.db.models import AnalysisService, Obj, ObjAnalysis
 from shared.db.types import utcnow
 from shared.domain.enums import AnalysisStatus
+from tests.support.api import TestUser
 from tests.support.pipeline import make_analysis, make_service
-from tests.webapp.conftest import PHONE, Scene, WebApp, sign_in
+from tests.webapp.conftest import LAPTOP, PHONE, Scene, WebApp, sign_in
 
 SECRET = "tok-very-secret-123"
 
 
-async def services_page(browser: Browser, webapp: WebApp, user: object, **kw: object) -> Page:
-    page = await sign_in(browser, webapp, user, **kw)  # type: ignore[arg-type]
+async def services_page(
+    browser: Browser, webapp: WebApp, user: TestUser, viewport: ViewportSize = LAPTOP
+) -> Page:
+    page = await sign_in(browser, webapp, user, viewport)
     await page.goto(f"{webapp.url}/services")
     await page.wait_for_selector("main[data-ready=true]")
     return page

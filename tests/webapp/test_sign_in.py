@@ -8,7 +8,7 @@ from playwright.async_api import Browser
 
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from tests.support.pipeline import make_obj
-from tests.webapp.conftest import PHONE, WebApp, new_page, sign_in
+from tests.webapp.conftest import PHONE, WebApp, js_errors, new_page, sign_in
 
 
 async def test_sign_in_shows_sources_and_sign_out_ends_the_session(
@@ -35,7 +35,7 @@ async def test_sign_in_shows_sources_and_sign_out_ends_the_session(
     await page.wait_for_url("**/login")
     await page.goto(f"{webapp.url}/")
     await page.wait_for_url("**/login?next=*")
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []
 
 
 async def test_a_wrong_token_is_refused_with_a_message(webapp: WebApp, browser: Browser) -> None:

@@ -3,10 +3,11 @@ analyses started from the generated form whose status changes arrive live."""
 
 from __future__ import annotations
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
+from tests.support.api import TestUser
 from tests.support.pipeline import load_analysis
-from tests.webapp.conftest import PHONE, Scene, WebApp, post_callback, sign_in
+from tests.webapp.conftest import LAPTOP, PHONE, Scene, WebApp, js_errors, post_callback, sign_in
 
 MODEL = {
     "ztfg": [[60000.0 + d, 19.5 - 0.05 * d, 19.4 - 0.05 * d, 19.6 - 0.05 * d] for d in range(30)],
@@ -15,9 +16,9 @@ MODEL = {
 
 
 async def open_source(
-    browser: Browser, webapp: WebApp, scene: Scene, user: object, **kw: object
+    browser: Browser, webapp: WebApp, scene: Scene, user: TestUser, viewport: ViewportSize = LAPTOP
 ) -> Page:
-    page = await sign_in(browser, webapp, user, **kw)  # type: ignore[arg-type]
+    page = await sign_in(browser, webapp, user, viewport)
     await page.goto(f"{webapp.url}/source/{scene.obj_id}")
     await page.wait_for_selector("main[data-ready=true]")
     await page.wait_for_selector("#analyses[data-live=on]")
@@ -65,7 +66,7 @@ async def test_source_page_shows_the_source_its_notes_and_the_light_curve(
         "document.getElementById('photometry-plot').layout.yaxis.title.text"
     )
     assert title.startswith("flux")
-    assert page.js_errors == []  # type: ignore[attr-defined]
+    assert js_errors(page) == []
 
 
 async def test_an_analysis_started_from_the_form_completes_live_and_overlays_its_model(

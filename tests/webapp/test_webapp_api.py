@@ -20,16 +20,16 @@ from tests.support.api import Accounts, ApiClient
 
 
 async def signed_in_cookie(api: ApiClient, token: str) -> str:
-    async with api.client.post("/api/session", json={"token": token}) as response:
+    async with api.test_client.post("/api/session", json={"token": token}) as response:
         assert response.status == 200
         cookie = response.cookies[SESSION_COOKIE].value
-    api.client.session.cookie_jar.clear()  # each check below sends its own cookie
+    api.test_client.session.cookie_jar.clear()  # each check below sends its own cookie
     return cookie
 
 
 async def profile_status(api: ApiClient, cookie: str) -> int:
     headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
-    async with api.client.get("/api/internal/profile", headers=headers) as response:
+    async with api.test_client.get("/api/internal/profile", headers=headers) as response:
         return response.status
 
 
@@ -108,7 +108,7 @@ async def test_live_events_reach_only_users_who_may_read_the_analysis(
         groups=[theirs],
     )
     headers = {"Authorization": f"token {other.token}"}
-    async with api.client.get("/api/live/analyses", headers=headers) as response:
+    async with api.test_client.get("/api/live/analyses", headers=headers) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = read_events(response)
         assert (await anext(events))[0] == "ready"
