@@ -51,8 +51,8 @@ class Cancelled(BaseModel):
     status: str
 
 
-class AnalysisBrief(BaseModel):
-    """SkyPortal's short form, in the list of analyses across sources."""
+class AnalysisHeadline(BaseModel):
+    """Which analysis, on what, by which service, and where it stands."""
 
     id: int
     obj_id: str
@@ -62,6 +62,11 @@ class AnalysisBrief(BaseModel):
     last_activity: Timestamp | None
     analysis_service_id: int
     analysis_service_name: str
+
+
+class AnalysisBrief(AnalysisHeadline):
+    """SkyPortal's short form, in the list of analyses across sources."""
+
     analysis_service_description: str | None
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway.schemas.analyses import AnalysisHeadline
 from gateway.schemas.common import BinaryContent, Paged, Timestamp, binary
 
 
@@ -35,15 +36,8 @@ class SourceOverview(Paged):
     sources: list[SourceRow]
 
 
-class Failure(BaseModel):
-    id: int
-    obj_id: str
-    status: str
-    status_message: str | None
-    created_at: Timestamp
-    last_activity: Timestamp | None
-    analysis_service_id: int
-    analysis_service_name: str
+class Failure(AnalysisHeadline):
+    """A failed analysis, as the overview lists it."""
 
 
 class AnalysisHealth(BaseModel):
