@@ -153,9 +153,11 @@ class Instrument(BaseModel):
 
 
 class Owned(BaseModel):
+    """A per-source row; its owner (and author) is null once that user is deleted."""
+
     id: int
     obj_id: str
-    owner_id: int
+    owner_id: int | None
     created_at: Timestamp
     modified: Timestamp | None
     groups: list[GroupBrief]
@@ -208,7 +210,7 @@ class Comment(Owned):
     text: str
     bot: bool | None
     origin: str | None
-    author_id: int
+    author_id: int | None
     author: str | None
 
 
@@ -221,7 +223,7 @@ class Classification(Owned):
     probability: float | None
     taxonomy: str | None
     ml: bool | None
-    author_id: int
+    author_id: int | None
 
 
 class ClassificationCreated(BaseModel):
@@ -231,7 +233,7 @@ class ClassificationCreated(BaseModel):
 class Annotation(Owned):
     origin: str
     data: Any
-    author_id: int
+    author_id: int | None
 
 
 class AnnotationCreated(BaseModel):
