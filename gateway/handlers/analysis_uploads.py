@@ -70,7 +70,7 @@ async def _check_and_prepare(
         if not service.upload_only:
             raise forbidden(f"Analysis Service ID: {service_id} is not of type upload_only.")
         refuse_if_disabled(service)
-        group_ids = await request_group_ids(session, me, body)
+        group_ids = await request_group_ids(session, me, body.get("group_ids"))
         if not await obj_visible(session, obj_id, me):
             raise not_found(f"Obj {obj_id} not found")
         # An early answer before storing anything; creating checks again atomically.
