@@ -80,11 +80,11 @@ def checked_by(check: Callable[[Any], Any], *refusals: type[Exception]) -> Befor
     return BeforeValidator(run)
 
 
-def _must_be_boolean(value: Any, info: ValidationInfo) -> Any:
+def must_be_boolean(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, bool):
         raise ValueError(f"Invalid {info.field_name}: must be a boolean")
     return value
 
 
 # A JSON boolean, refused as "Invalid <field>: must be a boolean" (null too).
-Boolean = Annotated[bool, BeforeValidator(_must_be_boolean)]
+Boolean = Annotated[bool, BeforeValidator(must_be_boolean)]
