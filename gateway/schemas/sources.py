@@ -3,32 +3,106 @@ annotations, and the summary and redshift edits."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
 
 from gateway.schemas.analyses import Analysis
 from gateway.schemas.common import Closed, GroupBrief, OpenObject, Paged, Timestamp
+from gateway.schemas.validation import CheckedLater, WhenMissing, field_check
+from gateway.source_access import (
+    bool_field,
+    check_obj_id,
+    number_field,
+    object_field,
+    optional_number,
+    optional_text,
+    required,
+    text_field,
+)
+from http_edge.web import ApiError, bad_request
 
 Numbers = list[float | None] | float | None
+MAX_COMMENT = 65_536
+MAX_FILTERS = 200
+
+Text = Annotated[str, field_check(text_field)]
+OptionalText = Annotated[str | None, field_check(optional_text)]
+OptionalNumber = Annotated[float | None, field_check(optional_number)]
+# Checked by the handler once it has found the source (or not): see ``CheckedLater``.
+LaterGroupIds = Annotated[list[int] | None, CheckedLater]
+
+
+def _obj_id(body: dict[str, Any], name: str) -> str:
+    return check_obj_id(required(body, name))
+
+
+def _ra(body: dict[str, Any], name: str) -> float:
+    ra = number_field(body, name)
+    if not 0 <= ra < 360:
+        raise bad_request(f"Invalid ra: {ra} (must be in [0, 360))")
+    return ra
+
+
+def _dec(body: dict[str, Any], name: str) -> float:
+    dec = number_field(body, name)
+    if not -90 <= dec <= 90:
+        raise bad_request(f"Invalid dec: {dec} (must be in [-90, 90])")
+    return dec
+
+
+def _redshift_error(body: dict[str, Any], name: str) -> float | None:
+    error = optional_number(body, name)
+    if error is not None and error < 0:
+        raise bad_request("Invalid redshift_error: must be >= 0")
+    return error
 
 
 class NewSource(BaseModel):
-    id: str
-    ra: float
-    dec: float
-    redshift: float | None = None
-    redshift_error: float | None = None
-    redshift_origin: str | None = None
-    group_ids: list[int] | None = None
+    """Fields in the order the handler checks them; ``group_ids`` is checked with the groups."""
+
+    id: Annotated[str, field_check(_obj_id)]
+    ra: Annotated[float, field_check(_ra)]
+    dec: Annotated[float, field_check(_dec)]
+    redshift_error: Annotated[float | None, field_check(_redshift_error)] = None
+    redshift: OptionalNumber = None
+    redshift_origin: OptionalText = None
+    group_ids: LaterGroupIds = None
+
+
+def _group_id_list(body: dict[str, Any], name: str) -> list[int]:
+    """Sorted, without repeats; null or empty means none."""
+    value = body.get(name) or []
+    if not isinstance(value, list) or not all(
+        isinstance(g, int) and not isinstance(g, bool) for g in value
+    ):
+        raise bad_request(f"Invalid {name}: must be a list of integer group IDs")
+    return sorted(set(value))
+
+
+def _obj_id_named(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(OBJ_ID_MISSING)
+    return value
+
+
+OBJ_ID_MISSING = "Missing required parameter: objId"
+GroupIdList = Annotated[list[int], field_check(_group_id_list)]
 
 
 class SourceGroupsChange(BaseModel):
     """At least one of ``inviteGroupIds`` and ``unsaveGroupIds`` must name a group."""
 
-    objId: str
-    inviteGroupIds: list[int] | None = None
-    unsaveGroupIds: list[int] | None = None
+    objId: Annotated[str, WhenMissing(OBJ_ID_MISSING), BeforeValidator(_obj_id_named)]
+    inviteGroupIds: GroupIdList | None = None
+    unsaveGroupIds: GroupIdList | None = None
+
+    @model_validator(mode="after")
+    def _names_a_group(self) -> SourceGroupsChange:
+        if not self.inviteGroupIds and not self.unsaveGroupIds:
+            raise ValueError("One of inviteGroupIds or unsaveGroupIds is required")
+        return self
 
 
 class SourceEdit(Closed):
@@ -43,11 +117,35 @@ class SourceEdit(Closed):
     redshift_origin: str | None = None
 
 
+def _telescope_name(value: Any, info: ValidationInfo) -> Any:
+    """SkyPortal's older name of ``telescope``, read (and checked) only without it."""
+    if info.data.get("telescope") is not None:
+        return None
+    try:
+        return optional_text({"telescope_name": value}, "telescope_name")
+    except ApiError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _filters(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(f, str) and f.strip() and len(f) <= 64 for f in value
+    ):
+        raise ValueError("Invalid filters: must be a list of filter names (strings)")
+    if len(value) > MAX_FILTERS:
+        raise ValueError(f"Invalid filters: at most {MAX_FILTERS} filters")
+    if len(set(value)) != len(value):
+        raise ValueError("Invalid filters: a filter is listed twice")
+    return list(value)
+
+
 class NewInstrument(BaseModel):
-    name: str
-    telescope: str | None = None
-    telescope_name: str | None = None
-    filters: list[str] | None = None
+    name: Text
+    telescope: OptionalText = None
+    telescope_name: Annotated[str | None, BeforeValidator(_telescope_name)] = None
+    filters: Annotated[list[str] | None, BeforeValidator(_filters)] = None
 
 
 class NewPhotometry(BaseModel):
@@ -84,28 +182,40 @@ class NewSpectrum(BaseModel):
 
 
 class NewComment(BaseModel):
-    text: str
-    origin: str | None = None
-    group_ids: list[int] | None = None
+    text: Annotated[str, field_check(partial(text_field, max_length=MAX_COMMENT))]
+    origin: OptionalText = None
+    group_ids: LaterGroupIds = None
 
 
 class NewCommentOn(NewComment):
-    obj_id: str
+    # Checked by the handler: its presence first, its source with the database.
+    obj_id: Annotated[str, CheckedLater]
+
+
+def _probability(body: dict[str, Any], name: str) -> float | None:
+    probability = optional_number(body, name)
+    if probability is not None and not 0 <= probability <= 1:
+        raise bad_request(f"Invalid probability: {probability} (must be between 0 and 1)")
+    return probability
 
 
 class NewClassification(BaseModel):
-    obj_id: str
-    classification: str
-    probability: float | None = None
-    taxonomy: str | None = None
-    ml: bool | None = None
-    group_ids: list[int] | None = None
+    """Fields in the order the handler checks them; ``obj_id`` (beyond being there) and
+    ``group_ids`` are checked with the database."""
+
+    probability: Annotated[float | None, field_check(_probability)] = None
+    classification: Text
+    taxonomy: OptionalText = None
+    ml: Annotated[bool | None, field_check(partial(bool_field, default=False))] = None
+    # Here only refused when absent or null; whether it names a source is the handler's.
+    obj_id: Annotated[str, CheckedLater, field_check(required)]
+    group_ids: LaterGroupIds = None
 
 
 class NewAnnotation(BaseModel):
-    origin: str
-    data: OpenObject
-    group_ids: list[int] | None = None
+    origin: Text
+    data: Annotated[OpenObject, field_check(object_field)]
+    group_ids: LaterGroupIds = None
 
 
 class SourceCreated(BaseModel):

@@ -15,9 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import ErrorDetails
 
+from http_edge.web import ApiError
 from shared.domain.errors import InvalidInput
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -88,3 +96,29 @@ def must_be_boolean(value: Any, info: ValidationInfo) -> Any:
 
 # A JSON boolean, refused as "Invalid <field>: must be a boolean" (null too).
 Boolean = Annotated[bool, BeforeValidator(must_be_boolean)]
+
+
+FieldCheck = Callable[[dict[str, Any], str], Any]
+
+
+def field_check(check: FieldCheck) -> BeforeValidator:
+    """A field validator running a hand-written check of one body field, ``check(body,
+    name)`` (e.g. ``gateway.source_access.text_field``), with that check's wording."""
+
+    def run(value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        try:
+            return check({name: value}, name)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+
+    return BeforeValidator(run)
+
+
+def _as_sent(value: Any, _: ValidatorFunctionWrapHandler) -> Any:
+    return value
+
+
+# Documents a field the handler checks itself, later, once it has consulted the database
+# (e.g. group_ids, refused in the same breath as "no such group"): the model passes it on.
+CheckedLater = WrapValidator(_as_sent)
