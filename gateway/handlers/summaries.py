@@ -18,16 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
 from gateway.schemas import summaries as schemas
+from gateway.schemas.sources import REDSHIFT_FIELDS, SourceEdit
 from gateway.schemas.validation import validated
 from gateway.source_access import (
-    bool_field,
-    int_id,
-    optional_text,
     source_not_found,
     visible_obj,
 )
 from http_edge.app_keys import RESOURCES
-from http_edge.web import ApiError, bad_request, finite, json_body, success
+from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
 from shared.domain.analysis_lifecycle import Sessions
@@ -43,9 +41,6 @@ from shared.domain.summaries import lock_obj, prepend_summary
 from shared.llm.client import LLMClient, LLMError, LLMErrorKind
 from shared.security.secrets import SecretBox
 
-MAX_SUMMARY_CHARS = 20_000
-SUMMARY_FIELDS = frozenset({"summary", "summary_origin", "is_bot", "analysis_id"})
-REDSHIFT_FIELDS = frozenset({"redshift", "redshift_error", "redshift_origin"})
 SEARCH_NOT_CONFIGURED = (
     "Summary search is not configured: the operator must set SKYHOOK_EMBEDDINGS_MODEL and an "
     "API key (SKYHOOK_EMBEDDINGS_API_KEY or SKYHOOK_LLM_API_KEY), and run the summary service."
@@ -63,38 +58,19 @@ class SummaryEdit:
     analysis_id: int | None
 
 
-def _summary_edit(body: dict[str, Any]) -> SummaryEdit | None:
-    if "summary" not in body:
-        extra = sorted(SUMMARY_FIELDS & body.keys())
-        if extra:
-            raise bad_request(f"{', '.join(extra)} describe a summary: give summary too")
+def _summary_edit(edit: SourceEdit) -> SummaryEdit | None:
+    if "summary" not in edit.model_fields_set:
         return None
-    text = body["summary"]
-    if text is not None and (not isinstance(text, str) or not text.strip()):
-        raise bad_request("Invalid summary: must be a non-empty string, or null to clear it")
-    if text is not None and len(text) > MAX_SUMMARY_CHARS:
-        raise bad_request(f"Invalid summary: must be at most {MAX_SUMMARY_CHARS} characters")
-    analysis_id = body.get("analysis_id")
     return SummaryEdit(
-        text=None if text is None else text.strip(),
-        origin=optional_text(body, "summary_origin"),
-        is_bot=bool_field(body, "is_bot", False),
-        analysis_id=None if analysis_id is None else int_id(analysis_id, "analysis_id"),
+        text=edit.summary,
+        origin=edit.summary_origin,
+        is_bot=bool(edit.is_bot),
+        analysis_id=edit.analysis_id,
     )
 
 
-def _redshift_edit(body: dict[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if "redshift" in body:
-        values["redshift"] = finite(body["redshift"], "redshift", allow_none=True)
-    if "redshift_error" in body:
-        error = finite(body["redshift_error"], "redshift_error", allow_none=True)
-        if error is not None and error < 0:
-            raise bad_request("Invalid redshift_error: must be >= 0")
-        values["redshift_error"] = error
-    if "redshift_origin" in body:
-        values["redshift_origin"] = optional_text(body, "redshift_origin")
-    return values
+def _redshift_edit(edit: SourceEdit) -> dict[str, Any]:
+    return {name: getattr(edit, name) for name in REDSHIFT_FIELDS & edit.model_fields_set}
 
 
 async def _check_analysis_reference(
@@ -114,16 +90,8 @@ async def _check_analysis_reference(
 async def patch_source(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    body = await json_body(request, optional=False)
-    unknown = sorted(body.keys() - SUMMARY_FIELDS - REDSHIFT_FIELDS)
-    if unknown:
-        raise bad_request(f"Invalid fields for a source: {unknown}")
-    edit = _summary_edit(body)
-    redshift = _redshift_edit(body)
-    if edit is None and not redshift:
-        raise bad_request(
-            "Nothing to update: give summary, redshift, redshift_error or redshift_origin"
-        )
+    wanted = validated(SourceEdit, await json_body(request, optional=False))
+    edit, redshift = _summary_edit(wanted), _redshift_edit(wanted)
     async with request.app[RESOURCES].sessions.begin() as session:
         await visible_obj(session, me, obj_id)
         obj = await lock_obj(session, obj_id)

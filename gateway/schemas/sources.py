@@ -14,6 +14,7 @@ from gateway.schemas.validation import CheckedLater, WhenMissing, field_check
 from gateway.source_access import (
     bool_field,
     check_obj_id,
+    int_id,
     number_field,
     object_field,
     optional_number,
@@ -105,16 +106,59 @@ class SourceGroupsChange(BaseModel):
         return self
 
 
-class SourceEdit(Closed):
-    """A summary (``null`` clears it, with a history entry) and/or the redshift."""
+MAX_SUMMARY_CHARS = 20_000
+SUMMARY_FIELDS = frozenset({"summary", "summary_origin", "is_bot", "analysis_id"})
+REDSHIFT_FIELDS = frozenset({"redshift", "redshift_error", "redshift_origin"})
 
-    summary: str | None = None
-    summary_origin: str | None = None
-    is_bot: bool | None = None
-    analysis_id: int | None = None
-    redshift: float | None = None
-    redshift_error: float | None = None
-    redshift_origin: str | None = None
+
+def _summary(value: Any) -> str | None:
+    """Stripped; null clears the summary."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("Invalid summary: must be a non-empty string, or null to clear it")
+    if len(value) > MAX_SUMMARY_CHARS:
+        raise ValueError(f"Invalid summary: must be at most {MAX_SUMMARY_CHARS} characters")
+    return value.strip()
+
+
+def _analysis_id(body: dict[str, Any], name: str) -> int | None:
+    value = body[name]
+    return None if value is None else int_id(value, name)
+
+
+class SourceEdit(Closed):
+    """A summary (``null`` clears it, with a history entry) and/or the redshift: only the
+    fields sent change. Fields are in the order the handler checks them."""
+
+    summary: Annotated[str | None, BeforeValidator(_summary)] = None
+    summary_origin: OptionalText = None
+    is_bot: Annotated[bool | None, field_check(partial(bool_field, default=False))] = None
+    analysis_id: Annotated[int | None, field_check(_analysis_id)] = None
+    redshift: OptionalNumber = None
+    redshift_error: Annotated[float | None, field_check(_redshift_error)] = None
+    redshift_origin: OptionalText = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_and_a_summary(cls, body: Any) -> Any:
+        if not isinstance(body, dict):
+            return body
+        unknown = sorted(body.keys() - SUMMARY_FIELDS - REDSHIFT_FIELDS)
+        if unknown:
+            raise ValueError(f"Invalid fields for a source: {unknown}")
+        extra = sorted(SUMMARY_FIELDS & body.keys())
+        if "summary" not in body and extra:
+            raise ValueError(f"{', '.join(extra)} describe a summary: give summary too")
+        return body
+
+    @model_validator(mode="after")
+    def _something_to_update(self) -> SourceEdit:
+        if not self.model_fields_set:
+            raise ValueError(
+                "Nothing to update: give summary, redshift, redshift_error or redshift_origin"
+            )
+        return self
 
 
 def _telescope_name(value: Any, info: ValidationInfo) -> Any:
