@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from gateway.schemas.common import Closed, GroupBrief, OpenObject, Timestamp, group_id_list
-from gateway.schemas.validation import checked_by
+from gateway.schemas.validation import CheckedLater, checked_by
 from shared.domain.analysis_parameters import ParameterError, normalize_input_filters
 
 
@@ -22,13 +22,6 @@ class PhotometryFilters(Closed):
 
 class InputFilters(Closed):
     photometry: PhotometryFilters | None = None
-
-
-class Visibility(BaseModel):
-    show_parameters: bool | None = None
-    show_plots: bool | None = None
-    show_corner: bool | None = None
-    group_ids: list[int] | None = None
 
 
 def _group_ids_unless_empty(value: Any) -> list[int] | None:
@@ -51,9 +44,16 @@ class StartAnalysis(BaseModel):
     show_corner: bool | None = None
 
 
-class UploadAnalysis(Visibility):
-    analysis: OpenObject | None = None
+class UploadAnalysis(BaseModel):
+    """Fields in the order the handler checks them; ``group_ids`` is checked (with the groups)
+    before the source and the cap, the rest after. Absent or null flags mean true."""
+
+    group_ids: Annotated[list[int] | None, CheckedLater] = None
+    show_parameters: bool | None = None
+    show_plots: bool | None = None
+    show_corner: bool | None = None
     message: str | None = None
+    analysis: OpenObject | None = None
 
 
 class Uploaded(BaseModel):
