@@ -3,10 +3,18 @@ annotations, and the summary and redshift edits."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from gateway.schemas.analyses import Analysis
 from gateway.schemas.common import Closed, GroupBrief, OpenObject, Paged, Timestamp
@@ -22,7 +30,7 @@ from gateway.source_access import (
     required,
     text_field,
 )
-from http_edge.web import ApiError, bad_request
+from http_edge.web import ApiError, bad_request, finite
 
 Numbers = list[float | None] | float | None
 MAX_COMMENT = 65_536
@@ -211,18 +219,86 @@ class NewPhotometry(BaseModel):
     group_ids: list[int] | None = None
 
 
+MAX_SPECTRUM_POINTS = 500_000
+SPECTRUM_TYPES = ("source", "host", "host_center")
+
+
+def _spectrum_array(body: dict[str, Any], name: str) -> list[float]:
+    values = required(body, name)
+    if not isinstance(values, list) or not values:
+        raise bad_request(f"Invalid {name}: must be a non-empty list of numbers")
+    if len(values) > MAX_SPECTRUM_POINTS:
+        raise bad_request(f"Invalid {name}: at most {MAX_SPECTRUM_POINTS} points")
+    return [cast(float, finite(value, f"{name}[{i}]")) for i, value in enumerate(values)]
+
+
+def _errors_of_same_length(value: Any, info: ValidationInfo) -> list[float] | None:
+    """The errors (if any), once the three arrays are known to have one length."""
+    errors = None
+    if value is not None:
+        errors = _spectrum_array_value(value, "errors")
+    wavelengths, fluxes = info.data.get("wavelengths", []), info.data.get("fluxes", [])
+    if len(fluxes) != len(wavelengths) or (errors is not None and len(errors) != len(fluxes)):
+        raise ValueError("wavelengths, fluxes and errors must have the same length")
+    return errors
+
+
+def _spectrum_array_value(value: Any, name: str) -> list[float]:
+    try:
+        return _spectrum_array({name: value}, name)
+    except ApiError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _spectrum_type(value: Any) -> str:
+    """Absent, null or empty: ``source``."""
+    kind = value or "source"
+    if kind not in SPECTRUM_TYPES:
+        raise ValueError(f"Invalid type: {kind!r} (one of {list(SPECTRUM_TYPES)})")
+    return cast(str, kind)
+
+
+def _optional_object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return None if body[name] is None else object_field(body, name)
+
+
+def _observed_at(body: dict[str, Any], name: str) -> str:
+    value = required(body, name)
+    if not isinstance(value, str):
+        raise bad_request("Invalid observed_at: must be an ISO 8601 date-time string")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(f"Invalid observed_at: {value!r} is not an ISO 8601 date-time") from None
+    return value
+
+
+def _instrument_id_required(schema: dict[str, Any]) -> None:
+    schema["required"] = [*schema.get("required", []), "instrument_id"]
+
+
 class NewSpectrum(BaseModel):
-    obj_id: str
-    instrument_id: int
-    observed_at: str
-    wavelengths: list[float]
-    fluxes: list[float]
-    errors: list[float] | None = None
-    units: str | None = None
-    origin: str | None = None
-    type: str | None = None
-    altdata: OpenObject | None = None
-    group_ids: list[int] | None = None
+    """Fields in the order the handler checks them. ``obj_id`` (once present) and
+    ``instrument_id`` (required, its absence told after the source is found) are checked with
+    the database, as are ``group_ids``."""
+
+    model_config = ConfigDict(json_schema_extra=_instrument_id_required)
+
+    wavelengths: Annotated[list[float], field_check(_spectrum_array)]
+    fluxes: Annotated[list[float], field_check(_spectrum_array)]
+    errors: Annotated[list[float] | None, BeforeValidator(_errors_of_same_length)] = Field(
+        default=None, validate_default=True
+    )
+    type: Annotated[str | None, BeforeValidator(_spectrum_type)] = Field(
+        default=None, validate_default=True
+    )
+    altdata: Annotated[OpenObject | None, field_check(_optional_object)] = None
+    observed_at: Annotated[str, field_check(_observed_at)]
+    units: Annotated[str | None, field_check(partial(optional_text, max_length=64))] = None
+    origin: OptionalText = None
+    obj_id: Annotated[str, CheckedLater, field_check(required)]
+    instrument_id: Annotated[int | None, CheckedLater] = None
+    group_ids: LaterGroupIds = None
 
 
 class NewComment(BaseModel):
