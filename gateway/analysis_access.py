@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy import ColumnElement, select
@@ -88,11 +87,8 @@ def refuse_if_disabled(service: AnalysisService) -> None:
         )
 
 
-async def request_group_ids(
-    session: AsyncSession, me: Principal, body: dict[str, Any]
-) -> list[int]:
+async def request_group_ids(session: AsyncSession, me: Principal, group_ids: object) -> list[int]:
     """The groups that may read the new analysis; none given means all of the caller's."""
-    group_ids = body.get("group_ids")
     if not group_ids:  # the caller's memberships, already known: no query
         return sorted(me.group_ids)
     groups = await resolve_group_ids(session, me, group_ids)

@@ -57,25 +57,14 @@ def optional_number(body: dict[str, Any], name: str) -> float | None:
     return finite(body.get(name), name, allow_none=True)
 
 
-BOOLEAN = "a boolean"
-TRUE_OR_FALSE = "true or false"
-
-
-def bool_field(
-    body: dict[str, Any],
-    name: str,
-    default: bool,
-    *,
-    must_be: str = BOOLEAN,
-    null_is_default: bool = True,
-) -> bool:
-    """A JSON boolean; absent (or null, unless ``null_is_default`` is off) means ``default``.
-    ``must_be`` words the refusal: callers keep the wording SkyPortal clients already see."""
-    value = body.get(name, default)
-    if value is None and null_is_default:
+def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
+    """A JSON boolean; absent or null means ``default``. (A request model's plain ``bool``
+    field refuses with "must be true or false", the wording of other fields.)"""
+    value = body.get(name)
+    if value is None:
         return default
     if not isinstance(value, bool):
-        raise bad_request(f"Invalid {name}: must be {must_be}")
+        raise bad_request(f"Invalid {name}: must be a boolean")
     return value
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gateway.auth import principal
-from gateway.schemas.accounts import NewMember, NewToken
+from gateway.schemas.accounts import NewGroup, NewMember, NewToken, NewUser, UserChange
 from gateway.schemas.validation import validated
 from gateway.serialize import token_dict, user_dict
 from http_edge.app_keys import RESOURCES
@@ -24,28 +24,13 @@ from http_edge.web import (
 )
 from shared.db.models import Group, GroupUser, Token, User
 from shared.domain.access import Principal, groups_not_found
-from shared.domain.accounts import AccountError, add_member, check_acls, check_name, issue_token
-from shared.domain.ids import is_id
+from shared.domain.accounts import add_member, issue_token
 from shared.domain.llm_keys import user_llm_key
 
 
-def _account_error(exc: AccountError) -> ApiError:
-    return bad_request(str(exc))
-
-
 async def post_user(request: web.Request) -> web.Response:
-    body = await json_body(request, optional=False)
-    try:
-        username = check_name(body.get("username"), "username")
-        acls = check_acls(body.get("acls", []))
-    except AccountError as exc:
-        raise _account_error(exc) from None
-    is_admin = body.get("is_admin", False)
-    if not isinstance(is_admin, bool):
-        raise bad_request("Invalid is_admin: must be a boolean")
-    group_ids = body.get("group_ids", [])
-    if not isinstance(group_ids, list) or not all(is_id(g) for g in group_ids):
-        raise bad_request("Invalid group_ids: must be a list of integer group IDs")
+    new = validated(NewUser, await json_body(request, optional=False))
+    username, acls, is_admin, group_ids = new.username, new.acls, new.is_admin, new.group_ids
     async with request.app[RESOURCES].sessions.begin() as session:
         found = await session.execute(select(Group).where(Group.id.in_(group_ids)))
         groups = list(found.scalars())
@@ -93,22 +78,13 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def patch_user(request: web.Request) -> web.Response:
     user_id = path_int(request, "user_id", "user_id")
-    body = await json_body(request, optional=False)
-    unknown = set(body) - {"acls", "is_admin"}
-    if unknown:
-        raise bad_request(f"Invalid fields for a user: {sorted(unknown)}")
-    try:
-        acls = check_acls(body["acls"]) if "acls" in body else None
-    except AccountError as exc:
-        raise _account_error(exc) from None
-    if "is_admin" in body and not isinstance(body["is_admin"], bool):
-        raise bad_request("Invalid is_admin: must be a boolean")
+    change = validated(UserChange, await json_body(request, optional=False))
     async with request.app[RESOURCES].sessions.begin() as session:
         user = await _load_user(session, user_id)
-        if acls is not None:
-            user.acls = acls
-        if "is_admin" in body:
-            user.is_admin = body["is_admin"]
+        if change.acls is not None:
+            user.acls = change.acls
+        if change.is_admin is not None:
+            user.is_admin = change.is_admin
     return success()
 
 
@@ -136,17 +112,8 @@ def _group_dict(group: Group, members: list[GroupUser] | None, me: Principal) ->
 
 
 async def post_group(request: web.Request) -> web.Response:
-    body = await json_body(request, optional=False)
-    try:
-        name = check_name(body.get("name"), "name")
-    except AccountError as exc:
-        raise _account_error(exc) from None
-    description = body.get("description")
-    if description is not None and not isinstance(description, str):
-        raise bad_request("Invalid description: must be a string")
-    admins = body.get("group_admins", [])
-    if not isinstance(admins, list) or not all(is_id(a) for a in admins):
-        raise bad_request("Invalid group_admins: must be a list of user IDs")
+    new = validated(NewGroup, await json_body(request, optional=False))
+    name, description, admins = new.name, new.description, new.group_admins
     async with request.app[RESOURCES].sessions.begin() as session:
         users = list(await session.scalars(select(User).where(User.id.in_(admins))))
         if len(users) != len(set(admins)):

@@ -26,7 +26,8 @@ from gateway.analysis_access import (
 )
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
-from gateway.source_access import TRUE_OR_FALSE, bool_field
+from gateway.schemas.analyses import StartAnalysis
+from gateway.schemas.validation import validated
 from http_edge.app_keys import RESOURCES
 from http_edge.web import (
     Page,
@@ -60,7 +61,6 @@ from shared.domain.analysis_lifecycle import (
 from shared.domain.analysis_parameters import (
     ParameterError,
     display_parameters,
-    normalize_input_filters,
     parameter_specs,
     validate_analysis_parameters,
 )
@@ -90,11 +90,10 @@ def _checked_parameters(service: AnalysisService, body: dict[str, Any]) -> dict[
         raise bad_request(str(exc)) from None
 
 
-def _checked_filters(body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return normalize_input_filters(body.get("input_filters"))
-    except ParameterError as exc:
-        raise bad_request(str(exc)) from None
+def _input_filters(wanted: StartAnalysis) -> dict[str, Any]:
+    if wanted.input_filters is None:
+        return {}
+    return wanted.input_filters.model_dump(exclude_none=True)
 
 
 async def post_analysis(request: web.Request) -> web.Response:
@@ -111,10 +110,11 @@ async def post_analysis(request: web.Request) -> web.Response:
         )
     refuse_if_disabled(service)
     parameters = _checked_parameters(service, body)
+    wanted = validated(StartAnalysis, body)
     group_ids = sorted(me.group_ids)  # none named: the caller's, already known (no query)
-    if body.get("group_ids"):
+    if wanted.group_ids:
         async with read_session(resources.engine) as session:
-            group_ids = await request_group_ids(session, me, body)
+            group_ids = await request_group_ids(session, me, wanted.group_ids)
     new = NewAnalysis(
         obj_id=obj_id,
         service=service,
@@ -122,10 +122,10 @@ async def post_analysis(request: web.Request) -> web.Response:
         group_ids=group_ids,
         parameters=parameters,
         display_parameters=display_parameters(parameters),
-        input_filters=_checked_filters(body),
-        show_parameters=bool_field(body, "show_parameters", False, must_be=TRUE_OR_FALSE),
-        show_plots=bool_field(body, "show_plots", False, must_be=TRUE_OR_FALSE),
-        show_corner=bool_field(body, "show_corner", False, must_be=TRUE_OR_FALSE),
+        input_filters=_input_filters(wanted),
+        show_parameters=bool(wanted.show_parameters),
+        show_plots=bool(wanted.show_plots),
+        show_corner=bool(wanted.show_corner),
     )
     try:
         analysis_id = await request.app[START_BATCHER].submit(new)

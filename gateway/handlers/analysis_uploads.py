@@ -20,7 +20,8 @@ from gateway.analysis_access import (
 )
 from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import principal
-from gateway.source_access import TRUE_OR_FALSE, bool_field
+from gateway.schemas.analyses import UploadAnalysis
+from gateway.schemas.validation import validated
 from http_edge.web import bad_request, forbidden, json_body, not_found, path_int, success
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
@@ -41,27 +42,13 @@ UPLOAD_CAP_MESSAGE = (
 )
 
 
-def _message(body: dict[str, Any]) -> str:
-    message = body.get("message")
-    if message is None:
-        return ""
-    if not isinstance(message, str):
-        raise bad_request("Invalid message: must be a string")
-    return message
-
-
-def _analysis_object(body: dict[str, Any]) -> dict[str, Any]:
-    analysis = body.get("analysis")
-    if analysis is None:
-        return {}
-    if not isinstance(analysis, dict):
-        raise bad_request("Invalid analysis: must be a JSON object")
-    return analysis
+def _flag(value: bool | None) -> bool:
+    return True if value is None else value
 
 
 async def _check_and_prepare(
     request: web.Request, sessions: Sessions, cap: int, body: dict[str, Any]
-) -> NewAnalysis:
+) -> tuple[NewAnalysis, UploadAnalysis]:
     me = principal(request)
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
@@ -70,26 +57,28 @@ async def _check_and_prepare(
         if not service.upload_only:
             raise forbidden(f"Analysis Service ID: {service_id} is not of type upload_only.")
         refuse_if_disabled(service)
-        group_ids = await request_group_ids(session, me, body)
+        group_ids = await request_group_ids(session, me, body.get("group_ids"))
         if not await obj_visible(session, obj_id, me):
             raise not_found(f"Obj {obj_id} not found")
         # An early answer before storing anything; creating checks again atomically.
         if await count_capped(session, obj_id, me.user_id) >= cap:
             raise forbidden(UPLOAD_CAP_MESSAGE)
-    return NewAnalysis(
+    upload = validated(UploadAnalysis, body)
+    new = NewAnalysis(
         obj_id=obj_id,
         service=service,
         author=me,
         group_ids=group_ids,
         parameters={},
         display_parameters={},
-        show_parameters=bool_field(body, "show_parameters", True, must_be=TRUE_OR_FALSE),
-        show_plots=bool_field(body, "show_plots", True, must_be=TRUE_OR_FALSE),
-        show_corner=bool_field(body, "show_corner", True, must_be=TRUE_OR_FALSE),
+        show_parameters=_flag(upload.show_parameters),
+        show_plots=_flag(upload.show_plots),
+        show_corner=_flag(upload.show_corner),
         status=AnalysisStatus.COMPLETED,
-        status_message=_message(body),
+        status_message=upload.message or "",
         handled_by_url="/",
     )
+    return new, upload
 
 
 async def _store(new: NewAnalysis, analysis: dict[str, Any]) -> None:
@@ -108,8 +97,8 @@ async def post_analysis_upload(request: web.Request) -> web.Response:
     me = principal(request)
     body = await json_body(request)
     creator = request.app[ANALYSIS_CREATOR]
-    new = await _check_and_prepare(request, creator.sessions, creator.cap, body)
-    analysis = _analysis_object(body)
+    new, upload = await _check_and_prepare(request, creator.sessions, creator.cap, body)
+    analysis = upload.analysis or {}
     if analysis:
         await _store(new, analysis)
     try:

@@ -8,14 +8,16 @@ its defaults, and members of its groups read them.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
-from gateway.source_access import TRUE_OR_FALSE, bool_field, groups_named
+from gateway.schemas.default_analyses import DefaultAnalysisChange, NewDefaultAnalysis
+from gateway.schemas.validation import validated
+from gateway.source_access import groups_named
 from http_edge.app_keys import RESOURCES
 from http_edge.web import bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
@@ -26,11 +28,6 @@ from shared.domain.default_analyses import DefaultAnalysisError
 log = logging.getLogger("skyhook.gateway.default_analyses")
 
 FLAGS = ("show_parameters", "show_plots", "show_corner")
-
-
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    """Unlike a start request's flags, a default analysis' flags refuse null."""
-    return bool_field(body, name, default, must_be=TRUE_OR_FALSE, null_is_default=False)
 
 
 async def _service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
@@ -96,19 +93,16 @@ async def post_default_analysis(request: web.Request) -> web.Response:
         parameters = _checked(
             lambda: defaults.check_parameters(service, body.get("default_analysis_parameters"))
         )
-        if body.get("source_filter") is None:
-            raise bad_request("Missing required parameter: source_filter")
-        source_filter = _checked(lambda: defaults.check_source_filter(body["source_filter"]))
-        daily_limit = _checked(lambda: defaults.check_daily_limit(body.get("daily_limit")))
-        groups = await groups_named(session, me, body.get("group_ids"))
+        new = validated(NewDefaultAnalysis, body)
+        groups = await groups_named(session, me, new.group_ids)
         default = DefaultAnalysis(
             analysis_service_id=service.id,
             author_id=me.user_id,
             default_analysis_parameters=parameters,
-            source_filter=source_filter,
-            daily_limit=daily_limit,
+            source_filter=new.source_filter,
+            daily_limit=new.daily_limit,
             groups=groups,
-            **{flag: _flag(body, flag, True) for flag in FLAGS},
+            **{flag: getattr(new, flag) for flag in FLAGS},
         )
         session.add(default)
         await session.flush()
@@ -168,17 +162,18 @@ async def _apply_patch(
         default.default_analysis_parameters = _checked(
             lambda: defaults.check_parameters(service, value)
         )
-    if "source_filter" in body:
-        default.source_filter = _checked(
-            lambda: defaults.check_source_filter(body["source_filter"])
-        )
-    if "daily_limit" in body:
-        default.daily_limit = _checked(lambda: defaults.check_daily_limit(body["daily_limit"]))
-    if "group_ids" in body:
-        default.groups = await groups_named(session, me, body["group_ids"])
+    change = validated(DefaultAnalysisChange, body)
+    named = change.model_fields_set
+    # The model has normalized both: the filter to an object, a null limit to the default.
+    if "source_filter" in named:
+        default.source_filter = cast(dict[str, Any], change.source_filter)
+    if "daily_limit" in named:
+        default.daily_limit = cast(int, change.daily_limit)
+    if "group_ids" in named:
+        default.groups = await groups_named(session, me, change.group_ids)
     for flag in FLAGS:
-        if flag in body:
-            setattr(default, flag, _flag(body, flag, getattr(default, flag)))
+        if flag in named:
+            setattr(default, flag, getattr(change, flag))
 
 
 async def delete_default_analysis(request: web.Request) -> web.Response:

@@ -6,35 +6,17 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from gateway.schemas.sources import NewInstrument
+from gateway.schemas.validation import validated
 from gateway.serialize import instrument_dict
-from gateway.source_access import optional_text, text_field
 from http_edge.app_keys import RESOURCES
 from http_edge.web import bad_request, json_body, not_found, path_int, success
 from shared.db.models import Instrument
 
-MAX_FILTERS = 200
-
-
-def _filters(value: object) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(
-        isinstance(f, str) and f.strip() and len(f) <= 64 for f in value
-    ):
-        raise bad_request("Invalid filters: must be a list of filter names (strings)")
-    if len(value) > MAX_FILTERS:
-        raise bad_request(f"Invalid filters: at most {MAX_FILTERS} filters")
-    if len(set(value)) != len(value):
-        raise bad_request("Invalid filters: a filter is listed twice")
-    return list(value)
-
 
 async def post_instrument(request: web.Request) -> web.Response:
-    body = await json_body(request, optional=False)
-    name = text_field(body, "name")
-    telescope_key = "telescope" if body.get("telescope") is not None else "telescope_name"
-    telescope = optional_text(body, telescope_key)
-    filters = _filters(body.get("filters"))
+    new = validated(NewInstrument, await json_body(request, optional=False))
+    name, telescope, filters = new.name, new.telescope or new.telescope_name, new.filters or []
     async with request.app[RESOURCES].sessions.begin() as session:
         instrument = Instrument(name=name, telescope=telescope, filters=filters)
         session.add(instrument)

@@ -8,15 +8,12 @@ from aiohttp import web
 from sqlalchemy import Table, select
 
 from gateway.auth import principal
+from gateway.schemas.sources import NewAnnotation, NewClassification, NewComment, NewCommentOn
+from gateway.schemas.validation import validated
 from gateway.serialize import annotation_dict, classification_dict, comment_dict
 from gateway.source_access import (
     add_data_row,
-    bool_field,
-    object_field,
-    optional_number,
-    optional_text,
     required,
-    text_field,
     visible_obj,
 )
 from http_edge.app_keys import RESOURCES
@@ -35,7 +32,6 @@ from shared.domain.access import Principal, visible
 from shared.domain.enums import ACL
 from shared.domain.events import ClassificationAdded
 
-MAX_COMMENT = 65_536
 NoteModel = type[Comment] | type[Classification] | type[Annotation]
 
 
@@ -47,27 +43,29 @@ def _visible_rows(model: NoteModel, link: Table, obj_id: str, me: Principal) -> 
     )
 
 
-async def _post_comment(request: web.Request, obj_id: object, body: dict[str, Any]) -> int:
+async def _post_comment(
+    request: web.Request, obj_id: object, body: dict[str, Any], model: type[NewComment]
+) -> int:
     me = principal(request)
     me.require(ACL.UPLOAD_DATA)
-    text = text_field(body, "text", max_length=MAX_COMMENT)
-    origin = optional_text(body, "origin")
+    new = validated(model, body)
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, obj_id)
-        group_ids = body.get("group_ids")
-        return await add_data_row(session, me, obj, group_ids, Comment, text=text, origin=origin)
+        return await add_data_row(
+            session, me, obj, new.group_ids, Comment, text=new.text, origin=new.origin
+        )
 
 
 async def post_source_comment(request: web.Request) -> web.Response:
     body = await json_body(request, optional=False)
-    comment_id = await _post_comment(request, request.match_info["obj_id"], body)
+    comment_id = await _post_comment(request, request.match_info["obj_id"], body, NewComment)
     return success({"comment_id": comment_id})
 
 
 async def post_comment(request: web.Request) -> web.Response:
     """SkyPortal's older form: the source is named in the body."""
     body = await json_body(request, optional=False)
-    comment_id = await _post_comment(request, required(body, "obj_id"), body)
+    comment_id = await _post_comment(request, required(body, "obj_id"), body, NewCommentOn)
     return success({"comment_id": comment_id})
 
 
@@ -83,27 +81,23 @@ async def get_source_comments(request: web.Request) -> web.Response:
         return success([comment_dict(c, author, me) for c, author in rows])
 
 
-def _classification_fields(body: dict[str, Any]) -> dict[str, Any]:
-    probability = optional_number(body, "probability")
-    if probability is not None and not 0 <= probability <= 1:
-        raise bad_request(f"Invalid probability: {probability} (must be between 0 and 1)")
+def _classification_fields(new: NewClassification) -> dict[str, Any]:
     return {
-        "classification": text_field(body, "classification"),
-        "probability": probability,
-        "taxonomy": optional_text(body, "taxonomy"),
-        "ml": bool_field(body, "ml", False),
+        "classification": new.classification,
+        "probability": new.probability,
+        "taxonomy": new.taxonomy,
+        "ml": bool(new.ml),
     }
 
 
 async def post_classification(request: web.Request) -> web.Response:
     me = principal(request)
-    body = await json_body(request, optional=False)
-    fields = _classification_fields(body)
+    new = validated(NewClassification, await json_body(request, optional=False))
+    fields = _classification_fields(new)
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
-        obj = await visible_obj(session, me, required(body, "obj_id"))
-        group_ids = body.get("group_ids")
-        row_id = await add_data_row(session, me, obj, group_ids, Classification, **fields)
+        obj = await visible_obj(session, me, new.obj_id)
+        row_id = await add_data_row(session, me, obj, new.group_ids, Classification, **fields)
         shared_with = await session.scalars(
             select(classification_groups.c.group_id).where(
                 classification_groups.c.classification_id == row_id
@@ -134,9 +128,8 @@ async def get_source_classifications(request: web.Request) -> web.Response:
 
 async def post_source_annotation(request: web.Request) -> web.Response:
     me = principal(request)
-    body = await json_body(request, optional=False)
-    origin = text_field(body, "origin")
-    data = object_field(body, "data")
+    new = validated(NewAnnotation, await json_body(request, optional=False))
+    origin, data = new.origin, new.data
     async with request.app[RESOURCES].sessions.begin() as session:
         obj = await visible_obj(session, me, request.match_info["obj_id"])
         same_origin = _visible_rows(Annotation, annotation_groups, obj.id, me).where(
@@ -146,9 +139,8 @@ async def post_source_annotation(request: web.Request) -> web.Response:
             raise bad_request(
                 f"An annotation from origin {origin!r} already exists on source {obj.id}"
             )
-        group_ids = body.get("group_ids")
         row_id = await add_data_row(
-            session, me, obj, group_ids, Annotation, origin=origin, data=data
+            session, me, obj, new.group_ids, Annotation, origin=origin, data=data
         )
     return success({"annotation_id": row_id})
 

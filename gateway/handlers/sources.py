@@ -11,14 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_views import analysis_dict
 from gateway.auth import principal
+from gateway.schemas.sources import NewSource, SourceGroupsChange
+from gateway.schemas.validation import validated
 from gateway.serialize import source_dict
 from gateway.source_access import (
-    check_obj_id,
     groups_named,
-    number_field,
-    optional_number,
-    optional_text,
-    required,
     source_not_found,
     visible_obj,
 )
@@ -32,42 +29,27 @@ from shared.domain.analysis_lifecycle import delete_analyses_where
 from shared.domain.events import SourceSaved
 
 
-def _coordinates(body: dict[str, object]) -> tuple[float, float]:
-    ra = number_field(body, "ra")
-    dec = number_field(body, "dec")
-    if not 0 <= ra < 360:
-        raise bad_request(f"Invalid ra: {ra} (must be in [0, 360))")
-    if not -90 <= dec <= 90:
-        raise bad_request(f"Invalid dec: {dec} (must be in [-90, 90])")
-    return ra, dec
-
-
-def _new_obj(body: dict[str, object], me: Principal) -> Obj:
-    obj_id = check_obj_id(required(body, "id"))
-    ra, dec = _coordinates(body)
-    redshift_error = optional_number(body, "redshift_error")
-    if redshift_error is not None and redshift_error < 0:
-        raise bad_request("Invalid redshift_error: must be >= 0")
+def _new_obj(new: NewSource, me: Principal) -> Obj:
     return Obj(
-        id=obj_id,
-        ra=ra,
-        dec=dec,
-        redshift=optional_number(body, "redshift"),
-        redshift_error=redshift_error,
-        redshift_origin=optional_text(body, "redshift_origin"),
+        id=new.id,
+        ra=new.ra,
+        dec=new.dec,
+        redshift=new.redshift,
+        redshift_error=new.redshift_error,
+        redshift_origin=new.redshift_origin,
         created_by_id=me.user_id,
     )
 
 
 async def post_source(request: web.Request) -> web.Response:
     me = principal(request)
-    body = await json_body(request, optional=False)
-    obj = _new_obj(body, me)
+    new = validated(NewSource, await json_body(request, optional=False))
+    obj = _new_obj(new, me)
     # One message whether or not the caller can see the existing source: it reveals nothing.
     taken = bad_request(f"Source {obj.id} already exists")
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
-        groups = await groups_named(session, me, body.get("group_ids"))
+        groups = await groups_named(session, me, new.group_ids)
         if not groups:
             raise bad_request("A source must be shared with at least one group")
         if await session.scalar(select(Obj.id).where(Obj.id == obj.id)) is not None:
@@ -84,27 +66,13 @@ async def post_source(request: web.Request) -> web.Response:
     return success({"id": obj.id})
 
 
-def _id_list(body: dict[str, object], name: str) -> list[int]:
-    value = body.get(name) or []
-    if not isinstance(value, list) or not all(
-        isinstance(g, int) and not isinstance(g, bool) for g in value
-    ):
-        raise bad_request(f"Invalid {name}: must be a list of integer group IDs")
-    return sorted(set(value))
-
-
 async def post_source_groups(request: web.Request) -> web.Response:
     """Save a source to more groups (``inviteGroupIds``) or unsave it from some
     (``unsaveGroupIds``), as SkyPortal's ``/api/source_groups``; each new save is a
     ``source.saved`` event."""
     me = principal(request)
-    body = await json_body(request, optional=False)
-    obj_id = body.get("objId")
-    if not isinstance(obj_id, str):
-        raise bad_request("Missing required parameter: objId")
-    invite, unsave = _id_list(body, "inviteGroupIds"), _id_list(body, "unsaveGroupIds")
-    if not invite and not unsave:
-        raise bad_request("One of inviteGroupIds or unsaveGroupIds is required")
+    change = validated(SourceGroupsChange, await json_body(request, optional=False))
+    obj_id, invite, unsave = change.objId, change.inviteGroupIds or [], change.unsaveGroupIds or []
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
         obj = await visible_obj(session, me, obj_id)

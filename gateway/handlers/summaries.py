@@ -9,7 +9,7 @@ returned; it reaches a summary service only when the dispatcher sends that user'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from sqlalchemy import select
@@ -17,15 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
+from gateway.schemas import summaries as schemas
+from gateway.schemas.sources import REDSHIFT_FIELDS, SourceEdit
+from gateway.schemas.validation import validated
 from gateway.source_access import (
-    bool_field,
-    int_id,
-    optional_text,
     source_not_found,
     visible_obj,
 )
 from http_edge.app_keys import RESOURCES
-from http_edge.web import ApiError, bad_request, finite, json_body, success
+from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
 from shared.domain.analysis_lifecycle import Sessions
@@ -41,11 +41,6 @@ from shared.domain.summaries import lock_obj, prepend_summary
 from shared.llm.client import LLMClient, LLMError, LLMErrorKind
 from shared.security.secrets import SecretBox
 
-MAX_SUMMARY_CHARS = 20_000
-MAX_QUERY_CHARS = 10_000
-MAX_KEY_CHARS = 500
-SUMMARY_FIELDS = frozenset({"summary", "summary_origin", "is_bot", "analysis_id"})
-REDSHIFT_FIELDS = frozenset({"redshift", "redshift_error", "redshift_origin"})
 SEARCH_NOT_CONFIGURED = (
     "Summary search is not configured: the operator must set SKYHOOK_EMBEDDINGS_MODEL and an "
     "API key (SKYHOOK_EMBEDDINGS_API_KEY or SKYHOOK_LLM_API_KEY), and run the summary service."
@@ -63,38 +58,19 @@ class SummaryEdit:
     analysis_id: int | None
 
 
-def _summary_edit(body: dict[str, Any]) -> SummaryEdit | None:
-    if "summary" not in body:
-        extra = sorted(SUMMARY_FIELDS & body.keys())
-        if extra:
-            raise bad_request(f"{', '.join(extra)} describe a summary: give summary too")
+def _summary_edit(edit: SourceEdit) -> SummaryEdit | None:
+    if "summary" not in edit.model_fields_set:
         return None
-    text = body["summary"]
-    if text is not None and (not isinstance(text, str) or not text.strip()):
-        raise bad_request("Invalid summary: must be a non-empty string, or null to clear it")
-    if text is not None and len(text) > MAX_SUMMARY_CHARS:
-        raise bad_request(f"Invalid summary: must be at most {MAX_SUMMARY_CHARS} characters")
-    analysis_id = body.get("analysis_id")
     return SummaryEdit(
-        text=None if text is None else text.strip(),
-        origin=optional_text(body, "summary_origin"),
-        is_bot=bool_field(body, "is_bot", False),
-        analysis_id=None if analysis_id is None else int_id(analysis_id, "analysis_id"),
+        text=edit.summary,
+        origin=edit.summary_origin,
+        is_bot=bool(edit.is_bot),
+        analysis_id=edit.analysis_id,
     )
 
 
-def _redshift_edit(body: dict[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if "redshift" in body:
-        values["redshift"] = finite(body["redshift"], "redshift", allow_none=True)
-    if "redshift_error" in body:
-        error = finite(body["redshift_error"], "redshift_error", allow_none=True)
-        if error is not None and error < 0:
-            raise bad_request("Invalid redshift_error: must be >= 0")
-        values["redshift_error"] = error
-    if "redshift_origin" in body:
-        values["redshift_origin"] = optional_text(body, "redshift_origin")
-    return values
+def _redshift_edit(edit: SourceEdit) -> dict[str, Any]:
+    return {name: getattr(edit, name) for name in REDSHIFT_FIELDS & edit.model_fields_set}
 
 
 async def _check_analysis_reference(
@@ -114,16 +90,8 @@ async def _check_analysis_reference(
 async def patch_source(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    body = await json_body(request, optional=False)
-    unknown = sorted(body.keys() - SUMMARY_FIELDS - REDSHIFT_FIELDS)
-    if unknown:
-        raise bad_request(f"Invalid fields for a source: {unknown}")
-    edit = _summary_edit(body)
-    redshift = _redshift_edit(body)
-    if edit is None and not redshift:
-        raise bad_request(
-            "Nothing to update: give summary, redshift, redshift_error or redshift_origin"
-        )
+    wanted = validated(SourceEdit, await json_body(request, optional=False))
+    edit, redshift = _summary_edit(wanted), _redshift_edit(wanted)
     async with request.app[RESOURCES].sessions.begin() as session:
         await visible_obj(session, me, obj_id)
         obj = await lock_obj(session, obj_id)
@@ -152,51 +120,15 @@ async def patch_source(request: web.Request) -> web.Response:
 class SummaryQuery:
     text: str | None
     obj_id: str | None
-    k: int
+    k: int  # the model gives the default when none is sent
     filters: SearchFilters
 
 
-def _k(value: Any) -> int:
-    if value is None:
-        return 5
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request("k must be an integer, 1<=k<=100")
-    if not 1 <= value <= 100:
-        raise bad_request("k must be 1<=k<=100")
-    return value
-
-
-def _classes(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
-        raise bad_request("Invalid classificationTypes: must be a list of classification names")
-    return tuple(c.strip() for c in value) or None
-
-
-def _text_query(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request('Invalid "q": must be a non-empty string')
-    if len(value) > MAX_QUERY_CHARS:
-        raise bad_request(f'Invalid "q": must be at most {MAX_QUERY_CHARS} characters')
-    return value.strip()
-
-
 def _summary_query(body: dict[str, Any]) -> SummaryQuery:
-    q, obj_id = body.get("q"), body.get("objID")
-    if q is None and obj_id is None:
-        raise bad_request('Missing one of the required: "q" or "objID"')
-    if q is not None and obj_id is not None:
-        raise bad_request('Cannot specify both "q" and "objID"')
-    if obj_id is not None and (not isinstance(obj_id, str) or not obj_id):
-        raise bad_request('Invalid "objID": must be a source id')
-    k = _k(body.get("k"))
-    z_min = finite(body.get("z_min"), "z_min", allow_none=True)
-    z_max = finite(body.get("z_max"), "z_max", allow_none=True)
-    if z_min is not None and z_max is not None and z_min > z_max:
-        raise bad_request("z_min must be <= z_max")
-    filters = SearchFilters(z_min, z_max, _classes(body.get("classificationTypes")))
-    return SummaryQuery(None if q is None else _text_query(q), obj_id, k, filters)
+    wanted = validated(schemas.SummaryQuery, body)
+    classes = tuple(wanted.classificationTypes) if wanted.classificationTypes else None
+    filters = SearchFilters(wanted.z_min, wanted.z_max, classes)
+    return SummaryQuery(wanted.q, wanted.objID, cast(int, wanted.k), filters)
 
 
 def _search_failure(error: LLMError) -> ApiError:
@@ -247,18 +179,6 @@ async def summary_query(request: web.Request) -> web.Response:
 # --- /api/internal/profile/llm_key ------------------------------------------------------------
 
 
-def _api_key(body: dict[str, Any]) -> str:
-    key = body.get("api_key")
-    if not isinstance(key, str) or not key.strip():
-        raise bad_request("Invalid api_key: must be a non-empty string")
-    key = key.strip()
-    if len(key) > MAX_KEY_CHARS or any(c.isspace() for c in key):
-        raise bad_request(
-            f"Invalid api_key: must be at most {MAX_KEY_CHARS} characters, without spaces"
-        )
-    return key
-
-
 async def _update_llm_key(request: web.Request, key: str | None) -> bool:
     resources = request.app[RESOURCES]
     async with resources.sessions.begin() as session:
@@ -270,7 +190,7 @@ async def _update_llm_key(request: web.Request, key: str | None) -> bool:
 
 
 async def put_llm_key(request: web.Request) -> web.Response:
-    key = _api_key(await json_body(request, optional=False))
+    key = validated(schemas.LlmKey, await json_body(request, optional=False)).api_key
     return success({"llm_key_set": await _update_llm_key(request, key)})
 
 

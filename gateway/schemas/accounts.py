@@ -2,29 +2,63 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated, Any
 
-from gateway.schemas.common import MAX_NAME, Closed, Paged, RowId, Timestamp
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from gateway.schemas.common import MAX_NAME, Closed, Paged, RowId, Timestamp, group_id_list
+from gateway.schemas.validation import Boolean, WhenMissing, checked_by, must_be_boolean
+from shared.domain.accounts import AccountError, check_acls, check_name
+from shared.domain.ids import is_id
+
+
+def _name_field(field: str) -> Any:
+    """A non-empty name of at most 255 characters, stripped."""
+    return checked_by(lambda value: check_name(value, field), AccountError)
+
+
+def _user_id_list(value: Any) -> list[int]:
+    if not isinstance(value, list) or not all(is_id(u) for u in value):
+        raise ValueError("Invalid group_admins: must be a list of user IDs")
+    return value
+
+
+def _missing_name(field: str) -> WhenMissing:
+    return WhenMissing(f"`{field}` is required and must be a non-empty string")
+
+
+Acls = Annotated[list[str], checked_by(check_acls, AccountError)]
 
 
 class NewUser(BaseModel):
-    username: str
-    is_admin: bool = False
-    acls: list[str] = []
-    group_ids: list[int] = []
+    username: Annotated[str, _missing_name("username"), _name_field("username")]
+    # Sorted, without repeats.
+    acls: Acls = []
+    is_admin: Boolean = False
+    group_ids: Annotated[list[int], BeforeValidator(group_id_list)] = []
 
 
 class UserChange(Closed):
     """Only these two fields may be changed; any other field is refused."""
 
-    acls: list[str] | None = None
-    is_admin: bool | None = None
+    # Absent leaves the value as it is; null is refused, as any other non-list or non-boolean.
+    acls: Annotated[list[str] | SkipJsonSchema[None], checked_by(check_acls, AccountError)] = None
+    is_admin: Annotated[bool | SkipJsonSchema[None], BeforeValidator(must_be_boolean)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_known_fields(cls, body: Any) -> Any:
+        unknown = set(body) - set(cls.model_fields) if isinstance(body, dict) else set()
+        if unknown:
+            raise ValueError(f"Invalid fields for a user: {sorted(unknown)}")
+        return body
 
 
 class NewGroup(BaseModel):
-    name: str
+    name: Annotated[str, _missing_name("name"), _name_field("name")]
     description: str | None = None
-    group_admins: list[int] = []
+    group_admins: Annotated[list[int], BeforeValidator(_user_id_list)] = []
 
 
 class NewMember(BaseModel):

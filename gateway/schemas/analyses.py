@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from gateway.schemas.common import Closed, GroupBrief, OpenObject, Timestamp
+from gateway.schemas.common import Closed, GroupBrief, OpenObject, Timestamp, group_id_list
+from gateway.schemas.validation import CheckedLater, checked_by
+from shared.domain.analysis_parameters import ParameterError, normalize_input_filters
 
 
 class PhotometryFilters(Closed):
@@ -22,23 +24,36 @@ class InputFilters(Closed):
     photometry: PhotometryFilters | None = None
 
 
-class Visibility(BaseModel):
+def _group_ids_unless_empty(value: Any) -> list[int] | None:
+    """No groups (null, ``[]``, or any other empty value) means the caller's groups."""
+    return group_id_list(value) if value else None
+
+
+class StartAnalysis(BaseModel):
+    """Values of ``analysis_parameters`` are checked against the service's declarations (by
+    the handler, before this model). Fields are in the order the handler checks them."""
+
+    analysis_parameters: OpenObject | None = None
+    group_ids: Annotated[list[int] | None, BeforeValidator(_group_ids_unless_empty)] = None
+    # Normalized: names stripped, instrument ids as integers, empty lists left out.
+    input_filters: Annotated[
+        InputFilters | None, checked_by(normalize_input_filters, ParameterError)
+    ] = None
     show_parameters: bool | None = None
     show_plots: bool | None = None
     show_corner: bool | None = None
-    group_ids: list[int] | None = None
 
 
-class StartAnalysis(Visibility):
-    """Values of ``analysis_parameters`` are checked against the service's declarations."""
+class UploadAnalysis(BaseModel):
+    """Fields in the order the handler checks them; ``group_ids`` is checked (with the groups)
+    before the source and the cap, the rest after. Absent or null flags mean true."""
 
-    analysis_parameters: OpenObject | None = None
-    input_filters: InputFilters | None = None
-
-
-class UploadAnalysis(Visibility):
-    analysis: OpenObject | None = None
+    group_ids: Annotated[list[int] | None, CheckedLater] = None
+    show_parameters: bool | None = None
+    show_plots: bool | None = None
+    show_corner: bool | None = None
     message: str | None = None
+    analysis: OpenObject | None = None
 
 
 class Uploaded(BaseModel):

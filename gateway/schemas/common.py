@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.ids import MAX_ID
+from shared.domain.ids import MAX_ID, is_id
 
 DataT = TypeVar("DataT")
 ItemT = TypeVar("ItemT")
@@ -18,6 +18,14 @@ Timestamp = Annotated[str, Field(description="ISO 8601 date and time")]
 OpenObject = dict[str, Any]
 RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
 MAX_NAME = 255
+GROUP_IDS_REFUSAL = "Invalid group_ids: must be a list of integer group IDs"
+
+
+def group_id_list(value: Any) -> list[int]:
+    """A list of row ids, refused in the words of the hand-written group checks."""
+    if not isinstance(value, list) or not all(is_id(g) for g in value):
+        raise ValueError(GROUP_IDS_REFUSAL)
+    return value
 
 
 class Open(BaseModel):
