@@ -14,8 +14,6 @@ author of an analysis, a source shared with the caller).
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway import live, openapi, web_session, webapp_api
 from gateway.handlers import (
     accounts,
@@ -49,33 +47,28 @@ def gateway_routes() -> list[Route]:
     return [
         # Accounts: users (created and changed by system admins), groups, API tokens.
         Route("POST", "/api/user", accounts.post_user, Access.ADMIN,
-              "Create a user (system admin)", "accounts",
-              body={"username": "str", "is_admin": "bool", "acls": "[str]", "group_ids": "[int]"}),
+              "Create a user (system admin)", "accounts"),
         Route("GET", "/api/user", accounts.list_users, Access.ADMIN,
               "List users (system admin)", "accounts", query=("pageNumber", "numPerPage")),
         Route("GET", "/api/user/{user_id}", accounts.get_user, Access.USER,
               "Get a user (self or system admin)", "accounts"),
         Route("PATCH", "/api/user/{user_id}", accounts.patch_user, Access.ADMIN,
-              "Change a user's ACLs or admin flag", "accounts",
-              body={"acls": "[str]", "is_admin": "bool"}),
+              "Change a user's ACLs or admin flag", "accounts"),
         Route("GET", "/api/internal/profile", accounts.get_profile, Access.USER,
               "The calling user", "accounts"),
         Route("POST", "/api/groups", accounts.post_group, Access.ADMIN,
-              "Create a group (system admin)", "accounts",
-              body={"name": "str", "description": "str", "group_admins": "[int]"}),
+              "Create a group (system admin)", "accounts"),
         Route("GET", "/api/groups", accounts.list_groups, Access.USER,
               "Groups the caller belongs to", "accounts"),
         Route("GET", "/api/groups/{group_id}", accounts.get_group, Access.USER,
               "A group and its members", "accounts"),
         Route("POST", "/api/groups/{group_id}/users", accounts.post_group_user, Access.USER,
-              "Add a member to a group (group admin)", "accounts",
-              body={"userID": "int", "username": "str", "admin": "bool"}),
+              "Add a member to a group (group admin)", "accounts"),
         Route("DELETE", "/api/groups/{group_id}/users/{user_id}",
               accounts.delete_group_user, Access.USER,
               "Remove a member from a group (group admin)", "accounts"),
         Route("POST", "/api/tokens", accounts.post_token, Access.USER,
-              "Create an API token; the secret is shown once", "accounts",
-              body={"name": "str", "user_id": "int"}),
+              "Create an API token; the secret is shown once", "accounts"),
         Route("GET", "/api/tokens", accounts.list_tokens, Access.USER,
               "The caller's tokens (without secrets)", "accounts"),
         Route("DELETE", "/api/tokens/{token_id}", accounts.delete_token, Access.USER,
@@ -86,7 +79,7 @@ def gateway_routes() -> list[Route]:
         Route("POST", "/api/analysis_service",
               analysis_services.post_analysis_service, Access.ACL(ACL.MANAGE_ANALYSIS_SERVICES),
               "Register an analysis service (ACL: Manage Analysis Services)", "analysis services",
-              body=SERVICE_BODY, responses={403: "a group is not accessible"}),
+              responses={403: "a group is not accessible"}),
         Route("GET", "/api/analysis_service", analysis_services.list_analysis_services, Access.USER,
               "Analysis services visible to the caller", "analysis services",
               query=("pageNumber", "numPerPage")),
@@ -97,7 +90,7 @@ def gateway_routes() -> list[Route]:
         Route("PATCH", "/api/analysis_service/{analysis_service_id}",
               analysis_services.patch_analysis_service, Access.USER,
               "Change an analysis service; the merged result is validated like a new one",
-              "analysis services", body=SERVICE_BODY,
+              "analysis services",
               responses={403: "Cannot access this Analysis Service."}),
         Route("DELETE", "/api/analysis_service/{analysis_service_id}",
               analysis_services.delete_analysis_service, Access.USER,
@@ -109,7 +102,7 @@ def gateway_routes() -> list[Route]:
               default_analyses.post_default_analysis, Access.ACL(ACL.MANAGE_ANALYSIS_SERVICES),
               "Add a default analysis: the service starts by itself when a source meets "
               "source_filter (Manage Analysis Services)",
-              "default analyses", body=DEFAULT_ANALYSIS_BODY,
+              "default analyses",
               responses={404: "Analysis service not found (or not shared with the caller)"}),
         Route("GET", "/api/analysis_service/{analysis_service_id}/default_analysis",
               default_analyses.get_default_analyses, Access.USER,
@@ -121,8 +114,7 @@ def gateway_routes() -> list[Route]:
         Route("PATCH", "/api/analysis_service/{analysis_service_id}/default_analysis"
                        "/{default_analysis_id}",
               default_analyses.patch_default_analysis, Access.ACL(ACL.MANAGE_ANALYSIS_SERVICES),
-              "Change a default analysis (Manage Analysis Services)", "default analyses",
-              body=DEFAULT_ANALYSIS_BODY),
+              "Change a default analysis (Manage Analysis Services)", "default analyses"),
         Route("DELETE", "/api/analysis_service/{analysis_service_id}/default_analysis"
                         "/{default_analysis_id}",
               default_analyses.delete_default_analysis, Access.ACL(ACL.MANAGE_ANALYSIS_SERVICES),
@@ -130,7 +122,7 @@ def gateway_routes() -> list[Route]:
 
         # Instruments.
         Route("POST", "/api/instrument", instruments.post_instrument, Access.ACL(ACL.UPLOAD_DATA),
-              "Register an instrument (Upload Data)", "instruments", body=INSTRUMENT_BODY),
+              "Register an instrument (Upload Data)", "instruments"),
         Route("GET", "/api/instrument", instruments.list_instruments, Access.USER,
               "List instruments (optionally by exact name)", "instruments", query=("name",)),
         Route("GET", "/api/instrument/{instrument_id}", instruments.get_instrument, Access.USER,
@@ -139,12 +131,10 @@ def gateway_routes() -> list[Route]:
         # Sources and what is attached to them: photometry, spectra, comments, classifications,
         # annotations. Commenting checks Upload Data inside the handler, after reading the body.
         Route("POST", "/api/sources", sources.post_source, Access.ACL(ACL.UPLOAD_DATA),
-              "Create a source shared with groups (Upload Data)", "sources",
-              body=SOURCE_BODY),
+              "Create a source shared with groups (Upload Data)", "sources"),
         Route("POST", "/api/source_groups",
               sources.post_source_groups, Access.ACL(ACL.UPLOAD_DATA),
               "Save a source to groups or unsave it from some (Upload Data)", "sources",
-              body={"objId": "str", "inviteGroupIds": "[int]", "unsaveGroupIds": "[int]"},
               responses={404: "source not found or not visible"}),
         Route("GET", "/api/sources", sources.list_sources, Access.USER,
               "Sources the caller can see, newest first; photometry-statistics filters", "sources",
@@ -157,8 +147,7 @@ def gateway_routes() -> list[Route]:
               responses={404: "source not found"}),
         Route("POST", "/api/photometry", photometry.post_photometry, Access.ACL(ACL.UPLOAD_DATA),
               "Upload photometry, columnar: each field a scalar (broadcast) or a list "
-              "(Upload Data)", "photometry",
-              body=PHOTOMETRY_BODY),
+              "(Upload Data)", "photometry"),
         Route("GET", "/api/sources/{obj_id}/photometry",
               photometry.get_source_photometry, Access.USER,
               "A source's photometry the caller can see (AB, zp 23.9), ordered by mjd",
@@ -169,19 +158,17 @@ def gateway_routes() -> list[Route]:
               "Delete a photometry point (its owner or a system admin; Upload Data)", "photometry",
               responses={404: "point not found or not visible"}),
         Route("POST", "/api/spectrum", spectra.post_spectrum, Access.ACL(ACL.UPLOAD_DATA),
-              "Upload a spectrum (Upload Data)", "spectra",
-              body=SPECTRUM_BODY),
+              "Upload a spectrum (Upload Data)", "spectra"),
         Route("GET", "/api/sources/{obj_id}/spectra", spectra.get_source_spectra, Access.USER,
               "A source's spectra the caller can see", "spectra",
               query=("pageNumber", "numPerPage"),
               responses={404: "source not found or not visible"}),
         Route("POST", "/api/sources/{obj_id}/comments",
               source_notes.post_source_comment, Access.USER,
-              "Comment on a source (Upload Data)", "comments", body=COMMENT_BODY,
+              "Comment on a source (Upload Data)", "comments",
               responses={404: "source not found or not visible"}),
         Route("POST", "/api/comment", source_notes.post_comment, Access.USER,
               "Comment on a source named in the body (SkyPortal's older form)", "comments",
-              body={"obj_id": "str", **COMMENT_BODY},
               responses={404: "source not found or not visible"}),
         Route("GET", "/api/sources/{obj_id}/comments",
               source_notes.get_source_comments, Access.USER,
@@ -190,7 +177,6 @@ def gateway_routes() -> list[Route]:
         Route("POST", "/api/classification",
               source_notes.post_classification, Access.ACL(ACL.UPLOAD_DATA),
               "Classify a source (Upload Data)", "classifications",
-              body=CLASSIFICATION_BODY,
               responses={404: "source not found or not visible"}),
         Route("GET", "/api/sources/{obj_id}/classifications",
               source_notes.get_source_classifications, Access.USER,
@@ -199,7 +185,6 @@ def gateway_routes() -> list[Route]:
         Route("POST", "/api/sources/{obj_id}/annotations",
               source_notes.post_source_annotation, Access.ACL(ACL.UPLOAD_DATA),
               "Annotate a source; one annotation per origin (Upload Data)", "annotations",
-              body={"origin": "str", "data": "obj", "group_ids": "[int]"},
               responses={404: "source not found or not visible"}),
         Route("GET", "/api/sources/{obj_id}/annotations",
               source_notes.get_source_annotations, Access.USER,
@@ -211,7 +196,7 @@ def gateway_routes() -> list[Route]:
         Route("POST", "/api/obj/{obj_id}/analysis/{analysis_service_id}",
               analyses.post_analysis, Access.ACL(ACL.RUN_ANALYSES),
               "Start an analysis of a source; answers with its id at once (status queued)",
-              "analyses", body=START_BODY,
+              "analyses",
               responses={403: "service not usable, upload-only, disabled, or cap reached",
                          404: "source not found"}),
         Route("GET", "/api/obj/analysis", analyses.list_analyses, Access.USER,
@@ -241,7 +226,6 @@ def gateway_routes() -> list[Route]:
               analysis_uploads.post_analysis_upload, Access.ACL(ACL.RUN_ANALYSES),
               "Upload results for an upload-only analysis service (stored as completed)",
               "analyses",
-              body=UPLOAD_BODY,
               responses={403: "service not usable, not upload-only, disabled, or cap reached",
                          404: "source not found"}),
         Route("GET", "/api/obj/analysis/{analysis_id}/plots", products.get_plot, Access.USER,
@@ -262,12 +246,10 @@ def gateway_routes() -> list[Route]:
               summaries.patch_source, Access.ACL(ACL.UPLOAD_DATA),
               "Set a source's summary (with a history entry) or redshift (Upload Data)",
               "summaries",
-              body=SOURCE_PATCH_BODY,
               responses={400: "invalid fields", 404: "source not found or not visible"}),
         Route("POST", "/api/summary_query", summaries.summary_query, Access.USER,
               "Sources whose summaries are nearest to a text or to another source's summary",
               "summaries",
-              body=SUMMARY_QUERY_BODY,
               responses={400: "invalid query or search not configured",
                          502: "embeddings API failed"}),
         Route("GET", "/api/internal/profile/llm_key", summaries.get_llm_key, Access.USER,
@@ -275,7 +257,7 @@ def gateway_routes() -> list[Route]:
               "summaries"),
         Route("PUT", "/api/internal/profile/llm_key", summaries.put_llm_key, Access.USER,
               "Store the caller's own LLM API key (encrypted), used for their summary analyses",
-              "summaries", body={"api_key": "str"}),
+              "summaries"),
         Route("DELETE", "/api/internal/profile/llm_key", summaries.delete_llm_key, Access.USER,
               "Remove the caller's stored LLM API key", "summaries"),
 
@@ -315,7 +297,7 @@ def gateway_routes() -> list[Route]:
         Route("POST", "/api/session", web_session.create_session, Access.PUBLIC,
               "Sign in to the web app: exchange an API token (or a one-time sign-in code) for an "
               "HttpOnly session cookie",
-              "web app", body={"token": "str", "code": "str"},
+              "web app",
               responses={401: "invalid token or used sign-in code"}),
         Route("DELETE", "/api/session", web_session.delete_session, Access.PUBLIC,
               "Sign out of the web app (clears the session cookies)", "web app"),
@@ -363,16 +345,7 @@ def gateway_routes() -> list[Route]:
     ]  # fmt: skip
 
 
-# Request bodies and query strings several routes share, as the OpenAPI document shows them.
-
-START_BODY: dict[str, Any] = {
-    "analysis_parameters": "obj",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-    "input_filters": {"photometry": {"filters": "[str]", "instruments": "[int]"}},
-    "group_ids": "[int]",
-}
+# Query strings several routes share, as the OpenAPI document shows them.
 ANALYSIS_LIST_QUERY = (
     "includeAnalysisData",
     "summaryOnly",
@@ -381,122 +354,6 @@ ANALYSIS_LIST_QUERY = (
     "pageNumber",
     "numPerPage",
 )
-SERVICE_BODY: dict[str, Any] = {
-    "name": "str",
-    "display_name": "str",
-    "description": "str",
-    "version": "str",
-    "contact_name": "str",
-    "contact_email": "str",
-    "url": "str",
-    "optional_analysis_parameters": "obj",
-    "authentication_type": "str",
-    "_authinfo": "obj",
-    "enabled": "bool",
-    "analysis_type": "str",
-    "input_data_types": "[str]",
-    "inputs_format": "str",
-    "timeout": "float",
-    "upload_only": "bool",
-    "is_summary": "bool",
-    "display_on_resource_dropdown": "bool",
-    "signing_secret": "str",
-    "group_ids": "[int]",
-}
-DEFAULT_ANALYSIS_BODY: dict[str, Any] = {
-    "default_analysis_parameters": "obj",
-    "source_filter": "obj",
-    "daily_limit": "int",
-    "group_ids": "[int]",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-}
-COMMENT_BODY: dict[str, Any] = {"text": "str", "origin": "str", "group_ids": "[int]"}
-INSTRUMENT_BODY: dict[str, Any] = {
-    "name": "str",
-    "telescope": "str",
-    "telescope_name": "str",
-    "filters": "[str]",
-}
-
-SOURCE_BODY: dict[str, Any] = {
-    "id": "str",
-    "ra": "float",
-    "dec": "float",
-    "redshift": "float",
-    "redshift_error": "float",
-    "redshift_origin": "str",
-    "group_ids": "[int]",
-}
-
-PHOTOMETRY_BODY: dict[str, Any] = {
-    "obj_id": "str",
-    "instrument_id": "int",
-    "mjd": "[float]",
-    "filter": "[str]",
-    "flux": "[float]",
-    "fluxerr": "[float]",
-    "zp": "[float]",
-    "mag": "[float]",
-    "magerr": "[float]",
-    "limiting_mag": "[float]",
-    "magsys": "str",
-    "origin": "str",
-    "group_ids": "[int]",
-}
-
-SPECTRUM_BODY: dict[str, Any] = {
-    "obj_id": "str",
-    "instrument_id": "int",
-    "observed_at": "str",
-    "wavelengths": "[float]",
-    "fluxes": "[float]",
-    "errors": "[float]",
-    "units": "str",
-    "origin": "str",
-    "type": "str",
-    "altdata": "obj",
-    "group_ids": "[int]",
-}
-
-CLASSIFICATION_BODY: dict[str, Any] = {
-    "obj_id": "str",
-    "classification": "str",
-    "probability": "float",
-    "taxonomy": "str",
-    "ml": "bool",
-    "group_ids": "[int]",
-}
-
-UPLOAD_BODY: dict[str, Any] = {
-    "analysis": "obj",
-    "message": "str",
-    "show_parameters": "bool",
-    "show_plots": "bool",
-    "show_corner": "bool",
-    "group_ids": "[int]",
-}
-
-SOURCE_PATCH_BODY: dict[str, Any] = {
-    "summary": "str",
-    "summary_origin": "str",
-    "is_bot": "bool",
-    "analysis_id": "int",
-    "redshift": "float",
-    "redshift_error": "float",
-    "redshift_origin": "str",
-}
-
-SUMMARY_QUERY_BODY: dict[str, Any] = {
-    "q": "str",
-    "objID": "str",
-    "k": "int",
-    "z_min": "float",
-    "z_max": "float",
-    "classificationTypes": "[str]",
-}
-
 PERIODOGRAM_QUERY: tuple[str, ...] = (
     "filters",
     "instrument_ids",
@@ -507,7 +364,6 @@ PERIODOGRAM_QUERY: tuple[str, ...] = (
     "n_peaks",
     "nterms",
 )
-
 AGGREGATE_QUERY: tuple[str, ...] = (
     "xField",
     "yField",

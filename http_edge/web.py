@@ -265,7 +265,6 @@ class Route:
     access: Access
     summary: str
     tag: str
-    body: dict[str, Any] | None = None
     query: tuple[str, ...] = ()
     responses: dict[int, str] = field(default_factory=dict)
 

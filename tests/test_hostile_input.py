@@ -17,7 +17,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from gateway.openapi import openapi_path
 from gateway.routes import gateway_routes
+from gateway.schemas import ROUTE_SCHEMAS
 from service_kit.protocol import RequestError, read_request, refused
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import Settings, load_settings
@@ -105,7 +107,9 @@ def concrete(path: str, values: dict[str, str]) -> str:
 
 # The routes the gateway serves as skyhook runs it: its table and the mounted webhook route.
 SERVED_ROUTES = [*gateway_routes(), *WEBHOOK_ROUTES]
-BODY_ROUTES = [r for r in SERVED_ROUTES if r.method in {"POST", "PUT", "PATCH"} and r.body]
+BODY_ROUTES = [
+    r for r in SERVED_ROUTES if ROUTE_SCHEMAS[r.method, openapi_path(r.path)].request is not None
+]
 
 
 async def assert_still_answering(api: ApiClient, user: TestUser) -> None:

@@ -7,8 +7,6 @@ from http_edge.access import Access
 from http_edge.web import Route
 from webhook_receiver.handler import post_webhook
 
-WEBHOOK_BODY = {"status": "str", "message": "str", "analysis": "obj"}
-
 WEBHOOK_ROUTES = [
     # Public: the token in the path is the credential (one valid POST per analysis).
     Route(
@@ -18,7 +16,6 @@ WEBHOOK_ROUTES = [
         Access.PUBLIC,
         "A service posts an analysis' results (one valid POST per token)",
         "webhook",
-        body=WEBHOOK_BODY,
         responses={
             403: "invalid token, or the analysis was already updated",
             413: "body larger than SKYHOOK_WEBHOOK_MAX_BODY_BYTES",
