@@ -1,9 +1,10 @@
 """The gateway's route table: every route the gateway serves, read top to bottom.
 
 Each entry names the method, the path, the handler, who may call it, and what the OpenAPI
-document shows of it (summary, tag, request body, query parameters, answers beyond the usual).
-The one list registers the routes, drives authentication and builds the OpenAPI document
-(:func:`gateway.app.create_gateway_app`).
+document shows of it (summary, tag, query parameters, answers beyond the usual); its typed
+request and response bodies are in :mod:`gateway.schemas`, by method and path (a test fails for
+a route without them). The one list registers the routes, drives authentication and builds the
+OpenAPI document (:func:`gateway.app.create_gateway_app`).
 
 Who may call a route (:class:`~http_edge.access.Access`): ``PUBLIC`` needs no credentials;
 ``USER`` any authenticated caller (``Authorization: token …`` or the web app's session
