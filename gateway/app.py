@@ -14,7 +14,7 @@ from gateway.live import setup_live
 from gateway.openapi import OPENAPI_DOCUMENT, build_document
 from gateway.routes import gateway_routes
 from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import provide
 from http_edge.observability import metrics_middleware
 from http_edge.web import Route, add_routes, error_middleware
 from shared.runtime.resources import Resources, analysis_creator
@@ -35,7 +35,7 @@ def create_gateway_app(resources: Resources, mounts: Sequence[Mount] = ()) -> we
         middlewares=[metrics_middleware("gateway"), error_middleware, auth_middleware],
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
-    app[RESOURCES] = resources
+    provide(app, resources)
     routes = [*gateway_routes(), *(route for mount in mounts for route in mount.routes)]
     setup_auth(app, resources.engine, add_routes(app, routes))
     app[OPENAPI_DOCUMENT] = build_document(routes)

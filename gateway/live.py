@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import BUS, ENGINE
 from http_edge.web import dumps, query_id
 from shared.bus import Envelope
 from shared.db.models import AnalysisService, ObjAnalysis
@@ -39,7 +39,7 @@ class LiveHub:
         self._streams: set[asyncio.Queue[int]] = set()
 
     async def start(self, app: web.Application) -> None:
-        await app[RESOURCES].bus.listen(["analysis.*"], self._on_event)
+        await app[BUS].listen(["analysis.*"], self._on_event)
 
     async def _on_event(self, envelope: Envelope) -> None:
         analysis_id = envelope.payload.get("analysis_id")
@@ -104,7 +104,7 @@ class _Watch:
             return []
         else:
             query = query.where(ObjAnalysis.id.in_(wanted))
-        async with read_session(request.app[RESOURCES].engine) as session:
+        async with read_session(request.app[ENGINE]) as session:
             rows = (await session.execute(query)).mappings().all()
         changed = []
         for row in rows:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from gateway.schemas.validation import validated
 from gateway.schemas.webapp import SignIn
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import ENGINE, SECRET_BOX
 from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.session import read_session
 from shared.domain.access import Principal, principal_from_token
@@ -100,8 +100,7 @@ async def principal_from_cookie(request: web.Request) -> Principal | None:
     value = request.cookies.get(SESSION_COOKIE)
     if not value:
         return None
-    resources = request.app[RESOURCES]
-    session = unseal(resources.secret_box, value)
+    session = unseal(request.app[SECRET_BOX], value)
     if session is None:
         return None
     if request.method not in SAFE_METHODS:
@@ -110,14 +109,14 @@ async def principal_from_cookie(request: web.Request) -> Principal | None:
             raise ApiError(403, "CSRF check failed: send the X-CSRF-Token header")
         if not _same_origin(request):
             raise ApiError(403, "CSRF check failed: cross-origin request")
-    async with read_session(resources.engine) as db:
+    async with read_session(request.app[ENGINE]) as db:
         return await principal_from_token(db, session.token)
 
 
 def _set_cookies(request: web.Request, response: web.Response, session: WebSession) -> None:
     secure = request.secure
     max_age = int(session.expires - time.time())
-    sealed = seal(request.app[RESOURCES].secret_box, session)
+    sealed = seal(request.app[SECRET_BOX], session)
     response.set_cookie(
         SESSION_COOKIE,
         sealed,
@@ -142,7 +141,7 @@ async def create_session(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not token.strip():
         raise bad_request('Invalid token: send {"token": "<API token>"}')
     token = token.strip()
-    async with read_session(request.app[RESOURCES].engine) as db:
+    async with read_session(request.app[ENGINE]) as db:
         found = await principal_from_token(db, token)
     if found is None:
         raise ApiError(401, "Invalid token")

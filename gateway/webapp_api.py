@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from gateway import source_filters
 from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SESSIONS, SETTINGS
 from http_edge.web import bad_request, page_from_query, query_id, query_int, success
 from shared.db.models import AnalysisService, Obj, ObjAnalysis, obj_groups
 from shared.db.types import utcnow
@@ -36,8 +36,7 @@ def _search_pattern(text: str) -> str:
 
 async def source_overview(request: web.Request) -> web.Response:
     me = principal(request)
-    resources = request.app[RESOURCES]
-    settings = resources.settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     conditions: list[Any] = [visible(obj_groups, Obj.id, me)]
     text = request.query.get("q", "").strip()
@@ -45,7 +44,7 @@ async def source_overview(request: web.Request) -> web.Response:
         conditions.append(func.lower(Obj.id).like(_search_pattern(text), escape="\\"))
     bounds = source_filters.source_list_bounds(request)
     columns = (Obj.id, Obj.ra, Obj.dec, Obj.redshift, Obj.summary, Obj.created_at)
-    async with resources.sessions() as session:
+    async with request.app[SESSIONS]() as session:
         if bounds:
             conditions.append(await source_filters.source_list_condition(session, me, bounds))
         total = int(await session.scalar(select(func.count(Obj.id)).where(*conditions)) or 0)
@@ -125,7 +124,7 @@ async def analysis_health(request: web.Request) -> web.Response:
         .order_by(ObjAnalysis.last_activity.desc(), ObjAnalysis.id.desc())
         .limit(limit)
     )
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         counts = {str(s): int(n) for s, n in await session.execute(counts_query)}
         failures = [dict(r) for r in (await session.execute(failures_query)).mappings()]
     return success({"window": window, "counts": counts, "failures": failures})

@@ -11,7 +11,7 @@ import logging
 from aiohttp import web
 
 from http_edge.access import Access
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import BUS, ENGINE, provide
 from http_edge.observability import metrics_middleware
 from http_edge.web import Route, add_routes
 from service_kit.operations import healthz, prometheus_response
@@ -20,8 +20,7 @@ from shared.runtime.resources import Resources
 
 
 async def readyz(request: web.Request) -> web.Response:
-    resources = request.app[RESOURCES]
-    problems = await readiness_problems(resources.engine, resources.bus)
+    problems = await readiness_problems(request.app[ENGINE], request.app[BUS])
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})
@@ -29,8 +28,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     try:
-        resources = request.app[RESOURCES]
-        await refresh_gauges(resources.engine, resources.bus)
+        await refresh_gauges(request.app[ENGINE], request.app[BUS])
     except Exception:
         logging.getLogger("skyhook.metrics").warning("could not refresh gauges", exc_info=True)
     return prometheus_response()
@@ -47,6 +45,6 @@ OBSERVABILITY_ROUTES = [
 def create_operations_app(resources: Resources, service: str) -> web.Application:
     """A small app with only the operational routes (for services without their own API)."""
     app = web.Application(middlewares=[metrics_middleware(service)])
-    app[RESOURCES] = resources
+    provide(app, resources)
     add_routes(app, OBSERVABILITY_ROUTES)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import provide
 from http_edge.observability import metrics_middleware
 from http_edge.operations import OBSERVABILITY_ROUTES
 from http_edge.web import add_routes, error_middleware
@@ -18,7 +18,7 @@ def create_webhook_app(resources: Resources) -> web.Application:
         middlewares=[metrics_middleware("webhook-receiver"), error_middleware],
         client_max_size=resources.settings.webhook_max_body_bytes,
     )
-    app[RESOURCES] = resources
+    provide(app, resources)
     add_routes(app, [*WEBHOOK_ROUTES, *OBSERVABILITY_ROUTES])
     setup_webhook(app, resources)
     return app

@@ -12,7 +12,7 @@ from gateway.auth import principal
 from gateway.schemas.accounts import NewGroup, NewMember, NewToken, NewUser, UserChange
 from gateway.schemas.validation import validated
 from gateway.serialize import token_dict, user_dict
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SECRET_BOX, SESSIONS, SETTINGS
 from http_edge.web import (
     ApiError,
     bad_request,
@@ -31,7 +31,7 @@ from shared.domain.llm_keys import user_llm_key
 async def post_user(request: web.Request) -> web.Response:
     new = validated(NewUser, await json_body(request, optional=False))
     username, acls, is_admin, group_ids = new.username, new.acls, new.is_admin, new.group_ids
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         found = await session.execute(select(Group).where(Group.id.in_(group_ids)))
         groups = list(found.scalars())
         if len(groups) != len(set(group_ids)):
@@ -60,14 +60,14 @@ async def get_user(request: web.Request) -> web.Response:
     user_id = path_int(request, "user_id", "user_id")
     if not me.is_admin and user_id != me.user_id:
         raise ApiError(403, "Only system admins can view other users")
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         return success(user_dict(await _load_user(session, user_id)))
 
 
 async def list_users(request: web.Request) -> web.Response:
-    settings = request.app[RESOURCES].settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         total = (await session.execute(select(func.count(User.id)))).scalar_one()
         users = await session.scalars(
             select(User).order_by(User.id).offset(page.offset).limit(page.size)
@@ -79,7 +79,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def patch_user(request: web.Request) -> web.Response:
     user_id = path_int(request, "user_id", "user_id")
     change = validated(UserChange, await json_body(request, optional=False))
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         user = await _load_user(session, user_id)
         if change.acls is not None:
             user.acls = change.acls
@@ -89,8 +89,8 @@ async def patch_user(request: web.Request) -> web.Response:
 
 
 async def get_profile(request: web.Request) -> web.Response:
-    box = request.app[RESOURCES].secret_box
-    async with request.app[RESOURCES].sessions() as session:
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
         user = await _load_user(session, principal(request).user_id)
         return success({**user_dict(user), "llm_key_set": user_llm_key(box, user) is not None})
 
@@ -114,7 +114,7 @@ def _group_dict(group: Group, members: list[GroupUser] | None, me: Principal) ->
 async def post_group(request: web.Request) -> web.Response:
     new = validated(NewGroup, await json_body(request, optional=False))
     name, description, admins = new.name, new.description, new.group_admins
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         users = list(await session.scalars(select(User).where(User.id.in_(admins))))
         if len(users) != len(set(admins)):
             raise bad_request(f"Cannot find one or more users with IDs: {sorted(admins)}")
@@ -132,7 +132,7 @@ async def post_group(request: web.Request) -> web.Response:
 
 async def list_groups(request: web.Request) -> web.Response:
     me = principal(request)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         query = select(Group).order_by(Group.id)
         if not me.is_admin:
             query = query.where(Group.id.in_(me.group_ids))
@@ -145,7 +145,7 @@ async def get_group(request: web.Request) -> web.Response:
     group_id = path_int(request, "group_id", "group_id")
     if not me.is_admin and group_id not in me.group_ids:
         raise not_found(f"Group {group_id} not found")
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         group = await session.get(Group, group_id)
         if group is None:
             raise not_found(f"Group {group_id} not found")
@@ -174,7 +174,7 @@ async def post_group_user(request: web.Request) -> web.Response:
     username, admin = member.username, member.admin
     if user_id is None and username is None:
         raise bad_request("Missing userID or username")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         group = await session.get(Group, group_id)
         if group is None:
             raise not_found(f"Group {group_id} not found")
@@ -196,7 +196,7 @@ async def delete_group_user(request: web.Request) -> web.Response:
     group_id = path_int(request, "group_id", "group_id")
     user_id = path_int(request, "user_id", "user_id")
     _admin_group_or_fail(me, group_id)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         membership = await session.get(GroupUser, (group_id, user_id))
         if membership is None:
             raise not_found(f"User {user_id} is not a member of group {group_id}")
@@ -213,7 +213,7 @@ async def post_token(request: web.Request) -> web.Response:
         raise bad_request("Invalid user_id: must be an integer")
     if user_id != me.user_id and not me.is_admin:
         raise ApiError(403, "Only system admins can create tokens for other users")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         user = await _load_user(session, user_id)
         token, secret = await issue_token(session, user, name)
         data = {**token_dict(token), "token": secret}
@@ -222,7 +222,7 @@ async def post_token(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     me = principal(request)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         tokens = await session.scalars(
             select(Token).where(Token.user_id == me.user_id).order_by(Token.id)
         )
@@ -232,7 +232,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def delete_token(request: web.Request) -> web.Response:
     me = principal(request)
     token_id = path_int(request, "token_id", "token_id")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         token = await session.get(Token, token_id)
         if token is None or (token.user_id != me.user_id and not me.is_admin):
             raise not_found(f"Token {token_id} not found")

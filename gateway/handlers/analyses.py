@@ -28,7 +28,7 @@ from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import principal
 from gateway.schemas.analyses import StartAnalysis
 from gateway.schemas.validation import validated
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import ARTIFACTS, ENGINE, OUTBOX, SESSIONS, SETTINGS
 from http_edge.web import (
     Page,
     bad_request,
@@ -101,7 +101,6 @@ async def post_analysis(request: web.Request) -> web.Response:
     body = await json_body(request)
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
-    resources = request.app[RESOURCES]
     service = await request.app[SERVICES].submit((me, service_id))
     if service.upload_only:
         raise forbidden(
@@ -113,7 +112,7 @@ async def post_analysis(request: web.Request) -> web.Response:
     wanted = validated(StartAnalysis, body)
     group_ids = sorted(me.group_ids)  # none named: the caller's, already known (no query)
     if wanted.group_ids:
-        async with read_session(resources.engine) as session:
+        async with read_session(request.app[ENGINE]) as session:
             group_ids = await request_group_ids(session, me, wanted.group_ids)
     new = NewAnalysis(
         obj_id=obj_id,
@@ -172,14 +171,13 @@ async def get_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
     obj_id = _obj_filter(request)
-    resources = request.app[RESOURCES]
-    async with resources.sessions() as session:
+    async with request.app[SESSIONS]() as session:
         if obj_id is not None:
             await _require_obj(session, me, obj_id)
         analysis = await readable_analysis(session, me, analysis_id, obj_id)
     data = analysis_dict(analysis, me)
     if query_bool(request, "includeAnalysisData"):
-        data["data"] = await load_analysis_data(resources.artifacts, analysis)
+        data["data"] = await load_analysis_data(request.app[ARTIFACTS], analysis)
     return success(data)
 
 
@@ -213,7 +211,7 @@ def _list_conditions(request: web.Request, me: Principal, obj_id: str | None) ->
 
 
 def _page(request: web.Request) -> tuple[Page, bool]:
-    settings = request.app[RESOURCES].settings
+    settings = request.app[SETTINGS]
     if "pageNumber" in request.query or "numPerPage" in request.query:
         return page_from_query(request, settings.page_size_default, settings.page_size_max), True
     return Page(1, settings.page_size_max), False
@@ -227,8 +225,7 @@ async def list_analyses(request: web.Request) -> web.Response:
     obj_id = _obj_filter(request)
     conditions = _list_conditions(request, me, obj_id)
     page, paginated = _page(request)
-    resources = request.app[RESOURCES]
-    async with resources.sessions() as session:
+    async with request.app[SESSIONS]() as session:
         if obj_id is not None:
             await _require_obj(session, me, obj_id)
         query = select(ObjAnalysis).where(*conditions).order_by(ObjAnalysis.id)
@@ -243,7 +240,8 @@ async def list_analyses(request: web.Request) -> web.Response:
         # As SkyPortal's per-object list: every item carries its model light curves (for the
         # photometry overlay); only analyses that stored one cost a file read.
         items = [analysis_dict(a, me) for a in rows]
-        curves = await asyncio.gather(*(_model_lightcurves(resources.artifacts, a) for a in rows))
+        artifacts = request.app[ARTIFACTS]
+        curves = await asyncio.gather(*(_model_lightcurves(artifacts, a) for a in rows))
         for item, found in zip(items, curves, strict=True):
             item.update(found)
     response = success_page(items, page, total) if paginated else success(items)
@@ -254,7 +252,7 @@ async def list_analyses(request: web.Request) -> web.Response:
 async def list_attempts(request: web.Request) -> web.Response:
     me = principal(request)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await readable_analysis(session, me, analysis_id)
         attempts = await session.scalars(
             select(DispatchAttempt)
@@ -284,14 +282,14 @@ async def _own_analysis(
 async def post_cancel(request: web.Request) -> web.Response:
     me = principal(request)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         await _own_analysis(session, me, analysis_id, CANNOT_CANCEL)
         if not await cancel_analyses(session, [analysis_id], me.username):
             status = await session.scalar(
                 select(ObjAnalysis.status).where(ObjAnalysis.id == analysis_id)
             )
             raise bad_request(f"Analysis is already {status}")
-    request.app[RESOURCES].outbox.nudge()
+    request.app[OUTBOX].nudge()
     log.info("analysis %d cancelled by user %d", analysis_id, me.user_id)
     return success({"id": analysis_id, "status": "cancelled"})
 
@@ -299,8 +297,7 @@ async def post_cancel(request: web.Request) -> web.Response:
 async def delete_analysis_handler(request: web.Request) -> web.Response:
     me = principal(request)
     analysis_id = path_int(request, ANALYSIS_ID_LABEL, ANALYSIS_ID_LABEL)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         analysis = await _own_analysis(session, me, analysis_id, CANNOT_DELETE)
         await delete_analysis(session, analysis)
     log.info("analysis %d deleted by user %d", analysis_id, me.user_id)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import principal
 from gateway.serialize import groups_brief
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SECRET_BOX, SESSIONS, SETTINGS, URL_POLICY
 from http_edge.web import (
     bad_request,
     forbidden,
@@ -171,10 +171,9 @@ def _apply_secrets(box: SecretBox, service: AnalysisService, registration: Regis
 async def post_analysis_service(request: web.Request) -> web.Response:
     me = principal(request)
     body = await json_body(request, optional=False)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         registration = await _validate(
-            resources.url_policy, session, me, body, url_changed=True, creating=True
+            request.app[URL_POLICY], session, me, body, url_changed=True, creating=True
         )
         name = registration.attributes["name"]
         await _refuse_taken_name(session, me, name)
@@ -182,7 +181,7 @@ async def post_analysis_service(request: web.Request) -> web.Response:
         _apply_fields(service, registration)
         session.add(service)
         await _flush_or_duplicate(session)
-        _apply_secrets(resources.secret_box, service, registration)
+        _apply_secrets(request.app[SECRET_BOX], service, registration)
         service_id = service.id
     log.info("analysis service %d (%s) created by user %d", service_id, name, me.user_id)
     return success({"id": service_id})
@@ -209,7 +208,7 @@ async def _visible_service(
 async def get_analysis_service(request: web.Request) -> web.Response:
     service_id = path_int(request, "analysis_service_id", ID_LABEL)
     me = principal(request)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         service = await _visible_service(session, me, service_id)
         if service is None:
             raise forbidden(CANNOT_ACCESS)
@@ -234,13 +233,12 @@ def listed_service_dict(service: AnalysisService) -> dict[str, Any]:
 async def list_analysis_services(request: web.Request) -> web.Response:
     """Every visible service; a plain list unless ``pageNumber``/``numPerPage`` is given."""
     me = principal(request)
-    resources = request.app[RESOURCES]
     paged = "pageNumber" in request.query or "numPerPage" in request.query
-    settings = resources.settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     condition = visible(analysis_service_groups, AnalysisService.id, me)
     query = select(AnalysisService).where(condition).order_by(AnalysisService.id)
-    async with resources.sessions() as session:
+    async with request.app[SESSIONS]() as session:
         if not paged:
             return success([listed_service_dict(s) for s in await session.scalars(query)])
         counted = await session.execute(select(func.count(AnalysisService.id)).where(condition))
@@ -269,8 +267,7 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
     patch = await json_body(request, optional=False)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         service = await _visible_service(session, me, service_id)
         if service is None:
             raise forbidden(CANNOT_ACCESS)
@@ -279,10 +276,10 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
             patch.get("authentication_type", service.authentication_type) != AuthenticationType.NONE
         )
         if needs_stored_authinfo:
-            merged["_authinfo"] = _stored_authinfo(resources.secret_box, service)
+            merged["_authinfo"] = _stored_authinfo(request.app[SECRET_BOX], service)
         merged.update(patch)
         registration = await _validate(
-            resources.url_policy,
+            request.app[URL_POLICY],
             session,
             me,
             merged,
@@ -292,7 +289,7 @@ async def patch_analysis_service(request: web.Request) -> web.Response:
         name = registration.attributes["name"]
         await _refuse_taken_name(session, me, name, except_id=service.id)
         _apply_fields(service, registration)
-        _apply_secrets(resources.secret_box, service, registration)
+        _apply_secrets(request.app[SECRET_BOX], service, registration)
         await _flush_or_duplicate(session)
     log.info("analysis service %d updated by user %d", service_id, me.user_id)
     return success()
@@ -303,8 +300,7 @@ async def delete_analysis_service(request: web.Request) -> web.Response:
     service_id = path_int(request, "analysis_service_id", ID_LABEL)
     me = principal(request)
     me.require(ACL.MANAGE_ANALYSIS_SERVICES)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         service = await _visible_service(session, me, service_id)
         if service is None:
             raise forbidden(CANNOT_DELETE)

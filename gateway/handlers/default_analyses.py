@@ -18,7 +18,7 @@ from gateway.auth import principal
 from gateway.schemas.default_analyses import DefaultAnalysisChange, NewDefaultAnalysis
 from gateway.schemas.validation import validated
 from gateway.source_access import groups_named
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SESSIONS
 from http_edge.web import bad_request, json_body, not_found, path_int, success
 from shared.db.models import AnalysisService, DefaultAnalysis, analysis_service_groups
 from shared.domain import default_analyses as defaults
@@ -87,8 +87,7 @@ async def post_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     service_id = path_int(request, "analysis_service_id")
     body = await json_body(request, optional=False)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         service = await _service(session, me, service_id)
         parameters = _checked(
             lambda: defaults.check_parameters(service, body.get("default_analysis_parameters"))
@@ -114,7 +113,7 @@ async def post_default_analysis(request: web.Request) -> web.Response:
 async def get_default_analyses(request: web.Request) -> web.Response:
     me = principal(request)
     service_id = path_int(request, "analysis_service_id")
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await _service(session, me, service_id)
         rows = await session.scalars(
             select(DefaultAnalysis)
@@ -128,7 +127,7 @@ async def get_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     service_id = path_int(request, "analysis_service_id")
     default_id = path_int(request, "default_analysis_id")
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await _service(session, me, service_id)
         default = await _default(
             session, service_id, default_id, "Could not load default analysis {id}"
@@ -141,7 +140,7 @@ async def patch_default_analysis(request: web.Request) -> web.Response:
     service_id = path_int(request, "analysis_service_id")
     default_id = path_int(request, "default_analysis_id")
     body = await json_body(request, optional=False)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         service = await _service(session, me, service_id)
         default = await _default(
             session, service_id, default_id, "Could not find default analysis {id}"
@@ -180,7 +179,7 @@ async def delete_default_analysis(request: web.Request) -> web.Response:
     me = principal(request)
     service_id = path_int(request, "analysis_service_id")
     default_id = path_int(request, "default_analysis_id")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         await _service(session, me, service_id)
         default = await _default(
             session, service_id, default_id, "Could not find default analysis {id}"

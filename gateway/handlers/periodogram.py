@@ -12,7 +12,7 @@ from gateway import periodogram as pg
 from gateway import query_params as q
 from gateway.auth import principal
 from gateway.source_access import visible_obj
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SESSIONS
 from http_edge.web import bad_request, success
 from shared.science.phot_stats import PointRow, is_detection, readable_points
 from shared.science.photometry import flux_to_mag, fluxerr_to_magerr
@@ -62,7 +62,7 @@ async def get_periodogram(request: web.Request) -> web.Response:
     options = options_from(request)
     filters = q.text_list(request, "filters")
     instrument_ids = q.id_list(request, "instrument_ids")
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await visible_obj(session, me, obj_id)
         points = await readable_points(
             session, me, obj_id, filters=filters, instrument_ids=instrument_ids

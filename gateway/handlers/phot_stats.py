@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import query_params as q
 from gateway.auth import principal
 from gateway.source_access import visible_obj
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SESSIONS
 from http_edge.web import bad_request, success
 from shared.db.models import (
     Classification,
@@ -58,7 +58,7 @@ async def stats_for_reader(
 async def get_phot_stat(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await visible_obj(session, me, obj_id)
         stored = await session.scalar(select(PhotStat).where(PhotStat.obj_id == obj_id))
         stats, changed = await stats_for_reader(session, me, obj_id, stored)
@@ -69,14 +69,14 @@ async def get_phot_stat(request: web.Request) -> web.Response:
 
 async def put_phot_stat(request: web.Request) -> web.Response:
     obj_id = request.match_info["obj_id"]
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         await visible_obj(session, principal(request), obj_id)
         await phot_stats.refresh(session, [obj_id])
     return success()
 
 
 async def recompute_all(request: web.Request) -> web.Response:
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         count = await phot_stats.recompute_all(session)
     return success({"totalMatches": count})
 
@@ -277,7 +277,7 @@ async def get_aggregate(request: web.Request) -> web.Response:
     query = aggregate_query(request, me)
     if "x" not in query.fields or "y" not in query.fields:
         return success({"fields": _fields_meta(), "points": [], "count": 0, "truncated": False})
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         points, truncated = await aggregate_points(session, me, query)
     return success(
         {"fields": _fields_meta(), "points": points, "count": len(points), "truncated": truncated}

@@ -19,7 +19,7 @@ from gateway.source_access import (
     visible_obj,
     visible_page,
 )
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import OUTBOX, SESSIONS, SETTINGS
 from http_edge.web import (
     ApiError,
     bad_request,
@@ -191,8 +191,7 @@ async def post_photometry(request: web.Request) -> web.Response:
     body = await json_body(request, optional=False)
     # Up to MAX_POINTS rows of checks and conversions: CPU work, kept off the event loop.
     points = await asyncio.to_thread(parse_points, body)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         objs = await _check_targets(session, me, points)
         groups = await data_groups(session, me, body.get("group_ids"), objs)
         ids = await _insert_points(session, points, me.user_id, [g.id for g in groups])
@@ -200,7 +199,7 @@ async def post_photometry(request: web.Request) -> web.Response:
         for obj in objs:  # default analyses may run on new photometry
             count = sum(1 for p in points if p.obj_id == obj.id)
             enqueue(session, PhotometryAdded(obj_id=obj.id, count=count))
-    resources.outbox.nudge()
+    request.app[OUTBOX].nudge()
     return success({"ids": ids})
 
 
@@ -221,9 +220,9 @@ async def _insert_points(
 async def get_source_photometry(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    settings = request.app[RESOURCES].settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_max, settings.page_size_max)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         total, rows = await visible_page(
             session,
             me,
@@ -268,7 +267,7 @@ async def delete_photometry(request: web.Request) -> web.Response:
     me = principal(request)
     point_id = path_int(request, "photometry_id")
     missing = not_found(f"Cannot find photometry point with ID: {point_id}")
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         point = await session.scalar(
             select(Photometry).where(
                 Photometry.id == point_id, visible(photometry_groups, Photometry.id, me)

@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from gateway.auth import principal
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import ARTIFACTS, SESSIONS
 from http_edge.web import (
     ApiError,
     bad_request,
@@ -73,7 +73,7 @@ async def readable_analysis(request: web.Request) -> ObjAnalysis:
         visible(obj_analysis_groups, ObjAnalysis.id, me),
         visible(obj_groups, ObjAnalysis.obj_id, me),
     )
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         analysis = (await session.execute(query)).scalar_one_or_none()
     if analysis is None:
         raise forbidden("Cannot access this Analysis.")
@@ -96,7 +96,7 @@ async def _blob_response(request: web.Request, ref: dict[str, Any]) -> web.Strea
     """The artifact's bytes from the database with its media type and length: one read for a
     small one, slices of ``CHUNK_BYTES`` for a big one. :class:`ArtifactMissing` when the
     blob is not there (raised before anything is sent)."""
-    store = request.app[RESOURCES].artifacts
+    store = request.app[ARTIFACTS]
     headers = {
         "Content-Type": str(ref.get("media_type", "application/octet-stream")),
         **IMAGE_HEADERS,
@@ -182,8 +182,7 @@ async def get_results(request: web.Request) -> web.Response:
     ref = analysis.artifacts.get("results")
     if not ref:
         raise not_found("No results data found for this Analysis.")
-    resources = request.app[RESOURCES]
-    value = await _results_value(resources.artifacts, resources.sessions, analysis, ref)
+    value = await _results_value(request.app[ARTIFACTS], request.app[SESSIONS], analysis, ref)
     if not value:
         raise not_found("No results data found for this Analysis.")
     if query_bool(request, "download"):
@@ -262,7 +261,6 @@ async def _draw_corner(kind: str, raw: bytes) -> bytes:
 
 async def get_corner(request: web.Request) -> web.StreamResponse:
     analysis = await readable_analysis(request)
-    resources = request.app[RESOURCES]
     cached = analysis.artifacts.get("corner")
     if cached and "refused" in cached:  # drawing failed before: the file is not parsed again
         raise ApiError(int(cached["status"]), str(cached["refused"]))
@@ -271,12 +269,12 @@ async def get_corner(request: web.Request) -> web.StreamResponse:
             return await _blob_response(request, cached)
         except ArtifactMissing:
             pass  # drawn again below
-    kind, raw = await _posterior_source(resources.artifacts, analysis)
+    kind, raw = await _posterior_source(request.app[ARTIFACTS], analysis)
     try:
         png = await _draw_corner(kind, raw)
     except ApiError as exc:
         refusal = {"refused": exc.message, "status": exc.status}
-        await _merge_manifest(resources.sessions, analysis, {"corner": refusal})
+        await _merge_manifest(request.app[SESSIONS], analysis, {"corner": refusal})
         raise
-    await _cache_corner(resources.sessions, analysis, png)
+    await _cache_corner(request.app[SESSIONS], analysis, png)
     return web.Response(body=png, content_type="image/png", headers=IMAGE_HEADERS)

@@ -16,7 +16,7 @@ from gateway.source_access import (
     required,
     visible_obj,
 )
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import OUTBOX, SESSIONS
 from http_edge.web import bad_request, json_body, success
 from shared.bus.outbox import enqueue
 from shared.db.models import (
@@ -49,7 +49,7 @@ async def _post_comment(
     me = principal(request)
     me.require(ACL.UPLOAD_DATA)
     new = validated(model, body)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         obj = await visible_obj(session, me, obj_id)
         return await add_data_row(
             session, me, obj, new.group_ids, Comment, text=new.text, origin=new.origin
@@ -75,7 +75,7 @@ async def get_source_comments(request: web.Request) -> web.Response:
     query = _visible_rows(Comment, comment_groups, obj_id, me).outerjoin(
         User, User.id == Comment.owner_id
     )
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await visible_obj(session, me, obj_id)
         rows = await session.execute(query.add_columns(User.username))
         return success([comment_dict(c, author, me) for c, author in rows])
@@ -94,8 +94,7 @@ async def post_classification(request: web.Request) -> web.Response:
     me = principal(request)
     new = validated(NewClassification, await json_body(request, optional=False))
     fields = _classification_fields(new)
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         obj = await visible_obj(session, me, new.obj_id)
         row_id = await add_data_row(session, me, obj, new.group_ids, Classification, **fields)
         shared_with = await session.scalars(
@@ -111,14 +110,14 @@ async def post_classification(request: web.Request) -> web.Response:
             group_ids=sorted(shared_with),
         )
         enqueue(session, added)  # default analyses may start on it
-    resources.outbox.nudge()
+    request.app[OUTBOX].nudge()
     return success({"classification_id": row_id})
 
 
 async def get_source_classifications(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await visible_obj(session, me, obj_id)
         rows = await session.scalars(
             _visible_rows(Classification, classification_groups, obj_id, me)
@@ -130,7 +129,7 @@ async def post_source_annotation(request: web.Request) -> web.Response:
     me = principal(request)
     new = validated(NewAnnotation, await json_body(request, optional=False))
     origin, data = new.origin, new.data
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         obj = await visible_obj(session, me, request.match_info["obj_id"])
         same_origin = _visible_rows(Annotation, annotation_groups, obj.id, me).where(
             Annotation.origin == origin
@@ -148,7 +147,7 @@ async def post_source_annotation(request: web.Request) -> web.Response:
 async def get_source_annotations(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         await visible_obj(session, me, obj_id)
         rows = await session.scalars(_visible_rows(Annotation, annotation_groups, obj_id, me))
         return success([annotation_dict(row, me) for row in rows])

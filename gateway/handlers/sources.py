@@ -20,7 +20,7 @@ from gateway.source_access import (
     visible_obj,
 )
 from gateway.source_filters import source_list_bounds, source_list_condition
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import OUTBOX, SESSIONS, SETTINGS
 from http_edge.web import bad_request, json_body, page_from_query, query_bool, success
 from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
@@ -47,8 +47,7 @@ async def post_source(request: web.Request) -> web.Response:
     obj = _new_obj(new, me)
     # One message whether or not the caller can see the existing source: it reveals nothing.
     taken = bad_request(f"Source {obj.id} already exists")
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         groups = await groups_named(session, me, new.group_ids)
         if not groups:
             raise bad_request("A source must be shared with at least one group")
@@ -62,7 +61,7 @@ async def post_source(request: web.Request) -> web.Response:
             raise taken from None
         for group in groups:
             enqueue(session, SourceSaved(obj_id=obj.id, group_id=group.id))
-    resources.outbox.nudge()
+    request.app[OUTBOX].nudge()
     return success({"id": obj.id})
 
 
@@ -73,8 +72,7 @@ async def post_source_groups(request: web.Request) -> web.Response:
     me = principal(request)
     change = validated(SourceGroupsChange, await json_body(request, optional=False))
     obj_id, invite, unsave = change.objId, change.inviteGroupIds or [], change.unsaveGroupIds or []
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         obj = await visible_obj(session, me, obj_id)
         saved_to = {g.id for g in obj.groups}
         if invite:
@@ -96,17 +94,17 @@ async def post_source_groups(request: web.Request) -> web.Response:
             )
         for group_id in added:
             enqueue(session, SourceSaved(obj_id=obj_id, group_id=group_id))
-    resources.outbox.nudge()
+    request.app[OUTBOX].nudge()
     return success({"saved_group_ids": added, "unsaved_group_ids": sorted(set(unsave) & saved_to)})
 
 
 async def list_sources(request: web.Request) -> web.Response:
     me = principal(request)
-    settings = request.app[RESOURCES].settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
     condition = visible(obj_groups, Obj.id, me)
     bounds = source_list_bounds(request)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         if bounds:
             condition = and_(condition, await source_list_condition(session, me, bounds))
         counted = await session.execute(select(func.count()).select_from(Obj).where(condition))
@@ -125,7 +123,7 @@ async def list_sources(request: web.Request) -> web.Response:
 async def get_source(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         obj = await visible_obj(session, me, obj_id)
         data = source_dict(obj, me)
         data["summary_history"] = await _with_usernames(session, data["summary_history"])
@@ -160,8 +158,7 @@ def _username(names: dict[int, str], user_id: int | None) -> str | None:
 
 async def delete_source(request: web.Request) -> web.Response:
     obj_id = request.match_info["obj_id"]
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         if await session.scalar(select(Obj.id).where(Obj.id == obj_id)) is None:
             raise source_not_found(obj_id)
         # The analyses with their artifacts first (the cascade would leave their blobs); the

@@ -19,7 +19,7 @@ from gateway.source_access import (
     visible_obj,
     visible_page,
 )
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SESSIONS, SETTINGS
 from http_edge.web import json_body, page_from_query, success
 from shared.db.models import Spectrum, spectrum_groups
 
@@ -47,7 +47,7 @@ async def post_spectrum(request: web.Request) -> web.Response:
     me = principal(request)
     body = await json_body(request, optional=False)
     new = await asyncio.to_thread(validated, NewSpectrum, body)  # long arrays: off the loop
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         obj = await visible_obj(session, me, new.obj_id)
         instrument = await instrument_or_400(session, required(body, "instrument_id"))
         spectrum_id = await add_data_row(
@@ -65,9 +65,9 @@ async def post_spectrum(request: web.Request) -> web.Response:
 async def get_source_spectra(request: web.Request) -> web.Response:
     me = principal(request)
     obj_id = request.match_info["obj_id"]
-    settings = request.app[RESOURCES].settings
+    settings = request.app[SETTINGS]
     page = page_from_query(request, settings.page_size_default, settings.page_size_max)
-    async with request.app[RESOURCES].sessions() as session:
+    async with request.app[SESSIONS]() as session:
         total, rows = await visible_page(
             session,
             me,

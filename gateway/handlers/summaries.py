@@ -24,7 +24,7 @@ from gateway.source_access import (
     source_not_found,
     visible_obj,
 )
-from http_edge.app_keys import RESOURCES
+from http_edge.app_keys import SECRET_BOX, SESSIONS, SETTINGS
 from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.models import ObjAnalysis, User
 from shared.domain.access import Principal
@@ -92,7 +92,7 @@ async def patch_source(request: web.Request) -> web.Response:
     obj_id = request.match_info["obj_id"]
     wanted = validated(SourceEdit, await json_body(request, optional=False))
     edit, redshift = _summary_edit(wanted), _redshift_edit(wanted)
-    async with request.app[RESOURCES].sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         await visible_obj(session, me, obj_id)
         obj = await lock_obj(session, obj_id)
         if obj is None:
@@ -165,13 +165,12 @@ async def _query_vector(
 
 async def summary_query(request: web.Request) -> web.Response:
     me = principal(request)
-    resources = request.app[RESOURCES]
-    config = embeddings_config(resources.settings)
+    config = embeddings_config(request.app[SETTINGS])
     if config is None:
         raise bad_request(SEARCH_NOT_CONFIGURED)
     query = _summary_query(await json_body(request))
-    vector = await _query_vector(resources.sessions, me, config, query)
-    async with resources.sessions() as session:
+    vector = await _query_vector(request.app[SESSIONS], me, config, query)
+    async with request.app[SESSIONS]() as session:
         matches = await search(session, me, vector, config.model, query.k, query.filters)
     return success({"query_results": [m.to_dict() for m in matches]})
 
@@ -180,13 +179,12 @@ async def summary_query(request: web.Request) -> web.Response:
 
 
 async def _update_llm_key(request: web.Request, key: str | None) -> bool:
-    resources = request.app[RESOURCES]
-    async with resources.sessions.begin() as session:
+    async with request.app[SESSIONS].begin() as session:
         user = await session.get(User, principal(request).user_id, with_for_update=True)
         if user is None:
             raise ApiError(401, "Unknown user")
-        set_user_secret(resources.secret_box, user, LLM_KEY, key)
-        return user_llm_key(resources.secret_box, user) is not None
+        set_user_secret(request.app[SECRET_BOX], user, LLM_KEY, key)
+        return user_llm_key(request.app[SECRET_BOX], user) is not None
 
 
 async def put_llm_key(request: web.Request) -> web.Response:
@@ -205,6 +203,6 @@ async def llm_key_set(sessions: Sessions, box: SecretBox, user_id: int) -> bool:
 
 
 async def get_llm_key(request: web.Request) -> web.Response:
-    resources = request.app[RESOURCES]
-    is_set = await llm_key_set(resources.sessions, resources.secret_box, principal(request).user_id)
+    me = principal(request)
+    is_set = await llm_key_set(request.app[SESSIONS], request.app[SECRET_BOX], me.user_id)
     return success({"llm_key_set": is_set})
