@@ -636,6 +636,10 @@ async def _raw_sqlite_inserts(path: Path, count: int) -> float:
 # --- the run ------------------------------------------------------------------------------------
 
 
+def load_average() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def report(label: str, outcome: Outcome) -> None:
     p50 = percentile(outcome.latencies, 0.50) * 1000
     p99 = percentile(outcome.latencies, 0.99) * 1000
@@ -645,6 +649,7 @@ def report(label: str, outcome: Outcome) -> None:
         f"{outcome.completed_per_second:>7.0f}/s   latency p50 {p50:>7.1f} ms  p99 {p99:>7.1f} ms"
         f"   statuses {outcome.statuses}"
         + (f"   client errors {outcome.client_errors}" if outcome.client_errors else "")
+        + f"   load average {load_average()}"
     )
 
 
@@ -795,7 +800,8 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"skyhook {'split in 4 processes' if args.split else 'run (one process)'} on "
         f"bus={args.bus} db={args.db}; {args.count} analyses, "
-        f"{args.concurrency} concurrent clients, {args.sources} sources"
+        f"{args.concurrency} concurrent clients, {args.sources} sources; "
+        f"load average (1/5/15 min) {load_average()}"
     )
     async with environment(args.bus, args.db) as env:
         outcomes = await run_pipeline(args, env)
