@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus.base import Bus
 from shared.bus.outbox import OutboxRelay
-from shared.domain.analysis_lifecycle import Sessions
+from shared.db.session import Sessions
 from shared.domain.artifacts import ArtifactStore
 from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from http_edge.web import ApiError, bad_request, forbidden, success, unexpected_error
 from shared.bus.outbox import OutboxRelay
 from shared.db.models import ObjAnalysis
+from shared.db.session import Sessions
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.analysis_data import (
@@ -28,7 +29,7 @@ from shared.domain.analysis_data import (
     parse_webhook_body,
     prepare_payload,
 )
-from shared.domain.analysis_lifecycle import Callee, Completion, Outcome, Sessions
+from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
 from shared.domain.enums import AnalysisStatus
 from shared.observability.metrics import WEBHOOK_BODY_BYTES, bind_analysis
 from shared.runtime.group_commit import GroupCommit

@@ -23,12 +23,12 @@ from gateway.auth import principal
 from gateway.schemas.analyses import UploadAnalysis
 from gateway.schemas.validation import validated
 from http_edge.web import bad_request, forbidden, json_body, not_found, path_int, success
+from shared.db.session import Sessions
 from shared.domain.analysis_data import PayloadError, store_analysis_payload
 from shared.domain.analysis_lifecycle import (
     CapReached,
     NewAnalysis,
     ObjNotVisible,
-    Sessions,
     count_capped,
     obj_visible,
 )

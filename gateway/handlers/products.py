@@ -32,6 +32,7 @@ from http_edge.web import (
 )
 from shared.db.dialect import merged_json, name_of
 from shared.db.models import ObjAnalysis, obj_analysis_groups, obj_groups
+from shared.db.session import Sessions
 from shared.domain.access import visible
 from shared.domain.analysis_data import (
     ORIGINAL_RESULTS,
@@ -39,7 +40,6 @@ from shared.domain.analysis_data import (
     has_payload,
     json_results_artifact,
 )
-from shared.domain.analysis_lifecycle import Sessions
 from shared.domain.artifacts import (
     CHUNK_BYTES,
     ArtifactMissing,

@@ -27,8 +27,8 @@ from gateway.source_access import (
 from http_edge.app_keys import SECRET_BOX, SESSIONS, SETTINGS
 from http_edge.web import ApiError, bad_request, json_body, success
 from shared.db.models import ObjAnalysis, User
+from shared.db.session import Sessions
 from shared.domain.access import Principal
-from shared.domain.analysis_lifecycle import Sessions
 from shared.domain.embeddings import (
     EmbeddingsConfig,
     SearchFilters,

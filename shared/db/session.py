@@ -81,7 +81,11 @@ def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     event.listen(engine.sync_engine, "checkout", checkout)
 
 
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+Sessions = async_sessionmaker[AsyncSession]
+"""A session factory (``async with sessions() as session``, ``sessions.begin()``)."""
+
+
+def create_session_factory(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

@@ -44,7 +44,7 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
@@ -71,6 +71,7 @@ from shared.db.models import (
     obj_groups,
     table_of,
 )
+from shared.db.session import Sessions
 from shared.db.types import UTCDateTime, utcnow
 from shared.domain.access import Principal, visible
 from shared.domain.analysis_data import AnnotationIn
@@ -87,7 +88,6 @@ from shared.runtime.group_commit import GroupCommit
 from shared.security.secrets import CallbackTokens, hash_token
 
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
-Sessions = async_sessionmaker[AsyncSession]
 REQUEST_PARAMETERS_FILE = "request_parameters.json"
 
 

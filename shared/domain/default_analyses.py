@@ -39,6 +39,7 @@ from shared.db.models import (
     obj_groups,
     table_of,
 )
+from shared.db.session import Sessions
 from shared.db.types import utcnow
 from shared.domain.access import Principal, principal_for
 from shared.domain.analysis_lifecycle import (
@@ -46,7 +47,6 @@ from shared.domain.analysis_lifecycle import (
     CapReached,
     NewAnalysis,
     ObjNotVisible,
-    Sessions,
 )
 from shared.domain.analysis_parameters import (
     ParameterError,

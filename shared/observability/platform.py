@@ -33,8 +33,8 @@ async def readiness_problems(engine: AsyncEngine, bus: Bus) -> list[str]:
 
 async def refresh_gauges(engine: AsyncEngine, bus: Bus) -> None:
     """Analyses by status, the outbox's backlog and lag, and the bus's queue depths."""
-    async with engine.connect() as session:
-        counts = await session.execute(
+    async with engine.connect() as connection:
+        counts = await connection.execute(
             select(ObjAnalysis.status, func.count()).group_by(ObjAnalysis.status)
         )
         by_status = {str(status): count for status, count in counts}
@@ -44,7 +44,7 @@ async def refresh_gauges(engine: AsyncEngine, bus: Bus) -> None:
         for unknown, count in by_status.items():
             ANALYSES.labels(unknown).set(count)
         pending, oldest = (
-            await session.execute(select(func.count(), func.min(OutboxMessage.created_at)))
+            await connection.execute(select(func.count(), func.min(OutboxMessage.created_at)))
         ).one()
     OUTBOX_BACKLOG.set(pending)
     OUTBOX_LAG.set(0 if oldest is None else (datetime.now(UTC) - _aware(oldest)).total_seconds())
