@@ -22,12 +22,13 @@ from shared.db.models import (
 )
 from shared.db.session import read_session
 from shared.domain.access import Principal, resolve_group_ids, visible
-from shared.domain.analysis_lifecycle import NewAnalysis
+from shared.domain.analysis_lifecycle import AnalysisCreator, NewAnalysis
 from shared.runtime.group_commit import GroupCommit
 
 SERVICE_ID_LABEL = "analysis_service_id"
 
 # Concurrent starts of this process, created together (one transaction per batch).
+ANALYSIS_CREATOR = web.AppKey("analysis_creator", AnalysisCreator)
 START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
 SERVICES = web.AppKey("services", GroupCommit[tuple[Principal, int], AnalysisService])
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.analysis_access import SERVICES, START_BATCHER, services_batcher
-from gateway.app_keys import ANALYSIS_CREATOR
+from gateway.analysis_access import ANALYSIS_CREATOR, SERVICES, START_BATCHER, services_batcher
 from gateway.auth import auth_middleware, setup_auth
 from gateway.live import setup_live
 from gateway.openapi import OPENAPI_DOCUMENT, build_document

@@ -13,12 +13,12 @@ from typing import Any
 from aiohttp import web
 
 from gateway.analysis_access import (
+    ANALYSIS_CREATOR,
     SERVICE_ID_LABEL,
     refuse_if_disabled,
     request_group_ids,
     usable_service,
 )
-from gateway.app_keys import ANALYSIS_CREATOR
 from gateway.auth import principal
 from gateway.schemas.analyses import UploadAnalysis
 from gateway.schemas.validation import validated
