@@ -45,9 +45,7 @@ class DefaultAnalysisTriggers:
         self.poll_interval = resources.settings.default_analysis_poll_interval_seconds
 
     async def start(self) -> None:
-        await self.bus.subscribe(
-            QUEUE, ROUTING_KEYS, self.handle_message, prefetch=PREFETCH
-        )
+        await self.bus.subscribe(QUEUE, ROUTING_KEYS, self.handle_message, prefetch=PREFETCH)
         log.info("default-analysis triggers started (queue %s)", QUEUE)
 
     async def handle_message(self, envelope: Envelope) -> None:

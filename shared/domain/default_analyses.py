@@ -391,9 +391,7 @@ async def on_photometry_added(
     return len(defaults)
 
 
-async def start_due_photometry_triggers(
-    creator: AnalysisCreator, limit: int = 100
-) -> list[str]:
+async def start_due_photometry_triggers(creator: AnalysisCreator, limit: int = 100) -> list[str]:
     """Start the analyses whose photometry quiet period has passed. A crash between the start
     and the removal of the deadline is harmless: the run is unique per event."""
     async with creator.sessions() as session:

@@ -31,7 +31,6 @@ class Resources:
     outbox: OutboxRelay
 
 
-
 def analysis_creator(resources: Resources) -> AnalysisCreator:
     return AnalysisCreator(
         resources.sessions,
