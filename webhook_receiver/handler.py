@@ -24,10 +24,13 @@ from shared.db.session import Sessions
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.analysis_data import (
+    INLINE_BODY_BYTES,
     PayloadError,
-    decode_analysis_payload,
+    StoredPayload,
+    WebhookBody,
+    decodes_inline,
     parse_webhook_body,
-    prepare_payload,
+    stored_files_sync,
 )
 from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
 from shared.domain.enums import AnalysisStatus
@@ -39,6 +42,7 @@ from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_c
 from webhook_receiver.redaction import Redactor
 
 log = logging.getLogger("skyhook.webhook")
+
 
 @dataclass(frozen=True)
 class Receiver:
@@ -160,19 +164,29 @@ async def receive(request: web.Request, receiver: Receiver, token: str) -> web.R
         return await _receive_for(request, receiver, analysis, token)
 
 
+async def _decoded(raw: bytes, analysis_unique_id: str) -> tuple[WebhookBody, StoredPayload]:
+    """The callback body and the files it brings; small plain bodies on the event loop,
+    others in a worker thread (one hop)."""
+    if len(raw) <= INLINE_BODY_BYTES:
+        body = parse_webhook_body(raw)
+    else:
+        body = await asyncio.to_thread(parse_webhook_body, raw)
+    if decodes_inline(len(raw), body.analysis):
+        return body, stored_files_sync(analysis_unique_id, body.analysis)
+    return body, await asyncio.to_thread(stored_files_sync, analysis_unique_id, body.analysis)
+
+
 async def _receive_for(
     request: web.Request, receiver: Receiver, analysis: Callee, token: str
 ) -> web.Response:
     raw = await read_limited(request, receiver.max_body_bytes)
     WEBHOOK_BODY_BYTES.observe(len(raw))
     try:
-        body = await asyncio.to_thread(parse_webhook_body, raw)
-        decoded = await decode_analysis_payload(body.analysis)
+        body, stored = await _decoded(raw, analysis.unique_id)
     except PayloadError as exc:
         log.info("analysis %s: malformed webhook body refused", analysis.id)
         raise bad_request(str(exc)) from None
     message = receiver.redactor.redacted_message(analysis, token, body.message or "")
-    stored = await prepare_payload(analysis.unique_id, decoded)
     status = AnalysisStatus.COMPLETED if body.status == "success" else AnalysisStatus.FAILURE
     outcome = Outcome(
         status=status,

@@ -346,8 +346,27 @@ def decode_payload_sync(analysis: Any) -> DecodedPayload:
     return DecodedPayload(pending, summary, list(payload.annotations or []))
 
 
-async def decode_analysis_payload(analysis: Any) -> DecodedPayload:
-    return await asyncio.to_thread(decode_payload_sync, analysis)
+# A callback body up to this size whose parts need no decompression or file parsing (no
+# joblib results, no inference data) is decoded on the event loop: its work is bounded by its
+# size (well under a millisecond), less than the hop to a worker thread costs.
+INLINE_BODY_BYTES = 64 * 1024
+
+
+def decodes_inline(raw_size: int, analysis: Any) -> bool:
+    """Whether a callback body of ``raw_size`` bytes with this ``analysis`` is decoded on the
+    event loop (see ``INLINE_BODY_BYTES``)."""
+    if raw_size > INLINE_BODY_BYTES:
+        return False
+    if not isinstance(analysis, dict):
+        return True  # nothing to decode, or refused at once
+    results = analysis.get("results")
+    joblib = isinstance(results, dict) and results.get("format") == "joblib"
+    return analysis.get("inference_data") is None and not joblib
+
+
+def stored_files_sync(analysis_unique_id: str, analysis: Any) -> StoredPayload:
+    """Decode an ``analysis`` object and describe its files (CPU work for big payloads)."""
+    return payload_files(analysis_unique_id, decode_payload_sync(analysis))
 
 
 def payload_files(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
@@ -367,17 +386,10 @@ def payload_files(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPay
     return StoredPayload(manifest, dict(decoded.data_summary), decoded.annotations, files)
 
 
-async def prepare_payload(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
-    return await asyncio.to_thread(payload_files, analysis_unique_id, decoded)
-
-
 async def store_analysis_payload(analysis_unique_id: str, analysis_obj: Any) -> StoredPayload:
-    """Validate and decode an ``analysis`` object, and describe what to store.
-
-    Raises :class:`PayloadError` when the object is malformed.
-    """
-    decoded = await decode_analysis_payload(analysis_obj)
-    return await prepare_payload(analysis_unique_id, decoded)
+    """Validate and decode an ``analysis`` object, and describe what to store (in a worker
+    thread). Raises :class:`PayloadError` when the object is malformed."""
+    return await asyncio.to_thread(stored_files_sync, analysis_unique_id, analysis_obj)
 
 
 async def _read_b64(store: ArtifactStore, ref: dict[str, Any]) -> str:
