@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +36,7 @@ from shared.db.models import (
     Annotation,
     Classification,
     Comment,
+    Instrument,
     Obj,
     Photometry,
     Spectrum,
@@ -48,7 +49,12 @@ from shared.db.models import (
 )
 from shared.domain.access import Principal, visible
 from shared.domain.enums import InputDataType
-from shared.science.photometry import PHOTOMETRY_CSV_COLUMNS, export_point, fluxerr_to_magerr
+from shared.science.photometry import (
+    PHOTOMETRY_CSV_COLUMNS,
+    PhotometryPoint,
+    export_point,
+    fluxerr_to_magerr,
+)
 
 INPUTS_SCHEMA_VERSION = 1
 CSV_FORMAT = "csv"
@@ -82,6 +88,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Record = dict[str, Any]
+
+# Up to this many records in a claim are written on the event loop (about 10 µs a record, so
+# at most a few milliseconds): for fewer, the hop to a worker thread costs more than the work.
+INLINE_RECORDS = 300
 
 
 class InputsError(ValueError):
@@ -121,22 +131,34 @@ def _instrument_id(value: Any) -> int | None:
 # --- collecting records ---------------------------------------------------------------------
 
 
+class VisibleObj(Protocol):
+    """What the inputs read of a source: its id and its redshift columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def redshift(self) -> float | None: ...
+    @property
+    def redshift_error(self) -> float | None: ...
+    @property
+    def redshift_origin(self) -> str | None: ...
+
+
 async def load_visible_objs(
     session: AsyncSession, obj_ids: Sequence[str], principal: Principal
-) -> dict[str, Obj]:
-    """Those of the sources the principal may read, by id: one query."""
-    found = await session.scalars(
-        select(Obj)
+) -> dict[str, VisibleObj]:
+    """Those of the sources the principal may read, by id: one query, plain rows."""
+    found = await session.execute(
+        select(Obj.id, *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
         .where(in_set(Obj.id, sorted(set(obj_ids)), name_of(session)))
         .where(visible(obj_groups, Obj.id, principal))
-        .options(lazyload(Obj.groups))
     )
     return {obj.id: obj for obj in found}
 
 
 async def collect_records(
     session: AsyncSession,
-    obj: Obj,
+    obj: VisibleObj,
     principal: Principal,
     input_types: Iterable[str],
     photometry: list[Record],
@@ -156,6 +178,31 @@ async def collect_records(
     return records
 
 
+class StoredPoint(PhotometryPoint, Protocol):
+    """A point as the inputs read it: its columns, its row id and source, its instrument."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def obj_id(self) -> str: ...
+    @property
+    def instrument_name(self) -> str: ...
+
+
+# Plain result rows, not ORM objects: a claim reads many points and only their columns.
+_POINT_COLUMNS = (
+    Photometry.id,
+    Photometry.obj_id,
+    Photometry.mjd,
+    Photometry.filter,
+    Photometry.flux,
+    Photometry.fluxerr,
+    Photometry.original_limiting_mag,
+    Photometry.instrument_id,
+    Instrument.name.label("instrument_name"),
+)
+
+
 async def photometry_records_of(
     session: AsyncSession,
     obj_ids: Sequence[str],
@@ -164,8 +211,8 @@ async def photometry_records_of(
 ) -> dict[str, list[Record]]:
     """Each source's photometry records the principal may read: one query for them all."""
     query = (
-        select(Photometry)
-        .options(lazyload(Photometry.groups))
+        select(*_POINT_COLUMNS)
+        .join(Instrument, Instrument.id == Photometry.instrument_id)
         .where(
             in_set(Photometry.obj_id, sorted(set(obj_ids)), name_of(session)),
             visible(photometry_groups, Photometry.id, principal),
@@ -175,8 +222,8 @@ async def photometry_records_of(
         query = query.where(Photometry.filter.in_(selection.filters))
     if selection.instruments is not None:
         query = query.where(Photometry.instrument_id.in_(selection.instruments))
-    points: dict[str, list[Photometry]] = {obj_id: [] for obj_id in obj_ids}
-    for point in await session.scalars(query):
+    points: dict[str, list[StoredPoint]] = {obj_id: [] for obj_id in obj_ids}
+    for point in await session.execute(query):
         points[point.obj_id].append(point)
     return {
         obj_id: [_photometry_record(p) for p in deduplicate_photometry(mine)]
@@ -184,21 +231,21 @@ async def photometry_records_of(
     }
 
 
-def _photometry_record(point: Photometry) -> Record:
-    exported = export_point(point)
+def _photometry_record(point: StoredPoint) -> Record:
+    exported = export_point(point, point.instrument_name)
     record = {column: exported.get(column) for column in PHOTOMETRY_COLUMNS}
     # SkyPortal fills this for solar-system objects from the point's altdata; we keep none.
     record["predicted_mag"] = None
     return record
 
 
-def deduplicate_photometry(points: Sequence[Photometry]) -> list[Photometry]:
+def deduplicate_photometry(points: Sequence[StoredPoint]) -> list[StoredPoint]:
     """One point per (mjd, filter, instrument): the one with the smallest error, by mjd.
 
     The error is the magnitude error of a detection; non-detections (no magnitude error)
     rank after detections, by their flux error. Ties go to the older row.
     """
-    best: dict[tuple[float, str, int], Photometry] = {}
+    best: dict[tuple[float, str, int], StoredPoint] = {}
     for point in points:
         key = (point.mjd, point.filter, point.instrument_id)
         current = best.get(key)
@@ -207,7 +254,7 @@ def deduplicate_photometry(points: Sequence[Photometry]) -> list[Photometry]:
     return sorted(best.values(), key=lambda p: (p.mjd, p.filter, p.instrument_id, p.id))
 
 
-def _error_rank(point: Photometry) -> tuple[int, float, int]:
+def _error_rank(point: StoredPoint) -> tuple[int, float, int]:
     magerr = fluxerr_to_magerr(point.flux, point.fluxerr)
     if magerr is not None and math.isfinite(magerr):
         return (0, magerr, point.id)
@@ -334,8 +381,14 @@ async def assemble_inputs_many(
         found = await _records_of(session, [requests[i] for i in indexes])
         for index, one in zip(indexes, found, strict=True):
             records[index] = one
+    if _record_count(records) <= INLINE_RECORDS:
+        return _formatted(records, requests)
     # Writing many rows is CPU work: keep it off the event loop.
     return await asyncio.to_thread(_formatted, records, requests)
+
+
+def _record_count(records: Sequence[dict[str, list[Record]] | InputsError | None]) -> int:
+    return sum(len(rows) for found in records if isinstance(found, dict) for rows in found.values())
 
 
 async def _records_of(

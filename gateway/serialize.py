@@ -101,7 +101,7 @@ def _owned_fields(
 def photometry_dict(point: Photometry, principal: Principal) -> dict[str, Any]:
     return {
         **_owned_fields(point),
-        **export_point(point),
+        **export_point(point, point.instrument.name),
         "origin": point.origin,
         "groups": visible_groups_brief(point.groups, principal),
     }

@@ -88,11 +88,12 @@ async def principals_from_token_hashes(
     by_hash: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_hash[row.token_hash].append(row)
-    return [_principal(by_hash[h]) if h in by_hash else None for h in token_hashes]
+    return [principal_of_rows(by_hash[h]) if h in by_hash else None for h in token_hashes]
 
 
-def _principal(rows: Sequence[Any]) -> Principal:
-    """A user's rows, one per membership (or one with no group)."""
+def principal_of_rows(rows: Sequence[Any]) -> Principal:
+    """A user's plain rows, one per membership (or one with no group): ``id``, ``username``,
+    ``is_admin``, ``acls``, and the membership's ``group_id`` and ``admin``."""
     user = rows[0]
     memberships = [r for r in rows if r.group_id is not None]
     return Principal(

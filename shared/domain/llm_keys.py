@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from shared.db.models import AnalysisService, User
+from shared.db.models import User
 from shared.security.secrets import SecretBox
 
 log = logging.getLogger("skyhook.summary_service.keys")
@@ -68,8 +68,13 @@ def user_llm_key(box: SecretBox, user: UserSecrets) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+class SummaryService(Protocol):
+    @property
+    def is_summary(self) -> bool: ...
+
+
 def summary_secrets_for(
-    box: SecretBox, author: User, service: AnalysisService, site_key: str | None
+    box: SecretBox, author: UserSecrets, service: SummaryService, site_key: str | None
 ) -> dict[str, str]:
     """Secret analysis parameters the dispatcher adds to a request at send time, as SkyPortal
     does for summary services: the author's own LLM key, else the site key

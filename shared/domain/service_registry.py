@@ -474,9 +474,12 @@ _ATTRIBUTE_RULES: dict[str, tuple[Checker, bool, Any]] = {
 class StoredSecrets(Protocol):
     """What decryption needs from an ``AnalysisService`` row."""
 
-    id: int
-    authinfo_ciphertext: str | None
-    signing_secret_ciphertext: str | None
+    @property
+    def id(self) -> int: ...
+    @property
+    def authinfo_ciphertext(self) -> str | None: ...
+    @property
+    def signing_secret_ciphertext(self) -> str | None: ...
 
 
 def _associated_data(service_id: int, purpose: str) -> bytes:

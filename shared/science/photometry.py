@@ -8,10 +8,7 @@ given as a magnitude is also kept as given (``original_limiting_mag``) and expor
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # only annotations: analysis services use the columns without the models
-    from shared.db.models import Photometry
+from typing import Any, Protocol
 
 PHOT_ZP = 23.9
 PHOT_SYS = "ab"
@@ -94,18 +91,32 @@ def fluxerr_to_limit(fluxerr: float | None) -> float | None:
     return -2.5 * math.log10(LIMIT_NSIGMA * fluxerr) + PHOT_ZP
 
 
-def limiting_mag_of(photometry: Photometry) -> float | None:
+class PhotometryPoint(Protocol):
+    """The columns of a stored point this module reads (an ORM row or a plain result row)."""
+
+    @property
+    def mjd(self) -> float: ...
+    @property
+    def flux(self) -> float | None: ...
+    @property
+    def fluxerr(self) -> float: ...
+    @property
+    def filter(self) -> str: ...
+    @property
+    def instrument_id(self) -> int: ...
+    @property
+    def original_limiting_mag(self) -> float | None: ...
+
+
+def limiting_mag_of(photometry: PhotometryPoint) -> float | None:
     """The limit as it was given, or else the 5-sigma limit of the flux error (SkyPortal's rule)."""
     if photometry.original_limiting_mag is not None:
         return photometry.original_limiting_mag
     return fluxerr_to_limit(photometry.fluxerr)
 
 
-def export_point(photometry: Photometry) -> dict[str, Any]:
-    """SkyPortal's serialization of a point in AB, with both flux and magnitude columns.
-
-    Needs ``photometry.instrument`` loaded (the model loads it eagerly).
-    """
+def export_point(photometry: PhotometryPoint, instrument_name: str) -> dict[str, Any]:
+    """SkyPortal's serialization of a point in AB, with both flux and magnitude columns."""
     return {
         "mjd": photometry.mjd,
         "flux": photometry.flux,
@@ -116,6 +127,6 @@ def export_point(photometry: Photometry) -> dict[str, Any]:
         "magsys": PHOT_SYS,
         "limiting_mag": limiting_mag_of(photometry),
         "zp": PHOT_ZP,
-        "instrument_name": photometry.instrument.name,
+        "instrument_name": instrument_name,
         "instrument_id": photometry.instrument_id,
     }
