@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.base import Bus, Envelope
-from shared.db.dialect import name_of, skip_locked
+from shared.db.dialect import in_set, name_of, skip_locked
 from shared.db.models import OutboxMessage
 from shared.domain.events import Message
 from shared.runtime.background import wait_event
@@ -86,16 +86,28 @@ class OutboxRelay:
 
     async def _publish_batch(self) -> int:
         async with self._sessions.begin() as session:
-            query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self._batch_size)
+            # Plain rows, not ORM objects: the relay reads only these four columns.
+            query = (
+                select(
+                    OutboxMessage.id,
+                    OutboxMessage.message_id,
+                    OutboxMessage.routing_key,
+                    OutboxMessage.payload,
+                )
+                .order_by(OutboxMessage.id)
+                .limit(self._batch_size)
+            )
             query = skip_locked(query, name_of(session))
-            rows = list(await session.scalars(query))
+            rows = list(await session.execute(query))
             if not rows:
                 return 0
             await self._bus.publish(
                 [Envelope(r.message_id, r.routing_key, dict(r.payload)) for r in rows]
             )
             await session.execute(
-                delete(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
+                delete(OutboxMessage).where(
+                    in_set(OutboxMessage.id, [r.id for r in rows], name_of(session))
+                )
             )
         return len(rows)
 
