@@ -86,6 +86,7 @@ class AttemptRunner:
             await assemble_claimed_inputs(session, contexts.values(), memo)
             sending: list[lifecycle.Sending] = []
             new_inputs: dict[int, list[NewArtifact]] = {}
+            replaced_inputs: dict[int, list[NewArtifact]] = {}
             for analysis_id, attempt_number in sorted(numbers.items()):
                 context = contexts.get(analysis_id)
                 if context is None:
@@ -97,9 +98,11 @@ class AttemptRunner:
                 if payload is None:
                     continue
                 if payload.new_file is not None:
-                    new_inputs[analysis_id] = [payload.new_file]
+                    written = replaced_inputs if payload.replaces_stored else new_inputs
+                    written[analysis_id] = [payload.new_file]
                 sending.append(lifecycle.Sending(analysis_id, attempt_number, payload.provenance))
-            await write_artifacts_of(session, new_inputs, replace=True)
+            await write_artifacts_of(session, new_inputs)
+            await write_artifacts_of(session, replaced_inputs, replace=True)
             await lifecycle.mark_sending_many(session, sending, utcnow(), started_at)
         return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC
-from typing import Any
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, lazyload
 
 from dispatcher.inputs import (
     INPUTS_SCHEMA_VERSION,
@@ -28,23 +28,66 @@ from dispatcher.inputs import (
     assemble_inputs_many,
 )
 from shared.db.dialect import in_set, name_of
-from shared.db.models import AnalysisService, ObjAnalysis, User
-from shared.domain.access import principal_for
+from shared.db.models import AnalysisService, GroupUser, ObjAnalysis, User
+from shared.domain.access import Principal, principal_of_rows
 from shared.domain.analysis_lifecycle import naive_utc_text
 from shared.domain.analysis_parameters import SECRET_PARAMETERS
 from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.security.redaction import REDACTED
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 INPUTS_ARTIFACT = "inputs"
 INPUTS_FILE = "inputs.json"
 REQUEST_PARAMETERS_ARTIFACT = "request_parameters"
+# Smaller payloads are encoded and hashed on the event loop (about 5 µs per KiB, so at most
+# about a millisecond): for them the hop to a worker thread costs more than the work.
+INLINE_PAYLOAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class AnalysisToSend:
+    """What a request is built from, of the claimed row."""
+
+    id: int
+    unique_id: str
+    obj_id: str
+    artifacts: dict[str, Any] | None
+    analysis_parameters: dict[str, Any] | None
+    input_filters: dict[str, Any] | None
+    invalid_after: datetime
+
+
+@dataclass(frozen=True)
+class ServiceToCall:
+    """What sending needs of the analysis' service (its credentials still sealed)."""
+
+    id: int
+    url: str
+    enabled: bool
+    is_summary: bool
+    authentication_type: str
+    authinfo_ciphertext: str | None
+    signing_secret_ciphertext: str | None
+    input_data_types: list[Any]
+    inputs_format: str
+
+
+@dataclass(frozen=True)
+class Author:
+    """The analysis' author: whose data the inputs may hold, and whose LLM key is sent."""
+
+    id: int
+    secrets_ciphertext: str | None
+    principal: Principal
 
 
 @dataclass(frozen=True)
 class DispatchContext:
-    analysis: ObjAnalysis
-    service: AnalysisService
-    author: User
+    analysis: AnalysisToSend
+    service: ServiceToCall
+    author: Author
 
 
 @dataclass(frozen=True)
@@ -57,31 +100,77 @@ class StoredPayload:
     secret_parameters: dict[str, Any]
     new_file: NewArtifact | None = None
     provenance: dict[str, Any] | None = None
+    replaces_stored: bool = False  # ``new_file`` replaces a stored copy that could not be read
 
+
+T = TypeVar("T", bound="DataclassInstance")
 
 InputsMemo = dict[tuple[Any, ...], dict[str, Any] | InputsError]
 """Inputs assembled for a claim, by (source, reader, selection): analyses claimed together
 that read the same data share one assembly."""
 
 
+def _columns_of(model: Any, shape: Any) -> list[Any]:
+    """The model's columns named like the dataclass' fields, labelled with its name."""
+    return [getattr(model, f.name).label(f"{shape.__name__}_{f.name}") for f in fields(shape)]
+
+
+def _made(shape: type[T], row: Any) -> T:
+    values = row._mapping
+    return shape(**{f.name: values[f"{shape.__name__}_{f.name}"] for f in fields(shape)})
+
+
+# Plain rows, not ORM objects: a claim reads only these columns, for many analyses at once.
+_CONTEXT_COLUMNS = [
+    *_columns_of(ObjAnalysis, AnalysisToSend),
+    *_columns_of(AnalysisService, ServiceToCall),
+    ObjAnalysis.author_id,
+]
+
+
 async def load_contexts(
     session: AsyncSession, analysis_ids: Sequence[int]
 ) -> dict[int, DispatchContext]:
-    """The rows, their services and their authors with their memberships: one query."""
-    query = (
-        select(ObjAnalysis, User)
-        .join(User, User.id == ObjAnalysis.author_id)
-        .options(
-            lazyload(ObjAnalysis.groups),
-            joinedload(ObjAnalysis.service).raiseload(AnalysisService.groups),
-            joinedload(User.memberships),
+    """The rows with their services, and their authors with their memberships: two queries."""
+    found = (
+        await session.execute(
+            select(*_CONTEXT_COLUMNS)
+            .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
+            .where(in_set(ObjAnalysis.id, analysis_ids, name_of(session)))
         )
-        .where(in_set(ObjAnalysis.id, analysis_ids, name_of(session)))
+    ).all()
+    authors = await _authors(session, {row.author_id for row in found}) if found else {}
+    contexts = {}
+    for row in found:
+        if row.author_id not in authors:  # deleted meanwhile (its analyses go with it)
+            continue
+        analysis = _made(AnalysisToSend, row)
+        contexts[analysis.id] = DispatchContext(
+            analysis, _made(ServiceToCall, row), authors[row.author_id]
+        )
+    return contexts
+
+
+async def _authors(session: AsyncSession, user_ids: set[int]) -> dict[int, Author]:
+    rows = await session.execute(
+        select(
+            User.id,
+            User.username,
+            User.is_admin,
+            User.acls,
+            User.secrets_ciphertext,
+            GroupUser.group_id,
+            GroupUser.admin,
+        )
+        .outerjoin(GroupUser, GroupUser.user_id == User.id)
+        .where(in_set(User.id, sorted(user_ids), name_of(session)))
     )
-    found = (await session.execute(query)).unique().all()
+    by_user: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        by_user[row.id].append(row)
     return {
-        analysis.id: DispatchContext(analysis, analysis.service, author)
-        for analysis, author in found
+        user_id: Author(user_id, mine[0].secrets_ciphertext, principal_of_rows(mine))
+        for user_id, mine in by_user.items()
     }
 
 
@@ -99,7 +188,7 @@ class Site:
 
 
 async def request_parameters(
-    artifacts: ArtifactStore, analysis: ObjAnalysis, session: AsyncSession | None = None
+    artifacts: ArtifactStore, analysis: AnalysisToSend, session: AsyncSession | None = None
 ) -> dict[str, Any]:
     """The full parameters: the ``request_parameters`` artifact (file contents) if any
     (read in ``session``'s transaction when given)."""
@@ -122,7 +211,7 @@ def _inputs_request(context: DispatchContext) -> InputsRequest:
     analysis, service = context.analysis, context.service
     return InputsRequest(
         analysis.obj_id,
-        principal_for(context.author),
+        context.author.principal,
         tuple(service.input_data_types or ()),
         analysis.input_filters,
         service.inputs_format,
@@ -212,10 +301,25 @@ async def stored_payload(
         except ArtifactMissing:
             pass  # not stored (its file was gone at the import): build and store it again
     payload = await build_payload(site, session, context, parameters, memo)
-    file = await asyncio.to_thread(_inputs_file, payload)
+    if REQUEST_PARAMETERS_ARTIFACT in manifest or _rough_size(payload) > INLINE_PAYLOAD_BYTES:
+        file = await asyncio.to_thread(_inputs_file, payload)  # CPU work: off the event loop
+    else:
+        file = _inputs_file(payload)
     manifest[INPUTS_ARTIFACT] = file.ref(analysis.unique_id).to_dict()
     provenance = {"artifacts": manifest, "input_hash": file.sha256}
-    return StoredPayload(file.data, secrets, file, provenance)
+    return StoredPayload(file.data, secrets, file, provenance, replaces_stored=bool(ref))
+
+
+def _rough_size(payload: dict[str, Any]) -> int:
+    """About how many bytes the payload's inputs encode to (CSV text by its length, JSON
+    records at a few hundred bytes each)."""
+    size = 0
+    for value in payload["inputs"].values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, list):
+            size += 512 * len(value)
+    return size
 
 
 def _inputs_file(payload: dict[str, Any]) -> NewArtifact:
@@ -225,6 +329,10 @@ def _inputs_file(payload: dict[str, Any]) -> NewArtifact:
 def body_to_send(body: bytes, callback: str, secrets: dict[str, Any]) -> bytes:
     """The stored payload with what was kept out of it: the real callback URL, and the secret
     parameters where the service reads parameters (both copies)."""
+    if not secrets:
+        spliced = _with_callback(body, callback)
+        if spliced is not None:
+            return spliced
     payload = json.loads(body)
     payload["callback_url"] = callback
     if not secrets:
@@ -233,6 +341,26 @@ def body_to_send(body: bytes, callback: str, secrets: dict[str, Any]) -> bytes:
     inputs = payload.setdefault("inputs", {})
     inputs["analysis_parameters"] = {**inputs.get("analysis_parameters", {}), **secrets}
     return _encode(payload)
+
+
+_STORED_CALLBACK = b'{"callback_url": '
+
+
+def _with_callback(body: bytes, callback: str) -> bytes | None:
+    """The stored body with its leading (redacted) callback URL replaced, without decoding
+    the rest; None when the body does not start with it (then it is decoded)."""
+    if not body.startswith(_STORED_CALLBACK):
+        return None
+    end = body.find(b'", ', len(_STORED_CALLBACK))
+    if end < 0:
+        return None
+    stored = body[len(_STORED_CALLBACK) : end + 1]
+    try:
+        if not isinstance(json.loads(stored), str):
+            return None
+    except ValueError:
+        return None
+    return _STORED_CALLBACK + json.dumps(callback).encode() + body[end + 1 :]
 
 
 def with_body_secret(body: bytes, name: str, value: str) -> bytes:

@@ -28,6 +28,7 @@ from dispatcher import Dispatcher
 from dispatcher.attempt import AttemptRunner
 from dispatcher.backoff import parse_retry_after, retry_delay
 from dispatcher.inputs import PHOTOMETRY_COLUMNS
+from dispatcher.request import Site, body_to_send
 from dispatcher.resolver import PolicyResolver
 from dispatcher.sender import Outbound, Sender, Verdict
 from shared.bus.base import Envelope
@@ -41,6 +42,7 @@ from shared.domain.events import AnalysisRequested
 from shared.domain.llm_keys import LLM_KEY, set_user_secret
 from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings
+from shared.security.redaction import REDACTED
 from shared.security.signing import verify
 from shared.security.urlpolicy import URLPolicy
 from tests.conftest import AMQP_URL
@@ -1300,3 +1302,25 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
     assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "public_url", ["http://127.0.0.1:5000", 'https://odd.example/a"b\\c', "https://ünï.example"]
+)
+def test_the_callback_put_into_a_stored_body_leaves_the_rest_byte_for_byte(public_url: str) -> None:
+    site = Site(public_url, {})
+    payload = {
+        "callback_url": site.callback_url(REDACTED),
+        "inputs": {"analysis_parameters": {"note": 'say "hi", then go'}, "photometry": "a,b\n1,2"},
+        "callback_method": "POST",
+        "analysis_parameters": {"note": 'say "hi", then go'},
+    }
+    stored = json.dumps(payload, allow_nan=False).encode()
+    callback = site.callback_url("t0ken")
+
+    sent = body_to_send(stored, callback, {})
+
+    assert sent == json.dumps({**payload, "callback_url": callback}).encode()
+    with_secret = json.loads(body_to_send(stored, callback, {"openai_api_key": "sk-1"}))
+    assert with_secret["callback_url"] == callback
+    assert with_secret["analysis_parameters"]["openai_api_key"] == "sk-1"
