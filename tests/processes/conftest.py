@@ -3,8 +3,14 @@
 ``skyhook gateway``, ``webhook-receiver``, ``dispatcher`` (two replicas) and ``summary-service``
 each run as a subprocess with ``SKYHOOK_*`` settings against the local PostgreSQL (a fresh
 database, migrated with ``skyhook db upgrade``) and RabbitMQ (a bus prefix unique to the run).
-Each process writes its JSON log lines to a file; a failing test shows their tails. Everything
-started here is killed at teardown, and the kernel kills it too if the test run itself dies.
+The standalone analysis services (``sn-fitter``, ``summarizer``) get only where they listen and
+the settings the test gives them. Each process writes its JSON log lines to a file; a failing
+test shows their tails. Everything started here is killed at teardown, and the kernel kills it
+too if the test run itself dies.
+
+With ``read_only_root`` each process runs as helm runs it (``readOnlyRootFilesystem`` and an
+emptyDir at ``/tmp`` and at HOME): in a mount namespace of its own where ``/`` is read-only
+and ``/tmp`` is a small tmpfs holding HOME (see :func:`read_only_root`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,8 @@ from tests.support.ports import free_port
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 SERVICES = ("gateway", "webhook-receiver", "dispatcher-1", "dispatcher-2", "summary-service")
 DISPATCHERS = ("dispatcher-1", "dispatcher-2")
+# The analysis services: HTTP only, no database, bus or secret key.
+STANDALONE = ("sn-fitter", "summarizer")
 ACTIVE = ("queued", "dispatching", "pending")
 FINAL = frozenset({"completed", "failure", "timed_out", "cancelled"})
 # Sends in flight per dispatcher: a held service fills both dispatchers' slots with this many.
@@ -54,6 +63,28 @@ RABBITMQCTL_FIX = (
     "a user who can read the broker's Erlang cookie: root, or copy "
     "/var/lib/rabbitmq/.erlang.cookie to ~/.erlang.cookie (mode 400)."
 )
+
+
+# The image's HOME and MPLCONFIGDIR (deploy/Dockerfile), under /tmp: the only writable place.
+TMPFS_SIZE = "64m"
+READ_ONLY_HOME = "/tmp/home"
+READ_ONLY_ROOT_SCRIPT = (
+    "mount -o remount,bind,ro / && "
+    f"mount -t tmpfs -o size={TMPFS_SIZE},mode=1777 tmpfs /tmp && "
+    f"mkdir {READ_ONLY_HOME} && cd {READ_ONLY_HOME} && "
+    f"export HOME={READ_ONLY_HOME} MPLCONFIGDIR=/tmp/matplotlib && "
+    'exec "$@"'
+)
+
+
+def read_only_root(argv: list[str]) -> list[str]:
+    """``argv`` run as under helm's ``readOnlyRootFilesystem``: in a private mount namespace
+    where ``/`` is remounted read-only (this mount point only: the host keeps writing), ``/tmp``
+    is a fresh size-limited tmpfs (its files are gone with the process) and HOME and the
+    working directory are ``/tmp/home``. ``unshare`` and ``sh`` exec without forking, so the
+    process started is ``argv`` itself: signals and the parent-death signal reach it."""
+    wrapper = ["unshare", "--mount", "--propagation", "private"]
+    return [*wrapper, "sh", "-c", READ_ONLY_ROOT_SCRIPT, "sh", *argv]
 
 
 def _die_with_test_run() -> None:
@@ -115,19 +146,23 @@ class ServiceProcess:
 class Deployment:
     """The running processes of one deployment, and what an operator does with them."""
 
-    def __init__(self, database: str, prefix: str, workdir: Path) -> None:
+    def __init__(
+        self, database: str, prefix: str, workdir: Path, *, read_only_root: bool = False
+    ) -> None:
         self.database = database
         self.database_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{database}".replace(
             "postgresql://", "postgresql+asyncpg://"
         )
         self.prefix = prefix
         self.workdir = workdir
+        self.read_only_root = read_only_root
         self.secret_key = secrets.token_hex(24)
         self.api_tokens: list[str] = []
         self.webhook_port = free_port()
         self.processes: dict[str, ServiceProcess] = {}
         self.stopped: list[ServiceProcess] = []  # killed or replaced, kept for their logs
         self._starts: Counter[str] = Counter()
+        self._settings: dict[str, Mapping[str, str]] = {}  # given to start(), kept for restarts
 
     def environment(self, port: int | None = None) -> dict[str, str]:
         """The settings every process gets, as SKYHOOK_* variables (as compose passes them)."""
@@ -157,21 +192,37 @@ class Deployment:
             values["PORT"] = str(port)
         return {**inherited, **{f"SKYHOOK_{k}": v for k, v in values.items()}}
 
+    def standalone_environment(self, port: int, settings: Mapping[str, str]) -> dict[str, str]:
+        """An analysis service's settings: where it listens, and ``settings`` only."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SKYHOOK_")}
+        values = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "INFO", **settings}
+        return {**inherited, **{f"SKYHOOK_{k}": v for k, v in values.items()}}
+
     async def cli(self, *args: str) -> str:
         return await run_command(str(SKYHOOK), *args, env=self.environment())
 
     # --- processes ---
 
-    def start(self, name: str) -> ServiceProcess:
+    def start(self, name: str, settings: Mapping[str, str] | None = None) -> ServiceProcess:
+        """Start a service process; ``settings``: extra ``SKYHOOK_*`` settings (without the
+        prefix), the only ones a standalone analysis service gets besides where it listens."""
         command = "dispatcher" if name in DISPATCHERS else name
         port = self.webhook_port if name == "webhook-receiver" else free_port()
+        if settings is not None:
+            self._settings[name] = settings
+        extra = self._settings.get(name, {})
+        if name in STANDALONE:
+            env = self.standalone_environment(port, extra)
+        else:
+            env = {**self.environment(port), **{f"SKYHOOK_{k}": v for k, v in extra.items()}}
+        argv = [str(SKYHOOK), command]
         self._starts[name] += 1
         suffix = "" if self._starts[name] == 1 else f".{self._starts[name]}"
         log_path = self.workdir / f"{name}{suffix}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                [str(SKYHOOK), command],
-                env=self.environment(port),
+                read_only_root(argv) if self.read_only_root else argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -336,17 +387,20 @@ async def _delete_bus_names(prefix: str) -> None:
         await connection.close()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+@asynccontextmanager
+async def fresh_deployment(
+    workdir: Path, label: str, *, read_only_root: bool = False
+) -> AsyncIterator[Deployment]:
+    """A deployment with a migrated database and a bus prefix of its own (both named after
+    ``label``), no process started yet. On exit every process started on it is stopped and
+    its database and bus names are dropped."""
     await rabbitmqctl("list_connections", "pid", "--no-table-headers")  # usable, or a clear fail
-    database = f"skyhook_ops_{uuid.uuid4().hex[:10]}"
-    running = Deployment(database, f"ops-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("ops"))
+    database = f"skyhook_{label}_{uuid.uuid4().hex[:10]}"
+    prefix = f"{label}-{uuid.uuid4().hex[:8]}"
+    running = Deployment(database, prefix, workdir, read_only_root=read_only_root)
     await _pg_admin(f'CREATE DATABASE "{database}"')
     try:
         await running.cli("db", "upgrade")
-        for name in SERVICES:
-            running.start(name)
-        await running.wait_ready(within=STARTUP_SECONDS)
         yield running
     finally:
         running.stop_all()
@@ -356,6 +410,15 @@ async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
             await _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    async with fresh_deployment(tmp_path_factory.mktemp("ops"), "ops") as running:
+        for name in SERVICES:
+            running.start(name)
+        await running.wait_ready(within=STARTUP_SECONDS)
+        yield running
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -363,9 +426,10 @@ def pytest_runtest_makereport(
     """A failing test shows the last log lines of every service process."""
     outcome = yield
     report = outcome.get_result()
-    running = getattr(item, "funcargs", {}).get("deployment")
-    if report.failed and isinstance(running, Deployment):
-        report.sections.append(("service process logs", running.log_tails()))
+    if report.failed:
+        for running in getattr(item, "funcargs", {}).values():
+            if isinstance(running, Deployment):
+                report.sections.append(("service process logs", running.log_tails()))
 
 
 # --- a user's view: the HTTP API ----------------------------------------------------------------
