@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     ColumnElement,
+    LargeBinary,
     Select,
     Table,
     bindparam,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -103,18 +105,55 @@ def row_set(
 ) -> Any:
     """Many rows as one table (``name``, with the typed ``columns``) to join in a set-based
     statement. PostgreSQL: ``unnest`` of one bound array per column, so the statement's text
-    is the same whatever the number of rows (prepared once). SQLite: a ``UNION ALL`` of one
-    SELECT of bound values per row (at most 500 rows: SQLite's limit on compound selects)."""
+    is the same whatever the number of rows (prepared once). SQLite: see
+    :func:`_sqlite_row_set`."""
     if dialect == POSTGRESQL:
         arrays = [
             _array(f"{name}_{c}", [row[c] for row in rows], kind) for c, kind in columns.items()
         ]
         typed = [column(c, kind) for c, kind in columns.items()]
         return func.unnest(*arrays).table_valued(*typed).render_derived(name=name)
-    selects = [
-        select(*(literal(row[c], kind).label(c) for c, kind in columns.items())) for row in rows
+    return _sqlite_row_set(name, columns, rows)
+
+
+_SQLITE = sqlite.dialect()
+UNHEX = "skyhook_unhex"  # registered on every SQLite connection (shared.db.session)
+
+
+def _sqlite_row_set(
+    name: str, columns: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> Any:
+    """SQLite: the rows as one JSON array bound as a single parameter, each row an array of
+    its values as each column's type binds them (bytes as hex), read back by ``json_each``.
+    The statement's text does not depend on the number of rows, so it is compiled once (a
+    UNION of one SELECT per row was compiled again for every new combination of sizes)."""
+    binders = []
+    for kind in columns.values():
+        impl = kind.dialect_impl(_SQLITE)
+        binary = isinstance(impl, LargeBinary)
+        binders.append((binary, None if binary else impl.bind_processor(_SQLITE)))
+    names = list(columns)
+    values = [
+        [_sqlite_value(row[c], *binder) for c, binder in zip(names, binders, strict=True)]
+        for row in rows
     ]
-    return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery(name)
+    source = func.json_each(bindparam(f"{name}_rows", json.dumps(values, allow_nan=False)))
+    items = source.table_valued("value").alias(f"{name}_items")
+    selected = []
+    for index, (c, kind) in enumerate(columns.items()):
+        value: Any = func.json_extract(items.c.value, f"$[{index}]")
+        if binders[index][0]:
+            value = getattr(func, UNHEX)(value)
+        selected.append(type_coerce(value, kind).label(c))
+    return select(*selected).select_from(items).subquery(name)
+
+
+def _sqlite_value(value: Any, binary: bool, process: Callable[[Any], Any] | None) -> Any:
+    if value is None:
+        return None
+    if binary:
+        return bytes(value).hex()
+    return process(value) if process is not None else value
 
 
 def in_set(column: Any, values: Sequence[Any], dialect: str) -> ColumnElement[bool]:

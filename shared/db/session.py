@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from shared.db.dialect import UNHEX
+
 # Pinging a connection on every checkout (SQLAlchemy's pool_pre_ping: three round trips with
 # asyncpg) cost more than the queries of the analysis hot paths. A connection used moments ago
 # is alive; only one idle for longer than this is pinged, and replaced if the ping fails (a
@@ -39,6 +41,12 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # SQLite before 3.41 has no unhex(): row sets carry bytes as hex (shared.db.dialect).
+    dbapi_connection.create_function(UNHEX, 1, _unhex, deterministic=True)
+
+
+def _unhex(text: str | None) -> bytes | None:
+    return None if text is None else bytes.fromhex(text)
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
