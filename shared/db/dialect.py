@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BindParameter,
     ColumnElement,
     LargeBinary,
     Select,
+    String,
     Table,
     bindparam,
     case,
@@ -100,52 +103,61 @@ def upsert_selected(
     )
 
 
-def row_set(
-    name: str, columns: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], dialect: str
-) -> Any:
+NOW = bindparam("now", type_=UTCDateTime())
+"""The moment of a prepared statement's write, bound at execution (``{"now": …}``)."""
+
+
+class RowSet:
     """Many rows as one table (``name``, with the typed ``columns``) to join in a set-based
-    statement. PostgreSQL: ``unnest`` of one bound array per column, so the statement's text
-    is the same whatever the number of rows (prepared once). SQLite: see
-    :func:`_sqlite_row_set`."""
-    if dialect == POSTGRESQL:
-        arrays = [
-            _array(f"{name}_{c}", [row[c] for row in rows], kind) for c, kind in columns.items()
+    statement, whose rows are bound at execution: build statements on :attr:`table` once,
+    then execute them with :meth:`bound` of each batch's rows. The statement's text does not
+    depend on the number of rows, so it is compiled (and on PostgreSQL prepared) once.
+
+    PostgreSQL: ``unnest`` of one bound array per column. SQLite: one JSON array of the rows,
+    each an array of its values as each column's type binds them (bytes as hex), read back by
+    ``json_each``."""
+
+    def __init__(self, name: str, columns: Mapping[str, Any], dialect: str) -> None:
+        self.name, self.columns, self.dialect = name, dict(columns), dialect
+        self.table: Any
+        if dialect == POSTGRESQL:
+            arrays = [_array(f"{name}_{c}", None, kind) for c, kind in self.columns.items()]
+            typed = [column(c, kind) for c, kind in self.columns.items()]
+            self.table = func.unnest(*arrays).table_valued(*typed).render_derived(name=name)
+            return
+        self._binders = [_sqlite_binder(kind) for kind in self.columns.values()]
+        source = func.json_each(bindparam(f"{name}_rows", type_=String()))
+        items = source.table_valued("value").alias(f"{name}_items")
+        selected = []
+        for index, (c, kind) in enumerate(self.columns.items()):
+            value: Any = func.json_extract(items.c.value, f"$[{index}]")
+            if self._binders[index][0]:
+                value = getattr(func, UNHEX)(value)
+            selected.append(type_coerce(value, kind).label(c))
+        self.table = select(*selected).select_from(items).subquery(name)
+
+    def bound(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The execution parameters that make :attr:`table` hold these rows."""
+        if self.dialect == POSTGRESQL:
+            return {f"{self.name}_{c}": [row[c] for row in rows] for c in self.columns}
+        names = list(self.columns)
+        values = [
+            [_sqlite_value(row[c], *binder) for c, binder in zip(names, self._binders, strict=True)]
+            for row in rows
         ]
-        typed = [column(c, kind) for c, kind in columns.items()]
-        return func.unnest(*arrays).table_valued(*typed).render_derived(name=name)
-    return _sqlite_row_set(name, columns, rows)
+        return {f"{self.name}_rows": json.dumps(values, allow_nan=False)}
 
 
 _SQLITE = sqlite.dialect()
 UNHEX = "skyhook_unhex"  # registered on every SQLite connection (shared.db.session)
 
 
-def _sqlite_row_set(
-    name: str, columns: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
-) -> Any:
-    """SQLite: the rows as one JSON array bound as a single parameter, each row an array of
-    its values as each column's type binds them (bytes as hex), read back by ``json_each``.
-    The statement's text does not depend on the number of rows, so it is compiled once (a
-    UNION of one SELECT per row was compiled again for every new combination of sizes)."""
-    binders = []
-    for kind in columns.values():
-        impl = kind.dialect_impl(_SQLITE)
-        binary = isinstance(impl, LargeBinary)
-        binders.append((binary, None if binary else impl.bind_processor(_SQLITE)))
-    names = list(columns)
-    values = [
-        [_sqlite_value(row[c], *binder) for c, binder in zip(names, binders, strict=True)]
-        for row in rows
-    ]
-    source = func.json_each(bindparam(f"{name}_rows", json.dumps(values, allow_nan=False)))
-    items = source.table_valued("value").alias(f"{name}_items")
-    selected = []
-    for index, (c, kind) in enumerate(columns.items()):
-        value: Any = func.json_extract(items.c.value, f"$[{index}]")
-        if binders[index][0]:
-            value = getattr(func, UNHEX)(value)
-        selected.append(type_coerce(value, kind).label(c))
-    return select(*selected).select_from(items).subquery(name)
+def _sqlite_binder(kind: Any) -> tuple[bool, Callable[[Any], Any] | None]:
+    """(binary, the type's bind processor) of a column type, on SQLite."""
+    impl = kind.dialect_impl(_SQLITE)
+    if isinstance(impl, LargeBinary):
+        return True, None
+    return False, impl.bind_processor(_SQLITE)
 
 
 def _sqlite_value(value: Any, binary: bool, process: Callable[[Any], Any] | None) -> Any:
@@ -229,23 +241,35 @@ async def lock_rows_first(session: AsyncSession, key: str) -> None:
         await take_write_lock(session, key)
 
 
-async def write_together(
-    engine: AsyncEngine,
+MATCHED_IDS: BindParameter[Any] = bindparam("matched_ids", expanding=True)
+
+
+@dataclass(frozen=True)
+class Together:
+    """A write over a set of rows, built once (see :func:`together`)."""
+
+    guard: Any
+    always: tuple[Any, ...]
+    then: tuple[Any, ...]
+    statement: Any | None  # PostgreSQL: all of it as one statement
+
+
+def together(
+    dialect: str,
     guard: Any,
     *,
     always: Sequence[Any] = (),
     then: Sequence[Callable[[Any], Any]] = (),
-) -> list[Any]:
+) -> Together:
     """One atomic write over a set of rows: ``guard``, a conditional UPDATE … RETURNING (its
-    first column an id, typically joined to a :func:`row_set`); the ``always`` statements,
+    first column an id, typically joined to a :class:`RowSet`); the ``always`` statements,
     whatever it matched; and the statements each of ``then`` builds from the matched ids
     (something ``column.in_()`` takes), which therefore write only for the rows it matched.
-    Returns the guard's rows (empty when it matched none).
+    Build it once and run it with :func:`write_together`.
 
     PostgreSQL: a single autocommit statement of data-modifying CTEs (one round trip instead
-    of BEGIN, several statements and COMMIT); with :func:`row_set`'s arrays its text depends
-    only on which tables are written, so it is prepared once. SQLite: one transaction."""
-    if is_postgresql(engine):
+    of BEGIN, several statements and COMMIT). SQLite: one transaction."""
+    if dialect == POSTGRESQL:
         guarded = guard.cte("guarded")
         statement = select(guarded)
         for index, extra in enumerate(always):
@@ -253,18 +277,29 @@ async def write_together(
         matched_ids = select(guarded.c[guarded.c.keys()[0]])
         for index, follow in enumerate(then):
             statement = statement.add_cte(follow(matched_ids).cte(f"then_{index}"))
-        return await _execute_retrying_deadlocks(engine, statement)
+        return Together(guard, (), (), statement)
+    return Together(guard, tuple(always), tuple(follow(MATCHED_IDS) for follow in then), None)
+
+
+async def write_together(
+    engine: AsyncEngine, prepared: Together, parameters: Mapping[str, Any]
+) -> list[Any]:
+    """Run a :func:`together` write with these execution parameters (its row sets' rows,
+    ``now``, …). Returns the guard's rows (empty when it matched none)."""
+    if prepared.statement is not None:
+        return await _execute_retrying_deadlocks(engine, prepared.statement, parameters)
     async with engine.begin() as connection:
-        matched = list(await connection.execute(guard))
-        for statement in always:
-            await connection.execute(statement)
+        matched = list(await connection.execute(prepared.guard, dict(parameters)))
+        for statement in prepared.always:
+            await connection.execute(statement, dict(parameters))
         if matched:
-            for follow in then:
-                await connection.execute(follow([row[0] for row in matched]))
+            with_ids = {**parameters, MATCHED_IDS.key: [row[0] for row in matched]}
+            for statement in prepared.then:
+                await connection.execute(statement, with_ids)
     return matched
 
 
-def _array(name: str, values: list[Any], item_type: Any) -> Any:
+def _array(name: str, values: list[Any] | None, item_type: Any) -> Any:
     kind = postgresql.ARRAY(item_type)
     return cast(bindparam(name, values, type_=kind), kind)
 
@@ -273,7 +308,9 @@ DEADLOCK_RETRIES = 5
 _DEADLOCK_DETECTED = "40P01"
 
 
-async def _execute_retrying_deadlocks(engine: AsyncEngine, statement: Any) -> list[Any]:
+async def _execute_retrying_deadlocks(
+    engine: AsyncEngine, statement: Any, parameters: Mapping[str, Any]
+) -> list[Any]:
     """One autocommit statement, run again when PostgreSQL aborted it to break a deadlock:
     set-based writers (a batch of callbacks, a batch of attempt ends) may lock the same rows
     in different orders. An aborted statement wrote nothing, so running it again is the
@@ -282,7 +319,7 @@ async def _execute_retrying_deadlocks(engine: AsyncEngine, statement: Any) -> li
         try:
             async with engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
-                return list(await connection.execute(statement))
+                return list(await connection.execute(statement, dict(parameters)))
         except DBAPIError as exc:
             deadlocked = getattr(exc.orig, "sqlstate", None) == _DEADLOCK_DETECTED
             if not deadlocked or attempt == DEADLOCK_RETRIES:

@@ -23,6 +23,7 @@ which are the ones that may still complete; failed, timed-out and cancelled ones
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections import defaultdict
@@ -38,7 +39,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     true,
@@ -48,14 +48,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
+    NOW,
+    RowSet,
+    Together,
     in_set,
     merged_json,
     name_of,
-    row_set,
     seconds_since,
     skip_locked,
     take_write_lock,
     take_write_locks,
+    together,
     upsert_selected,
     write_together,
 )
@@ -76,6 +79,7 @@ from shared.db.types import UTCDateTime, utcnow
 from shared.domain.access import Principal, visible
 from shared.domain.analysis_data import AnnotationIn
 from shared.domain.artifacts import (
+    ArtifactWrites,
     NewArtifact,
     artifact_writes,
     delete_artifacts,
@@ -445,7 +449,7 @@ class Completion:
         return self.outcome.status == AnalysisStatus.COMPLETED and bool(self.outcome.annotations)
 
 
-def _won(now: datetime) -> ColumnElement[bool]:
+def _won(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return and_(ObjAnalysis.status.in_(ACTIVE_STATUSES), ObjAnalysis.invalid_after >= now)
 
 
@@ -495,53 +499,73 @@ async def complete_many(
     return [c.analysis.id in won and firsts[c.analysis.id] is c for c in completions]
 
 
-def _winning_updates(completions: Sequence[Completion], now: datetime, dialect: str) -> Any:
+@functools.cache
+def _winning_update(dialect: str) -> tuple[RowSet, Any]:
     """The callbacks as a row set, and the conditional UPDATE that lets each of them win
-    (its analysis still active and not expired) with its status, message and results."""
-    rows = [_completion_row(c, now) for c in completions]
-    completed = row_set("completed", _COMPLETION_COLUMNS, rows, dialect)
+    (its analysis still active and not expired) with its status, message and results; built
+    once per dialect, bound with the callbacks' rows and ``now``."""
+    completed = RowSet("completed", _COMPLETION_COLUMNS, dialect)
+    rows = completed.table
     won = (
         update(ObjAnalysis)
-        .where(ObjAnalysis.id == completed.c.id, _won(now))
+        .where(ObjAnalysis.id == rows.c.id, _won(NOW))
         .values(
-            status=completed.c.status,
-            status_message=completed.c.status_message,
-            last_activity=now,
-            duration=completed.c.duration,
-            artifacts=merged_json(ObjAnalysis.artifacts, completed.c.artifacts, dialect),
-            data_summary=merged_json(ObjAnalysis.data_summary, completed.c.data_summary, dialect),
-            modified=now,
+            status=rows.c.status,
+            status_message=rows.c.status_message,
+            last_activity=NOW,
+            duration=rows.c.duration,
+            artifacts=merged_json(ObjAnalysis.artifacts, rows.c.artifacts, dialect),
+            data_summary=merged_json(ObjAnalysis.data_summary, rows.c.data_summary, dialect),
+            modified=NOW,
         )
         .returning(ObjAnalysis.id)
     )
     return completed, won
 
 
+def _winning_parameters(
+    completed: RowSet, completions: Sequence[Completion], now: datetime
+) -> dict[str, Any]:
+    return {**completed.bound([_completion_row(c, now) for c in completions]), NOW.key: now}
+
+
+@functools.cache
+def _completing(dialect: str) -> tuple[RowSet, ArtifactWrites, Together]:
+    """The callbacks' write (without annotations), built once per dialect: the winning
+    update, the ended events and the results' files of those that won."""
+    completed, won = _winning_update(dialect)
+    rows = completed.table
+    files = artifact_writes(dialect)
+
+    def announced(won_ids: Any) -> Any:
+        events = select(rows.c.message_id, rows.c.routing_key, rows.c.payload)
+        return insert(OutboxMessage).from_select(
+            ["message_id", "routing_key", "payload", "created_at"],
+            events.add_columns(NOW).where(rows.c.id.in_(won_ids)),
+        )
+
+    return completed, files, together(dialect, won, then=[announced, *files.then])
+
+
 async def _complete_plain(
     engine: AsyncEngine, completions: Sequence[Completion], now: datetime
 ) -> set[int]:
-    dialect = name_of(engine)
-    completed, won = _winning_updates(completions, now, dialect)
-
-    def announced(won_ids: Any) -> Any:
-        events = select(completed.c.message_id, completed.c.routing_key, completed.c.payload)
-        return insert(OutboxMessage).from_select(
-            ["message_id", "routing_key", "payload", "created_at"],
-            events.add_columns(literal(now, UTCDateTime())).where(completed.c.id.in_(won_ids)),
-        )
-
-    files = {c.analysis.id: c.outcome.files for c in completions}
-    then = [announced, *artifact_writes(files, dialect)]
-    return {row[0] for row in await write_together(engine, won, then=then)}
+    completed, files, write = _completing(name_of(engine))
+    parameters = {
+        **_winning_parameters(completed, completions, now),
+        **files.bound({c.analysis.id: c.outcome.files for c in completions}),
+    }
+    return {row[0] for row in await write_together(engine, write, parameters)}
 
 
 async def _complete_annotated(
     engine: AsyncEngine, sessions: Sessions, completion: Completion, now: datetime
 ) -> bool:
     analysis, outcome = completion.analysis, completion.outcome
-    _, won = _winning_updates([completion], now, name_of(engine))
+    completed, won = _winning_update(name_of(engine))
     async with sessions.begin() as session:
-        if (await session.execute(won)).first() is None:
+        parameters = _winning_parameters(completed, [completion], now)
+        if (await session.execute(won, parameters)).first() is None:
             return False
         await write_artifacts(session, analysis.id, outcome.files)
         await upsert_annotations(session, analysis, outcome.annotations)
@@ -816,6 +840,58 @@ def _finished_row(finished: FinishedAttempt, now: datetime) -> dict[str, Any]:
     }
 
 
+IDLE_BEFORE = bindparam("idle_before", type_=UTCDateTime())
+
+
+@functools.cache
+def _finishing(dialect: str, *, reaping: bool) -> tuple[RowSet, Together]:
+    """The attempts' ends as a row set, and their write (see :func:`finish_attempts`), built
+    once per dialect and kind; bound with the rows, ``now`` and ``idle_before``."""
+    finished = RowSet("finished", _FINISHED_COLUMNS, dialect)
+    rows = finished.table
+    moved = (
+        update(ObjAnalysis)
+        .where(
+            ObjAnalysis.id == rows.c.analysis_id,
+            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+            ObjAnalysis.dispatch_attempts_count == rows.c.attempt_number,
+            ObjAnalysis.last_activity < IDLE_BEFORE if reaping else true(),
+        )
+        .values(
+            status=rows.c.status,
+            status_message=rows.c.status_message,
+            last_activity=NOW,
+            next_attempt_at=rows.c.next_attempt_at,
+            modified=NOW,  # set here: an UPDATE inside a CTE gets no Python-side onupdate
+        )
+        .returning(ObjAnalysis.id)
+    )
+    records = select(rows.c.analysis_id, rows.c.attempt_number).add_columns(
+        *(rows.c[c] for c in _RECORD_COLUMNS)
+    )
+
+    def recorded(moved_ids: Any = None) -> Any:
+        return upsert_selected(
+            dialect,
+            table_of(DispatchAttempt),
+            ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
+            records if moved_ids is None else records.where(rows.c.analysis_id.in_(moved_ids)),
+            ["analysis_id", "attempt_number"],
+            where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
+        )
+
+    def announced(moved_ids: Any) -> Any:
+        events = select(rows.c.message_id, rows.c.routing_key, rows.c.payload).add_columns(NOW)
+        return insert(OutboxMessage).from_select(
+            ["message_id", "routing_key", "payload", "created_at"],
+            events.where(rows.c.analysis_id.in_(moved_ids), rows.c.routing_key.is_not(None)),
+        )
+
+    if reaping:
+        return finished, together(dialect, moved, then=[recorded, announced])
+    return finished, together(dialect, moved, always=[recorded()], then=[announced])
+
+
 async def finish_attempts(
     engine: AsyncEngine,
     attempts: Sequence[FinishedAttempt],
@@ -832,55 +908,10 @@ async def finish_attempts(
     attempt whose row another writer moved on keeps its ``sending`` row, for its own
     dispatcher or the orphan marking to end)."""
     firsts = {(a.subject.analysis_id, a.record.attempt_number): a for a in reversed(attempts)}
-    dialect = name_of(engine)
+    finished, write = _finishing(name_of(engine), reaping=idle_before is not None)
     rows = [_finished_row(firsts[key], now) for key in sorted(firsts)]  # rows locked by id
-    finished = row_set("finished", _FINISHED_COLUMNS, rows, dialect)
-    moved = (
-        update(ObjAnalysis)
-        .where(
-            ObjAnalysis.id == finished.c.analysis_id,
-            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
-            ObjAnalysis.dispatch_attempts_count == finished.c.attempt_number,
-            true() if idle_before is None else ObjAnalysis.last_activity < idle_before,
-        )
-        .values(
-            status=finished.c.status,
-            status_message=finished.c.status_message,
-            last_activity=now,
-            next_attempt_at=finished.c.next_attempt_at,
-            modified=now,  # set here: an UPDATE inside a CTE gets no Python-side onupdate
-        )
-        .returning(ObjAnalysis.id)
-    )
-    records = select(finished.c.analysis_id, finished.c.attempt_number).add_columns(
-        *(finished.c[c] for c in _RECORD_COLUMNS)
-    )
-
-    def recorded(moved_ids: Any = None) -> Any:
-        return upsert_selected(
-            dialect,
-            table_of(DispatchAttempt),
-            ["analysis_id", "attempt_number", *_RECORD_COLUMNS],
-            records if moved_ids is None else records.where(finished.c.analysis_id.in_(moved_ids)),
-            ["analysis_id", "attempt_number"],
-            where=DispatchAttempt.outcome.in_(UNFINISHED_OUTCOMES),
-        )
-
-    def announced(moved_ids: Any) -> Any:
-        events = select(
-            finished.c.message_id, finished.c.routing_key, finished.c.payload
-        ).add_columns(literal(now, UTCDateTime()))
-        return insert(OutboxMessage).from_select(
-            ["message_id", "routing_key", "payload", "created_at"],
-            events.where(
-                finished.c.analysis_id.in_(moved_ids), finished.c.routing_key.is_not(None)
-            ),
-        )
-
-    if idle_before is None:
-        moved_rows = await write_together(engine, moved, always=[recorded()], then=[announced])
-    else:
-        moved_rows = await write_together(engine, moved, then=[recorded, announced])
+    parameters = {**finished.bound(rows), NOW.key: now, IDLE_BEFORE.key: idle_before}
+    moved_rows = await write_together(engine, write, parameters)
     moved_ids = {row[0] for row in moved_rows}
     return [
         a.subject.analysis_id in moved_ids

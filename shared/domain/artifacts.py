@@ -21,6 +21,7 @@ to a blob a concurrent delete removed. SQLite has a single writer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -40,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from shared.db.dialect import insert_keeping, name_of, row_set
+from shared.db.dialect import RowSet, insert_keeping, name_of
 from shared.db.models import AnalysisArtifact, ArtifactBlob, table_of
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -170,37 +171,52 @@ async def write_artifacts_of(
     await collect_garbage(executor, replaced)  # a blob the new links share again stays
 
 
-def artifact_writes(
-    files_of: Mapping[int, Sequence[NewArtifact]], dialect: str
-) -> list[Callable[[Any], Any]]:
-    """The blob and link inserts of many analyses' ``files`` for a
-    :func:`~shared.db.dialect.write_set_together`, each run only for the analyses its guard
+@dataclass(frozen=True)
+class ArtifactWrites:
+    """The blob and link inserts of many analyses' files, built once per dialect, for a
+    :func:`~shared.db.dialect.together` write; each runs only for the analyses its guard
     matched: a blob goes in when one of those analyses links to it (one kept already is kept,
-    and locked), the links name their analysis."""
-    links = [
-        {"analysis_id": analysis_id, "name": f.name, "sha256": f.sha256, "media_type": f.media_type}
-        for analysis_id, files in files_of.items()
-        for f in {f.name: f for f in files}.values()
-    ]
-    if not links:
-        return []
-    everything = [f for files in files_of.values() for f in files]
-    blobs = [
-        {"sha256": f.sha256, "size": f.size, "data": f.data} for f in _distinct_blobs(everything)
-    ]
-    link_set = row_set("new_links", {c: LINKS.c[c].type for c in links[0]}, links, dialect)
-    blob_set = row_set("new_blobs", {c: BLOBS.c[c].type for c in blobs[0]}, blobs, dialect)
+    and locked), the links name their analysis. :meth:`bound` gives a batch's parameters."""
+
+    links: RowSet
+    blobs: RowSet
+    then: tuple[Callable[[Any], Any], ...]
+
+    def bound(self, files_of: Mapping[int, Sequence[NewArtifact]]) -> dict[str, Any]:
+        links = [
+            {"analysis_id": analysis_id, **_link_values(f)}
+            for analysis_id, files in files_of.items()
+            for f in {f.name: f for f in files}.values()
+        ]
+        distinct = _distinct_blobs(f for files in files_of.values() for f in files)
+        blobs = [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in distinct]
+        return {**self.links.bound(links), **self.blobs.bound(blobs)}
+
+
+def _link_values(file: NewArtifact) -> dict[str, Any]:
+    return {"name": file.name, "sha256": file.sha256, "media_type": file.media_type}
+
+
+_LINK_COLUMNS = ("analysis_id", "name", "sha256", "media_type")
+_BLOB_COLUMNS = ("sha256", "size", "data")
+
+
+@functools.cache
+def artifact_writes(dialect: str) -> ArtifactWrites:
+    link_set = RowSet("new_links", {c: LINKS.c[c].type for c in _LINK_COLUMNS}, dialect)
+    blob_set = RowSet("new_blobs", {c: BLOBS.c[c].type for c in _BLOB_COLUMNS}, dialect)
+    links, blobs = link_set.table, blob_set.table
 
     def blobs_linked(moved_ids: Any) -> Any:
-        linked = select(link_set.c.sha256).where(link_set.c.analysis_id.in_(moved_ids))
-        rows = select(blob_set).where(blob_set.c.sha256.in_(linked))
-        return insert_keeping(dialect, BLOBS, ["sha256"]).from_select(list(blobs[0]), rows)
+        linked = select(links.c.sha256).where(links.c.analysis_id.in_(moved_ids))
+        rows = select(blobs).where(blobs.c.sha256.in_(linked))
+        return insert_keeping(dialect, BLOBS, ["sha256"]).from_select(list(_BLOB_COLUMNS), rows)
 
     def links_of(moved_ids: Any) -> Any:
-        rows = select(link_set).where(link_set.c.analysis_id.in_(moved_ids))
-        return insert(LINKS).from_select(list(links[0]), rows)
+        rows = select(links).where(links.c.analysis_id.in_(moved_ids))
+        return insert(LINKS).from_select(list(_LINK_COLUMNS), rows)
 
-    return [blobs_linked, links_of]
+    return ArtifactWrites(link_set, blob_set, (blobs_linked, links_of))
 
 
 async def collect_garbage(executor: Executor, candidates: Iterable[str]) -> None:
