@@ -10,6 +10,7 @@ stored copy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatcher.inputs import (
@@ -27,7 +28,7 @@ from dispatcher.inputs import (
     InputsRequest,
     assemble_inputs_many,
 )
-from shared.db.dialect import in_set, name_of
+from shared.db.dialect import in_bound, name_of
 from shared.db.models import AnalysisService, GroupUser, ObjAnalysis, User
 from shared.domain.access import Principal, principal_of_rows
 from shared.domain.analysis_lifecycle import naive_utc_text
@@ -128,17 +129,38 @@ _CONTEXT_COLUMNS = [
 ]
 
 
+@functools.cache
+def _contexts_query(dialect: str) -> Select[Any]:
+    return (
+        select(*_CONTEXT_COLUMNS)
+        .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
+        .where(in_bound(ObjAnalysis.id, "analysis_ids", dialect))
+    )
+
+
+@functools.cache
+def _authors_query(dialect: str) -> Select[Any]:
+    return (
+        select(
+            User.id,
+            User.username,
+            User.is_admin,
+            User.acls,
+            User.secrets_ciphertext,
+            GroupUser.group_id,
+            GroupUser.admin,
+        )
+        .outerjoin(GroupUser, GroupUser.user_id == User.id)
+        .where(in_bound(User.id, "author_ids", dialect))
+    )
+
+
 async def load_contexts(
     session: AsyncSession, analysis_ids: Sequence[int]
 ) -> dict[int, DispatchContext]:
     """The rows with their services, and their authors with their memberships: two queries."""
-    found = (
-        await session.execute(
-            select(*_CONTEXT_COLUMNS)
-            .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
-            .where(in_set(ObjAnalysis.id, analysis_ids, name_of(session)))
-        )
-    ).all()
+    query = _contexts_query(name_of(session))
+    found = (await session.execute(query, {"analysis_ids": list(analysis_ids)})).all()
     authors = await _authors(session, {row.author_id for row in found}) if found else {}
     contexts = {}
     for row in found:
@@ -152,19 +174,8 @@ async def load_contexts(
 
 
 async def _authors(session: AsyncSession, user_ids: set[int]) -> dict[int, Author]:
-    rows = await session.execute(
-        select(
-            User.id,
-            User.username,
-            User.is_admin,
-            User.acls,
-            User.secrets_ciphertext,
-            GroupUser.group_id,
-            GroupUser.admin,
-        )
-        .outerjoin(GroupUser, GroupUser.user_id == User.id)
-        .where(in_set(User.id, sorted(user_ids), name_of(session)))
-    )
+    query = _authors_query(name_of(session))
+    rows = await session.execute(query, {"author_ids": sorted(user_ids)})
     by_user: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         by_user[row.id].append(row)

@@ -176,6 +176,14 @@ def in_set(column: Any, values: Sequence[Any], dialect: str) -> ColumnElement[bo
     return column.in_(list(values))
 
 
+def in_bound(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """``column IN`` the list bound at execution under ``name``: for statements built once
+    (PostgreSQL: ``= ANY`` of one array; SQLite: an expanding parameter)."""
+    if dialect == POSTGRESQL:
+        return column == func.any(_array(name, None, column.type))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def merged_json(column: Any, new: dict[str, Any] | Any, dialect: str) -> ColumnElement[Any]:
     """SQL for ``column`` with the top-level keys of ``new`` (a dict, or a JSON column of a
     :func:`row_set`) set, computed by the database so that a concurrent writer of other keys

@@ -51,6 +51,7 @@ from shared.db.dialect import (
     NOW,
     RowSet,
     Together,
+    in_bound,
     in_set,
     merged_json,
     name_of,
@@ -673,11 +674,28 @@ class AttemptRecord:
     error: str | None = None
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def _due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return and_(
         ObjAnalysis.status == AnalysisStatus.QUEUED,
         or_(ObjAnalysis.next_attempt_at.is_(None), ObjAnalysis.next_attempt_at <= now),
         ObjAnalysis.invalid_after > now,
+    )
+
+
+@functools.cache
+def _claiming(dialect: str) -> Any:
+    """``queued → dispatching`` for the due rows among ``claimed_ids``, built once."""
+    return (
+        update(ObjAnalysis)
+        .where(in_bound(ObjAnalysis.id, "claimed_ids", dialect), _due(NOW))
+        .values(
+            status=AnalysisStatus.DISPATCHING,
+            dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
+            next_attempt_at=None,
+            last_activity=NOW,
+        )
+        .returning(ObjAnalysis.id, ObjAnalysis.dispatch_attempts_count)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -686,19 +704,9 @@ async def claim_many(
 ) -> dict[int, int]:
     """``queued → dispatching`` for those of the rows that are due, in one statement; returns
     each claimed row's attempt number by id."""
-    statement = (
-        update(ObjAnalysis)
-        .where(in_set(ObjAnalysis.id, sorted(set(analysis_ids)), name_of(session)), _due(now))
-        .values(
-            status=AnalysisStatus.DISPATCHING,
-            dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
-            next_attempt_at=None,
-            last_activity=now,
-        )
-        .returning(ObjAnalysis.id, ObjAnalysis.dispatch_attempts_count)
-        .execution_options(synchronize_session=False)
-    )
-    return {row.id: row.dispatch_attempts_count for row in await session.execute(statement)}
+    parameters = {"claimed_ids": sorted(set(analysis_ids)), NOW.key: now}
+    found = await session.execute(_claiming(name_of(session)), parameters)
+    return {row.id: row.dispatch_attempts_count for row in found}
 
 
 @dataclass(frozen=True)
@@ -708,6 +716,14 @@ class Sending:
     analysis_id: int
     attempt_number: int
     provenance: dict[str, Any] | None = None
+
+
+@functools.cache
+def _touching(dialect: str) -> Any:
+    """``last_activity`` (the reaper's clock) of the rows ``sending_ids`` set to now."""
+    rows = table_of(ObjAnalysis)
+    sending = in_bound(rows.c.id, "sending_ids", dialect)
+    return rows.update().where(sending).values(last_activity=NOW)
 
 
 async def mark_sending_many(
@@ -724,8 +740,7 @@ async def mark_sending_many(
     rows = table_of(ObjAnalysis)
     plain = [a.analysis_id for a in attempts if not a.provenance]
     if plain:
-        in_plain = in_set(rows.c.id, plain, name_of(session))
-        await session.execute(rows.update().where(in_plain).values(last_activity=now))
+        await session.execute(_touching(name_of(session)), {"sending_ids": plain, NOW.key: now})
     first = [a for a in attempts if a.provenance]
     if first:
         by_id = rows.update().where(rows.c.id == bindparam("analysis_id"))
