@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from shared.db.dialect import UNHEX
+from shared.db.sqlite_writers import queue_writers
 
 # Pinging a connection on every checkout (SQLAlchemy's pool_pre_ping: three round trips with
 # asyncpg) cost more than the queries of the analysis hot paths. A connection used moments ago
@@ -58,6 +59,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(database_url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        queue_writers(engine)
         return engine
     idle_ping_seconds = kwargs.pop("idle_ping_seconds", IDLE_PING_SECONDS)
     kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
