@@ -134,7 +134,8 @@ class RowSet:
             if self._binders[index][0]:
                 value = getattr(func, UNHEX)(value)
             selected.append(type_coerce(value, kind).label(c))
-        self.table = select(*selected).select_from(items).subquery(name)
+        # Materialized: read once into a temporary table, not once per row it is joined to.
+        self.table = select(*selected).select_from(items).cte(name).prefix_with("MATERIALIZED")
 
     def bound(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The execution parameters that make :attr:`table` hold these rows."""
