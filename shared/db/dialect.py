@@ -187,7 +187,7 @@ def in_bound(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
 
 def merged_json(column: Any, new: dict[str, Any] | Any, dialect: str) -> ColumnElement[Any]:
     """SQL for ``column`` with the top-level keys of ``new`` (a dict, or a JSON column of a
-    :func:`row_set`) set, computed by the database so that a concurrent writer of other keys
+    :class:`RowSet`) set, computed by the database so that a concurrent writer of other keys
     (e.g. the dispatcher's ``inputs``) is never lost."""
     if not isinstance(new, dict):
         return _merged_json_column(column, new, dialect)
