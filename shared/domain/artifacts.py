@@ -119,6 +119,25 @@ def _distinct_blobs(files: Iterable[NewArtifact]) -> list[NewArtifact]:
     return [unique[sha] for sha in sorted(unique)]
 
 
+def _named(files_of: Mapping[int, Sequence[NewArtifact]]) -> dict[int, dict[str, NewArtifact]]:
+    """Each analysis' files by name (of two with one name, the later), analyses with none left
+    out."""
+    return {a: {f.name: f for f in files} for a, files in files_of.items() if files}
+
+
+def _artifact_rows(
+    named: Mapping[int, Mapping[str, NewArtifact]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the link rows, the blob rows: one per content, in sha256 order) of named files."""
+    links = [
+        {"analysis_id": a, "name": f.name, "sha256": f.sha256, "media_type": f.media_type}
+        for a, files in named.items()
+        for f in files.values()
+    ]
+    blobs = _distinct_blobs(f for files in named.values() for f in files.values())
+    return links, [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in blobs]
+
+
 async def write_artifacts(
     executor: Executor,
     analysis_id: int,
@@ -142,14 +161,11 @@ async def write_artifacts_of(
     ``replace``: a name an analysis already has now points to the new bytes, and the old
     blob goes if nothing else refers to it. Without it, an existing name is an error.
     """
-    named = {a: {f.name: f for f in files} for a, files in files_of.items() if files}
+    named = _named(files_of)
     if not named:
         return
-    blobs = _distinct_blobs(f for files in named.values() for f in files.values())
-    await executor.execute(
-        insert_keeping(_dialect(executor), BLOBS, ["sha256"]),
-        [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in blobs],
-    )
+    links, blobs = _artifact_rows(named)
+    await executor.execute(insert_keeping(_dialect(executor), BLOBS, ["sha256"]), blobs)
     replaced: list[str] = []
     if replace:
         same_names = or_(
@@ -160,14 +176,7 @@ async def write_artifacts_of(
         )
         gone = await executor.execute(delete(LINKS).where(same_names).returning(LINKS.c.sha256))
         replaced = [sha for (sha,) in gone]
-    await executor.execute(
-        insert(LINKS),
-        [
-            {"analysis_id": a, "name": f.name, "sha256": f.sha256, "media_type": f.media_type}
-            for a, files in named.items()
-            for f in files.values()
-        ],
-    )
+    await executor.execute(insert(LINKS), links)
     await collect_garbage(executor, replaced)  # a blob the new links share again stays
 
 
@@ -183,18 +192,8 @@ class ArtifactWrites:
     then: tuple[Callable[[Any], Any], ...]
 
     def bound(self, files_of: Mapping[int, Sequence[NewArtifact]]) -> dict[str, Any]:
-        links = [
-            {"analysis_id": analysis_id, **_link_values(f)}
-            for analysis_id, files in files_of.items()
-            for f in {f.name: f for f in files}.values()
-        ]
-        distinct = _distinct_blobs(f for files in files_of.values() for f in files)
-        blobs = [{"sha256": f.sha256, "size": f.size, "data": f.data} for f in distinct]
+        links, blobs = _artifact_rows(_named(files_of))
         return {**self.links.bound(links), **self.blobs.bound(blobs)}
-
-
-def _link_values(file: NewArtifact) -> dict[str, Any]:
-    return {"name": file.name, "sha256": file.sha256, "media_type": file.media_type}
 
 
 _LINK_COLUMNS = ("analysis_id", "name", "sha256", "media_type")
