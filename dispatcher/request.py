@@ -29,8 +29,8 @@ from dispatcher.inputs import (
     assemble_inputs_many,
 )
 from shared.db.dialect import in_bound, name_of
-from shared.db.models import AnalysisService, GroupUser, ObjAnalysis, User
-from shared.domain.access import Principal, principal_of_rows
+from shared.db.models import AnalysisService, ObjAnalysis, User
+from shared.domain.access import Principal, principal_of_rows, principal_rows
 from shared.domain.analysis_lifecycle import naive_utc_text
 from shared.domain.analysis_parameters import SECRET_PARAMETERS
 from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
@@ -140,19 +140,7 @@ def _contexts_query(dialect: str) -> Select[Any]:
 
 @functools.cache
 def _authors_query(dialect: str) -> Select[Any]:
-    return (
-        select(
-            User.id,
-            User.username,
-            User.is_admin,
-            User.acls,
-            User.secrets_ciphertext,
-            GroupUser.group_id,
-            GroupUser.admin,
-        )
-        .outerjoin(GroupUser, GroupUser.user_id == User.id)
-        .where(in_bound(User.id, "author_ids", dialect))
-    )
+    return principal_rows(User.secrets_ciphertext).where(in_bound(User.id, "author_ids", dialect))
 
 
 async def load_contexts(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, exists, select, true
+from sqlalchemy import ColumnElement, Select, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
@@ -71,17 +71,8 @@ async def principals_from_token_hashes(
     memberships), plain rows rather than ORM objects, since it runs before every handler."""
     rows = (
         await session.execute(
-            select(
-                Token.token_hash,
-                User.id,
-                User.username,
-                User.is_admin,
-                User.acls,
-                GroupUser.group_id,
-                GroupUser.admin,
-            )
+            principal_rows(Token.token_hash)
             .join(Token, Token.user_id == User.id)
-            .outerjoin(GroupUser, GroupUser.user_id == User.id)
             .where(in_set(Token.token_hash, sorted(set(token_hashes)), name_of(session)))
         )
     ).all()
@@ -89,6 +80,20 @@ async def principals_from_token_hashes(
     for row in rows:
         by_hash[row.token_hash].append(row)
     return [principal_of_rows(by_hash[h]) if h in by_hash else None for h in token_hashes]
+
+
+def principal_rows(*extra: Any) -> Select[Any]:
+    """Users with one row per membership (or one with no group), as
+    :func:`principal_of_rows` reads them, plus the ``extra`` columns."""
+    return select(
+        User.id,
+        User.username,
+        User.is_admin,
+        User.acls,
+        GroupUser.group_id,
+        GroupUser.admin,
+        *extra,
+    ).outerjoin(GroupUser, GroupUser.user_id == User.id)
 
 
 def principal_of_rows(rows: Sequence[Any]) -> Principal:
