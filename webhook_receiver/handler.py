@@ -30,6 +30,7 @@ from shared.domain.analysis_data import (
     WebhookBody,
     decodes_inline,
     parse_webhook_body,
+    received_sync,
     stored_files_sync,
 )
 from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
@@ -165,13 +166,13 @@ async def receive(request: web.Request, receiver: Receiver, token: str) -> web.R
 
 
 async def _decoded(raw: bytes, analysis_unique_id: str) -> tuple[WebhookBody, StoredPayload]:
-    """The callback body and the files it brings; small plain bodies on the event loop,
-    others in a worker thread (one hop)."""
-    if len(raw) <= INLINE_BODY_BYTES:
-        body = parse_webhook_body(raw)
-    else:
-        body = await asyncio.to_thread(parse_webhook_body, raw)
-    if decodes_inline(len(raw), body.analysis):
+    """The callback body and the files it brings: a big body in one worker-thread hop; a small
+    one parsed on the event loop, and decoded there too unless its parts need decompression or
+    file parsing."""
+    if len(raw) > INLINE_BODY_BYTES:
+        return await asyncio.to_thread(received_sync, raw, analysis_unique_id)
+    body = parse_webhook_body(raw)
+    if decodes_inline(body.analysis):
         return body, stored_files_sync(analysis_unique_id, body.analysis)
     return body, await asyncio.to_thread(stored_files_sync, analysis_unique_id, body.analysis)
 

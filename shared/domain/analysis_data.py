@@ -352,11 +352,9 @@ def decode_payload_sync(analysis: Any) -> DecodedPayload:
 INLINE_BODY_BYTES = 64 * 1024
 
 
-def decodes_inline(raw_size: int, analysis: Any) -> bool:
-    """Whether a callback body of ``raw_size`` bytes with this ``analysis`` is decoded on the
-    event loop (see ``INLINE_BODY_BYTES``)."""
-    if raw_size > INLINE_BODY_BYTES:
-        return False
+def decodes_inline(analysis: Any) -> bool:
+    """Whether the ``analysis`` of a callback body of at most ``INLINE_BODY_BYTES`` is decoded
+    on the event loop: its parts need no decompression or file parsing."""
     if not isinstance(analysis, dict):
         return True  # nothing to decode, or refused at once
     results = analysis.get("results")
@@ -367,6 +365,13 @@ def decodes_inline(raw_size: int, analysis: Any) -> bool:
 def stored_files_sync(analysis_unique_id: str, analysis: Any) -> StoredPayload:
     """Decode an ``analysis`` object and describe its files (CPU work for big payloads)."""
     return payload_files(analysis_unique_id, decode_payload_sync(analysis))
+
+
+def received_sync(raw: bytes, analysis_unique_id: str) -> tuple[WebhookBody, StoredPayload]:
+    """A callback body parsed and decoded, with the files it brings (CPU work: for a big body,
+    call it in a worker thread)."""
+    body = parse_webhook_body(raw)
+    return body, stored_files_sync(analysis_unique_id, body.analysis)
 
 
 def payload_files(analysis_unique_id: str, decoded: DecodedPayload) -> StoredPayload:
