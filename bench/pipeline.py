@@ -60,7 +60,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.migrate import upgrade_async
-from shared.db.models import ObjAnalysis
+from shared.db.models import DispatchAttempt, ObjAnalysis
 from shared.db.session import create_engine, create_session_factory
 from shared.runtime.settings import load_settings
 from skyhook.provision import create_token
@@ -266,6 +266,53 @@ async def pg_transactions(environment: Environment) -> int | None:
         await connection.close()
 
 
+async def pg_statements(environment: Environment) -> dict[str, int] | None:
+    """Statements the server ran in the run's database so far, by text: each a round trip
+    (BEGIN and COMMIT included). Needs ``pg_stat_statements`` in the server's
+    ``shared_preload_libraries``; None without it."""
+    if environment.pg_database is None:
+        return None
+    connection = await asyncpg.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{environment.pg_database}")
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = await connection.fetch(
+            "SELECT query, sum(calls)::bigint AS calls FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) GROUP BY query",
+            environment.pg_database,
+        )
+    except asyncpg.PostgresError:  # the module is not loaded
+        return None
+    finally:
+        await connection.close()
+    return {row["query"]: int(row["calls"]) for row in rows}
+
+
+def print_round_trips(
+    before: dict[str, int] | None, after: dict[str, int] | None, count: int, top: int
+) -> None:
+    if before is None or after is None:
+        print(f"{'':9}PostgreSQL round trips: not counted (pg_stat_statements is not loaded)")
+        return
+    calls = {query: n - before.get(query, 0) for query, n in after.items()}
+    calls = {query: n for query, n in calls.items() if n > 0 and "pg_stat_statements" not in query}
+    print(f"{'':9}PostgreSQL round trips: {sum(calls.values()) / count:.2f} per analysis")
+    for query, n in sorted(calls.items(), key=lambda item: -item[1])[:top]:
+        print(f"{'':11}{n / count:6.3f}  {' '.join(query.split())[:110]}")
+
+
+def machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far, all cores (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """User + system CPU seconds of this process: the users and the analysis service."""
+    times = os.times()
+    return times.user + times.system
+
+
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds of each process (Linux /proc)."""
     seconds = {}
@@ -409,6 +456,7 @@ class Outcome:
     statuses: dict[str, int]
     latencies: list[float]
     client_errors: int
+    stages: dict[str, list[float]] = field(default_factory=dict)  # seconds spent in each hop
 
     @property
     def completed_per_second(self) -> float:
@@ -435,22 +483,46 @@ async def wait_final(engine: AsyncEngine, ids: list[int], within: float) -> None
         await asyncio.sleep(0.1)
 
 
+STAGES = ("start", "to claim", "service", "to callback")
+
+
 async def outcome_of(engine: AsyncEngine, started: list[Started], start_seconds: float) -> Outcome:
+    """Statuses and latencies, and where the time went: the start request until the gateway's
+    commit, until the dispatcher's claim (attempt started), the service's answer to the
+    dispatch, and until the webhook receiver's commit of the results."""
     by_id = {s.analysis_id: s for s in started}
-    query = select(ObjAnalysis.id, ObjAnalysis.status, ObjAnalysis.last_activity).where(
-        ObjAnalysis.id.in_(list(by_id))
+    query = (
+        select(
+            ObjAnalysis.id,
+            ObjAnalysis.status,
+            ObjAnalysis.created_at,
+            ObjAnalysis.last_activity,
+            DispatchAttempt.started_at,
+            DispatchAttempt.latency_ms,
+        )
+        .outerjoin(DispatchAttempt, DispatchAttempt.analysis_id == ObjAnalysis.id)
+        .where(ObjAnalysis.id.in_(list(by_id)))
     )
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     statuses: dict[str, int] = {}
     completions: dict[int, float] = {}
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
     for row in rows:
         statuses[row.status] = statuses.get(row.status, 0) + 1
-        if row.status == "completed":
-            completions[row.id] = _epoch(row.last_activity)
+        if row.status != "completed":
+            continue
+        completions[row.id] = done = _epoch(row.last_activity)
+        if row.started_at is None or row.latency_ms is None:
+            continue
+        created, claimed = _epoch(row.created_at), _epoch(row.started_at)
+        answered = claimed + row.latency_ms / 1000
+        moments = (by_id[row.id].sent_at, created, claimed, answered, done)
+        for name, begin, end in zip(STAGES, moments, moments[1:], strict=False):
+            stages[name].append(end - begin)
     latencies = [completions[i] - by_id[i].sent_at for i in completions]
     first = min((s.sent_at for s in started), default=time.time())
-    return Outcome(len(started), start_seconds, first, completions, statuses, latencies, 0)
+    return Outcome(len(started), start_seconds, first, completions, statuses, latencies, 0, stages)
 
 
 async def burst(
@@ -651,6 +723,13 @@ def report(label: str, outcome: Outcome) -> None:
         + (f"   client errors {outcome.client_errors}" if outcome.client_errors else "")
         + f"   load average {load_average()}"
     )
+    hops = "  ".join(
+        f"{name} {percentile(times, 0.5) * 1000:.0f}/{percentile(times, 0.99) * 1000:.0f}"
+        for name, times in outcome.stages.items()
+        if times
+    )
+    if hops:
+        print(f"{'':9}where the time went, p50/p99 ms: {hops}")
 
 
 @contextlib.asynccontextmanager
@@ -712,20 +791,33 @@ async def measured_burst(
 ) -> Outcome:
     """The burst, with skyhook's CPU time and database transactions per analysis."""
     cpu_before, transactions_before = cpu_by_process(pids), await pg_transactions(env)
+    statements_before = await pg_statements(env)
+    machine_before, own_before = machine_cpu(), own_cpu()
     profiled = pids.get(args.profile_service, next(iter(pids.values())))
     async with profiling(profiled, args.profile):
         outcome = await workload.burst(args.count)
     cpu = {name: t - cpu_before[name] for name, t in cpu_by_process(pids).items()}
+    machine, own = machine_cpu() - machine_before, own_cpu() - own_before
     report("burst", outcome)
     parts = ", ".join(f"{name} {t * 1000 / args.count:.2f}" for name, t in cpu.items())
     total = sum(cpu.values()) * 1000 / args.count
     print(
         f"{'':9}skyhook CPU per analysis: {total:.2f} ms" + (f" ({parts})" if len(cpu) > 1 else "")
     )
+    # The rest of the machine's 2 cores: this script (users + the analysis service), and
+    # everything else (PostgreSQL, RabbitMQ, the kernel, anything else running).
+    rest = machine * 1000 / args.count - total - own * 1000 / args.count
+    print(
+        f"{'':9}machine CPU per analysis: {machine * 1000 / args.count:.2f} ms (skyhook "
+        f"{total:.2f}, this script's users and service {own * 1000 / args.count:.2f}, "
+        f"the rest: database, broker, system {rest:.2f})"
+    )
     transactions_after = await pg_transactions(env)
     if transactions_before is not None and transactions_after is not None:
         per_analysis = (transactions_after - transactions_before) / args.count
         print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
+    statements_after = await pg_statements(env)
+    print_round_trips(statements_before, statements_after, args.count, args.statements)
     return outcome
 
 
@@ -740,6 +832,14 @@ async def run_pipeline(args: argparse.Namespace, env: Environment) -> dict[str, 
         if service.callback_errors:
             errors = service.callback_errors
             print(f"callback errors: {len(errors)}, e.g. {errors[0]}")
+
+
+async def analyze(engine: AsyncEngine) -> None:
+    """Give the planner the statistics of the tables the warm-up filled, as autovacuum keeps
+    them on a live database (on fresh tables it plans for one row: nested loops over arrays)."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("ANALYZE"))
 
 
 async def run_workloads(
@@ -761,6 +861,7 @@ async def run_workloads(
             service_id, obj_ids = await set_up_data(client, service.url, args.sources)
             workload = Workload(engine, client, service_id, obj_ids, args.concurrency)
             report("warm-up", await workload.burst(200))
+            await analyze(engine)
             outcomes["burst"] = await measured_burst(workload, args, env, pids)
             outcomes["paced"] = await workload.paced(args.rate, args.paced_seconds)
             report(f"{args.rate:g}/s", outcomes["paced"])
@@ -826,6 +927,12 @@ def main() -> None:
     parser.add_argument("--bus", choices=("rabbit", "memory"), default="rabbit")
     parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--statements",
+        type=int,
+        default=0,
+        help="list this many of the statements run most often per analysis in the burst",
+    )
     parser.add_argument(
         "--profile-service",
         default="dispatcher",
