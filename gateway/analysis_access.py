@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy import ColumnElement, select
@@ -22,6 +23,8 @@ from shared.db.models import (
 )
 from shared.db.session import read_session
 from shared.domain.access import Principal, resolve_group_ids, visible
+from shared.domain.access_versions import SERVICES as SERVICES_COUNTER
+from shared.domain.access_versions import Versioned, VersionedCache, version_of
 from shared.domain.analysis_lifecycle import AnalysisCreator, NewAnalysis
 from shared.runtime.group_commit import GroupCommit
 
@@ -30,30 +33,51 @@ SERVICE_ID_LABEL = "analysis_service_id"
 # Concurrent starts of this process, created together (one transaction per batch).
 ANALYSIS_CREATOR = web.AppKey("analysis_creator", AnalysisCreator)
 START_BATCHER = web.AppKey("start_batcher", GroupCommit[NewAnalysis, int])
-SERVICES = web.AppKey("services", GroupCommit[tuple[Principal, int], AnalysisService])
+
+
+@dataclass(frozen=True)
+class SharedService:
+    """A service and the groups it is shared with."""
+
+    service: AnalysisService
+    group_ids: frozenset[int]
+
+    def usable_by(self, me: Principal) -> bool:
+        """Shared with one of the caller's groups, or the caller is a system admin."""
+        return me.is_admin or bool(self.group_ids & me.group_ids)
+
+
+SERVICES = web.AppKey("services", GroupCommit[int, Versioned[SharedService] | None])
+# Services by id, as start requests use them (each write checks its copy is current).
+CACHED_SERVICES = web.AppKey("cached_services", VersionedCache[int, SharedService])
+CACHED_SERVICES_LIMIT = 1_000
+
+
+def cannot_access_service(service_id: int) -> ApiError:
+    return forbidden(f"Could not access Analysis Service ID: {service_id}.")
 
 
 async def usable_service(session: AsyncSession, me: Principal, service_id: int) -> AnalysisService:
     """The service if it is shared with one of the caller's groups, else SkyPortal's 403."""
-    (found,) = await usable_services(session, [(me, service_id)])
-    if isinstance(found, ApiError):
-        raise found
-    return found
+    found = (await shared_services(session, [service_id]))[0]
+    if found is None or not found.value.usable_by(me):
+        raise cannot_access_service(service_id)
+    return found.value.service
 
 
-async def usable_services(
-    session: AsyncSession, wanted: Sequence[tuple[Principal, int]]
-) -> list[AnalysisService | ApiError]:
-    """For each (caller, service id): the service if it is shared with one of the caller's
-    groups (any service for a system admin), else SkyPortal's 403. Two queries in all."""
+async def shared_services(
+    session: AsyncSession, service_ids: Sequence[int]
+) -> list[Versioned[SharedService] | None]:
+    """For each id: the service with its groups and the ``services`` counter read with it, or
+    None when there is no such service. Two queries in all."""
     dialect = name_of(session)
-    ids = sorted({service_id for _, service_id in wanted})
+    ids = sorted(set(service_ids))
     query = (
-        select(AnalysisService)
+        select(AnalysisService, version_of(SERVICES_COUNTER))
         .where(in_set(AnalysisService.id, ids, dialect))
         .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
     )
-    services = {service.id: service for service in await session.scalars(query)}
+    services = {service.id: (service, version) for service, version in await session.execute(query)}
     links = analysis_service_groups.c
     shared_with: dict[int, set[int]] = defaultdict(set)
     for service_id, group_id in await session.execute(
@@ -63,19 +87,19 @@ async def usable_services(
     ):
         shared_with[service_id].add(group_id)
     return [
-        services[service_id]
-        if service_id in services and (me.is_admin or shared_with[service_id] & me.group_ids)
-        else forbidden(f"Could not access Analysis Service ID: {service_id}.")
-        for me, service_id in wanted
+        Versioned(SharedService(services[i][0], frozenset(shared_with[i])), services[i][1])
+        if i in services
+        else None
+        for i in service_ids
     ]
 
 
-def services_batcher(engine: AsyncEngine) -> GroupCommit[tuple[Principal, int], AnalysisService]:
+def services_batcher(engine: AsyncEngine) -> GroupCommit[int, Versioned[SharedService] | None]:
     """The services of concurrent start requests, read together."""
 
-    async def read(wanted: list[tuple[Principal, int]]) -> list[AnalysisService | ApiError]:
+    async def read(service_ids: list[int]) -> list[Versioned[SharedService] | None]:
         async with read_session(engine) as session:
-            return await usable_services(session, wanted)
+            return await shared_services(session, service_ids)
 
     return GroupCommit(read)
 

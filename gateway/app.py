@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.analysis_access import ANALYSIS_CREATOR, SERVICES, START_BATCHER, services_batcher
+from gateway.analysis_access import (
+    ANALYSIS_CREATOR,
+    CACHED_SERVICES,
+    CACHED_SERVICES_LIMIT,
+    SERVICES,
+    START_BATCHER,
+    services_batcher,
+)
 from gateway.auth import auth_middleware, setup_auth
 from gateway.live import setup_live
 from gateway.openapi import OPENAPI_DOCUMENT, build_document
@@ -16,6 +23,7 @@ from gateway.web_session import ONE_TIME_LINKS, OneTimeLinks
 from http_edge.app_keys import provide
 from http_edge.observability import metrics_middleware
 from http_edge.web import Route, add_routes, error_middleware
+from shared.domain.access_versions import VersionedCache
 from shared.runtime.resources import Resources, analysis_creator
 
 
@@ -43,6 +51,7 @@ def create_gateway_app(resources: Resources, mounts: Sequence[Mount] = ()) -> we
     app[ANALYSIS_CREATOR] = creator = analysis_creator(resources)
     app[START_BATCHER] = creator.batcher()
     app[SERVICES] = services_batcher(resources.engine)
+    app[CACHED_SERVICES] = VersionedCache(CACHED_SERVICES_LIMIT)
     app.cleanup_ctx.append(_drain_start_batcher)
     for mount in mounts:
         mount.setup(app, resources)

@@ -13,14 +13,20 @@ from gateway.web_session import principal_from_cookie
 from http_edge.access import Access
 from http_edge.web import ApiError, Handler, Route
 from shared.db.session import read_session
-from shared.domain.access import Principal, principals_from_token_hashes
+from shared.domain.access import Principal, versioned_principals
+from shared.domain.access_versions import Versioned, VersionedCache
 from shared.domain.enums import ACL
 from shared.runtime.group_commit import GroupCommit
 from shared.security.secrets import hash_token
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+# The ``principals`` counter the request's principal was read at (see access_versions).
+PRINCIPAL_VERSION = web.RequestKey("principal_version", int)
 # Requests that arrive together are authenticated together (one query per batch).
-PRINCIPALS = web.AppKey("principals", GroupCommit[str, Principal | None])
+PRINCIPALS = web.AppKey("principals", GroupCommit[str, Versioned[Principal] | None])
+# Principals by token hash, for the routes whose access allows a cached caller.
+CACHED_PRINCIPALS = web.AppKey("cached_principals", VersionedCache[str, Principal])
+CACHED_PRINCIPALS_LIMIT = 10_000
 
 
 class AccessTable:
@@ -60,11 +66,12 @@ def setup_auth(
     token lookups (drained on shutdown)."""
     app[ACCESS_TABLE] = AccessTable(registered)
 
-    async def look_up(token_hashes: list[str]) -> list[Principal | None]:
+    async def look_up(token_hashes: list[str]) -> list[Versioned[Principal] | None]:
         async with read_session(engine) as session:
-            return await principals_from_token_hashes(session, token_hashes)
+            return await versioned_principals(session, token_hashes)
 
     app[PRINCIPALS] = GroupCommit(look_up)
+    app[CACHED_PRINCIPALS] = VersionedCache(CACHED_PRINCIPALS_LIMIT)
     app.cleanup_ctx.append(_drain_principals)
 
 
@@ -89,23 +96,39 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     access = request.app[ACCESS_TABLE].of(request)
     if access.public:
         return await handler(request)
-    found = await _authenticate(request)
+    found = await _authenticate(request, cached=access.cached_caller)
     _authorize(found, access)
     request[PRINCIPAL] = found
     return await handler(request)
 
 
-async def _authenticate(request: web.Request) -> Principal:
+async def reauthenticate(request: web.Request) -> Principal:
+    """For a handler whose write found its cached caller stale: forget every cached caller,
+    then authenticate and authorize this request afresh (401/403 as the middleware would)."""
+    request.app[CACHED_PRINCIPALS].clear()
+    found = await _authenticate(request, cached=False)
+    _authorize(found, request.app[ACCESS_TABLE].of(request))
+    request[PRINCIPAL] = found
+    return found
+
+
+async def _authenticate(request: web.Request, *, cached: bool) -> Principal:
     header = request.headers.get("Authorization")
     if not header:
         found = await principal_from_cookie(request)  # the web app's session
         if found is None:
             raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
         return found
-    found = await request.app[PRINCIPALS].submit(hash_token(_token_from(header)))
-    if found is None:
-        raise ApiError(401, "Invalid token")
-    return found
+    token_hash = hash_token(_token_from(header))
+    copies = request.app[CACHED_PRINCIPALS]
+    copy = copies.get(token_hash) if cached else None
+    if copy is None:
+        copy = await request.app[PRINCIPALS].submit(token_hash)
+        if copy is None:
+            raise ApiError(401, "Invalid token")
+        copies.put(token_hash, copy)
+    request[PRINCIPAL_VERSION] = copy.version
+    return copy.value
 
 
 def _authorize(me: Principal, access: Access) -> None:

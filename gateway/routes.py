@@ -195,7 +195,7 @@ def gateway_routes() -> list[Route]:
         # Analyses of sources: start, read, cancel, delete; their plots and results; uploads of
         # results computed elsewhere.
         Route("POST", "/api/obj/{obj_id}/analysis/{analysis_service_id}",
-              analyses.post_analysis, Access.ACL(ACL.RUN_ANALYSES),
+              analyses.post_analysis, Access.ACL(ACL.RUN_ANALYSES, cached_caller=True),
               "Start an analysis of a source; answers with its id at once (status queued)",
               "analyses",
               responses={403: "service not usable, upload-only, disabled, or cap reached",

@@ -17,15 +17,17 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.analysis_access import (
+    CACHED_SERVICES,
     SERVICE_ID_LABEL,
     SERVICES,
     START_BATCHER,
+    cannot_access_service,
     readable_conditions,
     refuse_if_disabled,
     request_group_ids,
 )
 from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
-from gateway.auth import principal
+from gateway.auth import PRINCIPAL_VERSION, principal, reauthenticate
 from gateway.schemas.analyses import StartAnalysis
 from gateway.schemas.validation import validated
 from http_edge.app_keys import ARTIFACTS, ENGINE, OUTBOX, SESSIONS, SETTINGS
@@ -49,6 +51,7 @@ from shared.db.models import (
 )
 from shared.db.session import read_session
 from shared.domain.access import Principal
+from shared.domain.access_versions import ReadAt, StaleAccess
 from shared.domain.analysis_data import load_analysis_data
 from shared.domain.analysis_lifecycle import (
     CapReached,
@@ -97,11 +100,39 @@ def _input_filters(wanted: StartAnalysis) -> dict[str, Any]:
 
 
 async def post_analysis(request: web.Request) -> web.Response:
-    me = principal(request)
+    """Start an analysis. The caller and the service may be this process' cached copies: the
+    creating transaction checks they are still current, and when they are not, both are read
+    afresh and everything is decided again (a revoked token gets its 401, an unshared or
+    disabled service its 403)."""
     body = await json_body(request)
+    try:
+        analysis_id = await _start(request, body, principal(request), cached=True)
+    except StaleAccess:
+        request.app[CACHED_SERVICES].clear()
+        me = await reauthenticate(request)
+        analysis_id = await _start(request, body, me, cached=False)
+    return success({"id": analysis_id})
+
+
+async def _service_for(
+    request: web.Request, me: Principal, service_id: int, *, cached: bool
+) -> tuple[AnalysisService, int]:
+    """The service the caller may use and the ``services`` counter it was read at."""
+    copies = request.app[CACHED_SERVICES]
+    copy = copies.get(service_id) if cached else None
+    if copy is None:
+        copy = await request.app[SERVICES].submit(service_id)
+        if copy is not None:
+            copies.put(service_id, copy)
+    if copy is None or not copy.value.usable_by(me):
+        raise cannot_access_service(service_id)
+    return copy.value.service, copy.version
+
+
+async def _start(request: web.Request, body: dict[str, Any], me: Principal, *, cached: bool) -> int:
     service_id = path_int(request, SERVICE_ID_LABEL, SERVICE_ID_LABEL)
     obj_id = request.match_info["obj_id"]
-    service = await request.app[SERVICES].submit((me, service_id))
+    service, service_version = await _service_for(request, me, service_id, cached=cached)
     if service.upload_only:
         raise forbidden(
             f"Analysis Service ID: {service_id} is of type upload_only. "
@@ -125,6 +156,7 @@ async def post_analysis(request: web.Request) -> web.Response:
         show_parameters=bool(wanted.show_parameters),
         show_plots=bool(wanted.show_plots),
         show_corner=bool(wanted.show_corner),
+        read_at=ReadAt(request.get(PRINCIPAL_VERSION), service_version) if cached else None,
     )
     try:
         analysis_id = await request.app[START_BATCHER].submit(new)
@@ -139,7 +171,7 @@ async def post_analysis(request: web.Request) -> web.Response:
         obj_id,
         me.user_id,
     )
-    return success({"id": analysis_id})
+    return analysis_id
 
 
 # --- reads ------------------------------------------------------------------------------------

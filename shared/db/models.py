@@ -142,6 +142,18 @@ class Token(Timestamped, Base):
     last_used_at: Mapped[datetime | None] = mapped_column()
 
 
+class AccessVersion(Base):
+    """A counter the database raises whenever what it counts changes: ``principals`` (users'
+    rights, tokens, group memberships) and ``services`` (analysis services and whom they are
+    shared with). Triggers (migration 0006) raise it in the changing transaction, so a value
+    read alongside a cached principal or service says whether the copy is still current."""
+
+    __tablename__ = "access_versions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Instrument(Timestamped, Base):
     __tablename__ = "instruments"
     __table_args__ = MONOTONIC_IDS

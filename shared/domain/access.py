@@ -13,6 +13,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from shared.db.dialect import in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
+from shared.domain.access_versions import PRINCIPALS, Versioned, version_of
 from shared.domain.enums import ACL
 from shared.domain.errors import DomainError, InvalidInput, PermissionMissing
 from shared.domain.ids import is_id
@@ -69,9 +70,19 @@ async def principals_from_token_hashes(
 ) -> list[Principal | None]:
     """The callers these token hashes name (None where none), in one query (users and
     memberships), plain rows rather than ORM objects, since it runs before every handler."""
+    found = await versioned_principals(session, token_hashes)
+    return [None if copy is None else copy.value for copy in found]
+
+
+async def versioned_principals(
+    session: AsyncSession, token_hashes: Sequence[str]
+) -> list[Versioned[Principal] | None]:
+    """:func:`principals_from_token_hashes`, each with the ``principals`` counter read in the
+    same statement (for a cache: see :mod:`shared.domain.access_versions`)."""
+    counter = version_of(PRINCIPALS).label("principals_version")
     rows = (
         await session.execute(
-            principal_rows(Token.token_hash)
+            principal_rows(Token.token_hash, counter)
             .join(Token, Token.user_id == User.id)
             .where(in_set(Token.token_hash, sorted(set(token_hashes)), name_of(session)))
         )
@@ -79,7 +90,12 @@ async def principals_from_token_hashes(
     by_hash: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_hash[row.token_hash].append(row)
-    return [principal_of_rows(by_hash[h]) if h in by_hash else None for h in token_hashes]
+    return [
+        Versioned(principal_of_rows(by_hash[h]), by_hash[h][0].principals_version)
+        if h in by_hash
+        else None
+        for h in token_hashes
+    ]
 
 
 def principal_rows(*extra: Any) -> Select[Any]:

@@ -78,6 +78,7 @@ from shared.db.models import (
 from shared.db.session import Sessions
 from shared.db.types import UTCDateTime, utcnow
 from shared.domain.access import Principal, visible
+from shared.domain.access_versions import ReadAt, StaleAccess, current_counters
 from shared.domain.analysis_data import AnnotationIn
 from shared.domain.artifacts import (
     ArtifactWrites,
@@ -129,6 +130,9 @@ class NewAnalysis:
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     default_analysis_id: int | None = None  # set when a default analysis started it
     trigger: str | None = None  # what made the default start, in words
+    # When ``author`` or ``service`` are cached copies: the counters they were read at. The
+    # creating transaction refuses them (StaleAccess) if either moved since.
+    read_at: ReadAt | None = None
 
 
 class StartGuard(Protocol):
@@ -247,17 +251,29 @@ async def _readable_and_counted(
     return readable, counted
 
 
+async def _still_current(session: AsyncSession, batch: Sequence[NewAnalysis]) -> list[bool]:
+    """Whether each item's cached principal and service (if any) are still current: the
+    counters are read once, inside the creating transaction, only when an item has copies."""
+    if all(new.read_at is None for new in batch):
+        return [True] * len(batch)
+    counters = await current_counters(session)
+    return [new.read_at is None or new.read_at.still_current(counters) for new in batch]
+
+
 def _admitted(
     batch: Sequence[NewAnalysis],
     readable: set[tuple[int, str]],
     counted: dict[tuple[int, str], int],
     cap: int,
+    current: Sequence[bool],
 ) -> list[NewAnalysis | Exception]:
     """Each item, or why it is refused; earlier items of the batch count toward the cap."""
     admitted: list[NewAnalysis | Exception] = []
-    for new in batch:
+    for new, is_current in zip(batch, current, strict=True):
         pair = (new.author.user_id, new.obj_id)
-        if pair not in readable:
+        if not is_current:
+            admitted.append(StaleAccess())
+        elif pair not in readable:
             admitted.append(ObjNotVisible(new.obj_id))
         elif counted.get(pair, 0) >= cap:
             admitted.append(CapReached(new.obj_id))
@@ -334,15 +350,17 @@ class AnalysisCreator:
     async def create_many(self, batch: list[NewAnalysis]) -> list[int | Exception]:
         """Many starts in one transaction, as :meth:`create` does one: each item gets its
         analysis id, or :class:`ObjNotVisible` / :class:`CapReached` with nothing written for
-        it. The (object, author) pairs are locked in one statement, in a fixed order, so
+        it, or :class:`StaleAccess` when its cached author or service changed since read.
+        The (object, author) pairs are locked in one statement, in a fixed order, so
         concurrent batches can neither overshoot a cap nor deadlock."""
         for new in batch:
             _store_request_parameters(new)
         async with self.sessions.begin() as session:
             keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
             await take_write_locks(session, keys)
+            current = await _still_current(session, batch)
             readable, counted = await _readable_and_counted(session, batch)
-            admitted = _admitted(batch, readable, counted, self.cap)
+            admitted = _admitted(batch, readable, counted, self.cap, current)
             rows = [item for item in admitted if isinstance(item, NewAnalysis)]
             ids = iter(await _insert_analyses(self.callback_tokens, session, rows) if rows else [])
         if rows:
