@@ -18,7 +18,7 @@ from tests.support.api import Accounts, ApiClient, TestUser, api_client
 pytestmark = pytest.mark.usefixtures("backend")
 
 RUN = ("Run Analyses",)
-START = {"analysis_parameters": {}}
+START: dict[str, Any] = {"analysis_parameters": {}}
 
 
 class World:
@@ -94,9 +94,7 @@ async def test_a_token_deleted_elsewhere_is_refused_at_once(api: ApiClient, worl
     await _refused_and_nothing_created(api, world, 401, "Invalid token")
 
 
-async def test_an_acl_taken_away_elsewhere_is_refused_at_once(
-    api: ApiClient, world: World
-) -> None:
+async def test_an_acl_taken_away_elsewhere_is_refused_at_once(api: ApiClient, world: World) -> None:
     await _started(api, world)
     await world.sql("UPDATE users SET acls = '[]' WHERE id = :user", user=world.user.id)
     await _refused_and_nothing_created(
@@ -130,9 +128,7 @@ async def test_a_service_disabled_by_another_gateway_is_refused_at_once(
     )
 
 
-async def test_a_service_no_longer_shared_is_refused_at_once(
-    api: ApiClient, world: World
-) -> None:
+async def test_a_service_no_longer_shared_is_refused_at_once(api: ApiClient, world: World) -> None:
     await _started(api, world)
     await world.sql(
         "DELETE FROM analysis_service_groups WHERE analysis_service_id = :service",
@@ -176,7 +172,7 @@ async def test_deleting_a_group_moves_the_principals_counter_through_the_cascade
 async def test_changes_that_touch_no_right_leave_the_counters_alone(world: World) -> None:
     before = await _counters(world)
     await world.sql(
-        "UPDATE users SET preferences = '{\"theme\": \"dark\"}' WHERE id = :user",
+        'UPDATE users SET preferences = \'{"theme": "dark"}\' WHERE id = :user',
         user=world.user.id,
     )
     await world.sql("UPDATE objs SET redshift = 0.1 WHERE id = :obj", obj=world.obj_id)
