@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from shared.db.dialect import UNHEX
-from shared.db.sqlite_writers import queue_writers
+from shared.db.sqlite_writers import is_write, queue_writers
 
 # Pinging a connection on every checkout (SQLAlchemy's pool_pre_ping: three round trips with
 # asyncpg) cost more than the queries of the analysis hot paths. A connection used moments ago
@@ -46,6 +46,20 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     dbapi_connection.create_function(UNHEX, 1, _unhex, deterministic=True)
 
 
+def _begin_before_cte_write(
+    connection: Connection, cursor: Any, statement: str, *_: Any
+) -> None:
+    """Python's sqlite3 opens the transaction by itself only before a statement that starts
+    with INSERT, UPDATE, DELETE or REPLACE: a write that starts with WITH (a row set's CTE)
+    would run, and commit, on its own, outside the transaction it belongs to. Such a write
+    opens it explicitly (unless the connection is in autocommit mode)."""
+    if not statement.lstrip()[:4].upper() == "WITH" or not is_write(statement):
+        return
+    driver: Any = connection.connection.driver_connection
+    if driver.isolation_level is not None and not driver.in_transaction:
+        cursor.execute("BEGIN")
+
+
 def _unhex(text: str | None) -> bytes | None:
     return None if text is None else bytes.fromhex(text)
 
@@ -59,6 +73,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(database_url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "before_cursor_execute", _begin_before_cte_write)
         queue_writers(engine)
         return engine
     idle_ping_seconds = kwargs.pop("idle_ping_seconds", IDLE_PING_SECONDS)
