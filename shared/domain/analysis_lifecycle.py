@@ -39,6 +39,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -291,13 +292,15 @@ async def _insert_analyses(
     inserted = insert(table_of(ObjAnalysis)).returning(ObjAnalysis.id, sort_by_parameter_order=True)
     result = await session.execute(inserted, [_new_row(tokens, new) for new in rows])
     ids = list(result.scalars())
+    dialect = name_of(session)
+    link_rows, insert_links, message_rows, insert_messages = _creation_writes(dialect)
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
         for analysis_id, new in zip(ids, rows, strict=True)
         for group_id in new.group_ids
     ]
     if links:
-        await session.execute(insert(obj_analysis_groups), links)
+        await session.execute(insert_links, link_rows.bound(links))
     for analysis_id, new in zip(ids, rows, strict=True):
         await write_artifacts(session, analysis_id, new.files)  # starts: file parameters only
         if new.status == AnalysisStatus.COMPLETED and new.annotations:
@@ -309,8 +312,27 @@ async def _insert_analyses(
         outbox_values(_message_for(analysis_id, new))
         for analysis_id, new in zip(ids, rows, strict=True)
     ]
-    await session.execute(insert(table_of(OutboxMessage)), messages)
+    await session.execute(insert_messages, {**message_rows.bound(messages), NOW.key: utcnow()})
     return ids
+
+
+@functools.cache
+def _creation_writes(dialect: str) -> tuple[RowSet, Any, RowSet, Any]:
+    """Built once per dialect: the new analyses' group links and their outbox messages, each
+    a row set and the INSERT that stores all of its rows."""
+    link_table = obj_analysis_groups
+    link_rows = RowSet("new_group_links", {c.name: c.type for c in link_table.c}, dialect)
+    links = select(link_rows.table).where(true())
+    outbox = table_of(OutboxMessage)
+    message_columns = ("message_id", "routing_key", "payload")
+    message_rows = RowSet("new_messages", {c: outbox.c[c].type for c in message_columns}, dialect)
+    messages = select(*(message_rows.table.c[c] for c in message_columns), NOW).where(true())
+    return (
+        link_rows,
+        insert(link_table).from_select([c.name for c in link_table.c], links),
+        message_rows,
+        insert(outbox).from_select([*message_columns, "created_at"], messages),
+    )
 
 
 @dataclass(frozen=True)
@@ -755,40 +777,64 @@ async def mark_sending_many(
     it, one INSERT of the attempt rows."""
     if not attempts:
         return
-    rows = table_of(ObjAnalysis)
+    dialect = name_of(session)
     plain = [a.analysis_id for a in attempts if not a.provenance]
     if plain:
-        await session.execute(_touching(name_of(session)), {"sending_ids": plain, NOW.key: now})
+        await session.execute(_touching(dialect), {"sending_ids": plain, NOW.key: now})
+    first_sends, recorded, attempt_rows, inserted = _sending_writes(dialect)
     first = [a for a in attempts if a.provenance]
     if first:
-        by_id = rows.update().where(rows.c.id == bindparam("analysis_id"))
-        await session.execute(
-            by_id.values(
-                last_activity=now,
-                artifacts=bindparam("manifest"),
-                input_hash=bindparam("hash"),
-            ),
-            [
-                {
-                    "analysis_id": a.analysis_id,
-                    "manifest": (a.provenance or {})["artifacts"],
-                    "hash": (a.provenance or {})["input_hash"],
-                }
-                for a in first
-            ],
-        )
-    await session.execute(
-        insert(table_of(DispatchAttempt)),
-        [
+        provenance = [
             {
                 "analysis_id": a.analysis_id,
-                "attempt_number": a.attempt_number,
-                "started_at": started_at,
-                "outcome": SENDING,
+                "manifest": (a.provenance or {})["artifacts"],
+                "hash": (a.provenance or {})["input_hash"],
             }
-            for a in attempts
-        ],
+            for a in first
+        ]
+        await session.execute(recorded, {**first_sends.bound(provenance), NOW.key: now})
+    numbers = [{"analysis_id": a.analysis_id, "attempt_number": a.attempt_number} for a in attempts]
+    await session.execute(inserted, {**attempt_rows.bound(numbers), NOW.key: started_at})
+
+
+@functools.cache
+def _sending_writes(dialect: str) -> tuple[RowSet, Any, RowSet, Any]:
+    """Built once per dialect: the first attempts' provenance (a row set and the UPDATE that
+    records it, at ``now``) and the attempts (a row set and the INSERT of their rows, started
+    at ``now``, outcome ``sending``)."""
+    rows = table_of(ObjAnalysis)
+    first_sends = RowSet(
+        "first_sends",
+        {
+            "analysis_id": rows.c.id.type,
+            "manifest": rows.c.artifacts.type,
+            "hash": rows.c.input_hash.type,
+        },
+        dialect,
     )
+    sent = first_sends.table
+    recorded = (
+        rows.update()
+        .where(rows.c.id == sent.c.analysis_id)
+        .values(last_activity=NOW, artifacts=sent.c.manifest, input_hash=sent.c.hash)
+    )
+    attempts = table_of(DispatchAttempt)
+    numbers = RowSet(
+        "sending_attempts",
+        {
+            "analysis_id": attempts.c.analysis_id.type,
+            "attempt_number": attempts.c.attempt_number.type,
+        },
+        dialect,
+    )
+    sending = numbers.table
+    inserted = insert(attempts).from_select(
+        ["analysis_id", "attempt_number", "started_at", "outcome"],
+        select(sending.c.analysis_id, sending.c.attempt_number, NOW, literal(SENDING)).where(
+            true()
+        ),
+    )
+    return first_sends, recorded, numbers, inserted
 
 
 @dataclass(frozen=True)

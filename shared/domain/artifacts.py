@@ -38,6 +38,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -165,7 +166,8 @@ async def write_artifacts_of(
     if not named:
         return
     links, blobs = _artifact_rows(named)
-    await executor.execute(insert_keeping(_dialect(executor), BLOBS, ["sha256"]), blobs)
+    writes, insert_blobs, insert_links = _set_inserts(_dialect(executor))
+    await executor.execute(insert_blobs, writes.blobs.bound(blobs))
     replaced: list[str] = []
     if replace:
         same_names = or_(
@@ -176,8 +178,23 @@ async def write_artifacts_of(
         )
         gone = await executor.execute(delete(LINKS).where(same_names).returning(LINKS.c.sha256))
         replaced = [sha for (sha,) in gone]
-    await executor.execute(insert(LINKS), links)
+    await executor.execute(insert_links, writes.links.bound(links))
     await collect_garbage(executor, replaced)  # a blob the new links share again stays
+
+
+@functools.cache
+def _set_inserts(dialect: str) -> tuple[ArtifactWrites, Any, Any]:
+    """The row sets of :func:`artifact_writes` and the two inserts that store all of them
+    (blobs kept when already there, then links): one statement per table per batch, built
+    once per dialect."""
+    writes = artifact_writes(dialect)
+    blobs = select(writes.blobs.table).where(true())  # WHERE: see upsert_selected
+    links = select(writes.links.table)
+    return (
+        writes,
+        insert_keeping(dialect, BLOBS, ["sha256"]).from_select(list(_BLOB_COLUMNS), blobs),
+        insert(LINKS).from_select(list(_LINK_COLUMNS), links),
+    )
 
 
 @dataclass(frozen=True)
