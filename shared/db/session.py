@@ -46,9 +46,7 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     dbapi_connection.create_function(UNHEX, 1, _unhex, deterministic=True)
 
 
-def _begin_before_cte_write(
-    connection: Connection, cursor: Any, statement: str, *_: Any
-) -> None:
+def _begin_before_cte_write(connection: Connection, cursor: Any, statement: str, *_: Any) -> None:
     """Python's sqlite3 opens the transaction by itself only before a statement that starts
     with INSERT, UPDATE, DELETE or REPLACE: a write that starts with WITH (a row set's CTE)
     would run, and commit, on its own, outside the transaction it belongs to. Such a write
