@@ -483,13 +483,14 @@ async def wait_final(engine: AsyncEngine, ids: list[int], within: float) -> None
         await asyncio.sleep(0.1)
 
 
-STAGES = ("start", "to claim", "service", "to callback")
+STAGES = ("start", "queued", "claimed to done", "of which dispatch")
 
 
 async def outcome_of(engine: AsyncEngine, started: list[Started], start_seconds: float) -> Outcome:
-    """Statuses and latencies, and where the time went: the start request until the gateway's
-    commit, until the dispatcher's claim (attempt started), the service's answer to the
-    dispatch, and until the webhook receiver's commit of the results."""
+    """Statuses and latencies, and where the time went: the start request until the gateway
+    wrote the row; queued until the dispatcher's claim began; from there until the webhook
+    receiver committed the results (the claim's transaction and inputs, the dispatch request,
+    the service's callback, the webhook's write), and of that, the dispatch request alone."""
     by_id = {s.analysis_id: s for s in started}
     query = (
         select(
@@ -516,10 +517,9 @@ async def outcome_of(engine: AsyncEngine, started: list[Started], start_seconds:
         if row.started_at is None or row.latency_ms is None:
             continue
         created, claimed = _epoch(row.created_at), _epoch(row.started_at)
-        answered = claimed + row.latency_ms / 1000
-        moments = (by_id[row.id].sent_at, created, claimed, answered, done)
-        for name, begin, end in zip(STAGES, moments, moments[1:], strict=False):
-            stages[name].append(end - begin)
+        times = (created - by_id[row.id].sent_at, claimed - created, done - claimed)
+        for name, seconds in zip(STAGES, (*times, row.latency_ms / 1000), strict=True):
+            stages[name].append(seconds)
     latencies = [completions[i] - by_id[i].sent_at for i in completions]
     first = min((s.sent_at for s in started), default=time.time())
     return Outcome(len(started), start_seconds, first, completions, statuses, latencies, 0, stages)

@@ -101,9 +101,8 @@ class AttemptRunner:
                     written = replaced_inputs if payload.replaces_stored else new_inputs
                     written[analysis_id] = [payload.new_file]
                 sending.append(lifecycle.Sending(analysis_id, attempt_number, payload.provenance))
-            await write_artifacts_of(session, new_inputs)
             await write_artifacts_of(session, replaced_inputs, replace=True)
-            await lifecycle.mark_sending_many(session, sending, utcnow(), started_at)
+            await lifecycle.mark_sending_many(session, sending, utcnow(), started_at, new_inputs)
         return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
 
     async def _prepared(

@@ -308,6 +308,38 @@ async def write_together(
     return matched
 
 
+@dataclass(frozen=True)
+class AllAtOnce:
+    """Independent writes run as one (see :func:`all_at_once`)."""
+
+    statements: tuple[Any, ...]
+    statement: Any | None  # PostgreSQL: all of them as one statement
+
+
+def all_at_once(dialect: str, statements: Sequence[Any]) -> AllAtOnce:
+    """Writes of which none reads another's rows (a foreign key may name a row a sibling
+    inserts: it is checked at the end of the statement), to run together in the caller's
+    transaction with :func:`write_all`. PostgreSQL: one statement of data-modifying CTEs,
+    so one round trip; SQLite: one after another. Build it once; the statements' bound
+    parameter names must differ (a row set whose rows are none writes nothing)."""
+    if dialect != POSTGRESQL:
+        return AllAtOnce(tuple(statements), None)
+    combined = select(literal(1))
+    for index, write in enumerate(statements):
+        combined = combined.add_cte(write.cte(f"write_{index}"))
+    return AllAtOnce(tuple(statements), combined)
+
+
+async def write_all(
+    executor: AsyncSession | AsyncConnection, writes: AllAtOnce, parameters: Mapping[str, Any]
+) -> None:
+    if writes.statement is not None:
+        await executor.execute(writes.statement, dict(parameters))
+        return
+    for statement in writes.statements:
+        await executor.execute(statement, dict(parameters))
+
+
 def _array(name: str, values: list[Any] | None, item_type: Any) -> Any:
     kind = postgresql.ARRAY(item_type)
     return cast(bindparam(name, values, type_=kind), kind)

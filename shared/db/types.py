@@ -36,3 +36,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 """JSON on SQLite, JSONB on PostgreSQL."""
+OptionalJSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+""":data:`JSONDoc` whose ``None`` is SQL NULL rather than JSON ``null`` (for a value that may
+be absent, e.g. in a row set)."""

@@ -27,7 +27,7 @@ import functools
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -50,8 +50,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
     NOW,
+    AllAtOnce,
     RowSet,
     Together,
+    all_at_once,
     in_bound,
     in_set,
     merged_json,
@@ -62,6 +64,7 @@ from shared.db.dialect import (
     take_write_locks,
     together,
     upsert_selected,
+    write_all,
     write_together,
 )
 from shared.db.models import (
@@ -77,13 +80,14 @@ from shared.db.models import (
     table_of,
 )
 from shared.db.session import Sessions
-from shared.db.types import UTCDateTime, utcnow
+from shared.db.types import OptionalJSONDoc, UTCDateTime, utcnow
 from shared.domain.access import Principal, visible
 from shared.domain.access_versions import ReadAt, StaleAccess, current_counters
 from shared.domain.analysis_data import AnnotationIn
 from shared.domain.artifacts import (
     ArtifactWrites,
     NewArtifact,
+    artifact_inserts,
     artifact_writes,
     delete_artifacts,
     write_artifacts,
@@ -758,83 +762,89 @@ class Sending:
     provenance: dict[str, Any] | None = None
 
 
-@functools.cache
-def _touching(dialect: str) -> Any:
-    """``last_activity`` (the reaper's clock) of the rows ``sending_ids`` set to now."""
-    rows = table_of(ObjAnalysis)
-    sending = in_bound(rows.c.id, "sending_ids", dialect)
-    return rows.update().where(sending).values(last_activity=NOW)
-
-
 async def mark_sending_many(
-    session: AsyncSession, attempts: Sequence[Sending], now: datetime, started_at: datetime
+    session: AsyncSession,
+    attempts: Sequence[Sending],
+    now: datetime,
+    started_at: datetime,
+    inputs: Mapping[int, Sequence[NewArtifact]] | None = None,
 ) -> None:
     """Just before the HTTP calls, for attempts claimed in this same transaction (so still
     theirs): refreshes ``last_activity`` (the reaper's clock), on a first attempt records the
-    inputs' provenance (artifact manifest, hash), and writes the attempt row (outcome
-    ``sending``), so an attempt cut short by a crash is listed even when the service's callback
-    completes the analysis. One UPDATE for the rows without provenance, one for those with
-    it, one INSERT of the attempt rows."""
+    inputs' provenance (artifact manifest, hash) and stores its new ``inputs`` files, and
+    writes the attempt row (outcome ``sending``), so an attempt cut short by a crash is listed
+    even when the service's callback completes the analysis. One statement per table, all of
+    them one round trip on PostgreSQL."""
     if not attempts:
         return
-    dialect = name_of(session)
-    plain = [a.analysis_id for a in attempts if not a.provenance]
-    if plain:
-        await session.execute(_touching(dialect), {"sending_ids": plain, NOW.key: now})
-    first_sends, recorded, attempt_rows, inserted = _sending_writes(dialect)
-    first = [a for a in attempts if a.provenance]
-    if first:
-        provenance = [
-            {
-                "analysis_id": a.analysis_id,
-                "manifest": (a.provenance or {})["artifacts"],
-                "hash": (a.provenance or {})["input_hash"],
-            }
-            for a in first
-        ]
-        await session.execute(recorded, {**first_sends.bound(provenance), NOW.key: now})
-    numbers = [{"analysis_id": a.analysis_id, "attempt_number": a.attempt_number} for a in attempts]
-    await session.execute(inserted, {**attempt_rows.bound(numbers), NOW.key: started_at})
+    writes = _sending_writes(name_of(session))
+    sending = [
+        {
+            "analysis_id": a.analysis_id,
+            "attempt_number": a.attempt_number,
+            "manifest": a.provenance["artifacts"] if a.provenance else None,
+            "hash": a.provenance["input_hash"] if a.provenance else None,
+        }
+        for a in attempts
+    ]
+    parameters = {
+        **writes.sending.bound(sending),
+        **writes.files.bound(inputs or {}),
+        NOW.key: now,
+        ATTEMPTS_STARTED_AT.key: started_at,
+    }
+    await write_all(session, writes.write, parameters)
+
+
+ATTEMPTS_STARTED_AT = bindparam("attempts_started_at", type_=UTCDateTime())
+
+
+@dataclass(frozen=True)
+class SendingWrites:
+    """The row sets of :func:`mark_sending_many` and its writes, built once per dialect."""
+
+    sending: RowSet  # each attempt: its number, and for a first attempt its provenance
+    files: ArtifactWrites  # the first attempts' new inputs files
+    write: AllAtOnce
 
 
 @functools.cache
-def _sending_writes(dialect: str) -> tuple[RowSet, Any, RowSet, Any]:
-    """Built once per dialect: the first attempts' provenance (a row set and the UPDATE that
-    records it, at ``now``) and the attempts (a row set and the INSERT of their rows, started
-    at ``now``, outcome ``sending``)."""
+def _sending_writes(dialect: str) -> SendingWrites:
+    """The rows touched at ``now`` (the provenance recorded where there is one); the files
+    stored; the attempts inserted, started at ``attempts_started_at``, outcome ``sending``."""
     rows = table_of(ObjAnalysis)
-    first_sends = RowSet(
-        "first_sends",
+    attempts = table_of(DispatchAttempt)
+    sending = RowSet(
+        "sending",
         {
-            "analysis_id": rows.c.id.type,
-            "manifest": rows.c.artifacts.type,
+            "analysis_id": attempts.c.analysis_id.type,
+            "attempt_number": attempts.c.attempt_number.type,
+            "manifest": OptionalJSONDoc,  # None (a retry): SQL NULL, the manifest is kept
             "hash": rows.c.input_hash.type,
         },
         dialect,
     )
-    sent = first_sends.table
-    recorded = (
+    sent = sending.table
+    touched = (
         rows.update()
         .where(rows.c.id == sent.c.analysis_id)
-        .values(last_activity=NOW, artifacts=sent.c.manifest, input_hash=sent.c.hash)
+        .values(
+            last_activity=NOW,
+            modified=NOW,  # as a CTE the column's onupdate default does not apply
+            artifacts=func.coalesce(sent.c.manifest, rows.c.artifacts),
+            input_hash=func.coalesce(sent.c.hash, rows.c.input_hash),
+        )
     )
-    attempts = table_of(DispatchAttempt)
-    numbers = RowSet(
-        "sending_attempts",
-        {
-            "analysis_id": attempts.c.analysis_id.type,
-            "attempt_number": attempts.c.attempt_number.type,
-        },
-        dialect,
-    )
-    sending = numbers.table
+    files, insert_blobs, insert_links = artifact_inserts(dialect)
     inserted = insert(attempts).from_select(
         ["analysis_id", "attempt_number", "started_at", "outcome"],
-        select(sending.c.analysis_id, sending.c.attempt_number, NOW, literal(SENDING)).where(
-            true()
-        ),
+        select(
+            sent.c.analysis_id, sent.c.attempt_number, ATTEMPTS_STARTED_AT, literal(SENDING)
+        ).where(true()),
     )
-    return first_sends, recorded, numbers, inserted
+    # Blobs before links: on SQLite these run in this order (a link names its blob).
+    write = all_at_once(dialect, [touched, insert_blobs, insert_links, inserted])
+    return SendingWrites(sending, files, write)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ async def write_artifacts_of(
     if not named:
         return
     links, blobs = _artifact_rows(named)
-    writes, insert_blobs, insert_links = _set_inserts(_dialect(executor))
+    writes, insert_blobs, insert_links = artifact_inserts(_dialect(executor))
     await executor.execute(insert_blobs, writes.blobs.bound(blobs))
     replaced: list[str] = []
     if replace:
@@ -183,7 +183,7 @@ async def write_artifacts_of(
 
 
 @functools.cache
-def _set_inserts(dialect: str) -> tuple[ArtifactWrites, Any, Any]:
+def artifact_inserts(dialect: str) -> tuple[ArtifactWrites, Any, Any]:
     """The row sets of :func:`artifact_writes` and the two inserts that store all of them
     (blobs kept when already there, then links): one statement per table per batch, built
     once per dialect."""
