@@ -5,13 +5,30 @@ compiled (and on PostgreSQL prepared) once rather than once per batch."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Boolean, Float, Integer, LargeBinary, String, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+)
 
-from shared.db.dialect import RowSet
+from shared.db.dialect import RowSet, all_at_once, write_all
 from shared.db.types import UTCDateTime
 from shared.runtime.resources import Resources
 
@@ -68,3 +85,62 @@ async def test_one_row_set_statement_serves_batches_of_every_size(resources: Res
         for count in (3, 1, 0, 2):
             found = (await connection.execute(statement, given.bound(ROWS[:count]))).all()
             assert [tuple(row) for row in found] == [(r["number"], r["data"]) for r in ROWS[:count]]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_independent_writes_run_together_in_the_callers_transaction(
+    resources: Resources,
+) -> None:
+    """``all_at_once``: one statement on PostgreSQL (one round trip), one after another on
+    SQLite; either way every write lands, a row set with no rows writes nothing, and a
+    rollback takes all of them back."""
+    dialect = resources.engine.dialect.name
+    notes = Table(
+        f"notes_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("number", Integer),
+        Column("label", String),
+    )
+    given = RowSet("given", {"number": Integer()}, dialect)
+    labelled = bindparam("label", type_=String())
+    write = all_at_once(
+        dialect,
+        [
+            insert(notes).from_select(["number", "label"], select(given.table.c.number, labelled)),
+            notes.update().where(notes.c.number == -1).values(label=labelled),
+        ],
+    )
+    async with resources.engine.begin() as connection:
+        await connection.run_sync(notes.metadata.create_all)
+    try:
+        with _statements(resources) as seen:
+            async with resources.engine.begin() as connection:
+                await write_all(connection, write, {**given.bound([{"number": 1}]), "label": "a"})
+        assert len(seen) == (1 if dialect == "postgresql" else 2)
+        with pytest.raises(RuntimeError):
+            async with resources.engine.begin() as connection:
+                parameters = {**given.bound([{"number": 2}, {"number": 3}]), "label": "b"}
+                await write_all(connection, write, parameters)
+                raise RuntimeError("the rest of the transaction failed")
+        async with resources.engine.begin() as connection:
+            await write_all(connection, write, {**given.bound([]), "label": "c"})
+            found = (await connection.execute(select(notes.c.number, notes.c.label))).all()
+        assert [tuple(row) for row in found] == [(1, "a")]
+    finally:
+        async with resources.engine.begin() as connection:
+            await connection.run_sync(notes.metadata.drop_all)
+
+
+@contextmanager
+def _statements(resources: Resources) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            seen.append(statement)
+
+    event.listen(resources.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(resources.engine.sync_engine, "before_cursor_execute", record)
