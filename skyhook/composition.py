@@ -27,6 +27,7 @@ from shared.db.migrate import upgrade_async
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.runtime.background import background
+from shared.runtime.heap import serving_heap
 from shared.runtime.resources import Resources, open_resources
 from shared.runtime.settings import CommonSettings, LLMSettings, Settings
 from summary_service import declare_summary_queue, running_summary_service
@@ -189,7 +190,8 @@ async def run_embedded(
         if demo:
             ports = demo_ports or DemoPorts.following(api.port)
             await _start_demo(stack, resources, ports, gateway[ONE_TIME_LINKS])
-        await stop.wait()
+        with serving_heap():
+            await stop.wait()
         log.info("stopping: no new dispatches; in-flight work has %.0f s to finish", grace)
         await dispatcher.stop()
 
@@ -308,7 +310,8 @@ async def run_service(
         grace = settings.shutdown_grace_seconds
         app = _service_app(name, resources)
         await stack.enter_async_context(serving(app, listener, grace, reuse_port=reuse_port))
-        await stop.wait()
+        with serving_heap():
+            await stop.wait()
         log.info("stopping")
         if dispatcher is not None:
             await dispatcher.stop()
