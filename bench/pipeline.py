@@ -816,8 +816,9 @@ async def measured_burst(
     if transactions_before is not None and transactions_after is not None:
         per_analysis = (transactions_after - transactions_before) / args.count
         print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
-    statements_after = await pg_statements(env)
-    print_round_trips(statements_before, statements_after, args.count, args.statements)
+    if env.pg_database is not None:
+        statements_after = await pg_statements(env)
+        print_round_trips(statements_before, statements_after, args.count, args.statements)
     return outcome
 
 
