@@ -748,6 +748,7 @@ async def profiling(pid: int, output: str | None) -> AsyncIterator[None]:
         "--rate",
         "200",
         "--nonblocking",
+        "--gil",  # only threads holding the GIL: CPU spent in Python, not waiting
         "--format",
         "flamegraph" if output.endswith(".svg") else "raw",
         stdout=asyncio.subprocess.DEVNULL,
@@ -786,39 +787,72 @@ class Workload:
         )
 
 
+@dataclass
+class Costs:
+    """Where a run's CPU and database work went: a reading before it, compared after it."""
+
+    env: Environment
+    pids: dict[str, int]
+
+    async def read(self) -> tuple[Any, ...]:
+        return (
+            cpu_by_process(self.pids),
+            machine_cpu(),
+            own_cpu(),
+            await pg_transactions(self.env),
+            await pg_statements(self.env),
+        )
+
+    async def report(self, before: tuple[Any, ...], count: int, top: int = 0) -> None:
+        """Per analysis: skyhook's CPU by process, the machine's, and PostgreSQL's work."""
+        cpu_before, machine_before, own_before, transactions_before, statements_before = before
+        cpu = {name: t - cpu_before[name] for name, t in cpu_by_process(self.pids).items()}
+        machine, own = machine_cpu() - machine_before, own_cpu() - own_before
+        parts = ", ".join(f"{name} {t * 1000 / count:.2f}" for name, t in cpu.items())
+        total = sum(cpu.values()) * 1000 / count
+        print(
+            f"{'':9}skyhook CPU per analysis: {total:.2f} ms"
+            + (f" ({parts})" if len(cpu) > 1 else "")
+        )
+        # The rest of the machine's 2 cores: this script (users + the analysis service), and
+        # everything else (PostgreSQL, RabbitMQ, the kernel, anything else running).
+        rest = machine * 1000 / count - total - own * 1000 / count
+        print(
+            f"{'':9}machine CPU per analysis: {machine * 1000 / count:.2f} ms (skyhook "
+            f"{total:.2f}, this script's users and service {own * 1000 / count:.2f}, "
+            f"the rest: database, broker, system {rest:.2f})"
+        )
+        transactions_after = await pg_transactions(self.env)
+        if transactions_before is not None and transactions_after is not None:
+            per_analysis = (transactions_after - transactions_before) / count
+            print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
+        if self.env.pg_database is not None:
+            statements_after = await pg_statements(self.env)
+            print_round_trips(statements_before, statements_after, count, top)
+
+
 async def measured_burst(
     workload: Workload, args: argparse.Namespace, env: Environment, pids: dict[str, int]
 ) -> Outcome:
-    """The burst, with skyhook's CPU time and database transactions per analysis."""
-    cpu_before, transactions_before = cpu_by_process(pids), await pg_transactions(env)
-    statements_before = await pg_statements(env)
-    machine_before, own_before = machine_cpu(), own_cpu()
+    """The burst, with its costs per analysis."""
+    costs = Costs(env, pids)
+    before = await costs.read()
     profiled = pids.get(args.profile_service, next(iter(pids.values())))
     async with profiling(profiled, args.profile):
         outcome = await workload.burst(args.count)
-    cpu = {name: t - cpu_before[name] for name, t in cpu_by_process(pids).items()}
-    machine, own = machine_cpu() - machine_before, own_cpu() - own_before
     report("burst", outcome)
-    parts = ", ".join(f"{name} {t * 1000 / args.count:.2f}" for name, t in cpu.items())
-    total = sum(cpu.values()) * 1000 / args.count
-    print(
-        f"{'':9}skyhook CPU per analysis: {total:.2f} ms" + (f" ({parts})" if len(cpu) > 1 else "")
-    )
-    # The rest of the machine's 2 cores: this script (users + the analysis service), and
-    # everything else (PostgreSQL, RabbitMQ, the kernel, anything else running).
-    rest = machine * 1000 / args.count - total - own * 1000 / args.count
-    print(
-        f"{'':9}machine CPU per analysis: {machine * 1000 / args.count:.2f} ms (skyhook "
-        f"{total:.2f}, this script's users and service {own * 1000 / args.count:.2f}, "
-        f"the rest: database, broker, system {rest:.2f})"
-    )
-    transactions_after = await pg_transactions(env)
-    if transactions_before is not None and transactions_after is not None:
-        per_analysis = (transactions_after - transactions_before) / args.count
-        print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
-    if env.pg_database is not None:
-        statements_after = await pg_statements(env)
-        print_round_trips(statements_before, statements_after, args.count, args.statements)
+    await costs.report(before, args.count, args.statements)
+    return outcome
+
+
+async def measured_paced(
+    workload: Workload, args: argparse.Namespace, costs: Costs, rate: float
+) -> Outcome:
+    """A paced run, with its costs per analysis (smaller batches than in the burst)."""
+    before = await costs.read()
+    outcome = await workload.paced(rate, args.paced_seconds)
+    report(f"{rate:g}/s", outcome)
+    await costs.report(before, outcome.count)
     return outcome
 
 
@@ -833,6 +867,15 @@ async def run_pipeline(args: argparse.Namespace, env: Environment) -> dict[str, 
         if service.callback_errors:
             errors = service.callback_errors
             print(f"callback errors: {len(errors)}, e.g. {errors[0]}")
+
+
+async def idle_cpu(pids: dict[str, int], seconds: float) -> None:
+    """What skyhook's processes spend with nothing to do (timers, polls), in % of one core."""
+    before = cpu_by_process(pids)
+    await asyncio.sleep(seconds)
+    spent = {name: t - before[name] for name, t in cpu_by_process(pids).items()}
+    parts = ", ".join(f"{name} {100 * t / seconds:.1f} %" for name, t in spent.items())
+    print(f"{'':9}idle CPU over {seconds:g} s: {parts}; load average {load_average()}")
 
 
 async def analyze(engine: AsyncEngine) -> None:
@@ -863,13 +906,13 @@ async def run_workloads(
             workload = Workload(engine, client, service_id, obj_ids, args.concurrency)
             report("warm-up", await workload.burst(200))
             await analyze(engine)
+            await idle_cpu(pids, seconds=3.0)
             outcomes["burst"] = await measured_burst(workload, args, env, pids)
-            outcomes["paced"] = await workload.paced(args.rate, args.paced_seconds)
-            report(f"{args.rate:g}/s", outcomes["paced"])
+            costs = Costs(env, pids)
+            outcomes["paced"] = await measured_paced(workload, args, costs, args.rate)
             # Where the pipeline keeps up: half of what the burst completed per second.
             half = max(1.0, round(outcomes["burst"].completed_per_second / 2))
-            outcomes["half"] = await workload.paced(half, args.paced_seconds)
-            report(f"{half:g}/s", outcomes["half"])
+            outcomes["half"] = await measured_paced(workload, args, costs, half)
     finally:
         await engine.dispose()
     return outcomes

@@ -82,7 +82,9 @@ from shared.db.models import (
 from shared.db.session import Sessions
 from shared.db.types import OptionalJSONDoc, UTCDateTime, utcnow
 from shared.domain.access import Principal, visible
-from shared.domain.access_versions import ReadAt, StaleAccess, current_counters
+from shared.domain.access_versions import PRINCIPALS as PRINCIPALS_COUNTER
+from shared.domain.access_versions import SERVICES as SERVICES_COUNTER
+from shared.domain.access_versions import ReadAt, StaleAccess, current_counters, version_of
 from shared.domain.analysis_data import AnnotationIn
 from shared.domain.artifacts import (
     ArtifactWrites,
@@ -91,6 +93,7 @@ from shared.domain.artifacts import (
     artifact_writes,
     delete_artifacts,
     write_artifacts,
+    write_artifacts_of,
 )
 from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.domain.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
@@ -230,53 +233,68 @@ def _store_request_parameters(new: NewAnalysis) -> None:
     new.artifacts["request_parameters"] = file.ref(new.unique_id).to_dict()
 
 
-async def _readable_and_counted(
-    session: AsyncSession, batch: Sequence[NewAnalysis]
-) -> tuple[set[tuple[int, str]], dict[tuple[int, str], int]]:
-    """For every (author, object) of the batch: may the author read the object, and how many
-    of their analyses on it count toward the cap. Two queries per distinct author."""
-    readable: set[tuple[int, str]] = set()
-    counted: dict[tuple[int, str], int] = {}
+@dataclass
+class Admission:
+    """What deciding a batch of starts reads, after its locks: for every (author, object)
+    pair, whether the author may read the object and how many of their analyses on it count
+    toward the cap; and the access counters (see :mod:`shared.domain.access_versions`)."""
+
+    readable: set[tuple[int, str]] = field(default_factory=set)
+    counted: dict[tuple[int, str], int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def still_current(self, new: NewAnalysis) -> bool:
+        """Whether the item's cached principal and service (if any) are still current."""
+        return new.read_at is None or new.read_at.still_current(self.counters)
+
+
+async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Admission:
+    """One query per distinct author of the batch (typically one): each of the objects that
+    exists, whether the author may read it, their capped analyses on it, and the counters."""
+    admission = Admission()
     by_author: dict[int, tuple[Principal, set[str]]] = {}
     for new in batch:
         by_author.setdefault(new.author.user_id, (new.author, set()))[1].add(new.obj_id)
     for author_id, (author, obj_ids) in by_author.items():
-        found = select(Obj.id).where(Obj.id.in_(obj_ids), visible(obj_groups, Obj.id, author))
-        readable.update((author_id, obj_id) for obj_id in await session.scalars(found))
-        counts = (
-            select(ObjAnalysis.obj_id, func.count(ObjAnalysis.id))
+        capped = (
+            select(func.count(ObjAnalysis.id))
             .where(
-                ObjAnalysis.obj_id.in_(obj_ids),
+                ObjAnalysis.obj_id == Obj.id,
                 ObjAnalysis.author_id == author_id,
                 ObjAnalysis.status.in_(CAPPED_STATUSES),
             )
-            .group_by(ObjAnalysis.obj_id)
+            .scalar_subquery()
         )
-        counted.update(((author_id, obj_id), n) for obj_id, n in await session.execute(counts))
-    return readable, counted
-
-
-async def _still_current(session: AsyncSession, batch: Sequence[NewAnalysis]) -> list[bool]:
-    """Whether each item's cached principal and service (if any) are still current: the
-    counters are read once, inside the creating transaction, only when an item has copies."""
-    if all(new.read_at is None for new in batch):
-        return [True] * len(batch)
-    counters = await current_counters(session)
-    return [new.read_at is None or new.read_at.still_current(counters) for new in batch]
+        query = select(
+            Obj.id,
+            visible(obj_groups, Obj.id, author).label("readable"),
+            capped.label("counted"),
+            version_of(PRINCIPALS_COUNTER).label("principals"),
+            version_of(SERVICES_COUNTER).label("services"),
+        ).where(Obj.id.in_(obj_ids))
+        for row in await session.execute(query):
+            pair = (author_id, row.id)
+            if row.readable:
+                admission.readable.add(pair)
+            admission.counted[pair] = row.counted
+            admission.counters = {
+                PRINCIPALS_COUNTER: row.principals,
+                SERVICES_COUNTER: row.services,
+            }
+    if not admission.counters and any(new.read_at is not None for new in batch):
+        admission.counters = await current_counters(session)  # none of the objects exists
+    return admission
 
 
 def _admitted(
-    batch: Sequence[NewAnalysis],
-    readable: set[tuple[int, str]],
-    counted: dict[tuple[int, str], int],
-    cap: int,
-    current: Sequence[bool],
+    batch: Sequence[NewAnalysis], admission: Admission, cap: int
 ) -> list[NewAnalysis | Exception]:
     """Each item, or why it is refused; earlier items of the batch count toward the cap."""
     admitted: list[NewAnalysis | Exception] = []
-    for new, is_current in zip(batch, current, strict=True):
+    readable, counted = admission.readable, admission.counted
+    for new in batch:
         pair = (new.author.user_id, new.obj_id)
-        if not is_current:
+        if not admission.still_current(new):
             admitted.append(StaleAccess())
         elif pair not in readable:
             admitted.append(ObjNotVisible(new.obj_id))
@@ -291,39 +309,47 @@ def _admitted(
 async def _insert_analyses(
     tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis]
 ) -> list[int]:
-    """The rows, their group links and outbox messages (one statement each), their artifacts
-    and, for uploaded results, their annotations."""
+    """The rows; their group links and outbox messages (one statement for both on
+    PostgreSQL); their artifacts and, for uploaded results, their annotations."""
     inserted = insert(table_of(ObjAnalysis)).returning(ObjAnalysis.id, sort_by_parameter_order=True)
     result = await session.execute(inserted, [_new_row(tokens, new) for new in rows])
     ids = list(result.scalars())
-    dialect = name_of(session)
-    link_rows, insert_links, message_rows, insert_messages = _creation_writes(dialect)
+    created = list(zip(ids, rows, strict=True))
+    writes = _creation_writes(name_of(session))
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
-        for analysis_id, new in zip(ids, rows, strict=True)
+        for analysis_id, new in created
         for group_id in new.group_ids
     ]
-    if links:
-        await session.execute(insert_links, link_rows.bound(links))
-    for analysis_id, new in zip(ids, rows, strict=True):
-        await write_artifacts(session, analysis_id, new.files)  # starts: file parameters only
+    messages = [outbox_values(_message_for(analysis_id, new)) for analysis_id, new in created]
+    parameters = {
+        **writes.links.bound(links),
+        **writes.messages.bound(messages),
+        NOW.key: utcnow(),
+    }
+    await write_all(session, writes.write, parameters)
+    # Starts: file parameters only; uploads: their results' files.
+    await write_artifacts_of(session, {analysis_id: new.files for analysis_id, new in created})
+    for analysis_id, new in created:
         if new.status == AnalysisStatus.COMPLETED and new.annotations:
             target = AnnotatedAnalysis(
                 analysis_id, new.obj_id, new.author.user_id, new.service.name
             )
             await upsert_annotations(session, target, new.annotations)
-    messages = [
-        outbox_values(_message_for(analysis_id, new))
-        for analysis_id, new in zip(ids, rows, strict=True)
-    ]
-    await session.execute(insert_messages, {**message_rows.bound(messages), NOW.key: utcnow()})
     return ids
 
 
+@dataclass(frozen=True)
+class CreationWrites:
+    links: RowSet  # the new analyses' group links
+    messages: RowSet  # their outbox messages, created at ``now``
+    write: AllAtOnce
+
+
 @functools.cache
-def _creation_writes(dialect: str) -> tuple[RowSet, Any, RowSet, Any]:
-    """Built once per dialect: the new analyses' group links and their outbox messages, each
-    a row set and the INSERT that stores all of its rows."""
+def _creation_writes(dialect: str) -> CreationWrites:
+    """Built once per dialect: the row sets of the new analyses' group links and outbox
+    messages, and the two INSERTs that store them together."""
     link_table = obj_analysis_groups
     link_rows = RowSet("new_group_links", {c.name: c.type for c in link_table.c}, dialect)
     links = select(link_rows.table).where(true())
@@ -331,12 +357,11 @@ def _creation_writes(dialect: str) -> tuple[RowSet, Any, RowSet, Any]:
     message_columns = ("message_id", "routing_key", "payload")
     message_rows = RowSet("new_messages", {c: outbox.c[c].type for c in message_columns}, dialect)
     messages = select(*(message_rows.table.c[c] for c in message_columns), NOW).where(true())
-    return (
-        link_rows,
+    inserts = [
         insert(link_table).from_select([c.name for c in link_table.c], links),
-        message_rows,
         insert(outbox).from_select([*message_columns, "created_at"], messages),
-    )
+    ]
+    return CreationWrites(link_rows, message_rows, all_at_once(dialect, inserts))
 
 
 @dataclass(frozen=True)
@@ -384,9 +409,7 @@ class AnalysisCreator:
         async with self.sessions.begin() as session:
             keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
             await take_write_locks(session, keys)
-            current = await _still_current(session, batch)
-            readable, counted = await _readable_and_counted(session, batch)
-            admitted = _admitted(batch, readable, counted, self.cap, current)
+            admitted = _admitted(batch, await _admission(session, batch), self.cap)
             rows = [item for item in admitted if isinstance(item, NewAnalysis)]
             ids = iter(await _insert_analyses(self.callback_tokens, session, rows) if rows else [])
         if rows:
