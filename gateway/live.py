@@ -1,7 +1,7 @@
 """Live analysis status for the web app: Server-Sent Events fed by the bus.
 
-Each gateway process listens to ``analysis.*`` on the bus (a queue of its own, see
-``Bus.listen``). Every open stream is woken by those events, re-reads the analyses concerned
+While at least one stream is open, its gateway process listens to ``analysis.*`` on the bus (a
+queue of its own, see ``Bus.listen``). Every open stream is woken by those events, re-reads the analyses concerned
 that its user may read, and sends the ones whose status changed. Every move publishes an
 event except a claim (``dispatching``) and a send put back for a retry, so a stream watching
 analyses still in flight also re-reads them every ``RECHECK_SECONDS``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,11 +22,14 @@ from gateway.analysis_access import readable_conditions
 from gateway.auth import principal
 from http_edge.app_keys import BUS, ENGINE
 from http_edge.web import dumps, query_id
-from shared.bus import Envelope
+from shared.bus import Bus, Envelope
+from shared.bus.base import Listening
 from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
 from shared.domain.access import Principal
 from shared.domain.enums import ACTIVE_STATUSES
+
+log = logging.getLogger("skyhook.gateway.live")
 
 RECHECK_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0
@@ -33,13 +37,15 @@ _CLOSED = -1  # sentinel on a stream's queue: the server is shutting down
 
 
 class LiveHub:
-    """The bus listener of one gateway process and the streams it wakes."""
+    """The bus listener of one gateway process and the streams it wakes. The process listens
+    only while a stream is open: with no page to wake, every analysis event would cost it a
+    delivery for nothing."""
 
     def __init__(self) -> None:
         self._streams: set[asyncio.Queue[int]] = set()
-
-    async def start(self, app: web.Application) -> None:
-        await app[BUS].listen(["analysis.*"], self._on_event)
+        self._listening: Listening | None = None
+        self._changing = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def _on_event(self, envelope: Envelope) -> None:
         analysis_id = envelope.payload.get("analysis_id")
@@ -47,17 +53,37 @@ class LiveHub:
             for queue in self._streams:
                 queue.put_nowait(analysis_id)
 
-    def open(self) -> asyncio.Queue[int]:
+    async def open(self, bus: Bus) -> asyncio.Queue[int]:
         queue: asyncio.Queue[int] = asyncio.Queue()
         self._streams.add(queue)
+        async with self._changing:
+            if self._listening is None:
+                self._listening = await bus.listen(["analysis.*"], self._on_event)
         return queue
 
     def close(self, queue: asyncio.Queue[int]) -> None:
+        """The stream is done; the last one stops the listening (in the background: a stream
+        may end because its handler is being cancelled)."""
         self._streams.discard(queue)
+        if not self._streams:
+            task = asyncio.create_task(self._stop_if_unused())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _stop_if_unused(self) -> None:
+        async with self._changing:
+            if self._streams or self._listening is None:
+                return
+            listening, self._listening = self._listening, None
+            try:
+                await listening.stop()
+            except Exception:  # the bus is closing or gone: its queue goes with it
+                log.debug("stopping the live listener failed", exc_info=True)
 
     async def shutdown(self, app: web.Application) -> None:
         for queue in self._streams:
             queue.put_nowait(_CLOSED)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
 
 
 LIVE_HUB = web.AppKey("live_hub", LiveHub)
@@ -144,7 +170,7 @@ async def analysis_events(request: web.Request) -> web.StreamResponse:
         query_id(request, "analysisServiceID"),
     )
     hub = request.app[LIVE_HUB]
-    queue = hub.open()
+    queue = await hub.open(request.app[BUS])
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -179,5 +205,4 @@ async def analysis_events(request: web.Request) -> web.StreamResponse:
 def setup_live(app: web.Application) -> None:
     hub = LiveHub()
     app[LIVE_HUB] = hub
-    app.on_startup.append(hub.start)
     app.on_shutdown.append(hub.shutdown)

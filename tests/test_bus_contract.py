@@ -99,6 +99,22 @@ async def test_every_listener_gets_a_copy_while_the_work_queue_gets_one(buses: B
         await second.close()
 
 
+async def test_a_stopped_listener_hears_nothing_more(bus: Bus) -> None:
+    """A gateway listens only while a live page is open: once stopped, its queue is gone."""
+    stopped, still = Inbox(), Inbox()
+    listening = await bus.listen(["analysis.*"], stopped)
+    await bus.listen(["analysis.*"], still)
+    await bus.publish(envelopes("analysis.accepted", 1))
+    await stopped.wait_handled(1)
+
+    await listening.stop()
+    await listening.stop()  # twice is harmless
+    await bus.publish(envelopes("analysis.completed", 2))
+
+    await still.wait_handled(3)
+    assert [e.routing_key for e in stopped.handled] == ["analysis.accepted"]
+
+
 async def test_topic_patterns_route_each_message_to_matching_queues(bus: Bus) -> None:
     patterns = {
         "exact": ["analysis.requested"],

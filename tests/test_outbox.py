@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import BusUnavailable
-from shared.bus.base import Envelope, MessageHandler
+from shared.bus.base import Envelope, Listening, MessageHandler
 from shared.bus.memory import MemoryBus
 from shared.bus.outbox import OutboxRelay, enqueue
 from shared.db.models import OutboxMessage
@@ -65,8 +65,8 @@ class SwitchableBus:
     ) -> None:
         await self.inner.subscribe(queue, routing_keys, handler, prefetch=prefetch)
 
-    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
-        await self.inner.listen(routing_keys, handler)
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> Listening:
+        return await self.inner.listen(routing_keys, handler)
 
     @property
     def is_connected(self) -> bool:

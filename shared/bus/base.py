@@ -51,6 +51,13 @@ def redelivery_delay(delivery_count: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** min(delivery_count, 30))
 
 
+class Listening(Protocol):
+    """A ``listen`` under way."""
+
+    async def stop(self) -> None:
+        """Hear nothing more: the listening queue is gone once this returns."""
+
+
 class Bus(Protocol):
     async def start(self) -> None:
         """Connect and declare the exchanges and the dead-letter queue."""
@@ -84,10 +91,11 @@ class Bus(Protocol):
         back for redelivery, up to the delivery limit.
         """
 
-    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> Listening:
         """Also hand every message matching ``routing_keys`` to ``handler``, at most once, from
         a queue of this process alone that disappears with it (for notifications such as live
-        page updates, never for work: nothing is retried or dead-lettered)."""
+        page updates, never for work: nothing is retried or dead-lettered), until the
+        returned listening is stopped."""
 
     @property
     def is_connected(self) -> bool:

@@ -21,6 +21,7 @@ from shared.bus.base import (
     DELIVERY_LIMIT_REASON,
     BusUnavailable,
     Envelope,
+    Listening,
     MessageHandler,
     redelivery_delay,
 )
@@ -120,10 +121,18 @@ class MemoryBus:
         for _ in range(max(1, prefetch)):
             declared.consumers.append(asyncio.create_task(self._consume(declared, handler)))
 
-    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> Listening:
         self._ensure_open()
         declared = self._declare(f"listen.{uuid.uuid4().hex}", routing_keys)
         declared.consumers.append(asyncio.create_task(self._notify(declared, handler)))
+        return _MemoryListening(self, declared)
+
+    async def _stop_listening(self, queue: _Queue) -> None:
+        self._queues.pop(queue.name, None)
+        for task in queue.consumers:
+            task.cancel()
+        await asyncio.gather(*queue.consumers, return_exceptions=True)
+        queue.consumers.clear()
 
     @property
     def is_connected(self) -> bool:
@@ -193,3 +202,12 @@ class MemoryBus:
         finally:
             # Handed back even when the consumer is cancelled while waiting.
             queue.items.put_nowait(replace(envelope, delivery_count=count))
+
+
+@dataclass(frozen=True)
+class _MemoryListening:
+    bus: MemoryBus
+    queue: _Queue
+
+    async def stop(self) -> None:
+        await self.bus._stop_listening(self.queue)

@@ -58,6 +58,7 @@ from shared.bus.base import (
     DELIVERY_LIMIT_REASON,
     BusUnavailable,
     Envelope,
+    Listening,
     MessageHandler,
     redelivery_delay,
 )
@@ -269,7 +270,7 @@ class RabbitBus:
         tag = await declared.consume(partial(self._deliver, consumer))
         self._subscriptions.append(_Subscription(channel, declared, tag))
 
-    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> None:
+    async def listen(self, routing_keys: Sequence[str], handler: MessageHandler) -> Listening:
         connection = self._require_connection()
         channel = await connection.channel(publisher_confirms=False)
         # A server-named classic queue, exclusive to this connection: deleted when it closes.
@@ -277,7 +278,17 @@ class RabbitBus:
         for routing_key in routing_keys:
             await queue.bind(self.exchange, routing_key)
         tag = await queue.consume(partial(self._notify, handler), no_ack=True)
-        self._subscriptions.append(_Subscription(channel, queue, tag))
+        subscription = _Subscription(channel, queue, tag)
+        self._subscriptions.append(subscription)
+        return _RabbitListening(self, subscription)
+
+    async def _stop_listening(self, subscription: _Subscription) -> None:
+        if subscription not in self._subscriptions:
+            return  # already stopped, or the bus closed
+        self._subscriptions.remove(subscription)
+        await subscription.queue.cancel(subscription.consumer_tag)
+        await subscription.queue.delete(if_unused=False, if_empty=False)
+        await subscription.channel.close()
 
     async def _notify(self, handler: MessageHandler, message: AbstractIncomingMessage) -> None:
         try:
@@ -551,3 +562,12 @@ def _replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
         timestamp=message.timestamp,
         app_id=message.app_id,
     )
+
+
+@dataclass(frozen=True)
+class _RabbitListening:
+    bus: RabbitBus
+    subscription: _Subscription
+
+    async def stop(self) -> None:
+        await self.bus._stop_listening(self.subscription)

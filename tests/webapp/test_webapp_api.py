@@ -121,6 +121,37 @@ async def test_live_events_reach_only_users_who_may_read_the_analysis(
         assert data["status_message"] == "theirs failed"
 
 
+async def test_a_stream_opened_after_the_last_one_closed_still_hears_events(
+    resources: Resources, api: ApiClient, accounts: Accounts
+) -> None:
+    """The gateway listens to the bus only while a stream is open; it listens again for the
+    next one."""
+    group = await accounts.group()
+    me = await accounts.user(groups=(group,))
+    service = (await make_service(resources, [group])).id
+    obj_id = await make_obj(resources, [group])
+    headers = {"Authorization": f"token {me.token}"}
+    for attempt in range(2):
+        analysis = await insert_analysis(
+            resources,
+            obj_id=obj_id,
+            service_id=service,
+            author_id=me.id,
+            status="pending",
+            groups=[group],
+        )
+        async with api.test_client.get("/api/live/analyses", headers=headers) as response:
+            events = read_events(response)
+            assert (await anext(events))[0] == "ready"
+            await fail(resources, analysis, f"attempt {attempt}")
+            name, data = await anext(events)
+            assert (name, data["id"], data["status_message"]) == (
+                "analysis",
+                analysis.id,
+                f"attempt {attempt}",
+            )
+
+
 async def test_source_overview_searches_and_counts_readable_analyses(
     resources: Resources, api: ApiClient, accounts: Accounts
 ) -> None:
