@@ -852,7 +852,7 @@ async def measured_paced(
     before = await costs.read()
     outcome = await workload.paced(rate, args.paced_seconds)
     report(f"{rate:g}/s", outcome)
-    await costs.report(before, outcome.count)
+    await costs.report(before, outcome.count, args.statements)
     return outcome
 
 

@@ -15,15 +15,16 @@ is why consumers are idempotent (every message carries its ``message_id``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.base import Bus, Envelope
-from shared.db.dialect import in_set, name_of, skip_locked
+from shared.db.dialect import name_of, skip_locked
 from shared.db.models import OutboxMessage
 from shared.domain.events import Message
 from shared.runtime.background import wait_event
@@ -44,6 +45,25 @@ def enqueue(session: AsyncSession, message: Message) -> OutboxMessage:
     row = OutboxMessage(**outbox_values(message))
     session.add(row)
     return row
+
+
+@functools.cache
+def _taking(dialect: str) -> Any:
+    """DELETE the oldest ``limit`` rows no other transaction holds, RETURNING them (plain
+    columns, not ORM objects); built once per dialect."""
+    oldest = skip_locked(
+        select(OutboxMessage.id).order_by(OutboxMessage.id).limit(bindparam("limit")), dialect
+    )
+    return (
+        delete(OutboxMessage)
+        .where(OutboxMessage.id.in_(oldest.scalar_subquery()))
+        .returning(
+            OutboxMessage.id,
+            OutboxMessage.message_id,
+            OutboxMessage.routing_key,
+            OutboxMessage.payload,
+        )
+    )
 
 
 class OutboxRelay:
@@ -85,31 +105,20 @@ class OutboxRelay:
             return await self._publish_batch()
 
     async def _publish_batch(self) -> int:
+        """Take the oldest rows (deleted in this transaction, skipping rows another relay
+        holds), publish them, commit: one statement besides BEGIN and COMMIT. If publishing
+        fails, the rollback puts the rows back."""
         async with self._sessions.begin() as session:
-            # Plain rows, not ORM objects: the relay reads only these four columns.
-            query = (
-                select(
-                    OutboxMessage.id,
-                    OutboxMessage.message_id,
-                    OutboxMessage.routing_key,
-                    OutboxMessage.payload,
-                )
-                .order_by(OutboxMessage.id)
-                .limit(self._batch_size)
+            taken = list(
+                await session.execute(_taking(name_of(session)), {"limit": self._batch_size})
             )
-            query = skip_locked(query, name_of(session))
-            rows = list(await session.execute(query))
-            if not rows:
+            if not taken:
                 return 0
+            taken.sort(key=lambda row: row.id)  # RETURNING promises no order
             await self._bus.publish(
-                [Envelope(r.message_id, r.routing_key, dict(r.payload)) for r in rows]
+                [Envelope(r.message_id, r.routing_key, dict(r.payload)) for r in taken]
             )
-            await session.execute(
-                delete(OutboxMessage).where(
-                    in_set(OutboxMessage.id, [r.id for r in rows], name_of(session))
-                )
-            )
-        return len(rows)
+        return len(taken)
 
     async def publish_all(self) -> int:
         """Publish until nothing is pending (or only rows another relay holds).

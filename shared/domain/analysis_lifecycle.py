@@ -193,8 +193,32 @@ def _message_for(analysis_id: int, new: NewAnalysis) -> Message:
     )
 
 
+NEW_ROW = (
+    "unique_id",
+    "obj_id",
+    "author_id",
+    "analysis_service_id",
+    "token_hash",
+    "status",
+    "status_message",
+    "analysis_parameters",
+    "input_filters",
+    "show_parameters",
+    "show_plots",
+    "show_corner",
+    "invalid_after",
+    "last_activity",
+    "duration",
+    "handled_by_url",
+    "artifacts",
+    "data_summary",
+    "default_analysis_id",
+    "trigger",
+)
+
+
 def _new_row(tokens: CallbackTokens, new: NewAnalysis) -> dict[str, Any]:
-    """The new row's columns (for a Core INSERT: no ORM object to build and flush)."""
+    """The new row's columns (:data:`NEW_ROW`; a row set's row, no ORM object)."""
     now = utcnow()
     active = new.status in ACTIVE_STATUSES
     return {
@@ -311,11 +335,13 @@ async def _insert_analyses(
 ) -> list[int]:
     """The rows; their group links and outbox messages (one statement for both on
     PostgreSQL); their artifacts and, for uploaded results, their annotations."""
-    inserted = insert(table_of(ObjAnalysis)).returning(ObjAnalysis.id, sort_by_parameter_order=True)
-    result = await session.execute(inserted, [_new_row(tokens, new) for new in rows])
-    ids = list(result.scalars())
-    created = list(zip(ids, rows, strict=True))
     writes = _creation_writes(name_of(session))
+    now = utcnow()
+    new_rows = writes.analyses.bound([_new_row(tokens, new) for new in rows])
+    result = await session.execute(writes.insert_analyses, {**new_rows, NOW.key: now})
+    id_of = {unique_id: analysis_id for analysis_id, unique_id in result}
+    ids = [id_of[new.unique_id] for new in rows]
+    created = list(zip(ids, rows, strict=True))
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
         for analysis_id, new in created
@@ -325,7 +351,7 @@ async def _insert_analyses(
     parameters = {
         **writes.links.bound(links),
         **writes.messages.bound(messages),
-        NOW.key: utcnow(),
+        NOW.key: now,
     }
     await write_all(session, writes.write, parameters)
     # Starts: file parameters only; uploads: their results' files.
@@ -341,6 +367,8 @@ async def _insert_analyses(
 
 @dataclass(frozen=True)
 class CreationWrites:
+    analyses: RowSet  # the new rows (``_new_row``), created at ``now``
+    insert_analyses: Any  # … RETURNING their ids and unique ids
     links: RowSet  # the new analyses' group links
     messages: RowSet  # their outbox messages, created at ``now``
     write: AllAtOnce
@@ -361,7 +389,17 @@ def _creation_writes(dialect: str) -> CreationWrites:
         insert(link_table).from_select([c.name for c in link_table.c], links),
         insert(outbox).from_select([*message_columns, "created_at"], messages),
     ]
-    return CreationWrites(link_rows, message_rows, all_at_once(dialect, inserts))
+    analyses = table_of(ObjAnalysis)
+    analysis_rows = RowSet("new_analyses", {c: analyses.c[c].type for c in NEW_ROW}, dialect)
+    selected = select(*(analysis_rows.table.c[c] for c in NEW_ROW), NOW, NOW).where(true())
+    insert_analyses = (
+        insert(analyses)
+        .from_select([*NEW_ROW, "created_at", "modified"], selected)
+        .returning(analyses.c.id, analyses.c.unique_id)
+    )
+    return CreationWrites(
+        analysis_rows, insert_analyses, link_rows, message_rows, all_at_once(dialect, inserts)
+    )
 
 
 @dataclass(frozen=True)
