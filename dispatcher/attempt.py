@@ -222,7 +222,7 @@ class AttemptRunner:
     async def _finish_many(self, attempts: list[lifecycle.FinishedAttempt]) -> list[bool]:
         moved = await lifecycle.finish_attempts(self.engine, attempts, utcnow())
         if any(moved):
-            self.outbox.nudge()
+            self.outbox.nudge(urgent=False)  # accepted / failed: reports, nobody waits on them
         return moved
 
     def _decide(

@@ -1,10 +1,10 @@
 """Live analysis status for the web app: Server-Sent Events fed by the bus.
 
-While at least one stream is open, its gateway process listens to ``analysis.*`` on the bus (a
-queue of its own, see ``Bus.listen``). Every open stream is woken by those events, re-reads the analyses concerned
-that its user may read, and sends the ones whose status changed. Every move publishes an
-event except a claim (``dispatching``) and a send put back for a retry, so a stream watching
-analyses still in flight also re-reads them every ``RECHECK_SECONDS``.
+While at least one stream is open, its gateway process listens to ``analysis.*`` on the bus
+(a queue of its own, see ``Bus.listen``). Every open stream is woken by those events, re-reads
+the analyses concerned that its user may read, and sends the ones whose status changed. Every
+move publishes an event except a claim (``dispatching``) and a send put back for a retry, so a
+stream watching analyses still in flight also re-reads them every ``RECHECK_SECONDS``.
 """
 
 from __future__ import annotations

@@ -207,6 +207,36 @@ async def test_nudge_publishes_without_waiting_for_the_poll(
     assert bus.analysis_ids() == [41, 42]
 
 
+@pytest.mark.usefixtures("backend")
+async def test_reports_linger_to_go_out_together_and_an_urgent_nudge_takes_them_along(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Events nobody waits on (an attempt's end, a completion) are nudged with
+    ``urgent=False``: the relay gathers them for up to its linger, one pass for many; an
+    urgent nudge (a new analysis to dispatch) ends the lingering at once."""
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60, linger_seconds=60)
+    passes = []
+    publish_all = relay.publish_all
+
+    async def counted() -> int:
+        published = await publish_all()
+        passes.append(published)
+        return published
+
+    relay.publish_all = counted  # type: ignore[method-assign]  # counts the relay's passes
+    async with background("outbox-relay", relay.run):
+        await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
+        for analysis_id in (51, 52, 53):
+            await _enqueue(sessions, [analysis_id])
+            relay.nudge(urgent=False)
+        await _enqueue(sessions, [54])
+        relay.nudge()
+        await eventually(lambda: len(bus.published) == 4, "the urgent publish", within=3)
+    assert bus.analysis_ids() == [51, 52, 53, 54]
+    assert passes == [0, 4], "one pass for all four"
+
+
 async def test_two_relays_on_postgresql_never_publish_a_row_twice(
     sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:

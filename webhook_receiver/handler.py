@@ -207,6 +207,6 @@ async def _receive_for(
             await _expire(receiver, analysis)
         await _refuse_by_current_state(receiver.engine, analysis)
         raise forbidden("Analysis was updated concurrently")
-    receiver.outbox.nudge()
+    receiver.outbox.nudge(urgent=False)  # the analysis is complete: its event only reports it
     log.info("analysis %s: webhook accepted, status %s", analysis.id, status)
     return success({"status": "success"})

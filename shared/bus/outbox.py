@@ -2,7 +2,11 @@
 
 ``enqueue`` adds the row inside the caller's transaction, so a rolled-back change never
 publishes anything; after the commit the caller calls ``resources.outbox.nudge()`` so the relay
-publishes at once instead of at its next poll.
+publishes at once instead of at its next poll. Events nobody waits on to move an analysis
+forward (an attempt's end, a completion: the analysis already is what they report) are
+nudged with ``urgent=False``: the relay then lingers ``linger_seconds`` for more of them, so
+at a steady trickle it publishes many per cycle instead of one (each cycle is a transaction
+and a broker confirm). An urgent nudge ends the lingering at once.
 
 The relay publishes pending rows in id order, a batch at a time, with publisher confirms, and
 deletes them in the same database transaction once the bus confirmed them. If the bus is down
@@ -75,20 +79,26 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 0.5,
         max_retry_delay: float = 5.0,
+        linger_seconds: float = 0.05,
     ) -> None:
         self._sessions = sessions
         self._bus = bus
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_retry_delay = max_retry_delay
+        self._linger = linger_seconds
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         # One batch at a time per relay: on SQLite there is no row locking to keep two apart.
         self._lock = asyncio.Lock()
         self._stopped = False
 
-    def nudge(self) -> None:
-        """Publish soon: called after a transaction that enqueued messages has committed."""
+    def nudge(self, *, urgent: bool = True) -> None:
+        """Publish soon: called after a transaction that enqueued messages has committed; at
+        once if ``urgent``, else within ``linger_seconds``."""
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     async def stop(self) -> None:
         """Wait for the batch under way (a query cut short by cancellation can outlive the
@@ -139,6 +149,7 @@ class OutboxRelay:
         failures = 0
         while True:
             self._wake.clear()
+            self._urgent.clear()
             try:
                 await self.publish_all()
             except Exception as exc:
@@ -151,6 +162,8 @@ class OutboxRelay:
                 log.info("outbox relay recovered after %d failed attempts", failures)
                 failures = 0
             await wait_event(self._wake, self._poll_interval)
+            if self._wake.is_set() and not self._urgent.is_set():
+                await wait_event(self._urgent, self._linger)
 
     @staticmethod
     def _log_failure(exc: Exception, failures: int, delay: float) -> None:
