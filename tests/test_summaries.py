@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 
 from dispatcher import Dispatcher
 from dispatcher.triggers import declare_trigger_queue
@@ -30,7 +30,7 @@ from llm_summarizer.app import SummarizerConfig, create_summarizer_app
 from llm_summarizer.demo import summarizer_registration
 from shared.bus.base import Envelope
 from shared.bus.rabbit import RabbitBus
-from shared.db.models import Group, Obj, ObjAnalysis, SourceEmbedding, User
+from shared.db.models import Group, Obj, ObjAnalysis, OutboxMessage, SourceEmbedding, User
 from shared.domain.analysis_data import store_analysis_payload
 from shared.domain.analysis_lifecycle import delete_analyses_where
 from shared.domain.artifacts import NewArtifact, write_artifacts
@@ -693,6 +693,9 @@ async def test_skyhook_summary_service_process_over_rabbitmq(
     """``skyhook summary-service`` as the composition root runs it, consuming from RabbitMQ:
     an event published twice is applied once."""
     row = await finished_analysis(resources, scene, {"summary": "Via RabbitMQ."})
+    # The service's relay would publish what other tests left in the shared database's outbox.
+    async with resources.sessions.begin() as session:
+        await session.execute(delete(OutboxMessage))
     async with isolated_rabbit(AMQP_URL) as make_bus:
         # The service's own bus has RabbitBus's default delivery limit: the same queue arguments.
         publisher = make_bus(delivery_limit=RabbitBus(AMQP_URL).delivery_limit)
