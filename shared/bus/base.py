@@ -51,11 +51,12 @@ def redelivery_delay(delivery_count: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** min(delivery_count, 30))
 
 
-class Listening(Protocol):
-    """A ``listen`` under way."""
+@dataclass(frozen=True)
+class Listening:
+    """A ``listen`` under way: ``await listening.stop()`` hears nothing more (the listening
+    queue is gone once it returns; stopping twice is harmless)."""
 
-    async def stop(self) -> None:
-        """Hear nothing more: the listening queue is gone once this returns."""
+    stop: Callable[[], Awaitable[None]]
 
 
 class Bus(Protocol):

@@ -125,7 +125,7 @@ class MemoryBus:
         self._ensure_open()
         declared = self._declare(f"listen.{uuid.uuid4().hex}", routing_keys)
         declared.consumers.append(asyncio.create_task(self._notify(declared, handler)))
-        return _MemoryListening(self, declared)
+        return Listening(functools.partial(self._stop_listening, declared))
 
     async def _stop_listening(self, queue: _Queue) -> None:
         self._queues.pop(queue.name, None)
@@ -202,12 +202,3 @@ class MemoryBus:
         finally:
             # Handed back even when the consumer is cancelled while waiting.
             queue.items.put_nowait(replace(envelope, delivery_count=count))
-
-
-@dataclass(frozen=True)
-class _MemoryListening:
-    bus: MemoryBus
-    queue: _Queue
-
-    async def stop(self) -> None:
-        await self.bus._stop_listening(self.queue)

@@ -280,7 +280,7 @@ class RabbitBus:
         tag = await queue.consume(partial(self._notify, handler), no_ack=True)
         subscription = _Subscription(channel, queue, tag)
         self._subscriptions.append(subscription)
-        return _RabbitListening(self, subscription)
+        return Listening(partial(self._stop_listening, subscription))
 
     async def _stop_listening(self, subscription: _Subscription) -> None:
         if subscription not in self._subscriptions:
@@ -562,12 +562,3 @@ def _replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
         timestamp=message.timestamp,
         app_id=message.app_id,
     )
-
-
-@dataclass(frozen=True)
-class _RabbitListening:
-    bus: RabbitBus
-    subscription: _Subscription
-
-    async def stop(self) -> None:
-        await self.bus._stop_listening(self.subscription)
