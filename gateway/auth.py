@@ -119,14 +119,11 @@ async def _authenticate(request: web.Request, *, cached: bool) -> Principal:
         if found is None:
             raise ApiError(401, "Unauthorized: send `Authorization: token <token>`")
         return found
-    token_hash = hash_token(_token_from(header))
-    copies = request.app[CACHED_PRINCIPALS]
-    copy = copies.get(token_hash) if cached else None
+    copy = await request.app[CACHED_PRINCIPALS].read_through(
+        hash_token(_token_from(header)), request.app[PRINCIPALS].submit, cached=cached
+    )
     if copy is None:
-        copy = await request.app[PRINCIPALS].submit(token_hash)
-        if copy is None:
-            raise ApiError(401, "Invalid token")
-        copies.put(token_hash, copy)
+        raise ApiError(401, "Invalid token")
     request[PRINCIPAL_VERSION] = copy.version
     return copy.value
 

@@ -118,12 +118,9 @@ async def _service_for(
     request: web.Request, me: Principal, service_id: int, *, cached: bool
 ) -> tuple[AnalysisService, int]:
     """The service the caller may use and the ``services`` counter it was read at."""
-    copies = request.app[CACHED_SERVICES]
-    copy = copies.get(service_id) if cached else None
-    if copy is None:
-        copy = await request.app[SERVICES].submit(service_id)
-        if copy is not None:
-            copies.put(service_id, copy)
+    copy = await request.app[CACHED_SERVICES].read_through(
+        service_id, request.app[SERVICES].submit, cached=cached
+    )
     if copy is None or not copy.value.usable_by(me):
         raise cannot_access_service(service_id)
     return copy.value.service, copy.version

@@ -12,6 +12,7 @@ committed before the write that used it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -79,6 +80,22 @@ class VersionedCache(Generic[Key, Value]):
         if found is not None:
             self._copies.move_to_end(key)
         return found
+
+    async def read_through(
+        self,
+        key: Key,
+        read: Callable[[Key], Awaitable[Versioned[Value] | None]],
+        *,
+        cached: bool = True,
+    ) -> Versioned[Value] | None:
+        """The copy of ``key`` this cache holds (unless ``cached`` is False), else what
+        ``read`` finds, kept for next time; None when there is no such thing."""
+        copy = self.get(key) if cached else None
+        if copy is None:
+            copy = await read(key)
+            if copy is not None:
+                self.put(key, copy)
+        return copy
 
     def put(self, key: Key, copy: Versioned[Value]) -> None:
         current = self._copies.get(key)
