@@ -183,13 +183,10 @@ async def test_messages_wait_while_the_bus_is_down_and_go_out_after_recovery(
     assert bus.analysis_ids() == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.usefixtures("backend")
-async def test_nudge_publishes_without_waiting_for_the_poll(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
-    bus = SwitchableBus()
-    relay = OutboxRelay(sessions, bus, poll_interval=60)
-    passes = []
+def counted_passes(relay: OutboxRelay) -> list[int]:
+    """What each of the relay's passes published, in order (the relay's ``publish_all``
+    wrapped to record it)."""
+    passes: list[int] = []
     publish_all = relay.publish_all
 
     async def counted() -> int:
@@ -197,7 +194,17 @@ async def test_nudge_publishes_without_waiting_for_the_poll(
         passes.append(published)
         return published
 
-    relay.publish_all = counted  # type: ignore[method-assign]  # counts the relay's passes
+    relay.publish_all = counted  # type: ignore[method-assign]
+    return passes
+
+
+@pytest.mark.usefixtures("backend")
+async def test_nudge_publishes_without_waiting_for_the_poll(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60)
+    passes = counted_passes(relay)
     async with background("outbox-relay", relay.run):
         # The relay found nothing and now sleeps for a minute.
         await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
@@ -216,15 +223,7 @@ async def test_reports_linger_to_go_out_together_and_an_urgent_nudge_takes_them_
     urgent nudge (a new analysis to dispatch) ends the lingering at once."""
     bus = SwitchableBus()
     relay = OutboxRelay(sessions, bus, poll_interval=60, linger_seconds=60)
-    passes = []
-    publish_all = relay.publish_all
-
-    async def counted() -> int:
-        published = await publish_all()
-        passes.append(published)
-        return published
-
-    relay.publish_all = counted  # type: ignore[method-assign]  # counts the relay's passes
+    passes = counted_passes(relay)
     async with background("outbox-relay", relay.run):
         await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
         for analysis_id in (51, 52, 53):
