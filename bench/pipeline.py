@@ -787,6 +787,17 @@ class Workload:
         )
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The counters a run's costs are the difference of."""
+
+    cpu: dict[str, float]  # CPU seconds by skyhook process
+    machine: float  # the machine's busy CPU seconds
+    own: float  # this script's CPU seconds
+    transactions: int | None  # PostgreSQL only
+    statements: dict[str, int] | None  # PostgreSQL with pg_stat_statements only
+
+
 @dataclass
 class Costs:
     """Where a run's CPU and database work went: a reading before it, compared after it."""
@@ -794,8 +805,8 @@ class Costs:
     env: Environment
     pids: dict[str, int]
 
-    async def read(self) -> tuple[Any, ...]:
-        return (
+    async def read(self) -> Reading:
+        return Reading(
             cpu_by_process(self.pids),
             machine_cpu(),
             own_cpu(),
@@ -803,11 +814,11 @@ class Costs:
             await pg_statements(self.env),
         )
 
-    async def report(self, before: tuple[Any, ...], count: int, top: int = 0) -> None:
+    async def report(self, before: Reading, count: int, top: int = 0) -> None:
         """Per analysis: skyhook's CPU by process, the machine's, and PostgreSQL's work."""
-        cpu_before, machine_before, own_before, transactions_before, statements_before = before
-        cpu = {name: t - cpu_before[name] for name, t in cpu_by_process(self.pids).items()}
-        machine, own = machine_cpu() - machine_before, own_cpu() - own_before
+        after = await self.read()
+        cpu = {name: t - before.cpu[name] for name, t in after.cpu.items()}
+        machine, own = after.machine - before.machine, after.own - before.own
         parts = ", ".join(f"{name} {t * 1000 / count:.2f}" for name, t in cpu.items())
         total = sum(cpu.values()) * 1000 / count
         print(
@@ -822,13 +833,11 @@ class Costs:
             f"{total:.2f}, this script's users and service {own * 1000 / count:.2f}, "
             f"the rest: database, broker, system {rest:.2f})"
         )
-        transactions_after = await pg_transactions(self.env)
-        if transactions_before is not None and transactions_after is not None:
-            per_analysis = (transactions_after - transactions_before) / count
+        if before.transactions is not None and after.transactions is not None:
+            per_analysis = (after.transactions - before.transactions) / count
             print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
         if self.env.pg_database is not None:
-            statements_after = await pg_statements(self.env)
-            print_round_trips(statements_before, statements_after, count, top)
+            print_round_trips(before.statements, after.statements, count, top)
 
 
 async def measured_burst(

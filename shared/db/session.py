@@ -51,7 +51,7 @@ def _begin_before_cte_write(connection: Connection, cursor: Any, statement: str,
     with INSERT, UPDATE, DELETE or REPLACE: a write that starts with WITH (a row set's CTE)
     would run, and commit, on its own, outside the transaction it belongs to. Such a write
     opens it explicitly (unless the connection is in autocommit mode)."""
-    if not statement.lstrip()[:4].upper() == "WITH" or not is_write(statement):
+    if statement.lstrip()[:4].upper() != "WITH" or not is_write(statement):
         return
     driver: Any = connection.connection.driver_connection
     if driver.isolation_level is not None and not driver.in_transaction:
