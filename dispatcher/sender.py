@@ -98,15 +98,18 @@ def basic_authorization(info: Mapping[str, Any]) -> str:
     return f"Basic {base64.b64encode(pair).decode()}"
 
 
-async def _read_prefix(response: aiohttp.ClientResponse) -> str:
+async def _read_prefix(response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    """The first ``RESPONSE_PREFIX_BYTES`` of the answer, and whether there was more."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(4096):
         chunks.append(chunk)
         size += len(chunk)
-        if size >= RESPONSE_PREFIX_BYTES:
+        if size > RESPONSE_PREFIX_BYTES:
             break
-    return b"".join(chunks)[:RESPONSE_PREFIX_BYTES].decode("utf-8", "replace")
+    prefix = b"".join(chunks)
+    cut = len(prefix) > RESPONSE_PREFIX_BYTES
+    return prefix[:RESPONSE_PREFIX_BYTES].decode("utf-8", "replace"), cut
 
 
 class Sender:
@@ -144,11 +147,12 @@ class Sender:
         headers = {**auth_headers, "Content-Type": "application/json", "User-Agent": USER_AGENT}
         if outbound.signing_secret:
             headers.update(signature_headers(outbound.signing_secret, outbound.message_id, body))
-        return await self._post(outbound.url, body, headers, options)
+        return await self._post(outbound, body, headers, options)
 
     async def _post(
-        self, url: str, body: bytes, headers: dict[str, str], options: dict[str, Any]
+        self, outbound: Outbound, body: bytes, headers: dict[str, str], options: dict[str, Any]
     ) -> SendResult:
+        url = outbound.url
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout):
@@ -160,7 +164,7 @@ class Sender:
                     timeout=ClientTimeout(total=self._timeout),
                     **options,
                 ) as response:
-                    text = await _read_prefix(response)
+                    text, cut = await _read_prefix(response)
                     status, retry_after = response.status, response.headers.get("Retry-After")
         except URLPolicyError as exc:  # from the resolver; DNS answers may change: retried
             error = f"Service URL refused by the URL policy: {exc}"
@@ -174,6 +178,8 @@ class Sender:
         except aiohttp.ClientError as exc:
             error = f"Request to {url} failed: {exc.__class__.__name__}: {exc}"
             return SendResult(Verdict.RETRY, error, error, latency_ms=_since(started))
+        # Redacted before classify shortens it, so that only the read limit can cut a secret.
+        text = redact(text, outbound.secrets, cut_short=cut)
         return classify(status, text, retry_after, _since(started))
 
 

@@ -197,6 +197,43 @@ async def test_an_echoing_service_cannot_make_skyhook_store_or_log_its_secrets(
     assert_clean(skyhook_logs(caplog), secrets)
 
 
+class StraddlingGate:
+    """Refuses with a long answer in which the callback token straddles the stored
+    message's 1,024-character limit."""
+
+    def __init__(self) -> None:
+        self.token = ""
+
+    async def __call__(self, request: web.Request, body: bytes) -> web.Response:
+        self.token = json.loads(body)["callback_url"].rstrip("/").rsplit("/", 1)[-1]
+        text = "x" * 1020 + self.token + " and more" * 1000
+        return web.Response(status=400, text=text)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_secret_cut_by_the_message_limit_is_redacted_whole(
+    resources: Resources, accounts: Accounts
+) -> None:
+    group = await accounts.group()
+    author = await accounts.user(acls=("Run Analyses",), groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    gate = StraddlingGate()
+    service = FakeService(gate=gate)
+    async with dispatching(resources, service):
+        service_id = await make_service(resources, service.url, [group])
+        row = await make_analysis(resources, obj_id, service_id, author.id, [group])
+        async with resources.sessions.begin() as session:
+            enqueue(session, AnalysisRequested(analysis_id=row.id))
+        resources.outbox.nudge()
+        done = await wait_for_status(resources, row.id, ["failure", "pending"])
+
+    assert gate.token == resources.callback_tokens.token_for(row.unique_id)
+    assert done.status == "failure"
+    assert done.status_message == ("x" * 1020 + REDACTED)[:1024]
+    (attempt,) = await load_attempts(resources, row.id)
+    assert attempt.error is not None and gate.token[:4] not in attempt.error
+
+
 @pytest.mark.usefixtures("backend")
 async def test_a_callback_message_repeating_the_requests_secrets_is_stored_redacted(
     resources: Resources, accounts: Accounts, api: ApiClient, caplog: pytest.LogCaptureFixture
@@ -243,13 +280,23 @@ def test_redact_replaces_every_form_of_a_secret_and_a_truncated_tail() -> None:
     forms = secret_forms(secret)
     assert {quote(secret, safe=""), json.dumps(secret)[1:-1]} <= forms
     text = f"a {secret} b {quote(secret, safe='')} c {json.dumps(secret)} d " + secret[:7]
-    cleaned = redact(text, [secret])
+    cleaned = redact(text, [secret], cut_short=True)
     assert 'pa"ss' not in cleaned and "pa%22ss" not in cleaned and 'pa\\"ss' not in cleaned
     assert cleaned.endswith(f"d {REDACTED}")
     # Too short to be worth hiding: messages keep their words.
     assert redact("a ab abc", ["a", "ab"]) == "a ab abc"
     digest = 'Digest username="u", response="0123456789abcdef0123456789abcdef", nc=1'
     assert "0123456789abcdef" not in redact(digest, [])
+
+
+def test_a_whole_message_keeps_a_tail_that_only_looks_like_the_start_of_a_secret() -> None:
+    # A random callback token and a random object id share their first hex digits now and
+    # then; the message was not cut, so its tail is its own text.
+    token = "245a3d9f0c1e"
+    message = "fit of ZTF245a3d"
+    assert redact(message, [token]) == message
+    assert redact(message, [token], cut_short=True) == f"fit of ZTF{REDACTED}"
+    assert redact(f"fit of {token}", [token]) == f"fit of {REDACTED}"
 
 
 def test_request_secrets_list_credentials_and_their_encodings_not_field_names() -> None:

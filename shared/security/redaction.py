@@ -36,12 +36,18 @@ def secret_forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_CHARS}
 
 
-def redact(message: str, secrets: Iterable[str]) -> str:
-    """``message`` with every form of every secret replaced by ``[redacted]``, including a
-    secret cut short at the end of the message (where a long answer was truncated)."""
+def redact(message: str, secrets: Iterable[str], *, cut_short: bool = False) -> str:
+    """``message`` with every form of every secret replaced by ``[redacted]``.
+
+    ``cut_short`` says the message is the start of a longer text: a secret may then have
+    been cut at its end, so a tail that begins a secret is redacted too. Only then: on a
+    whole message, a tail that merely looks like a secret's first characters (four random
+    hex digits of an object id against a random token) is the message's own text."""
     forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
     for form in forms:
         message = message.replace(form, REDACTED)
+    if not cut_short:
+        return _DIGEST_RESPONSE.sub(rf'\g<1>"{REDACTED}"', message)
     for form in forms:
         for cut in range(len(form) - 1, MIN_SECRET_CHARS - 1, -1):
             if message.endswith(form[:cut]):
