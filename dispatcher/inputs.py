@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 import math
@@ -27,11 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from shared.db.dialect import in_set, name_of
+from shared.db.dialect import in_bound, name_of
 from shared.db.models import (
     Annotation,
     Classification,
@@ -47,7 +48,7 @@ from shared.db.models import (
     photometry_groups,
     spectrum_groups,
 )
-from shared.domain.access import Principal, visible
+from shared.domain.access import Principal, visible, visible_to_bound
 from shared.domain.enums import InputDataType
 from shared.science.photometry import (
     PHOTOMETRY_CSV_COLUMNS,
@@ -148,12 +149,20 @@ async def load_visible_objs(
     session: AsyncSession, obj_ids: Sequence[str], principal: Principal
 ) -> dict[str, VisibleObj]:
     """Those of the sources the principal may read, by id: one query, plain rows."""
-    found = await session.execute(
+    query = _visible_objs_query(name_of(session), principal.is_admin)
+    parameters = {"read_objs": sorted(set(obj_ids)), "reader_groups": sorted(principal.group_ids)}
+    return {obj.id: obj for obj in await session.execute(query, parameters)}
+
+
+@functools.cache
+def _visible_objs_query(dialect: str, admin: bool) -> Any:
+    """Built once per dialect (and for admins): bound with the sources and the reader's groups."""
+    readable = true() if admin else visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect)
+    return (
         select(Obj.id, *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
-        .where(in_set(Obj.id, sorted(set(obj_ids)), name_of(session)))
-        .where(visible(obj_groups, Obj.id, principal))
+        .where(in_bound(Obj.id, "read_objs", dialect))
+        .where(readable)
     )
-    return {obj.id: obj for obj in found}
 
 
 async def collect_records(
@@ -210,25 +219,45 @@ async def photometry_records_of(
     selection: PhotometrySelection,
 ) -> dict[str, list[Record]]:
     """Each source's photometry records the principal may read: one query for them all."""
-    query = (
-        select(*_POINT_COLUMNS)
-        .join(Instrument, Instrument.id == Photometry.instrument_id)
-        .where(
-            in_set(Photometry.obj_id, sorted(set(obj_ids)), name_of(session)),
-            visible(photometry_groups, Photometry.id, principal),
-        )
+    query = _photometry_query(
+        name_of(session),
+        principal.is_admin,
+        selection.filters is not None,
+        selection.instruments is not None,
     )
-    if selection.filters is not None:
-        query = query.where(Photometry.filter.in_(selection.filters))
-    if selection.instruments is not None:
-        query = query.where(Photometry.instrument_id.in_(selection.instruments))
+    parameters = {
+        "photometry_objs": sorted(set(obj_ids)),
+        "reader_groups": sorted(principal.group_ids),
+        "chosen_filters": list(selection.filters or ()),
+        "chosen_instruments": list(selection.instruments or ()),
+    }
     points: dict[str, list[StoredPoint]] = {obj_id: [] for obj_id in obj_ids}
-    for point in await session.execute(query):
+    for point in await session.execute(query, parameters):
         points[point.obj_id].append(point)
     return {
         obj_id: [_photometry_record(p) for p in deduplicate_photometry(mine)]
         for obj_id, mine in points.items()
     }
+
+
+@functools.cache
+def _photometry_query(dialect: str, admin: bool, by_filter: bool, by_instrument: bool) -> Any:
+    """Built once per shape: bound with the sources, the reader's groups and the selection."""
+    readable = (
+        true()
+        if admin
+        else visible_to_bound(photometry_groups, Photometry.id, "reader_groups", dialect)
+    )
+    query = (
+        select(*_POINT_COLUMNS)
+        .join(Instrument, Instrument.id == Photometry.instrument_id)
+        .where(in_bound(Photometry.obj_id, "photometry_objs", dialect), readable)
+    )
+    if by_filter:
+        query = query.where(in_bound(Photometry.filter, "chosen_filters", dialect))
+    if by_instrument:
+        query = query.where(in_bound(Photometry.instrument_id, "chosen_instruments", dialect))
+    return query
 
 
 def _photometry_record(point: StoredPoint) -> Record:

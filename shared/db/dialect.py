@@ -230,6 +230,14 @@ def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:
     return query.with_for_update(skip_locked=True) if dialect == POSTGRESQL else query
 
 
+_ADVISORY_LOCKS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(k))) "
+    "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"
+)
+# A write that changes nothing, so SQLite takes its write lock now.
+_SQLITE_WRITE_LOCK = text("UPDATE objs SET id = id WHERE 0")
+
+
 async def take_write_lock(session: AsyncSession | AsyncConnection, key: str) -> None:
     """Serialize transactions that use the same ``key`` until this transaction ends.
 
@@ -240,7 +248,7 @@ async def take_write_lock(session: AsyncSession | AsyncConnection, key: str) -> 
     if is_postgresql(session):
         await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
     else:
-        await session.execute(text("UPDATE objs SET id = id WHERE 0"))
+        await session.execute(_SQLITE_WRITE_LOCK)
 
 
 async def lock_rows_first(session: AsyncSession, key: str) -> None:
@@ -385,14 +393,9 @@ async def take_write_locks(session: AsyncSession | AsyncConnection, keys: Sequen
     if not keys:
         return
     if is_postgresql(session):
-        ordered = sorted(set(keys))
-        statement = text(
-            "SELECT count(pg_advisory_xact_lock(hashtext(k))) "
-            "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"
-        )
-        await session.execute(statement, {"keys": ordered})
+        await session.execute(_ADVISORY_LOCKS, {"keys": sorted(set(keys))})
     else:
-        await session.execute(text("UPDATE objs SET id = id WHERE 0"))
+        await session.execute(_SQLITE_WRITE_LOCK)
 
 
 def insert_keeping(dialect: str, table: Table, keys: Sequence[str]) -> Any:

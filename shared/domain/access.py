@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from shared.db.dialect import in_set, name_of
+from shared.db.dialect import in_bound, in_set, name_of
 from shared.db.models import Group, GroupUser, Token, User
 from shared.domain.access_versions import PRINCIPALS, Versioned, version_of
 from shared.domain.enums import ACL
@@ -135,6 +135,15 @@ def visible(
         return true()
     row_column, group_column = _link_columns(link)
     return exists().where(row_column == row_id, group_column.in_(principal.group_ids))
+
+
+def visible_to_bound(
+    link: Table, row_id: ColumnElement[Any] | QueryableAttribute[Any], name: str, dialect: str
+) -> ColumnElement[bool]:
+    """:func:`visible` for a statement built once: the caller's group ids are bound at
+    execution under ``name`` (an admin's statement uses :func:`visible` instead)."""
+    row_column, group_column = _link_columns(link)
+    return exists().where(row_column == row_id, in_bound(group_column, name, dialect))
 
 
 def _link_columns(link: Table) -> tuple[ColumnElement[object], ColumnElement[object]]:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     and_,
     bindparam,
     delete,
@@ -81,7 +82,7 @@ from shared.db.models import (
 )
 from shared.db.session import Sessions
 from shared.db.types import OptionalJSONDoc, UTCDateTime, utcnow
-from shared.domain.access import Principal, visible
+from shared.domain.access import Principal, visible, visible_to_bound
 from shared.domain.access_versions import PRINCIPALS as PRINCIPALS_COUNTER
 from shared.domain.access_versions import SERVICES as SERVICES_COUNTER
 from shared.domain.access_versions import ReadAt, StaleAccess, current_counters, version_of
@@ -280,23 +281,13 @@ async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Adm
     for new in batch:
         by_author.setdefault(new.author.user_id, (new.author, set()))[1].add(new.obj_id)
     for author_id, (author, obj_ids) in by_author.items():
-        capped = (
-            select(func.count(ObjAnalysis.id))
-            .where(
-                ObjAnalysis.obj_id == Obj.id,
-                ObjAnalysis.author_id == author_id,
-                ObjAnalysis.status.in_(CAPPED_STATUSES),
-            )
-            .scalar_subquery()
-        )
-        query = select(
-            Obj.id,
-            visible(obj_groups, Obj.id, author).label("readable"),
-            capped.label("counted"),
-            version_of(PRINCIPALS_COUNTER).label("principals"),
-            version_of(SERVICES_COUNTER).label("services"),
-        ).where(Obj.id.in_(obj_ids))
-        for row in await session.execute(query):
+        query = _admission_query(name_of(session), author.is_admin)
+        parameters = {
+            "admitted_author": author_id,
+            "admitted_objs": sorted(obj_ids),
+            "author_groups": sorted(author.group_ids),
+        }
+        for row in await session.execute(query, parameters):
             pair = (author_id, row.id)
             if row.readable:
                 admission.readable.add(pair)
@@ -308,6 +299,30 @@ async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Adm
     if not admission.counters and any(new.read_at is not None for new in batch):
         admission.counters = await current_counters(session)  # none of the objects exists
     return admission
+
+
+@functools.cache
+def _admission_query(dialect: str, admin: bool) -> Any:
+    """Built once per dialect (and for admins, who read everything): bound with the author,
+    the objects and the author's groups."""
+    author = bindparam("admitted_author", type_=Integer)
+    capped = (
+        select(func.count(ObjAnalysis.id))
+        .where(
+            ObjAnalysis.obj_id == Obj.id,
+            ObjAnalysis.author_id == author,
+            ObjAnalysis.status.in_(CAPPED_STATUSES),
+        )
+        .scalar_subquery()
+    )
+    readable = true() if admin else visible_to_bound(obj_groups, Obj.id, "author_groups", dialect)
+    return select(
+        Obj.id,
+        readable.label("readable"),
+        capped.label("counted"),
+        version_of(PRINCIPALS_COUNTER).label("principals"),
+        version_of(SERVICES_COUNTER).label("services"),
+    ).where(in_bound(Obj.id, "admitted_objs", dialect))
 
 
 def _admitted(
