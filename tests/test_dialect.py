@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 
-from shared.db.dialect import RowSet, all_at_once, write_all
+from shared.db.dialect import RowSet, all_at_once, lock_and_reserve_ids, write_all
 from shared.db.types import UTCDateTime
 from shared.runtime.resources import Resources
 
@@ -129,6 +129,45 @@ async def test_independent_writes_run_together_in_the_callers_transaction(
     finally:
         async with resources.engine.begin() as connection:
             await connection.run_sync(notes.metadata.drop_all)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resources) -> None:
+    """``lock_and_reserve_ids``: the locks and the ids in one statement on PostgreSQL; the ids
+    are ones the table never gave, rows inserted under them keep the table's ids unique, and
+    an id deleted is never given again (the tables' ids only grow, on SQLite too)."""
+    dialect = resources.engine.dialect.name
+    items = Table(
+        f"items_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("label", String),
+        sqlite_autoincrement=True,
+    )
+
+    async def reserve(count: int) -> list[int]:
+        async with resources.sessions.begin() as session:
+            return await lock_and_reserve_ids(session, ["a-key", "b-key"], items, count)
+
+    async with resources.engine.begin() as connection:
+        await connection.run_sync(items.metadata.create_all)
+    try:
+        with _statements(resources) as seen:
+            first = await reserve(3)
+        assert len(seen) == (1 if dialect == "postgresql" else 2)
+        assert first == sorted(set(first)) and len(first) == 3
+        async with resources.engine.begin() as connection:
+            await connection.execute(insert(items), [{"id": i, "label": "reserved"} for i in first])
+            await connection.execute(insert(items), [{"label": "by default"}])
+            ids = [row.id for row in await connection.execute(select(items.c.id))]
+        assert len(ids) == len(set(ids)) == 4 and max(ids) > max(first)
+        async with resources.engine.begin() as connection:
+            await connection.execute(items.delete().where(items.c.id == max(ids)))
+        assert min(await reserve(2)) > max(ids)
+        assert await reserve(0) == []
+    finally:
+        async with resources.engine.begin() as connection:
+            await connection.run_sync(items.metadata.drop_all)
 
 
 @contextmanager

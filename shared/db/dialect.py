@@ -8,6 +8,7 @@ helper; none of it commits.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -396,6 +397,43 @@ async def take_write_locks(session: AsyncSession | AsyncConnection, keys: Sequen
         await session.execute(_ADVISORY_LOCKS, {"keys": sorted(set(keys))})
     else:
         await session.execute(_SQLITE_WRITE_LOCK)
+
+
+async def lock_and_reserve_ids(
+    session: AsyncSession, keys: Sequence[str], table: Table, count: int
+) -> list[int]:
+    """:func:`take_write_locks`, and ``count`` ids for rows of ``table`` this transaction
+    will insert, so that the rows and whatever names them are written in one statement.
+
+    PostgreSQL: drawn from the table's id sequence in the same round trip as the locks (an id
+    not used leaves a gap, as a rolled-back insert does). SQLite: the ids after the largest
+    the table has had; the write lock keeps any other writer out until this one commits."""
+    if is_postgresql(session):
+        parameters = {"keys": sorted(set(keys)), "id_count": count}
+        row = (await session.execute(_locks_and_ids(table.name), parameters)).one()
+        return list(row.ids)
+    await session.execute(_SQLITE_WRITE_LOCK)
+    last = (await session.execute(_sqlite_last_id(table.name))).scalar_one()
+    return list(range(last + 1, last + 1 + count))
+
+
+@functools.cache
+def _locks_and_ids(table_name: str) -> Any:
+    return text(
+        "SELECT (SELECT count(pg_advisory_xact_lock(hashtext(k))) "
+        "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered) AS locked, "
+        f"ARRAY(SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
+        "FROM generate_series(1, :id_count)) AS ids"
+    )
+
+
+@functools.cache
+def _sqlite_last_id(table_name: str) -> Any:
+    # AUTOINCREMENT tables never reuse an id: the largest ever given is in sqlite_sequence.
+    return text(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence "
+        f"WHERE name = '{table_name}'), 0), coalesce((SELECT max(id) FROM {table_name}), 0))"
+    )
 
 
 def insert_keeping(dialect: str, table: Table, keys: Sequence[str]) -> Any:

@@ -47,6 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
@@ -57,12 +58,11 @@ from shared.db.dialect import (
     all_at_once,
     in_bound,
     in_set,
+    lock_and_reserve_ids,
     merged_json,
     name_of,
     seconds_since,
     skip_locked,
-    take_write_lock,
-    take_write_locks,
     together,
     upsert_selected,
     write_all,
@@ -218,11 +218,12 @@ NEW_ROW = (
 )
 
 
-def _new_row(tokens: CallbackTokens, new: NewAnalysis) -> dict[str, Any]:
-    """The new row's columns (:data:`NEW_ROW`; a row set's row, no ORM object)."""
+def _new_row(tokens: CallbackTokens, new: NewAnalysis, analysis_id: int) -> dict[str, Any]:
+    """The new row's id and columns (:data:`NEW_ROW`; a row set's row, no ORM object)."""
     now = utcnow()
     active = new.status in ACTIVE_STATUSES
     return {
+        "id": analysis_id,
         "unique_id": new.unique_id,
         "obj_id": new.obj_id,
         "author_id": new.author.user_id,
@@ -346,16 +347,13 @@ def _admitted(
 
 
 async def _insert_analyses(
-    tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis]
-) -> list[int]:
-    """The rows; their group links and outbox messages (one statement for both on
-    PostgreSQL); their artifacts and, for uploaded results, their annotations."""
+    tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis], ids: list[int]
+) -> None:
+    """The rows, under the ids reserved for them, with their group links and outbox
+    messages (one statement on PostgreSQL); their artifacts and, for uploaded results,
+    their annotations."""
     writes = _creation_writes(name_of(session))
     now = utcnow()
-    new_rows = writes.analyses.bound([_new_row(tokens, new) for new in rows])
-    result = await session.execute(writes.insert_analyses, {**new_rows, NOW.key: now})
-    id_of = {unique_id: analysis_id for analysis_id, unique_id in result}
-    ids = [id_of[new.unique_id] for new in rows]
     created = list(zip(ids, rows, strict=True))
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
@@ -364,6 +362,7 @@ async def _insert_analyses(
     ]
     messages = [outbox_values(_message_for(analysis_id, new)) for analysis_id, new in created]
     parameters = {
+        **writes.analyses.bound([_new_row(tokens, new, i) for i, new in created]),
         **writes.links.bound(links),
         **writes.messages.bound(messages),
         NOW.key: now,
@@ -377,22 +376,39 @@ async def _insert_analyses(
                 analysis_id, new.obj_id, new.author.user_id, new.service.name
             )
             await upsert_annotations(session, target, new.annotations)
-    return ids
 
 
 @dataclass(frozen=True)
 class CreationWrites:
     analyses: RowSet  # the new rows (``_new_row``), created at ``now``
-    insert_analyses: Any  # … RETURNING their ids and unique ids
     links: RowSet  # the new analyses' group links
     messages: RowSet  # their outbox messages, created at ``now``
     write: AllAtOnce
 
 
+def _scalar_default(column: Any) -> Any:
+    """The column's client-side constant default, or None."""
+    default = column.default
+    return default.arg if isinstance(default, ScalarElementColumnDefault) else None
+
+
 @functools.cache
 def _creation_writes(dialect: str) -> CreationWrites:
-    """Built once per dialect: the row sets of the new analyses' group links and outbox
-    messages, and the two INSERTs that store them together."""
+    """Built once per dialect: the row sets of the new analyses (ids included), their group
+    links and outbox messages, and the three INSERTs that store them together."""
+    analyses = table_of(ObjAnalysis)
+    columns = ("id", *NEW_ROW)
+    analysis_rows = RowSet("new_analyses", {c: analyses.c[c].type for c in columns}, dialect)
+    # Inside a statement of several, an INSERT gets no client-side defaults: given here.
+    stamped = (*columns, "created_at", "modified")
+    defaults = {c.name: _scalar_default(c) for c in analyses.c if c.name not in stamped}
+    defaults = {name: value for name, value in defaults.items() if value is not None}
+    selected = select(
+        *(analysis_rows.table.c[c] for c in columns),
+        NOW,
+        NOW,
+        *(literal(value, analyses.c[name].type) for name, value in defaults.items()),
+    ).where(true())
     link_table = obj_analysis_groups
     link_rows = RowSet("new_group_links", {c.name: c.type for c in link_table.c}, dialect)
     links = select(link_rows.table).where(true())
@@ -400,21 +416,12 @@ def _creation_writes(dialect: str) -> CreationWrites:
     message_columns = ("message_id", "routing_key", "payload")
     message_rows = RowSet("new_messages", {c: outbox.c[c].type for c in message_columns}, dialect)
     messages = select(*(message_rows.table.c[c] for c in message_columns), NOW).where(true())
-    inserts = [
+    inserts = [  # in this order where they run one after another (SQLite)
+        insert(analyses).from_select([*stamped, *defaults], selected),
         insert(link_table).from_select([c.name for c in link_table.c], links),
         insert(outbox).from_select([*message_columns, "created_at"], messages),
     ]
-    analyses = table_of(ObjAnalysis)
-    analysis_rows = RowSet("new_analyses", {c: analyses.c[c].type for c in NEW_ROW}, dialect)
-    selected = select(*(analysis_rows.table.c[c] for c in NEW_ROW), NOW, NOW).where(true())
-    insert_analyses = (
-        insert(analyses)
-        .from_select([*NEW_ROW, "created_at", "modified"], selected)
-        .returning(analyses.c.id, analyses.c.unique_id)
-    )
-    return CreationWrites(
-        analysis_rows, insert_analyses, link_rows, message_rows, all_at_once(dialect, inserts)
-    )
+    return CreationWrites(analysis_rows, link_rows, message_rows, all_at_once(dialect, inserts))
 
 
 @dataclass(frozen=True)
@@ -439,13 +446,14 @@ class AnalysisCreator:
         async with self.sessions.begin() as session:
             if guard is not None:
                 await guard.check(session)
-            await take_write_lock(session, f"{new.obj_id}:{new.author.user_id}")
+            key = f"{new.obj_id}:{new.author.user_id}"
+            (analysis_id,) = await lock_and_reserve_ids(session, [key], table_of(ObjAnalysis), 1)
             readable, counted = await visible_and_capped(session, new.obj_id, new.author)
             if not readable:
                 raise ObjNotVisible(new.obj_id)
             if counted >= self.cap:
                 raise CapReached(new.obj_id)
-            (analysis_id,) = await _insert_analyses(self.callback_tokens, session, [new])
+            await _insert_analyses(self.callback_tokens, session, [new], [analysis_id])
             if guard is not None:
                 await guard.record(session, analysis_id)
         self.outbox.nudge()
@@ -456,18 +464,21 @@ class AnalysisCreator:
         analysis id, or :class:`ObjNotVisible` / :class:`CapReached` with nothing written for
         it, or :class:`StaleAccess` when its cached author or service changed since read.
         The (object, author) pairs are locked in one statement, in a fixed order, so
-        concurrent batches can neither overshoot a cap nor deadlock."""
+        concurrent batches can neither overshoot a cap nor deadlock; the same statement
+        reserves the new rows' ids, so rows, links and events are then one write."""
         for new in batch:
             _store_request_parameters(new)
         async with self.sessions.begin() as session:
             keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
-            await take_write_locks(session, keys)
+            ids = await lock_and_reserve_ids(session, keys, table_of(ObjAnalysis), len(batch))
             admitted = _admitted(batch, await _admission(session, batch), self.cap)
             rows = [item for item in admitted if isinstance(item, NewAnalysis)]
-            ids = iter(await _insert_analyses(self.callback_tokens, session, rows) if rows else [])
+            if rows:
+                await _insert_analyses(self.callback_tokens, session, rows, ids[: len(rows)])
         if rows:
             self.outbox.nudge()
-        return [item if isinstance(item, Exception) else next(ids) for item in admitted]
+        given = iter(ids)
+        return [item if isinstance(item, Exception) else next(given) for item in admitted]
 
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
         """Starts from concurrent requests, created together (see :meth:`create_many`)."""
