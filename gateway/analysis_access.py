@@ -3,9 +3,11 @@ read, how a start request names its flags and groups, and the batchers of concur
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import ColumnElement, select
@@ -13,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import raiseload
 
 from http_edge.web import ApiError, forbidden
-from shared.db.dialect import in_set, name_of
+from shared.db.dialect import in_bound, name_of
 from shared.db.models import (
     AnalysisService,
     ObjAnalysis,
@@ -70,21 +72,14 @@ async def shared_services(
 ) -> list[Versioned[SharedService] | None]:
     """For each id: the service with its groups and the ``services`` counter read with it, or
     None when there is no such service. Two queries in all."""
-    dialect = name_of(session)
-    ids = sorted(set(service_ids))
-    query = (
-        select(AnalysisService, version_of(SERVICES_COUNTER))
-        .where(in_set(AnalysisService.id, ids, dialect))
-        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
-    )
-    services = {service.id: (service, version) for service, version in await session.execute(query)}
-    links = analysis_service_groups.c
+    services_query, groups_query = _services_and_groups(name_of(session))
+    parameters = {"service_ids": sorted(set(service_ids))}
+    services = {
+        service.id: (service, version)
+        for service, version in await session.execute(services_query, parameters)
+    }
     shared_with: dict[int, set[int]] = defaultdict(set)
-    for service_id, group_id in await session.execute(
-        select(links.analysis_service_id, links.group_id).where(
-            in_set(links.analysis_service_id, ids, dialect)
-        )
-    ):
+    for service_id, group_id in await session.execute(groups_query, parameters):
         shared_with[service_id].add(group_id)
     return [
         Versioned(SharedService(services[i][0], frozenset(shared_with[i])), services[i][1])
@@ -92,6 +87,21 @@ async def shared_services(
         else None
         for i in service_ids
     ]
+
+
+@functools.cache
+def _services_and_groups(dialect: str) -> tuple[Any, Any]:
+    """The services with the counter, and whom they are shared with; bound with the ids."""
+    services = (
+        select(AnalysisService, version_of(SERVICES_COUNTER))
+        .where(in_bound(AnalysisService.id, "service_ids", dialect))
+        .options(raiseload(AnalysisService.groups))  # not needed here: one query fewer
+    )
+    links = analysis_service_groups.c
+    groups = select(links.analysis_service_id, links.group_id).where(
+        in_bound(links.analysis_service_id, "service_ids", dialect)
+    )
+    return services, groups
 
 
 def services_batcher(engine: AsyncEngine) -> GroupCommit[int, Versioned[SharedService] | None]:

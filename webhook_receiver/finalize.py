@@ -3,6 +3,7 @@ refused now. The winning transition itself is ``shared.domain.analysis_lifecycle
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from http_edge.web import ApiError, bad_request, forbidden
-from shared.db.dialect import in_set, name_of
+from shared.db.dialect import in_bound, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.analysis_lifecycle import Callee
@@ -67,12 +68,18 @@ async def find_callee(connection: AsyncConnection, condition: ColumnElement[bool
 async def find_callees(engine: AsyncEngine, token_hashes: list[str]) -> list[Callee | None]:
     """The analyses these tokens name (None for a token that names none), in one read on an
     autocommit connection: one round trip, no transaction around it."""
-    condition = in_set(ObjAnalysis.token_hash, sorted(set(token_hashes)), name_of(engine))
+    query = _callees_by_token(name_of(engine))
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
-        rows = await connection.execute(_callees(condition).add_columns(ObjAnalysis.token_hash))
+        rows = await connection.execute(query, {"token_hashes": sorted(set(token_hashes))})
     found = {row[-1]: Callee(*row[:-1]) for row in rows}
     return [found.get(token_hash) for token_hash in token_hashes]
+
+
+@functools.cache
+def _callees_by_token(dialect: str) -> Select[*tuple[Any, ...]]:
+    condition = in_bound(ObjAnalysis.token_hash, "token_hashes", dialect)
+    return _callees(condition).add_columns(ObjAnalysis.token_hash)
 
 
 async def expire(session: AsyncSession, analysis: Callee, now: datetime) -> bool:

@@ -170,17 +170,10 @@ def _sqlite_value(value: Any, binary: bool, process: Callable[[Any], Any] | None
     return process(value) if process is not None else value
 
 
-def in_set(column: Any, values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
-    """``column IN values`` whose SQL text does not depend on how many values there are
-    (PostgreSQL: ``= ANY`` of one bound array, so the statement is prepared once)."""
-    if dialect == POSTGRESQL:
-        return column == func.any(_array(f"{column.key}_set", list(values), column.type))
-    return column.in_(list(values))
-
-
 def in_bound(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
-    """``column IN`` the list bound at execution under ``name``: for statements built once
-    (PostgreSQL: ``= ANY`` of one array; SQLite: an expanding parameter)."""
+    """``column IN`` the list bound at execution under ``name``, for statements built once,
+    whose SQL text does not depend on how many values there are (PostgreSQL: ``= ANY`` of one
+    array, so the statement is prepared once; SQLite: an expanding parameter)."""
     if dialect == POSTGRESQL:
         return column == func.any(_array(name, None, column.type))
     return column.in_(bindparam(name, expanding=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, Table, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from shared.db.dialect import in_bound, in_set, name_of
+from shared.db.dialect import in_bound, name_of
 from shared.db.models import Group, GroupUser, Token, User
 from shared.domain.access_versions import PRINCIPALS, Versioned, version_of
 from shared.domain.enums import ACL
@@ -79,14 +80,8 @@ async def versioned_principals(
 ) -> list[Versioned[Principal] | None]:
     """:func:`principals_from_token_hashes`, each with the ``principals`` counter read in the
     same statement (for a cache: see :mod:`shared.domain.access_versions`)."""
-    counter = version_of(PRINCIPALS).label("principals_version")
-    rows = (
-        await session.execute(
-            principal_rows(Token.token_hash, counter)
-            .join(Token, Token.user_id == User.id)
-            .where(in_set(Token.token_hash, sorted(set(token_hashes)), name_of(session)))
-        )
-    ).all()
+    query = _principals_by_token(name_of(session))
+    rows = (await session.execute(query, {"token_hashes": sorted(set(token_hashes))})).all()
     by_hash: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_hash[row.token_hash].append(row)
@@ -96,6 +91,16 @@ async def versioned_principals(
         else None
         for h in token_hashes
     ]
+
+
+@functools.cache
+def _principals_by_token(dialect: str) -> Select[Any]:
+    counter = version_of(PRINCIPALS).label("principals_version")
+    return (
+        principal_rows(Token.token_hash, counter)
+        .join(Token, Token.user_id == User.id)
+        .where(in_bound(Token.token_hash, "token_hashes", dialect))
+    )
 
 
 def principal_rows(*extra: Any) -> Select[Any]:

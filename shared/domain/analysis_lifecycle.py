@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    String,
     and_,
     bindparam,
     delete,
@@ -57,7 +58,6 @@ from shared.db.dialect import (
     Together,
     all_at_once,
     in_bound,
-    in_set,
     lock_and_reserve_ids,
     merged_json,
     name_of,
@@ -494,25 +494,33 @@ async def cancel_analyses(
     """Active → cancelled in one conditional UPDATE, each with its ``analysis.cancelled``
     event; returns the ids cancelled (not those already final). The caller nudges the outbox
     after the commit."""
-    now = utcnow()
-    result = await session.execute(
+    parameters = {
+        "cancelled_ids": sorted(set(analysis_ids)),
+        "cancelled_message": f"Cancelled by {username}",
+        NOW.key: utcnow(),
+    }
+    rows = list(await session.execute(_cancelling(name_of(session)), parameters))
+    if rows:
+        await enqueue_ended(session, rows, AnalysisStatus.CANCELLED)
+    return [row.id for row in rows]
+
+
+@functools.cache
+def _cancelling(dialect: str) -> Any:
+    return (
         update(ObjAnalysis)
         .where(
-            in_set(ObjAnalysis.id, sorted(set(analysis_ids)), name_of(session)),
+            in_bound(ObjAnalysis.id, "cancelled_ids", dialect),
             ObjAnalysis.status.in_(ACTIVE_STATUSES),
         )
         .values(
             status=AnalysisStatus.CANCELLED,
-            status_message=f"Cancelled by {username}",
-            last_activity=now,
-            modified=now,
+            status_message=bindparam("cancelled_message", type_=String),
+            last_activity=NOW,
+            modified=NOW,
         )
         .returning(ObjAnalysis.id, ObjAnalysis.obj_id, ObjAnalysis.analysis_service_id)
     )
-    rows = list(result)
-    if rows:
-        await enqueue_ended(session, rows, AnalysisStatus.CANCELLED)
-    return [row.id for row in rows]
 
 
 # --- results: the webhook's completion -----------------------------------------------------
