@@ -44,9 +44,7 @@ async def ensure_database(url: str) -> None:
         await connection.close()
 
 
-async def fill(
-    sessions: async_sessionmaker[AsyncSession], prefix: str, vectors: np.ndarray
-) -> int:
+async def fill(sessions: async_sessionmaker[AsyncSession], prefix: str, vectors: np.ndarray) -> int:
     now = utcnow()
     async with sessions.begin() as session:
         group = Group(name=f"{prefix}-group")
