@@ -143,8 +143,11 @@ class Settings(LLMSettings):
     # often due retries are re-announced, how long past the dispatch timeout a row may stay
     # `dispatching` before it is requeued, and after how long a `queued` row whose message
     # seems lost is announced again.
-    dispatch_prefetch: int = Field(64, ge=1)
-    dispatch_concurrency: int = Field(64, ge=1)
+    # A send holds its slot from the claim until its end is recorded (a few round trips and
+    # group-commit windows besides the request), so it takes a few hundred slots to keep a
+    # fast service busy; each holds its request body in memory.
+    dispatch_prefetch: int = Field(256, ge=1)
+    dispatch_concurrency: int = Field(256, ge=1)
     dispatch_poll_interval_seconds: float = Field(0.5, gt=0)
     dispatch_reap_margin_seconds: float = Field(60.0, ge=0)
     dispatch_requeue_after_seconds: float = Field(300.0, gt=0)
