@@ -224,10 +224,6 @@ def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:
     return query.with_for_update(skip_locked=True) if dialect == POSTGRESQL else query
 
 
-_ADVISORY_LOCKS = text(
-    "SELECT count(pg_advisory_xact_lock(hashtext(k))) "
-    "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"
-)
 # A write that changes nothing, so SQLite takes its write lock now.
 _SQLITE_WRITE_LOCK = text("UPDATE objs SET id = id WHERE 0")
 
@@ -381,22 +377,13 @@ def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[flo
     return func.max(elapsed, 0.0) if dialect != POSTGRESQL else func.greatest(elapsed, 0.0)
 
 
-async def take_write_locks(session: AsyncSession | AsyncConnection, keys: Sequence[str]) -> None:
-    """:func:`take_write_lock` for every key, in one statement. Keys are taken in sorted
-    order, so two transactions locking overlapping sets cannot deadlock."""
-    if not keys:
-        return
-    if is_postgresql(session):
-        await session.execute(_ADVISORY_LOCKS, {"keys": sorted(set(keys))})
-    else:
-        await session.execute(_SQLITE_WRITE_LOCK)
-
-
 async def lock_and_reserve_ids(
     session: AsyncSession, keys: Sequence[str], table: Table, count: int
 ) -> list[int]:
-    """:func:`take_write_locks`, and ``count`` ids for rows of ``table`` this transaction
-    will insert, so that the rows and whatever names them are written in one statement.
+    """:func:`take_write_lock` for every key, and ``count`` ids for rows of ``table`` this
+    transaction will insert, so that the rows and whatever names them are written in one
+    statement. The keys are taken in sorted order, so two transactions locking overlapping
+    sets cannot deadlock.
 
     PostgreSQL: drawn from the table's id sequence in the same round trip as the locks (an id
     not used leaves a gap, as a rolled-back insert does). SQLite: the ids after the largest

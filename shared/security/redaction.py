@@ -46,14 +46,18 @@ def redact(message: str, secrets: Iterable[str], *, cut_short: bool = False) -> 
     forms = sorted({f for s in secrets if s for f in secret_forms(s)}, key=len, reverse=True)
     for form in forms:
         message = message.replace(form, REDACTED)
-    if not cut_short:
-        return _DIGEST_RESPONSE.sub(rf'\g<1>"{REDACTED}"', message)
+    if cut_short:
+        message = _without_cut_tail(message, forms)
+    return _DIGEST_RESPONSE.sub(rf'\g<1>"{REDACTED}"', message)
+
+
+def _without_cut_tail(message: str, forms: Iterable[str]) -> str:
     for form in forms:
         for cut in range(len(form) - 1, MIN_SECRET_CHARS - 1, -1):
             if message.endswith(form[:cut]):
                 message = message[:-cut] + REDACTED
                 break
-    return _DIGEST_RESPONSE.sub(rf'\g<1>"{REDACTED}"', message)
+    return message
 
 
 def basic_credentials(username: str, password: str) -> str:
