@@ -120,6 +120,8 @@ class Sender:
 
     async def send(self, outbound: Outbound) -> SendResult:
         result = await self._send(outbound)
+        if result.http_status is not None:
+            return result  # made of the service's answer, redacted as it was read
         return dataclasses.replace(
             result,
             message=redact(result.message, outbound.secrets),
