@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, select, true
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -157,7 +157,7 @@ async def load_visible_objs(
 @functools.cache
 def _visible_objs_query(dialect: str, admin: bool) -> Any:
     """Built once per dialect (and for admins): bound with the sources and the reader's groups."""
-    readable = true() if admin else visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect)
+    readable = visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect, admin=admin)
     return (
         select(Obj.id, *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
         .where(in_bound(Obj.id, "read_objs", dialect))
@@ -243,10 +243,8 @@ async def photometry_records_of(
 @functools.cache
 def _photometry_query(dialect: str, admin: bool, by_filter: bool, by_instrument: bool) -> Any:
     """Built once per shape: bound with the sources, the reader's groups and the selection."""
-    readable = (
-        true()
-        if admin
-        else visible_to_bound(photometry_groups, Photometry.id, "reader_groups", dialect)
+    readable = visible_to_bound(
+        photometry_groups, Photometry.id, "reader_groups", dialect, admin=admin
     )
     query = (
         select(*_POINT_COLUMNS)

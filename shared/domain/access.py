@@ -143,10 +143,17 @@ def visible(
 
 
 def visible_to_bound(
-    link: Table, row_id: ColumnElement[Any] | QueryableAttribute[Any], name: str, dialect: str
+    link: Table,
+    row_id: ColumnElement[Any] | QueryableAttribute[Any],
+    name: str,
+    dialect: str,
+    *,
+    admin: bool,
 ) -> ColumnElement[bool]:
-    """:func:`visible` for a statement built once: the caller's group ids are bound at
-    execution under ``name`` (an admin's statement uses :func:`visible` instead)."""
+    """:func:`visible` for a statement built once per dialect and kind of caller: the
+    caller's group ids are bound at execution under ``name``; an admin reads every row."""
+    if admin:
+        return true()
     row_column, group_column = _link_columns(link)
     return exists().where(row_column == row_id, in_bound(group_column, name, dialect))
 

@@ -167,25 +167,6 @@ async def count_capped(session: AsyncSession, obj_id: str, author_id: int) -> in
     return int(await session.scalar(query) or 0)
 
 
-async def visible_and_capped(
-    session: AsyncSession, obj_id: str, who: Principal
-) -> tuple[bool, int]:
-    """(can the author read the object, how many of their analyses on it count toward the cap),
-    in one round trip."""
-    readable = select(Obj.id).where(Obj.id == obj_id, visible(obj_groups, Obj.id, who)).exists()
-    counted = (
-        select(func.count(ObjAnalysis.id))
-        .where(
-            ObjAnalysis.obj_id == obj_id,
-            ObjAnalysis.author_id == who.user_id,
-            ObjAnalysis.status.in_(CAPPED_STATUSES),
-        )
-        .scalar_subquery()
-    )
-    found, count = (await session.execute(select(readable, counted))).one()
-    return bool(found), int(count or 0)
-
-
 def _message_for(analysis_id: int, new: NewAnalysis) -> Message:
     if new.status == AnalysisStatus.QUEUED:
         return AnalysisRequested(analysis_id=analysis_id)
@@ -316,7 +297,7 @@ def _admission_query(dialect: str, admin: bool) -> Any:
         )
         .scalar_subquery()
     )
-    readable = true() if admin else visible_to_bound(obj_groups, Obj.id, "author_groups", dialect)
+    readable = visible_to_bound(obj_groups, Obj.id, "author_groups", dialect, admin=admin)
     return select(
         Obj.id,
         readable.label("readable"),
@@ -386,12 +367,6 @@ class CreationWrites:
     write: AllAtOnce
 
 
-def _scalar_default(column: Any) -> Any:
-    """The column's client-side constant default, or None."""
-    default = column.default
-    return default.arg if isinstance(default, ScalarElementColumnDefault) else None
-
-
 @functools.cache
 def _creation_writes(dialect: str) -> CreationWrites:
     """Built once per dialect: the row sets of the new analyses (ids included), their group
@@ -401,8 +376,11 @@ def _creation_writes(dialect: str) -> CreationWrites:
     analysis_rows = RowSet("new_analyses", {c: analyses.c[c].type for c in columns}, dialect)
     # Inside a statement of several, an INSERT gets no client-side defaults: given here.
     stamped = (*columns, "created_at", "modified")
-    defaults = {c.name: _scalar_default(c) for c in analyses.c if c.name not in stamped}
-    defaults = {name: value for name, value in defaults.items() if value is not None}
+    defaults = {
+        c.name: c.default.arg
+        for c in analyses.c
+        if c.name not in stamped and isinstance(c.default, ScalarElementColumnDefault)
+    }
     selected = select(
         *(analysis_rows.table.c[c] for c in columns),
         NOW,
@@ -448,11 +426,9 @@ class AnalysisCreator:
                 await guard.check(session)
             key = f"{new.obj_id}:{new.author.user_id}"
             (analysis_id,) = await lock_and_reserve_ids(session, [key], table_of(ObjAnalysis), 1)
-            readable, counted = await visible_and_capped(session, new.obj_id, new.author)
-            if not readable:
-                raise ObjNotVisible(new.obj_id)
-            if counted >= self.cap:
-                raise CapReached(new.obj_id)
+            (admitted,) = _admitted([new], await _admission(session, [new]), self.cap)
+            if isinstance(admitted, Exception):
+                raise admitted
             await _insert_analyses(self.callback_tokens, session, [new], [analysis_id])
             if guard is not None:
                 await guard.record(session, analysis_id)
