@@ -20,6 +20,9 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import settings as fuzzing
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +36,7 @@ from shared.runtime.resources import Resources
 from shared.runtime.settings import Settings
 from shared.security.redaction import REDACTED, redact, request_secrets, secret_forms
 from tests.support.api import Accounts, ApiClient, unique
+from tests.support.fuzz import FUZZ_EXAMPLES
 from tests.support.pipeline import (
     FakeService,
     add_comment,
@@ -297,6 +301,41 @@ def test_a_whole_message_keeps_a_tail_that_only_looks_like_the_start_of_a_secret
     assert redact(message, [token]) == message
     assert redact(message, [token], cut_short=True) == f"fit of ZTF{REDACTED}"
     assert redact(f"fit of {token}", [token]) == f"fit of {REDACTED}"
+
+
+# Secrets as services are given them (tokens, keys, passwords: no brackets, so that no secret
+# can be spelled across the edge of a "[redacted]"); answers of any text around them.
+SECRETS = st.lists(
+    st.text("abcdefABCDEF0123456789-_+/=: ", min_size=1, max_size=24), min_size=1, max_size=4
+)
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[list[str], str]:
+    """Secrets, and an answer of arbitrary text with some of their forms in it, perhaps one
+    cut short at its end."""
+    secrets = draw(SECRETS)
+    forms = sorted({form for secret in secrets for form in secret_forms(secret)})
+    parts = draw(st.lists(st.one_of(st.text(max_size=20), st.sampled_from(forms or [""]))))
+    text = "".join(parts)
+    cut: str = draw(st.sampled_from(["", *forms]))  # "": the answer ends as it likes
+    return secrets, text + cut[: draw(st.integers(0, len(cut)))]
+
+
+@fuzzing(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True)
+@given(answers(), st.booleans())
+def test_fuzzed_answers_keep_no_secret_and_a_whole_one_keeps_its_own_words(
+    answer: tuple[list[str], str], cut_short: bool
+) -> None:
+    secrets, text = answer
+    forms = {form for secret in secrets for form in secret_forms(secret)}
+    cleaned = redact(text, secrets, cut_short=cut_short)
+    for form in forms:
+        assert form not in cleaned
+        if cut_short:  # the answer was cut: no tail that begins a secret is left
+            assert not any(cleaned.endswith(form[:n]) for n in range(4, len(form)))
+    if not cut_short and not any(form in text for form in forms) and "response=" not in text:
+        assert cleaned == text  # nothing to hide, nothing changed
 
 
 def test_request_secrets_list_credentials_and_their_encodings_not_field_names() -> None:

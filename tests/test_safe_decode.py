@@ -28,6 +28,7 @@ from shared.security.safe_decode import (
     joblib_to_json,
     load_joblib_safely,
 )
+from tests.support.fuzz import FUZZ_EXAMPLES
 from tests.support.hostile import (
     HOSTILE_JOBLIB,
     big_integer,
@@ -325,7 +326,7 @@ def decode_anything(data: bytes) -> None:
     json.dumps(joblib_to_json(data), allow_nan=False)
 
 
-@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True)
 @given(st.one_of(mutated(), opcode_streams, st.sampled_from(HOSTILE_SEEDS)))
 def test_fuzzed_pickles_are_decoded_or_refused_never_crash(data: bytes) -> None:
     """Each decode runs in a forked child: a segfault is reported, not fatal to the run."""
