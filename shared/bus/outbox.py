@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.base import Bus, Envelope
-from shared.db.dialect import name_of, skip_locked
+from shared.db.dialect import in_taken, name_of
 from shared.db.models import OutboxMessage
 from shared.domain.events import Message
 from shared.runtime.background import wait_event
@@ -55,12 +55,10 @@ def enqueue(session: AsyncSession, message: Message) -> OutboxMessage:
 def _taking(dialect: str) -> Any:
     """DELETE the oldest ``limit`` rows no other transaction holds, RETURNING them (plain
     columns, not ORM objects); built once per dialect."""
-    oldest = skip_locked(
-        select(OutboxMessage.id).order_by(OutboxMessage.id).limit(bindparam("limit")), dialect
-    )
+    oldest = select(OutboxMessage.id).order_by(OutboxMessage.id).limit(bindparam("limit"))
     return (
         delete(OutboxMessage)
-        .where(OutboxMessage.id.in_(oldest.scalar_subquery()))
+        .where(in_taken(OutboxMessage.id, oldest, dialect))
         .returning(
             OutboxMessage.id,
             OutboxMessage.message_id,

@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from shared.db.dialect import RowSet, insert_keeping, name_of
+from shared.db.dialect import RowSet, in_taken, insert_keeping, name_of
 from shared.db.models import AnalysisArtifact, ArtifactBlob, table_of
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -241,15 +241,12 @@ async def collect_garbage(executor: Executor, candidates: Iterable[str]) -> None
     pending = sorted(set(candidates))
     for start in range(0, len(pending), _GC_BATCH):
         batch = pending[start : start + _GC_BATCH]
-        unreferenced = (
-            select(BLOBS.c.sha256)
-            .where(
-                BLOBS.c.sha256.in_(batch),
-                ~exists().where(LINKS.c.sha256 == BLOBS.c.sha256),
-            )
-            .with_for_update(skip_locked=True)
+        unreferenced = select(BLOBS.c.sha256).where(
+            BLOBS.c.sha256.in_(batch),
+            ~exists().where(LINKS.c.sha256 == BLOBS.c.sha256),
         )
-        await executor.execute(delete(BLOBS).where(BLOBS.c.sha256.in_(unreferenced)))
+        taken = in_taken(BLOBS.c.sha256, unreferenced, name_of(executor))
+        await executor.execute(delete(BLOBS).where(taken))
 
 
 async def delete_artifacts(executor: Executor, analysis_ids: Select[Any] | Sequence[int]) -> None:
