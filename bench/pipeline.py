@@ -314,6 +314,38 @@ def own_cpu() -> float:
     return times.user + times.system
 
 
+# The outside programs whose share of "the rest" the report names, by process name.
+PROGRAMS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ", "erl_child_setup": "RabbitMQ"}
+PROGRAM_NAMES = ("PostgreSQL", "RabbitMQ")
+
+
+def cpu_of_programs() -> dict[int, tuple[str, float]]:
+    """Each PostgreSQL and RabbitMQ process: its program and user + system CPU seconds."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        if name in PROGRAMS:
+            fields = rest.split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found[int(stat.parent.name)] = (PROGRAMS[name], seconds)
+    return found
+
+
+def program_seconds(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds by program between two readings (a process started since counts from 0)."""
+    spent: dict[str, float] = {}
+    for pid, (program, seconds) in after.items():
+        earlier = before.get(pid, (program, 0.0))[1]
+        spent[program] = spent.get(program, 0.0) + seconds - earlier
+    return spent
+
+
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds of each process (Linux /proc)."""
     seconds = {}
@@ -795,6 +827,7 @@ class Reading:
     cpu: dict[str, float]  # CPU seconds by skyhook process
     machine: float  # the machine's busy CPU seconds
     own: float  # this script's CPU seconds
+    programs: dict[int, tuple[str, float]]  # PostgreSQL's and RabbitMQ's processes
     transactions: int | None  # PostgreSQL only
     statements: dict[str, int] | None  # PostgreSQL with pg_stat_statements only
 
@@ -811,6 +844,7 @@ class Costs:
             cpu_by_process(self.pids),
             machine_cpu(),
             own_cpu(),
+            cpu_of_programs(),
             await pg_transactions(self.env),
             await pg_statements(self.env),
         )
@@ -829,10 +863,15 @@ class Costs:
         # The rest of the machine's 2 cores: this script (users + the analysis service), and
         # everything else (PostgreSQL, RabbitMQ, the kernel, anything else running).
         rest = machine * 1000 / count - total - own * 1000 / count
+        programs = program_seconds(before.programs, after.programs)
+        named = {name: programs.get(name, 0.0) * 1000 / count for name in PROGRAM_NAMES}
+        other = rest - sum(named.values())
         print(
             f"{'':9}machine CPU per analysis: {machine * 1000 / count:.2f} ms (skyhook "
             f"{total:.2f}, this script's users and service {own * 1000 / count:.2f}, "
-            f"the rest: database, broker, system {rest:.2f})"
+            f"the rest {rest:.2f}: "
+            + ", ".join(f"{name} {ms:.2f}" for name, ms in named.items())
+            + f", the kernel and anything else {other:.2f})"
         )
         if before.transactions is not None and after.transactions is not None:
             per_analysis = (after.transactions - before.transactions) / count
