@@ -103,6 +103,8 @@ BAD_INSTRUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"name": "cam", "filters": [1, 2]}, "Invalid filters"),
     ({"name": "cam", "filters": ["g", "g"]}, "listed twice"),
     ({"name": "cam", "telescope": 5}, "Invalid telescope"),
+    # the older name is checked even when ``telescope`` makes it unused
+    ({"name": "cam", "telescope": "P48", "telescope_name": {}}, "Invalid telescope_name"),
     ({"name": "cam\u0000"}, "NUL"),
     ({"name": "cam", "filters": ["g\u0000"]}, "Invalid filters"),
 ]

@@ -170,13 +170,12 @@ class SourceEdit(Closed):
 
 
 def _telescope_name(value: Any, info: ValidationInfo) -> Any:
-    """SkyPortal's older name of ``telescope``, read (and checked) only without it."""
-    if info.data.get("telescope") is not None:
-        return None
+    """SkyPortal's older name of ``telescope``: always checked, used only without it."""
     try:
-        return optional_text({"telescope_name": value}, "telescope_name")
+        name = optional_text({"telescope_name": value}, "telescope_name")
     except ApiError as exc:
         raise ValueError(exc.message) from None
+    return None if info.data.get("telescope") is not None else name
 
 
 def _filters(value: object) -> list[str]:
