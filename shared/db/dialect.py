@@ -224,6 +224,18 @@ def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:
     return query.with_for_update(skip_locked=True) if dialect == POSTGRESQL else query
 
 
+def row_check(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``condition`` as a check on the rows a statement finds by other means (their ids),
+    never as a way to find them: ``(condition) IS TRUE``, which no index matches.
+
+    Statements over a batch of ids also check each row's status. Left bare, that check lets
+    the planner scan the status index instead of looking the ids up, whenever its statistics
+    (the last ANALYZE) say the status is rare: after 100,000 analyses queued that it believed
+    were a handful, claiming 64 of them read all 100,000 (20 ms instead of 0.1 ms), on every
+    claim until the next ANALYZE."""
+    return condition.is_(true())
+
+
 def in_taken(column: Any, taken: Select[Any], dialect: str) -> ColumnElement[bool]:
     """``column IN`` the rows ``taken`` selects, locked as :func:`skip_locked` locks them,
     with the subquery run once.

@@ -61,6 +61,7 @@ from shared.db.dialect import (
     lock_and_reserve_ids,
     merged_json,
     name_of,
+    row_check,
     seconds_since,
     skip_locked,
     together,
@@ -487,7 +488,7 @@ def _cancelling(dialect: str) -> Any:
         update(ObjAnalysis)
         .where(
             in_bound(ObjAnalysis.id, "cancelled_ids", dialect),
-            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            row_check(ObjAnalysis.status.in_(ACTIVE_STATUSES)),
         )
         .values(
             status=AnalysisStatus.CANCELLED,
@@ -624,7 +625,7 @@ def _winning_update(dialect: str) -> tuple[RowSet, Any]:
     rows = completed.table
     won = (
         update(ObjAnalysis)
-        .where(ObjAnalysis.id == rows.c.id, _won(NOW))
+        .where(ObjAnalysis.id == rows.c.id, row_check(_won(NOW)))
         .values(
             status=rows.c.status,
             status_message=rows.c.status_message,
@@ -802,7 +803,7 @@ def _claiming(dialect: str) -> Any:
     """``queued → dispatching`` for the due rows among ``claimed_ids``, built once."""
     return (
         update(ObjAnalysis)
-        .where(in_bound(ObjAnalysis.id, "claimed_ids", dialect), _due(NOW))
+        .where(in_bound(ObjAnalysis.id, "claimed_ids", dialect), row_check(_due(NOW)))
         .values(
             status=AnalysisStatus.DISPATCHING,
             dispatch_attempts_count=ObjAnalysis.dispatch_attempts_count + 1,
@@ -1013,9 +1014,13 @@ def _finishing(dialect: str, *, reaping: bool) -> tuple[RowSet, Together]:
         update(ObjAnalysis)
         .where(
             ObjAnalysis.id == rows.c.analysis_id,
-            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
-            ObjAnalysis.dispatch_attempts_count == rows.c.attempt_number,
-            ObjAnalysis.last_activity < IDLE_BEFORE if reaping else true(),
+            row_check(
+                and_(
+                    ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+                    ObjAnalysis.dispatch_attempts_count == rows.c.attempt_number,
+                    ObjAnalysis.last_activity < IDLE_BEFORE if reaping else true(),
+                )
+            ),
         )
         .values(
             status=rows.c.status,

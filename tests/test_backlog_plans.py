@@ -1,0 +1,179 @@
+"""A backlog the planner does not know of: the hot statements still read only their own rows.
+
+After an outage, analyses pile up as ``queued`` faster than PostgreSQL's statistics follow
+(autovacuum analyzes a table once a tenth of it changed). Planned from statistics that call
+the status rare, a statement over a batch of ids that also checks the status scanned the
+status index, so every claim and every callback batch read the whole backlog. These tests
+build that situation inside a transaction they roll back (the rows, and the statistics
+ANALYZE stored, go with it) and run the real statements under EXPLAIN ANALYZE.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.dialect import NOW
+from shared.db.session import create_engine, create_session_factory
+from shared.db.types import utcnow
+from shared.domain import analysis_lifecycle as lifecycle
+from tests.support.explain import explainable, plan_of, rows_read_from
+
+BACKLOG = 20_000
+BATCH = 64
+
+_ROWS = """
+INSERT INTO obj_analyses (unique_id, obj_id, author_id, analysis_service_id, token_hash, status,
+    analysis_parameters, input_filters, show_parameters, show_plots, show_corner, invalid_after,
+    last_activity, handled_by_url, artifacts, data_summary, dispatch_attempts_count, created_at,
+    modified)
+SELECT md5(:tag || :status || g), :obj_id, :user_id, :service_id, md5(:tag || :status || g || 't'),
+    :status, '{}', '{}', false, false, false, now() + interval '1 hour', now(), 'x', '{}', '{}',
+    :attempts, now(), now()
+FROM generate_series(1, :count) AS g
+"""
+
+
+async def _add_rows(
+    session: AsyncSession, owner: dict[str, object], status: str, count: int
+) -> None:
+    attempts = 1 if status == "dispatching" else 0
+    parameters = {**owner, "status": status, "count": count, "attempts": attempts}
+    await session.execute(text(_ROWS), parameters)
+
+
+@pytest.fixture
+async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction holds a few hundred analyses that ANALYZE saw, then a
+    backlog of queued ones and a batch in each other active status that it did not."""
+    assert database_url.startswith("postgresql")
+    engine = create_engine(database_url)
+    explainable(engine)
+    session = create_session_factory(engine)()
+    tag = uuid.uuid4().hex[:10]
+    owner = {
+        "tag": tag,
+        "user_id": await session.scalar(
+            text(
+                "INSERT INTO users (username, is_admin, acls, preferences, created_at, modified) "
+                "VALUES (:name, false, '[]', '{}', now(), now()) RETURNING id"
+            ),
+            {"name": f"backlog-{tag}"},
+        ),
+        "obj_id": await session.scalar(
+            text(
+                "INSERT INTO objs (id, ra, dec, summary_history, created_at, modified) "
+                "VALUES (:id, 1, 1, '[]', now(), now()) RETURNING id"
+            ),
+            {"id": f"backlog_{tag}"},
+        ),
+        "service_id": await session.scalar(
+            text(
+                "INSERT INTO analysis_services (name, display_name, url, "
+                "optional_analysis_parameters, authentication_type, enabled, analysis_type, "
+                "input_data_types, inputs_format, timeout, upload_only, is_summary, "
+                "display_on_resource_dropdown, created_at, modified) VALUES (:name, :name, "
+                "'http://127.0.0.1:9', '{}', 'none', true, 'lightcurve_fitting', '[]', 'csv', "
+                "3600, false, false, true, now(), now()) RETURNING id"
+            ),
+            {"name": f"backlog-{tag}"},
+        ),
+    }
+    await _add_rows(session, owner, "completed", 300)
+    await session.execute(text("ANALYZE obj_analyses"))
+    await _add_rows(session, owner, "queued", BACKLOG)
+    await _add_rows(session, owner, "dispatching", BATCH)
+    await _add_rows(session, owner, "pending", BATCH)
+    session.info["obj_id"] = owner["obj_id"]
+    try:
+        yield session
+    finally:
+        await session.rollback()
+        await session.close()
+        await engine.dispose()
+
+
+async def _ids(session: AsyncSession, status: str) -> list[int]:
+    """A batch of the backlog's analyses in this status."""
+    found = await session.scalars(
+        text(
+            "SELECT id FROM obj_analyses WHERE status = :status AND obj_id = :obj_id "
+            "ORDER BY id LIMIT :count"
+        ),
+        {"status": status, "obj_id": session.info["obj_id"], "count": BATCH},
+    )
+    return list(found)
+
+
+def _assert_read_only_the_batch(plan: dict[str, object]) -> None:
+    assert plan["Actual Rows"] == BATCH, "every row of the batch moved"
+    read = rows_read_from(plan, "obj_analyses")
+    assert read <= BATCH, f"read {read} analyses to move {BATCH}"
+
+
+async def test_a_claim_reads_its_batch_not_the_backlog(backlog: AsyncSession) -> None:
+    claimed = await _ids(backlog, "queued")
+    parameters = {"claimed_ids": claimed, NOW.key: utcnow()}
+
+    plan = await plan_of(backlog, lifecycle._claiming("postgresql"), parameters)
+
+    _assert_read_only_the_batch(plan)
+
+
+async def test_a_callback_batch_reads_its_analyses_not_every_active_one(
+    backlog: AsyncSession,
+) -> None:
+    pending = await _ids(backlog, "pending")
+    completed, won = lifecycle._winning_update("postgresql")
+    rows = [
+        {
+            "id": analysis_id,
+            "status": "completed",
+            "status_message": "fit done",
+            "duration": 1.0,
+            "artifacts": {},
+            "data_summary": {},
+            "message_id": str(uuid.uuid4()),
+            "routing_key": "analysis.completed",
+            "payload": {"analysis_id": analysis_id},
+        }
+        for analysis_id in pending
+    ]
+
+    plan = await plan_of(backlog, won, {**completed.bound(rows), NOW.key: utcnow()})
+
+    _assert_read_only_the_batch(plan)
+
+
+async def test_a_batch_of_attempt_ends_reads_its_analyses_not_every_active_one(
+    backlog: AsyncSession,
+) -> None:
+    sent = await _ids(backlog, "dispatching")
+    finished, write = lifecycle._finishing("postgresql", reaping=False)
+    now = utcnow()
+    rows = [
+        {
+            "analysis_id": analysis_id,
+            "attempt_number": 1,
+            "status": "pending",
+            "status_message": "accepted",
+            "next_attempt_at": None,
+            "started_at": now - timedelta(seconds=1),
+            "latency_ms": 5.0,
+            "http_status": 200,
+            "outcome": "accepted",
+            "error": None,
+            "message_id": None,
+            "routing_key": None,
+            "payload": None,
+        }
+        for analysis_id in sent
+    ]
+    plan = await plan_of(backlog, write.guard, {**finished.bound(rows), NOW.key: now})
+
+    _assert_read_only_the_batch(plan)
