@@ -29,15 +29,8 @@ def explainable(engine: AsyncEngine) -> None:
             statement = EXPLAIN + statement
         return statement, parameters
 
-    def kept(
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: ExecutionContext,
-        executemany: bool,
-    ) -> None:
-        if context.execution_options.get("explain"):  # the plan, not the statement's rows
+    def kept(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(EXPLAIN):  # keep the plan, not the statement's rows
             conn.info["plan"] = cursor.fetchall()[0][0]
 
     event.listen(engine.sync_engine, "before_cursor_execute", prefixed, retval=True)
