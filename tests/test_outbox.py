@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import BusUnavailable
 from shared.bus.base import Envelope, Listening, MessageHandler
@@ -27,6 +25,7 @@ from shared.runtime.resources import Resources
 from skyhook.composition import outbox_relay
 from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit
+from tests.support.explain import explainable, nodes_of, plan_of
 from tests.support.polling import eventually
 
 
@@ -270,27 +269,19 @@ async def test_a_relay_pass_over_a_backlog_reads_each_waiting_row_a_few_times_no
     async with sessions() as session:
         await session.execute(text("ANALYZE outbox"))
     await _enqueue(sessions, range(1000))
-    sql = str(_taking("postgresql").compile(dialect=postgresql.dialect(paramstyle="named")))
 
     async with sessions() as session:  # rolled back: EXPLAIN ANALYZE really deletes
-        explain = text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}")
-        explained = await session.scalar(explain, {"limit": 500})
+        assert isinstance(session.bind, AsyncEngine)
+        explainable(session.bind)
+        plan = await plan_of(session, _taking("postgresql"), {"limit": 500})
         await session.rollback()
 
-    plan = explained[0]["Plan"]
     assert plan["Actual Rows"] == 500, "a pass takes its batch size, no more"
-    locking = _nodes_of(plan, "LockRows")
+    locking = nodes_of(plan, "LockRows")
     assert [node["Actual Loops"] for node in locking] == [1]
     buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
     assert buffers < 20 * 500, f"{buffers} buffers to take 500 rows"
     assert await _pending(sessions) == 1000
-
-
-def _nodes_of(plan: dict[str, Any], node_type: str) -> list[dict[str, Any]]:
-    found = [plan] if plan["Node Type"] == node_type else []
-    for child in plan.get("Plans", []):
-        found += _nodes_of(child, node_type)
-    return found
 
 
 async def test_relay_publishes_to_rabbitmq_with_confirms(

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+SCANS = ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan")
 
 
 def explainable(engine: AsyncEngine) -> None:
@@ -47,17 +48,25 @@ async def plan_of(session: AsyncSession, statement: Any, parameters: dict[str, A
     return explained[0]["Plan"]
 
 
+def nodes_of(plan: dict[str, Any], node_type: str) -> list[dict[str, Any]]:
+    """The plan's nodes of this type, at any depth."""
+    found = [plan] if plan["Node Type"] == node_type else []
+    for child in plan.get("Plans", []):
+        found += nodes_of(child, node_type)
+    return found
+
+
 def rows_read_from(plan: dict[str, Any], table: str) -> int:
     """How many rows the plan's scans of ``table`` looked at: those they returned and those
     their filters removed, over all their loops."""
-    read = 0
-    if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
-        looked_at = (
-            plan["Actual Rows"]
-            + plan.get("Rows Removed by Filter", 0)
-            + plan.get("Rows Removed by Index Recheck", 0)
+    scans = [node for kind in SCANS for node in nodes_of(plan, kind)]
+    return sum(
+        (
+            node["Actual Rows"]
+            + node.get("Rows Removed by Filter", 0)
+            + node.get("Rows Removed by Index Recheck", 0)
         )
-        read += looked_at * plan["Actual Loops"]
-    for child in plan.get("Plans", []):
-        read += rows_read_from(child, table)
-    return read
+        * node["Actual Loops"]
+        for node in scans
+        if node.get("Relation Name") == table
+    )
