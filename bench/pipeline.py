@@ -316,7 +316,7 @@ def own_cpu() -> float:
 
 # The outside programs whose share of "the rest" the report names, by process name.
 PROGRAMS = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ", "erl_child_setup": "RabbitMQ"}
-PROGRAM_NAMES = ("PostgreSQL", "RabbitMQ")
+PROGRAM_NAMES = tuple(dict.fromkeys(PROGRAMS.values()))
 
 
 def cpu_of_programs() -> dict[int, tuple[str, float]]:
