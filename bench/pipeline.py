@@ -886,20 +886,32 @@ async def measured_burst(
     """The burst, with its costs per analysis."""
     costs = Costs(env, pids)
     before = await costs.read()
-    profiled = pids.get(args.profile_service, next(iter(pids.values())))
-    async with profiling(profiled, args.profile):
+    async with profiling_of(args, pids, "burst"):
         outcome = await workload.burst(args.count)
     report("burst", outcome)
     await costs.report(before, args.count, args.statements)
     return outcome
 
 
+def profiling_of(
+    args: argparse.Namespace, pids: dict[str, int], run: str
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """The profile of ``--profile-service`` during ``run`` if ``--profile-run`` names it."""
+    profiled = pids.get(args.profile_service, next(iter(pids.values())))
+    return profiling(profiled, args.profile if args.profile_run == run else None)
+
+
 async def measured_paced(
-    workload: Workload, args: argparse.Namespace, costs: Costs, rate: float
+    workload: Workload,
+    args: argparse.Namespace,
+    costs: Costs,
+    rate: float,
+    profile: contextlib.AbstractAsyncContextManager[None],
 ) -> Outcome:
     """A paced run, with its costs per analysis (smaller batches than in the burst)."""
     before = await costs.read()
-    outcome = await workload.paced(rate, args.paced_seconds)
+    async with profile:
+        outcome = await workload.paced(rate, args.paced_seconds)
     report(f"{rate:g}/s", outcome)
     await costs.report(before, outcome.count, args.statements)
     return outcome
@@ -958,10 +970,15 @@ async def run_workloads(
             await idle_cpu(pids, seconds=3.0)
             outcomes["burst"] = await measured_burst(workload, args, env, pids)
             costs = Costs(env, pids)
-            outcomes["paced"] = await measured_paced(workload, args, costs, args.rate)
+            paced_profile = profiling_of(args, pids, "paced")
+            outcomes["paced"] = await measured_paced(
+                workload, args, costs, args.rate, paced_profile
+            )
             # Where the pipeline keeps up: half of what the burst completed per second.
             half = max(1.0, round(outcomes["burst"].completed_per_second / 2))
-            outcomes["half"] = await measured_paced(workload, args, costs, half)
+            outcomes["half"] = await measured_paced(
+                workload, args, costs, half, profiling_of(args, pids, "half")
+            )
     finally:
         await engine.dispose()
     return outcomes
@@ -1042,6 +1059,12 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         help="py-spy profile of skyhook during the burst: FILE.svg, or collapsed stacks",
+    )
+    parser.add_argument(
+        "--profile-run",
+        choices=("burst", "paced", "half"),
+        default="burst",
+        help="which run --profile records: the burst, the paced run at --rate, or half rate",
     )
     parser.add_argument("--serve-hello", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
