@@ -220,10 +220,7 @@ class AttemptRunner:
         )
 
     async def _finish_many(self, attempts: list[lifecycle.FinishedAttempt]) -> list[bool]:
-        moved = await lifecycle.finish_attempts(self.engine, attempts, utcnow())
-        if any(moved):
-            self.outbox.nudge(urgent=False)  # accepted / failed: reports, nobody waits on them
-        return moved
+        return await lifecycle.finish_attempts(self.engine, attempts, utcnow(), outbox=self.outbox)
 
     def _decide(
         self, attempt_number: int, result: SendResult, now: datetime

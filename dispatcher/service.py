@@ -167,8 +167,6 @@ class Dispatcher:
         """Re-announce ``queued`` rows whose retry is due (or whose message was lost)."""
         lost_after = timedelta(seconds=self.settings.dispatch_requeue_after_seconds)
         ids = await lifecycle.announce_due(self.resources.sessions, utcnow(), lost_after)
-        if ids:
-            self.resources.outbox.nudge()
         return len(ids)
 
     async def reap_stuck(self, now: datetime | None = None, *, window: float | None = None) -> int:
@@ -188,7 +186,11 @@ class Dispatcher:
         if stuck:
             attempts = [self._given_up(row, now) for row in stuck]
             moved = await lifecycle.finish_attempts(
-                self.resources.engine, attempts, now, idle_before=cutoff
+                self.resources.engine,
+                attempts,
+                now,
+                outbox=self.resources.outbox,
+                idle_before=cutoff,
             )
             for attempt, was_moved in zip(attempts, moved, strict=True):
                 if was_moved:
@@ -200,8 +202,6 @@ class Dispatcher:
                         extra={"analysis_id": attempt.subject.analysis_id},
                     )
             released = sum(moved)
-            if released:
-                self.resources.outbox.nudge()
         orphans = await lifecycle.mark_orphaned_attempts(sessions, cutoff)
         if orphans:
             log.warning("%d attempts interrupted by a stopped dispatcher marked so", orphans)
@@ -229,7 +229,6 @@ class Dispatcher:
         """Active rows past ``invalid_after`` → ``timed_out``."""
         ids = await lifecycle.sweep_expired(self.resources.sessions, now or utcnow())
         if ids:
-            self.resources.outbox.nudge()
             log.info("timed out %d analyses: %s", len(ids), ids[:20])
         return len(ids)
 

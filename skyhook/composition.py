@@ -91,8 +91,11 @@ async def outbox_relay(resources: Resources) -> AsyncIterator[None]:
     """Relay outbox rows to the bus while the block runs (restarted if it ever crashes).
 
     Enter it after the process's consumers have subscribed: rows left from a previous run are
-    published at once, and a message no queue is bound to yet ends among the dead letters.
+    published at once (a message no queue is bound to yet would end among the dead letters),
+    and so, once, are rows other processes are still handing over: at worst a few duplicates
+    when a process starts, which consumers absorb.
     """
+    resources.outbox.nudge()  # its first pass sweeps every row, however new
     async with background("outbox-relay", resources.outbox.run):
         try:
             yield

@@ -1050,7 +1050,9 @@ async def test_attempts_that_end_together_are_recorded_together_each_on_its_own_
         ended(overtaken, AnalysisStatus.PENDING, "accepted"),
         ended(accepted, AnalysisStatus.FAILURE, "failed"),  # a duplicate of the first attempt
     ]
-    moved = await lifecycle.finish_attempts(resources.engine, batch, utcnow())
+    moved = await lifecycle.finish_attempts(
+        resources.engine, batch, utcnow(), outbox=resources.outbox
+    )
 
     assert moved == [True, True, True, False, False]
     statuses = [(await load_analysis(resources, row.id)).status for row in rows]
@@ -1091,11 +1093,15 @@ async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     record = lifecycle.AttemptRecord(1, started, "accepted", latency_ms=5.0, http_status=202)
     subject = lifecycle.Subject(row.id, scene.obj_id, service_id, False)
     finished = lifecycle.FinishedAttempt(subject, record, AnalysisStatus.PENDING, "ok")
-    (moved,) = await lifecycle.finish_attempts(resources.engine, [finished], utcnow())
+    (moved,) = await lifecycle.finish_attempts(
+        resources.engine, [finished], utcnow(), outbox=resources.outbox
+    )
     reaped_record = lifecycle.AttemptRecord(1, started, "retry", error="interrupted")
     reaped = lifecycle.FinishedAttempt(subject, reaped_record, AnalysisStatus.QUEUED, "retry")
     # a final outcome is never overwritten
-    (moved_again,) = await lifecycle.finish_attempts(resources.engine, [reaped], utcnow())
+    (moved_again,) = await lifecycle.finish_attempts(
+        resources.engine, [reaped], utcnow(), outbox=resources.outbox
+    )
 
     assert not moved and not moved_again
     (attempt,) = await load_attempts(resources, row.id)
@@ -1173,9 +1179,9 @@ async def test_dispatch_through_rabbitmq(resources: Resources, scene: Scene) -> 
     async with isolated_rabbit(AMQP_URL) as make_bus, serving(FakeService()) as service:
         bus = make_bus()
         await bus.start()
-        rabbit = dataclasses.replace(
-            resources, bus=bus, outbox=OutboxRelay(resources.sessions, bus)
-        )
+        outbox = OutboxRelay(resources.sessions, bus)
+        outbox.collect(resources.sessions)
+        rabbit = dataclasses.replace(resources, bus=bus, outbox=outbox)
         async with running(rabbit):
             service.replies = [Reply(502, "bad gateway")]
             service_id = await make_service(resources, service.url)

@@ -7,16 +7,18 @@ ConnectionError, as RabbitBus does when the broker is unreachable.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import BusUnavailable
 from shared.bus.base import Envelope, Listening, MessageHandler
 from shared.bus.memory import MemoryBus
-from shared.bus.outbox import OutboxRelay, _taking, enqueue
+from shared.bus.outbox import OutboxRelay, _taking, enqueue, outbox_values
 from shared.db.models import OutboxMessage
 from shared.db.session import create_engine, create_session_factory
 from shared.domain.events import AnalysisCompleted, AnalysisRequested
@@ -37,6 +39,7 @@ class SwitchableBus:
         self.down = False
         self.publish_delay = publish_delay
         self.published: list[Envelope] = []
+        self.publishes: list[int] = []  # how many envelopes each publish carried
         self.refused = 0
 
     async def start(self) -> None:
@@ -55,6 +58,7 @@ class SwitchableBus:
         await asyncio.sleep(self.publish_delay)
         await self.inner.publish(envelopes)
         self.published.extend(envelopes)
+        self.publishes.append(len(envelopes))
 
     async def subscribe(
         self,
@@ -119,6 +123,7 @@ async def test_rolled_back_messages_are_never_published(
 ) -> None:
     bus = SwitchableBus()
     relay = OutboxRelay(sessions, bus)
+    relay.collect(sessions)
     with pytest.raises(RuntimeError, match="state change failed"):
         async with sessions.begin() as session:
             enqueue(session, AnalysisRequested(analysis_id=1))
@@ -184,57 +189,149 @@ async def test_messages_wait_while_the_bus_is_down_and_go_out_after_recovery(
     assert bus.analysis_ids() == [0, 1, 2, 3, 4]
 
 
-def counted_passes(relay: OutboxRelay) -> list[int]:
-    """What each of the relay's passes published, in order (the relay's ``publish_all``
-    wrapped to record it)."""
-    passes: list[int] = []
-    publish_all = relay.publish_all
-
-    async def counted() -> int:
-        published = await publish_all()
-        passes.append(published)
-        return published
-
-    relay.publish_all = counted  # type: ignore[method-assign]
-    return passes
+async def _write(sessions: async_sessionmaker[AsyncSession], ids: Sequence[int]) -> list[Any]:
+    """Outbox rows written as a set-based writer writes them (not through ``enqueue``, so
+    no session hands them over): their values, for a :meth:`OutboxRelay.hand_off`."""
+    values = [outbox_values(AnalysisRequested(analysis_id=i)) for i in ids]
+    async with sessions.begin() as session:
+        session.add_all(OutboxMessage(**v) for v in values)
+    return values
 
 
 @pytest.mark.usefixtures("backend")
-async def test_nudge_publishes_without_waiting_for_the_poll(
+async def test_nudge_sweeps_new_rows_without_waiting_for_the_poll(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     bus = SwitchableBus()
-    relay = OutboxRelay(sessions, bus, poll_interval=60)
-    passes = counted_passes(relay)
+    relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=0)
+    await _enqueue(sessions, [40])
     async with background("outbox-relay", relay.run):
-        # The relay found nothing and now sleeps for a minute.
-        await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
+        await eventually(lambda: bus.analysis_ids() == [40], "the first sweep", within=5)
+        # The relay now sleeps for a minute; these rows are new and nobody hands them over.
         await _enqueue(sessions, [41, 42])
         relay.nudge()
-        await eventually(lambda: len(bus.published) == 2, "the nudged publish", within=3)
-    assert bus.analysis_ids() == [41, 42]
+        await eventually(lambda: len(bus.published) == 3, "the nudged sweep", within=3)
+    assert bus.analysis_ids() == [40, 41, 42]
 
 
 @pytest.mark.usefixtures("backend")
-async def test_reports_linger_to_go_out_together_and_an_urgent_nudge_takes_them_along(
+async def test_committed_messages_are_handed_over_published_and_their_rows_deleted(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    """Events nobody waits on (an attempt's end, a completion) are nudged with
-    ``urgent=False``: the relay gathers them for up to its linger, one pass for many; an
-    urgent nudge (a new analysis to dispatch) ends the lingering at once."""
+    """A session of a factory the relay collects hands its messages over as it commits: out
+    at once, with no sweep (the relay would sweep rows only after a minute, and only those a
+    minute old)."""
     bus = SwitchableBus()
-    relay = OutboxRelay(sessions, bus, poll_interval=60, linger_seconds=60)
-    passes = counted_passes(relay)
+    relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60)
+    relay.collect(sessions)
     async with background("outbox-relay", relay.run):
-        await eventually(lambda: passes == [0], "the relay's first pass, finding nothing")
-        for analysis_id in (51, 52, 53):
-            await _enqueue(sessions, [analysis_id])
-            relay.nudge(urgent=False)
-        await _enqueue(sessions, [54])
-        relay.nudge()
+        await _enqueue(sessions, [1, 2])
+        await _enqueue(sessions, [3])
+        await eventually(lambda: len(bus.published) == 3, "the handed-over messages", within=5)
+        await eventually(lambda: _nothing_pending(sessions), "their rows deleted", within=5)
+    assert bus.analysis_ids() == [1, 2, 3]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_reports_linger_to_go_out_together_and_an_urgent_hand_off_takes_them_along(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Events nobody waits on (an attempt's end, a completion) are handed over with
+    ``urgent=False``: the relay gathers them for up to its linger, one publish for many; an
+    urgent one (a new analysis to dispatch) ends the lingering at once."""
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60, linger_seconds=60)
+    async with background("outbox-relay", relay.run):
+        for analysis_id in (51, 52, 53):  # the relay runs while each row is written
+            relay.hand_off(await _write(sessions, [analysis_id]), urgent=False)
+        relay.hand_off(await _write(sessions, [54]))
         await eventually(lambda: len(bus.published) == 4, "the urgent publish", within=3)
     assert bus.analysis_ids() == [51, 52, 53, 54]
-    assert passes == [0, 4], "one pass for all four"
+    assert bus.publishes == [4], "one publish for all four"
+
+
+@pytest.mark.usefixtures("backend")
+async def test_rows_nobody_handed_over_are_swept_once_they_are_left_behind(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A row whose writer stopped between its commit and the hand-off goes out with a sweep,
+    but only once it is ``left_behind_after`` old: younger, its writer may still be handing
+    it over."""
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=0.02, left_behind_after=1.0)
+    written = time.monotonic()
+    await _enqueue(sessions, [7])  # a factory the relay does not collect: nothing handed over
+    async with background("outbox-relay", relay.run):
+        await eventually(lambda: bus.analysis_ids() == [7], "the sweep", within=10)
+        swept = time.monotonic()
+    assert swept - written >= 1.0
+    assert await _pending(sessions) == 0
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_sweeping_relay_never_takes_what_another_was_handed(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two processes' relays: one is handed its writes and deletes their rows half a second
+    after publishing; the other sweeps all the while. Every message goes out once."""
+    bus = SwitchableBus()
+    writer = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60, delete_within=0.5)
+    writer.collect(sessions)
+    sweeper = OutboxRelay(sessions, bus, poll_interval=0.01)
+    async with background("writer", writer.run), background("sweeper", sweeper.run):
+        for first in range(0, 200, 10):
+            await _enqueue(sessions, range(first, first + 10))
+        await eventually(lambda: len(bus.published) >= 200, "every message", within=10)
+        await eventually(lambda: _nothing_pending(sessions), "an empty outbox", within=5)
+    assert sorted(bus.analysis_ids()) == list(range(200))
+    assert len(bus.published) == 200
+
+
+@pytest.mark.usefixtures("backend")
+async def test_rows_published_together_are_deleted_in_one_statement(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Ten commits handed over one after another: ten publishes' rows, one DELETE."""
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60, delete_within=5)
+    relay.collect(sessions)
+    deletes = _deletes_of_published(sessions)
+    async with background("outbox-relay", relay.run):
+        for analysis_id in range(10):
+            await _enqueue(sessions, [analysis_id])
+        await eventually(lambda: len(bus.published) == 10, "every message", within=5)
+        await eventually(lambda: _nothing_pending(sessions), "their rows deleted", within=10)
+    assert bus.analysis_ids() == list(range(10))
+    assert len(deletes) == 1
+
+
+@pytest.mark.usefixtures("backend")
+async def test_stopping_publishes_what_was_handed_over_and_deletes_its_rows(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60)
+    relay.collect(sessions)
+    await _enqueue(sessions, [8, 9])  # handed over; the relay is not running
+
+    await relay.stop()
+
+    assert bus.analysis_ids() == [8, 9]
+    assert await _pending(sessions) == 0
+    assert await relay.publish_pending() == 0  # a stopped relay starts no other pass
+
+
+def _deletes_of_published(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    """The statements that delete published rows by message id, as they run."""
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "DELETE FROM outbox WHERE outbox.message_id" in " ".join(statement.split()):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return statements
 
 
 async def test_two_relays_on_postgresql_never_publish_a_row_twice(
@@ -273,7 +370,8 @@ async def test_a_relay_pass_over_a_backlog_reads_each_waiting_row_a_few_times_no
     async with sessions() as session:  # rolled back: EXPLAIN ANALYZE really deletes
         assert isinstance(session.bind, AsyncEngine)
         explainable(session.bind)
-        plan = await plan_of(session, _taking("postgresql"), {"limit": 500})
+        taking = _taking("postgresql", left_behind=False)
+        plan = await plan_of(session, taking, {"limit": 500})
         await session.rollback()
 
     assert plan["Actual Rows"] == 500, "a pass takes its batch size, no more"
@@ -309,7 +407,7 @@ async def test_composition_relays_what_a_service_enqueues(
     async with outbox_relay(resources):
         async with resources.sessions.begin() as session:
             enqueue(session, AnalysisRequested(analysis_id=77))
-        resources.outbox.nudge()
+        # Handed over as it committed: out well before a sweep would take it.
         await inbox.wait_handled(1, within=5)
         await eventually(lambda: _nothing_pending(sessions), "an empty outbox", within=5)
     assert inbox.handled[0].payload == {"analysis_id": 77}

@@ -99,7 +99,7 @@ async def test_a_batch_aborted_to_break_a_deadlock_is_written_again(
         await other.execute("SET LOCAL deadlock_timeout = '20s'")
         await other.execute("SELECT 1 FROM obj_analyses WHERE id = $1 FOR UPDATE", second.id)
         batch_done = asyncio.ensure_future(
-            lifecycle.finish_attempts(resources.engine, batch, utcnow())
+            lifecycle.finish_attempts(resources.engine, batch, utcnow(), outbox=resources.outbox)
         )
         await _until_the_batch_waits_for_a_lock(other)
         await other.execute(

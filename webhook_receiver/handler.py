@@ -70,7 +70,7 @@ def setup_webhook(app: web.Application, resources: Resources) -> None:
         return await find_callees(engine, token_hashes)
 
     async def complete(batch: list[Completion]) -> list[bool]:
-        return await lifecycle.complete_many(engine, sessions, batch)
+        return await lifecycle.complete_many(engine, sessions, batch, outbox=resources.outbox)
 
     app[RECEIVER] = Receiver(
         engine=engine,
@@ -142,7 +142,6 @@ async def _expire(receiver: Receiver, analysis: Callee) -> None:
     """Mark the row timed_out (if still active) and refuse: always raises."""
     async with receiver.sessions.begin() as session:
         await expire(session, analysis, utcnow())
-    receiver.outbox.nudge()
     log.info("analysis %s: webhook after invalid_after, marked timed_out", analysis.id)
     await _refuse_by_current_state(receiver.engine, analysis)
     raise bad_request(TOKEN_EXPIRED)
@@ -207,6 +206,5 @@ async def _receive_for(
             await _expire(receiver, analysis)
         await _refuse_by_current_state(receiver.engine, analysis)
         raise forbidden("Analysis was updated concurrently")
-    receiver.outbox.nudge(urgent=False)  # the analysis is complete: its event only reports it
     log.info("analysis %s: webhook accepted, status %s", analysis.id, status)
     return success({"status": "success"})

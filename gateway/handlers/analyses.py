@@ -30,7 +30,7 @@ from gateway.analysis_views import analysis_brief, analysis_dict, attempt_dict
 from gateway.auth import PRINCIPAL_VERSION, principal, reauthenticate
 from gateway.schemas.analyses import StartAnalysis
 from gateway.schemas.validation import validated
-from http_edge.app_keys import ARTIFACTS, ENGINE, OUTBOX, SESSIONS, SETTINGS
+from http_edge.app_keys import ARTIFACTS, ENGINE, SESSIONS, SETTINGS
 from http_edge.web import (
     Page,
     bad_request,
@@ -318,7 +318,6 @@ async def post_cancel(request: web.Request) -> web.Response:
                 select(ObjAnalysis.status).where(ObjAnalysis.id == analysis_id)
             )
             raise bad_request(f"Analysis is already {status}")
-    request.app[OUTBOX].nudge()
     log.info("analysis %d cancelled by user %d", analysis_id, me.user_id)
     return success({"id": analysis_id, "status": "cancelled"})
 

@@ -19,7 +19,7 @@ from gateway.source_access import (
     visible_obj,
     visible_page,
 )
-from http_edge.app_keys import OUTBOX, SESSIONS, SETTINGS
+from http_edge.app_keys import SESSIONS, SETTINGS
 from http_edge.web import (
     ApiError,
     bad_request,
@@ -199,7 +199,6 @@ async def post_photometry(request: web.Request) -> web.Response:
         for obj in objs:  # default analyses may run on new photometry
             count = sum(1 for p in points if p.obj_id == obj.id)
             enqueue(session, PhotometryAdded(obj_id=obj.id, count=count))
-    request.app[OUTBOX].nudge()
     return success({"ids": ids})
 
 

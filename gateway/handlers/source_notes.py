@@ -16,7 +16,7 @@ from gateway.source_access import (
     required,
     visible_obj,
 )
-from http_edge.app_keys import OUTBOX, SESSIONS
+from http_edge.app_keys import SESSIONS
 from http_edge.web import bad_request, json_body, success
 from shared.bus.outbox import enqueue
 from shared.db.models import (
@@ -110,7 +110,6 @@ async def post_classification(request: web.Request) -> web.Response:
             group_ids=sorted(shared_with),
         )
         enqueue(session, added)  # default analyses may start on it
-    request.app[OUTBOX].nudge()
     return success({"classification_id": row_id})
 
 

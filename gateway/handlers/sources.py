@@ -20,7 +20,7 @@ from gateway.source_access import (
     visible_obj,
 )
 from gateway.source_filters import source_list_bounds, source_list_condition
-from http_edge.app_keys import OUTBOX, SESSIONS, SETTINGS
+from http_edge.app_keys import SESSIONS, SETTINGS
 from http_edge.web import bad_request, json_body, page_from_query, query_bool, success
 from shared.bus.outbox import enqueue
 from shared.db.models import Obj, ObjAnalysis, User, obj_analysis_groups, obj_groups
@@ -61,7 +61,6 @@ async def post_source(request: web.Request) -> web.Response:
             raise taken from None
         for group in groups:
             enqueue(session, SourceSaved(obj_id=obj.id, group_id=group.id))
-    request.app[OUTBOX].nudge()
     return success({"id": obj.id})
 
 
@@ -94,7 +93,6 @@ async def post_source_groups(request: web.Request) -> web.Response:
             )
         for group_id in added:
             enqueue(session, SourceSaved(obj_id=obj_id, group_id=group_id))
-    request.app[OUTBOX].nudge()
     return success({"saved_group_ids": added, "unsaved_group_ids": sorted(set(unsave) & saved_to)})
 
 

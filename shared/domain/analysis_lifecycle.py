@@ -330,10 +330,10 @@ def _admitted(
 
 async def _insert_analyses(
     tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis], ids: list[int]
-) -> None:
+) -> list[dict[str, Any]]:
     """The rows, under the ids reserved for them, with their group links and outbox
     messages (one statement on PostgreSQL); their artifacts and, for uploaded results,
-    their annotations."""
+    their annotations. Returns the outbox messages, to hand to the relay after the commit."""
     writes = _creation_writes(name_of(session))
     now = utcnow()
     created = list(zip(ids, rows, strict=True))
@@ -358,6 +358,7 @@ async def _insert_analyses(
                 analysis_id, new.obj_id, new.author.user_id, new.service.name
             )
             await upsert_annotations(session, target, new.annotations)
+    return messages
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,7 @@ def _creation_writes(dialect: str) -> CreationWrites:
 @dataclass(frozen=True)
 class AnalysisCreator:
     """Creates analyses: each row with its group links, artifacts and ``analysis.requested``
-    event in one transaction, then wakes the outbox relay. ``cap`` is how many capped
+    event in one transaction, then hands the events to the outbox relay. ``cap`` is how many capped
     analyses one author may have on one object."""
 
     sessions: Sessions
@@ -430,10 +431,10 @@ class AnalysisCreator:
             (admitted,) = _admitted([new], await _admission(session, [new]), self.cap)
             if isinstance(admitted, Exception):
                 raise admitted
-            await _insert_analyses(self.callback_tokens, session, [new], [analysis_id])
+            messages = await _insert_analyses(self.callback_tokens, session, [new], [analysis_id])
             if guard is not None:
                 await guard.record(session, analysis_id)
-        self.outbox.nudge()
+        self.outbox.hand_off(messages)
         return analysis_id
 
     async def create_many(self, batch: list[NewAnalysis]) -> list[int | Exception]:
@@ -445,15 +446,16 @@ class AnalysisCreator:
         reserves the new rows' ids, so rows, links and events are then one write."""
         for new in batch:
             _store_request_parameters(new)
+        messages: list[dict[str, Any]] = []
         async with self.sessions.begin() as session:
             keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
             ids = await lock_and_reserve_ids(session, keys, table_of(ObjAnalysis), len(batch))
             admitted = _admitted(batch, await _admission(session, batch), self.cap)
             rows = [item for item in admitted if isinstance(item, NewAnalysis)]
             if rows:
-                await _insert_analyses(self.callback_tokens, session, rows, ids[: len(rows)])
-        if rows:
-            self.outbox.nudge()
+                tokens = self.callback_tokens
+                messages = await _insert_analyses(tokens, session, rows, ids[: len(rows)])
+        self.outbox.hand_off(messages)
         given = iter(ids)
         return [item if isinstance(item, Exception) else next(given) for item in admitted]
 
@@ -469,8 +471,8 @@ async def cancel_analyses(
     session: AsyncSession, analysis_ids: Sequence[int], username: str
 ) -> list[int]:
     """Active → cancelled in one conditional UPDATE, each with its ``analysis.cancelled``
-    event; returns the ids cancelled (not those already final). The caller nudges the outbox
-    after the commit."""
+    event (handed to the outbox relay when the caller's session commits); returns the ids
+    cancelled (not those already final)."""
     parameters = {
         "cancelled_ids": sorted(set(analysis_ids)),
         "cancelled_message": f"Cancelled by {username}",
@@ -596,12 +598,16 @@ def _completion_row(completion: Completion, now: datetime) -> dict[str, Any]:
 
 
 async def complete_many(
-    engine: AsyncEngine, sessions: Sessions, completions: Sequence[Completion]
+    engine: AsyncEngine,
+    sessions: Sessions,
+    completions: Sequence[Completion],
+    *,
+    outbox: OutboxRelay,
 ) -> list[bool]:
     """The webhook's transition for many callbacks at once: active → completed or failure,
-    with the results' artifacts, the annotations and the ended event. For each in turn,
-    whether it won (a loser wrote nothing; of two callbacks for one analysis in the same
-    batch, the second loses).
+    with the results' artifacts, the annotations and the ended event (handed to ``outbox``
+    once committed). For each in turn, whether it won (a loser wrote nothing; of two
+    callbacks for one analysis in the same batch, the second loses).
 
     Callbacks without annotations: one set-based write for them all (one round trip on
     PostgreSQL). With annotations: a transaction each, since they are matched against the
@@ -609,7 +615,7 @@ async def complete_many(
     now = utcnow()
     firsts = {c.analysis.id: c for c in reversed(completions)}
     plain = [firsts[i] for i in sorted(firsts) if not firsts[i].annotated]  # locked by id
-    won = await _complete_plain(engine, plain, now) if plain else set()
+    won = await _complete_plain(engine, outbox, plain, now) if plain else set()
     for completion in firsts.values():
         if completion.annotated and await _complete_annotated(engine, sessions, completion, now):
             won.add(completion.analysis.id)
@@ -641,9 +647,9 @@ def _winning_update(dialect: str) -> tuple[RowSet, Any]:
 
 
 def _winning_parameters(
-    completed: RowSet, completions: Sequence[Completion], now: datetime
+    completed: RowSet, rows: Sequence[dict[str, Any]], now: datetime
 ) -> dict[str, Any]:
-    return {**completed.bound([_completion_row(c, now) for c in completions]), NOW.key: now}
+    return {**completed.bound(rows), NOW.key: now}
 
 
 @functools.cache
@@ -665,14 +671,18 @@ def _completing(dialect: str) -> tuple[RowSet, ArtifactWrites, Together]:
 
 
 async def _complete_plain(
-    engine: AsyncEngine, completions: Sequence[Completion], now: datetime
+    engine: AsyncEngine, outbox: OutboxRelay, completions: Sequence[Completion], now: datetime
 ) -> set[int]:
     completed, files, write = _completing(name_of(engine))
+    rows = [_completion_row(c, now) for c in completions]
     parameters = {
-        **_winning_parameters(completed, completions, now),
+        **_winning_parameters(completed, rows, now),
         **files.bound({c.analysis.id: c.outcome.files for c in completions}),
     }
-    return {row[0] for row in await write_together(engine, write, parameters)}
+    won = {row[0] for row in await write_together(engine, write, parameters)}
+    # Reports of what happened: nobody waits on them, so they may go out with others.
+    outbox.hand_off((row for row in rows if row["id"] in won), urgent=False)
+    return won
 
 
 async def _complete_annotated(
@@ -681,7 +691,7 @@ async def _complete_annotated(
     analysis, outcome = completion.analysis, completion.outcome
     completed, won = _winning_update(name_of(engine))
     async with sessions.begin() as session:
-        parameters = _winning_parameters(completed, [completion], now)
+        parameters = _winning_parameters(completed, [_completion_row(completion, now)], now)
         if (await session.execute(won, parameters)).first() is None:
             return False
         await write_artifacts(session, analysis.id, outcome.files)
@@ -1062,11 +1072,13 @@ async def finish_attempts(
     attempts: Sequence[FinishedAttempt],
     now: datetime,
     *,
+    outbox: OutboxRelay,
     idle_before: datetime | None = None,
 ) -> list[bool]:
     """Record each attempt (replacing its ``sending`` row; a final outcome the reaper already
-    wrote wins) and move each row on if the attempt still owns it, with the move's event: one
-    set-based atomic write for them all. For each attempt in turn, whether its row moved.
+    wrote wins) and move each row on if the attempt still owns it, with the move's event
+    (handed to ``outbox`` once committed): one set-based atomic write for them all. For each
+    attempt in turn, whether its row moved.
 
     ``idle_before`` (the reaper giving up attempts whose dispatcher died): only rows with no
     activity since then move, and only the attempts of rows that moved are recorded (an
@@ -1078,6 +1090,8 @@ async def finish_attempts(
     parameters = {**finished.bound(rows), NOW.key: now, IDLE_BEFORE.key: idle_before}
     moved_rows = await write_together(engine, write, parameters)
     moved_ids = {row[0] for row in moved_rows}
+    events = [r for r in rows if r["analysis_id"] in moved_ids and r["routing_key"] is not None]
+    outbox.hand_off(events, urgent=False)  # reports of what happened: nobody waits on them
     return [
         a.subject.analysis_id in moved_ids
         and firsts[(a.subject.analysis_id, a.record.attempt_number)] is a

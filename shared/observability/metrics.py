@@ -56,11 +56,13 @@ QUEUE_DEPTH = Gauge(
     multiprocess_mode="mostrecent",
 )
 OUTBOX_BACKLOG = Gauge(
-    "skyhook_outbox_pending", "Outbox messages not yet published", multiprocess_mode="mostrecent"
+    "skyhook_outbox_pending",
+    "Outbox rows not yet deleted (a published message's row goes within 0.1 s)",
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_LAG = Gauge(
     "skyhook_outbox_lag_seconds",
-    "Age of the oldest unpublished outbox message",
+    "Age of the oldest outbox row (over 10 s: left behind, swept every second)",
     multiprocess_mode="mostrecent",
 )
 ANALYSES = Gauge(

@@ -63,6 +63,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     secret = settings.secret_key.get_secret_value()
     sessions = create_session_factory(engine)
     bus = bus_from(settings)
+    outbox = OutboxRelay(sessions, bus)
+    outbox.collect(sessions)  # what a session enqueues is handed over as it commits
     try:
         await bus.start()
         yield Resources(
@@ -76,7 +78,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             url_policy=url_policy_from(settings),
             artifacts=ArtifactStore(engine),
             bus=bus,
-            outbox=OutboxRelay(sessions, bus),
+            outbox=outbox,
         )
     finally:
         try:
