@@ -113,6 +113,7 @@ async def _ids(session: AsyncSession, status: str) -> list[int]:
 def _assert_read_only_the_batch(plan: dict[str, object]) -> None:
     assert plan["Actual Rows"] == BATCH, "every row of the batch moved"
     read = rows_read_from(plan, "obj_analyses")
+    print(plan)
     assert read <= BATCH, f"read {read} analyses to move {BATCH}"
 
 
@@ -177,3 +178,67 @@ async def test_a_batch_of_attempt_ends_reads_its_analyses_not_every_active_one(
     plan = await plan_of(backlog, write.guard, {**finished.bound(rows), NOW.key: now})
 
     _assert_read_only_the_batch(plan)
+
+
+@pytest.fixture
+async def crowded_source(backlog: AsyncSession) -> AsyncSession:
+    """The backlog's object also holds failures of its author's and another author's
+    completed analyses, none of which count toward the cap, and the author has many more
+    analyses of another object; ANALYZE has seen them all."""
+    obj_id = backlog.info["obj_id"]
+    author = (
+        await backlog.execute(
+            text(
+                "SELECT author_id, analysis_service_id FROM obj_analyses "
+                "WHERE obj_id = :obj_id ORDER BY id LIMIT 1"
+            ),
+            {"obj_id": obj_id},
+        )
+    ).one()
+    backlog.info["author_id"] = author.author_id
+    own = {"obj_id": obj_id, "user_id": author.author_id, "service_id": author.analysis_service_id}
+    await _add_rows(backlog, {**own, "tag": uuid.uuid4().hex[:10]}, "failure", 2_000)
+    other = await backlog.scalar(
+        text(
+            "INSERT INTO users (username, is_admin, acls, preferences, created_at, modified) "
+            "VALUES (:name, false, '[]', '{}', now(), now()) RETURNING id"
+        ),
+        {"name": f"other-{uuid.uuid4().hex[:10]}"},
+    )
+    theirs = {**own, "user_id": other, "tag": uuid.uuid4().hex[:10]}
+    await _add_rows(backlog, theirs, "completed", 5_000)
+    elsewhere = await backlog.scalar(
+        text(
+            "INSERT INTO objs (id, ra, dec, summary_history, created_at, modified) "
+            "VALUES (:id, 2, 2, '[]', now(), now()) RETURNING id"
+        ),
+        {"id": f"elsewhere_{uuid.uuid4().hex[:10]}"},
+    )
+    on_another = {**own, "obj_id": elsewhere, "tag": uuid.uuid4().hex[:10]}
+    await _add_rows(backlog, on_another, "completed", 30_000)
+    await backlog.execute(text("ANALYZE obj_analyses"))
+    return backlog
+
+
+async def test_a_start_counts_toward_the_cap_from_the_authors_analyses_of_the_object(
+    crowded_source: AsyncSession,
+) -> None:
+    """The cap counts the author's completed and active analyses on the object. Through an
+    index on the object alone (or on the author alone) the count read every analysis of the
+    object, the other author's 5,000 included (or the author's 30,000 of another object); it
+    reads only the author's analyses of this object."""
+    parameters = {
+        "admitted_author": crowded_source.info["author_id"],
+        "admitted_objs": [crowded_source.info["obj_id"]],
+        "author_groups": [],
+    }
+    counted = 300 + BACKLOG + 2 * BATCH
+    admission = lifecycle._admission_query("postgresql", False)
+
+    plan = await plan_of(crowded_source, admission, parameters)
+
+    (row,) = await crowded_source.execute(admission, parameters)
+    assert row.counted == counted
+    read = rows_read_from(plan, "obj_analyses")
+    authors_on_the_object = counted + 2_000
+    assert read <= authors_on_the_object, f"read {read} analyses to count {counted}"

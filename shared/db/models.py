@@ -366,11 +366,16 @@ class ObjAnalysis(Timestamped, Base):
     """
 
     __tablename__ = "obj_analyses"
-    __table_args__ = MONOTONIC_IDS
+    __table_args__ = (
+        # A start counts the author's analyses on the object toward the cap from this index
+        # alone (an index-only scan), and the object's analyses are found by its first column.
+        Index("ix_obj_analyses_obj_author_status", "obj_id", "author_id", "status"),
+        MONOTONIC_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     unique_id: Mapped[str] = mapped_column(String(36), unique=True)
-    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"), index=True)
+    obj_id: Mapped[str] = mapped_column(ForeignKey("objs.id", ondelete="CASCADE"))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     analysis_service_id: Mapped[int] = mapped_column(
         ForeignKey("analysis_services.id", ondelete="CASCADE"), index=True
