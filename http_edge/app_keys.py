@@ -7,7 +7,6 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus.base import Bus
-from shared.bus.outbox import OutboxRelay
 from shared.db.session import Sessions
 from shared.domain.artifacts import ArtifactStore
 from shared.runtime.resources import Resources
@@ -23,7 +22,6 @@ CALLBACK_TOKENS = web.AppKey("callback_tokens", CallbackTokens)
 URL_POLICY = web.AppKey("url_policy", URLPolicy)
 ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
 BUS = web.AppKey("bus", Bus)
-OUTBOX = web.AppKey("outbox", OutboxRelay)
 
 
 def provide(app: web.Application, resources: Resources) -> None:
@@ -36,4 +34,3 @@ def provide(app: web.Application, resources: Resources) -> None:
     app[URL_POLICY] = resources.url_policy
     app[ARTIFACTS] = resources.artifacts
     app[BUS] = resources.bus
-    app[OUTBOX] = resources.outbox

@@ -18,7 +18,6 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from http_edge.web import ApiError, bad_request, forbidden, success, unexpected_error
-from shared.bus.outbox import OutboxRelay
 from shared.db.models import ObjAnalysis
 from shared.db.session import Sessions
 from shared.db.types import utcnow
@@ -52,7 +51,6 @@ class Receiver:
 
     engine: AsyncEngine
     sessions: Sessions
-    outbox: OutboxRelay
     redactor: Redactor
     max_body_bytes: int
     callees: GroupCommit[str, Callee | None]
@@ -75,7 +73,6 @@ def setup_webhook(app: web.Application, resources: Resources) -> None:
     app[RECEIVER] = Receiver(
         engine=engine,
         sessions=sessions,
-        outbox=resources.outbox,
         redactor=Redactor(resources.secret_box, resources.settings.llm_api_key),
         max_body_bytes=resources.settings.webhook_max_body_bytes,
         callees=GroupCommit(look_up),

@@ -134,6 +134,7 @@ class OutboxRelay:
         delete_within: float = 0.1,
     ) -> None:
         self._sessions = sessions
+        self._engine = sessions.kw["bind"]
         self._bus = bus
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -164,13 +165,14 @@ class OutboxRelay:
         if not handed:
             return
         self._handed.extend(handed)
-        self._wake.set()
-        if urgent:
-            self._urgent.set()
+        self._wake_up(urgent)
 
     def nudge(self, *, urgent: bool = True) -> None:
         """Sweep every pending row soon, however new: rows committed without a hand-off."""
         self._sweep_everything = True
+        self._wake_up(urgent)
+
+    def _wake_up(self, urgent: bool) -> None:
         self._wake.set()
         if urgent:
             self._urgent.set()
@@ -230,8 +232,8 @@ class OutboxRelay:
         if not published:
             return
         try:
-            write = _deleting_published(name_of(self._sessions.kw["bind"]))
-            await write_together(self._sessions.kw["bind"], write, {"published": published})
+            write = _deleting_published(name_of(self._engine))
+            await write_together(self._engine, write, {"published": published})
         except BaseException:
             self._published = published + self._published
             self._delete_by = time.monotonic()
