@@ -47,6 +47,30 @@ async def _add_rows(
     await session.execute(text(_ROWS), parameters)
 
 
+async def _new_user(session: AsyncSession, name: str) -> int:
+    return int(
+        await session.scalar(
+            text(
+                "INSERT INTO users (username, is_admin, acls, preferences, created_at, modified) "
+                "VALUES (:name, false, '[]', '{}', now(), now()) RETURNING id"
+            ),
+            {"name": name},
+        )
+    )
+
+
+async def _new_obj(session: AsyncSession, obj_id: str) -> str:
+    return str(
+        await session.scalar(
+            text(
+                "INSERT INTO objs (id, ra, dec, summary_history, created_at, modified) "
+                "VALUES (:id, 1, 1, '[]', now(), now()) RETURNING id"
+            ),
+            {"id": obj_id},
+        )
+    )
+
+
 @pytest.fixture
 async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
     """A session whose transaction holds a few hundred analyses that ANALYZE saw, then a
@@ -58,20 +82,8 @@ async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
     tag = uuid.uuid4().hex[:10]
     owner = {
         "tag": tag,
-        "user_id": await session.scalar(
-            text(
-                "INSERT INTO users (username, is_admin, acls, preferences, created_at, modified) "
-                "VALUES (:name, false, '[]', '{}', now(), now()) RETURNING id"
-            ),
-            {"name": f"backlog-{tag}"},
-        ),
-        "obj_id": await session.scalar(
-            text(
-                "INSERT INTO objs (id, ra, dec, summary_history, created_at, modified) "
-                "VALUES (:id, 1, 1, '[]', now(), now()) RETURNING id"
-            ),
-            {"id": f"backlog_{tag}"},
-        ),
+        "user_id": await _new_user(session, f"backlog-{tag}"),
+        "obj_id": await _new_obj(session, f"backlog_{tag}"),
         "service_id": await session.scalar(
             text(
                 "INSERT INTO analysis_services (name, display_name, url, "
@@ -90,6 +102,7 @@ async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
     await _add_rows(session, owner, "dispatching", BATCH)
     await _add_rows(session, owner, "pending", BATCH)
     session.info["obj_id"] = owner["obj_id"]
+    session.info["owner"] = owner
     try:
         yield session
     finally:
@@ -185,35 +198,13 @@ async def crowded_source(backlog: AsyncSession) -> AsyncSession:
     """The backlog's object also holds failures of its author's and another author's
     completed analyses, none of which count toward the cap, and the author has many more
     analyses of another object; ANALYZE has seen them all."""
-    obj_id = backlog.info["obj_id"]
-    author = (
-        await backlog.execute(
-            text(
-                "SELECT author_id, analysis_service_id FROM obj_analyses "
-                "WHERE obj_id = :obj_id ORDER BY id LIMIT 1"
-            ),
-            {"obj_id": obj_id},
-        )
-    ).one()
-    backlog.info["author_id"] = author.author_id
-    own = {"obj_id": obj_id, "user_id": author.author_id, "service_id": author.analysis_service_id}
+    own = backlog.info["owner"]
     await _add_rows(backlog, {**own, "tag": uuid.uuid4().hex[:10]}, "failure", 2_000)
-    other = await backlog.scalar(
-        text(
-            "INSERT INTO users (username, is_admin, acls, preferences, created_at, modified) "
-            "VALUES (:name, false, '[]', '{}', now(), now()) RETURNING id"
-        ),
-        {"name": f"other-{uuid.uuid4().hex[:10]}"},
+    other = await _new_user(backlog, f"other-{uuid.uuid4().hex[:10]}")
+    await _add_rows(
+        backlog, {**own, "user_id": other, "tag": uuid.uuid4().hex[:10]}, "completed", 5_000
     )
-    theirs = {**own, "user_id": other, "tag": uuid.uuid4().hex[:10]}
-    await _add_rows(backlog, theirs, "completed", 5_000)
-    elsewhere = await backlog.scalar(
-        text(
-            "INSERT INTO objs (id, ra, dec, summary_history, created_at, modified) "
-            "VALUES (:id, 2, 2, '[]', now(), now()) RETURNING id"
-        ),
-        {"id": f"elsewhere_{uuid.uuid4().hex[:10]}"},
-    )
+    elsewhere = await _new_obj(backlog, f"elsewhere_{uuid.uuid4().hex[:10]}")
     on_another = {**own, "obj_id": elsewhere, "tag": uuid.uuid4().hex[:10]}
     await _add_rows(backlog, on_another, "completed", 30_000)
     await backlog.execute(text("ANALYZE obj_analyses"))
@@ -228,7 +219,7 @@ async def test_a_start_counts_toward_the_cap_from_the_authors_analyses_of_the_ob
     object, the other author's 5,000 included (or the author's 30,000 of another object); it
     reads only the author's analyses of this object."""
     parameters = {
-        "admitted_author": crowded_source.info["author_id"],
+        "admitted_author": crowded_source.info["owner"]["user_id"],
         "admitted_objs": [crowded_source.info["obj_id"]],
         "author_groups": [],
     }
