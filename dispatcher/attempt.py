@@ -18,10 +18,11 @@ from dispatcher.request import (
     StoredPayload,
     assemble_claimed_inputs,
     body_to_send,
-    load_contexts,
+    claim_contexts,
     stored_payload,
 )
 from dispatcher.sender import Outbound, Sender, SendResult, Verdict
+from shared.db.session import statement_session
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.artifacts import NewArtifact, write_artifacts_of
@@ -72,25 +73,26 @@ class AttemptRunner:
         )
 
     async def claim_many(self, analysis_ids: list[int]) -> list[ClaimedAttempt | None]:
-        """One transaction for many messages: claim the due rows (``queued → dispatching``),
-        load them with their services and authors, build (first attempt: assemble and store)
-        each request, and mark the attempts as sending. For each id in turn, its claimed
-        attempt, or None when the row is not ours to send (not due, vanished, or an earlier
-        duplicate of the same id in the batch took it)."""
+        """Many messages at once: claim the due rows (``queued → dispatching``) with their
+        services and authors, build (first attempt: assemble and store) each request, and
+        mark the attempts as sending. For each id in turn, its claimed attempt, or None when
+        the row is not ours to send (not due, vanished, or an earlier duplicate of the same id
+        in the batch took it).
+
+        On PostgreSQL each of these statements commits on its own (no transaction, so no BEGIN
+        and COMMIT round trips): a dispatcher that stops between the claim and the send leaves
+        the row ``dispatching``, which the reaper requeues, as it does when one stops during
+        the send."""
         started_at = utcnow()
         claimed: dict[int, ClaimedAttempt] = {}
         memo: InputsMemo = {}
-        async with self.sessions.begin() as session:
-            numbers = await lifecycle.claim_many(session, analysis_ids, started_at)
-            contexts = await load_contexts(session, list(numbers))
-            await assemble_claimed_inputs(session, contexts.values(), memo)
+        async with statement_session(self.engine) as session:
+            contexts = await claim_contexts(session, analysis_ids, started_at)
+            await assemble_claimed_inputs(session, [c for _, c in contexts.values()], memo)
             sending: list[lifecycle.Sending] = []
             new_inputs: dict[int, list[NewArtifact]] = {}
             replaced_inputs: dict[int, list[NewArtifact]] = {}
-            for analysis_id, attempt_number in sorted(numbers.items()):
-                context = contexts.get(analysis_id)
-                if context is None:
-                    continue
+            for analysis_id, (attempt_number, context) in sorted(contexts.items()):
                 attempt, payload = await self._prepared(
                     session, context, attempt_number, started_at, memo
                 )
@@ -101,8 +103,10 @@ class AttemptRunner:
                     written = replaced_inputs if payload.replaces_stored else new_inputs
                     written[analysis_id] = [payload.new_file]
                 sending.append(lifecycle.Sending(analysis_id, attempt_number, payload.provenance))
-            await write_artifacts_of(session, replaced_inputs, replace=True)
             await lifecycle.mark_sending_many(session, sending, utcnow(), started_at, new_inputs)
+        if replaced_inputs:  # several statements: a transaction of their own
+            async with self.sessions.begin() as session:
+                await write_artifacts_of(session, replaced_inputs, replace=True)
         return [claimed.pop(analysis_id, None) for analysis_id in analysis_ids]
 
     async def _prepared(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, join, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatcher.inputs import (
@@ -30,8 +30,8 @@ from dispatcher.inputs import (
 )
 from shared.db.dialect import in_bound, name_of
 from shared.db.models import AnalysisService, ObjAnalysis, User
+from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.access import Principal, principal_of_rows, principal_rows
-from shared.domain.analysis_lifecycle import naive_utc_text
 from shared.domain.analysis_parameters import SECRET_PARAMETERS
 from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.security.redaction import REDACTED
@@ -129,12 +129,15 @@ _CONTEXT_COLUMNS = [
 ]
 
 
-@functools.cache
-def _contexts_query(dialect: str) -> Select[Any]:
+_SERVICE_OF_ROW = AnalysisService.id == ObjAnalysis.analysis_service_id
+
+
+def _claimed_contexts(claimed: Any, is_claimed: ColumnElement[bool]) -> Select[Any]:
+    """The claimed rows with their services, each with its claimed attempt's number."""
     return (
-        select(*_CONTEXT_COLUMNS)
-        .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
-        .where(in_bound(ObjAnalysis.id, "analysis_ids", dialect))
+        select(claimed.dispatch_attempts_count.label("attempt_number"), *_CONTEXT_COLUMNS)
+        .select_from(join(ObjAnalysis, AnalysisService, _SERVICE_OF_ROW))
+        .where(is_claimed)
     )
 
 
@@ -143,22 +146,25 @@ def _authors_query(dialect: str) -> Select[Any]:
     return principal_rows(User.secrets_ciphertext).where(in_bound(User.id, "author_ids", dialect))
 
 
-async def load_contexts(
-    session: AsyncSession, analysis_ids: Sequence[int]
-) -> dict[int, DispatchContext]:
-    """The rows with their services, and their authors with their memberships: two queries."""
-    query = _contexts_query(name_of(session))
-    found = (await session.execute(query, {"analysis_ids": list(analysis_ids)})).all()
+async def claim_contexts(
+    session: AsyncSession, analysis_ids: Sequence[int], now: datetime
+) -> dict[int, tuple[int, DispatchContext]]:
+    """Claim the due rows among ``analysis_ids`` (``queued → dispatching``) and load each
+    with its service and author: for each claimed id, the attempt's number and its context.
+    Two queries: the claim with its rows and services (one statement on PostgreSQL), the
+    authors with their memberships. A row whose author was deleted meanwhile is left out."""
+    found = await lifecycle.claim_many(session, analysis_ids, now, _claimed_contexts)
     authors = await _authors(session, {row.author_id for row in found}) if found else {}
-    contexts = {}
-    for row in found:
-        if row.author_id not in authors:  # deleted meanwhile (its analyses go with it)
-            continue
-        analysis = _made(AnalysisToSend, row)
-        contexts[analysis.id] = DispatchContext(
-            analysis, _made(ServiceToCall, row), authors[row.author_id]
+    return {
+        row.AnalysisToSend_id: (
+            row.attempt_number,
+            DispatchContext(
+                _made(AnalysisToSend, row), _made(ServiceToCall, row), authors[row.author_id]
+            ),
         )
-    return contexts
+        for row in found
+        if row.author_id in authors
+    }
 
 
 async def _authors(session: AsyncSession, user_ids: set[int]) -> dict[int, Author]:
@@ -265,7 +271,7 @@ async def build_payload(
         "callback_url": site.callback_url(REDACTED),
         "inputs": {"analysis_parameters": parameters, **data},
         "callback_method": "POST",
-        "invalid_after": naive_utc_text(analysis.invalid_after.astimezone(UTC)),
+        "invalid_after": lifecycle.naive_utc_text(analysis.invalid_after.astimezone(UTC)),
         "analysis_resource_type": "obj",
         "resource_id": analysis.obj_id,
         "analysis_parameters": parameters,

@@ -28,7 +28,14 @@ from sqlalchemy import (
     select,
 )
 
-from shared.db.dialect import RowSet, all_at_once, lock_and_reserve_ids, write_all
+from shared.db.dialect import (
+    RowSet,
+    all_at_once,
+    lock_and_reserve_ids,
+    write_all,
+    write_then_read,
+    written_and_read,
+)
 from shared.db.types import UTCDateTime
 from shared.runtime.resources import Resources
 
@@ -183,3 +190,46 @@ def _statements(resources: Resources) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(resources.engine.sync_engine, "before_cursor_execute", record)
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -> None:
+    """``written_and_read``: one statement on PostgreSQL, two on SQLite; either way the read
+    gets only the rows the write matched, what the write changed included, and nothing when
+    it matched none."""
+    dialect = resources.engine.dialect.name
+    counters = Table(
+        f"counters_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("count", Integer),
+        Column("label", String),
+    )
+    bumped = (
+        counters.update()
+        .where(counters.c.id.in_(bindparam("ids", expanding=True)), counters.c.count < 2)
+        .values(count=counters.c.count + 1)
+        .returning(counters.c.id, counters.c.count)
+    )
+
+    def labelled(written: Any, matched: Any) -> Any:
+        return select(counters.c.label, written.count).where(matched).order_by(counters.c.id)
+
+    pair = written_and_read(dialect, bumped, labelled)
+    async with resources.engine.begin() as connection:
+        await connection.run_sync(counters.metadata.create_all)
+        rows = [{"id": 1, "count": 0, "label": "a"}, {"id": 2, "count": 2, "label": "b"}]
+        await connection.execute(insert(counters), rows)
+    try:
+        with _statements(resources) as seen:
+            async with resources.engine.begin() as connection:
+                found = await write_then_read(connection, pair, {"ids": [1, 2, 3]})
+        assert [tuple(row) for row in found] == [("a", 1)]
+        assert len(seen) == (1 if dialect == "postgresql" else 2)
+        async with resources.engine.begin() as connection:
+            assert await write_then_read(connection, pair, {"ids": [2, 3]}) == []
+            counts = (await connection.execute(select(counters.c.count))).scalars().all()
+        assert sorted(counts) == [1, 2]
+    finally:
+        async with resources.engine.begin() as connection:
+            await connection.run_sync(counters.metadata.drop_all)

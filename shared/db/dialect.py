@@ -332,6 +332,50 @@ async def write_together(
     return matched
 
 
+ReadOfWritten = Callable[[Any, ColumnElement[bool]], Select[Any]]
+"""Builds a read of the rows a write touched: given the write's returned columns (by their
+names) and the condition that picks those rows out of the written table."""
+
+
+@dataclass(frozen=True)
+class WrittenAndRead:
+    """A write and a read of the rows it touched, built once (see :func:`written_and_read`)."""
+
+    write: Any
+    read: Any  # SQLite: bound with MATCHED_IDS
+    statement: Any | None  # PostgreSQL: both as one statement
+
+
+def written_and_read(dialect: str, write: Any, read: ReadOfWritten) -> WrittenAndRead:
+    """``write``, an UPDATE … RETURNING whose first column is the written table's ``id``, and
+    ``read``'s query over the rows it touched, for :func:`write_then_read`.
+
+    PostgreSQL: one statement, the write as a CTE joined to the read (the read sees the
+    table as it was before the write, so what the write changed comes from its returned
+    columns). SQLite: the write, then the read by the returned ids, which sees the change."""
+    table = write.table
+    if dialect == POSTGRESQL:
+        written = write.cte("written")
+        statement = read(written.c, table.c.id == written.c.id)
+        return WrittenAndRead(write, None, statement)
+    return WrittenAndRead(write, read(table.c, table.c.id.in_(MATCHED_IDS)), None)
+
+
+async def write_then_read(
+    executor: AsyncSession | AsyncConnection,
+    prepared: WrittenAndRead,
+    parameters: Mapping[str, Any],
+) -> list[Any]:
+    """Run a :func:`written_and_read` pair; the read's rows (none when the write matched none).
+    On SQLite the caller's transaction holds the two together."""
+    if prepared.statement is not None:
+        return list(await executor.execute(prepared.statement, dict(parameters)))
+    written = [row[0] for row in await executor.execute(prepared.write, dict(parameters))]
+    if not written:
+        return []
+    return list(await executor.execute(prepared.read, {**parameters, MATCHED_IDS.key: written}))
+
+
 @dataclass(frozen=True)
 class AllAtOnce:
     """Independent writes run as one (see :func:`all_at_once`)."""

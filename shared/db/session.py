@@ -121,3 +121,18 @@ async def read_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         async with AsyncSession(bind=connection, expire_on_commit=False) as session:
             yield session
+
+
+@asynccontextmanager
+async def statement_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session for work whose every write is one statement on PostgreSQL (a row set's
+    write, a :func:`~shared.db.dialect.written_and_read` pair, an ``all_at_once`` write):
+    there its connection is in autocommit mode, so each statement commits on its own and no
+    BEGIN or COMMIT round trip surrounds them. On SQLite, where such a write may be several
+    statements, the session is one transaction, committed at the end of the block."""
+    if engine.dialect.name == "postgresql":
+        async with read_session(engine) as session:
+            yield session
+        return
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        yield session

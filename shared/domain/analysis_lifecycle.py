@@ -54,8 +54,10 @@ from shared.bus.outbox import OutboxRelay, enqueue, outbox_values
 from shared.db.dialect import (
     NOW,
     AllAtOnce,
+    ReadOfWritten,
     RowSet,
     Together,
+    WrittenAndRead,
     all_at_once,
     in_bound,
     lock_and_reserve_ids,
@@ -67,7 +69,9 @@ from shared.db.dialect import (
     together,
     upsert_selected,
     write_all,
+    write_then_read,
     write_together,
+    written_and_read,
 )
 from shared.db.models import (
     AnalysisService,
@@ -830,14 +834,21 @@ def _claiming(dialect: str) -> Any:
     )
 
 
+@functools.cache
+def _claiming_and_reading(dialect: str, read: ReadOfWritten) -> WrittenAndRead:
+    return written_and_read(dialect, _claiming(dialect), read)
+
+
 async def claim_many(
-    session: AsyncSession, analysis_ids: Sequence[int], now: datetime
-) -> dict[int, int]:
-    """``queued → dispatching`` for those of the rows that are due, in one statement; returns
-    each claimed row's attempt number by id."""
+    session: AsyncSession, analysis_ids: Sequence[int], now: datetime, read: ReadOfWritten
+) -> list[Any]:
+    """``queued → dispatching`` for those of the rows that are due, and ``read`` of the rows
+    claimed: one statement on PostgreSQL. ``read`` (a module-level function: the pair is
+    built once per dialect and reader) gets the claim's returned columns, ``id`` and
+    ``dispatch_attempts_count`` (the claimed attempt's number), and the condition that picks
+    the claimed rows out of ``obj_analyses``."""
     parameters = {"claimed_ids": sorted(set(analysis_ids)), NOW.key: now}
-    found = await session.execute(_claiming(name_of(session)), parameters)
-    return {row.id: row.dispatch_attempts_count for row in found}
+    return await write_then_read(session, _claiming_and_reading(name_of(session), read), parameters)
 
 
 @dataclass(frozen=True)
@@ -856,12 +867,13 @@ async def mark_sending_many(
     started_at: datetime,
     inputs: Mapping[int, Sequence[NewArtifact]] | None = None,
 ) -> None:
-    """Just before the HTTP calls, for attempts claimed in this same transaction (so still
-    theirs): refreshes ``last_activity`` (the reaper's clock), on a first attempt records the
-    inputs' provenance (artifact manifest, hash) and stores its new ``inputs`` files, and
-    writes the attempt row (outcome ``sending``), so an attempt cut short by a crash is listed
-    even when the service's callback completes the analysis. One statement per table, all of
-    them one round trip on PostgreSQL."""
+    """Just before the HTTP calls, for attempts claimed moments before: refreshes
+    ``last_activity`` (the reaper's clock) and on a first attempt records the inputs'
+    provenance (artifact manifest, hash), for each row its attempt still owns; stores the new
+    ``inputs`` files; and writes the attempt row (outcome ``sending``: the request goes out
+    whatever happened to the row since its claim), so an attempt cut short by a crash is
+    listed even when the service's callback completes the analysis. One statement per table,
+    all of them one round trip on PostgreSQL."""
     if not attempts:
         return
     writes = _sending_writes(name_of(session))
@@ -914,7 +926,15 @@ def _sending_writes(dialect: str) -> SendingWrites:
     sent = sending.table
     touched = (
         rows.update()
-        .where(rows.c.id == sent.c.analysis_id)
+        .where(
+            rows.c.id == sent.c.analysis_id,
+            row_check(
+                and_(
+                    rows.c.status == AnalysisStatus.DISPATCHING,
+                    rows.c.dispatch_attempts_count == sent.c.attempt_number,
+                )
+            ),
+        )
         .values(
             last_activity=NOW,
             modified=NOW,  # as a CTE the column's onupdate default does not apply
