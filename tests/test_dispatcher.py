@@ -13,7 +13,7 @@ import random
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -436,7 +436,11 @@ def round_trips_on(resources: Resources) -> Iterator[list[str]]:
     def checkin(dbapi_connection: Any, *_args: Any) -> None:
         dbapi_connection.driver_connection.remove_query_logger(logged)
 
-    hooks = {"before_cursor_execute": statement, "checkout": checkout, "checkin": checkin}
+    hooks: dict[str, Callable[..., Any]] = {
+        "before_cursor_execute": statement,
+        "checkout": checkout,
+        "checkin": checkin,
+    }
     for name, hook in hooks.items():
         event.listen(engine, name, hook)
     try:
