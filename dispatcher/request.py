@@ -231,13 +231,18 @@ async def assemble_claimed_inputs(
     session: AsyncSession, contexts: Iterable[DispatchContext], memo: InputsMemo
 ) -> None:
     """Assemble, together, the inputs of every claimed analysis that has none stored yet (a
-    first attempt): a few queries for the whole claim instead of a few per analysis."""
-    requests = [
-        _inputs_request(c) for c in contexts if INPUTS_ARTIFACT not in (c.analysis.artifacts or {})
-    ]
-    assembled = await assemble_inputs_many(session, requests)
-    for request, data in zip(requests, assembled, strict=True):
-        memo[_memo_key(request)] = data
+    first attempt): a few queries for the whole claim instead of a few per analysis, and
+    one assembly for the analyses that read the same source the same way."""
+    requests = {
+        _memo_key(request): request
+        for request in (
+            _inputs_request(c)
+            for c in contexts
+            if INPUTS_ARTIFACT not in (c.analysis.artifacts or {})
+        )
+    }
+    assembled = await assemble_inputs_many(session, list(requests.values()))
+    memo.update(zip(requests, assembled, strict=True))
 
 
 async def _inputs_data(
