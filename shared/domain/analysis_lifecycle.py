@@ -470,7 +470,7 @@ class AnalysisCreator:
 
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
         """Starts from concurrent requests, created together (see :meth:`create_many`)."""
-        return GroupCommit(self.create_many)
+        return GroupCommit(self.create_many, max_batches_in_flight=1)
 
 
 # --- cancelling -------------------------------------------------------------------------
