@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from shared.db.dialect import UNHEX
+from shared.db.dialect import UNHEX, is_postgresql
 from shared.db.sqlite_writers import is_write, queue_writers
 
 # Pinging a connection on every checkout (SQLAlchemy's pool_pre_ping: three round trips with
@@ -130,7 +130,7 @@ async def statement_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     there its connection is in autocommit mode, so each statement commits on its own and no
     BEGIN or COMMIT round trip surrounds them. On SQLite, where such a write may be several
     statements, the session is one transaction, committed at the end of the block."""
-    if engine.dialect.name == "postgresql":
+    if is_postgresql(engine):
         async with read_session(engine) as session:
             yield session
         return
