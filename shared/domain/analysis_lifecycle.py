@@ -817,6 +817,15 @@ def _due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     )
 
 
+def _in_attempt(attempt_number: Any) -> ColumnElement[bool]:
+    """The row is being dispatched, and by the attempt numbered ``attempt_number`` (a column
+    or a value): that attempt still owns it."""
+    return and_(
+        ObjAnalysis.status == AnalysisStatus.DISPATCHING,
+        ObjAnalysis.dispatch_attempts_count == attempt_number,
+    )
+
+
 @functools.cache
 def _claiming(dialect: str) -> Any:
     """``queued → dispatching`` for the due rows among ``claimed_ids``, built once."""
@@ -928,12 +937,7 @@ def _sending_writes(dialect: str) -> SendingWrites:
         rows.update()
         .where(
             rows.c.id == sent.c.analysis_id,
-            row_check(
-                and_(
-                    rows.c.status == AnalysisStatus.DISPATCHING,
-                    rows.c.dispatch_attempts_count == sent.c.attempt_number,
-                )
-            ),
+            row_check(_in_attempt(sent.c.attempt_number)),
         )
         .values(
             last_activity=NOW,
@@ -1051,8 +1055,7 @@ def _finishing(dialect: str, *, reaping: bool) -> tuple[RowSet, Together]:
             ObjAnalysis.id == rows.c.analysis_id,
             row_check(
                 and_(
-                    ObjAnalysis.status == AnalysisStatus.DISPATCHING,
-                    ObjAnalysis.dispatch_attempts_count == rows.c.attempt_number,
+                    _in_attempt(rows.c.attempt_number),
                     ObjAnalysis.last_activity < IDLE_BEFORE if reaping else true(),
                 )
             ),
@@ -1209,8 +1212,7 @@ async def mark_orphaned_attempts(sessions: Sessions, cutoff: datetime) -> int:
         select(ObjAnalysis.id)
         .where(
             ObjAnalysis.id == DispatchAttempt.analysis_id,
-            ObjAnalysis.status == AnalysisStatus.DISPATCHING,
-            ObjAnalysis.dispatch_attempts_count == DispatchAttempt.attempt_number,
+            _in_attempt(DispatchAttempt.attempt_number),
         )
         .exists()
     )
