@@ -4,16 +4,16 @@ what the database holds now."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from shared.runtime.resources import Resources
 from tests.support.analyses import count_analyses, make_obj, make_service
 from tests.support.api import Accounts, ApiClient, TestUser, api_client
+from tests.support.statements import statements_on
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -63,26 +63,11 @@ async def _refused_and_nothing_created(
     assert await count_analyses(world.resources) == before
 
 
-@contextmanager
-def statements_on(resources: Resources) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    target = resources.engine.sync_engine
-    event.listen(target, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(target, "before_cursor_execute", record)
-
-
 async def test_a_repeated_start_reads_neither_the_token_nor_the_service(
     api: ApiClient, world: World
 ) -> None:
     await _started(api, world)
-    with statements_on(world.resources) as seen:
+    with statements_on(world.resources.engine) as seen:
         await _started(api, world)
     assert not [s for s in seen if "FROM tokens" in s or "FROM analysis_services" in s], seen
     assert any("access_versions" in s for s in seen), "the write checks the copies"
@@ -147,7 +132,7 @@ async def test_a_stale_copy_is_replaced_and_the_next_start_is_cached_again(
     await _started(api, world)
     await accounts.user(groups=(world.group,))  # a new member: the counter moves
     first = await _started(api, world)
-    with statements_on(world.resources) as seen:
+    with statements_on(world.resources.engine) as seen:
         second = await _started(api, world)
     assert second > first
     assert not [s for s in seen if "FROM tokens" in s], seen

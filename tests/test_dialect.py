@@ -6,8 +6,8 @@ compiled (and on PostgreSQL prepared) once rather than once per batch."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    event,
     insert,
     select,
 )
@@ -38,6 +37,7 @@ from shared.db.dialect import (
 )
 from shared.db.types import UTCDateTime
 from shared.runtime.resources import Resources
+from tests.support.statements import statements_on
 
 COLUMNS: dict[str, Any] = {
     "number": Integer(),
@@ -70,6 +70,18 @@ ROWS: list[dict[str, Any]] = [
     },
     {k: None for k in COLUMNS} | {"number": 3},
 ]
+
+
+@asynccontextmanager
+async def _created(resources: Resources, table: Table) -> AsyncIterator[None]:
+    """The table, made for the block and dropped after it."""
+    async with resources.engine.begin() as connection:
+        await connection.run_sync(table.metadata.create_all)
+    try:
+        yield
+    finally:
+        async with resources.engine.begin() as connection:
+            await connection.run_sync(table.metadata.drop_all)
 
 
 @pytest.mark.usefixtures("backend")
@@ -117,10 +129,8 @@ async def test_independent_writes_run_together_in_the_callers_transaction(
             notes.update().where(notes.c.number == -1).values(label=labelled),
         ],
     )
-    async with resources.engine.begin() as connection:
-        await connection.run_sync(notes.metadata.create_all)
-    try:
-        with _statements(resources) as seen:
+    async with _created(resources, notes):
+        with statements_on(resources.engine, transaction_control=False) as seen:
             async with resources.engine.begin() as connection:
                 await write_all(connection, write, {**given.bound([{"number": 1}]), "label": "a"})
         assert len(seen) == (1 if dialect == "postgresql" else 2)
@@ -133,9 +143,6 @@ async def test_independent_writes_run_together_in_the_callers_transaction(
             await write_all(connection, write, {**given.bound([]), "label": "c"})
             found = (await connection.execute(select(notes.c.number, notes.c.label))).all()
         assert [tuple(row) for row in found] == [(1, "a")]
-    finally:
-        async with resources.engine.begin() as connection:
-            await connection.run_sync(notes.metadata.drop_all)
 
 
 @pytest.mark.usefixtures("backend")
@@ -156,10 +163,8 @@ async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resource
         async with resources.sessions.begin() as session:
             return await lock_and_reserve_ids(session, ["a-key", "b-key"], items, count)
 
-    async with resources.engine.begin() as connection:
-        await connection.run_sync(items.metadata.create_all)
-    try:
-        with _statements(resources) as seen:
+    async with _created(resources, items):
+        with statements_on(resources.engine, transaction_control=False) as seen:
             first = await reserve(3)
         assert len(seen) == (1 if dialect == "postgresql" else 2)
         assert first == sorted(set(first)) and len(first) == 3
@@ -172,24 +177,6 @@ async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resource
             await connection.execute(items.delete().where(items.c.id == max(ids)))
         assert min(await reserve(2)) > max(ids)
         assert await reserve(0) == []
-    finally:
-        async with resources.engine.begin() as connection:
-            await connection.run_sync(items.metadata.drop_all)
-
-
-@contextmanager
-def _statements(resources: Resources) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            seen.append(statement)
-
-    event.listen(resources.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(resources.engine.sync_engine, "before_cursor_execute", record)
 
 
 @pytest.mark.usefixtures("backend")
@@ -216,12 +203,11 @@ async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -
         return select(counters.c.label, written.count).where(matched).order_by(counters.c.id)
 
     pair = written_and_read(dialect, bumped, labelled)
-    async with resources.engine.begin() as connection:
-        await connection.run_sync(counters.metadata.create_all)
-        rows = [{"id": 1, "count": 0, "label": "a"}, {"id": 2, "count": 2, "label": "b"}]
-        await connection.execute(insert(counters), rows)
-    try:
-        with _statements(resources) as seen:
+    async with _created(resources, counters):
+        async with resources.engine.begin() as connection:
+            rows = [{"id": 1, "count": 0, "label": "a"}, {"id": 2, "count": 2, "label": "b"}]
+            await connection.execute(insert(counters), rows)
+        with statements_on(resources.engine, transaction_control=False) as seen:
             async with resources.engine.begin() as connection:
                 found = await write_then_read(connection, pair, {"ids": [1, 2, 3]})
         assert [tuple(row) for row in found] == [("a", 1)]
@@ -230,6 +216,3 @@ async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -
             assert await write_then_read(connection, pair, {"ids": [2, 3]}) == []
             counts = (await connection.execute(select(counters.c.count))).scalars().all()
         assert sorted(counts) == [1, 2]
-    finally:
-        async with resources.engine.begin() as connection:
-            await connection.run_sync(counters.metadata.drop_all)

@@ -13,8 +13,8 @@ import random
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from aiohttp import BasicAuth, ClientSession, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import SecretStr
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
 from dispatcher import Dispatcher
 from dispatcher.attempt import AttemptRunner
@@ -63,6 +63,7 @@ from tests.support.pipeline import (
     make_service,
     wait_for_status,
 )
+from tests.support.statements import TRANSACTION_CONTROL, first_word, round_trips_on
 
 FAST = {
     "dispatch_retry_delays_seconds": [0.2, 0.4],
@@ -409,47 +410,6 @@ async def test_analyses_claimed_together_each_get_what_their_own_author_may_read
     assert [await artifact_names(resources, a.unique_id) for a in stored] == [["inputs.json"]] * 3
 
 
-TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
-
-
-def _first_word(statement: str) -> str:
-    return statement.split(maxsplit=1)[0].rstrip(";").upper()
-
-
-@contextmanager
-def round_trips_on(resources: Resources) -> Iterator[list[str]]:
-    """Every statement the engine's connections send, a transaction's BEGIN and COMMIT
-    included (asyncpg sends those as simple queries, which SQLAlchemy's events do not see)."""
-    sent: list[str] = []
-    engine = resources.engine.sync_engine
-
-    def statement(_conn: Any, _cursor: Any, text: str, *_args: Any) -> None:
-        sent.append(" ".join(text.split()))
-
-    def logged(query: Any) -> None:
-        if _first_word(query.query) in TRANSACTION_CONTROL:
-            sent.append(query.query)
-
-    def checkout(dbapi_connection: Any, *_args: Any) -> None:
-        dbapi_connection.driver_connection.add_query_logger(logged)
-
-    def checkin(dbapi_connection: Any, *_args: Any) -> None:
-        dbapi_connection.driver_connection.remove_query_logger(logged)
-
-    hooks: dict[str, Callable[..., Any]] = {
-        "before_cursor_execute": statement,
-        "checkout": checkout,
-        "checkin": checkin,
-    }
-    for name, hook in hooks.items():
-        event.listen(engine, name, hook)
-    try:
-        yield sent
-    finally:
-        for name, hook in hooks.items():
-            event.remove(engine, name, hook)
-
-
 async def test_a_claim_batch_is_five_statements_on_postgresql_with_no_transaction(
     resources: Resources, scene: Scene
 ) -> None:
@@ -463,13 +423,13 @@ async def test_a_claim_batch_is_five_statements_on_postgresql_with_no_transactio
     ]
     async with ClientSession() as http:
         runner = AttemptRunner(resources, http)
-        with round_trips_on(resources) as sent:
+        with round_trips_on(resources.engine) as sent:
             claimed = await runner.claim_many([row.id for row in rows])
             await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
 
     assert all(attempt is not None and attempt.outbound for attempt in claimed)
     assert len(sent) == 5, "\n".join(s[:120] for s in sent)
-    assert not [s for s in sent if _first_word(s) in TRANSACTION_CONTROL], sent
+    assert not [s for s in sent if first_word(s) in TRANSACTION_CONTROL], sent
     stored = [await load_analysis(resources, row.id) for row in rows]
     assert {a.status for a in stored} == {"dispatching"}
     assert all(a.input_hash for a in stored)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import BusUnavailable
@@ -29,6 +29,7 @@ from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit
 from tests.support.explain import explainable, nodes_of, plan_of
 from tests.support.polling import eventually
+from tests.support.statements import statements_on
 
 
 class SwitchableBus:
@@ -295,13 +296,16 @@ async def test_rows_published_together_are_deleted_in_one_statement(
     bus = SwitchableBus()
     relay = OutboxRelay(sessions, bus, poll_interval=60, left_behind_after=60, delete_within=5)
     relay.collect(sessions)
-    deletes = _deletes_of_published(sessions)
-    async with background("outbox-relay", relay.run):
-        for analysis_id in range(10):
-            await _enqueue(sessions, [analysis_id])
-        await eventually(lambda: len(bus.published) == 10, "every message", within=5)
-        await eventually(lambda: _nothing_pending(sessions), "their rows deleted", within=10)
+    with statements_on(sessions.kw["bind"]) as seen:
+        async with background("outbox-relay", relay.run):
+            for analysis_id in range(10):
+                await _enqueue(sessions, [analysis_id])
+            await eventually(lambda: len(bus.published) == 10, "every message", within=5)
+            await eventually(lambda: _nothing_pending(sessions), "their rows deleted", within=10)
     assert bus.analysis_ids() == list(range(10))
+    deletes = [
+        s for s in seen if "DELETE FROM outbox WHERE outbox.message_id" in " ".join(s.split())
+    ]
     assert len(deletes) == 1
 
 
@@ -319,19 +323,6 @@ async def test_stopping_publishes_what_was_handed_over_and_deletes_its_rows(
     assert bus.analysis_ids() == [8, 9]
     assert await _pending(sessions) == 0
     assert await relay.publish_pending() == 0  # a stopped relay starts no other pass
-
-
-def _deletes_of_published(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
-    """The statements that delete published rows by message id, as they run."""
-    engine = sessions.kw["bind"]
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "DELETE FROM outbox WHERE outbox.message_id" in " ".join(statement.split()):
-            statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    return statements
 
 
 async def test_two_relays_on_postgresql_never_publish_a_row_twice(
