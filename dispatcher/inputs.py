@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, and_, join, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -212,50 +212,83 @@ _POINT_COLUMNS = (
 )
 
 
-async def photometry_records_of(
+@dataclass(frozen=True)
+class Source:
+    """A source the reader may read: its id and redshift columns (a :class:`VisibleObj`)."""
+
+    id: str
+    redshift: float | None
+    redshift_error: float | None
+    redshift_origin: str | None
+
+
+async def sources_with_photometry(
     session: AsyncSession,
     obj_ids: Sequence[str],
     principal: Principal,
     selection: PhotometrySelection,
-) -> dict[str, list[Record]]:
-    """Each source's photometry records the principal may read: one query for them all."""
-    query = _photometry_query(
+) -> tuple[dict[str, VisibleObj], dict[str, list[Record]]]:
+    """Those of the sources the principal may read, by id, and each one's photometry records
+    the principal may read: one query for them all (the sources joined to their points)."""
+    query = _sources_with_photometry_query(
         name_of(session),
         principal.is_admin,
         selection.filters is not None,
         selection.instruments is not None,
     )
     parameters = {
-        "photometry_objs": sorted(set(obj_ids)),
+        "read_objs": sorted(set(obj_ids)),
         "reader_groups": sorted(principal.group_ids),
         "chosen_filters": list(selection.filters or ()),
         "chosen_instruments": list(selection.instruments or ()),
     }
-    points: dict[str, list[StoredPoint]] = {obj_id: [] for obj_id in obj_ids}
-    for point in await session.execute(query, parameters):
-        points[point.obj_id].append(point)
-    return {
+    sources: dict[str, VisibleObj] = {}
+    points: dict[str, list[StoredPoint]] = {}
+    for row in await session.execute(query, parameters):
+        if row.source_id not in sources:
+            sources[row.source_id] = Source(
+                row.source_id, row.redshift, row.redshift_error, row.redshift_origin
+            )
+            points[row.source_id] = []
+        if row.id is not None:  # the source has a point the reader may read
+            points[row.source_id].append(row)
+    photometry = {
         obj_id: [_photometry_record(p) for p in deduplicate_photometry(mine)]
         for obj_id, mine in points.items()
     }
+    return sources, photometry
+
+
+_SOURCE_COLUMNS = (Obj.id.label("source_id"), *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
 
 
 @functools.cache
-def _photometry_query(dialect: str, admin: bool, by_filter: bool, by_instrument: bool) -> Any:
-    """Built once per shape: bound with the sources, the reader's groups and the selection."""
-    readable = visible_to_bound(
+def _sources_with_photometry_query(
+    dialect: str, admin: bool, by_filter: bool, by_instrument: bool
+) -> Any:
+    """Built once per shape: bound with the sources, the reader's groups and the selection.
+    A row per readable point of a readable source, or one with no point for a source that
+    has none."""
+    readable_source = visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect, admin=admin)
+    readable_point = visible_to_bound(
         photometry_groups, Photometry.id, "reader_groups", dialect, admin=admin
     )
-    query = (
-        select(*_POINT_COLUMNS)
-        .join(Instrument, Instrument.id == Photometry.instrument_id)
-        .where(in_bound(Photometry.obj_id, "photometry_objs", dialect), readable)
-    )
+    point_of_source = and_(Photometry.obj_id == Obj.id, readable_point)
     if by_filter:
-        query = query.where(in_bound(Photometry.filter, "chosen_filters", dialect))
+        point_of_source = and_(
+            point_of_source, in_bound(Photometry.filter, "chosen_filters", dialect)
+        )
     if by_instrument:
-        query = query.where(in_bound(Photometry.instrument_id, "chosen_instruments", dialect))
-    return query
+        point_of_source = and_(
+            point_of_source, in_bound(Photometry.instrument_id, "chosen_instruments", dialect)
+        )
+    points = join(Photometry, Instrument, Instrument.id == Photometry.instrument_id)
+    return (
+        select(*_SOURCE_COLUMNS, *_POINT_COLUMNS)
+        .select_from(Obj)
+        .outerjoin(points, point_of_source)
+        .where(in_bound(Obj.id, "read_objs", dialect), readable_source)
+    )
 
 
 def _photometry_record(point: StoredPoint) -> Record:
@@ -423,11 +456,15 @@ async def _records_of(
 ) -> list[dict[str, list[Record]] | InputsError]:
     """The records of requests that read the same way, in their order."""
     first = requests[0]
-    objs = await load_visible_objs(session, [r.obj_id for r in requests], first.principal)
+    obj_ids = [r.obj_id for r in requests]
     photometry: dict[str, list[Record]] = {}
-    if InputDataType.PHOTOMETRY in first.input_types and objs:
+    if InputDataType.PHOTOMETRY in first.input_types:
         selection = PhotometrySelection.from_input_filters(first.input_filters)
-        photometry = await photometry_records_of(session, list(objs), first.principal, selection)
+        objs, photometry = await sources_with_photometry(
+            session, obj_ids, first.principal, selection
+        )
+    else:
+        objs = await load_visible_objs(session, obj_ids, first.principal)
     found: list[dict[str, list[Record]] | InputsError] = []
     for request in requests:
         obj = objs.get(request.obj_id)

@@ -10,9 +10,7 @@ stored copy.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -28,10 +26,10 @@ from dispatcher.inputs import (
     InputsRequest,
     assemble_inputs_many,
 )
-from shared.db.dialect import in_bound, name_of
-from shared.db.models import AnalysisService, ObjAnalysis, User
+from shared.db.dialect import json_list
+from shared.db.models import AnalysisService, GroupUser, ObjAnalysis, User
 from shared.domain import analysis_lifecycle as lifecycle
-from shared.domain.access import Principal, principal_of_rows, principal_rows
+from shared.domain.access import Principal, principal_of
 from shared.domain.analysis_parameters import SECRET_PARAMETERS
 from shared.domain.artifacts import ArtifactMissing, ArtifactStore, NewArtifact
 from shared.security.redaction import REDACTED
@@ -121,11 +119,25 @@ def _made(shape: type[T], row: Any) -> T:
     return shape(**{f.name: values[f"{shape.__name__}_{f.name}"] for f in fields(shape)})
 
 
+def _author_groups(*membership: ColumnElement[bool]) -> Any:
+    """The author's group ids (those of the memberships ``membership`` picks), as a list."""
+    groups = select(json_list(GroupUser.group_id)).where(
+        GroupUser.user_id == ObjAnalysis.author_id, *membership
+    )
+    return groups.scalar_subquery()
+
+
 # Plain rows, not ORM objects: a claim reads only these columns, for many analyses at once.
 _CONTEXT_COLUMNS = [
     *_columns_of(ObjAnalysis, AnalysisToSend),
     *_columns_of(AnalysisService, ServiceToCall),
     ObjAnalysis.author_id,
+    User.username,  # NULL: the author was deleted since the start
+    User.is_admin,
+    User.acls,
+    User.secrets_ciphertext,
+    _author_groups().label("author_groups"),
+    _author_groups(GroupUser.admin.is_(True)).label("author_admin_groups"),
 ]
 
 
@@ -133,17 +145,14 @@ _SERVICE_OF_ROW = AnalysisService.id == ObjAnalysis.analysis_service_id
 
 
 def _claimed_contexts(claimed: Any, is_claimed: ColumnElement[bool]) -> Select[Any]:
-    """The claimed rows with their services, each with its claimed attempt's number."""
+    """The claimed rows with their services and authors, each with its claimed attempt's
+    number."""
     return (
         select(claimed.dispatch_attempts_count.label("attempt_number"), *_CONTEXT_COLUMNS)
         .select_from(join(ObjAnalysis, AnalysisService, _SERVICE_OF_ROW))
+        .outerjoin(User, User.id == ObjAnalysis.author_id)
         .where(is_claimed)
     )
-
-
-@functools.cache
-def _authors_query(dialect: str) -> Select[Any]:
-    return principal_rows(User.secrets_ciphertext).where(in_bound(User.id, "author_ids", dialect))
 
 
 async def claim_contexts(
@@ -151,32 +160,23 @@ async def claim_contexts(
 ) -> dict[int, tuple[int, DispatchContext]]:
     """Claim the due rows among ``analysis_ids`` (``queued → dispatching``) and load each
     with its service and author: for each claimed id, the attempt's number and its context.
-    Two queries: the claim with its rows and services (one statement on PostgreSQL), the
-    authors with their memberships. A row whose author was deleted meanwhile is left out."""
+    One statement on PostgreSQL (the claim, its rows, their services and authors with their
+    groups), two on SQLite. A row whose author was deleted meanwhile is left out."""
     found = await lifecycle.claim_many(session, analysis_ids, now, _claimed_contexts)
-    authors = await _authors(session, {row.author_id for row in found}) if found else {}
     return {
         row.AnalysisToSend_id: (
             row.attempt_number,
-            DispatchContext(
-                _made(AnalysisToSend, row), _made(ServiceToCall, row), authors[row.author_id]
-            ),
+            DispatchContext(_made(AnalysisToSend, row), _made(ServiceToCall, row), _author(row)),
         )
         for row in found
-        if row.author_id in authors
+        if row.username is not None
     }
 
 
-async def _authors(session: AsyncSession, user_ids: set[int]) -> dict[int, Author]:
-    query = _authors_query(name_of(session))
-    rows = await session.execute(query, {"author_ids": sorted(user_ids)})
-    by_user: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_user[row.id].append(row)
-    return {
-        user_id: Author(user_id, mine[0].secrets_ciphertext, principal_of_rows(mine))
-        for user_id, mine in by_user.items()
-    }
+def _author(row: Any) -> Author:
+    groups, admin_groups = row.author_groups or (), row.author_admin_groups or ()
+    principal = principal_of(row.author_id, row, groups, admin_groups)
+    return Author(row.author_id, row.secrets_ciphertext, principal)
 
 
 @dataclass(frozen=True)

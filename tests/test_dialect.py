@@ -30,6 +30,7 @@ from sqlalchemy import (
 from shared.db.dialect import (
     RowSet,
     all_at_once,
+    json_list,
     lock_and_reserve_ids,
     write_all,
     write_then_read,
@@ -216,3 +217,34 @@ async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -
             assert await write_then_read(connection, pair, {"ids": [2, 3]}) == []
             counts = (await connection.execute(select(counters.c.count))).scalars().all()
         assert sorted(counts) == [1, 2]
+
+
+@pytest.mark.usefixtures("backend")
+async def test_a_json_list_holds_a_groups_values_and_reads_as_a_list(resources: Resources) -> None:
+    """``json_list``: each group's values come back as a Python list; over no rows the
+    aggregate is NULL on PostgreSQL and ``[]`` on SQLite, which callers read as empty."""
+    members = Table(
+        f"members_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("team", String),
+        Column("member", Integer),
+    )
+    per_team = (
+        select(members.c.team, json_list(members.c.member).label("ids"))
+        .group_by(members.c.team)
+        .order_by(members.c.team)
+    )
+    of_nobody = select(json_list(members.c.member)).where(members.c.team == "nobody")
+    async with _created(resources, members):
+        async with resources.engine.begin() as connection:
+            rows = [
+                {"team": "a", "member": 3},
+                {"team": "a", "member": 1},
+                {"team": "b", "member": 2},
+            ]
+            await connection.execute(insert(members), rows)
+            found = {team: sorted(ids) for team, ids in await connection.execute(per_team)}
+            empty = (await connection.execute(of_nobody)).scalar_one()
+    assert found == {"a": [1, 3], "b": [2]}
+    assert (empty or []) == []

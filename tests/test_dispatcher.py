@@ -410,11 +410,11 @@ async def test_analyses_claimed_together_each_get_what_their_own_author_may_read
     assert [await artifact_names(resources, a.unique_id) for a in stored] == [["inputs.json"]] * 3
 
 
-async def test_a_claim_batch_is_five_statements_on_postgresql_with_no_transaction(
+async def test_a_claim_batch_is_three_statements_on_postgresql_with_no_transaction(
     resources: Resources, scene: Scene
 ) -> None:
-    """Claimed with their rows and services, the author, the sources, the photometry, the
-    attempts marked as sending: five round trips for a batch of one author's analyses, each
+    """Claimed with their rows, services and author; the sources with their photometry; the
+    attempts marked as sending: three round trips for a batch of one author's analyses, each
     committing on its own (no BEGIN and COMMIT around them), whatever the batch's size."""
     service_id = await make_service(resources, "http://127.0.0.1:9/", [scene.group])
     rows = [
@@ -428,7 +428,7 @@ async def test_a_claim_batch_is_five_statements_on_postgresql_with_no_transactio
             await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
 
     assert all(attempt is not None and attempt.outbound for attempt in claimed)
-    assert len(sent) == 5, "\n".join(s[:120] for s in sent)
+    assert len(sent) == 3, "\n".join(s[:120] for s in sent)
     assert not [s for s in sent if first_word(s) in TRANSACTION_CONTROL], sent
     stored = [await load_analysis(resources, row.id) for row in rows]
     assert {a.status for a in stored} == {"dispatching"}

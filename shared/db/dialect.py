@@ -38,7 +38,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.functions import FunctionElement
 
 from shared.db.types import UTCDateTime
 
@@ -216,6 +218,26 @@ def _merged_json_column(column: Any, new: Any, dialect: str) -> ColumnElement[An
         else_=merged.c.value,
     )
     return select(func.json_group_object(merged.c.key, value)).scalar_subquery()
+
+
+class json_list(FunctionElement[Any]):
+    """An aggregate: the values of its argument over the group's rows, as a JSON array
+    (PostgreSQL ``json_agg``, SQLite ``json_group_array``). Over no rows PostgreSQL gives
+    NULL and SQLite ``[]``: read both as empty."""
+
+    type = JSON()
+    name = "json_list"
+    inherit_cache = True
+
+
+@compiles(json_list, "postgresql")
+def _json_list_postgresql(element: json_list, compiler: Any, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_list, "sqlite")
+def _json_list_sqlite(element: json_list, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
 
 
 def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:

@@ -122,13 +122,25 @@ def principal_of_rows(rows: Sequence[Any]) -> Principal:
     ``is_admin``, ``acls``, and the membership's ``group_id`` and ``admin``."""
     user = rows[0]
     memberships = [r for r in rows if r.group_id is not None]
+    return principal_of(
+        user.id,
+        user,
+        (r.group_id for r in memberships),
+        (r.group_id for r in memberships if r.admin),
+    )
+
+
+def principal_of(
+    user_id: int, user: Any, group_ids: Iterable[int], admin_group_ids: Iterable[int]
+) -> Principal:
+    """The principal of a user row (``username``, ``is_admin``, ``acls``) and its groups."""
     return Principal(
-        user_id=user.id,
+        user_id=user_id,
         username=user.username,
         is_admin=user.is_admin,
         acls=frozenset(user.acls or ()),
-        group_ids=frozenset(r.group_id for r in memberships),
-        admin_group_ids=frozenset(r.group_id for r in memberships if r.admin),
+        group_ids=frozenset(group_ids),
+        admin_group_ids=frozenset(admin_group_ids),
     )
 
 
