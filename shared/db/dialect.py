@@ -19,6 +19,7 @@ from sqlalchemy import (
     JSON,
     BindParameter,
     ColumnElement,
+    Integer,
     LargeBinary,
     Select,
     String,
@@ -344,13 +345,22 @@ async def write_together(
     if prepared.statement is not None:
         return await _execute_retrying_deadlocks(engine, prepared.statement, parameters)
     async with engine.begin() as connection:
-        matched = list(await connection.execute(prepared.guard, dict(parameters)))
-        for statement in prepared.always:
-            await connection.execute(statement, dict(parameters))
-        if matched:
-            with_ids = {**parameters, MATCHED_IDS.key: [row[0] for row in matched]}
-            for statement in prepared.then:
-                await connection.execute(statement, with_ids)
+        return await write_together_in(connection, prepared, parameters)
+
+
+async def write_together_in(
+    executor: AsyncSession | AsyncConnection, prepared: Together, parameters: Mapping[str, Any]
+) -> list[Any]:
+    """:func:`write_together` in the caller's transaction (one round trip on PostgreSQL)."""
+    if prepared.statement is not None:
+        return list(await executor.execute(prepared.statement, dict(parameters)))
+    matched = list(await executor.execute(prepared.guard, dict(parameters)))
+    for statement in prepared.always:
+        await executor.execute(statement, dict(parameters))
+    if matched:
+        with_ids = {**parameters, MATCHED_IDS.key: [row[0] for row in matched]}
+        for statement in prepared.then:
+            await executor.execute(statement, with_ids)
     return matched
 
 
@@ -480,23 +490,52 @@ async def lock_and_reserve_ids(
     PostgreSQL: drawn from the table's id sequence in the same round trip as the locks (an id
     not used leaves a gap, as a rolled-back insert does). SQLite: the ids after the largest
     the table has had; the write lock keeps any other writer out until this one commits."""
+    ids, _ = await lock_reserve_and_read(session, keys, table, count, None, {})
+    return ids
+
+
+async def lock_reserve_and_read(
+    session: AsyncSession,
+    keys: Sequence[str],
+    table: Table,
+    count: int,
+    read: Select[Any] | None,
+    parameters: Mapping[str, Any],
+) -> tuple[list[int], list[Any]]:
+    """:func:`lock_and_reserve_ids`, and ``read``'s rows (its first column never NULL).
+
+    PostgreSQL: one round trip; the read's snapshot may predate the locks (a statement's
+    snapshot is taken when it starts), so what the locks protect must be checked again by
+    a later statement of the transaction. SQLite: the read runs after the write lock."""
     if is_postgresql(session):
-        parameters = {"keys": sorted(set(keys)), "id_count": count}
-        row = (await session.execute(_locks_and_ids(table.name), parameters)).one()
-        return list(row.ids)
+        locked = {"lock_keys": sorted(set(keys)), "reserved_count": count, **parameters}
+        rows = list(await session.execute(_locked_read(table.name, read), locked))
+        found = [] if read is None else [row for row in rows if row[1] is not None]
+        return list(rows[0].reserved_ids), found
     await session.execute(_SQLITE_WRITE_LOCK)
     last = (await session.execute(_sqlite_last_id(table.name))).scalar_one()
-    return list(range(last + 1, last + 1 + count))
+    found = [] if read is None else list(await session.execute(read, dict(parameters)))
+    return list(range(last + 1, last + 1 + count)), found
 
 
 @functools.cache
-def _locks_and_ids(table_name: str) -> Any:
-    return text(
-        "SELECT (SELECT count(pg_advisory_xact_lock(hashtext(k))) "
-        "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered) AS locked, "
-        f"ARRAY(SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
-        "FROM generate_series(1, :id_count)) AS ids"
+def _locked_read(table_name: str, read: Select[Any] | None) -> Any:
+    """The locks and the ids, one row, left-joined to ``read``'s rows (built once per read)."""
+    locks = (
+        text(
+            "SELECT (SELECT count(pg_advisory_xact_lock(hashtext(k))) "
+            "FROM (SELECT unnest(CAST(:lock_keys AS text[])) AS k ORDER BY 1) AS ordered) "
+            "AS locked, "
+            f"ARRAY(SELECT nextval(pg_get_serial_sequence('{table_name}', 'id')) "
+            "FROM generate_series(1, :reserved_count)) AS reserved_ids"
+        )
+        .columns(column("locked", Integer), column("reserved_ids", postgresql.ARRAY(Integer)))
+        .subquery("locks")
     )
+    if read is None:
+        return select(locks.c.reserved_ids)
+    rows = read.subquery("read")
+    return select(locks.c.reserved_ids, *rows.c).select_from(locks.outerjoin(rows, true()))
 
 
 @functools.cache

@@ -60,7 +60,7 @@ from shared.db.dialect import (
     WrittenAndRead,
     all_at_once,
     in_bound,
-    lock_and_reserve_ids,
+    lock_reserve_and_read,
     merged_json,
     name_of,
     row_check,
@@ -71,6 +71,7 @@ from shared.db.dialect import (
     write_all,
     write_then_read,
     write_together,
+    write_together_in,
     written_and_read,
 )
 from shared.db.models import (
@@ -264,13 +265,22 @@ class Admission:
         return new.read_at is None or new.read_at.still_current(self.counters)
 
 
-async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Admission:
-    """One query per distinct author of the batch (typically one): each of the objects that
-    exists, whether the author may read it, their capped analyses on it, and the counters."""
+async def _locked_admission(
+    session: AsyncSession, batch: Sequence[NewAnalysis]
+) -> tuple[list[int], Admission]:
+    """Lock every (object, author) pair of the batch and reserve an id per item, and read
+    what admitting the items needs: one query per distinct author of the batch (typically
+    one), the first of them with the locks and the ids. Each of the objects that exists,
+    whether the author may read it, their capped analyses on it, and the counters.
+
+    On PostgreSQL the count may predate the locks (one statement, one snapshot), so the
+    insert counts again (see :func:`_creation_writes`)."""
     admission = Admission()
     by_author: dict[int, tuple[Principal, set[str]]] = {}
     for new in batch:
         by_author.setdefault(new.author.user_id, (new.author, set()))[1].add(new.obj_id)
+    keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
+    ids: list[int] = []
     for author_id, (author, obj_ids) in by_author.items():
         query = _admission_query(name_of(session), author.is_admin)
         parameters = {
@@ -278,7 +288,14 @@ async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Adm
             "admitted_objs": sorted(obj_ids),
             "author_groups": sorted(author.group_ids),
         }
-        for row in await session.execute(query, parameters):
+        if ids:
+            rows = list(await session.execute(query, parameters))
+        else:
+            table = table_of(ObjAnalysis)
+            ids, rows = await lock_reserve_and_read(
+                session, keys, table, len(batch), query, parameters
+            )
+        for row in rows:
             pair = (author_id, row.id)
             if row.readable:
                 admission.readable.add(pair)
@@ -289,7 +306,7 @@ async def _admission(session: AsyncSession, batch: Sequence[NewAnalysis]) -> Adm
             }
     if not admission.counters and any(new.read_at is not None for new in batch):
         admission.counters = await current_counters(session)  # none of the objects exists
-    return admission
+    return ids, admission
 
 
 @functools.cache
@@ -317,74 +334,114 @@ def _admission_query(dialect: str, admin: bool) -> Any:
     ).where(in_bound(Obj.id, "admitted_objs", dialect))
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A start admitted by the batch's read: ``rank``, its place among the batch's admitted
+    starts of the same (author, object) pair, 1 for the first."""
+
+    new: NewAnalysis
+    rank: int
+
+
 def _admitted(
     batch: Sequence[NewAnalysis], admission: Admission, cap: int
-) -> list[NewAnalysis | Exception]:
+) -> list[Admitted | Exception]:
     """Each item, or why it is refused; earlier items of the batch count toward the cap."""
-    admitted: list[NewAnalysis | Exception] = []
+    admitted: list[Admitted | Exception] = []
     readable, counted = admission.readable, admission.counted
+    ranks: dict[tuple[int, str], int] = defaultdict(int)
     for new in batch:
         pair = (new.author.user_id, new.obj_id)
         if not admission.still_current(new):
             admitted.append(StaleAccess())
         elif pair not in readable:
             admitted.append(ObjNotVisible(new.obj_id))
-        elif counted.get(pair, 0) >= cap:
+        elif counted.get(pair, 0) + ranks[pair] >= cap:
             admitted.append(CapReached(new.obj_id))
         else:
-            counted[pair] = counted.get(pair, 0) + 1
-            admitted.append(new)
+            ranks[pair] += 1
+            admitted.append(Admitted(new, ranks[pair]))
     return admitted
 
 
+@dataclass(frozen=True)
+class Inserted:
+    """What a creating insert stored: the ids of the rows, and their outbox messages (to
+    hand to the relay after the commit)."""
+
+    ids: set[int]
+    messages: list[dict[str, Any]]
+
+
 async def _insert_analyses(
-    tokens: CallbackTokens, session: AsyncSession, rows: list[NewAnalysis], ids: list[int]
-) -> list[dict[str, Any]]:
-    """The rows, under the ids reserved for them, with their group links and outbox
-    messages (one statement on PostgreSQL); their artifacts and, for uploaded results,
-    their annotations. Returns the outbox messages, to hand to the relay after the commit."""
+    tokens: CallbackTokens,
+    session: AsyncSession,
+    admitted: list[Admitted],
+    ids: list[int],
+    cap: int,
+) -> Inserted:
+    """The rows, under the ids reserved for them, of those that the cap still admits now that
+    the pairs are locked, with their group links and outbox messages (one statement on
+    PostgreSQL); their artifacts and, for uploaded results, their annotations."""
     writes = _creation_writes(name_of(session))
     now = utcnow()
-    created = list(zip(ids, rows, strict=True))
+    created = list(zip(ids, admitted, strict=True))
     links = [
         {"obj_analysis_id": analysis_id, "group_id": group_id}
-        for analysis_id, new in created
-        for group_id in new.group_ids
+        for analysis_id, item in created
+        for group_id in item.new.group_ids
     ]
-    messages = [outbox_values(_message_for(analysis_id, new)) for analysis_id, new in created]
-    parameters = {
-        **writes.analyses.bound([_new_row(tokens, new, i) for i, new in created]),
-        **writes.links.bound(links),
-        **writes.messages.bound(messages),
-        NOW.key: now,
+    messages = {
+        analysis_id: outbox_values(_message_for(analysis_id, item.new))
+        for analysis_id, item in created
     }
-    await write_all(session, writes.write, parameters)
+    rows = [{**_new_row(tokens, item.new, i), "cap_rank": item.rank} for i, item in created]
+    parameters = {
+        **writes.analyses.bound(rows),
+        **writes.links.bound(links),
+        **writes.messages.bound([{**m, "analysis_id": i} for i, m in messages.items()]),
+        NOW.key: now,
+        CREATION_CAP.key: cap,
+    }
+    inserted = {row.id for row in await write_together_in(session, writes.write, parameters)}
+    stored = [(i, item.new) for i, item in created if i in inserted]
     # Starts: file parameters only; uploads: their results' files.
-    await write_artifacts_of(session, {analysis_id: new.files for analysis_id, new in created})
-    for analysis_id, new in created:
+    await write_artifacts_of(session, {analysis_id: new.files for analysis_id, new in stored})
+    for analysis_id, new in stored:
         if new.status == AnalysisStatus.COMPLETED and new.annotations:
             target = AnnotatedAnalysis(
                 analysis_id, new.obj_id, new.author.user_id, new.service.name
             )
             await upsert_annotations(session, target, new.annotations)
-    return messages
+    return Inserted(inserted, [m for i, m in messages.items() if i in inserted])
+
+
+CREATION_CAP = bindparam("creation_cap", type_=Integer)
 
 
 @dataclass(frozen=True)
 class CreationWrites:
-    analyses: RowSet  # the new rows (``_new_row``), created at ``now``
+    analyses: RowSet  # the new rows (``_new_row``) with their ``cap_rank``, created at ``now``
     links: RowSet  # the new analyses' group links
-    messages: RowSet  # their outbox messages, created at ``now``
-    write: AllAtOnce
+    messages: RowSet  # their outbox messages with their ``analysis_id``, created at ``now``
+    write: Together
 
 
 @functools.cache
 def _creation_writes(dialect: str) -> CreationWrites:
     """Built once per dialect: the row sets of the new analyses (ids included), their group
-    links and outbox messages, and the three INSERTs that store them together."""
+    links and outbox messages, and the INSERTs that store them together. A row is inserted
+    only while its author's capped analyses on its object, counted by this statement (after
+    the locks, so none can be added meanwhile), plus its rank leave room under the cap;
+    links and messages follow the rows inserted."""
     analyses = table_of(ObjAnalysis)
     columns = ("id", *NEW_ROW)
-    analysis_rows = RowSet("new_analyses", {c: analyses.c[c].type for c in columns}, dialect)
+    analysis_rows = RowSet(
+        "new_analyses",
+        {**{c: analyses.c[c].type for c in columns}, "cap_rank": Integer()},
+        dialect,
+    )
+    new = analysis_rows.table.c
     # Inside a statement of several, an INSERT gets no client-side defaults: given here.
     stamped = (*columns, "created_at", "modified")
     defaults = {
@@ -392,25 +449,47 @@ def _creation_writes(dialect: str) -> CreationWrites:
         for c in analyses.c
         if c.name not in stamped and isinstance(c.default, ScalarElementColumnDefault)
     }
+    capped = (
+        select(func.count())
+        .select_from(analyses)
+        .where(
+            analyses.c.obj_id == new.obj_id,
+            analyses.c.author_id == new.author_id,
+            analyses.c.status.in_(CAPPED_STATUSES),
+        )
+        .correlate_except(analyses)
+        .scalar_subquery()
+    )
     selected = select(
-        *(analysis_rows.table.c[c] for c in columns),
+        *(new[c] for c in columns),
         NOW,
         NOW,
         *(literal(value, analyses.c[name].type) for name, value in defaults.items()),
-    ).where(true())
+    ).where(capped + new.cap_rank <= CREATION_CAP)
+    rows = insert(analyses).from_select([*stamped, *defaults], selected).returning(analyses.c.id)
     link_table = obj_analysis_groups
     link_rows = RowSet("new_group_links", {c.name: c.type for c in link_table.c}, dialect)
-    links = select(link_rows.table).where(true())
     outbox = table_of(OutboxMessage)
     message_columns = ("message_id", "routing_key", "payload")
-    message_rows = RowSet("new_messages", {c: outbox.c[c].type for c in message_columns}, dialect)
-    messages = select(*(message_rows.table.c[c] for c in message_columns), NOW).where(true())
-    inserts = [  # in this order where they run one after another (SQLite)
-        insert(analyses).from_select([*stamped, *defaults], selected),
-        insert(link_table).from_select([c.name for c in link_table.c], links),
-        insert(outbox).from_select([*message_columns, "created_at"], messages),
-    ]
-    return CreationWrites(analysis_rows, link_rows, message_rows, all_at_once(dialect, inserts))
+    message_rows = RowSet(
+        "new_messages",
+        {**{c: outbox.c[c].type for c in message_columns}, "analysis_id": Integer()},
+        dialect,
+    )
+
+    def links(inserted: Any) -> Any:
+        chosen = select(link_rows.table).where(link_rows.table.c.obj_analysis_id.in_(inserted))
+        return insert(link_table).from_select([c.name for c in link_table.c], chosen)
+
+    def messages(inserted: Any) -> Any:
+        of_rows = message_rows.table.c
+        chosen = select(*(of_rows[c] for c in message_columns), NOW).where(
+            of_rows.analysis_id.in_(inserted)
+        )
+        return insert(outbox).from_select([*message_columns, "created_at"], chosen)
+
+    write = together(dialect, rows, then=(links, messages))
+    return CreationWrites(analysis_rows, link_rows, message_rows, write)
 
 
 @dataclass(frozen=True)
@@ -435,15 +514,17 @@ class AnalysisCreator:
         async with self.sessions.begin() as session:
             if guard is not None:
                 await guard.check(session)
-            key = f"{new.obj_id}:{new.author.user_id}"
-            (analysis_id,) = await lock_and_reserve_ids(session, [key], table_of(ObjAnalysis), 1)
-            (admitted,) = _admitted([new], await _admission(session, [new]), self.cap)
+            (analysis_id,), admission = await _locked_admission(session, [new])
+            (admitted,) = _admitted([new], admission, self.cap)
             if isinstance(admitted, Exception):
                 raise admitted
-            messages = await _insert_analyses(self.callback_tokens, session, [new], [analysis_id])
+            tokens = self.callback_tokens
+            inserted = await _insert_analyses(tokens, session, [admitted], [analysis_id], self.cap)
+            if analysis_id not in inserted.ids:
+                raise CapReached(new.obj_id)
             if guard is not None:
                 await guard.record(session, analysis_id)
-        self.outbox.hand_off(messages)
+        self.outbox.hand_off(inserted.messages)
         return analysis_id
 
     async def create_many(self, batch: list[NewAnalysis]) -> list[int | Exception]:
@@ -452,21 +533,34 @@ class AnalysisCreator:
         it, or :class:`StaleAccess` when its cached author or service changed since read.
         The (object, author) pairs are locked in one statement, in a fixed order, so
         concurrent batches can neither overshoot a cap nor deadlock; the same statement
-        reserves the new rows' ids, so rows, links and events are then one write."""
+        reserves the new rows' ids and reads what admitting them needs, so the transaction is
+        four round trips on PostgreSQL: BEGIN, the locks with that read, the insert of the
+        rows with their links and events, COMMIT."""
         for new in batch:
             _store_request_parameters(new)
         messages: list[dict[str, Any]] = []
+        outcomes: list[int | Exception] = []
         async with self.sessions.begin() as session:
-            keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
-            ids = await lock_and_reserve_ids(session, keys, table_of(ObjAnalysis), len(batch))
-            admitted = _admitted(batch, await _admission(session, batch), self.cap)
-            rows = [item for item in admitted if isinstance(item, NewAnalysis)]
-            if rows:
+            ids, admission = await _locked_admission(session, batch)
+            admitted = _admitted(batch, admission, self.cap)
+            chosen = [item for item in admitted if isinstance(item, Admitted)]
+            inserted = Inserted(set(), [])
+            if chosen:
                 tokens = self.callback_tokens
-                messages = await _insert_analyses(tokens, session, rows, ids[: len(rows)])
+                inserted = await _insert_analyses(
+                    tokens, session, chosen, ids[: len(chosen)], self.cap
+                )
+            given = iter(ids)  # in the order of the admitted items
+            for item in admitted:
+                if isinstance(item, Exception):
+                    outcomes.append(item)
+                    continue
+                analysis_id = next(given)
+                counted_in = analysis_id in inserted.ids
+                outcomes.append(analysis_id if counted_in else CapReached(item.new.obj_id))
+            messages = inserted.messages
         self.outbox.hand_off(messages)
-        given = iter(ids)
-        return [item if isinstance(item, Exception) else next(given) for item in admitted]
+        return outcomes
 
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
         """Starts from concurrent requests, created together (see :meth:`create_many`)."""
