@@ -31,7 +31,7 @@ from shared.db.dialect import (
     RowSet,
     all_at_once,
     json_list,
-    lock_and_reserve_ids,
+    lock_reserve_and_read,
     write_all,
     write_then_read,
     written_and_read,
@@ -147,10 +147,13 @@ async def test_independent_writes_run_together_in_the_callers_transaction(
 
 
 @pytest.mark.usefixtures("backend")
-async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resources) -> None:
-    """``lock_and_reserve_ids``: the locks and the ids in one statement on PostgreSQL; the ids
-    are ones the table never gave, rows inserted under them keep the table's ids unique, and
-    an id deleted is never given again (the tables' ids only grow, on SQLite too)."""
+async def test_reserved_ids_are_new_ids_taken_with_the_locks_and_a_read(
+    resources: Resources,
+) -> None:
+    """``lock_reserve_and_read``: the locks, the ids and the read in one statement on
+    PostgreSQL; the read's rows come back (none when it finds none); the ids are ones the
+    table never gave, rows inserted under them keep the table's ids unique, and an id deleted
+    is never given again (the tables' ids only grow, on SQLite too)."""
     dialect = resources.engine.dialect.name
     items = Table(
         f"items_{uuid.uuid4().hex[:8]}",
@@ -159,15 +162,20 @@ async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resource
         Column("label", String),
         sqlite_autoincrement=True,
     )
+    labelled = select(items.c.id, items.c.label).where(items.c.label == bindparam("wanted"))
 
-    async def reserve(count: int) -> list[int]:
+    async def reserve(count: int, wanted: str = "none") -> tuple[list[int], list[Any]]:
         async with resources.sessions.begin() as session:
-            return await lock_and_reserve_ids(session, ["a-key", "b-key"], items, count)
+            keys = ["a-key", "b-key"]
+            return await lock_reserve_and_read(
+                session, keys, items, count, labelled, {"wanted": wanted}
+            )
 
     async with _created(resources, items):
         with statements_on(resources.engine, transaction_control=False) as seen:
-            first = await reserve(3)
-        assert len(seen) == (1 if dialect == "postgresql" else 2)
+            first, found = await reserve(3)
+        assert found == []
+        assert len(seen) == (1 if dialect == "postgresql" else 3)
         assert first == sorted(set(first)) and len(first) == 3
         async with resources.engine.begin() as connection:
             await connection.execute(insert(items), [{"id": i, "label": "reserved"} for i in first])
@@ -176,8 +184,10 @@ async def test_reserved_ids_are_new_ids_taken_with_the_locks(resources: Resource
         assert len(ids) == len(set(ids)) == 4 and max(ids) > max(first)
         async with resources.engine.begin() as connection:
             await connection.execute(items.delete().where(items.c.id == max(ids)))
-        assert min(await reserve(2)) > max(ids)
-        assert await reserve(0) == []
+        more, found = await reserve(2, "reserved")
+        assert min(more) > max(ids)
+        assert sorted((row.id, row.label) for row in found) == [(i, "reserved") for i in first]
+        assert (await reserve(0))[0] == []
 
 
 @pytest.mark.usefixtures("backend")

@@ -479,47 +479,37 @@ def seconds_since(column: Any, now: datetime, dialect: str) -> ColumnElement[flo
     return func.max(elapsed, 0.0) if dialect != POSTGRESQL else func.greatest(elapsed, 0.0)
 
 
-async def lock_and_reserve_ids(
-    session: AsyncSession, keys: Sequence[str], table: Table, count: int
-) -> list[int]:
-    """:func:`take_write_lock` for every key, and ``count`` ids for rows of ``table`` this
-    transaction will insert, so that the rows and whatever names them are written in one
-    statement. The keys are taken in sorted order, so two transactions locking overlapping
-    sets cannot deadlock.
-
-    PostgreSQL: drawn from the table's id sequence in the same round trip as the locks (an id
-    not used leaves a gap, as a rolled-back insert does). SQLite: the ids after the largest
-    the table has had; the write lock keeps any other writer out until this one commits."""
-    ids, _ = await lock_reserve_and_read(session, keys, table, count, None, {})
-    return ids
-
-
 async def lock_reserve_and_read(
     session: AsyncSession,
     keys: Sequence[str],
     table: Table,
     count: int,
-    read: Select[Any] | None,
+    read: Select[Any],
     parameters: Mapping[str, Any],
 ) -> tuple[list[int], list[Any]]:
-    """:func:`lock_and_reserve_ids`, and ``read``'s rows (its first column never NULL).
+    """:func:`take_write_lock` for every key, ``count`` ids for rows of ``table`` this
+    transaction will insert (so that the rows and whatever names them are written in one
+    statement), and ``read``'s rows (its first column never NULL). The keys are taken in
+    sorted order, so two transactions locking overlapping sets cannot deadlock.
 
-    PostgreSQL: one round trip; the read's snapshot may predate the locks (a statement's
-    snapshot is taken when it starts), so what the locks protect must be checked again by
-    a later statement of the transaction. SQLite: the read runs after the write lock."""
+    PostgreSQL: one round trip. The ids are drawn from the table's id sequence (an id not
+    used leaves a gap, as a rolled-back insert does). The read's snapshot may predate the
+    locks (a statement's snapshot is taken when it starts, and the locks may have to be
+    waited for), so what the locks protect must be checked again by a later statement of the
+    transaction. SQLite: the ids after the largest the table has had, and the read, both
+    under the write lock, which keeps any other writer out until this one commits."""
     if is_postgresql(session):
         locked = {"lock_keys": sorted(set(keys)), "reserved_count": count, **parameters}
         rows = list(await session.execute(_locked_read(table.name, read), locked))
-        found = [] if read is None else [row for row in rows if row[1] is not None]
-        return list(rows[0].reserved_ids), found
+        return list(rows[0].reserved_ids), [row for row in rows if row[1] is not None]
     await session.execute(_SQLITE_WRITE_LOCK)
     last = (await session.execute(_sqlite_last_id(table.name))).scalar_one()
-    found = [] if read is None else list(await session.execute(read, dict(parameters)))
+    found = list(await session.execute(read, dict(parameters)))
     return list(range(last + 1, last + 1 + count)), found
 
 
 @functools.cache
-def _locked_read(table_name: str, read: Select[Any] | None) -> Any:
+def _locked_read(table_name: str, read: Select[Any]) -> Any:
     """The locks and the ids, one row, left-joined to ``read``'s rows (built once per read)."""
     locks = (
         text(
@@ -532,8 +522,6 @@ def _locked_read(table_name: str, read: Select[Any] | None) -> Any:
         .columns(column("locked", Integer), column("reserved_ids", postgresql.ARRAY(Integer)))
         .subquery("locks")
     )
-    if read is None:
-        return select(locks.c.reserved_ids)
     rows = read.subquery("read")
     return select(locks.c.reserved_ids, *rows.c).select_from(locks.outerjoin(rows, true()))
 

@@ -281,6 +281,7 @@ async def _locked_admission(
         by_author.setdefault(new.author.user_id, (new.author, set()))[1].add(new.obj_id)
     keys = sorted({f"{new.obj_id}:{new.author.user_id}" for new in batch})
     ids: list[int] = []
+    locked = False
     for author_id, (author, obj_ids) in by_author.items():
         query = _admission_query(name_of(session), author.is_admin)
         parameters = {
@@ -288,13 +289,14 @@ async def _locked_admission(
             "admitted_objs": sorted(obj_ids),
             "author_groups": sorted(author.group_ids),
         }
-        if ids:
+        if locked:
             rows = list(await session.execute(query, parameters))
         else:
             table = table_of(ObjAnalysis)
             ids, rows = await lock_reserve_and_read(
                 session, keys, table, len(batch), query, parameters
             )
+            locked = True
         for row in rows:
             pair = (author_id, row.id)
             if row.readable:
