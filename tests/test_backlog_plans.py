@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -214,22 +215,57 @@ async def crowded_source(backlog: AsyncSession) -> AsyncSession:
 async def test_a_start_counts_toward_the_cap_from_the_authors_analyses_of_the_object(
     crowded_source: AsyncSession,
 ) -> None:
-    """The cap counts the author's completed and active analyses on the object. Through an
-    index on the object alone (or on the author alone) the count read every analysis of the
-    object, the other author's 5,000 included (or the author's 30,000 of another object); it
-    reads only the author's analyses of this object."""
-    parameters = {
-        "admitted_author": crowded_source.info["owner"]["user_id"],
-        "admitted_objs": [crowded_source.info["obj_id"]],
-        "author_groups": [],
-    }
+    """The cap counts the author's completed and active analyses on the object (the creating
+    insert counts them). Through an index on the object alone (or on the author alone) the
+    count read every analysis of the object, the other author's 5,000 included (or the
+    author's 30,000 of another object); it reads only the author's analyses of this object."""
+    owner = crowded_source.info["owner"]
     counted = 300 + BACKLOG + 2 * BATCH
-    admission = lifecycle._admission_query("postgresql", False)
+    writes = lifecycle._creation_writes("postgresql")
 
-    plan = await plan_of(crowded_source, admission, parameters)
+    async def start_under(cap: int) -> tuple[bool, Any]:
+        analysis_id = await crowded_source.scalar(
+            text("SELECT nextval(pg_get_serial_sequence('obj_analyses', 'id'))")
+        )
+        unique_id = str(uuid.uuid4())
+        now = utcnow()
+        row = {
+            **dict.fromkeys(("id", *lifecycle.NEW_ROW)),
+            "id": analysis_id,
+            "unique_id": unique_id,
+            "obj_id": owner["obj_id"],
+            "author_id": owner["user_id"],
+            "analysis_service_id": owner["service_id"],
+            "token_hash": uuid.uuid4().hex * 2,
+            "status": "queued",
+            "analysis_parameters": {},
+            "input_filters": {},
+            "show_parameters": False,
+            "show_plots": False,
+            "show_corner": False,
+            "invalid_after": now + timedelta(hours=1),
+            "last_activity": now,
+            "handled_by_url": "x",
+            "artifacts": {},
+            "data_summary": {},
+            "cap_rank": 1,
+        }
+        parameters = {
+            **writes.analyses.bound([row]),
+            **writes.links.bound([]),
+            **writes.messages.bound([]),
+            NOW.key: now,
+            lifecycle.CREATION_CAP.key: cap,
+        }
+        plan = await plan_of(crowded_source, writes.write.statement, parameters)
+        found = text("SELECT count(*) FROM obj_analyses WHERE id = :id")
+        inserted = await crowded_source.scalar(found, {"id": analysis_id}) == 1
+        return inserted, plan
 
-    (row,) = await crowded_source.execute(admission, parameters)
-    assert row.counted == counted
+    refused, _ = await start_under(cap=counted)
+    admitted, plan = await start_under(cap=counted + 1)
+
+    assert (refused, admitted) == (False, True)
     read = rows_read_from(plan, "obj_analyses")
     authors_on_the_object = counted + 2_000
     assert read <= authors_on_the_object, f"read {read} analyses to count {counted}"

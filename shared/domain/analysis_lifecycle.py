@@ -252,12 +252,12 @@ def _store_request_parameters(new: NewAnalysis) -> None:
 
 @dataclass
 class Admission:
-    """What deciding a batch of starts reads, after its locks: for every (author, object)
-    pair, whether the author may read the object and how many of their analyses on it count
-    toward the cap; and the access counters (see :mod:`shared.domain.access_versions`)."""
+    """What deciding a batch of starts reads with its locks: for every (author, object) pair,
+    whether the author may read the object; and the access counters (see
+    :mod:`shared.domain.access_versions`). The cap is the insert's to check (see
+    :func:`_creation_writes`)."""
 
     readable: set[tuple[int, str]] = field(default_factory=set)
-    counted: dict[tuple[int, str], int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 
     def still_current(self, new: NewAnalysis) -> bool:
@@ -271,10 +271,11 @@ async def _locked_admission(
     """Lock every (object, author) pair of the batch and reserve an id per item, and read
     what admitting the items needs: one query per distinct author of the batch (typically
     one), the first of them with the locks and the ids. Each of the objects that exists,
-    whether the author may read it, their capped analyses on it, and the counters.
+    whether the author may read it, and the counters.
 
-    On PostgreSQL the count may predate the locks (one statement, one snapshot), so the
-    insert counts again (see :func:`_creation_writes`)."""
+    The author's analyses are not counted toward the cap here: on PostgreSQL this read's
+    snapshot may predate the locks (one statement, one snapshot), so the insert, which runs
+    after them, counts (see :func:`_creation_writes`)."""
     admission = Admission()
     by_author: dict[int, tuple[Principal, set[str]]] = {}
     for new in batch:
@@ -301,7 +302,6 @@ async def _locked_admission(
             pair = (author_id, row.id)
             if row.readable:
                 admission.readable.add(pair)
-            admission.counted[pair] = row.counted
             admission.counters = {
                 PRINCIPALS_COUNTER: row.principals,
                 SERVICES_COUNTER: row.services,
@@ -315,22 +315,10 @@ async def _locked_admission(
 def _admission_query(dialect: str, admin: bool) -> Any:
     """Built once per dialect (and for admins, who read everything): bound with the author,
     the objects and the author's groups."""
-    author = bindparam("admitted_author", type_=Integer)
-    capped = (
-        select(func.count())  # of rows, not of ids: the index alone answers it
-        .select_from(ObjAnalysis)
-        .where(
-            ObjAnalysis.obj_id == Obj.id,
-            ObjAnalysis.author_id == author,
-            ObjAnalysis.status.in_(CAPPED_STATUSES),
-        )
-        .scalar_subquery()
-    )
     readable = visible_to_bound(obj_groups, Obj.id, "author_groups", dialect, admin=admin)
     return select(
         Obj.id,
         readable.label("readable"),
-        capped.label("counted"),
         version_of(PRINCIPALS_COUNTER).label("principals"),
         version_of(SERVICES_COUNTER).label("services"),
     ).where(in_bound(Obj.id, "admitted_objs", dialect))
@@ -338,28 +326,23 @@ def _admission_query(dialect: str, admin: bool) -> Any:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A start admitted by the batch's read: ``rank``, its place among the batch's admitted
-    starts of the same (author, object) pair, 1 for the first."""
+    """A start admitted by the batch's read, the cap still to check: ``rank``, its place
+    among the batch's admitted starts of the same (author, object) pair, 1 for the first."""
 
     new: NewAnalysis
     rank: int
 
 
-def _admitted(
-    batch: Sequence[NewAnalysis], admission: Admission, cap: int
-) -> list[Admitted | Exception]:
-    """Each item, or why it is refused; earlier items of the batch count toward the cap."""
+def _admitted(batch: Sequence[NewAnalysis], admission: Admission) -> list[Admitted | Exception]:
+    """Each item with its rank, or why it is refused (the cap aside)."""
     admitted: list[Admitted | Exception] = []
-    readable, counted = admission.readable, admission.counted
     ranks: dict[tuple[int, str], int] = defaultdict(int)
     for new in batch:
         pair = (new.author.user_id, new.obj_id)
         if not admission.still_current(new):
             admitted.append(StaleAccess())
-        elif pair not in readable:
+        elif pair not in admission.readable:
             admitted.append(ObjNotVisible(new.obj_id))
-        elif counted.get(pair, 0) + ranks[pair] >= cap:
-            admitted.append(CapReached(new.obj_id))
         else:
             ranks[pair] += 1
             admitted.append(Admitted(new, ranks[pair]))
@@ -517,7 +500,7 @@ class AnalysisCreator:
             if guard is not None:
                 await guard.check(session)
             (analysis_id,), admission = await _locked_admission(session, [new])
-            (admitted,) = _admitted([new], admission, self.cap)
+            (admitted,) = _admitted([new], admission)
             if isinstance(admitted, Exception):
                 raise admitted
             tokens = self.callback_tokens
@@ -544,7 +527,7 @@ class AnalysisCreator:
         outcomes: list[int | Exception] = []
         async with self.sessions.begin() as session:
             ids, admission = await _locked_admission(session, batch)
-            admitted = _admitted(batch, admission, self.cap)
+            admitted = _admitted(batch, admission)
             chosen = [item for item in admitted if isinstance(item, Admitted)]
             inserted = Inserted(set(), [])
             if chosen:
