@@ -85,6 +85,11 @@ async def _created(resources: Resources, table: Table) -> AsyncIterator[None]:
             await connection.run_sync(table.metadata.drop_all)
 
 
+def _scratch_table(name: str, *columns: Column[Any], **options: Any) -> Table:
+    """A table of its own for one test (a unique name: runs can share a database)."""
+    return Table(f"{name}_{uuid.uuid4().hex[:8]}", MetaData(), *columns, **options)
+
+
 @pytest.mark.usefixtures("backend")
 async def test_a_row_set_gives_back_every_kind_of_value_as_it_went_in(
     resources: Resources,
@@ -115,9 +120,8 @@ async def test_independent_writes_run_together_in_the_callers_transaction(
     SQLite; either way every write lands, a row set with no rows writes nothing, and a
     rollback takes all of them back."""
     dialect = resources.engine.dialect.name
-    notes = Table(
-        f"notes_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    notes = _scratch_table(
+        "notes",
         Column("number", Integer),
         Column("label", String),
     )
@@ -155,9 +159,8 @@ async def test_reserved_ids_are_new_ids_taken_with_the_locks_and_a_read(
     table never gave, rows inserted under them keep the table's ids unique, and an id deleted
     is never given again (the tables' ids only grow, on SQLite too)."""
     dialect = resources.engine.dialect.name
-    items = Table(
-        f"items_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    items = _scratch_table(
+        "items",
         Column("id", Integer, primary_key=True),
         Column("label", String),
         sqlite_autoincrement=True,
@@ -196,9 +199,8 @@ async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -
     gets only the rows the write matched, what the write changed included, and nothing when
     it matched none."""
     dialect = resources.engine.dialect.name
-    counters = Table(
-        f"counters_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    counters = _scratch_table(
+        "counters",
         Column("id", Integer, primary_key=True),
         Column("count", Integer),
         Column("label", String),
@@ -233,9 +235,8 @@ async def test_a_write_and_a_read_of_the_rows_it_touched(resources: Resources) -
 async def test_a_json_list_holds_a_groups_values_and_reads_as_a_list(resources: Resources) -> None:
     """``json_list``: each group's values come back as a Python list; over no rows the
     aggregate is NULL on PostgreSQL and ``[]`` on SQLite, which callers read as empty."""
-    members = Table(
-        f"members_{uuid.uuid4().hex[:8]}",
-        MetaData(),
+    members = _scratch_table(
+        "members",
         Column("id", Integer, primary_key=True),
         Column("team", String),
         Column("member", Integer),
