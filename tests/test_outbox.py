@@ -29,7 +29,12 @@ from tests.conftest import AMQP_URL
 from tests.support.buses import Inbox, isolated_rabbit
 from tests.support.explain import explainable, nodes_of, plan_of
 from tests.support.polling import eventually
-from tests.support.statements import statements_on
+from tests.support.statements import (
+    TRANSACTION_CONTROL,
+    first_word,
+    round_trips_on,
+    statements_on,
+)
 
 
 class SwitchableBus:
@@ -267,6 +272,28 @@ async def test_rows_nobody_handed_over_are_swept_once_they_are_left_behind(
         swept = time.monotonic()
     assert swept - written >= 1.0
     assert await _pending(sessions) == 0
+
+
+async def test_a_sweep_that_finds_nothing_is_one_round_trip_on_postgresql(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Every relay sweeps every ``poll_interval``, and nearly always finds nothing: such a
+    sweep is one autocommit read, no BEGIN, DELETE or COMMIT."""
+    bus = SwitchableBus()
+    relay = OutboxRelay(sessions, bus, poll_interval=0.01, left_behind_after=60)
+    await _enqueue(sessions, [1])  # too young to be left behind: every sweep finds nothing
+
+    def probes(sent: list[str]) -> int:
+        return sum("FROM outbox" in s and first_word(s) == "SELECT" for s in sent)
+
+    with round_trips_on(sessions.kw["bind"]) as sent:
+        async with background("outbox-relay", relay.run):
+            await eventually(lambda: probes(sent) >= 5, "five sweeps", within=10)
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+
+    sweeps = [s for s in sent if "outbox" in s.lower() or first_word(s) in TRANSACTION_CONTROL]
+    assert {first_word(s) for s in sweeps} == {"SELECT"}, sweeps
+    assert bus.published == [] and await _pending(sessions) == 1
 
 
 @pytest.mark.usefixtures("backend")

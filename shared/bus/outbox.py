@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from shared.bus.base import Bus, Envelope
 from shared.db.dialect import in_bound, in_taken, name_of, together, write_together
 from shared.db.models import OutboxMessage
+from shared.db.session import statement_session
 from shared.db.types import utcnow
 from shared.domain.events import Message
 from shared.runtime.background import wait_event
@@ -107,6 +108,13 @@ def _taking(dialect: str, *, left_behind: bool) -> Any:
             OutboxMessage.payload,
         )
     )
+
+
+@functools.cache
+def _any_to_take(*, left_behind: bool) -> Any:
+    """One row a sweep would take (if ``left_behind``, created before ``cutoff``), or none."""
+    old = OutboxMessage.created_at < bindparam("cutoff") if left_behind else true()
+    return select(OutboxMessage.id).where(old).limit(1)
 
 
 @functools.cache
@@ -242,10 +250,16 @@ class OutboxRelay:
     async def _sweep(self, cutoff: timedelta | None) -> int:
         """Take the oldest rows (only those older than ``cutoff``, if given; deleted in this
         transaction, skipping rows another relay holds), publish them, commit: one statement
-        besides BEGIN and COMMIT. If publishing fails, the rollback puts the rows back."""
+        besides BEGIN and COMMIT. If publishing fails, the rollback puts the rows back.
+        Nearly every sweep finds nothing: one autocommit read says so first, so such a sweep
+        is one round trip instead of three."""
         parameters: dict[str, Any] = {"limit": self._batch_size}
         if cutoff is not None:
             parameters["cutoff"] = utcnow() - cutoff
+        async with statement_session(self._engine) as session:
+            probe = _any_to_take(left_behind=cutoff is not None)
+            if await session.scalar(probe, parameters) is None:
+                return 0
         async with self._sessions.begin() as session:
             taking = _taking(name_of(session), left_behind=cutoff is not None)
             taken = list(await session.execute(taking, parameters))
