@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, join, select
+from sqlalchemy import Select, Table, and_, join, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
@@ -145,24 +145,35 @@ class VisibleObj(Protocol):
     def redshift_origin(self) -> str | None: ...
 
 
+@dataclass(frozen=True)
+class Source:
+    """A source the reader may read: its id and redshift columns (a :class:`VisibleObj`)."""
+
+    id: str
+    redshift: float | None
+    redshift_error: float | None
+    redshift_origin: str | None
+
+
+def _source_of(row: Any) -> Source:
+    return Source(row.source_id, row.redshift, row.redshift_error, row.redshift_origin)
+
+
 async def load_visible_objs(
     session: AsyncSession, obj_ids: Sequence[str], principal: Principal
 ) -> dict[str, VisibleObj]:
     """Those of the sources the principal may read, by id: one query, plain rows."""
     query = _visible_objs_query(name_of(session), principal.is_admin)
     parameters = {"read_objs": sorted(set(obj_ids)), "reader_groups": sorted(principal.group_ids)}
-    return {obj.id: obj for obj in await session.execute(query, parameters)}
+    return {row.source_id: _source_of(row) for row in await session.execute(query, parameters)}
 
 
 @functools.cache
-def _visible_objs_query(dialect: str, admin: bool) -> Any:
+def _visible_objs_query(dialect: str, admin: bool) -> Select[Any]:
     """Built once per dialect (and for admins): bound with the sources and the reader's groups."""
     readable = visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect, admin=admin)
-    return (
-        select(Obj.id, *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
-        .where(in_bound(Obj.id, "read_objs", dialect))
-        .where(readable)
-    )
+    columns = (Obj.id.label("source_id"), *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
+    return select(*columns).where(in_bound(Obj.id, "read_objs", dialect), readable)
 
 
 async def collect_records(
@@ -212,16 +223,6 @@ _POINT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Source:
-    """A source the reader may read: its id and redshift columns (a :class:`VisibleObj`)."""
-
-    id: str
-    redshift: float | None
-    redshift_error: float | None
-    redshift_origin: str | None
-
-
 async def sources_with_photometry(
     session: AsyncSession,
     obj_ids: Sequence[str],
@@ -246,9 +247,7 @@ async def sources_with_photometry(
     points: dict[str, list[StoredPoint]] = {}
     for row in await session.execute(query, parameters):
         if row.source_id not in sources:
-            sources[row.source_id] = Source(
-                row.source_id, row.redshift, row.redshift_error, row.redshift_origin
-            )
+            sources[row.source_id] = _source_of(row)
             points[row.source_id] = []
         if row.id is not None:  # the source has a point the reader may read
             points[row.source_id].append(row)
@@ -259,17 +258,13 @@ async def sources_with_photometry(
     return sources, photometry
 
 
-_SOURCE_COLUMNS = (Obj.id.label("source_id"), *(getattr(Obj, c) for c in REDSHIFT_COLUMNS))
-
-
 @functools.cache
 def _sources_with_photometry_query(
     dialect: str, admin: bool, by_filter: bool, by_instrument: bool
 ) -> Any:
     """Built once per shape: bound with the sources, the reader's groups and the selection.
-    A row per readable point of a readable source, or one with no point for a source that
-    has none."""
-    readable_source = visible_to_bound(obj_groups, Obj.id, "reader_groups", dialect, admin=admin)
+    The visible sources' query joined to their points: a row per readable point of a
+    readable source, or one with no point for a source that has none."""
     readable_point = visible_to_bound(
         photometry_groups, Photometry.id, "reader_groups", dialect, admin=admin
     )
@@ -283,12 +278,8 @@ def _sources_with_photometry_query(
             point_of_source, in_bound(Photometry.instrument_id, "chosen_instruments", dialect)
         )
     points = join(Photometry, Instrument, Instrument.id == Photometry.instrument_id)
-    return (
-        select(*_SOURCE_COLUMNS, *_POINT_COLUMNS)
-        .select_from(Obj)
-        .outerjoin(points, point_of_source)
-        .where(in_bound(Obj.id, "read_objs", dialect), readable_source)
-    )
+    sources = _visible_objs_query(dialect, admin)
+    return sources.add_columns(*_POINT_COLUMNS).outerjoin_from(Obj, points, point_of_source)
 
 
 def _photometry_record(point: StoredPoint) -> Record:
