@@ -164,15 +164,18 @@ async def obj_visible(session: AsyncSession, obj_id: str, who: Principal) -> boo
     return (await session.execute(query)).first() is not None
 
 
+def _counted_toward_cap(obj_id: Any, author_id: Any) -> ColumnElement[bool]:
+    """The author's analyses of the object that count toward the cap (values or columns)."""
+    return and_(
+        ObjAnalysis.obj_id == obj_id,
+        ObjAnalysis.author_id == author_id,
+        ObjAnalysis.status.in_(CAPPED_STATUSES),
+    )
+
+
 async def count_capped(session: AsyncSession, obj_id: str, author_id: int) -> int:
     query = (
-        select(func.count())
-        .select_from(ObjAnalysis)
-        .where(
-            ObjAnalysis.obj_id == obj_id,
-            ObjAnalysis.author_id == author_id,
-            ObjAnalysis.status.in_(CAPPED_STATUSES),
-        )
+        select(func.count()).select_from(ObjAnalysis).where(_counted_toward_cap(obj_id, author_id))
     )
     return int(await session.scalar(query) or 0)
 
@@ -437,11 +440,7 @@ def _creation_writes(dialect: str) -> CreationWrites:
     capped = (
         select(func.count())
         .select_from(analyses)
-        .where(
-            analyses.c.obj_id == new.obj_id,
-            analyses.c.author_id == new.author_id,
-            analyses.c.status.in_(CAPPED_STATUSES),
-        )
+        .where(_counted_toward_cap(new.obj_id, new.author_id))
         .correlate_except(analyses)
         .scalar_subquery()
     )
@@ -523,7 +522,6 @@ class AnalysisCreator:
         rows with their links and events, COMMIT."""
         for new in batch:
             _store_request_parameters(new)
-        messages: list[dict[str, Any]] = []
         outcomes: list[int | Exception] = []
         async with self.sessions.begin() as session:
             ids, admission = await _locked_admission(session, batch)
@@ -543,8 +541,7 @@ class AnalysisCreator:
                 analysis_id = next(given)
                 counted_in = analysis_id in inserted.ids
                 outcomes.append(analysis_id if counted_in else CapReached(item.new.obj_id))
-            messages = inserted.messages
-        self.outbox.hand_off(messages)
+        self.outbox.hand_off(inserted.messages)
         return outcomes
 
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
