@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, select, true
+from sqlalchemy import ColumnElement, bindparam, delete, event, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -89,14 +89,21 @@ def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_ENQUEUED, None)
 
 
+def _sweepable(*, left_behind: bool) -> ColumnElement[bool]:
+    """The rows a sweep takes: every row, or if ``left_behind`` those created before
+    ``cutoff``."""
+    return OutboxMessage.created_at < bindparam("cutoff") if left_behind else true()
+
+
 @functools.cache
 def _taking(dialect: str, *, left_behind: bool) -> Any:
-    """DELETE the oldest ``limit`` rows no other transaction holds (if ``left_behind``, only
-    rows created before ``cutoff``), RETURNING them (plain columns, not ORM objects); built
-    once per dialect and kind."""
-    old = OutboxMessage.created_at < bindparam("cutoff") if left_behind else true()
+    """DELETE the oldest ``limit`` rows no other transaction holds (see :func:`_sweepable`),
+    RETURNING them (plain columns, not ORM objects); built once per dialect and kind."""
     oldest = (
-        select(OutboxMessage.id).where(old).order_by(OutboxMessage.id).limit(bindparam("limit"))
+        select(OutboxMessage.id)
+        .where(_sweepable(left_behind=left_behind))
+        .order_by(OutboxMessage.id)
+        .limit(bindparam("limit"))
     )
     return (
         delete(OutboxMessage)
@@ -112,9 +119,8 @@ def _taking(dialect: str, *, left_behind: bool) -> Any:
 
 @functools.cache
 def _any_to_take(*, left_behind: bool) -> Any:
-    """One row a sweep would take (if ``left_behind``, created before ``cutoff``), or none."""
-    old = OutboxMessage.created_at < bindparam("cutoff") if left_behind else true()
-    return select(OutboxMessage.id).where(old).limit(1)
+    """One row a sweep would take (see :func:`_sweepable`), or none."""
+    return select(OutboxMessage.id).where(_sweepable(left_behind=left_behind)).limit(1)
 
 
 @functools.cache
