@@ -12,7 +12,9 @@ and summary service run as four processes, as a deployment runs them. This scrip
 outside world, in its own process: the users starting analyses and a SkyPortal-style analysis
 service that answers each request and posts its results back at once. The raw stack is
 measured afterwards with the same client: an aiohttp hello-world server (also its own
-process), aio-pika publish+consume, single-row INSERTs.
+process), aio-pika publish+consume, single-row INSERTs. This script and its hello-world server
+run on the event loop skyhook's processes use (uvloop when it is installed), so the raw stack
+is the stack skyhook runs on.
 
 Latency is start request → completed: the time this script sent the POST that started the
 analysis, to the time the webhook receiver stamped on the row when it completed it
@@ -43,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +66,7 @@ from shared.db.models import DispatchAttempt, ObjAnalysis
 from shared.db.session import create_engine, create_session_factory
 from shared.runtime.heap import serving_heap
 from shared.runtime.settings import load_settings
+from skyhook.processes import run_coroutine
 from skyhook.provision import create_token
 from tests.support.ports import free_port
 
@@ -290,15 +293,18 @@ async def pg_statements(environment: Environment) -> dict[str, int] | None:
 
 def print_round_trips(
     before: dict[str, int] | None, after: dict[str, int] | None, count: int, top: int
-) -> None:
+) -> float | None:
+    """Prints and returns the round trips per analysis (None when they cannot be counted)."""
     if before is None or after is None:
         print(f"{'':9}PostgreSQL round trips: not counted (pg_stat_statements is not loaded)")
-        return
+        return None
     calls = {query: n - before.get(query, 0) for query, n in after.items()}
     calls = {query: n for query, n in calls.items() if n > 0 and "pg_stat_statements" not in query}
-    print(f"{'':9}PostgreSQL round trips: {sum(calls.values()) / count:.2f} per analysis")
+    per_analysis = sum(calls.values()) / count
+    print(f"{'':9}PostgreSQL round trips: {per_analysis:.2f} per analysis")
     for query, n in sorted(calls.items(), key=lambda item: -item[1])[:top]:
         print(f"{'':11}{n / count:6.3f}  {' '.join(query.split())[:110]}")
+    return per_analysis
 
 
 def machine_cpu() -> float:
@@ -490,6 +496,8 @@ class Outcome:
     latencies: list[float]
     client_errors: int
     stages: dict[str, list[float]] = field(default_factory=dict)  # seconds spent in each hop
+    skyhook_ms: float | None = None  # skyhook's CPU per analysis
+    round_trips: float | None = None  # PostgreSQL round trips per analysis
 
     @property
     def completed_per_second(self) -> float:
@@ -612,30 +620,98 @@ def serve_hello(port: int) -> None:
         await request.read()
         return web.json_response({"status": "success", "data": {"id": 1}})
 
-    app = web.Application()
-    app.router.add_post("/hello", hello)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/hello", hello)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    run_coroutine(serve())
 
 
-async def raw_http(concurrency: int, count: int, folder: Path) -> float:
-    """Requests/s of an aiohttp hello world in its own process, with the benchmark's client."""
+@dataclass
+class PerMessage:
+    """CPU milliseconds per message: the side that serves or receives, and the one that sends."""
+
+    served: float
+    sent: float
+
+
+@dataclass
+class RawHttp:
+    rate: float  # req/s as fast as the client goes
+    burst: PerMessage
+    paced: PerMessage  # at the paced run's rate
+
+
+async def paced_calls(
+    call: Callable[[], Coroutine[Any, Any, None]], rate: float, seconds: float
+) -> int:
+    """Open loop, as the paced run: call n begins at t0 + n/rate. Returns how many ran."""
+    total = max(1, int(rate * seconds))
+    tasks = []
+    began = time.perf_counter()
+    for n in range(total):
+        delay = began + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(call()))
+    await asyncio.gather(*tasks)
+    return total
+
+
+async def raw_http(
+    concurrency: int, count: int, rate: float, seconds: float, folder: Path
+) -> RawHttp:
+    """An aiohttp hello world in its own process, with the benchmark's client: requests/s as
+    fast as it goes, and the CPU per request of server and client then and at ``rate``."""
     port = free_port()
     args = [sys.executable, __file__, "--serve-hello", str(port)]
     async with (
-        child(args, dict(os.environ), port, folder / "hello.log"),
+        child(args, dict(os.environ), port, folder / "hello.log") as server,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http,
     ):
-        counter = iter(range(count))
         url = f"http://127.0.0.1:{port}/hello"
 
-        async def worker() -> None:
-            for _ in counter:
-                async with http.post(url, json={}, headers={"Authorization": "token x"}) as r:
-                    await r.json()
+        async def call() -> None:
+            async with http.post(url, json={}, headers={"Authorization": "token x"}) as r:
+                await r.json()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return count / (time.perf_counter() - began)
+        async def fast() -> int:
+            counter = iter(range(count))
+
+            async def worker() -> None:
+                for _ in counter:
+                    await call()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return count
+
+        def served() -> float:
+            return cpu_by_process({"server": server.pid})["server"]
+
+        fastest, at_burst = await costed(fast, served)
+        _, at_rate = await costed(lambda: paced_calls(call, rate, seconds), served)
+        return RawHttp(fastest, at_burst, at_rate)
+
+
+async def costed(
+    messages: Callable[[], Awaitable[int]], served: Callable[[], float]
+) -> tuple[float, PerMessage]:
+    """Messages/s of ``messages`` (which returns how many it sent), and their CPU: the serving
+    side's (``served`` reads its CPU seconds) and this script's, which sent them."""
+    served_before, sent_before = served(), own_cpu()
+    began = time.perf_counter()
+    n = await messages()
+    elapsed = time.perf_counter() - began
+    served_ms = (served() - served_before) * 1000 / n
+    return n / elapsed, PerMessage(served_ms, (own_cpu() - sent_before) * 1000 / n)
 
 
 async def raw_rabbit(amqp_url: str, prefix: str, count: int) -> float:
@@ -703,6 +779,41 @@ async def raw_inserts(environment: Environment, concurrency: int, count: int) ->
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return count / (time.perf_counter() - began)
+
+
+async def raw_round_trip_costs(
+    environment: Environment, concurrency: int, count: int, rate: float, seconds: float
+) -> tuple[PerMessage, PerMessage]:
+    """The CPU of a single-row INSERT round trip, PostgreSQL's and the client's, with
+    ``concurrency`` connections as fast as they go, and at ``rate`` (after ``raw_inserts``)."""
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    pool = await asyncpg.create_pool(
+        f"{base}/{environment.pg_database}", min_size=concurrency, max_size=concurrency
+    )
+    statement = "INSERT INTO raw_rows (body) VALUES ($1)"
+
+    def served() -> float:
+        return program_seconds({}, cpu_of_programs()).get("PostgreSQL", 0.0)
+
+    async with pool:
+
+        async def fast() -> int:
+            counter = iter(range(count))
+
+            async def worker() -> None:
+                async with pool.acquire() as connection:
+                    for n in counter:
+                        await connection.execute(statement, str(n))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return count
+
+        async def insert() -> None:
+            await pool.execute(statement, "paced")
+
+        _, at_burst = await costed(fast, served)
+        _, at_rate = await costed(lambda: paced_calls(insert, rate, seconds), served)
+        return at_burst, at_rate
 
 
 async def session_inserts(environment: Environment, concurrency: int, count: int) -> float:
@@ -849,8 +960,9 @@ class Costs:
             await pg_statements(self.env),
         )
 
-    async def report(self, before: Reading, count: int, top: int = 0) -> None:
-        """Per analysis: skyhook's CPU by process, the machine's, and PostgreSQL's work."""
+    async def report(self, before: Reading, count: int, top: int = 0) -> tuple[float, float | None]:
+        """Per analysis: skyhook's CPU by process, the machine's, and PostgreSQL's work.
+        Returns skyhook's CPU milliseconds and the round trips (if counted) per analysis."""
         after = await self.read()
         cpu = {name: t - before.cpu[name] for name, t in after.cpu.items()}
         machine, own = after.machine - before.machine, after.own - before.own
@@ -876,8 +988,9 @@ class Costs:
         if before.transactions is not None and after.transactions is not None:
             per_analysis = (after.transactions - before.transactions) / count
             print(f"{'':9}PostgreSQL transactions: {per_analysis:.1f} per analysis")
-        if self.env.pg_database is not None:
-            print_round_trips(before.statements, after.statements, count, top)
+        if self.env.pg_database is None:
+            return total, None
+        return total, print_round_trips(before.statements, after.statements, count, top)
 
 
 async def measured_burst(
@@ -889,7 +1002,9 @@ async def measured_burst(
     async with profiling_of(args, pids, "burst"):
         outcome = await workload.burst(args.count)
     report("burst", outcome)
-    await costs.report(before, args.count, args.statements)
+    outcome.skyhook_ms, outcome.round_trips = await costs.report(
+        before, args.count, args.statements
+    )
     return outcome
 
 
@@ -913,7 +1028,9 @@ async def measured_paced(
     async with profile:
         outcome = await workload.paced(rate, args.paced_seconds)
     report(f"{rate:g}/s", outcome)
-    await costs.report(before, outcome.count, args.statements)
+    outcome.skyhook_ms, outcome.round_trips = await costs.report(
+        before, outcome.count, args.statements
+    )
     return outcome
 
 
@@ -984,16 +1101,29 @@ async def run_workloads(
     return outcomes
 
 
-async def raw_stack(args: argparse.Namespace, env: Environment) -> dict[str, float]:
-    rates = {"http": await raw_http(args.concurrency, max(args.count, 5000), env.folder)}
-    rates["insert"] = await raw_inserts(env, 16, 5000)
+@dataclass
+class RawStack:
+    rates: dict[str, float]  # messages/s by kind, as fast as they go
+    http: RawHttp
+    round_trip: tuple[PerMessage, PerMessage] | None  # PostgreSQL: as fast as it goes, paced
+
+
+async def raw_stack(args: argparse.Namespace, env: Environment) -> RawStack:
+    http = await raw_http(
+        args.concurrency, max(args.count, 5000), args.rate, args.paced_seconds, env.folder
+    )
+    rates = {"http": http.rate, "insert": await raw_inserts(env, 16, 5000)}
+    round_trip = None
+    if env.pg_database is not None:
+        round_trip = await raw_round_trip_costs(env, 16, 5000, args.rate, args.paced_seconds)
     rates["session"] = await session_inserts(env, 16, 5000)
     if args.bus == "rabbit":
         rates["rabbit"] = await raw_rabbit(env.amqp_url, env.prefix, 5000)
-    return rates
+    return RawStack(rates, http, round_trip)
 
 
-def print_raw(args: argparse.Namespace, completed: float, rates: dict[str, float]) -> None:
+def print_raw(args: argparse.Namespace, outcomes: dict[str, Outcome], raw: RawStack) -> None:
+    completed = outcomes["burst"].completed_per_second
     print("raw stack, same client and machine (ratio = completed analyses/s : raw rate):")
     lines = [
         ("http", "aiohttp hello world, req/s", "an analysis is 3 HTTP requests"),
@@ -1002,9 +1132,39 @@ def print_raw(args: argparse.Namespace, completed: float, rates: dict[str, float
         ("rabbit", "aio-pika publish+consume, msg/s", "an analysis is 2 messages"),
     ]
     for key, label, note in lines:
-        if key in rates:
-            ratio = completed / rates[key]
-            print(f"  {label:<42} {rates[key]:>8.0f}   ratio {ratio:.4f}  {note}")
+        if key in raw.rates:
+            ratio = completed / raw.rates[key]
+            print(f"  {label:<42} {raw.rates[key]:>8.0f}   ratio {ratio:.4f}  {note}")
+    print_raw_costs(args, outcomes, raw)
+
+
+def print_raw_costs(args: argparse.Namespace, outcomes: dict[str, Outcome], raw: RawStack) -> None:
+    """The raw stack's CPU per message, as fast as it goes and at the paced rate, and what an
+    analysis's own messages cost at those prices: how much of skyhook's CPU per analysis is
+    the price of its messages on this machine, before any work."""
+    print(
+        f"raw stack's CPU per message, ms, served/sent: as fast as it goes | at {args.rate:g}/s"
+        " paced"
+    )
+    kinds = [("aiohttp hello-world request", (raw.http.burst, raw.http.paced))]
+    if raw.round_trip is not None:
+        kinds.append(("PostgreSQL single-row INSERT round trip", raw.round_trip))
+    for label, (fast, paced) in kinds:
+        print(
+            f"  {label:<42} {fast.served:.3f}/{fast.sent:.3f} | {paced.served:.3f}/{paced.sent:.3f}"
+        )
+    for name, index in (("burst", 0), ("paced", 1)):
+        outcome = outcomes[name]
+        if outcome.skyhook_ms is None or outcome.round_trips is None or raw.round_trip is None:
+            continue
+        http = (raw.http.burst, raw.http.paced)[index]
+        trips = outcome.round_trips * raw.round_trip[index].sent
+        priced = 2 * http.served + http.sent + trips
+        print(
+            f"  an analysis of the {name} run at these prices: 3 HTTP requests (skyhook serves"
+            f" 2, sends 1) {2 * http.served + http.sent:.2f} ms + {outcome.round_trips:.2f}"
+            f" round trips {trips:.2f} ms = {priced:.2f} ms; skyhook spent {outcome.skyhook_ms:.2f}"
+        )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -1019,9 +1179,9 @@ async def run(args: argparse.Namespace) -> None:
         # (80-120 ms each) would show as skyhook's latency. Frozen, as skyhook's are.
         with serving_heap():
             outcomes = await run_pipeline(args, env)
-        rates = await raw_stack(args, env)
+        raw = await raw_stack(args, env)
     completed = outcomes["burst"].completed_per_second
-    print_raw(args, completed, rates)
+    print_raw(args, outcomes, raw)
     p99 = percentile(outcomes["paced"].latencies, 0.99) * 1000
     print(
         f"targets: >= 1000 completed/s: {'met' if completed >= 1000 else 'NOT met'} "
@@ -1073,7 +1233,7 @@ def main() -> None:
     if args.serve_hello:
         serve_hello(args.serve_hello)
         return
-    asyncio.run(run(args))
+    run_coroutine(run(args))
 
 
 if __name__ == "__main__":
