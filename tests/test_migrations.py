@@ -125,6 +125,39 @@ def test_models_and_migrations_do_not_drift(fresh_url: str) -> None:
     assert model_drift(fresh_url) == []
 
 
+def test_no_index_is_the_leading_part_of_another(fresh_url: str) -> None:
+    """A plain index whose columns begin another index's serves no look-up the longer one
+    does not, and costs an entry for every row written (dispatch_attempts had one until
+    0009). Unique ones are kept: they say something the longer index does not."""
+    upgrade(fresh_url)
+
+    def column_lists(connection: Connection, table: str) -> dict[str, tuple[list[str], bool]]:
+        inspector = inspect(connection)
+        keys = {
+            str(index["name"]): ([str(c) for c in index["column_names"]], bool(index["unique"]))
+            for index in inspector.get_indexes(table)
+        }
+        for constraint in inspector.get_unique_constraints(table):
+            keys[str(constraint["name"])] = (list(constraint["column_names"]), True)
+        return keys
+
+    def redundant(connection: Connection) -> list[tuple[str, str, str]]:
+        found = []
+        for table in inspect(connection).get_table_names():
+            keys = column_lists(connection, table)
+            for name, (columns, unique) in keys.items():
+                found += [
+                    (table, name, other)
+                    for other, (longer, _) in keys.items()
+                    if not unique
+                    and len(longer) > len(columns)
+                    and longer[: len(columns)] == columns
+                ]
+        return found
+
+    assert _on_connection(fresh_url, redundant) == []
+
+
 def test_drift_check_notices_a_difference(fresh_sqlite_url: str) -> None:
     """Guards the drift test itself: an extra column must show up as a difference."""
     upgrade(fresh_sqlite_url)

@@ -495,12 +495,11 @@ class AnalysisArtifact(Base):
 
 class DispatchAttempt(Base):
     __tablename__ = "dispatch_attempts"
+    # The unique constraint's index leads with analysis_id: it serves the look-ups by analysis.
     __table_args__ = (UniqueConstraint("analysis_id", "attempt_number"), MONOTONIC_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    analysis_id: Mapped[int] = mapped_column(
-        ForeignKey("obj_analyses.id", ondelete="CASCADE"), index=True
-    )
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("obj_analyses.id", ondelete="CASCADE"))
     attempt_number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column()
     latency_ms: Mapped[float | None] = mapped_column(Float)
