@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import aiohttp
@@ -72,6 +72,8 @@ from shared.runtime.settings import load_settings
 from skyhook.processes import run_coroutine
 from skyhook.provision import create_token
 from tests.support.ports import free_port
+
+T = TypeVar("T")
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 PG_ADMIN = os.environ.get("SKYHOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -591,16 +593,25 @@ async def paced(
     client: Client, service_id: int, obj_ids: list[str], rate: float, seconds: float
 ) -> tuple[list[Started], float]:
     """Open loop: start n is sent at t0 + n/rate, however many are still unanswered."""
-    total = int(rate * seconds)
-    tasks: list[asyncio.Task[Started | None]] = []
     began = time.perf_counter()
-    for n in range(total):
+    results = await paced_calls(
+        lambda n: client.start(obj_ids[n % len(obj_ids)], service_id), rate, seconds
+    )
+    return [r for r in results if r is not None], time.perf_counter() - began
+
+
+async def paced_calls(
+    call: Callable[[int], Coroutine[Any, Any, T]], rate: float, seconds: float
+) -> list[T]:
+    """Open loop: call n begins at t0 + n/rate, however many are still unanswered."""
+    tasks = []
+    began = time.perf_counter()
+    for n in range(max(1, int(rate * seconds))):
         delay = began + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(client.start(obj_ids[n % len(obj_ids)], service_id)))
-    results = await asyncio.gather(*tasks)
-    return [r for r in results if r is not None], time.perf_counter() - began
+        tasks.append(asyncio.create_task(call(n)))
+    return list(await asyncio.gather(*tasks))
 
 
 async def measured(
@@ -653,22 +664,6 @@ class RawHttp:
     paced: PerMessage  # at the paced run's rate
 
 
-async def paced_calls(
-    call: Callable[[], Coroutine[Any, Any, None]], rate: float, seconds: float
-) -> int:
-    """Open loop, as the paced run: call n begins at t0 + n/rate. Returns how many ran."""
-    total = max(1, int(rate * seconds))
-    tasks = []
-    began = time.perf_counter()
-    for n in range(total):
-        delay = began + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(call()))
-    await asyncio.gather(*tasks)
-    return total
-
-
 async def raw_http(
     concurrency: int, count: int, rate: float, seconds: float, folder: Path
 ) -> RawHttp:
@@ -700,7 +695,11 @@ async def raw_http(
             return cpu_by_process({"server": server.pid})["server"]
 
         fastest, at_burst = await costed(fast, served)
-        _, at_rate = await costed(lambda: paced_calls(call, rate, seconds), served)
+
+        async def paced_run() -> int:
+            return len(await paced_calls(lambda _: call(), rate, seconds))
+
+        _, at_rate = await costed(paced_run, served)
         return RawHttp(fastest, at_burst, at_rate)
 
 
@@ -811,11 +810,11 @@ async def raw_round_trip_costs(
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return count
 
-        async def insert() -> None:
-            await pool.execute(statement, "paced")
+        async def paced_run() -> int:
+            return len(await paced_calls(lambda _: pool.execute(statement, "paced"), rate, seconds))
 
         _, at_burst = await costed(fast, served)
-        _, at_rate = await costed(lambda: paced_calls(insert, rate, seconds), served)
+        _, at_rate = await costed(paced_run, served)
         return at_burst, at_rate
 
 
