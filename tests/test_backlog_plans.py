@@ -31,11 +31,12 @@ BATCH = 64
 _ROWS = """
 INSERT INTO obj_analyses (unique_id, obj_id, author_id, analysis_service_id, token_hash, status,
     analysis_parameters, input_filters, show_parameters, show_plots, show_corner, invalid_after,
-    last_activity, handled_by_url, artifacts, data_summary, dispatch_attempts_count, created_at,
-    modified)
+    last_activity, handled_by_url, artifacts, data_summary, dispatch_attempts_count, finished_at,
+    created_at, modified)
 SELECT md5(:tag || :status || g), :obj_id, :user_id, :service_id, md5(:tag || :status || g || 't'),
     :status, '{}', '{}', false, false, false, now() + interval '1 hour', now(), 'x', '{}', '{}',
-    :attempts, now(), now()
+    :attempts, CASE WHEN :status IN ('queued', 'dispatching', 'pending') THEN NULL ELSE now() END,
+    now(), now()
 FROM generate_series(1, :count) AS g
 """
 
@@ -178,6 +179,7 @@ async def test_a_batch_of_attempt_ends_reads_its_analyses_not_every_active_one(
             "status": "pending",
             "status_message": "accepted",
             "next_attempt_at": None,
+            "finished_at": None,
             "started_at": now - timedelta(seconds=1),
             "latency_ms": 5.0,
             "http_status": 200,

@@ -158,6 +158,45 @@ def test_no_index_is_the_leading_part_of_another(fresh_url: str) -> None:
     assert _on_connection(fresh_url, redundant) == []
 
 
+# What a running analysis's transitions change (claimed, inputs stored, accepted, retried).
+CHANGED_WHILE_RUNNING = {
+    "status",
+    "status_message",
+    "last_activity",
+    "modified",
+    "dispatch_attempts_count",
+    "next_attempt_at",
+    "input_hash",
+    "artifacts",
+}
+
+
+def test_no_index_of_the_analyses_holds_a_column_that_changes_while_one_runs(
+    fresh_url: str,
+) -> None:
+    """Then PostgreSQL writes those updates as HOT updates, beside the row, instead of an
+    entry in every index of the table per update (and the cap's count has no old versions
+    to walk)."""
+    upgrade(fresh_url)
+
+    def indexed(connection: Connection) -> dict[str, set[str]]:
+        found = {}
+        for index in inspect(connection).get_indexes("obj_analyses"):
+            where = " ".join(
+                str(v) for k, v in index.get("dialect_options", {}).items() if k.endswith("_where")
+            )
+            named = {str(c) for c in index["column_names"]}
+            named |= {c for c in CHANGED_WHILE_RUNNING if c in where}
+            found[str(index["name"])] = named
+        return found
+
+    columns = _on_connection(fresh_url, indexed)
+    assert "ix_obj_analyses_running" in columns
+    assert {
+        name: c & CHANGED_WHILE_RUNNING for name, c in columns.items() if c & CHANGED_WHILE_RUNNING
+    } == {}
+
+
 def test_drift_check_notices_a_difference(fresh_sqlite_url: str) -> None:
     """Guards the drift test itself: an extra column must show up as a difference."""
     upgrade(fresh_sqlite_url)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from shared.db.models import OutboxMessage
+from shared.db.models import ObjAnalysis, OutboxMessage
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.enums import AnalysisStatus
@@ -56,6 +56,60 @@ async def test_a_cancel_over_a_set_moves_only_the_active_analyses_each_once(
         )
         announced = sorted(e.payload["analysis_id"] for e in events)
     assert [i for i in announced if i in ids] == sorted([queued.id, pending.id])
+
+
+@pytest.mark.usefixtures("backend")
+async def test_finished_at_is_stamped_by_the_transitions_to_a_final_status_only(
+    resources: Resources, accounts: Accounts
+) -> None:
+    """The sweeps find the running analyses through an index on ``finished_at IS NULL``:
+    every way out (cancelled, timed out, failed after an attempt) stamps it, and a move
+    between running statuses (accepted, queued for a retry) leaves it empty."""
+    group = await accounts.group()
+    author = await accounts.user(acls=("Run Analyses",), groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    service_id = await make_service(resources, "http://127.0.0.1:9/", [group])
+    now = utcnow()
+
+    async def analysis(**fields: object) -> int:
+        row = await make_analysis(resources, obj_id, service_id, author.id, [group], **fields)
+        return row.id
+
+    cancelled = await analysis()
+    expired = await analysis(status="pending", invalid_after=now - timedelta(seconds=1))
+    failed, accepted, retried = [
+        await analysis(status="dispatching", dispatch_attempts_count=1) for _ in range(3)
+    ]
+    async with resources.sessions.begin() as session:
+        await lifecycle.cancel_analyses(session, [cancelled], "ada")
+        await lifecycle.expire(session, ObjAnalysis.id == expired, now)
+    ends = {
+        failed: (AnalysisStatus.FAILURE, "refused", None),
+        accepted: (AnalysisStatus.PENDING, "accepted", None),
+        retried: (AnalysisStatus.QUEUED, "retry", now + timedelta(minutes=1)),
+    }
+    batch = [
+        lifecycle.FinishedAttempt(
+            lifecycle.Subject(analysis_id, obj_id, service_id, False),
+            lifecycle.AttemptRecord(1, now, outcome, http_status=202),
+            status,
+            outcome,
+            next_at,
+        )
+        for analysis_id, (status, outcome, next_at) in ends.items()
+    ]
+    assert await lifecycle.finish_attempts(
+        resources.engine, batch, utcnow(), outbox=resources.outbox
+    ) == [True, True, True]
+
+    rows = {i: await load_analysis(resources, i) for i in (cancelled, expired, *ends)}
+    assert {i: (r.status, r.finished_at is not None) for i, r in rows.items()} == {
+        cancelled: ("cancelled", True),
+        expired: ("timed_out", True),
+        failed: ("failure", True),
+        accepted: ("pending", False),
+        retried: ("queued", False),
+    }
 
 
 async def test_a_batch_aborted_to_break_a_deadlock_is_written_again(

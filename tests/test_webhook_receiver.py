@@ -264,6 +264,7 @@ async def test_a_full_result_is_stored_and_the_analysis_completed(
     assert row.status == "completed"
     assert row.status_message == "Good results with chi^2/dof=12.5/10"
     assert row.duration is not None and row.duration >= 2.0
+    assert row.finished_at is not None  # out of the running analyses' index
     assert row.data_summary == {
         "model_name": "nugent-sn2p",
         "n_detections": 12,
@@ -350,6 +351,7 @@ async def test_a_reported_failure_is_recorded_without_annotations(
     assert reply.status == 200
     row = await load_row(resources, made.id)
     assert (row.status, row.status_message) == ("failure", "model failed to converge")
+    assert row.finished_at is not None
     assert [e["status"] for e in await outbox_for(resources, made.id)] == ["failure"]
     async with resources.sessions() as session:
         notes = await session.scalars(select(Annotation).where(Annotation.obj_id == made.obj_id))
@@ -684,6 +686,7 @@ async def test_callbacks_arriving_together_are_each_written_on_their_own_terms(
     assert [r.data_summary["n_detections"] for r in rows] == [0, 1, 2, 3]
     assert all(r.artifacts["inputs"] == earlier["inputs"] for r in rows)
     assert all(r.duration is not None and r.duration >= 2.0 for r in rows)
+    assert all(r.finished_at is not None for r in rows)
     assert [len(await outbox_for(resources, m.id)) for m in made] == [1, 1, 1, 1]
     shas = {r.artifacts["plots"][0]["sha256"] for r in rows}
     assert len(shas) == 1

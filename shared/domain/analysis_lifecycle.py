@@ -204,6 +204,7 @@ NEW_ROW = (
     "invalid_after",
     "last_activity",
     "duration",
+    "finished_at",
     "handled_by_url",
     "artifacts",
     "data_summary",
@@ -233,6 +234,7 @@ def _new_row(tokens: CallbackTokens, new: NewAnalysis, analysis_id: int) -> dict
         "invalid_after": now + timedelta(seconds=new.service.timeout) if active else now,
         "last_activity": now,
         "duration": None if active else 0.0,
+        "finished_at": None if active else now,
         "handled_by_url": new.handled_by_url,
         "artifacts": dict(new.artifacts),
         "data_summary": new.data_summary,
@@ -581,6 +583,7 @@ def _cancelling(dialect: str) -> Any:
             status=AnalysisStatus.CANCELLED,
             status_message=bindparam("cancelled_message", type_=String),
             last_activity=NOW,
+            finished_at=NOW,
             modified=NOW,
         )
         .returning(ObjAnalysis.id, ObjAnalysis.obj_id, ObjAnalysis.analysis_service_id)
@@ -722,6 +725,7 @@ def _winning_update(dialect: str) -> tuple[RowSet, Any]:
             status_message=rows.c.status_message,
             last_activity=NOW,
             duration=rows.c.duration,
+            finished_at=NOW,
             artifacts=merged_json(ObjAnalysis.artifacts, rows.c.artifacts, dialect),
             data_summary=merged_json(ObjAnalysis.data_summary, rows.c.data_summary, dialect),
             modified=NOW,
@@ -883,6 +887,13 @@ class AttemptRecord:
     latency_ms: float | None = None
     http_status: int | None = None
     error: str | None = None
+
+
+def unfinished() -> ColumnElement[bool]:
+    """The analyses that have not reached a final status. Said with ``finished_at`` (set once,
+    by that transition) rather than the status, so that a read of them uses the partial index
+    ``ix_obj_analyses_running``: no index holds the status, which changes while they run."""
+    return ObjAnalysis.finished_at.is_(None)
 
 
 def _due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
@@ -1078,6 +1089,7 @@ def _finished_columns() -> dict[str, Any]:
         "status": rows.status.type,
         "status_message": rows.status_message.type,
         "next_attempt_at": rows.next_attempt_at.type,
+        "finished_at": rows.finished_at.type,
         "started_at": attempts.started_at.type,
         "latency_ms": attempts.latency_ms.type,
         "http_status": attempts.http_status.type,
@@ -1103,6 +1115,7 @@ def _finished_row(finished: FinishedAttempt, now: datetime) -> dict[str, Any]:
         "status": finished.new_status.value,
         "status_message": truncate(message) if message is not None else None,
         "next_attempt_at": finished.next_attempt_at,
+        "finished_at": None if finished.new_status in ACTIVE_STATUSES else now,
         "started_at": record.started_at,
         "latency_ms": record.latency_ms,
         "http_status": record.http_status,
@@ -1141,6 +1154,7 @@ def _finishing(dialect: str, *, reaping: bool) -> tuple[RowSet, Together]:
             status_message=rows.c.status_message,
             last_activity=NOW,
             next_attempt_at=rows.c.next_attempt_at,
+            finished_at=rows.c.finished_at,
             modified=NOW,  # set here: an UPDATE inside a CTE gets no Python-side onupdate
         )
         .returning(ObjAnalysis.id)
@@ -1211,6 +1225,7 @@ async def announce_due(sessions: Sessions, now: datetime, lost_after: timedelta)
     the same statement makes each row announced once, however many dispatchers poll.
     """
     due = and_(
+        unfinished(),
         ObjAnalysis.status == AnalysisStatus.QUEUED,
         ObjAnalysis.invalid_after > now,
         or_(
@@ -1263,6 +1278,7 @@ async def stuck_rows(sessions: Sessions, cutoff: datetime) -> list[StuckRow]:
             )
             .join(AnalysisService, AnalysisService.id == ObjAnalysis.analysis_service_id)
             .where(
+                unfinished(),
                 ObjAnalysis.status == AnalysisStatus.DISPATCHING,
                 ObjAnalysis.last_activity < cutoff,
             )
@@ -1339,11 +1355,17 @@ async def expire(session: AsyncSession, condition: ColumnElement[bool], now: dat
     with its duration and its ``analysis.timed_out`` event. Returns their ids."""
     statement = (
         update(ObjAnalysis)
-        .where(condition, ObjAnalysis.status.in_(ACTIVE_STATUSES), ObjAnalysis.invalid_after < now)
+        .where(
+            condition,
+            unfinished(),
+            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            ObjAnalysis.invalid_after < now,
+        )
         .values(
             status=AnalysisStatus.TIMED_OUT,
             status_message=timed_out_message(now),
             last_activity=now,
+            finished_at=now,
             next_attempt_at=None,
             duration=seconds_since(ObjAnalysis.last_activity, now, name_of(session)),
             modified=now,

@@ -23,6 +23,7 @@ from shared.db.models import (
     obj_groups,
 )
 from shared.db.types import utcnow
+from shared.domain.enums import ACTIVE_STATUSES
 from shared.runtime.resources import Resources
 from shared.security.secrets import hash_token
 from tests.support.api import unique
@@ -96,6 +97,7 @@ async def insert_analysis(
             status=status,
             invalid_after=now + timedelta(hours=1),
             last_activity=now,
+            finished_at=None if status in ACTIVE_STATUSES else now,
             **fields,
         )
         session.add(row)

@@ -35,7 +35,7 @@ from shared.db.models import (
     spectrum_groups,
 )
 from shared.db.types import utcnow
-from shared.domain.enums import AnalysisStatus
+from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.domain.service_registry import encrypt_authinfo, encrypt_signing_secret
 from shared.runtime.resources import Resources
 from shared.security.secrets import hash_token
@@ -169,6 +169,7 @@ async def make_analysis(
         "last_activity": now,
         **fields,
     }
+    values.setdefault("finished_at", None if values["status"] in ACTIVE_STATUSES else now)
     row = ObjAnalysis(
         unique_id=unique_id,
         obj_id=obj_id,
