@@ -391,6 +391,36 @@ def _seed_0004_analyses(url: str, manifests: dict[str, dict[str, Any]]) -> dict[
     return dict(_on_connection(url, seed))
 
 
+def test_0010_stamps_finished_at_on_the_analyses_already_finished(fresh_url: str) -> None:
+    upgrade(fresh_url, "0009")
+    statuses = ("completed", "queued", "failure", "pending", "cancelled", "dispatching")
+    ids = _seed_0004_analyses(fresh_url, {str(uuid.uuid4()): {} for _ in statuses})
+
+    def set_statuses(connection: Connection) -> None:
+        for analysis_id, status in zip(ids.values(), statuses, strict=True):
+            connection.execute(
+                text("UPDATE obj_analyses SET status = :status WHERE id = :id"),
+                {"status": status, "id": analysis_id},
+            )
+        connection.commit()
+
+    _on_connection(fresh_url, set_statuses)
+    upgrade(fresh_url)
+
+    def stamped(connection: Connection) -> dict[str, bool]:
+        rows = connection.execute(text("SELECT status, finished_at FROM obj_analyses"))
+        return {status: finished_at is not None for status, finished_at in rows}
+
+    assert _on_connection(fresh_url, stamped) == {
+        "completed": True,
+        "failure": True,
+        "cancelled": True,
+        "queued": False,
+        "pending": False,
+        "dispatching": False,
+    }
+
+
 def test_0005_imports_the_artifact_files_into_the_database(
     fresh_url: str,
     tmp_path: Path,
