@@ -19,6 +19,7 @@ from shared.observability.metrics import JSONLogFormatter, bind_analysis
 from shared.runtime.resources import Resources
 from tests.conftest import AMQP_URL
 from tests.support.api import Accounts, ApiClient
+from tests.support.pipeline import make_analysis, make_obj, make_service
 
 SKYHOOK = Path(sys.executable).with_name("skyhook")
 
@@ -49,6 +50,35 @@ async def test_metrics_expose_latency_analyses_and_outbox(
     ) in text
     assert "skyhook_outbox_pending" in text
     assert "skyhook_queue_messages" in text
+
+
+def _running_gauge(metrics: str) -> dict[str, float]:
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith('skyhook_analyses{status="'):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('"')[1]] = float(value)
+    return found
+
+
+async def test_metrics_count_the_running_analyses_by_status(
+    api: ApiClient, accounts: Accounts, resources: Resources
+) -> None:
+    """Every running status, from the running analyses' own index; the finished ones, which
+    no index holds by status, are not counted at each scrape."""
+    group = await accounts.group()
+    author = await accounts.user(groups=(group,))
+    obj_id = await make_obj(resources, [group])
+    service_id = await make_service(resources, "http://127.0.0.1:9/", [group])
+    before = _running_gauge((await api.get("/metrics", None)).body.decode())
+    for status in ("queued", "queued", "pending", "completed"):
+        await make_analysis(resources, obj_id, service_id, author.id, [group], status=status)
+
+    after = _running_gauge((await api.get("/metrics", None)).body.decode())
+
+    assert set(after) == {"queued", "dispatching", "pending"}
+    grew = {status: after[status] - before.get(status, 0.0) for status in after}
+    assert grew == {"queued": 2.0, "dispatching": 0.0, "pending": 1.0}
 
 
 def test_json_logs_carry_the_analysis_id() -> None:

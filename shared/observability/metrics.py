@@ -66,7 +66,10 @@ OUTBOX_LAG = Gauge(
     multiprocess_mode="mostrecent",
 )
 ANALYSES = Gauge(
-    "skyhook_analyses", "Analyses by status", ["status"], multiprocess_mode="mostrecent"
+    "skyhook_analyses",
+    "Running analyses by status (queued, dispatching, pending)",
+    ["status"],
+    multiprocess_mode="mostrecent",
 )
 # Requests each process answered (one series per pid): how a service's workers share the load.
 WORKER_REQUESTS = Counter(

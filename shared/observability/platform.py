@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus.base import Bus
 from shared.db.models import ObjAnalysis, OutboxMessage
-from shared.domain.enums import AnalysisStatus
+from shared.domain.analysis_lifecycle import unfinished
+from shared.domain.enums import ACTIVE_STATUSES
 from shared.observability.metrics import ANALYSES, OUTBOX_BACKLOG, OUTBOX_LAG, QUEUE_DEPTH
 
 
@@ -32,17 +33,20 @@ async def readiness_problems(engine: AsyncEngine, bus: Bus) -> list[str]:
 
 
 async def refresh_gauges(engine: AsyncEngine, bus: Bus) -> None:
-    """Analyses by status, the outbox's backlog and lag, and the bus's queue depths."""
+    """The running analyses by status, the outbox's backlog and lag, and the bus's queue
+    depths. Only the running analyses: their partial index makes the count cheap, while the
+    finished ones, which no index holds by status, would be a scan of the whole table at
+    every scrape."""
     async with engine.connect() as connection:
         counts = await connection.execute(
-            select(ObjAnalysis.status, func.count()).group_by(ObjAnalysis.status)
+            select(ObjAnalysis.status, func.count())
+            .where(unfinished(), ObjAnalysis.status.in_(ACTIVE_STATUSES))
+            .group_by(ObjAnalysis.status)
         )
         by_status = {str(status): count for status, count in counts}
-        # Every status, 0 when none: another worker may have reported it last.
-        for status in AnalysisStatus:
-            ANALYSES.labels(status.value).set(by_status.pop(status.value, 0))
-        for unknown, count in by_status.items():
-            ANALYSES.labels(unknown).set(count)
+        # Every running status, 0 when none: another worker may have reported it last.
+        for status in ACTIVE_STATUSES:
+            ANALYSES.labels(status.value).set(by_status.get(status.value, 0))
         pending, oldest = (
             await connection.execute(select(func.count(), func.min(OutboxMessage.created_at)))
         ).one()
