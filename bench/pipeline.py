@@ -657,16 +657,13 @@ class PerMessage:
     sent: float
 
 
-@dataclass
-class RawHttp:
-    rate: float  # req/s as fast as the client goes
-    burst: PerMessage
-    paced: PerMessage  # at the paced run's rate
+# A message's costs as fast as it goes, and at the paced run's rate.
+MessageCosts = tuple[PerMessage, PerMessage]
 
 
 async def raw_http(
     concurrency: int, count: int, rate: float, seconds: float, folder: Path
-) -> RawHttp:
+) -> tuple[float, MessageCosts]:
     """An aiohttp hello world in its own process, with the benchmark's client: requests/s as
     fast as it goes, and the CPU per request of server and client then and at ``rate``."""
     port = free_port()
@@ -700,7 +697,7 @@ async def raw_http(
             return len(await paced_calls(lambda _: call(), rate, seconds))
 
         _, at_rate = await costed(paced_run, served)
-        return RawHttp(fastest, at_burst, at_rate)
+        return fastest, (at_burst, at_rate)
 
 
 async def costed(
@@ -761,33 +758,14 @@ async def raw_rabbit(amqp_url: str, prefix: str, count: int) -> float:
         return count / (time.perf_counter() - began)
 
 
-async def raw_inserts(environment: Environment, concurrency: int, count: int) -> float:
-    """Single-row INSERTs, each its own transaction, ``concurrency`` connections at once."""
-    if environment.pg_database is None:
-        return await _raw_sqlite_inserts(environment.folder / "bench.db", count)
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    pool = await asyncpg.create_pool(
-        f"{base}/{environment.pg_database}", min_size=concurrency, max_size=concurrency
-    )
-    async with pool:
-        await pool.execute("CREATE TABLE raw_rows (id bigserial PRIMARY KEY, body text)")
-        counter = iter(range(count))
-
-        async def worker() -> None:
-            async with pool.acquire() as connection:
-                for n in counter:
-                    await connection.execute("INSERT INTO raw_rows (body) VALUES ($1)", str(n))
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return count / (time.perf_counter() - began)
-
-
-async def raw_round_trip_costs(
+async def raw_inserts(
     environment: Environment, concurrency: int, count: int, rate: float, seconds: float
-) -> tuple[PerMessage, PerMessage]:
-    """The CPU of a single-row INSERT round trip, PostgreSQL's and the client's, with
-    ``concurrency`` connections as fast as they go, and at ``rate`` (after ``raw_inserts``)."""
+) -> tuple[float, MessageCosts | None]:
+    """Single-row INSERTs, each its own transaction, ``concurrency`` connections at once:
+    INSERTs/s, and on PostgreSQL the CPU of a round trip, the server's and the client's, then
+    and at ``rate``."""
+    if environment.pg_database is None:
+        return await _raw_sqlite_inserts(environment.folder / "bench.db", count), None
     base = PG_ADMIN.rsplit("/", 1)[0]
     pool = await asyncpg.create_pool(
         f"{base}/{environment.pg_database}", min_size=concurrency, max_size=concurrency
@@ -798,6 +776,7 @@ async def raw_round_trip_costs(
         return program_seconds({}, cpu_of_programs()).get("PostgreSQL", 0.0)
 
     async with pool:
+        await pool.execute("CREATE TABLE raw_rows (id bigserial PRIMARY KEY, body text)")
 
         async def fast() -> int:
             counter = iter(range(count))
@@ -813,9 +792,9 @@ async def raw_round_trip_costs(
         async def paced_run() -> int:
             return len(await paced_calls(lambda _: pool.execute(statement, "paced"), rate, seconds))
 
-        _, at_burst = await costed(fast, served)
+        fastest, at_burst = await costed(fast, served)
         _, at_rate = await costed(paced_run, served)
-        return at_burst, at_rate
+        return fastest, (at_burst, at_rate)
 
 
 async def session_inserts(environment: Environment, concurrency: int, count: int) -> float:
@@ -1106,18 +1085,15 @@ async def run_workloads(
 @dataclass
 class RawStack:
     rates: dict[str, float]  # messages/s by kind, as fast as they go
-    http: RawHttp
-    round_trip: tuple[PerMessage, PerMessage] | None  # PostgreSQL: as fast as it goes, paced
+    http: MessageCosts
+    round_trip: MessageCosts | None  # PostgreSQL only
 
 
 async def raw_stack(args: argparse.Namespace, env: Environment) -> RawStack:
-    http = await raw_http(
-        args.concurrency, max(args.count, 5000), args.rate, args.paced_seconds, env.folder
-    )
-    rates = {"http": http.rate, "insert": await raw_inserts(env, 16, 5000)}
-    round_trip = None
-    if env.pg_database is not None:
-        round_trip = await raw_round_trip_costs(env, 16, 5000, args.rate, args.paced_seconds)
+    count, rate, seconds = max(args.count, 5000), args.rate, args.paced_seconds
+    http_rate, http = await raw_http(args.concurrency, count, rate, seconds, env.folder)
+    insert_rate, round_trip = await raw_inserts(env, 16, 5000, rate, seconds)
+    rates = {"http": http_rate, "insert": insert_rate}
     rates["session"] = await session_inserts(env, 16, 5000)
     if args.bus == "rabbit":
         rates["rabbit"] = await raw_rabbit(env.amqp_url, env.prefix, 5000)
@@ -1148,7 +1124,7 @@ def print_raw_costs(args: argparse.Namespace, outcomes: dict[str, Outcome], raw:
         f"raw stack's CPU per message, ms, served/sent: as fast as it goes | at {args.rate:g}/s"
         " paced"
     )
-    kinds = [("aiohttp hello-world request", (raw.http.burst, raw.http.paced))]
+    kinds = [("aiohttp hello-world request", raw.http)]
     if raw.round_trip is not None:
         kinds.append(("PostgreSQL single-row INSERT round trip", raw.round_trip))
     for label, (fast, paced) in kinds:
@@ -1159,13 +1135,13 @@ def print_raw_costs(args: argparse.Namespace, outcomes: dict[str, Outcome], raw:
         outcome = outcomes[name]
         if outcome.skyhook_ms is None or outcome.round_trips is None or raw.round_trip is None:
             continue
-        http = (raw.http.burst, raw.http.paced)[index]
+        http = raw.http[index]
+        requests = 2 * http.served + http.sent
         trips = outcome.round_trips * raw.round_trip[index].sent
-        priced = 2 * http.served + http.sent + trips
         print(
             f"  an analysis of the {name} run at these prices: 3 HTTP requests (skyhook serves"
-            f" 2, sends 1) {2 * http.served + http.sent:.2f} ms + {outcome.round_trips:.2f}"
-            f" round trips {trips:.2f} ms = {priced:.2f} ms; skyhook spent {outcome.skyhook_ms:.2f}"
+            f" 2, sends 1) {requests:.2f} ms + {outcome.round_trips:.2f} round trips"
+            f" {trips:.2f} ms = {requests + trips:.2f} ms; skyhook spent {outcome.skyhook_ms:.2f}"
         )
 
 
