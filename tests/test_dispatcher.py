@@ -1100,6 +1100,49 @@ async def test_attempts_that_end_together_are_recorded_together_each_on_its_own_
 
 
 @pytest.mark.usefixtures("backend")
+async def test_an_attempt_the_reaper_recorded_first_does_not_stop_the_rest_of_its_batch(
+    resources: Resources, scene: Scene
+) -> None:
+    """A dispatcher that stalls between the claim and marking its attempts ``sending`` may
+    find one of them already given up by the reaper: that record stays, the others are
+    marked."""
+    service_id = await make_service(resources, "http://127.0.0.1:9/")
+    long_ago = utcnow() - timedelta(seconds=120)
+    stalled, fresh = [
+        await make_analysis(
+            resources,
+            scene.obj_id,
+            service_id,
+            scene.author.id,
+            status="dispatching",
+            dispatch_attempts_count=1,
+            last_activity=last_activity,
+        )
+        for last_activity in (long_ago, utcnow())
+    ]
+    subject = lifecycle.Subject(stalled.id, scene.obj_id, service_id, False)
+    given_up = lifecycle.AttemptRecord(1, long_ago, "retry", error="interrupted")
+    (reaped,) = await lifecycle.finish_attempts(
+        resources.engine,
+        [lifecycle.FinishedAttempt(subject, given_up, AnalysisStatus.QUEUED, "retrying")],
+        utcnow(),
+        outbox=resources.outbox,
+        idle_before=utcnow() - timedelta(seconds=60),
+    )
+    assert reaped
+
+    sending = [lifecycle.Sending(stalled.id, 1), lifecycle.Sending(fresh.id, 1)]
+    async with resources.sessions.begin() as session:
+        await lifecycle.mark_sending_many(session, sending, utcnow(), long_ago)
+
+    (kept,) = await load_attempts(resources, stalled.id)
+    assert (kept.outcome, kept.error) == ("retry", "interrupted")
+    assert (await load_analysis(resources, stalled.id)).status == "queued"
+    (marked,) = await load_attempts(resources, fresh.id)
+    assert marked.outcome == "sending"
+
+
+@pytest.mark.usefixtures("backend")
 async def test_a_slow_attempt_marked_interrupted_still_records_its_real_outcome(
     resources: Resources, scene: Scene
 ) -> None:

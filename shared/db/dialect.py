@@ -92,17 +92,22 @@ def upsert_selected(
     rows: Select[Any],
     keys: Sequence[str],
     *,
+    update: Sequence[str] | None = None,
     where: ColumnElement[bool] | None = None,
 ) -> Any:
     """INSERT the ``rows`` a query selects into the ``names`` columns; on a conflict over the
-    unique ``keys``, set every other named column to the new values, only where ``where``
-    holds. A query with no WHERE gets ``WHERE true``: SQLite cannot otherwise tell its
-    ``ON CONFLICT`` from a join's ``ON``."""
+    unique ``keys``, set the ``update`` columns (default: every other named column) to the
+    new values, only where ``where`` holds. ``update=()`` means do nothing on a conflict. A
+    query with no WHERE gets ``WHERE true``: SQLite cannot otherwise tell its ``ON CONFLICT``
+    from a join's ``ON``."""
     insert = postgresql.insert if dialect == POSTGRESQL else sqlite.insert
     statement = insert(table).from_select(list(names), rows.where(true()))
+    columns = [k for k in names if k not in keys] if update is None else list(update)
+    if not columns:
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
     return statement.on_conflict_do_update(
         index_elements=list(keys),
-        set_={k: statement.excluded[k] for k in names if k not in keys},
+        set_={k: statement.excluded[k] for k in columns},
         where=where,
     )
 

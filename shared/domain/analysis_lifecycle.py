@@ -967,8 +967,9 @@ async def mark_sending_many(
     ``last_activity`` (the reaper's clock) and on a first attempt records the inputs'
     provenance (artifact manifest, hash), for each row its attempt still owns; stores the new
     ``inputs`` files; and writes the attempt row (outcome ``sending``: the request goes out
-    whatever happened to the row since its claim), so an attempt cut short by a crash is
-    listed even when the service's callback completes the analysis. One statement per table,
+    whatever happened to the row since its claim) unless that attempt is already recorded, so
+    an attempt cut short by a crash is listed even when the service's callback completes the
+    analysis. One statement per table,
     all of them one round trip on PostgreSQL."""
     if not attempts:
         return
@@ -1034,11 +1035,15 @@ def _sending_writes(dialect: str) -> SendingWrites:
         )
     )
     files, insert_blobs, insert_links = artifact_inserts(dialect)
-    inserted = insert(attempts).from_select(
+    # An attempt already recorded (the reaper gave it up while its dispatcher stalled between
+    # the claim and here) keeps its record, and the rest of the batch is written all the same.
+    inserted = upsert_selected(
+        dialect,
+        attempts,
         ["analysis_id", "attempt_number", "started_at", "outcome"],
-        select(
-            sent.c.analysis_id, sent.c.attempt_number, ATTEMPTS_STARTED_AT, literal(SENDING)
-        ).where(true()),
+        select(sent.c.analysis_id, sent.c.attempt_number, ATTEMPTS_STARTED_AT, literal(SENDING)),
+        ["analysis_id", "attempt_number"],
+        update=(),
     )
     # Blobs before links: on SQLite these run in this order (a link names its blob).
     write = all_at_once(dialect, [touched, insert_blobs, insert_links, inserted])
