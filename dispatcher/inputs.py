@@ -32,7 +32,7 @@ from sqlalchemy import Select, Table, and_, join, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import lazyload
 
-from shared.db.dialect import in_bound, name_of
+from shared.db.dialect import in_bound, name_of, outerjoin_each
 from shared.db.models import (
     Annotation,
     Classification,
@@ -279,7 +279,7 @@ def _sources_with_photometry_query(
         )
     points = join(Photometry, Instrument, Instrument.id == Photometry.instrument_id)
     sources = _visible_objs_query(dialect, admin)
-    return sources.add_columns(*_POINT_COLUMNS).outerjoin_from(Obj, points, point_of_source)
+    return outerjoin_each(dialect, sources, Obj, points, point_of_source, _POINT_COLUMNS, "points")
 
 
 def _photometry_record(point: StoredPoint) -> Record:

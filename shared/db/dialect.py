@@ -252,6 +252,28 @@ def skip_locked(query: Select[Any], dialect: str) -> Select[Any]:
     return query.with_for_update(skip_locked=True) if dialect == POSTGRESQL else query
 
 
+def outerjoin_each(
+    dialect: str,
+    query: Select[Any],
+    left: Any,
+    right: Any,
+    on: ColumnElement[bool],
+    columns: Sequence[Any],
+    name: str,
+) -> Select[Any]:
+    """``query`` (which reads ``left``) with the ``columns`` of each of its rows' matches
+    ``on`` the condition in ``right``, or NULLs for a row with none.
+
+    PostgreSQL: a LATERAL subquery, so each row's matches are looked up through their index
+    whatever the planner guesses of the tables' sizes (as a plain join, a small table's
+    statistics let it read every row of ``right`` the condition allows, for any batch).
+    SQLite has no LATERAL: a plain LEFT JOIN, which its planner runs as that loop anyway."""
+    if dialect == POSTGRESQL:
+        matches = select(*columns).select_from(right).where(on).lateral(name)
+        return query.add_columns(*matches.c).outerjoin_from(left, matches, true())
+    return query.add_columns(*columns).outerjoin_from(left, right, on)
+
+
 def row_check(condition: ColumnElement[bool]) -> ColumnElement[bool]:
     """``condition`` as a check on the rows a statement finds by other means (their ids),
     never as a way to find them: ``(condition) IS TRUE``, which no index matches.
