@@ -275,17 +275,38 @@ async def pg_transactions(environment: Environment) -> int | None:
         await connection.close()
 
 
-async def pg_statements(environment: Environment) -> dict[str, int] | None:
-    """Statements the server ran in the run's database so far, by text: each a round trip
-    (BEGIN and COMMIT included). Needs ``pg_stat_statements`` in the server's
-    ``shared_preload_libraries``; None without it."""
+@dataclass(frozen=True)
+class StatementWork:
+    """What PostgreSQL did for one statement text so far: its calls (each a round trip),
+    its execution milliseconds and the shared buffers it touched."""
+
+    calls: int
+    exec_ms: float
+    buffers: int
+
+    def __sub__(self, before: StatementWork) -> StatementWork:
+        return StatementWork(
+            self.calls - before.calls,
+            self.exec_ms - before.exec_ms,
+            self.buffers - before.buffers,
+        )
+
+
+NO_WORK = StatementWork(0, 0.0, 0)
+
+
+async def pg_statements(environment: Environment) -> dict[str, StatementWork] | None:
+    """Statements the server ran in the run's database so far, by text (BEGIN and COMMIT
+    included). Needs ``pg_stat_statements`` in the server's ``shared_preload_libraries``;
+    None without it."""
     if environment.pg_database is None:
         return None
     connection = await asyncpg.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{environment.pg_database}")
     try:
         await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         rows = await connection.fetch(
-            "SELECT query, sum(calls)::bigint AS calls FROM pg_stat_statements "
+            "SELECT query, sum(calls)::bigint AS calls, sum(total_exec_time) AS exec_ms, "
+            "sum(shared_blks_hit + shared_blks_read)::bigint AS buffers FROM pg_stat_statements "
             "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) GROUP BY query",
             environment.pg_database,
         )
@@ -293,22 +314,39 @@ async def pg_statements(environment: Environment) -> dict[str, int] | None:
         return None
     finally:
         await connection.close()
-    return {row["query"]: int(row["calls"]) for row in rows}
+    return {
+        row["query"]: StatementWork(int(row["calls"]), float(row["exec_ms"]), int(row["buffers"]))
+        for row in rows
+    }
 
 
 def print_round_trips(
-    before: dict[str, int] | None, after: dict[str, int] | None, count: int, top: int
+    before: dict[str, StatementWork] | None,
+    after: dict[str, StatementWork] | None,
+    count: int,
+    top: int,
 ) -> float | None:
-    """Prints and returns the round trips per analysis (None when they cannot be counted)."""
+    """Prints and returns the round trips per analysis (None when they cannot be counted);
+    with ``top``, the statements run most often, with their execution time and buffers."""
     if before is None or after is None:
         print(f"{'':9}PostgreSQL round trips: not counted (pg_stat_statements is not loaded)")
         return None
-    calls = {query: n - before.get(query, 0) for query, n in after.items()}
-    calls = {query: n for query, n in calls.items() if n > 0 and "pg_stat_statements" not in query}
-    per_analysis = sum(calls.values()) / count
-    print(f"{'':9}PostgreSQL round trips: {per_analysis:.2f} per analysis")
-    for query, n in sorted(calls.items(), key=lambda item: -item[1])[:top]:
-        print(f"{'':11}{n / count:6.3f}  {' '.join(query.split())[:110]}")
+    work = {query: done - before.get(query, NO_WORK) for query, done in after.items()}
+    work = {q: w for q, w in work.items() if w.calls > 0 and "pg_stat_statements" not in q}
+    per_analysis = sum(w.calls for w in work.values()) / count
+    exec_ms = sum(w.exec_ms for w in work.values()) / count
+    buffers = sum(w.buffers for w in work.values()) / count
+    print(
+        f"{'':9}PostgreSQL round trips: {per_analysis:.2f} per analysis "
+        f"(statements' execution {exec_ms * 1000:.0f} us, {buffers:.0f} buffers)"
+    )
+    if top:
+        print(f"{'':11}calls, execution us and buffers per analysis; statement")
+    for query, w in sorted(work.items(), key=lambda item: -item[1].calls)[:top]:
+        print(
+            f"{'':11}{w.calls / count:6.3f} {w.exec_ms * 1000 / count:6.1f} "
+            f"{w.buffers / count:6.1f}  {' '.join(query.split())[:100]}"
+        )
     return per_analysis
 
 
@@ -921,7 +959,7 @@ class Reading:
     own: float  # this script's CPU seconds
     programs: dict[int, tuple[str, float]]  # PostgreSQL's and RabbitMQ's processes
     transactions: int | None  # PostgreSQL only
-    statements: dict[str, int] | None  # PostgreSQL with pg_stat_statements only
+    statements: dict[str, StatementWork] | None  # PostgreSQL with pg_stat_statements only
 
 
 @dataclass

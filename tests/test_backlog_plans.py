@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.dialect import NOW
@@ -271,3 +271,26 @@ async def test_a_start_counts_toward_the_cap_from_the_authors_analyses_of_the_ob
     read = rows_read_from(plan, "obj_analyses")
     authors_on_the_object = counted + 2_000
     assert read <= authors_on_the_object, f"read {read} analyses to count {counted}"
+
+
+async def test_the_expiry_sweep_reads_the_running_analyses_not_the_finished_ones(
+    backlog: AsyncSession,
+) -> None:
+    """A finished analysis keeps its ``invalid_after``, which passes: through an index on
+    ``invalid_after`` over every analysis, each sweep read the whole history."""
+    own = backlog.info["owner"]
+    await _add_rows(backlog, {**own, "tag": uuid.uuid4().hex[:10]}, "completed", BACKLOG)
+    past = {"obj_id": own["obj_id"]}
+    await backlog.execute(
+        text(
+            "UPDATE obj_analyses SET invalid_after = now() - interval '1 day' "
+            "WHERE obj_id = :obj_id AND status IN ('completed', 'pending')"
+        ),
+        past,
+    )
+
+    plan = await plan_of(backlog, lifecycle._expiring(true(), utcnow(), "postgresql"), {})
+
+    assert plan["Actual Rows"] == BATCH, "the pending analyses past their time timed out"
+    read = rows_read_from(plan, "obj_analyses")
+    assert read <= BATCH, f"read {read} analyses to time out {BATCH}"

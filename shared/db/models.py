@@ -399,7 +399,7 @@ class ObjAnalysis(Timestamped, Base):
     show_parameters: Mapped[bool] = mapped_column(default=False)
     show_plots: Mapped[bool] = mapped_column(default=False)
     show_corner: Mapped[bool] = mapped_column(default=False)
-    invalid_after: Mapped[datetime] = mapped_column(index=True)
+    invalid_after: Mapped[datetime] = mapped_column()
     last_activity: Mapped[datetime] = mapped_column(default=utcnow)
     duration: Mapped[float | None] = mapped_column(Float)
     handled_by_url: Mapped[str] = mapped_column(String(255), default="api/webhook/obj_analysis")

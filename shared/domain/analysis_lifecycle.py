@@ -1358,7 +1358,14 @@ async def enqueue_ended(session: AsyncSession, rows: Sequence[Any], status: Anal
 async def expire(session: AsyncSession, condition: ColumnElement[bool], now: datetime) -> list[int]:
     """Active rows matching ``condition`` and past ``invalid_after`` → ``timed_out``, each
     with its duration and its ``analysis.timed_out`` event. Returns their ids."""
-    statement = (
+    rows = list(await session.execute(_expiring(condition, now, name_of(session))))
+    if rows:
+        await enqueue_ended(session, rows, AnalysisStatus.TIMED_OUT)
+    return [row.id for row in rows]
+
+
+def _expiring(condition: ColumnElement[bool], now: datetime, dialect: str) -> Any:
+    return (
         update(ObjAnalysis)
         .where(
             condition,
@@ -1372,16 +1379,12 @@ async def expire(session: AsyncSession, condition: ColumnElement[bool], now: dat
             last_activity=now,
             finished_at=now,
             next_attempt_at=None,
-            duration=seconds_since(ObjAnalysis.last_activity, now, name_of(session)),
+            duration=seconds_since(ObjAnalysis.last_activity, now, dialect),
             modified=now,
         )
         .returning(*_ENDED_COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    rows = list(await session.execute(statement))
-    if rows:
-        await enqueue_ended(session, rows, AnalysisStatus.TIMED_OUT)
-    return [row.id for row in rows]
 
 
 async def sweep_expired(sessions: Sessions, now: datetime) -> list[int]:
