@@ -25,7 +25,7 @@ import functools
 import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -69,7 +69,13 @@ class ArtifactRef:
     media_type: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "name": self.name,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "media_type": self.media_type,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
