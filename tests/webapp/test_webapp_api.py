@@ -84,6 +84,17 @@ async def fail(resources: Resources, analysis: ObjAnalysis, message: str) -> Non
     await resources.bus.publish([Envelope(str(uuid.uuid4()), "analysis.completed", payload)])
 
 
+async def test_the_live_stream_refuses_bad_parameters_and_strangers_before_it_opens(
+    api: ApiClient, accounts: Accounts
+) -> None:
+    me = await accounts.user()
+    for value in ("abc", "-1", "99999999999999999999", "1.5"):
+        reply = await api.get(f"/api/live/analyses?analysisServiceID={value}", me)
+        assert (reply.status, reply.message) == (400, f"Invalid analysisServiceID: {value}")
+    stranger = await api.get("/api/live/analyses", None)
+    assert stranger.status == 401
+
+
 async def test_live_events_reach_only_users_who_may_read_the_analysis(
     resources: Resources, api: ApiClient, accounts: Accounts
 ) -> None:
