@@ -1201,8 +1201,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def print_targets(args: argparse.Namespace, outcomes: dict[str, Outcome]) -> None:
-    """The issue's targets, each against this run's figure (CPU and round trips per analysis
-    in the burst and at the paced rate: batches are smaller at the paced rate)."""
+    """The issue's targets, each against this run's figure: for the embedded default its
+    rate; otherwise the split deployment's (CPU and round trips per analysis in the burst and
+    at the paced rate: batches are smaller at the paced rate)."""
     burst, paced = outcomes["burst"], outcomes["paced"]
     completed = burst.completed_per_second
     p99 = percentile(paced.latencies, 0.99) * 1000
@@ -1211,6 +1212,10 @@ def print_targets(args: argparse.Namespace, outcomes: dict[str, Outcome]) -> Non
     def verdict(met: bool) -> str:
         return "met" if met else "NOT met"
 
+    if not args.split and args.db == "sqlite" and args.bus == "memory":
+        met = verdict(completed >= 300)
+        print(f"target: the embedded default >= 300 completed/s: {met} ({completed:.0f}/s)")
+        return
     targets = [
         f">= 1000 completed/s: {verdict(completed >= 1000)} ({completed:.0f}/s)",
         f"p99 < 250 ms at {rate}: {verdict(p99 < 250)} ({p99:.0f} ms)",
