@@ -20,10 +20,9 @@ from sqlalchemy import text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.dialect import NOW
-from shared.db.session import create_engine, create_session_factory
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
-from tests.support.explain import explainable, plan_of, rows_read_from
+from tests.support.explain import plan_of, rolled_back_session, rows_read_from
 
 BACKLOG = 20_000
 BATCH = 64
@@ -77,10 +76,12 @@ async def _new_obj(session: AsyncSession, obj_id: str) -> str:
 async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
     """A session whose transaction holds a few hundred analyses that ANALYZE saw, then a
     backlog of queued ones and a batch in each other active status that it did not."""
-    assert database_url.startswith("postgresql")
-    engine = create_engine(database_url)
-    explainable(engine)
-    session = create_session_factory(engine)()
+    async with rolled_back_session(database_url) as session:
+        await _fill_backlog(session)
+        yield session
+
+
+async def _fill_backlog(session: AsyncSession) -> None:
     tag = uuid.uuid4().hex[:10]
     owner = {
         "tag": tag,
@@ -105,12 +106,6 @@ async def backlog(database_url: str) -> AsyncIterator[AsyncSession]:
     await _add_rows(session, owner, "pending", BATCH)
     session.info["obj_id"] = owner["obj_id"]
     session.info["owner"] = owner
-    try:
-        yield session
-    finally:
-        await session.rollback()
-        await session.close()
-        await engine.dispose()
 
 
 async def _ids(session: AsyncSession, status: str) -> list[int]:

@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatcher.inputs import _sources_with_photometry_query
 from shared.db.models import Group, Instrument, Obj, Photometry, obj_groups, photometry_groups
-from shared.db.session import create_engine, create_session_factory
-from tests.support.explain import explainable, plan_of, rows_read_from
+from tests.support.explain import plan_of, rolled_back_session, rows_read_from
 
 SOURCES = 100
 POINTS_PER_SOURCE = 5
@@ -30,10 +29,12 @@ BATCH = 10
 async def small_portal(database_url: str) -> AsyncIterator[AsyncSession]:
     """A session whose transaction holds one group's sources, each with a few points, all of
     them analyzed."""
-    assert database_url.startswith("postgresql")
-    engine = create_engine(database_url)
-    explainable(engine)
-    session = create_session_factory(engine)()
+    async with rolled_back_session(database_url) as session:
+        await _fill(session)
+        yield session
+
+
+async def _fill(session: AsyncSession) -> None:
     tag = uuid.uuid4().hex[:10]
     group, instrument = Group(name=f"plan-{tag}"), Instrument(name=f"plan-{tag}")
     sources = [Obj(id=f"plan_{tag}_{n}", ra=1.0, dec=1.0) for n in range(SOURCES)]
@@ -63,12 +64,6 @@ async def small_portal(database_url: str) -> AsyncIterator[AsyncSession]:
         await session.execute(text(f"ANALYZE {table}"))
     session.info["group_id"] = group.id
     session.info["sources"] = [s.id for s in sources]
-    try:
-        yield session
-    finally:
-        await session.rollback()
-        await session.close()
-        await engine.dispose()
 
 
 async def test_a_claim_batch_reads_the_points_of_its_sources_only(

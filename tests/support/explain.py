@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.db.session import create_engine, create_session_factory
 
 EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
 SCANS = ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan")
@@ -36,6 +40,22 @@ def explainable(engine: AsyncEngine) -> None:
 
     event.listen(engine.sync_engine, "before_cursor_execute", prefixed, retval=True)
     event.listen(engine.sync_engine, "after_cursor_execute", kept)
+
+
+@asynccontextmanager
+async def rolled_back_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on an :func:`explainable` engine whose transaction is rolled back at the end:
+    the rows a test builds, and the statistics its ANALYZE stores, go with it."""
+    assert database_url.startswith("postgresql")
+    engine = create_engine(database_url)
+    explainable(engine)
+    session = create_session_factory(engine)()
+    try:
+        yield session
+    finally:
+        await session.rollback()
+        await session.close()
+        await engine.dispose()
 
 
 async def plan_of(session: AsyncSession, statement: Any, parameters: dict[str, Any]) -> Any:
