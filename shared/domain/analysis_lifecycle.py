@@ -969,8 +969,7 @@ async def mark_sending_many(
     ``inputs`` files; and writes the attempt row (outcome ``sending``: the request goes out
     whatever happened to the row since its claim) unless that attempt is already recorded, so
     an attempt cut short by a crash is listed even when the service's callback completes the
-    analysis. One statement per table,
-    all of them one round trip on PostgreSQL."""
+    analysis. One statement per table, all of them one round trip on PostgreSQL."""
     if not attempts:
         return
     writes = _sending_writes(name_of(session))
