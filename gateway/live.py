@@ -27,7 +27,7 @@ from shared.bus.base import Listening
 from shared.db.models import AnalysisService, ObjAnalysis
 from shared.db.session import read_session
 from shared.domain.access import Principal
-from shared.domain.analysis_lifecycle import unfinished
+from shared.domain.analysis_lifecycle import running
 from shared.domain.enums import ACTIVE_STATUSES
 
 log = logging.getLogger("skyhook.gateway.live")
@@ -126,7 +126,7 @@ class _Watch:
         query = select(*_COLUMNS).join(AnalysisService).where(*self.conditions())
         wanted = set(ids or ()) | self.active
         if ids is None:
-            query = query.where(unfinished(), ObjAnalysis.status.in_(ACTIVE_STATUSES))
+            query = query.where(running())
         elif not wanted:
             return []
         else:

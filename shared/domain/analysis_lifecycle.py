@@ -896,6 +896,12 @@ def unfinished() -> ColumnElement[bool]:
     return ObjAnalysis.finished_at.is_(None)
 
 
+def running() -> ColumnElement[bool]:
+    """The analyses in an active status (queued, dispatching, pending), found through
+    :func:`unfinished`'s partial index."""
+    return and_(unfinished(), ObjAnalysis.status.in_(ACTIVE_STATUSES))
+
+
 def _due(now: datetime | ColumnElement[datetime]) -> ColumnElement[bool]:
     return and_(
         ObjAnalysis.status == AnalysisStatus.QUEUED,
@@ -1368,8 +1374,7 @@ def _expiring(condition: ColumnElement[bool], now: datetime, dialect: str) -> An
         update(ObjAnalysis)
         .where(
             condition,
-            unfinished(),
-            ObjAnalysis.status.in_(ACTIVE_STATUSES),
+            running(),
             ObjAnalysis.invalid_after < now,
         )
         .values(

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus.base import Bus
 from shared.db.models import ObjAnalysis, OutboxMessage
-from shared.domain.analysis_lifecycle import unfinished
+from shared.domain.analysis_lifecycle import running
 from shared.domain.enums import ACTIVE_STATUSES
 from shared.observability.metrics import ANALYSES, OUTBOX_BACKLOG, OUTBOX_LAG, QUEUE_DEPTH
 
@@ -39,9 +39,7 @@ async def refresh_gauges(engine: AsyncEngine, bus: Bus) -> None:
     every scrape."""
     async with engine.connect() as connection:
         counts = await connection.execute(
-            select(ObjAnalysis.status, func.count())
-            .where(unfinished(), ObjAnalysis.status.in_(ACTIVE_STATUSES))
-            .group_by(ObjAnalysis.status)
+            select(ObjAnalysis.status, func.count()).where(running()).group_by(ObjAnalysis.status)
         )
         by_status = {str(status): count for status, count in counts}
         # Every running status, 0 when none: another worker may have reported it last.
