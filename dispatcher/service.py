@@ -24,7 +24,7 @@ from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from shared.domain.enums import AnalysisStatus
 from shared.domain.events import AnalysisRequested
-from shared.runtime.group_commit import GroupCommit
+from shared.runtime.group_commit import PIPELINE_WINDOW_SECONDS, GroupCommit
 from shared.runtime.resources import Resources
 
 log = logging.getLogger("skyhook.dispatcher")
@@ -60,7 +60,9 @@ class Dispatcher:
         self._runner = AttemptRunner(self.resources, self._http)
         # Messages that arrive together are claimed together (one transaction per batch).
         self._claims = GroupCommit(
-            self._runner.claim_many, max_items=self.settings.dispatch_prefetch
+            self._runner.claim_many,
+            max_items=self.settings.dispatch_prefetch,
+            stretch_to_seconds=PIPELINE_WINDOW_SECONDS,
         )
         self._stopping = False
         await self.resources.bus.subscribe(

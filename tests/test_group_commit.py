@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.runtime.group_commit import GroupCommit
+from shared.runtime.group_commit import Arrivals, GroupCommit
 
 
 class Doubler:
@@ -63,3 +63,32 @@ async def test_drain_waits_for_every_submitted_item() -> None:
     await group.drain()
     assert all(c.done() for c in callers)
     assert [c.result() for c in callers] == [2 * i for i in range(10)]
+
+
+def test_the_stretched_window_is_twice_the_recent_gap_between_arrivals() -> None:
+    arrivals = Arrivals(longest=0.010)
+    for n in range(50):  # a burst: 10 us apart
+        arrivals.arrived(100.0 + n * 0.00001)
+    assert arrivals.window(shortest=0.002) == 0.002  # the short window, as without stretching
+    for n in range(50):  # a steady trickle, 3 ms apart
+        arrivals.arrived(200.0 + n * 0.003)
+    assert arrivals.window(shortest=0.002) == pytest.approx(0.006, rel=0.01)
+    arrivals.arrived(300.0)  # after an idle spell: never longer than the longest window
+    arrivals.arrived(400.0)
+    assert arrivals.window(shortest=0.002) == 0.010
+
+
+async def test_a_trickle_gathers_into_fewer_batches_when_the_window_stretches() -> None:
+    async def trickle(group: GroupCommit[int, int]) -> list[int]:
+        calls = []
+        for i in range(20):  # 5 ms apart: more than the short window of 2 ms
+            calls.append(asyncio.ensure_future(group.submit(i)))
+            await asyncio.sleep(0.005)
+        return list(await asyncio.gather(*calls))
+
+    plain, stretched = Doubler(), Doubler()
+    assert await trickle(GroupCommit(plain, max_wait_seconds=0.002)) == [2 * i for i in range(20)]
+    stretching = GroupCommit(stretched, max_wait_seconds=0.002, stretch_to_seconds=0.05)
+    assert await trickle(stretching) == [2 * i for i in range(20)]
+    assert len(stretched.batches) < len(plain.batches)
+    assert len(stretched.batches) <= 10  # two or more a batch

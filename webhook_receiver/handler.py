@@ -35,7 +35,7 @@ from shared.domain.analysis_data import (
 from shared.domain.analysis_lifecycle import Callee, Completion, Outcome
 from shared.domain.enums import AnalysisStatus
 from shared.observability.metrics import WEBHOOK_BODY_BYTES, bind_analysis
-from shared.runtime.group_commit import GroupCommit
+from shared.runtime.group_commit import PIPELINE_WINDOW_SECONDS, GroupCommit
 from shared.runtime.resources import Resources
 from shared.security.secrets import hash_token
 from webhook_receiver.finalize import TOKEN_EXPIRED, expire, find_callee, find_callees, refusal
@@ -75,8 +75,8 @@ def setup_webhook(app: web.Application, resources: Resources) -> None:
         sessions=sessions,
         redactor=Redactor(resources.secret_box, resources.settings.llm_api_key),
         max_body_bytes=resources.settings.webhook_max_body_bytes,
-        callees=GroupCommit(look_up),
-        completions=GroupCommit(complete),
+        callees=GroupCommit(look_up, stretch_to_seconds=PIPELINE_WINDOW_SECONDS),
+        completions=GroupCommit(complete, stretch_to_seconds=PIPELINE_WINDOW_SECONDS),
     )
     app.cleanup_ctx.append(_drain_batchers)
 

@@ -105,7 +105,7 @@ from shared.domain.artifacts import (
 from shared.domain.enums import ACTIVE_STATUSES, AnalysisStatus
 from shared.domain.events import AnalysisAccepted, AnalysisRequested, Message, analysis_ended
 from shared.domain.summaries import forget_analysis, lock_obj
-from shared.runtime.group_commit import GroupCommit
+from shared.runtime.group_commit import PIPELINE_WINDOW_SECONDS, GroupCommit
 from shared.security.secrets import CallbackTokens, hash_token
 
 CAPPED_STATUSES = (AnalysisStatus.COMPLETED, *ACTIVE_STATUSES)
@@ -548,7 +548,11 @@ class AnalysisCreator:
 
     def batcher(self) -> GroupCommit[NewAnalysis, int]:
         """Starts from concurrent requests, created together (see :meth:`create_many`)."""
-        return GroupCommit(self.create_many, max_batches_in_flight=1)
+        return GroupCommit(
+            self.create_many,
+            max_batches_in_flight=1,
+            stretch_to_seconds=PIPELINE_WINDOW_SECONDS,
+        )
 
 
 # --- cancelling -------------------------------------------------------------------------
