@@ -23,7 +23,7 @@ import functools
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -283,8 +283,9 @@ def _sources_with_photometry_query(
 
 
 def _photometry_record(point: StoredPoint) -> Record:
-    exported = export_point(point, point.instrument_name)
-    record = {column: exported.get(column) for column in PHOTOMETRY_COLUMNS}
+    """The point as exported, with every column of ``PHOTOMETRY_COLUMNS`` (and its
+    ``instrument_id``, which the writers leave out: they write only the columns)."""
+    record = export_point(point, point.instrument_name)
     # SkyPortal fills this for solar-system objects from the point's altdata; we keep none.
     record["predicted_mag"] = None
     return record
@@ -381,12 +382,29 @@ def csv_cell(value: Any) -> str:
     return str(value)
 
 
+def _float_cell(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ""
+
+
+# The cells of the common types, by exact type (not a subclass: a bool is not written as an
+# int); any other value goes through ``csv_cell``. An inputs file has thousands of cells.
+_CELL_OF_TYPE: dict[type, Callable[[Any], str]] = {
+    str: str,
+    float: _float_cell,
+    int: str,
+    type(None): lambda _: "",
+}
+
+
 def records_to_csv(columns: Sequence[str], records: Iterable[Record]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    for record in records:
-        writer.writerow([csv_cell(record.get(c)) for c in columns])
+    cell_of = _CELL_OF_TYPE.get
+    writer.writerows(
+        [cell_of(type(value), csv_cell)(value) for value in map(record.get, columns)]
+        for record in records
+    )
     return buffer.getvalue()
 
 

@@ -24,6 +24,7 @@ from dispatcher.inputs import (
     InputsError,
     InputsRequest,
     assemble_inputs_many,
+    records_to_csv,
 )
 from shared.db.models import Group, User
 from shared.domain.access import Principal, principal_for
@@ -297,3 +298,31 @@ async def test_admin_author_reads_everything_and_hidden_source_is_refused(
     assert len(rows) == 1
     with pytest.raises(InputsError, match=f"Obj {obj_id} not found"):
         await inputs_for(resources, obj_id, author, ["photometry"])
+
+
+def test_each_kind_of_cell_is_written_as_the_services_read_it() -> None:
+    columns = ("text", "count", "flag", "flux", "missing", "bad", "when", "extra")
+    record = {
+        "text": 'ZTF, "quoted"',
+        "count": 3,
+        "flag": True,
+        "flux": 18.889196565543394,
+        "missing": None,
+        "bad": math.inf,
+        "when": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "extra": {"ratio": math.nan, "filters": ["ztfg"]},
+    }
+    written = records_to_csv(columns, [record, {}])
+    header, first, empty = list(csv.reader(io.StringIO(written)))
+    assert header == list(columns)
+    assert first == [
+        'ZTF, "quoted"',
+        "3",
+        "True",  # a bool, not the int it also is
+        "18.889196565543394",  # every digit a float needs to read back the same
+        "",
+        "",  # not finite: empty, as pandas writes NaN
+        "2025-01-02T03:04:05+00:00",
+        '{"ratio": null, "filters": ["ztfg"]}',
+    ]
+    assert empty == [""] * len(columns)
