@@ -52,6 +52,17 @@ async def test_metrics_expose_latency_analyses_and_outbox(
     assert "skyhook_queue_messages" in text
 
 
+async def test_unusual_methods_are_counted_under_one_label(api: ApiClient) -> None:
+    """Methods HTTP knows but the API does not use (WebDAV's, a cache's PURGE) are refused,
+    and share one label: the metrics keep the seven methods an API answers."""
+    methods = ["PROPFIND", "MKCOL", "LOCK", "PURGE", "SEARCH"]
+    for method in methods:
+        assert (await api.call(method, "/api/sysinfo")).status in (401, 405)
+    text = (await api.get("/metrics", None)).body.decode()
+    assert not any(f'method="{method}"' in text for method in methods)
+    assert 'skyhook_http_request_duration_seconds_count{method="other",' in text
+
+
 def _running_gauge(metrics: str) -> dict[str, float]:
     found = {}
     for line in metrics.splitlines():
