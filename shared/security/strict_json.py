@@ -30,10 +30,35 @@ def parse_json_text(raw: bytes | str) -> Any:
         raise ValueError(_too_deep()) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"Error parsing JSON: {exc}") from None
+    if _plainly_storable(raw):
+        return value
     problem = _json_problem(value)
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+def _plainly_storable(raw: bytes | str) -> bool:
+    """Whether the text alone shows that its parsed value has no problem to look for: it is
+    plain UTF-8 (no surrogates), has no ``\\u`` escape (the only way a JSON string can hold
+    NUL or a surrogate) and too few brackets to nest too deep. Most bodies are; the rest are
+    walked value by value."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    else:
+        text = raw
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return (
+        "\\u" not in text
+        and "\x00" not in text
+        and text.count("[") + text.count("{") < MAX_JSON_DEPTH
+    )
 
 
 def _too_deep() -> str:
