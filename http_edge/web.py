@@ -139,6 +139,8 @@ def check_request_text(request: web.Request) -> None:
     """Query parameters the databases could not store (NUL, lone surrogates) are refused up
     front, as in JSON bodies. (Path captures are each checked by their handler: an id that
     holds NUL is simply not found.)"""
+    if not request.query_string:
+        return
     for text in [*request.query.keys(), *request.query.values()]:
         problem = unstorable_text(text)
         if problem is not None:
