@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.services import simple_success
 from tests.support.fake_service import FakeService
+from tests.support.metrics import metric_total
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 
@@ -200,7 +200,7 @@ async def test_an_author_who_cannot_read_the_source_starts_nothing(stack: Pipeli
     elsewhere = f"defaults-x-{uuid.uuid4().hex[:8]}"
     outsider = await stack.user([UPLOAD_DATA], [elsewhere])
     (elsewhere_id,) = await stack.group_ids(outsider, [elsewhere])
-    before = await _trigger_count(stack, "skipped", ".*")
+    before = await _trigger_count(stack, "skipped")
     async with FakeService(lambda call: simple_success()) as service:
         service_id = await stack.register(scene.astro, scene.group, service.url)
         default_id = await scene.default(service_id, {"classifications": [{"name": "Ia"}]})
@@ -209,22 +209,20 @@ async def test_an_author_who_cannot_read_the_source_starts_nothing(stack: Pipeli
         ok(await stack.http.post("/api/classification", outsider, body))
 
         async def skipped() -> bool:
-            return await _trigger_count(stack, "skipped", ".*") > before
+            return await _trigger_count(stack, "skipped") > before
 
         await eventually(skipped, "the trigger counted as skipped")
     assert service.received == []
     assert (await scene.stats(service_id, default_id))["daily_count"] == 0
 
 
-_METRIC = 'skyhook_default_analysis_triggers_total{{outcome="{}",reason="{}"}} ([0-9.e+]+)'
-
-
-async def _trigger_count(pipeline: Pipeline, outcome: str, reason: str) -> float:
-    """The counter as /metrics shows it, summed over the reasons the pattern ``reason``
-    matches (every service of these stacks runs in this process)."""
+async def _trigger_count(pipeline: Pipeline, outcome: str, **reason: str) -> float:
+    """The counter as /metrics shows it, summed over its reasons unless ``reason`` names one
+    (every service of these stacks runs in this process)."""
     reply = await pipeline.http.get("/metrics", None)
     text = reply.body.decode() if isinstance(reply.body, bytes) else str(reply.body)
-    return sum(float(v) for v in re.findall(_METRIC.format(outcome, reason), text))
+    name = "skyhook_default_analysis_triggers_total"
+    return metric_total(text, name, outcome=outcome, **reason)
 
 
 async def _queue_messages(name: str) -> int:
@@ -244,7 +242,7 @@ async def test_a_storm_of_classifications_starts_exactly_the_daily_limit(
         pg_database_url, tmp_path / "artifacts", bus_prefix, **TRIGGER_SETTINGS
     ) as stack:
         scene = await _scene(stack)
-        handled_before = await _trigger_count(stack, "limited", "daily_limit")
+        handled_before = await _trigger_count(stack, "limited", reason="daily_limit")
         async with FakeService(lambda call: simple_success()) as service:
             service_id = await stack.register(scene.astro, scene.group, service.url)
             default_id = await scene.default(
@@ -260,8 +258,8 @@ async def test_a_storm_of_classifications_starts_exactly_the_daily_limit(
             await asyncio.gather(*(classify(i) for i in range(1000)))
 
             async def all_handled() -> bool:
-                limited = await _trigger_count(stack, "limited", "daily_limit") - handled_before
-                return limited >= 993
+                limited = await _trigger_count(stack, "limited", reason="daily_limit")
+                return limited - handled_before >= 993
 
             await eventually(all_handled, "993 triggers limited", within=180)
             await service.wait_until(lambda: len(service.received) == 7)

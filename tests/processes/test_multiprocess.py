@@ -12,7 +12,6 @@ import asyncio
 import base64
 import csv
 import io
-import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
@@ -33,6 +32,7 @@ from tests.processes.conftest import (
 )
 from tests.support.api import ApiClient
 from tests.support.fake_service import FakeService
+from tests.support.metrics import metric_total
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -110,11 +110,6 @@ async def _is_zero(count: Awaitable[int]) -> bool:
     return await count == 0
 
 
-def metric(text: str, name: str, labels: str = "") -> float:
-    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 async def metrics_of(api: ApiClient, deployment: Deployment, name: str) -> str:
     assert api.http is not None
     async with api.http.get(f"{deployment.url(name)}/metrics") as response:
@@ -165,10 +160,10 @@ async def _check_products_and_attempts(api: ApiClient, analysis_id: int) -> None
 
 async def _check_metrics(api: ApiClient, deployment: Deployment) -> None:
     dispatched = [await metrics_of(api, deployment, d) for d in DISPATCHERS]
-    accepted = 'skyhook_dispatch_attempts_total{outcome="accepted"}'
-    assert sum(metric(text, accepted) for text in dispatched) >= 1
+    accepted = "skyhook_dispatch_attempts_total"
+    assert sum(metric_total(text, accepted, outcome="accepted") for text in dispatched) >= 1
     webhook = await metrics_of(api, deployment, "webhook-receiver")
-    assert metric(webhook, "skyhook_webhook_body_bytes_count") >= 1
+    assert metric_total(webhook, "skyhook_webhook_body_bytes_count") >= 1
 
 
 # --- chaos ------------------------------------------------------------------------------------
