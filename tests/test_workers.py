@@ -9,7 +9,6 @@ down with exit status 1, for the orchestrator to restart.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.embedded import EmbeddedRun, descendants, process_alive
+from tests.support.metrics import metric_samples
 from tests.support.polling import eventually
 
 
@@ -33,19 +33,9 @@ def _gateway(tmp_path: Path, database_url: str, workers: int = 2) -> EmbeddedRun
     return EmbeddedRun(tmp_path, command=command, settings=settings)
 
 
-def _samples(text: str, name: str, **labels: str) -> dict[str, float]:
-    """Samples of ``name`` whose labels include ``labels``: their label text -> value."""
-    found = {}
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-            found[match.group(1)] = float(match.group(2))
-    return found
-
-
 def _pids(text: str) -> set[int]:
-    series = _samples(text, "skyhook_worker_http_requests_total", service="gateway")
-    return {int(pid) for labels in series for pid in re.findall(r'pid="(\d+)"', labels)}
+    series = metric_samples(text, "skyhook_worker_http_requests_total", service="gateway")
+    return {int(labels["pid"]) for labels, _ in series}
 
 
 def _exists(path: str) -> bool:
@@ -107,10 +97,10 @@ async def test_two_workers_share_the_port_and_their_metrics_and_stop_on_sigterm(
 
         # Requests were answered by both workers, and either one reports the sum over both.
         assert _pids(text) == workers, (sent, text)
-        counts = _samples(
+        counts = metric_samples(
             text, "skyhook_http_request_duration_seconds_count", route="/healthz", status="200"
         )
-        assert sum(counts.values()) == sent, counts
+        assert sum(value for _, value in counts) == sent, counts
         assert len(counts) == 1  # one series: summed over the workers, not one per process
 
         run.signal(signal.SIGTERM)
