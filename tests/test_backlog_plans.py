@@ -16,10 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, true
+from sqlalchemy import func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.dialect import NOW
+from shared.db.models import ObjAnalysis
 from shared.db.types import utcnow
 from shared.domain import analysis_lifecycle as lifecycle
 from tests.support.explain import plan_of, rolled_back_session, rows_read_from
@@ -285,16 +286,19 @@ async def test_the_expiry_sweep_reads_the_running_analyses_not_the_finished_ones
     )
 
     # Other tests' analyses left running past their time (the database is shared) time out too.
+    now = utcnow()
     expired_elsewhere = await backlog.scalar(
-        text(
-            "SELECT count(*) FROM obj_analyses WHERE finished_at IS NULL AND obj_id <> :obj_id "
-            "AND status IN ('queued', 'dispatching', 'pending') AND invalid_after < now()"
-        ),
-        past,
+        select(func.count())
+        .select_from(ObjAnalysis)
+        .where(
+            lifecycle.running(),
+            ObjAnalysis.obj_id != own["obj_id"],
+            ObjAnalysis.invalid_after < now,
+        )
     )
-    expired = BATCH + expired_elsewhere
+    expired = BATCH + (expired_elsewhere or 0)
 
-    plan = await plan_of(backlog, lifecycle._expiring(true(), utcnow(), "postgresql"), {})
+    plan = await plan_of(backlog, lifecycle._expiring(true(), now, "postgresql"), {})
 
     assert plan["Actual Rows"] == expired, "the analyses past their time timed out"
     read = rows_read_from(plan, "obj_analyses")
