@@ -76,6 +76,8 @@ def test_a_body_is_accepted_exactly_when_its_value_is_storable(
     [
         # A surrogate written as UTF-8 bytes rather than escaped: the parser lets it through.
         (b'{"a": "\xed\xa0\x80"}', False),
+        # Text already decoded can hold a lone surrogate without any escape.
+        ('{"a": "x\ud800"}', False),
         # UTF-16, which the parser also reads: every other byte is NUL.
         ('{"a": "x"}'.encode("utf-16"), True),
         ('{"a": "x\\u0000"}'.encode("utf-16"), False),
@@ -88,5 +90,5 @@ def test_a_body_is_accepted_exactly_when_its_value_is_storable(
         (b'\xef\xbb\xbf{"a": 1}', True),
     ],
 )
-def test_the_ways_a_problem_can_hide_in_the_text(raw: bytes, accepted: bool) -> None:
+def test_the_ways_a_problem_can_hide_in_the_text(raw: bytes | str, accepted: bool) -> None:
     assert outcome(raw) == accepted
