@@ -40,24 +40,18 @@ def parse_json_text(raw: bytes | str) -> Any:
 
 def _plainly_storable(raw: bytes | str) -> bool:
     """Whether the text alone shows that its parsed value has no problem to look for: it is
-    plain UTF-8 (no surrogates), has no ``\\u`` escape (the only way a JSON string can hold
-    NUL or a surrogate) and too few brackets to nest too deep. Most bodies are; the rest are
-    walked value by value."""
+    strict UTF-8 that :func:`unstorable_text` passes, has no ``\\u`` escape (the only way a
+    JSON string can hold NUL or a surrogate) and too few brackets to nest too deep. Most
+    bodies are; the rest are walked value by value."""
     if isinstance(raw, bytes):
         try:
-            text = raw.decode("utf-8")
+            raw = raw.decode("utf-8")  # strict: surrogates written as bytes fail here
         except UnicodeDecodeError:
             return False
-    else:
-        text = raw
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
     return (
-        "\\u" not in text
-        and "\x00" not in text
-        and text.count("[") + text.count("{") < MAX_JSON_DEPTH
+        unstorable_text(raw) is None
+        and "\\u" not in raw
+        and raw.count("[") + raw.count("{") < MAX_JSON_DEPTH
     )
 
 
