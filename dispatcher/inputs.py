@@ -367,6 +367,10 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+def _float_cell(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ""
+
+
 def csv_cell(value: Any) -> str:
     """One CSV cell as pandas would write it, except nested values (JSON) and datetimes (ISO)."""
     if value is None:
@@ -374,16 +378,12 @@ def csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
+        return _float_cell(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(plain_value(value))
     return str(value)
-
-
-def _float_cell(value: float) -> str:
-    return repr(value) if math.isfinite(value) else ""
 
 
 # The cells of the common types, by exact type (not a subclass: a bool is not written as an
