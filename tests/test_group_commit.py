@@ -65,13 +65,13 @@ async def test_drain_waits_for_every_submitted_item() -> None:
     assert [c.result() for c in callers] == [2 * i for i in range(10)]
 
 
-def test_the_stretched_window_is_twice_the_recent_gap_between_arrivals() -> None:
+def test_the_stretched_window_is_three_recent_gaps_between_arrivals() -> None:
     arrivals = Arrivals(longest=0.010)
     for n in range(50):  # a burst: 10 us apart
         arrivals.arrived(100.0 + n * 0.00001)
     assert arrivals.window(shortest=0.002) == 0.002  # the short window, as without stretching
-    for n in range(50):  # a steady trickle, 3 ms apart
-        arrivals.arrived(200.0 + n * 0.003)
+    for n in range(50):  # a steady trickle, 2 ms apart
+        arrivals.arrived(200.0 + n * 0.002)
     assert arrivals.window(shortest=0.002) == pytest.approx(0.006, rel=0.01)
     arrivals.arrived(300.0)  # after an idle spell: never longer than the longest window
     arrivals.arrived(400.0)
